@@ -1,0 +1,223 @@
+"""The ``symbackprop`` command: the only module that prints to the terminal or writes files.
+
+    symbackprop derive  [SPEC] [--preset article] [-o DIR]
+    symbackprop check   [SPEC] [--preset article] [--samples N] [--seed S] [--json]
+    symbackprop handout [SPEC] [--preset article] [-o DIR] [--no-pdf]
+
+With neither SPEC nor --preset, each command works on the article preset.
+A bad spec prints one line and exits with status 2, writing nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from math import prod
+from pathlib import Path
+
+import sympy
+
+from .derive import Derivation, expression_size
+from .errors import SpecError
+from .network import Network
+from .presets import PRESETS
+from .spec import load_spec
+
+CLOSED_FORM_LIMIT = 100_000  # tree nodes; larger closed forms are summarised, not written out
+
+
+# ---- shared helpers -------------------------------------------------------------------------
+
+
+def _network(args: argparse.Namespace) -> Network:
+    if args.spec is not None and args.preset is not None:
+        raise SpecError("give a SPEC file or --preset, not both")
+    if args.spec is not None:
+        return load_spec(args.spec)
+    return PRESETS[args.preset or "article"]()
+
+
+def _output_dir(args: argparse.Namespace, network: Network) -> Path:
+    return Path(args.output) if args.output else Path("outputs") / network.name
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _staged_output(target: Path):
+    """A temporary folder beside ``target`` whose files replace target's only on success,
+    so a failure leaves nothing half-written."""
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target))
+    try:
+        yield staging
+        for item in staging.iterdir():
+            item.replace(target / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", nargs="?", help="a YAML or JSON network spec (default: the article preset)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a built-in network instead of a spec")
+
+
+def _summary(network: Network) -> str:
+    lines = [f"network {network.name}: input {_shape(network.input_shape)}, loss {network.loss}"]
+    for number, (layer, shape) in enumerate(zip(network.layers, network.shapes[1:]), start=1):
+        lines.append(f"  layer {number}: {layer.describe()} -> {_shape(shape)}")
+    params = network.parameters
+    counts = ", ".join(f"{name} {_shape(shape)}" for name, shape in params.items())
+    lines.append(f"  {sum(prod(s) for s in params.values())} weights: {counts}")
+    return "\n".join(lines)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+# ---- derive ---------------------------------------------------------------------------------
+
+
+def derivation_record(d: Derivation, on_parameter: Callable[[str], None] | None = None) -> dict:
+    """Everything ``derivation.json`` holds: per element, chain and closed form as strings."""
+
+    def closed_entry(expr: sympy.Expr) -> dict:
+        closed = d.closed(expr)
+        size = expression_size(closed)
+        return {"closed": str(closed) if size <= CLOSED_FORM_LIMIT else None, "closed_size": size}
+
+    def elements(name: str) -> list[dict]:
+        symbols = d.symbols.x if name == "x" else d.symbols.params[name]
+        chain = d.chain(name)
+        result = []
+        for symbol, expr in zip(sympy.flatten(symbols.tolist()), sympy.flatten(chain.tolist())):
+            index = str(symbol).split("_")[1:] if name != "x" else [str(symbol).split("_")[1]]
+            result.append({
+                "symbol": str(symbol),
+                "index": [int(i) for i in index],
+                "tex": d.tex_names[symbol],
+                "chain": str(expr),
+                **closed_entry(expr),
+            })
+        return result
+
+    network = d.network
+    parameters = {}
+    for name, shape in network.parameters.items():
+        if on_parameter:
+            on_parameter(name)
+        parameters[name] = {"shape": list(shape), "elements": elements(name)}
+    loss_size = expression_size(d.loss)
+    return {
+        "network": network.to_dict(),
+        "conventions": {
+            "nodes": "x, y, z, a numbered flat from 1 in (channel, row, column) order",
+            "parameters": "PyTorch layouts; code names carry 0-based tensor indices (W1_0_0_1_1 is W1[0,0,1,1])",
+            "position_sets": "1-based flat input indices per output node, in kernel order; padding left out",
+        },
+        "position_sets": {
+            str(layer): [list(p) for p in network.position_sets(layer)]
+            for layer in range(1, len(network.layers) + 1)
+        },
+        "upstream": {str(s): str(d.upstream(s)) for lg in d.graph.layers for s in lg.upstream},
+        "loss": {"closed": str(d.loss) if loss_size <= CLOSED_FORM_LIMIT else None, "closed_size": loss_size},
+        "parameters": parameters,
+        "input_gradient": {"shape": list(network.input_shape), "elements": elements("x")},
+    }
+
+
+def run_derive(args: argparse.Namespace) -> int:
+    network = _network(args)
+    target = _output_dir(args, network)
+    print(_summary(network))
+    start = time.perf_counter()
+    _progress("deriving ...")
+    d = network.derive()
+    derived = time.perf_counter()
+    record = derivation_record(d, on_parameter=lambda name: _progress(f"  writing out {name}"))
+    with _staged_output(target) as staging:
+        (staging / "derivation.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    done = time.perf_counter()
+    print(f"derived in {derived - start:.2f} s, written in {done - derived:.2f} s -> {target / 'derivation.json'}")
+    return 0
+
+
+# ---- check ----------------------------------------------------------------------------------
+
+
+def run_check(args: argparse.Namespace) -> int:
+    raise NotImplementedError("symbackprop check: see issue 3")
+
+
+# ---- handout --------------------------------------------------------------------------------
+
+
+def run_handout(args: argparse.Namespace) -> int:
+    raise NotImplementedError("symbackprop handout: see issue 4")
+
+
+# ---- entry point ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="symbackprop",
+        description="Derive backpropagation symbolically for a small convolutional or dense network: "
+        "closed-form gradients of every weight, LaTeX handouts, numeric code, and checks "
+        "against independent methods.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    derive = commands.add_parser(
+        "derive", help="derive every dL/dw and write derivation.json",
+        description="Derive dL/dw for every weight (chain form and closed form) and write "
+        "derivation.json into the output folder (default outputs/NAME/).",
+    )
+    _add_network_arguments(derive)
+    derive.add_argument("-o", "--output", metavar="DIR", help="output folder (default outputs/NAME/)")
+    derive.set_defaults(run=run_derive)
+
+    check = commands.add_parser(
+        "check", help="prove the derived gradients right against independent methods",
+        description="Evaluate the derived gradients at random points and compare them with an "
+        "independent numpy backprop, finite differences and PyTorch autograd (if installed). "
+        "Exit status 0 when all agree, 1 when any disagree, 2 for a bad spec.",
+    )
+    _add_network_arguments(check)
+    check.add_argument("--samples", type=int, default=3, metavar="N", help="random points (default 3)")
+    check.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(run=run_check)
+
+    handout = commands.add_parser(
+        "handout", help="write a teaching handout (LaTeX, PDF, Markdown)",
+        description="Write handout.tex and handout.md for the network and compile handout.pdf "
+        "when latexmk or pdflatex is installed.",
+    )
+    _add_network_arguments(handout)
+    handout.add_argument("-o", "--output", metavar="DIR", help="output folder (default outputs/NAME/)")
+    handout.add_argument("--no-pdf", action="store_true", help="write the .tex and .md only")
+    handout.set_defaults(run=run_handout)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SpecError as error:
+        print(f"symbackprop: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

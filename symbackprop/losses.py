@@ -1,0 +1,122 @@
+"""Losses: each is one ``Loss`` entry in ``LOSSES`` — its value and its gradient.
+
+A loss maps the network's outputs a_1..a_K and the targets y_1..y_K to a scalar.
+``gradient`` gives ∂L/∂a_k as sympy expressions in those symbols: the upstream
+gradients where backpropagation starts. Definitions follow PyTorch for a single
+sample: ``mse`` is ``MSELoss`` (mean over the K outputs), ``cross_entropy`` is
+``CrossEntropyLoss`` with probability targets (softmax of the outputs inside).
+
+The ``generic`` loss is the article's undefined L(a, y); its partial derivatives
+print as ∂L/∂a^{(l)}_k.
+
+Imports sympy and ``errors`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import sympy
+from sympy import Function, Integer, Rational, exp, log
+
+from .errors import SpecError
+
+Exprs = Sequence[sympy.Expr]
+
+
+@lru_cache(maxsize=None)
+def generic_loss_functions(output_layer: int) -> tuple[type[Function], type[Function]]:
+    """The undefined L(a_1..a_K, y_1..y_K) and its partials ∂L/∂a_k, for outputs of layer l.
+
+    ``dL(k, a_1.., y_1..)`` is ∂L/∂a_k; it prints without its arguments, as the article does.
+    """
+
+    def partial_latex(self, printer, exp=None):
+        k = self.args[0]
+        tex = rf"\frac{{\partial L}}{{\partial a^{{({output_layer})}}_{{{k}}}}}"
+        return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
+
+    partial = type("dL", (Function,), {"_latex": partial_latex})
+
+    def loss_fdiff(self, argindex=1):
+        return partial(Integer(argindex), *self.args)
+
+    def loss_latex(self, printer, exp=None):
+        inner = ", ".join(printer._print(a) for a in self.args)
+        return rf"L\left({inner}\right)" + ("" if exp is None else f"^{{{exp}}}")
+
+    loss = type("L", (Function,), {"fdiff": loss_fdiff, "_latex": loss_latex})
+    return loss, partial
+
+
+def _generic_value(a: Exprs, y: Exprs, output_layer: int) -> sympy.Expr:
+    return generic_loss_functions(output_layer)[0](*a, *y)
+
+
+def _generic_gradient(a: Exprs, y: Exprs, output_layer: int) -> list[sympy.Expr]:
+    partial = generic_loss_functions(output_layer)[1]
+    return [partial(Integer(k), *a, *y) for k in range(1, len(a) + 1)]
+
+
+def _sse_value(a: Exprs, y: Exprs, output_layer: int) -> sympy.Expr:
+    return Rational(1, 2) * sympy.Add(*[(ak - yk) ** 2 for ak, yk in zip(a, y)])
+
+
+def _sse_gradient(a: Exprs, y: Exprs, output_layer: int) -> list[sympy.Expr]:
+    return [ak - yk for ak, yk in zip(a, y)]
+
+
+def _mse_value(a: Exprs, y: Exprs, output_layer: int) -> sympy.Expr:
+    return Rational(1, len(a)) * sympy.Add(*[(ak - yk) ** 2 for ak, yk in zip(a, y)])
+
+
+def _mse_gradient(a: Exprs, y: Exprs, output_layer: int) -> list[sympy.Expr]:
+    return [Rational(2, len(a)) * (ak - yk) for ak, yk in zip(a, y)]
+
+
+def _cross_entropy_value(a: Exprs, y: Exprs, output_layer: int) -> sympy.Expr:
+    log_partition = log(sympy.Add(*[exp(ak) for ak in a]))
+    return -sympy.Add(*[yk * (ak - log_partition) for ak, yk in zip(a, y)])
+
+
+def _cross_entropy_gradient(a: Exprs, y: Exprs, output_layer: int) -> list[sympy.Expr]:
+    # y need not sum to one, so the softmax term keeps its factor Σ y_j.
+    partition = sympy.Add(*[exp(ak) for ak in a])
+    total = sympy.Add(*y)
+    return [exp(ak) / partition * total - yk for ak, yk in zip(a, y)]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One loss: value(a, y, l) and gradient(a, y, l) = [∂L/∂a_k], with its TeX definition."""
+
+    name: str
+    value: Callable[[Exprs, Exprs, int], sympy.Expr]
+    gradient: Callable[[Exprs, Exprs, int], list[sympy.Expr]]
+    formula: str  # TeX, with a_k for the outputs and y_k for the targets
+    generic: bool = False
+
+
+LOSSES: dict[str, Loss] = {
+    loss.name: loss
+    for loss in [
+        Loss("generic", _generic_value, _generic_gradient, r"L(a, y)\ \text{(generic)}", True),
+        Loss("sse", _sse_value, _sse_gradient, r"L = \frac{1}{2}\sum_{k} (a_k - y_k)^2"),
+        Loss("mse", _mse_value, _mse_gradient, r"L = \frac{1}{K}\sum_{k} (a_k - y_k)^2"),
+        Loss(
+            "cross_entropy",
+            _cross_entropy_value,
+            _cross_entropy_gradient,
+            r"L = -\sum_{k} y_k \log \frac{e^{a_k}}{\sum_j e^{a_j}}",
+        ),
+    ]
+}
+
+
+def loss(name: str) -> Loss:
+    """The registered loss called ``name``; SpecError naming the choices otherwise."""
+    if not isinstance(name, str) or name not in LOSSES:
+        raise SpecError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return LOSSES[name]

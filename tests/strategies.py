@@ -1,0 +1,47 @@
+"""Hypothesis strategies for small networks of every layer option, activation and loss."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+import symbackprop as sb
+from symbackprop.activations import ACTIVATIONS
+from symbackprop.losses import LOSSES
+
+CONCRETE_ACTIVATIONS = sorted(name for name, a in ACTIVATIONS.items() if not a.generic)
+CONCRETE_LOSSES = sorted(name for name, l in LOSSES.items() if not l.generic)
+
+
+@st.composite
+def networks(draw, max_size: int = 6, max_conv: int = 2) -> sb.Network:
+    """A valid small network: 1–2 conv layers (channels, kernels, strides, padding, bias)
+    and an optional dense layer, with concrete activations and loss."""
+    channels = draw(st.integers(1, 2))
+    height, width = draw(st.integers(2, max_size)), draw(st.integers(2, max_size))
+    shape = (channels, height, width)
+    layers = []
+    for _ in range(draw(st.integers(1, max_conv))):
+        padding = (draw(st.integers(0, 1)), draw(st.integers(0, 1)))
+        kernel = (
+            draw(st.integers(1, min(3, shape[1] + 2 * padding[0]))),
+            draw(st.integers(1, min(3, shape[2] + 2 * padding[1]))),
+        )
+        layer = sb.Conv2D(
+            out_channels=draw(st.integers(1, 2)),
+            kernel_size=kernel,
+            stride=(draw(st.integers(1, 2)), draw(st.integers(1, 2))),
+            padding=padding,
+            bias=draw(st.booleans()),
+            activation=draw(st.sampled_from(CONCRETE_ACTIVATIONS)),
+        )
+        layers.append(layer)
+        shape = layer.output_shape(shape)
+    if draw(st.booleans()) or shape[0] * shape[1] * shape[2] > 8:
+        layers.append(
+            sb.Dense(
+                units=draw(st.integers(1, 3)),
+                bias=draw(st.booleans()),
+                activation=draw(st.sampled_from(CONCRETE_ACTIVATIONS)),
+            )
+        )
+    return sb.Network((channels, height, width), layers, draw(st.sampled_from(CONCRETE_LOSSES)))
