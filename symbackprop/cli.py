@@ -93,9 +93,9 @@ def derivation_record(d: Derivation, on_parameter: Callable[[str], None] | None 
     def closed_entry(expr: sympy.Expr) -> dict:
         closed = d.closed(expr)
         size = expression_size(closed)
-        return {"closed": str(closed) if size <= CLOSED_FORM_LIMIT else None, "closed_size": size}
+        return {"closed": _text(closed) if size <= CLOSED_FORM_LIMIT else None, "closed_size": size}
 
-    def elements(name: str) -> list[dict]:
+    def elements(name: str, with_closed: bool = True) -> list[dict]:
         symbols = d.symbols.x if name == "x" else d.symbols.params[name]
         chain = d.chain(name)
         result = []
@@ -105,8 +105,8 @@ def derivation_record(d: Derivation, on_parameter: Callable[[str], None] | None 
                 "symbol": str(symbol),
                 "index": [int(i) for i in index],
                 "tex": d.tex_names[symbol],
-                "chain": str(expr),
-                **closed_entry(expr),
+                "chain": _text(expr),
+                **(closed_entry(expr) if with_closed else {}),
             })
         return result
 
@@ -128,11 +128,16 @@ def derivation_record(d: Derivation, on_parameter: Callable[[str], None] | None 
             str(layer): [list(p) for p in network.position_sets(layer)]
             for layer in range(1, len(network.layers) + 1)
         },
-        "upstream": {str(s): str(d.upstream(s)) for lg in d.graph.layers for s in lg.upstream},
-        "loss": {"closed": str(d.loss) if loss_size <= CLOSED_FORM_LIMIT else None, "closed_size": loss_size},
+        "upstream": {str(s): _text(d.upstream(s)) for lg in d.graph.layers for s in lg.upstream},
+        "loss": {"closed": _text(d.loss) if loss_size <= CLOSED_FORM_LIMIT else None, "closed_size": loss_size},
         "parameters": parameters,
-        "input_gradient": {"shape": list(network.input_shape), "elements": elements("x")},
+        "input_gradient": {"shape": list(network.input_shape), "elements": elements("x", False)},
     }
+
+
+def _text(expr: sympy.Basic) -> str:
+    """sympy's string form, terms in their stored order (sorting them for display is slow)."""
+    return sympy.sstr(expr, order="none")
 
 
 def run_derive(args: argparse.Namespace) -> int:
@@ -146,6 +151,8 @@ def run_derive(args: argparse.Namespace) -> int:
     record = derivation_record(d, on_parameter=lambda name: _progress(f"  writing out {name}"))
     with _staged_output(target) as staging:
         (staging / "derivation.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        _progress("  writing gradients.py")
+        d.export_module(staging / "gradients.py")  # numpy-only loss_and_grads(x, y, params)
     done = time.perf_counter()
     print(f"derived in {derived - start:.2f} s, written in {done - derived:.2f} s -> {target / 'derivation.json'}")
     return 0
@@ -155,7 +162,58 @@ def run_derive(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    raise NotImplementedError("symbackprop check: see issue 3")
+    from .verify import check  # late: only this command needs the checking machinery
+
+    if args.samples < 1:
+        print(f"symbackprop: error: --samples must be at least 1, got {args.samples}", file=sys.stderr)
+        return 2
+    network = _network(args)
+    _progress("deriving ...")
+    d = network.derive()
+
+    def on_choice(g: str | None, loss: str | None) -> None:
+        _progress(f"checking {_choice(g, loss)} ..." if g or loss else "checking ...")
+
+    report = check(d, samples=args.samples, seed=args.seed, on_choice=on_choice)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(_check_table(report))
+    return 0 if report.agree else 1
+
+
+def _choice(g: str | None, loss: str | None) -> str:
+    return ", ".join(f"{key} = {value}" for key, value in [("g", g), ("loss", loss)] if value)
+
+
+def _check_table(report) -> str:
+    """The report as text: per choice, a row per quantity with abs and rel error per method."""
+    from .verify import TOLERANCES
+
+    methods = report.methods
+    lines = [
+        f"check {report.network}: {report.samples} samples, seed {report.seed}; "
+        f"derived gradients against {', '.join(methods)}",
+        "abs: largest |derived - method| over the samples; rel: abs / the method's largest |value|",
+    ]
+    lines += [f"{method} not used: {why}" for method, why in report.skipped.items()]
+    header = f"  {'':<8}" + "".join(f"{m:<22}" for m in methods)
+    columns = f"  {'':<8}" + "".join(f"{'abs':<11}{'rel':<11}" for _ in methods) + "verdict"
+    for run in report.runs:
+        lines += ["", _choice(run.g, run.loss) or "as specified", header.rstrip(), columns]
+        for row in run.rows:
+            cells = ""
+            for method in methods:
+                c = row.comparisons.get(method)
+                cells += f"{c.abs_error:<11.1e}{c.rel_error:<11.1e}" if c else f"{'-':<11}{'-':<11}"
+            verdict = "ok" if row.agree else "DIFFERS from " + ", ".join(row.disagreeing)
+            lines.append(f"  {row.name:<8}{cells}{verdict}")
+    tolerances = ", ".join(
+        f"{m} {TOLERANCES[m][0]:.0e} rel + {TOLERANCES[m][1]:.0e} abs" for m in methods
+    )
+    lines += ["", f"tolerances: {tolerances}"]
+    lines.append("all agree" if report.agree else "DISAGREE: the derived gradients are wrong somewhere")
+    return "\n".join(lines)
 
 
 # ---- handout --------------------------------------------------------------------------------
