@@ -13,7 +13,7 @@ Imports sympy and ``errors`` only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import sympy
@@ -181,7 +181,6 @@ class Activation:
     apply: Callable[[sympy.Expr], sympy.Expr]
     formula: str  # TeX definition, for documents
     generic: bool = False
-    _derivative: sympy.Expr = field(init=False, repr=False, compare=False, default=None)
 
     @cached_property
     def _template(self) -> sympy.Expr:

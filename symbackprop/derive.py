@@ -52,7 +52,7 @@ class NodeGradient:
     ``upstream`` is ∂L/∂node in chain form; for an a node it is the sum of the
     downstream gradients it received, also named by ``upstream_symbol``.
     ``local`` and ``downstream`` map each input of the node to ∂node/∂input and
-    to upstream × local.
+    to upstream × local (written with ``upstream_symbol`` where there is one).
     """
 
     node: sympy.Symbol

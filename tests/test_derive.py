@@ -256,3 +256,22 @@ def assert_matches_torch(net: sb.Network, rng: np.random.Generator) -> None:
         theirs = torch_grads[name].ravel()
         scale = max(np.max(np.abs(theirs)), 1e-300)
         assert np.max(np.abs(mine - theirs)) <= 1e-9 * scale + 1e-14, f"{name}: {mine} != {theirs}"
+
+
+def test_every_node_has_upstream_times_local_equal_to_downstream():
+    d = sb.presets.article().derive()
+    kinds = [n.kind for n in d.nodes]
+    assert kinds[0] == "loss" and kinds.count("a") == kinds.count("z") == 9 + 4 + 2
+    assert kinds.count("x") == 16
+    by_node = {n.node: n for n in d.nodes}
+    a = by_node[S("a2_1")]  # formula (10)/(12): the upstream is the sum of what a^(2)_1 feeds
+    assert a.upstream_symbol == S("dL_da2_1")
+    assert a.upstream == d.upstream(S("dL_da2_1"))
+    assert a.local == {S("z2_1"): g_prime(S("z2_1"))}
+    assert a.downstream == {S("z2_1"): S("dL_da2_1") * g_prime(S("z2_1"))}
+    z = by_node[S("z2_1")]  # local gradients of a weighted sum: its coefficients
+    assert z.local[S("a1_2")] == S("W2_0_0_0_1") and z.local[S("W2_0_0_0_1")] == S("a1_2")
+    for node in d.nodes:  # an a node's downstream is written with its upstream's symbol
+        upstream = node.upstream if node.upstream_symbol is None else node.upstream_symbol
+        for source, local in node.local.items():
+            assert node.downstream[source] == upstream * local
