@@ -267,7 +267,7 @@ class Derivation:
 
     def closed(self, expr: sympy.Expr) -> sympy.Expr:
         """``expr`` (in program symbols z, a, ∂L/∂a) written in x, y and the weights."""
-        return sympy.sympify(expr).xreplace(self._closed)
+        return expr.xreplace(self._closed)
 
     @cached_property
     def loss(self) -> sympy.Expr:

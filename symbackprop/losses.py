@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import sympy
 from sympy import Function, Integer, Rational, exp, log
@@ -26,7 +26,7 @@ from .errors import SpecError
 Exprs = Sequence[sympy.Expr]
 
 
-@lru_cache(maxsize=None)
+@cache
 def generic_loss_functions(output_layer: int) -> tuple[type[Function], type[Function]]:
     """The undefined L(a_1..a_K, y_1..y_K) and its partials ∂L/∂a_k, for outputs of layer l.
 

@@ -21,7 +21,8 @@ import sympy
 from .activations import Activation, activation
 from .errors import SpecError
 from .layers import LAYER_TYPES, Connection, Conv2D, Dense, Layer, Shape, layer_keys
-from .losses import Loss, loss as _known_loss
+from .losses import Loss
+from .losses import loss as _known_loss
 from .naming import Names
 
 if TYPE_CHECKING:
@@ -235,7 +236,7 @@ class Network:
         unknown = set(spec) - {"input", "layers", "loss", "name"}
         if unknown:
             raise SpecError(
-                f"unknown key {sorted(map(str, unknown))[0]!r} at the top level; "
+                f"unknown key {min(map(str, unknown))!r} at the top level; "
                 "allowed: input, layers, loss, name"
             )
         if "input" not in spec:

@@ -59,7 +59,7 @@ def test_formula_13_a_shared_layer_2_weight_sums_over_its_four_positions(article
 def test_formula_17_upstream_of_layer_1_sums_over_the_layer_2_nodes_that_used_it(article):
     for j in range(1, 10):
         expected = sum(
-            S(f"dL_da2_{i}") * g_prime(S(f"z2_{i}")) * S("W2_0_0_%d_%d" % KERNEL[P2[i - 1].index(j)])
+            S(f"dL_da2_{i}") * g_prime(S(f"z2_{i}")) * S("W2_0_0_{}_{}".format(*KERNEL[P2[i - 1].index(j)]))
             for i in (1, 2, 3, 4)
             if j in P2[i - 1]
         )
@@ -80,9 +80,9 @@ def test_formula_18_a_shared_layer_1_weight_sums_over_its_nine_positions(article
 
 def test_the_forward_pass_is_the_articles(article):
     z1 = article.graph.layers[0].z[0]
-    assert z1.expr == sum(S("W1_0_0_%d_%d" % mk) * S(f"x_{p}") for mk, p in zip(KERNEL, P1[0]))
+    assert z1.expr == sum(S("W1_0_0_{}_{}".format(*mk)) * S(f"x_{p}") for mk, p in zip(KERNEL, P1[0]))
     z21 = article.graph.layers[1].z[0]
-    assert z21.expr == sum(S("W2_0_0_%d_%d" % mk) * S(f"a1_{p}") for mk, p in zip(KERNEL, P2[0]))
+    assert z21.expr == sum(S("W2_0_0_{}_{}".format(*mk)) * S(f"a1_{p}") for mk, p in zip(KERNEL, P2[0]))
 
 
 def test_generic_derivatives_print_as_g_prime_not_subs(article):
@@ -95,8 +95,8 @@ def test_generic_derivatives_print_as_g_prime_not_subs(article):
 
 def test_article_closed_form_of_w3_is_the_chain_form_written_out(article):
     x = [S(f"x_{i}") for i in range(1, 17)]
-    w1 = [S("W1_0_0_%d_%d" % mk) for mk in KERNEL]
-    w2 = [S("W2_0_0_%d_%d" % mk) for mk in KERNEL]
+    w1 = [S("W1_0_0_{}_{}".format(*mk)) for mk in KERNEL]
+    w2 = [S("W2_0_0_{}_{}".format(*mk)) for mk in KERNEL]
     a1 = [g(sum(w * x[p - 1] for w, p in zip(w1, P1[j]))) for j in range(9)]
     a2 = [g(sum(w * a1[p - 1] for w, p in zip(w2, P2[i]))) for i in range(4)]
     z3 = [sum(S(f"W3_{f}_{i}") * a2[i] for i in range(4)) for f in range(2)]
