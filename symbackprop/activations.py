@@ -36,9 +36,14 @@ def _latex_call(printer, name: str, args, exp_=None) -> str:
 
 
 class _Printed(Function):
-    """A function that prints as ``tex(args)`` in LaTeX."""
+    """A real function of a real argument that prints as ``tex(args)`` in LaTeX."""
 
     tex = ""
+
+    def _eval_is_real(self):
+        # Said outright, so sympy never digs through a closed form to find out
+        # (tanh of a sum of unknowns asks for its imaginary part modulo pi).
+        return self.args[0].is_real
 
     def _latex(self, printer, exp=None):
         return _latex_call(printer, self.tex, self.args, exp)

@@ -258,16 +258,16 @@ class Derivation:
         closed: dict[sympy.Symbol, sympy.Expr] = {}
         for layer in self.graph.layers:
             for z, a in zip(layer.z, layer.a):
-                closed[z.symbol] = z.expr.xreplace(closed)
-                closed[a.symbol] = a.activation.apply(closed[z.symbol])
+                closed[z.symbol] = substitute(z.expr, closed)
+                closed[a.symbol] = substitute(a.expr, closed)
         for layer in reversed(self.graph.layers):
             for upstream in layer.upstream:
-                closed[upstream] = self.upstream_formula[upstream].xreplace(closed)
+                closed[upstream] = substitute(self.upstream_formula[upstream], closed)
         return closed
 
     def closed(self, expr: sympy.Expr) -> sympy.Expr:
         """``expr`` (in program symbols z, a, ∂L/∂a) written in x, y and the weights."""
-        return expr.xreplace(self._closed)
+        return substitute(expr, self._closed)
 
     @cached_property
     def loss(self) -> sympy.Expr:
@@ -320,6 +320,31 @@ class Derivation:
         from .latex import derivation_summary_latex
 
         return derivation_summary_latex(self)
+
+
+def substitute(expr: sympy.Basic, mapping: dict[sympy.Symbol, sympy.Expr]) -> sympy.Basic:
+    """``expr.xreplace(mapping)``, without letting sympy evaluate functions of the result.
+
+    Sums, products and powers are still flattened and ordered as usual, but
+    function applications (exp, tanh, g, …) are rebuilt unevaluated: evaluating
+    exp of a closed form asks assumptions of the whole tree at every node — minutes
+    for a two-conv network — and finds nothing to do, since each formula
+    substituted here is already in its final form over its own symbols.
+    """
+
+    def rebuild(e: sympy.Basic) -> sympy.Basic:
+        if e in mapping:
+            return mapping[e]
+        if not e.args:
+            return e
+        args = [rebuild(a) for a in e.args]
+        if all(new is old for new, old in zip(args, e.args)):
+            return e
+        if isinstance(e, sympy.Function):
+            return e.func(*args, evaluate=False)
+        return e.func(*args)
+
+    return rebuild(expr)
 
 
 def _flat(array: sympy.Array) -> list:

@@ -38,7 +38,10 @@ def generic_loss_functions(output_layer: int) -> tuple[type[Function], type[Func
         tex = rf"\frac{{\partial L}}{{\partial a^{{({output_layer})}}_{{{k}}}}}"
         return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
 
-    partial = type("dL", (Function,), {"_latex": partial_latex})
+    def real_if_arguments_are(self):
+        return all(arg.is_real for arg in self.args) or None
+
+    partial = type("dL", (Function,), {"_latex": partial_latex, "_eval_is_real": real_if_arguments_are})
 
     def loss_fdiff(self, argindex=1):
         return partial(Integer(argindex), *self.args)
@@ -47,7 +50,10 @@ def generic_loss_functions(output_layer: int) -> tuple[type[Function], type[Func
         inner = ", ".join(printer._print(a) for a in self.args)
         return rf"L\left({inner}\right)" + ("" if exp is None else f"^{{{exp}}}")
 
-    loss = type("L", (Function,), {"fdiff": loss_fdiff, "_latex": loss_latex})
+    loss = type(
+        "L", (Function,),
+        {"fdiff": loss_fdiff, "_latex": loss_latex, "_eval_is_real": real_if_arguments_are},
+    )
     return loss, partial
 
 
