@@ -1,0 +1,1 @@
+"""The jinja2 templates of symbackprop's documents, shipped as package data (symbackprop.templates)."""
