@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +26,8 @@ import sympy
 
 from .derive import Derivation, expression_size
 from .errors import SpecError
+from .handout import render
+from .latex import latex_errors, overfull_boxes
 from .network import Network
 from .presets import PRESETS
 from .spec import load_spec
@@ -154,7 +157,8 @@ def run_derive(args: argparse.Namespace) -> int:
         _progress("  writing gradients.py")
         d.export_module(staging / "gradients.py")  # numpy-only loss_and_grads(x, y, params)
     done = time.perf_counter()
-    print(f"derived in {derived - start:.2f} s, written in {done - derived:.2f} s -> {target / 'derivation.json'}")
+    print(f"derived in {derived - start:.2f} s, written in {done - derived:.2f} s -> "
+          f"{target / 'derivation.json'}, {target / 'gradients.py'}")
     return 0
 
 
@@ -165,7 +169,8 @@ def run_check(args: argparse.Namespace) -> int:
     from .verify import check  # late: only this command needs the checking machinery
 
     if args.samples < 1:
-        print(f"symbackprop: error: --samples must be at least 1, got {args.samples}", file=sys.stderr)
+        message = f"--samples must be 1 or more, got {args.samples}"
+        print(f"symbackprop: error: {message}", file=sys.stderr)
         return 2
     network = _network(args)
     _progress("deriving ...")
@@ -192,15 +197,18 @@ def _check_table(report) -> str:
 
     methods = report.methods
     lines = [
-        f"check {report.network}: {report.samples} samples, seed {report.seed}; "
-        f"derived gradients against {', '.join(methods)}",
+        (
+            f"check {report.network}: {report.samples} samples, seed {report.seed}; "
+            f"derived gradients against {', '.join(methods)}"
+        ),
         "abs: largest |derived - method| over the samples; rel: abs / the method's largest |value|",
     ]
     lines += [f"{method} not used: {why}" for method, why in report.skipped.items()]
     header = f"  {'':<8}" + "".join(f"{m:<22}" for m in methods)
     columns = f"  {'':<8}" + "".join(f"{'abs':<11}{'rel':<11}" for _ in methods) + "verdict"
     for run in report.runs:
-        lines += ["", _choice(run.g, run.loss) or "as specified", header.rstrip(), columns]
+        title = _choice(run.g, run.loss) or "activations and loss as specified"
+        lines += ["", title, header.rstrip(), columns]
         for row in run.rows:
             cells = ""
             for method in methods:
@@ -212,15 +220,89 @@ def _check_table(report) -> str:
         f"{m} {TOLERANCES[m][0]:.0e} rel + {TOLERANCES[m][1]:.0e} abs" for m in methods
     )
     lines += ["", f"tolerances: {tolerances}"]
-    lines.append("all agree" if report.agree else "DISAGREE: the derived gradients are wrong somewhere")
+    lines.append("all agree" if report.agree else "DISAGREE: a derived gradient is wrong")
     return "\n".join(lines)
 
 
 # ---- handout --------------------------------------------------------------------------------
 
 
+TEX_INSTALL_HINT = (
+    "no latexmk or pdflatex on the PATH, so no handout.pdf: install TeX, e.g. "
+    "`sudo apt-get install latexmk texlive-latex-extra texlive-pictures` (Debian/Ubuntu), "
+    "MacTeX (macOS) or MiKTeX (Windows), then run again"
+)
+OVERFULL_TOLERANCE = 10.0  # pt; a line sticking out less than this is not worth a warning
+
+
+class LatexError(Exception):
+    """LaTeX failed; the message holds the relevant lines of its log."""
+
+
+def _tex_compiler() -> list[str] | None:
+    """The command that makes a PDF, preferring latexmk (it reruns as often as needed)."""
+    if shutil.which("latexmk"):
+        return ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error"]
+    if shutil.which("pdflatex"):
+        return ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error"]
+    return None
+
+
+def compile_pdf(tex: Path, command: list[str]) -> tuple[bytes, str]:
+    """Compile ``tex`` in a scratch folder: (the PDF, the log). LatexError on failure."""
+    with tempfile.TemporaryDirectory(prefix="symbackprop-tex-") as folder:
+        work = Path(folder)
+        shutil.copy(tex, work / tex.name)
+        runs = 1 if command[0] == "latexmk" else 3  # pdflatex: contents, longtables, references
+        for _ in range(runs):
+            try:
+                done = subprocess.run([*command, tex.name], cwd=work, capture_output=True, text=True,
+                                      errors="replace", timeout=600, check=False)
+            except subprocess.TimeoutExpired:
+                raise LatexError(f"{command[0]} ran for more than 10 minutes; stopped") from None
+            log_path = work / tex.with_suffix(".log").name
+            log = log_path.read_text(errors="replace") if log_path.exists() else done.stdout
+            if done.returncode != 0:
+                raise LatexError(latex_errors(log))
+            if "Rerun to get" not in log and "Rerun LaTeX" not in log:
+                break
+        return (work / tex.with_suffix(".pdf").name).read_bytes(), log
+
+
 def run_handout(args: argparse.Namespace) -> int:
-    raise NotImplementedError("symbackprop handout: see issue 4")
+    network = _network(args)
+    target = _output_dir(args, network)
+    print(_summary(network))
+    start = time.perf_counter()
+    _progress("deriving and typesetting the handout ...")
+    files = render(network)
+    command = None if args.no_pdf else _tex_compiler()
+    written = list(files)
+    try:
+        with _staged_output(target) as staging:
+            for name, text in files.items():
+                (staging / name).write_text(text, encoding="utf-8")
+            if command is not None:
+                _progress(f"compiling handout.pdf with {command[0]} ...")
+                pdf, log = compile_pdf(staging / "handout.tex", command)
+                (staging / "handout.pdf").write_bytes(pdf)
+                (staging / "handout.log").write_text(log, encoding="utf-8")
+                written.append("handout.pdf")
+    except LatexError as error:
+        print(f"symbackprop: error: LaTeX failed on handout.tex, nothing written "
+              f"(--no-pdf writes the .tex alone):\n{error}", file=sys.stderr)
+        return 1
+    print(f"wrote {', '.join(str(target / name) for name in written)} "
+          f"in {time.perf_counter() - start:.1f} s")
+    if command is None and not args.no_pdf:
+        print(f"symbackprop: {TEX_INSTALL_HINT}", file=sys.stderr)
+    if command is not None:
+        wide = [(width, where) for width, where in overfull_boxes(log) if width > OVERFULL_TOLERANCE]
+        if wide:
+            widest = max(width for width, _ in wide)
+            print(f"symbackprop: warning: {len(wide)} line(s) stick out of the page "
+                  f"(up to {widest:.0f}pt); see {target / 'handout.log'}", file=sys.stderr)
+    return 0
 
 
 # ---- entry point ----------------------------------------------------------------------------

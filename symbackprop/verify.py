@@ -1,0 +1,343 @@
+"""The proof that a derivation's gradients are right: derived numbers against independent ones.
+
+``check(d)`` draws random points — inputs, targets and weights, from a seed — and
+evaluates the derived gradients there (``d.numeric()``, both as one sample and as a
+batch of one, so that the float code and the array code are both checked). It
+compares them, and the loss, with three methods that share nothing with the
+derivation:
+
+* ``reference``: the layer-level numpy backprop of ``symbackprop.reference``;
+* ``finite differences``: central differences of the reference loss, one
+  element at a time (step ``STEP``) — accurate to about 1e-9, so judged more loosely;
+* ``torch``: PyTorch autograd in float64, when torch is installed.
+
+A network with a generic activation g or loss L is checked once per concrete
+choice (see ``choices``). The result is a ``Report``: per choice, per parameter,
+the largest absolute error over the samples, the relative error (that error over
+the largest magnitude the method gave), and whether it is within tolerance.
+
+Imports numpy, ``reference``, the activation and loss registries (for the names of
+the concrete choices) and, when installed, torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from math import prod
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import reference
+from .activations import ACTIVATIONS
+from .losses import LOSSES
+
+if TYPE_CHECKING:
+    from .derive import Derivation
+    from .network import Network
+
+METHODS = ("reference", "finite differences", "torch")
+# method -> (rtol, atol): a difference agrees when abs error <= atol + rtol * (largest magnitude)
+TOLERANCES = {
+    "reference": (1e-9, 1e-12),
+    "finite differences": (1e-6, 1e-7),
+    "torch": (1e-9, 1e-12),
+}
+STEP = 1e-6  # the finite-difference step
+KINK_MARGIN = 1e-4  # points with a ReLU-like input this close to its kink are drawn again
+
+
+@dataclass
+class Comparison:
+    """The derived numbers against one method's, over every sample."""
+
+    abs_error: float = 0.0
+    scale: float = 0.0  # the largest magnitude the method gave
+
+    @property
+    def rel_error(self) -> float:
+        if self.scale > 0:
+            return self.abs_error / self.scale
+        return 0.0 if self.abs_error == 0 else float("inf")
+
+    def agrees(self, method: str) -> bool:
+        rtol, atol = TOLERANCES[method]
+        return self.abs_error <= atol + rtol * self.scale
+
+    def add(self, derived: Any, other: Any) -> None:
+        derived, other = np.asarray(derived, dtype=float), np.asarray(other, dtype=float)
+        self.abs_error = max(self.abs_error, float(np.abs(derived - other).max(initial=0.0)))
+        self.scale = max(self.scale, float(np.abs(other).max(initial=0.0)))
+
+
+@dataclass
+class Row:
+    """One quantity ("loss", "x" or a parameter) against each method that gives it."""
+
+    name: str
+    comparisons: dict[str, Comparison] = field(default_factory=dict)
+
+    @property
+    def disagreeing(self) -> list[str]:
+        return [m for m, c in self.comparisons.items() if not c.agrees(m)]
+
+    @property
+    def agree(self) -> bool:
+        return not self.disagreeing
+
+    def to_dict(self) -> dict[str, Any]:
+        errors = {
+            method: {
+                "abs": c.abs_error,
+                "rel": c.rel_error if np.isfinite(c.rel_error) else None,  # None: all zero
+                "agree": c.agrees(method),
+            }
+            for method, c in self.comparisons.items()
+        }
+        return {"name": self.name, "agree": self.agree, "errors": errors}
+
+
+@dataclass
+class Run:
+    """The rows for one concrete choice of the generic activation and loss (None: not generic)."""
+
+    g: str | None
+    loss: str | None
+    rows: list[Row]
+
+    @property
+    def agree(self) -> bool:
+        return all(row.agree for row in self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = [row.to_dict() for row in self.rows]
+        return {"g": self.g, "loss": self.loss, "agree": self.agree, "rows": rows}
+
+
+@dataclass
+class Report:
+    """Everything ``check`` found: one run per choice of the generic g and loss."""
+
+    network: str
+    samples: int
+    seed: int
+    methods: list[str]  # the methods used
+    skipped: dict[str, str]  # method -> why it was not used
+    runs: list[Run]
+
+    @property
+    def agree(self) -> bool:
+        return all(run.agree for run in self.runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data, for JSON."""
+        tolerances = {m: dict(zip(("rtol", "atol"), TOLERANCES[m])) for m in self.methods}
+        return {
+            "network": self.network,
+            "samples": self.samples,
+            "seed": self.seed,
+            "methods": self.methods,
+            "skipped": self.skipped,
+            "tolerances": tolerances,
+            "agree": self.agree,
+            "runs": [run.to_dict() for run in self.runs],
+        }
+
+
+# ---- the check --------------------------------------------------------------------------------
+
+
+def choices(net: Network) -> list[tuple[str | None, str | None]]:
+    """The (g, loss) pairs to check: every concrete activation for a generic g and every
+    concrete loss for a generic loss, zipped with the shorter list cycled — so each choice
+    is checked at least once without running the full product. (None, None) when neither
+    is generic."""
+    generic_g = any(layer.activation == "g" for layer in net.layers)
+    gs = [n for n, a in ACTIVATIONS.items() if not a.generic] if generic_g else [None]
+    losses = [n for n, l in LOSSES.items() if not l.generic] if net.loss == "generic" else [None]
+    count = max(len(gs), len(losses))
+    return [(gs[i % len(gs)], losses[i % len(losses)]) for i in range(count)]
+
+
+def check(
+    d: Derivation,
+    samples: int = 3,
+    seed: int = 0,
+    on_choice: Callable[[str | None, str | None], None] | None = None,
+) -> Report:
+    """Compare ``d``'s derived gradients with every independent method at ``samples``
+    random points drawn with ``seed``, for each choice of a generic g and loss
+    (``on_choice(g, loss)`` is told as each begins)."""
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    torch = _torch()
+    methods = [m for m in METHODS if m != "torch" or torch is not None]
+    skipped = {} if torch is not None else {"torch": "not installed"}
+    net = d.network
+    rng = np.random.default_rng(seed)
+    runs = []
+    for g, loss in choices(net):
+        if on_choice:
+            on_choice(g, loss)
+        f = d.numeric(g=g, loss=loss)
+        rows = {name: Row(name) for name in ["loss", "x", *net.parameters]}
+        for _ in range(samples):
+            x, y, params = draw_point(net, rng, g, loss)
+            derived = [f(x, y, params), _first(f(x[None], y[None], params))]
+            others = {"reference": reference.loss_and_grads(net, x, y, params, g=g, loss=loss)}
+            others["finite differences"] = finite_differences(net, x, y, params, g, loss)
+            if torch is not None:
+                others["torch"] = torch_loss_and_grads(net, x, y, params, g, loss)
+            for method, other in others.items():
+                for out in derived:
+                    _compare(rows, method, out, other)
+        runs.append(Run(g, loss, list(rows.values())))
+    return Report(net.name, samples, seed, methods, skipped, runs)
+
+
+def _compare(rows: dict[str, Row], method: str, derived: Any, other: Any) -> None:
+    """Add one derived result against one method's to the rows (no loss row if it gave none)."""
+    if other.loss is not None:
+        rows["loss"].comparisons.setdefault(method, Comparison()).add(derived.loss, other.loss)
+    for name, grad in other.grads.items():
+        rows[name].comparisons.setdefault(method, Comparison()).add(derived.grads[name], grad)
+
+
+def _first(batch: Any) -> reference.Result:
+    """Sample 0 of a batch result."""
+    return reference.Result(batch.loss[0], {name: grad[0] for name, grad in batch.grads.items()})
+
+
+def draw_point(
+    net: Network, rng: np.random.Generator, g: str | None = None, loss: str | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """A random x (C, H, W), y (K,) and parameters: x ~ N(0, 1); weights ~ N(0, 1/fan-in), so
+    every layer's z stays of order one; y a probability vector for cross-entropy, N(0, 1)
+    otherwise. A point with a ReLU-like input within KINK_MARGIN of its kink (but not exactly
+    on it) is drawn again, so that finite differences never straddle a kink."""
+    loss_name = loss if net.loss == "generic" else net.loss
+    for _ in range(100):
+        x = rng.normal(size=net.input_shape)
+        k = net.output_size
+        y = rng.dirichlet(np.ones(k)) if loss_name == "cross_entropy" else rng.normal(size=k)
+        params = {}
+        for name, shape in net.parameters.items():
+            weight_shape = net.parameters["W" + name[1:]]
+            params[name] = rng.normal(size=shape) / np.sqrt(prod(weight_shape[1:]))
+        if not _near_kink(net, x, params, g):
+            break
+    return x, y, params
+
+
+def _near_kink(
+    net: Network, x: np.ndarray, params: Mapping[str, np.ndarray], g: str | None
+) -> bool:
+    zs = reference.forward(net, x[None], params, g)
+    for layer, z in zip(net.layers, zs):
+        name = g if layer.activation == "g" else layer.activation
+        if name in reference.KINKED and np.any((np.abs(z) < KINK_MARGIN) & (z != 0)):
+            return True
+    return False
+
+
+def finite_differences(
+    net: Network,
+    x: np.ndarray,
+    y: np.ndarray,
+    params: Mapping[str, np.ndarray],
+    g: str | None = None,
+    loss: str | None = None,
+) -> reference.Result:
+    """Central differences (L(θ + h) − L(θ − h)) / 2h of the reference loss, for every element
+    of x and of each parameter. The loss itself is left out (None): nothing to compare."""
+    grads = {}
+    # x: every perturbed input at once, as one batch.
+    steps = np.eye(x.size).reshape(x.size, *x.shape) * STEP
+    batch = np.concatenate([x + steps, x - steps])
+    values = reference.loss_value(
+        net, batch, np.broadcast_to(y, (len(batch), y.size)), params, g, loss
+    )
+    grads["x"] = ((values[: x.size] - values[x.size :]) / (2 * STEP)).reshape(x.shape)
+    for name, value in params.items():
+        grad = np.empty(value.size)
+        for i in range(value.size):
+            shifted = {**params, name: value.copy()}
+            shifted[name].flat[i] = value.flat[i] + STEP
+            up = reference.loss_value(net, x, y, shifted, g, loss)
+            shifted[name].flat[i] = value.flat[i] - STEP
+            down = reference.loss_value(net, x, y, shifted, g, loss)
+            grad[i] = (up - down) / (2 * STEP)
+        grads[name] = grad.reshape(value.shape)
+    return reference.Result(None, grads)
+
+
+# ---- PyTorch ----------------------------------------------------------------------------------
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def torch_tables(torch: Any) -> tuple[dict, dict]:
+    """PyTorch's form of each activation and loss (per sample, over (B, K)), by name."""
+    functional = torch.nn.functional
+    activations = {
+        "identity": lambda z: z,
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+        "relu": torch.relu,
+        "softplus": functional.softplus,
+        "leaky_relu": lambda z: functional.leaky_relu(z, 0.01),
+    }
+    losses = {  # per sample, for outputs and targets of shape (B, K)
+        "sse": lambda a, y: 0.5 * ((a - y) ** 2).sum(dim=1),
+        "mse": lambda a, y: ((a - y) ** 2).mean(dim=1),
+        "cross_entropy": lambda a, y: functional.cross_entropy(a, y, reduction="none"),
+    }
+    return activations, losses
+
+
+def torch_losses(
+    net: Network,
+    x: Any,
+    y: Any,
+    params: Mapping[str, Any],
+    g: str | None = None,
+    loss: str | None = None,
+) -> Any:
+    """PyTorch's per-sample losses (B,) for a batch of tensors x (B, C, H, W) and y (B, K)."""
+    torch = _torch()
+    activations, losses = torch_tables(torch)
+    functional = torch.nn.functional
+    h = x
+    for number, layer in enumerate(net.layers, start=1):
+        weight, bias = params[f"W{number}"], params.get(f"b{number}")
+        if layer.kind == "conv":
+            h = functional.conv2d(h, weight, bias, stride=layer.stride, padding=layer.padding)
+        else:
+            h = functional.linear(h.reshape(len(h), -1), weight, bias)
+        h = activations[g if layer.activation == "g" else layer.activation](h)
+    return losses[loss if net.loss == "generic" else net.loss](h.reshape(len(h), -1), y)
+
+
+def torch_loss_and_grads(
+    net: Network,
+    x: np.ndarray,
+    y: np.ndarray,
+    params: Mapping[str, np.ndarray],
+    g: str | None = None,
+    loss: str | None = None,
+) -> reference.Result:
+    """PyTorch autograd's loss and gradients at one sample, in float64."""
+    torch = _torch()
+    tx = torch.tensor(x[None], dtype=torch.float64, requires_grad=True)
+    tp = {n: torch.tensor(v, dtype=torch.float64, requires_grad=True) for n, v in params.items()}
+    value = torch_losses(net, tx, torch.tensor(y[None], dtype=torch.float64), tp, g, loss)[0]
+    value.backward()
+    grads = {"x": tx.grad[0].numpy(), **{n: t.grad.numpy() for n, t in tp.items()}}
+    return reference.Result(value.item(), grads)

@@ -1,0 +1,153 @@
+"""verify.check: the derived gradients against reference, finite differences and torch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from oracle import sign_flipped, torch_loss_and_grads
+
+import symbackprop as sb
+from symbackprop import reference, verify
+from symbackprop.verify import (
+    KINK_MARGIN,
+    Comparison,
+    check,
+    choices,
+    draw_point,
+    finite_differences,
+)
+
+SMALL = sb.Network(
+    (1, 3, 3),
+    [sb.Conv2D(kernel_size=2, out_channels=2, bias=True, activation="tanh"), sb.Dense(units=2)],
+    "mse",
+    name="small",
+)
+
+
+def test_the_article_agrees_with_every_method_for_every_choice():
+    report = check(sb.presets.article().derive(), samples=2, seed=0)
+    assert report.agree
+    assert report.methods == ["reference", "finite differences", "torch"]
+    assert [(run.g, run.loss) for run in report.runs] == [
+        ("identity", "sse"),
+        ("sigmoid", "mse"),
+        ("tanh", "cross_entropy"),
+        ("relu", "sse"),
+        ("softplus", "mse"),
+        ("leaky_relu", "cross_entropy"),
+    ]
+    rows = report.runs[0].rows
+    assert [row.name for row in rows] == ["loss", "x", "W1", "W2", "W3"]
+    assert set(rows[0].comparisons) == {"reference", "torch"}  # no finite differences of L itself
+    assert rows[2].comparisons["torch"].rel_error < 1e-12
+
+
+def test_a_flipped_sign_is_caught_by_every_method():
+    report = check(sign_flipped(SMALL, "W1", (1, 0, 0, 1)), samples=1, seed=0)
+    assert not report.agree
+    rows = {row.name: row for row in report.runs[0].rows}
+    assert rows["W1"].disagreeing == ["reference", "finite differences", "torch"]
+    assert rows["W1"].comparisons["reference"].rel_error > 0.01
+    assert [name for name, row in rows.items() if not row.agree] == ["W1"]
+
+
+def test_a_flipped_input_gradient_is_caught_too():
+    report = check(sign_flipped(SMALL, "x", (0, 1, 1)), samples=1, seed=1)
+    assert [row.name for row in report.runs[0].rows if not row.agree] == ["x"]
+
+
+def test_choices_pair_each_generic_option_without_the_full_product():
+    article = sb.presets.article()
+    assert len(choices(article)) == 6  # 6 activations, the 3 losses cycled
+    g_only = article.with_choices(loss="sse")
+    assert choices(g_only)[:2] == [("identity", None), ("sigmoid", None)]
+    loss_only = article.with_choices(g="relu")
+    assert choices(loss_only) == [(None, "sse"), (None, "mse"), (None, "cross_entropy")]
+    assert choices(SMALL) == [(None, None)]
+
+
+def test_finite_differences_match_the_reference_gradient(rng):
+    x, y, params = draw_point(SMALL, rng)
+    exact = reference.loss_and_grads(SMALL, x, y, params)
+    approx = finite_differences(SMALL, x, y, params)
+    assert approx.loss is None
+    for name, grad in exact.grads.items():
+        np.testing.assert_allclose(approx.grads[name], grad, atol=1e-8)
+
+
+def test_drawn_points_stay_off_the_kinks():
+    net = sb.Network(
+        (1, 4, 4), [sb.Conv2D(kernel_size=2, activation="relu"), sb.Dense(units=1)], "sse"
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, _, params = draw_point(net, rng)
+        z = reference.forward(net, x[None], params)[0]
+        assert np.all((np.abs(z) >= KINK_MARGIN) | (z == 0))
+
+
+def test_drawn_points_are_set_by_the_seed():
+    first = draw_point(SMALL, np.random.default_rng(5))
+    again = draw_point(SMALL, np.random.default_rng(5))
+    assert all(np.array_equal(a, b) for a, b in zip(first[:2], again[:2]))
+    assert first[1].shape == (2,) and first[2]["W1"].shape == (2, 1, 2, 2)
+
+
+def test_targets_for_cross_entropy_are_probabilities():
+    net = sb.Network(SMALL.input_shape, list(SMALL.layers), "cross_entropy")
+    _, y, _ = draw_point(net, np.random.default_rng(0))
+    assert y.min() >= 0 and y.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "abs_error, scale, agrees",
+    [
+        (0.0, 0.0, True),
+        (1e-13, 0.0, True),
+        (1e-10, 1.0, True),
+        (1e-8, 1.0, False),
+        (2.0, 1.0, False),
+    ],
+)
+def test_agreement_is_judged_against_the_largest_magnitude(abs_error, scale, agrees):
+    assert Comparison(abs_error, scale).agrees("reference") is agrees
+
+
+def test_relative_error_of_an_all_zero_gradient():
+    assert Comparison(0.0, 0.0).rel_error == 0.0
+    assert Comparison(1e-3, 0.0).rel_error == float("inf")
+    assert Comparison(1e-3, 0.5).rel_error == 2e-3
+
+
+def test_the_report_is_plain_data():
+    data = json.loads(json.dumps(check(SMALL.derive(), samples=1).to_dict()))
+    assert data["agree"] is True and data["network"] == "small" and data["samples"] == 1
+    assert data["tolerances"]["reference"] == {"rtol": 1e-9, "atol": 1e-12}
+    w1 = data["runs"][0]["rows"][2]
+    assert w1["name"] == "W1" and set(w1["errors"]) == {"reference", "finite differences", "torch"}
+
+
+def test_torch_in_verify_matches_the_test_oracle(rng):
+    from symbackprop.verify import torch_loss_and_grads as verify_torch
+
+    x, y, params = draw_point(SMALL, rng)
+    mine = verify_torch(SMALL, x, y, params)
+    loss, grads = torch_loss_and_grads(SMALL, x, y, params)
+    assert mine.loss == loss
+    assert all(np.array_equal(mine.grads[n], grads[n]) for n in grads)
+
+
+def test_samples_must_be_positive():
+    with pytest.raises(ValueError, match="samples must be at least 1"):
+        check(SMALL.derive(), samples=0)
+
+
+def test_without_torch_the_other_methods_still_judge(monkeypatch):
+    monkeypatch.setattr(verify, "_torch", lambda: None)  # as if torch were not installed
+    report = check(SMALL.derive(), samples=1)
+    assert report.methods == ["reference", "finite differences"]
+    assert report.skipped == {"torch": "not installed"}
+    assert report.agree and "torch" not in report.runs[0].rows[1].comparisons
