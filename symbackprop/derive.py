@@ -225,8 +225,7 @@ class Derivation:
         assignments.append((LOSS, g.loss))
         dz_of: dict[sympy.Symbol, sympy.Symbol] = {}
         for layer in reversed(g.layers):
-            dz_symbols = g.names.gradients("z", layer.number, len(layer.z))
-            for z, upstream, dz in zip(layer.z, layer.upstream, dz_symbols):
+            for z, upstream, dz in zip(layer.z, layer.upstream, layer.z_upstream):
                 if layer.number == len(g.layers):
                     assignments.append((upstream, self.upstream_formula[upstream]))
                 assignments.append((dz, upstream * self.local[z.symbol]))

@@ -735,11 +735,9 @@ def _example(example: WorkedExample) -> dict:
     values, names = example.values, d.tex_names
     tables = []
     for lg in d.graph.layers:
-        # The program's ∂L/∂z symbols (Names makes the same symbols again; they compare equal).
-        dz = d.graph.names.gradients("z", lg.number, len(lg.z))
         rows = [
             [Raw(str(i))] + [Raw(f"${number(values[s])}$") for s in (z.symbol, a.symbol, up, dz_i)]
-            for i, (z, a, up, dz_i) in enumerate(zip(lg.z, lg.a, lg.upstream, dz), start=1)
+            for i, (z, a, up, dz_i) in enumerate(zip(lg.z, lg.a, lg.upstream, lg.z_upstream), start=1)
         ]
         l = lg.number
         header = (rf"$i$ & $z^{{({l})}}_{{i}}$ & $a^{{({l})}}_{{i}}$ & $\partial L / \partial a^{{({l})}}_{{i}}$ "

@@ -68,6 +68,7 @@ class LayerGraph:
     z: tuple[WeightedSum, ...]
     a: tuple[Activated, ...]
     upstream: tuple[sympy.Symbol, ...]  # ∂L/∂a_i, one per a node
+    z_upstream: tuple[sympy.Symbol, ...]  # ∂L/∂z_i, one per z node (for the per-node program)
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ class Network:
                 LayerGraph(
                     number, layer, in_shape, out_shape, inputs, z_nodes, a_nodes,
                     tuple(names.gradients("a", number, size)),
+                    tuple(names.gradients("z", number, size)),
                 )
             )
             inputs = tuple(a_symbols)
