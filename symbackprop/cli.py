@@ -24,7 +24,7 @@ from pathlib import Path
 
 import sympy
 
-from .derive import Derivation, expression_size
+from .derive import Derivation
 from .errors import SpecError
 from .handout import render
 from .latex import latex_errors, overfull_boxes
@@ -94,9 +94,8 @@ def derivation_record(d: Derivation, on_parameter: Callable[[str], None] | None 
     """Everything ``derivation.json`` holds: per element, chain and closed form as strings."""
 
     def closed_entry(expr: sympy.Expr) -> dict:
-        closed = d.closed(expr)
-        size = expression_size(closed)
-        return {"closed": _text(closed) if size <= CLOSED_FORM_LIMIT else None, "closed_size": size}
+        size = d.closed_size(expr)
+        return {"closed": _text(d.closed(expr)) if size <= CLOSED_FORM_LIMIT else None, "closed_size": size}
 
     def elements(name: str, with_closed: bool = True) -> list[dict]:
         symbols = d.symbols.x if name == "x" else d.symbols.params[name]
@@ -119,7 +118,7 @@ def derivation_record(d: Derivation, on_parameter: Callable[[str], None] | None 
         if on_parameter:
             on_parameter(name)
         parameters[name] = {"shape": list(shape), "elements": elements(name)}
-    loss_size = expression_size(d.loss)
+    loss_size = d.closed_size(d.graph.loss)
     return {
         "network": network.to_dict(),
         "conventions": {

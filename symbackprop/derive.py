@@ -268,6 +268,14 @@ class Derivation:
         """``expr`` (in program symbols z, a, ∂L/∂a) written in x, y and the weights."""
         return substitute(expr, self._closed)
 
+    def closed_size(self, expr: sympy.Expr) -> int:
+        """Tree nodes of ``closed(expr)`` written out; cheap to ask for every element in turn."""
+        return expression_size(self.closed(expr), self._sizes)
+
+    @cached_property
+    def _sizes(self) -> dict[sympy.Basic, int]:
+        return {}
+
     @cached_property
     def loss(self) -> sympy.Expr:
         """The closed-form loss L in x, y and the weights."""
@@ -351,14 +359,22 @@ def _flat(array: sympy.Array) -> list:
     return list(sympy.flatten(array.tolist())) if array.rank() else [array[()]]
 
 
-def expression_size(expr: sympy.Basic) -> int:
-    """The number of nodes in ``expr`` written out as a tree — counted without writing it out."""
-    seen: dict[int, int] = {}
+def expression_size(expr: sympy.Basic, memo: dict[sympy.Basic, int] | None = None) -> int:
+    """The number of nodes in ``expr`` written out as a tree — counted without writing it out.
 
-    def size(e: sympy.Basic) -> int:
-        key = id(e)
-        if key not in seen:
-            seen[key] = 1 + sum(size(arg) for arg in e.args)
-        return seen[key]
-
-    return size(expr)
+    Each shared subexpression is counted once and remembered in ``memo``; pass the same
+    memo to size many closed forms of one network in time linear in what they share."""
+    memo = {} if memo is None else memo
+    stack = [expr]
+    while stack:  # iterative post-order: closed forms can nest deeper than Python's stack
+        e = stack[-1]
+        if e in memo:
+            stack.pop()
+            continue
+        pending = [a for a in e.args if a not in memo]
+        if pending:
+            stack.extend(pending)
+        else:
+            memo[e] = 1 + sum(memo[a] for a in e.args)
+            stack.pop()
+    return memo[expr]

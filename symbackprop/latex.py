@@ -28,7 +28,7 @@ import jinja2
 import sympy
 from sympy.printing.latex import LatexPrinter
 
-from .derive import Derivation, Term, _flat, expression_size
+from .derive import Derivation, Term, _flat
 from .simplify import tidy
 
 ROW_WIDTH = 31.0  # em available to one row of a broken formula, after its left-hand side
@@ -346,10 +346,11 @@ def closed_form(d: Derivation, element: sympy.Symbol, width: float = ROW_WIDTH) 
     bound = max(_output_sizes(d))
     if bound > CLOSED_FORM_MAX_NODES:
         return ClosedForm(bound, False, None, None)
-    expr = d.closed(_chain(d, element))
-    size = expression_size(expr)
+    chain = _chain(d, element)
+    size = d.closed_size(chain)
     if size > CLOSED_FORM_MAX_NODES:
         return ClosedForm(size, True, None, None)
+    expr = d.closed(chain)
     p = printer(d)
     rows = _short(break_expr(expr, p, width))
     simplified = None
