@@ -1,0 +1,33 @@
+"""The README's Python examples run as written, so the docs keep matching the code."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_readme_python_examples_run(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)  # the examples write gradients.py
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)  # our own README, not user text
+    net, d = namespace["net"], namespace["d"]
+    assert dict(net.parameters) == {"W1": (1, 1, 2, 2), "W2": (1, 1, 2, 2), "W3": (2, 4)}
+    assert net.position_sets(1)[0] == (1, 2, 5, 6)
+    assert str(d.chain("W2")[0, 0, 0, 0]) == (
+        "a1_1*dL_da2_1*g_prime(z2_1) + a1_2*dL_da2_2*g_prime(z2_2) + "
+        "a1_4*dL_da2_3*g_prime(z2_3) + a1_5*dL_da2_4*g_prime(z2_4)"
+    )
+    assert namespace["out"].grads["W1"].shape == (1, 1, 2, 2)
+    assert (tmp_path / "gradients.py").exists()
+
+
+def test_the_readme_spec_is_the_article_preset(tmp_path):
+    import symbackprop as sb
+
+    spec = re.search(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), re.S).group(1)
+    path = tmp_path / "net.yaml"
+    path.write_text(spec)
+    assert sb.load_spec(path).layers == sb.presets.article().layers
