@@ -7,12 +7,12 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_the_readme_python_examples_run(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
     assert len(blocks) >= 2
     monkeypatch.chdir(tmp_path)  # the examples write gradients.py
     namespace: dict = {}
     for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)  # our own README, not user text
+        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102 - our own README
     net, d = namespace["net"], namespace["d"]
     assert dict(net.parameters) == {"W1": (1, 1, 2, 2), "W2": (1, 1, 2, 2), "W3": (2, 4)}
     assert net.position_sets(1)[0] == (1, 2, 5, 6)
@@ -27,7 +27,7 @@ def test_the_readme_python_examples_run(tmp_path, monkeypatch):
 def test_the_readme_spec_is_the_article_preset(tmp_path):
     import symbackprop as sb
 
-    spec = re.search(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), re.S).group(1)
+    spec = re.search(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL).group(1)
     path = tmp_path / "net.yaml"
     path.write_text(spec)
     assert sb.load_spec(path).layers == sb.presets.article().layers
