@@ -184,6 +184,7 @@ class Activation:
 
     name: str
     apply: Callable[[sympy.Expr], sympy.Expr]
+    label: str  # how documents name it in running text (LaTeX)
     formula: str  # TeX definition, for documents
     generic: bool = False
 
@@ -207,17 +208,18 @@ class Activation:
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in [
-        Activation("g", g, r"a = g(z)\ \text{(generic)}", generic=True),
-        Activation("identity", lambda z: z, r"a = z"),
-        Activation("sigmoid", sigmoid, r"\sigma(z) = \frac{1}{1 + e^{-z}}"),
-        Activation("tanh", sympy.tanh, r"\tanh(z) = \frac{e^{z} - e^{-z}}{e^{z} + e^{-z}}"),
-        Activation("relu", relu, r"\operatorname{ReLU}(z) = \max(z, 0)"),
+        Activation("g", g, "$g$", r"a = g(z)\ \text{(generic)}", generic=True),
+        Activation("identity", lambda z: z, "identity", r"a = z"),
+        Activation("sigmoid", sigmoid, r"$\sigma$", r"\sigma(z) = \frac{1}{1 + e^{-z}}"),
+        Activation("tanh", sympy.tanh, r"$\tanh$", r"\tanh(z) = \frac{e^{z} - e^{-z}}{e^{z} + e^{-z}}"),
+        Activation("relu", relu, "ReLU", r"\operatorname{ReLU}(z) = \max(z, 0)"),
         Activation(
-            "softplus", softplus, r"\operatorname{softplus}(z) = \log\left(1 + e^{z}\right)"
+            "softplus", softplus, "softplus", r"\operatorname{softplus}(z) = \log\left(1 + e^{z}\right)"
         ),
         Activation(
             "leaky_relu",
             leaky_relu,
+            "leaky ReLU",
             r"\operatorname{LReLU}(z) = \begin{cases} z & z > 0 \\ 0.01\,z & z \le 0 \end{cases}",
         ),
     ]

@@ -24,6 +24,7 @@ from math import prod
 import numpy as np
 import sympy
 
+from .activations import ACTIVATIONS
 from .activations import activation as _activation
 from .derive import Derivation, Term, _flat
 from .latex import (
@@ -66,8 +67,6 @@ ARTICLE_TAGS = {
     "conv_weight_2": "13", "upstream_conv_list": "15", "upstream_conv": "17",
     "conv_example_1": "16", "conv_weight_1": "18", "single": "19", "multiple": "20",
 }
-ACTIVATION_NAMES = {"g": "$g$", "identity": "identity", "sigmoid": r"$\sigma$", "tanh": r"$\tanh$",
-                    "relu": "ReLU", "softplus": "softplus", "leaky_relu": "leaky ReLU"}
 
 
 # ---- the worked example -----------------------------------------------------------------------
@@ -270,7 +269,7 @@ def _layer_table(d: Derivation) -> list[list[Raw]]:
             kind, kernel, stride, padding = "dense", "--", "--", "--"
         rows.append([Raw(c) for c in (
             str(lg.number), kind, kernel, stride, padding, "yes" if layer.bias else "no",
-            ACTIVATION_NAMES.get(layer.activation, layer.activation),
+            ACTIVATIONS[layer.activation].label,
             f"${_shape(lg.input_shape)}$", f"${_shape(lg.output_shape)}$", str(count),
         )])
     return rows
