@@ -200,10 +200,6 @@ class Activation:
         """da/dz, written with the node's own a where the derivative allows (σ′ = a(1 − a))."""
         return self._template.xreplace({_Z: z, _A: a})
 
-    def derivative_of(self, z: sympy.Expr) -> sympy.Expr:
-        """da/dz as a function of z alone (σ′ = σ(z)(1 − σ(z)))."""
-        return self.apply(_Z).diff(_Z).xreplace({_Z: z})
-
 
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a

@@ -168,6 +168,12 @@ class Derivation:
         elements += list(self.graph.x)
         return {s: sympy.Add(*[t.expr for t in self.terms(s)]) for s in elements}
 
+    def chain_of(self, element: sympy.Symbol) -> sympy.Expr:
+        """∂L/∂element (one weight, bias or x_i) in chain form."""
+        if element not in self._chain:
+            raise KeyError(f"{element} is not a parameter or input of this network")
+        return self._chain[element]
+
     def chain(self, name: str) -> sympy.Array:
         """∂L/∂(parameter ``name`` or ``"x"``) in the article's chain form:
         Σ over positions of ∂L/∂a_i · g′(z_i) · input, shaped like the parameter."""

@@ -313,11 +313,6 @@ def chain_rows(d: Derivation, element: sympy.Symbol, width: float = ROW_WIDTH) -
     return sum_rows([term_latex(t, p) for t in d.terms(element)], width)
 
 
-def _chain(d: Derivation, element: sympy.Symbol) -> sympy.Expr:
-    """∂L/∂element in chain form, as one expression (``Derivation.chain`` gives whole arrays)."""
-    return sympy.Add(*[t.expr for t in d.terms(element)])
-
-
 def partial(d: Derivation, symbol: sympy.Symbol) -> str:
     """``\\frac{\\partial L}{\\partial <symbol>}`` in the network's notation."""
     return rf"\frac{{\partial L}}{{\partial {d.tex_names[symbol]}}}"
@@ -346,7 +341,7 @@ def closed_form(d: Derivation, element: sympy.Symbol, width: float = ROW_WIDTH) 
     bound = max(_output_sizes(d))
     if bound > CLOSED_FORM_MAX_NODES:
         return ClosedForm(bound, False, None, None)
-    chain = _chain(d, element)
+    chain = d.chain_of(element)
     size = d.closed_size(chain)
     if size > CLOSED_FORM_MAX_NODES:
         return ClosedForm(size, True, None, None)
@@ -409,7 +404,7 @@ def gradient_latex(d: Derivation, name: str, simplify: bool = False) -> str:
     p = printer(d)
     blocks = []
     for element in elements:
-        expr = d.closed(_chain(d, element))
+        expr = d.closed(d.chain_of(element))
         if simplify:
             expr = tidy(expr)
         rows = break_expr(expr, p) or [Row(p.doprint(expr))]

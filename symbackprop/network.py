@@ -154,10 +154,6 @@ class Network:
             raise ValueError(f"layer must be 1..{len(self.layers)}, got {layer!r}")
         return self.layers[layer - 1].connections(self.shapes[layer - 1])
 
-    def uses_generic(self) -> bool:
-        """True when some activation is the generic g or the loss is the generic L."""
-        return self.loss_function.generic or any(l.activation == "g" for l in self.layers)
-
     def with_choices(self, g: str | None = None, loss: str | None = None) -> Network:
         """The same network with the generic g and/or the generic loss made concrete."""
         layers = [

@@ -82,24 +82,23 @@ LOSSES: dict[str, tuple[Callable[[Array, Array], Array], Callable[[Array, Array]
 }
 
 
+def _pick(table: dict, kind: str, name: str, generic: str, choice: str | None, how: str):
+    """``table[name]``, or ``table[choice]`` when ``name`` is the generic one."""
+    if name == generic:
+        if choice is None:
+            raise ValueError(f"the network leaves its {how}")
+        name = choice
+    if name not in table:
+        raise ValueError(f"no reference {kind} {name!r}; known: {', '.join(table)}")
+    return table[name]
+
+
 def _activation(name: str, g: str | None) -> tuple[Callable, Callable]:
-    if name == "g":
-        if g is None:
-            raise ValueError("the network leaves its activation g generic: pass g=NAME")
-        name = g
-    if name not in ACTIVATIONS:
-        raise ValueError(f"no reference activation {name!r}; known: {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+    return _pick(ACTIVATIONS, "activation", name, "g", g, "activation g generic: pass g=NAME")
 
 
 def _loss(name: str, loss: str | None) -> tuple[Callable, Callable]:
-    if name == "generic":
-        if loss is None:
-            raise ValueError("the network leaves its loss generic: pass loss=NAME")
-        name = loss
-    if name not in LOSSES:
-        raise ValueError(f"no reference loss {name!r}; known: {', '.join(LOSSES)}")
-    return LOSSES[name]
+    return _pick(LOSSES, "loss", name, "generic", loss, "loss generic: pass loss=NAME")
 
 
 # ---- layers ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from strategies import CONCRETE_ACTIVATIONS, CONCRETE_LOSSES, networks
 import symbackprop as sb
 from symbackprop.activations import g, g_prime, relu_step, sigmoid
 from symbackprop.derive import expression_size
+from symbackprop.simplify import tidy
 
 
 def S(name: str) -> sympy.Symbol:
@@ -151,8 +152,6 @@ def test_hypothesis_architectures_match_torch(net):
 
 
 def test_relu_derivative_is_zero_at_zero_as_in_pytorch():
-    z = S("z")
-    assert sb.Derivation  # the public name exists
     assert relu_step(sympy.Integer(0)) == 0 and relu_step(sympy.Float(0.5)) == 1
     net = sb.Network((1, 1, 2), [sb.Dense(units=1, activation="relu")], loss="sse")
     d = net.derive()
@@ -160,8 +159,8 @@ def test_relu_derivative_is_zero_at_zero_as_in_pytorch():
     w1, w2 = d.symbols.params["W1"][0, 0], d.symbols.params["W1"][0, 1]
     at_kink = {x1: 1.0, x2: 1.0, w1: 0.5, w2: -0.5, d.symbols.y[0]: 2.0}  # z = 0 exactly
     assert evaluate(d.gradient("W1")[0, 0], at_kink) == 0.0
-    assert d.program  # the per-node program exists for numeric code
-    del z
+    just_above = {**at_kink, w1: 0.75}  # z = 0.25: a - y = -1.75, relu' = 1, x_1 = 1
+    assert evaluate(d.gradient("W1")[0, 0], just_above) == -1.75
 
 
 def test_sigmoid_derivative_is_its_own_closed_form():
@@ -191,14 +190,19 @@ def test_gradient_with_respect_to_the_input_has_the_inputs_shape():
     assert chain.shape == (1, 4, 4)
     # x_1 is used only by z^(1)_1, through w^(1)_1
     assert chain[0, 0, 0] == S("dL_da1_1") * g_prime(S("z1_1")) * S("W1_0_0_0_0")
+    assert d.chain_of(S("x_1")) == chain[0, 0, 0]
+    with pytest.raises(KeyError, match="not a parameter or input"):
+        d.chain_of(S("x_99"))
     with pytest.raises(KeyError, match="no parameter 'W9'"):
         d.chain("W9")
 
 
 def test_simplify_tidies_small_forms_and_returns_large_ones_unchanged():
+    a, b, c = S("a"), S("b"), S("c")
+    assert tidy(a * b * sigmoid(c) + a * c * sigmoid(c)) == a * (b + c) * sigmoid(c)
     d = sb.Network((1, 1, 2), [sb.Dense(units=1, activation="sigmoid")], loss="sse").derive()
-    tidy, raw = d.gradient("W1", simplify=True), d.gradient("W1")
-    for a, b in zip(flat(tidy), flat(raw)):
+    tidied, raw = d.gradient("W1", simplify=True), d.gradient("W1")
+    for a, b in zip(flat(tidied), flat(raw)):
         assert sympy.simplify(a - b) == 0
     big = sb.presets.article().derive()
     assert big.gradient("W1", simplify=True)[0, 0, 0, 0] == big.gradient("W1")[0, 0, 0, 0]
