@@ -9,8 +9,12 @@ a2_1*dL_da3_1*g_prime(z3_1)
 from . import presets
 from .derive import Derivation
 from .errors import SpecError
-from .layers import Conv2D, Dense
 from .network import Network
+from .ops import AvgPool2D, Conv2D, Dense, MaxPool2D
 from .spec import load_spec
+from .torch_bridge import from_torch, to_torch
 
-__all__ = ["Conv2D", "Dense", "Derivation", "Network", "SpecError", "load_spec", "presets"]
+__all__ = [
+    "AvgPool2D", "Conv2D", "Dense", "Derivation", "MaxPool2D", "Network", "SpecError",
+    "from_torch", "load_spec", "presets", "to_torch",
+]

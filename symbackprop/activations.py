@@ -187,6 +187,7 @@ class Activation:
     label: str  # how documents name it in running text (LaTeX)
     formula: str  # TeX definition, for documents
     generic: bool = False
+    torch: tuple[str, dict] | None = None  # its torch.nn twin: class name and arguments
 
     @cached_property
     def _template(self) -> sympy.Expr:
@@ -205,18 +206,25 @@ ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in [
         Activation("g", g, "$g$", r"a = g(z)\ \text{(generic)}", generic=True),
-        Activation("identity", lambda z: z, "identity", r"a = z"),
-        Activation("sigmoid", sigmoid, r"$\sigma$", r"\sigma(z) = \frac{1}{1 + e^{-z}}"),
-        Activation("tanh", sympy.tanh, r"$\tanh$", r"\tanh(z) = \frac{e^{z} - e^{-z}}{e^{z} + e^{-z}}"),
-        Activation("relu", relu, "ReLU", r"\operatorname{ReLU}(z) = \max(z, 0)"),
+        Activation("identity", lambda z: z, "identity", r"a = z", torch=("Identity", {})),
         Activation(
-            "softplus", softplus, "softplus", r"\operatorname{softplus}(z) = \log\left(1 + e^{z}\right)"
+            "sigmoid", sigmoid, r"$\sigma$", r"\sigma(z) = \frac{1}{1 + e^{-z}}", torch=("Sigmoid", {})
+        ),
+        Activation(
+            "tanh", sympy.tanh, r"$\tanh$", r"\tanh(z) = \frac{e^{z} - e^{-z}}{e^{z} + e^{-z}}",
+            torch=("Tanh", {}),
+        ),
+        Activation("relu", relu, "ReLU", r"\operatorname{ReLU}(z) = \max(z, 0)", torch=("ReLU", {})),
+        Activation(
+            "softplus", softplus, "softplus", r"\operatorname{softplus}(z) = \log\left(1 + e^{z}\right)",
+            torch=("Softplus", {}),
         ),
         Activation(
             "leaky_relu",
             leaky_relu,
             "leaky ReLU",
             r"\operatorname{LReLU}(z) = \begin{cases} z & z > 0 \\ 0.01\,z & z \le 0 \end{cases}",
+            torch=("LeakyReLU", {"negative_slope": 0.01}),
         ),
     ]
 }

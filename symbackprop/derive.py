@@ -1,12 +1,13 @@
 """Reverse mode over the scalar computational graph — this project's engine.
 
-``Derivation(network)`` walks the graph once, from the loss back to the input:
+``Derivation(network)`` walks the graph from the loss back to the input, a layer at a
+time, when a result first needs that layer:
 
-* the upstream gradient of every activation a_i is the sum of the downstream
-  gradients from every z node it feeds (the article's formulas 12 and 17);
-* a z node's local gradients are read off its weighted sum — ∂z/∂input is the
-  weight, ∂z/∂w is the input, ∂z/∂b is 1 — and an a node's is its activation's
-  own derivative; no ``sympy.diff`` of the network is ever taken;
+* the upstream gradient of every output a_i is the sum of the downstream gradients from
+  every node it feeds (the article's formulas 12 and 17);
+* every node says its own local gradients (``symbackprop.nodes``): a weighted sum its
+  coefficients and inputs, a max its first-maximum brackets, an activation its
+  derivative; no ``sympy.diff`` of the network is ever taken;
 * a shared weight's gradient sums one term per position where it was used
   (formulas 13 and 18).
 
@@ -20,10 +21,11 @@ Imports ``network`` (and what it builds on) and ``simplify``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from types import SimpleNamespace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import sympy
 
@@ -81,6 +83,14 @@ class Program:
     gradients: dict[str, sympy.Array]
 
 
+class LayerBackward(NamedTuple):
+    """What reverse mode finds in one layer: every term it sends back, by variable."""
+
+    local: dict[sympy.Symbol, sympy.Expr]  # each z node → da/dz (1 without an activation)
+    parameter_terms: dict[sympy.Symbol, list[Term]]  # each weight and bias → its terms
+    input_terms: dict[sympy.Symbol, list[Term]]  # each input of the layer → its terms
+
+
 class Derivation:
     """Every ∂L/∂w of a network, in chain form and (on request) closed form.
 
@@ -88,6 +98,9 @@ class Derivation:
     >>> d = sb.presets.article().derive()
     >>> d.chain("W3")[1, 0]
     a2_1*dL_da3_2*g_prime(z3_2)
+
+    Each layer is backpropagated when a result first needs it: the chain form of W_l needs
+    layer l alone, the upstream formula of a^{(l)} layer l + 1.
     """
 
     def __init__(self, network: Network) -> None:
@@ -97,48 +110,86 @@ class Derivation:
         self.symbols = SimpleNamespace(
             x=sympy.Array(list(g.x), network.input_shape),
             y=sympy.Array(list(g.y), (len(g.y),)),
-            params=dict(g.params),
+            params=g.params,
         )
-        self.tex_names: dict[sympy.Symbol, str] = dict(g.names.tex)
+        self.tex_names: dict[sympy.Symbol, str] = g.names.tex  # grows as layers are built
         self.tex_names[LOSS] = "L"
-        self._backpropagate()
+        self._upstream_place = {  # ∂L/∂a^{(l)}_i → (l, i - 1)
+            s: (number, index)
+            for number in range(1, len(network.layers) + 1)
+            for index, s in enumerate(g.upstream_of(number))
+        }
+        self._backward: dict[int, LayerBackward] = {}
+
+    def __repr__(self) -> str:
+        net = self.network
+        return (
+            f"<Derivation of {net.name}: input {_shape(net.input_shape)}, {len(net.layers)} layers, "
+            f"{net.parameter_count} weights in {', '.join(net.parameters) or 'none'}, loss {net.loss}>"
+        )
 
     # ---- the engine -------------------------------------------------------------------
 
-    def _backpropagate(self) -> None:
-        g = self.graph
-        # ∂L/∂a of the last layer: where the loss starts the backward pass.
-        self.upstream_formula: dict[sympy.Symbol, sympy.Expr] = dict(
-            zip(g.layers[-1].upstream, g.loss_gradient)
-        )
-        self.upstream_terms: dict[sympy.Symbol, list[Term]] = {}
-        self.local: dict[sympy.Symbol, sympy.Expr] = {}  # z → da/dz
-        self.parameter_terms: dict[sympy.Symbol, list[Term]] = defaultdict(list)
-        self.input_terms: dict[sympy.Symbol, list[Term]] = defaultdict(list)
-        for layer in reversed(g.layers):
-            feeds: dict[sympy.Symbol, list[Term]] = defaultdict(list)
-            for z, a, upstream in zip(layer.z, layer.a, layer.upstream):
-                local = a.activation.derivative(z.symbol, a.symbol)
-                self.local[z.symbol] = local
-                for weight, source in z.terms:
-                    self.parameter_terms[weight].append(Term(upstream, local, source, z.symbol))
-                    feeds[source].append(Term(upstream, local, weight, z.symbol))
-                if z.bias is not None:
-                    self.parameter_terms[z.bias].append(Term(upstream, local, sympy.S.One, z.symbol))
-            if layer.number == 1:
-                self.input_terms = feeds
-            else:
-                previous = g.layers[layer.number - 2]
-                for a, upstream in zip(previous.a, previous.upstream):
-                    terms = feeds.get(a.symbol, [])
-                    self.upstream_terms[upstream] = terms
-                    self.upstream_formula[upstream] = sympy.Add(*[t.expr for t in terms])
+    def backward(self, number: int) -> LayerBackward:
+        """Reverse mode through layer ``number``: each output's upstream gradient ∂L/∂a_i times
+        the local gradient of its a over its z (its activation's derivative, or 1), times
+        each node's own local gradients — sent to the weights, and to the inputs, where they
+        add up to the previous layer's upstream gradients (the article's 12 and 17)."""
+        if number in self._backward:
+            return self._backward[number]
+        layer = self.graph.layers[number - 1]
+        inputs = set(layer.inputs)
+        local: dict[sympy.Symbol, sympy.Expr] = {}
+        parameter_terms: dict[sympy.Symbol, list[Term]] = defaultdict(list)
+        input_terms: dict[sympy.Symbol, list[Term]] = defaultdict(list)
+        for k, (node, upstream) in enumerate(zip(layer.z, layer.upstream)):
+            da_dz = next(layer.a[k].local())[1] if layer.activated else sympy.S.One
+            local[node.symbol] = da_dz
+            for variable, factor in node.local():
+                terms = input_terms if variable in inputs else parameter_terms
+                terms[variable].append(Term(upstream, da_dz, factor, node.symbol))
+        self._backward[number] = LayerBackward(local, dict(parameter_terms), dict(input_terms))
+        return self._backward[number]
+
+    @property
+    def local(self) -> dict[sympy.Symbol, sympy.Expr]:
+        """Every z node → da/dz, for all layers."""
+        return {z: e for n in range(1, len(self.graph.layers) + 1) for z, e in self.backward(n).local.items()}
+
+    def upstream_terms_of(self, symbol: sympy.Symbol) -> list[Term]:
+        """The terms of ∂L/∂a^{(l)}_i: one per node of layer l + 1 that a^{(l)}_i feeds."""
+        number, index = self._upstream_place[symbol]
+        if number == len(self.graph.layers):
+            raise KeyError(f"{symbol} is the loss's own derivative: see upstream()")
+        source = self.graph.outputs_of(number)[index]
+        return list(self.backward(number + 1).input_terms.get(source, []))
+
+    @property
+    def upstream_terms(self) -> Mapping[sympy.Symbol, list[Term]]:
+        """∂L/∂a symbol → its terms, for every layer but the last (see ``upstream_terms_of``)."""
+        last = len(self.graph.layers)
+        keys = [s for s, (n, _) in self._upstream_place.items() if n < last]
+        return _Lazy(keys, self.upstream_terms_of)
+
+    def upstream(self, symbol: sympy.Symbol) -> sympy.Expr:
+        """The formula of an upstream-gradient symbol ∂L/∂a_i (the article's 12 and 17)."""
+        if symbol not in self._upstream_place:
+            raise KeyError(f"{symbol} is not an upstream-gradient symbol of this network")
+        number, index = self._upstream_place[symbol]
+        if number == len(self.graph.layers):
+            return self.graph.loss_gradient[index]
+        return sympy.Add(*[t.expr for t in self.upstream_terms_of(symbol)])
+
+    @property
+    def upstream_formula(self) -> Mapping[sympy.Symbol, sympy.Expr]:
+        """Every ∂L/∂a symbol → its formula."""
+        return _Lazy(list(self._upstream_place), self.upstream)
 
     # ---- chain form -------------------------------------------------------------------
 
-    def _array(self, name: str, values: dict[sympy.Symbol, sympy.Expr]) -> sympy.Array:
+    def _array(self, name: str, value: Callable[[sympy.Symbol], sympy.Expr]) -> sympy.Array:
         symbols = self._symbols_of(name)
-        return sympy.Array([values[s] for s in _flat(symbols)], symbols.shape)
+        return sympy.Array([value(s) for s in _flat(symbols)], symbols.shape)
 
     def _symbols_of(self, name: str) -> sympy.Array:
         if name == "x":
@@ -149,35 +200,27 @@ class Derivation:
         return self.symbols.params[name]
 
     def terms(self, element: sympy.Symbol) -> list[Term]:
-        """The terms of ∂L/∂element, one per position where it was used (a weight, bias or x_i)."""
-        if element in self.parameter_terms:
-            return list(self.parameter_terms[element])
-        if element in self.input_terms:
-            return list(self.input_terms[element])
-        if element in self._leaves:  # used nowhere: every position it met was padding
-            return []
+        """The terms of ∂L/∂element, one per position where it was used (a weight, bias or x_i);
+        none for an input every kernel place met only as padding."""
+        owner = self.graph.names.parameter_of.get(element)
+        if owner is not None:
+            return list(self.backward(int(owner[1:])).parameter_terms.get(element, []))
+        if element in self._inputs:
+            return list(self.backward(1).input_terms.get(element, []))
         raise KeyError(f"{element} is not a parameter or input of this network")
 
     @cached_property
-    def _leaves(self) -> set[sympy.Symbol]:
-        return {s for array in self.symbols.params.values() for s in _flat(array)} | set(self.graph.x)
-
-    @cached_property
-    def _chain(self) -> dict[sympy.Symbol, sympy.Expr]:
-        elements = [s for array in self.symbols.params.values() for s in _flat(array)]
-        elements += list(self.graph.x)
-        return {s: sympy.Add(*[t.expr for t in self.terms(s)]) for s in elements}
+    def _inputs(self) -> set[sympy.Symbol]:
+        return set(self.graph.x)
 
     def chain_of(self, element: sympy.Symbol) -> sympy.Expr:
         """∂L/∂element (one weight, bias or x_i) in chain form."""
-        if element not in self._chain:
-            raise KeyError(f"{element} is not a parameter or input of this network")
-        return self._chain[element]
+        return sympy.Add(*[t.expr for t in self.terms(element)])
 
     def chain(self, name: str) -> sympy.Array:
         """∂L/∂(parameter ``name`` or ``"x"``) in the article's chain form:
         Σ over positions of ∂L/∂a_i · g′(z_i) · input, shaped like the parameter."""
-        return self._array(name, self._chain)
+        return self._array(name, self.chain_of)
 
     # ---- nodes ------------------------------------------------------------------------
 
@@ -185,37 +228,29 @@ class Derivation:
     def nodes(self) -> list[NodeGradient]:
         """Every node — L, then each layer's a and z from the last, then x — in backward order."""
         g = self.graph
-        outputs = [a.symbol for a in g.layers[-1].a]
+        last = len(g.layers)
+        outputs = g.outputs_of(last)
         result = [
             NodeGradient(LOSS, "loss", None, None, sympy.S.One, dict(zip(outputs, g.loss_gradient)),
                          dict(zip(outputs, g.loss_gradient)))
         ]
         for layer in reversed(g.layers):
-            for a, upstream in zip(layer.a, layer.upstream):
-                local = self.local[a.z]
+            for k, upstream in enumerate(layer.upstream):
+                output = layer.outputs[k]
+                local = dict(output.local())
                 result.append(NodeGradient(
-                    a.symbol, "a", layer.number, upstream, self.upstream_formula[upstream],
-                    {a.z: local}, {a.z: upstream * local},
+                    output.symbol, "a", layer.number, upstream, self.upstream(upstream),
+                    local, {s: upstream * v for s, v in local.items()},
                 ))
-            for z, upstream in zip(layer.z, layer.upstream):
-                dz = upstream * self.local[z.symbol]
-                local = {}
-                for weight, source in z.terms:
-                    local[source] = weight
-                    local[weight] = source
-                if z.bias is not None:
-                    local[z.bias] = sympy.S.One
+            for z, upstream in zip(layer.z if layer.activated else (), layer.upstream):
+                dz = upstream * self.backward(layer.number).local[z.symbol]
+                local = dict(z.local())
                 result.append(NodeGradient(
-                    z.symbol, "z", layer.number, None, dz, local,
-                    {s: dz * v for s, v in local.items()},
+                    z.symbol, "z", layer.number, None, dz, local, {s: dz * v for s, v in local.items()},
                 ))
         for x in g.x:
-            result.append(NodeGradient(x, "x", None, None, self._chain[x], {}, {}))
+            result.append(NodeGradient(x, "x", None, None, self.chain_of(x), {}, {}))
         return result
-
-    def upstream(self, symbol: sympy.Symbol) -> sympy.Expr:
-        """The formula of an upstream-gradient symbol ∂L/∂a_i (the article's 12 and 17)."""
-        return self.upstream_formula[symbol]
 
     # ---- straight-line program ----------------------------------------------------------
 
@@ -224,32 +259,34 @@ class Derivation:
         """The per-node program, for numeric code: ∂L/∂z_i = ∂L/∂a_i · a′(z_i) is computed
         once per node and reused by every weight and input it reaches."""
         g = self.graph
+        last = len(g.layers)
         assignments: list[tuple[sympy.Symbol, sympy.Expr]] = []
         for layer in g.layers:
-            for z, a in zip(layer.z, layer.a):
-                assignments += [(z.symbol, z.expr), (a.symbol, a.expr)]
+            for k, z in enumerate(layer.z):
+                assignments.append((z.symbol, z.expr))
+                if layer.activated:
+                    assignments.append((layer.a[k].symbol, layer.a[k].expr))
         assignments.append((LOSS, g.loss))
         dz_of: dict[sympy.Symbol, sympy.Symbol] = {}
         for layer in reversed(g.layers):
-            for z, upstream, dz in zip(layer.z, layer.upstream, layer.z_upstream):
-                if layer.number == len(g.layers):
-                    assignments.append((upstream, self.upstream_formula[upstream]))
-                assignments.append((dz, upstream * self.local[z.symbol]))
-                dz_of[z.symbol] = dz
+            local = self.backward(layer.number).local
+            for k, (z, upstream) in enumerate(zip(layer.z, layer.upstream)):
+                if layer.number == last:
+                    assignments.append((upstream, self.upstream(upstream)))
+                if layer.activated:
+                    assignments.append((layer.z_upstream[k], upstream * local[z.symbol]))
+                    dz_of[z.symbol] = layer.z_upstream[k]
+                else:  # the layer's own nodes are its outputs: ∂L/∂z is ∂L/∂a
+                    dz_of[z.symbol] = upstream
             if layer.number > 1:
-                for upstream in g.layers[layer.number - 2].upstream:
-                    total = sympy.Add(*[dz_of[t.z] * t.factor for t in self.upstream_terms[upstream]])
+                for upstream in g.upstream_of(layer.number - 1):
+                    total = sympy.Add(*[dz_of[t.z] * t.factor for t in self.upstream_terms_of(upstream)])
                     assignments.append((upstream, total))
 
         def gradient(element: sympy.Symbol) -> sympy.Expr:
             return sympy.Add(*[dz_of[t.z] * t.factor for t in self.terms(element)])
 
-        names = ["x", *self.symbols.params]
-        gradients = {
-            name: sympy.Array([gradient(s) for s in _flat(self._symbols_of(name))],
-                              self._symbols_of(name).shape)
-            for name in names
-        }
+        gradients = {name: self._array(name, gradient) for name in ["x", *self.symbols.params]}
         return Program(tuple(assignments), LOSS, gradients)
 
     # ---- closed forms -----------------------------------------------------------------
@@ -262,12 +299,13 @@ class Derivation:
         (shared in memory, never expanded)."""
         closed: dict[sympy.Symbol, sympy.Expr] = {}
         for layer in self.graph.layers:
-            for z, a in zip(layer.z, layer.a):
+            for k, z in enumerate(layer.z):
                 closed[z.symbol] = substitute(z.expr, closed)
-                closed[a.symbol] = substitute(a.expr, closed)
+                if layer.activated:
+                    closed[layer.a[k].symbol] = substitute(layer.a[k].expr, closed)
         for layer in reversed(self.graph.layers):
             for upstream in layer.upstream:
-                closed[upstream] = substitute(self.upstream_formula[upstream], closed)
+                closed[upstream] = substitute(self.upstream(upstream), closed)
         return closed
 
     def closed(self, expr: sympy.Expr) -> sympy.Expr:
@@ -384,3 +422,28 @@ def expression_size(expr: sympy.Basic, memo: dict[sympy.Basic, int] | None = Non
             memo[e] = 1 + sum(memo[a] for a in e.args)
             stack.pop()
     return memo[expr]
+
+
+class _Lazy(Mapping):
+    """A mapping over known keys whose values are computed (and kept) on first use."""
+
+    def __init__(self, keys: list, compute: Callable[[Any], Any]) -> None:
+        self._keys, self._compute, self._values = keys, compute, {}
+        self._known = set(keys)
+
+    def __getitem__(self, key: Any) -> Any:
+        if key not in self._known:
+            raise KeyError(key)
+        if key not in self._values:
+            self._values[key] = self._compute(key)
+        return self._values[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))

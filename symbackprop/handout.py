@@ -42,8 +42,8 @@ from .latex import (
     term_latex,
     tex_width,
 )
-from .layers import Conv2D, Dense
 from .network import LayerGraph, Network
+from .ops import Notation
 
 SEED = 0  # the worked example's values
 DETAILED_TOTAL = 24  # weights in all; beyond this, each parameter shows a few in full
@@ -165,7 +165,7 @@ def build_context(network: Network, seed: int = SEED) -> dict:
             _activation(layer.activation).formula for layer in network.layers)],
         "loss": {"name": network.loss, "formula": Raw(network.loss_function.formula),
                  "generic": network.loss_function.generic},
-        "padding": any(isinstance(l, Conv2D) and l.padding != (0, 0) for l in network.layers),
+        "padding": _padded(network),
         "forward": [_forward(d, lg) for lg in d.graph.layers],
         "graph": _graph(d),
         "gradient_vector": Raw(_gradient_vector(d)),
@@ -185,10 +185,6 @@ def _shape(shape: tuple[int, ...]) -> str:
     return r" \times ".join(map(str, shape))
 
 
-def _pair(values: tuple[int, int]) -> str:
-    return str(values[0]) if values[0] == values[1] else f"{values[0]}, {values[1]}"
-
-
 def _listed(letter: str, count: int) -> str:
     """x_1, ..., x_n (or the numbers alone for no letter), written out when there are one or two."""
     items = [f"{letter}_{{{i}}}" if letter else str(i) for i in (1, count)]
@@ -201,7 +197,22 @@ def _input_letter(lg: LayerGraph) -> str:
 
 def _flat_kernel(lg: LayerGraph) -> bool:
     """True when the layer's weights are numbered flat (dense, or one kernel on one channel)."""
-    return isinstance(lg.layer, Dense) or (lg.input_shape[0] == 1 and lg.layer.out_channels == 1)
+    return lg.layer.flat_weights(lg.input_shape)
+
+
+def _kind(lg: LayerGraph) -> str:
+    return lg.layer.title
+
+
+def _padded(network: Network) -> bool:
+    """Whether some layer pads its input."""
+    return any(getattr(layer, "padding", (0, 0)) != (0, 0) for layer in network.layers)
+
+
+def _op_notation(lg: LayerGraph) -> Notation:
+    """What layer ``lg``'s operation needs to write its general formulas."""
+    return Notation(lg.number, _input_letter(lg), len(lg.inputs), lambda index: _local(lg, index),
+                    _flat_kernel(lg))
 
 
 def _grid(equations: list[tuple[str, list[Row]]]) -> str:
@@ -261,15 +272,12 @@ def _layer_table(d: Derivation) -> list[list[Raw]]:
     rows = []
     for lg in d.graph.layers:
         layer = lg.layer
-        count = sum(prod(s) for s in layer.parameter_shapes(lg.input_shape).values())
-        if isinstance(layer, Conv2D):
-            kernel = f"${_shape(layer.kernel_size)}$"
-            kind, stride, padding = "conv", _pair(layer.stride), _pair(layer.padding)
-        else:
-            kind, kernel, stride, padding = "dense", "--", "--", "--"
+        count = layer.parameter_count(lg.input_shape)
+        kernel, stride, padding = layer.table_cells()
+        activation = ACTIVATIONS[layer.activation].label if layer.has_activation else "--"
+        bias = ("yes" if layer.bias else "no") if layer.parameter_shapes(lg.input_shape) else "--"
         rows.append([Raw(c) for c in (
-            str(lg.number), kind, kernel, stride, padding, "yes" if layer.bias else "no",
-            ACTIVATIONS[layer.activation].label,
+            str(lg.number), layer.key, kernel, stride, padding, bias, activation,
             f"${_shape(lg.input_shape)}$", f"${_shape(lg.output_shape)}$", str(count),
         )])
     return rows
@@ -277,21 +285,15 @@ def _layer_table(d: Derivation) -> list[list[Raw]]:
 
 def _formula1(network: Network) -> dict:
     """Formula (1) in general (with P only when some layer pads) and for each convolution."""
-    padded = any(isinstance(l, Conv2D) and l.padding != (0, 0) for l in network.layers)
+    padded = _padded(network)
     pm, pn = (" + 2P_M", " + 2P_N") if padded else ("", "")
     general = (rf"M_z = \left\lfloor \frac{{M_x{pm} - M_w}}{{S_M}} \right\rfloor + 1, \qquad "
                rf"N_z = \left\lfloor \frac{{N_x{pn} - N_w}}{{S_N}} \right\rfloor + 1")
     rows = []
     for number_, (layer, shape) in enumerate(zip(network.layers, network.shapes), start=1):
-        if not isinstance(layer, Conv2D):
+        sides = layer.size_formula(shape, padded)
+        if sides is None:
             continue
-        out = layer.output_shape(shape)
-        sides = []
-        for letter, size, k, s, p, result in zip(
-            "MN", shape[1:], layer.kernel_size, layer.stride, layer.padding, out[1:]
-        ):
-            pad = rf" + 2 \cdot {p}" if padded else ""
-            sides.append(rf"{letter}_z = \left\lfloor \frac{{{size}{pad} - {k}}}{{{s}}} \right\rfloor + 1 = {result}")
         rows.append(rf"\text{{layer {number_}:}} &\quad {sides[0]}, &\quad {sides[1]}")
     return {"general": Raw(general), "rows": Raw(" \\\\\n".join(rows)) if rows else None}
 
@@ -306,32 +308,43 @@ def _weight_index(d: Derivation, lg: LayerGraph) -> dict[sympy.Symbol, tuple[int
 
 
 def position_table(d: Derivation, lg: LayerGraph) -> list[list[int | None]]:
-    """A convolution's position sets, 1-based, in kernel order (channel, row, column), with
-    None where the kernel lay on zero padding, so entry n is always what weight n multiplied.
+    """A layer's position sets, 1-based, in kernel order (channel, row, column), with None
+    where the kernel lay on the padding, so entry n is always what kernel place n read.
     Leaving out the Nones gives ``Network.position_sets``."""
-    kh, kw = lg.layer.kernel_size
-    index = _weight_index(d, lg)
-    position = {s: i for i, s in enumerate(lg.inputs, start=1)}
     table = []
-    for z in lg.z:
-        entries: list[int | None] = [None] * (lg.input_shape[0] * kh * kw)
-        for weight, source in z.terms:
-            _, c, m, n = index[weight]
-            entries[(c * kh + m) * kw + n] = position[source]
+    for connection in lg.layer.connections(lg.input_shape):
+        entries: list[int | None] = [None] * lg.layer.window(lg.input_shape)
+        for i, slot in zip(connection.inputs, connection.slots):
+            entries[slot] = i + 1
         table.append(entries)
     return table
 
 
+def _node_rows(d: Derivation, node) -> list[Row]:
+    """A node's forward formula in the article's notation: a weighted sum in kernel order,
+    an average as 1/K (…), a max as max(…)."""
+    names = d.tex_names
+    if node.kind == "select":
+        return [Row(r"\max\left(" + ", ".join(names[v] for v in node.inputs) + r"\right)")]
+    constant = {c for c, _ in node.terms if not c.is_Symbol}
+    if constant:
+        (coefficient,) = constant
+        rows = sum_rows(_elide([names[v] for _, v in node.terms]))
+        head = NotationPrinter({}).doprint(coefficient)
+        if len(rows) == 1:
+            return [Row(rf"{head} \left({rows[0].tex}\right)")]
+        return [Row(rf"{head} \Bigl({rows[0].tex}")] + rows[1:-1] + [Row(rf"{rows[-1].tex} \Bigr)")]
+    pieces = [f"{names[w]} {names[v]}" for w, v in node.terms]
+    if node.bias is not None:
+        pieces.append(names[node.bias])
+    return sum_rows(_elide(pieces))
+
+
 def _forward(d: Derivation, lg: LayerGraph) -> dict:
     names = d.tex_names
-    equations = []
-    for z in lg.z:
-        pieces = [f"{names[w]} {names[v]}" for w, v in z.terms]
-        if z.bias is not None:
-            pieces.append(names[z.bias])
-        equations.append((names[z.symbol], sum_rows(_elide(pieces))))
+    equations = [(names[z.symbol], _node_rows(d, z)) for z in lg.z]
     shown, more = _budget(equations)
-    conv = isinstance(lg.layer, Conv2D)
+    conv = lg.layer.shows_position_sets
     sets, columns, sets_more = [], 1, 0
     if conv:
         cells = []
@@ -349,14 +362,17 @@ def _forward(d: Derivation, lg: LayerGraph) -> dict:
         sets[-1] = sets[-1] + [Raw("")] * (columns - len(sets[-1]))
     z_i = sympy.Symbol("z_", real=True)
     p = NotationPrinter({z_i: f"z^{{({lg.number})}}_{{i}}"})
+    activation = None
+    if lg.activated:
+        activation = Raw(rf"a^{{({lg.number})}}_{{i}} = {p.doprint(lg.a[0].activation.apply(z_i))}, "
+                         rf"\quad i = {_listed('', len(lg.a))}")
     return {
         "number": lg.number,
         "conv": conv,
-        "kind": "convolution" if conv else "fully connected",
+        "kind": _kind(lg),
         "sums": Raw(_grid(shown)),
         "more": more,
-        "activation": Raw(rf"a^{{({lg.number})}}_{{i}} = {p.doprint(lg.a[0].activation.apply(z_i))}, "
-                          rf"\quad i = {_listed('', len(lg.a))}"),
+        "activation": activation,
         "sets": sets,
         "sets_more": sets_more,
         "set_spec": Raw("l" * columns if columns > 1 else r">{\raggedright\arraybackslash}p{15cm}"),
@@ -378,7 +394,7 @@ def _graph(d: Derivation) -> dict:
     g = d.graph
     columns = [[(f"x{i}", f"x_{{{i}}}", "x" + str(i).translate(_SUB), "x") for i in range(1, len(g.x) + 1)]]
     for lg in g.layers:
-        for kind in "za":
+        for kind in _stages(lg):
             columns.append([
                 (f"{kind}{lg.number}n{i}", f"{kind}^{{({lg.number})}}_{{{i}}}",
                  kind + f"({lg.number})".translate(_SUP) + str(i).translate(_SUB), kind)
@@ -397,7 +413,7 @@ def _graph(d: Derivation) -> dict:
         for j, (node_id, label, text, kind) in enumerate(column):
             nodes.append({"id": node_id, "x": f"{k * dx:.2f}", "y": f"{top - j * dy:.2f}",
                           "label": Raw(label), "text": Raw(text), "kind": kind})
-    heads = ["x"] + [f"{kind}^{{({lg.number})}}" for lg in g.layers for kind in "za"] + ["L"]
+    heads = ["x"] + [f"{kind}^{{({lg.number})}}" for lg in g.layers for kind in _stages(lg)] + ["L"]
     height = f"{(tallest - 1) * dy / 2 + 0.8:.2f}"
     return {
         "level": "node",
@@ -416,30 +432,49 @@ def _graph_edges(d: Derivation) -> list[dict]:
     """Edges in drawing order: inputs → z (coloured by kernel position), z → a, a → L."""
     edges = []
     for lg in d.graph.layers:
-        conv = isinstance(lg.layer, Conv2D)
-        index = _weight_index(d, lg)
-        kw = lg.layer.kernel_size[1] if conv else 0
-        coloured = conv and prod(lg.layer.kernel_size) <= len(EDGE_COLOURS)
+        kernel = _kernel_shape(d, lg)
+        coloured = kernel is not None and prod(kernel) <= len(EDGE_COLOURS)
+        index = _weight_index(d, lg) if coloured else {}
         source = "x" if lg.number == 1 else f"a{lg.number - 1}n"
+        target = _stages(lg)[0]
         position = {s: i for i, s in enumerate(lg.inputs, start=1)}
-        for i, z in enumerate(lg.z, start=1):
-            for weight, node in z.terms:
+        for i, node in enumerate(lg.z, start=1):
+            for coefficient, value in _read(node):
                 colour = "black!30"
                 if coloured:
-                    _, _, m, n = index[weight]
-                    colour = f"kernel{m * kw + n + 1}"
-                edges.append({"src": f"{source}{position[node]}", "dst": f"z{lg.number}n{i}", "colour": colour})
-        edges += [{"src": f"z{lg.number}n{i}", "dst": f"a{lg.number}n{i}", "colour": "black"}
-                  for i in range(1, len(lg.z) + 1)]
+                    *_, m, n = index[coefficient]
+                    colour = f"kernel{m * kernel[1] + n + 1}"
+                edges.append({"src": f"{source}{position[value]}", "dst": f"{target}{lg.number}n{i}",
+                              "colour": colour})
+        if lg.activated:
+            edges += [{"src": f"z{lg.number}n{i}", "dst": f"a{lg.number}n{i}", "colour": "black"}
+                      for i in range(1, len(lg.z) + 1)]
     last = d.graph.layers[-1]
-    edges += [{"src": f"a{last.number}n{i}", "dst": "L", "colour": "black"} for i in range(1, len(last.a) + 1)]
+    edges += [{"src": f"a{last.number}n{i}", "dst": "L", "colour": "black"}
+              for i in range(1, len(last.outputs) + 1)]
     return edges
+
+
+def _stages(lg: LayerGraph) -> str:
+    """The columns a layer draws: z and a, or a alone for an operation without activation."""
+    return "za" if lg.activated else "a"
+
+
+def _read(node) -> list[tuple]:
+    """(coefficient or None, input) for every input a node reads, in kernel order."""
+    return list(node.terms) if node.kind == "linear" else [(None, v) for v in node.inputs]
+
+
+def _kernel_shape(d: Derivation, lg: LayerGraph) -> tuple[int, int] | None:
+    """(kh, kw) of a layer whose weights form a sliding kernel (o, c, kh, kw); else None."""
+    shape = d.network.parameters.get(f"W{lg.number}")
+    return shape[2:] if shape is not None and len(shape) == 4 else None
 
 
 def _legend(d: Derivation) -> list[dict]:
     """The edge colours: one per kernel position, named by the weight when kernels are flat."""
-    kernels = [lg for lg in d.graph.layers if isinstance(lg.layer, Conv2D)]
-    sizes = {lg.layer.kernel_size for lg in kernels}
+    kernels = [lg for lg in d.graph.layers if _kernel_shape(d, lg) is not None]
+    sizes = {_kernel_shape(d, lg) for lg in kernels}
     if len(sizes) != 1 or prod(next(iter(sizes))) > len(EDGE_COLOURS):
         return []
     kh, kw = sizes.pop()
@@ -499,6 +534,8 @@ def _upstream_of(l: int, index: str) -> str:
 def _local(lg: LayerGraph, index: str) -> str:
     """da/dz of layer ``lg`` at z^{(l)}_index as the activation writes it, then ``\\cdot``;
     '' for the identity, whose derivative 1 is left out."""
+    if not lg.activated:
+        return ""
     z, a = sympy.Symbol("z_", real=True), sympy.Symbol("a_", real=True)
     local = lg.a[0].activation.derivative(z, a)
     if local == 1:
@@ -508,48 +545,20 @@ def _local(lg: LayerGraph, index: str) -> str:
     return (rf"\left({tex}\right)" if local.is_Add else tex) + r" \cdot "
 
 
-def _weight_general(lg: LayerGraph) -> dict:
-    """∂L/∂w (and ∂L/∂b) of layer l in the article's form: (5) dense, (13)/(18) convolution."""
-    l, inp = lg.number, _input_letter(lg)
-    if isinstance(lg.layer, Dense):
-        index, over, weight, used = "f", "", f"w^{{({l})}}_{{n}}", f"{inp}_{{i}}"
-        note = (rf"for the neuron $f$ and the input $i$ that $w^{{({l})}}_{{n}}$ connects: "
-                rf"$n = (f - 1) \cdot {len(lg.inputs)} + i$")
-    else:
-        flat = _flat_kernel(lg)
-        index, over = "i", r"\sum_{i} " if flat else r"\sum_{i \in o} "
-        weight = f"w^{{({l})}}_{{{'n' if flat else 'o,c,m,n'}}}"
-        used = f"{inp}_{{p^{{({l})}}_{{i}}[{'n' if flat else 'c,m,n'}]}}"
-        note = ("summed over every position $i$ where the shared weight was used"
-                + ("" if flat else " in output channel $o$")
-                + (", leaving out those where it lay on the padding" if lg.layer.padding != (0, 0) else ""))
-    local = _local(lg, index)
-    equation = (rf"\frac{{\partial L}}{{\partial {weight}}} = {over}\underbrace{{{_upstream_of(l, index)}}}"
-                rf"_{{\text{{upstream}}}} \cdot \underbrace{{{local}{used}}}_{{\text{{local}}}}")
-    bias = None
-    if lg.layer.bias:
-        o = "f" if isinstance(lg.layer, Dense) else "o"
-        local_z = (r" \cdot " + local.removesuffix(r" \cdot ")) if local else ""
-        bias = rf"\frac{{\partial L}}{{\partial b^{{({l})}}_{{{o}}}}} = {over}{_upstream_of(l, index)}{local_z}"
-    return {"equation": Raw(equation), "note": Raw(note), "bias": Raw(bias) if bias else None}
+def _weight_general(lg: LayerGraph) -> dict | None:
+    """∂L/∂w (and ∂L/∂b) of layer l in the article's form — (5) dense, (13)/(18) convolution —
+    as its operation writes it; None for a layer without weights."""
+    formula = lg.layer.weight_formula(_op_notation(lg))
+    if formula is None:
+        return None
+    return {key: Raw(value) if value else None for key, value in formula.items()}
 
 
 def _upstream_general(lg: LayerGraph, following: LayerGraph) -> dict:
-    """∂L/∂a^{(l)} from the layer after it: (12) through a dense layer, (17) through a convolution."""
-    l, k = lg.number, following.number
-    if isinstance(following.layer, Dense):
-        equation = (rf"{_upstream_of(l, 'i')} = \sum_{{f}} {_upstream_of(k, 'f')} \cdot "
-                    rf"{_local(following, 'f')}w^{{({k})}}_{{f,i}}")
-        note = (rf"$w^{{({k})}}_{{f,i}}$ is the weight from $a^{{({l})}}_{{i}}$ to neuron $f$ "
-                rf"($w^{{({k})}}_{{(f-1) \cdot {len(following.inputs)} + i}}$ in the flat numbering)")
-        return {"equation": Raw(equation), "note": Raw(note), "kind": "dense"}
-    weight = rf"w^{{({k})}}_{{n(i,j)}}"
-    equation = (rf"{_upstream_of(l, 'j')} = \sum_{{i \,:\, j \in p^{{({k})}}_{{i}}}} "
-                rf"{_upstream_of(k, 'i')} \cdot {_local(following, 'i')}{weight}")
-    note = (rf"the sum runs over the positions $i$ of layer {k} whose position set contains $j$, and "
-            rf"$n(i, j)$ is the place of $j$ in $p^{{({k})}}_{{i}}$: the weight that multiplied "
-            rf"$a^{{({l})}}_{{j}}$ in $z^{{({k})}}_{{i}}$")
-    return {"equation": Raw(equation), "note": Raw(note), "kind": "conv"}
+    """∂L/∂a^{(l)} from the layer after it, as that layer's operation writes it: (12) through
+    a dense layer, (17) through a convolution, a pool's routing or spreading."""
+    formula = following.layer.upstream_formula(_op_notation(following))
+    return {key: Raw(value) if key in ("equation", "note") else value for key, value in formula.items()}
 
 
 def _detailed_elements(d: Derivation) -> set[sympy.Symbol]:
@@ -599,7 +608,7 @@ def _backward(d: Derivation, lg: LayerGraph, detailed: set, is_article: bool) ->
     sizes = [x["size"] for parameter in parameters for x in parameter["derivations"] if x["closed"] is None]
     exact = all(x["exact"] for parameter in parameters for x in parameter["derivations"])
     tags: dict[str, Raw | None] = {"upstream": None, "following": None, "general": None, "example": None}
-    if is_article:
+    if is_article and parameters:
         key = {3: "dense", 2: "conv_weight_2", 1: "conv_weight_1"}[lg.number]
         tags["general"] = Raw(ARTICLE_TAGS["dense_weight" if key == "dense" else key])
         example = {3: "dense_example", 2: "conv_example_2", 1: "conv_example_1"}[lg.number]
@@ -611,7 +620,8 @@ def _backward(d: Derivation, lg: LayerGraph, detailed: set, is_article: bool) ->
     return {
         "number": lg.number,
         "last": last,
-        "kind": "convolution" if isinstance(lg.layer, Conv2D) else "fully connected",
+        "kind": _kind(lg),
+        "shared": lg.layer.shows_position_sets,
         "upstream": Raw(_grid(upstream)) if upstream else None,
         "upstream_more": upstream_more,
         "following": following,
@@ -734,14 +744,19 @@ def _example(example: WorkedExample) -> dict:
     values, names = example.values, d.tex_names
     tables = []
     for lg in d.graph.layers:
-        rows = [
-            [Raw(str(i))] + [Raw(f"${number(values[s])}$") for s in (z.symbol, a.symbol, up, dz_i)]
-            for i, (z, a, up, dz_i) in enumerate(zip(lg.z, lg.a, lg.upstream, lg.z_upstream), start=1)
-        ]
         l = lg.number
-        header = (rf"$i$ & $z^{{({l})}}_{{i}}$ & $a^{{({l})}}_{{i}}$ & $\partial L / \partial a^{{({l})}}_{{i}}$ "
-                  rf"& $\partial L / \partial z^{{({l})}}_{{i}}$")
+        if lg.activated:
+            columns = list(zip(lg.z, lg.a, lg.upstream, lg.z_upstream))
+            symbols = [(z.symbol, a.symbol, up, dz) for z, a, up, dz in columns]
+            header = (rf"$i$ & $z^{{({l})}}_{{i}}$ & $a^{{({l})}}_{{i}}$ & $\partial L / \partial a^{{({l})}}_{{i}}$ "
+                      rf"& $\partial L / \partial z^{{({l})}}_{{i}}$")
+        else:
+            symbols = [(a.symbol, up) for a, up in zip(lg.z, lg.upstream)]
+            header = rf"$i$ & $a^{{({l})}}_{{i}}$ & $\partial L / \partial a^{{({l})}}_{{i}}$"
+        rows = [[Raw(str(i))] + [Raw(f"${number(values[s])}$") for s in row]
+                for i, row in enumerate(symbols, start=1)]
         tables.append({"number": l, "header": Raw(header), "rows": rows[:EXAMPLE_ROWS_PER_LAYER],
+                       "spec": Raw("r" * (len(symbols[0]) + 1)),
                        "more": max(0, len(rows) - EXAMPLE_ROWS_PER_LAYER)})
 
     def label(tex: str):
@@ -757,13 +772,14 @@ def _example(example: WorkedExample) -> dict:
             lambda sub, tex=tex: rf"\frac{{\partial L}}{{\partial {tex if sub is None else f'{tex}_{{{sub}}}'}}}",
         )
 
-    first = d.graph.layers[0].z[0]
+    weighted = [lg for lg in d.graph.layers if f"W{lg.number}" in d.graph.params]
+    first = weighted[0].z[0]
     products = [rf"({number(values[w])})({number(values[v])})" for w, v in first.terms]
     if first.bias is not None:
         products.append(f"({number(values[first.bias])})")
     z_rows = sum_rows(_elide(products)) + [Row(f"= {number(values[first.symbol])}")]
 
-    last = d.graph.layers[-1]
+    last = weighted[-1]
     weight = _flat(d.graph.params[f"W{last.number}"])[0]
     terms = [
         rf"({number(values[t.upstream])}) \cdot ({number(_evaluate(t.local, values))}) \cdot ({number(values[t.factor])})"

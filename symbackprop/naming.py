@@ -35,6 +35,7 @@ class Names:
 
     def __init__(self) -> None:
         self.tex: dict[sympy.Symbol, str] = {}
+        self.parameter_of: dict[sympy.Symbol, str] = {}  # each parameter element → its name
 
     def symbol(self, code_name: str, tex_name: str) -> sympy.Symbol:
         """A real symbol with its TeX name recorded."""
@@ -73,4 +74,5 @@ class Names:
             code = name + "_" + "_".join(map(str, index))
             sub = str(flat_index) if flat else ",".join(str(i + 1) for i in index)
             symbols.append(self.symbol(code, f"{letter}^{{({layer})}}_{{{sub}}}"))
+        self.parameter_of.update(dict.fromkeys(symbols, name))
         return sympy.Array(symbols, shape)

@@ -45,6 +45,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from .activations import ACTIVATIONS, g, g_prime
 from .losses import LOSSES, generic_loss_functions
+from .nodes import window_max
 
 if TYPE_CHECKING:
     from .derive import Derivation
@@ -130,6 +131,9 @@ class _ProgramPrinter(PythonCodePrinter):
             # g′(z) is given a = g(z) too, already computed: σ′ is then a(1 − a), no exp.
             z = expr.args[0]
             return f"g_prime({self._print(z)}, {self._print(self.activated[z])})"
+        if isinstance(expr, window_max):
+            self.helpers["_max"] = window_max
+            return f"_max({', '.join(self._print(arg) for arg in expr.args)})"
         if isinstance(expr, sympy.Function):
             name = self.calls.get(type(expr))
             if name is None:
@@ -173,8 +177,22 @@ class _ArrayPrinter(NumPyPrinter):
         return super()._print_Pow(expr, rational=rational)
 
 
+_MAX_HELPER = '''
+def _max(*values):
+    """A max pool's window: max() of floats, numpy.maximum over arrays (one per sample)."""
+    if all(isinstance(v, _NUMBER) for v in values):
+        return max(values)
+    result = values[0]
+    for value in values[1:]:
+        result = numpy.maximum(result, value)
+    return result
+'''
+
+
 def _helper_source(name: str, function: type) -> str:
     """A helper for a function the program calls: math for a float, numpy for an array."""
+    if function is window_max:
+        return _MAX_HELPER.strip("\n") + "\n"
     z = sympy.Symbol("z", real=True)
     try:
         scalar = PythonCodePrinter().doprint(function(z))

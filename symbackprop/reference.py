@@ -1,25 +1,21 @@
 """An independent numeric backprop: the second opinion on every derived gradient.
 
 A vectorised numpy forward and backward pass over a batch, written from the
-layer-level formulas a textbook gives rather than node by node:
-
-* convolution forward is cross-correlation over the zero-padded input,
-  z[o, i, j] = Σ_{c,m,n} W[o, c, m, n] · x_pad[c, i·s + m, j·s + n] + b[o];
-* its input gradient is the *full* correlation of the upstream gradient — spread
-  back out by the stride — with the kernel rotated by 180° (input and output
-  channels swapped), cropped back to the unpadded input;
-* its kernel gradient sums, over every output position, the upstream gradient
-  times the input under that weight; the bias gradient sums the upstream gradient;
-* a dense layer is z = W a + b, with ∂L/∂a = Wᵀ ∂L/∂z and ∂L/∂W = ∂L/∂z aᵀ.
+layer-level formulas a textbook gives rather than node by node. Each operation's
+own formulas are its reference face (``reference_forward``, ``reference_backward`` in
+``symbackprop/ops/``: a convolution's input gradient as the full correlation with the
+rotated kernel, a max pool's as the gradient routed to each window's first maximum, a
+dense layer's as Wᵀ ∂L/∂z); this module chains them through the activations and the loss.
 
 Activations and losses have their own numpy definitions here, with PyTorch's
 conventions: ReLU′(0) = 0, leaky ReLU′(0) = 0.01 (slope 0.01), ``mse`` the mean
-over outputs, ``cross_entropy`` with probability targets.
+over outputs, ``cross_entropy`` with probability targets, softplus the exact
+log(1 + e^z).
 
-Reads only a network's settings — each layer's ``kind``, sizes, ``bias`` and
-activation name, the input shape and the loss name — and imports numpy alone:
-nothing of symbackprop's activations, losses, graph or derivation, so that a
-mistake there cannot hide here.
+Reads only a network's settings — its operations, activation names, input shape and
+loss name — and imports numpy alone: nothing of symbackprop's activations, losses,
+graph or derivation, so that a mistake there cannot hide here (and the reference
+faces of the operations are held to numpy alone by a test).
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 Array = np.ndarray
 
@@ -101,86 +96,26 @@ def _loss(name: str, loss: str | None) -> tuple[Callable, Callable]:
     return _pick(LOSSES, "loss", name, "generic", loss, "loss generic: pass loss=NAME")
 
 
-# ---- layers ---------------------------------------------------------------------------------
-
-
-def _windows(x: Array, kernel: tuple[int, int], stride: tuple[int, int]) -> Array:
-    """(B, C, H, W) → (B, C, OH, OW, kh, kw): the patch of x under each output position."""
-    windows = sliding_window_view(x, kernel, axis=(2, 3))
-    return windows[:, :, :: stride[0], :: stride[1]]
-
-
-def _pad(x: Array, padding: tuple[int, int]) -> Array:
-    (ph, pw) = padding
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-
-
-def conv_forward(x: Array, weight: Array, bias: Array | None, stride, padding) -> Array:
-    """Cross-correlation of a batch x (B, C, H, W) with kernels (O, C, kh, kw) → (B, O, OH, OW)."""
-    windows = _windows(_pad(x, padding), weight.shape[2:], stride)
-    # optimize=True: contract through a matrix product (BLAS), not einsum's plain loops
-    z = np.einsum("bchwmn,ocmn->bohw", windows, weight, optimize=True)
-    return z if bias is None else z + bias[None, :, None, None]
-
-
-def conv_backward(
-    dz: Array, x: Array, weight: Array, stride, padding
-) -> tuple[Array, Array, Array]:
-    """∂L/∂x, per-sample ∂L/∂W and ∂L/∂b of a convolution, from ∂L/∂z (B, O, OH, OW)."""
-    (kh, kw), (sh, sw), (ph, pw) = weight.shape[2:], stride, padding
-    batch, out_channels, out_h, out_w = dz.shape
-    padded = _pad(x, padding)
-    # Kernel: each weight sums upstream × the input under it, over every output position.
-    d_weight = np.einsum(
-        "bohw,bchwmn->bocmn", dz, _windows(padded, (kh, kw), stride), optimize=True
-    )
-    d_bias = dz.sum(axis=(2, 3))
-    # Input: spread dz back to the positions the stride visited, then take the full
-    # correlation (padding k - 1) with the kernel rotated by 180°, channels swapped.
-    spread = np.zeros((batch, out_channels, (out_h - 1) * sh + 1, (out_w - 1) * sw + 1))
-    spread[:, :, ::sh, ::sw] = dz
-    full = np.pad(spread, ((0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
-    rotated = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
-    covered = np.einsum(
-        "bohwmn,comn->bchw", _windows(full, (kh, kw), (1, 1)), rotated, optimize=True
-    )
-    # Rows and columns past the last window get no gradient; then the padding is cut off.
-    d_padded = np.zeros(padded.shape)
-    d_padded[:, :, : covered.shape[2], : covered.shape[3]] = covered
-    height, width = x.shape[2:]
-    return d_padded[:, :, ph : ph + height, pw : pw + width], d_weight, d_bias
-
-
-def dense_forward(a: Array, weight: Array, bias: Array | None) -> Array:
-    """z = W a (+ b) for a batch of flattened inputs a (B, N) → (B, F)."""
-    z = a @ weight.T
-    return z if bias is None else z + bias
-
-
-def dense_backward(dz: Array, a: Array, weight: Array) -> tuple[Array, Array, Array]:
-    """∂L/∂a = Wᵀ ∂L/∂z, per-sample ∂L/∂W = ∂L/∂z aᵀ and ∂L/∂b = ∂L/∂z."""
-    return dz @ weight, np.einsum("bf,bn->bfn", dz, a), dz
-
-
 # ---- the network ----------------------------------------------------------------------------
 
 
+def _layer_params(params: Mapping[str, Array], number: int) -> dict[str, Array]:
+    """Layer ``number``'s parameters under the names its operation knows them by ("W", "b")."""
+    return {kind: params[f"{kind}{number}"] for kind in "Wb" if f"{kind}{number}" in params}
+
+
 def forward(net: Any, x: Array, params: Mapping[str, Array], g: str | None = None) -> list[Array]:
-    """Each layer's z (before its activation) for a batch x (B, C, H, W), first layer first."""
+    """Each layer's z (before its activation; a pool's output) for a batch x, first layer first."""
     return _forward(net, np.asarray(x, dtype=float), params, g)[1]
 
 
 def _forward(net: Any, x: Array, params: Mapping[str, Array], g: str | None):
     inputs, zs, h = [], [], x
     for number, layer in enumerate(net.layers, start=1):
-        weight, bias = params[f"W{number}"], params.get(f"b{number}")
         inputs.append(h)
-        if layer.kind == "conv":
-            z = conv_forward(h, weight, bias, layer.stride, layer.padding)
-        else:
-            z = dense_forward(h.reshape(len(h), -1), weight, bias)
+        z = layer.reference_forward(h, _layer_params(params, number))
         zs.append(z)
-        h = _activation(layer.activation, g)[0](z)
+        h = _activation(layer.activation, g)[0](z) if layer.has_activation else z
     return inputs, zs, h.reshape(len(h), -1)
 
 
@@ -223,16 +158,11 @@ def loss_and_grads(
     grads: dict[str, Array] = {}
     for number in range(len(net.layers), 0, -1):
         layer, z, h = net.layers[number - 1], zs[number - 1], inputs[number - 1]
-        dz = upstream.reshape(z.shape) * _activation(layer.activation, g)[1](z)
-        weight = params[f"W{number}"]
-        if layer.kind == "conv":
-            upstream, d_weight, d_bias = conv_backward(dz, h, weight, layer.stride, layer.padding)
-        else:
-            upstream, d_weight, d_bias = dense_backward(dz, h.reshape(len(h), -1), weight)
-            upstream = upstream.reshape(h.shape)
-        grads[f"W{number}"] = d_weight
-        if layer.bias:
-            grads[f"b{number}"] = d_bias
+        dz = upstream.reshape(z.shape)
+        if layer.has_activation:
+            dz = dz * _activation(layer.activation, g)[1](z)
+        upstream, layer_grads = layer.reference_backward(dz, h, _layer_params(params, number))
+        grads.update({f"{kind}{number}": grad for kind, grad in layer_grads.items()})
     grads = {"x": upstream, **{name: grads[name] for name in net.parameters}}
     value = value_of(out, y)
     if single:

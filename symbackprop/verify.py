@@ -17,7 +17,7 @@ the largest absolute error over the samples, the relative error (that error over
 the largest magnitude the method gave), and whether it is within tolerance.
 
 Imports numpy, ``reference``, the activation and loss registries (for the names of
-the concrete choices) and, when installed, torch.
+the concrete choices) and, when torch is installed, ``torch_bridge``.
 """
 
 from __future__ import annotations
@@ -283,48 +283,6 @@ def _torch() -> Any:
     return torch
 
 
-def torch_tables(torch: Any) -> tuple[dict, dict]:
-    """PyTorch's form of each activation and loss (per sample, over (B, K)), by name."""
-    functional = torch.nn.functional
-    activations = {
-        "identity": lambda z: z,
-        "sigmoid": torch.sigmoid,
-        "tanh": torch.tanh,
-        "relu": torch.relu,
-        "softplus": functional.softplus,
-        "leaky_relu": lambda z: functional.leaky_relu(z, 0.01),
-    }
-    losses = {  # per sample, for outputs and targets of shape (B, K)
-        "sse": lambda a, y: 0.5 * ((a - y) ** 2).sum(dim=1),
-        "mse": lambda a, y: ((a - y) ** 2).mean(dim=1),
-        "cross_entropy": lambda a, y: functional.cross_entropy(a, y, reduction="none"),
-    }
-    return activations, losses
-
-
-def torch_losses(
-    net: Network,
-    x: Any,
-    y: Any,
-    params: Mapping[str, Any],
-    g: str | None = None,
-    loss: str | None = None,
-) -> Any:
-    """PyTorch's per-sample losses (B,) for a batch of tensors x (B, C, H, W) and y (B, K)."""
-    torch = _torch()
-    activations, losses = torch_tables(torch)
-    functional = torch.nn.functional
-    h = x
-    for number, layer in enumerate(net.layers, start=1):
-        weight, bias = params[f"W{number}"], params.get(f"b{number}")
-        if layer.kind == "conv":
-            h = functional.conv2d(h, weight, bias, stride=layer.stride, padding=layer.padding)
-        else:
-            h = functional.linear(h.reshape(len(h), -1), weight, bias)
-        h = activations[g if layer.activation == "g" else layer.activation](h)
-    return losses[loss if net.loss == "generic" else net.loss](h.reshape(len(h), -1), y)
-
-
 def torch_loss_and_grads(
     net: Network,
     x: np.ndarray,
@@ -333,11 +291,9 @@ def torch_loss_and_grads(
     g: str | None = None,
     loss: str | None = None,
 ) -> reference.Result:
-    """PyTorch autograd's loss and gradients at one sample, in float64."""
-    torch = _torch()
-    tx = torch.tensor(x[None], dtype=torch.float64, requires_grad=True)
-    tp = {n: torch.tensor(v, dtype=torch.float64, requires_grad=True) for n, v in params.items()}
-    value = torch_losses(net, tx, torch.tensor(y[None], dtype=torch.float64), tp, g, loss)[0]
-    value.backward()
-    grads = {"x": tx.grad[0].numpy(), **{n: t.grad.numpy() for n, t in tp.items()}}
-    return reference.Result(value.item(), grads)
+    """PyTorch autograd's loss and gradients at one sample, in float64, through the bridge
+    (with the exact softplus: torch's own returns z past z = 20)."""
+    from . import torch_bridge
+
+    losses, grads = torch_bridge.loss_and_grads(net, x[None], y[None], params, g, loss)
+    return reference.Result(float(losses[0]), {name: grad[0] for name, grad in grads.items()})

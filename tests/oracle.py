@@ -1,61 +1,26 @@
-"""The torch oracle: the same network built from PyTorch layers, and random points to test at.
+"""The torch oracle: the same network in PyTorch (``sb.to_torch``), and random points to test at.
 
 Shared by the tests of the symbolic engine, the numeric code and the handout: a
 network's gradients are proved right by comparing them with what PyTorch's
-autograd computes for the same weights (float64). Builds only on the network's
-settings (layer types, sizes, activation and loss names), never on its graph.
+autograd computes for the same weights (float64). The bridge builds only on the
+network's settings (each operation's torch twin), never on its graph.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 import symbackprop as sb
-
-torch.set_default_dtype(torch.float64)
-
-TORCH_ACTIVATIONS = {
-    "identity": lambda z: z,
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "relu": torch.relu,
-    "softplus": F.softplus,
-    "leaky_relu": lambda z: F.leaky_relu(z, 0.01),
-}
-
-TORCH_LOSSES = {
-    "sse": lambda a, y: 0.5 * ((a - y) ** 2).sum(),
-    "mse": lambda a, y: F.mse_loss(a, y),
-    "cross_entropy": lambda a, y: F.cross_entropy(a[None], y[None]),
-}
-
-
-def torch_forward(net: sb.Network, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The network's output for one sample x of shape (C, H, W)."""
-    h = x[None]
-    for number, layer in enumerate(net.layers, start=1):
-        weight, bias = params[f"W{number}"], params.get(f"b{number}")
-        if isinstance(layer, sb.Conv2D):
-            h = F.conv2d(h, weight, bias, stride=layer.stride, padding=layer.padding)
-        else:
-            h = F.linear(h.reshape(1, -1), weight, bias)
-        h = TORCH_ACTIVATIONS[layer.activation](h)
-    return h.reshape(-1)
+from symbackprop import torch_bridge
 
 
 def torch_loss_and_grads(
     net: sb.Network, x: np.ndarray, y: np.ndarray, params: dict[str, np.ndarray]
 ) -> tuple[float, dict[str, np.ndarray]]:
-    """PyTorch's loss and its gradients for every parameter and for "x", one sample."""
-    tx = torch.tensor(x, requires_grad=True)
-    tp = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
-    loss = TORCH_LOSSES[net.loss](torch_forward(net, tx, tp), torch.tensor(y))
-    loss.backward()
-    grads = {name: t.grad.numpy() for name, t in tp.items()}
-    grads["x"] = tx.grad.numpy()
-    return loss.item(), grads
+    """PyTorch's loss and its gradients for every parameter and for "x", one sample, through
+    ``sb.to_torch`` (the one bridge; softplus exact, see symbackprop.torch_bridge)."""
+    losses, grads = torch_bridge.loss_and_grads(net, x[None], y[None], params)
+    return float(losses[0]), {name: grad[0] for name, grad in grads.items()}
 
 
 def random_point(net: sb.Network, rng: np.random.Generator, scale: float = 0.6):
@@ -74,16 +39,8 @@ def torch_batch_loss_and_grads(
     net: sb.Network, x: np.ndarray, y: np.ndarray, params: dict[str, np.ndarray]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """PyTorch's per-sample losses (B,) and per-sample gradients (B, *shape) for a batch
-    x (B, C, H, W), y (B, K), through ``torch.func``: one sample's autograd, vectorised."""
-    from torch.func import grad_and_value, vmap
-
-    def one_sample(p, xs, ys):
-        return TORCH_LOSSES[net.loss](torch_forward(net, xs, p), ys)
-
-    tp = {name: torch.tensor(value) for name, value in params.items()}
-    per_sample = vmap(grad_and_value(one_sample, argnums=(0, 1)), in_dims=(None, 0, 0))
-    (grads, x_grads), losses = per_sample(tp, torch.tensor(x), torch.tensor(y))
-    return losses.numpy(), {"x": x_grads.numpy(), **{n: g.numpy() for n, g in grads.items()}}
+    x (B, C, H, W), y (B, K): one autograd pass per sample, through the bridge."""
+    return torch_bridge.loss_and_grads(net, x, y, params)
 
 
 def sign_flipped(net: sb.Network, name: str, index: tuple[int, ...]) -> sb.Derivation:

@@ -7,11 +7,8 @@ import inspect
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given
 from oracle import (
-    TORCH_ACTIVATIONS,
-    TORCH_LOSSES,
     assert_same_gradients,
     torch_batch_loss_and_grads,
     torch_loss_and_grads,
@@ -19,7 +16,7 @@ from oracle import (
 from strategies import networks
 
 import symbackprop as sb
-from symbackprop import reference, verify
+from symbackprop import reference, torch_bridge
 from symbackprop.activations import ACTIVATIONS
 from symbackprop.losses import LOSSES
 from symbackprop.verify import draw_point
@@ -28,11 +25,10 @@ from symbackprop.verify import draw_point
 
 
 def test_every_activation_and_loss_has_a_reference_and_a_torch_counterpart():
-    torch_activations, torch_losses = verify.torch_tables(torch)
+    torch_activations = {name for name, entry in ACTIVATIONS.items() if entry.torch is not None}
     counterparts = {
         "symbackprop.reference": (reference.ACTIVATIONS, reference.LOSSES),
-        "tests/oracle.py": (TORCH_ACTIVATIONS, TORCH_LOSSES),
-        "symbackprop.verify (torch)": (torch_activations, torch_losses),
+        "symbackprop.torch_bridge": (torch_activations, torch_bridge._torch_losses()),
     }
     gaps = [
         f"{kind} {name!r} has no counterpart in {where}"
@@ -71,14 +67,15 @@ def test_convolution_forward_is_cross_correlation():
     # z[i, j] = x[i, j] − x[i+1, j+1] with the kernel [[1, 0], [0, −1]] (not flipped): −5 everywhere.
     x = np.arange(16.0).reshape(1, 1, 4, 4)
     kernel = np.array([[[[1.0, 0.0], [0.0, -1.0]]]])
-    assert reference.conv_forward(x, kernel, None, (1, 1), (0, 0)).tolist() == [[[[-5.0] * 3] * 3]]
+    assert sb.Conv2D(kernel_size=2).reference_forward(x, {"W": kernel}).tolist() == [[[[-5.0] * 3] * 3]]
 
 
 def test_convolution_forward_with_stride_padding_and_bias():
     # Padding 1 around a 2x2 input of ones, a 2x2 kernel of ones, stride 2: each window
     # covers exactly one input pixel; the bias adds 0.5.
     x = np.ones((1, 1, 2, 2))
-    z = reference.conv_forward(x, np.ones((1, 1, 2, 2)), np.array([0.5]), (2, 2), (1, 1))
+    conv = sb.Conv2D(kernel_size=2, stride=2, padding=1, bias=True)
+    z = conv.reference_forward(x, {"W": np.ones((1, 1, 2, 2)), "b": np.array([0.5])})
     assert z.tolist() == [[[[1.5, 1.5], [1.5, 1.5]]]]
 
 
@@ -87,9 +84,10 @@ def test_input_gradient_is_full_correlation_with_the_rotated_kernel():
     # every input pixel collects the kernel weights of the windows that covered it.
     x = np.zeros((1, 1, 3, 3))
     kernel = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
-    d_x, _, d_bias = reference.conv_backward(np.ones((1, 1, 2, 2)), x, kernel, (1, 1), (0, 0))
+    conv = sb.Conv2D(kernel_size=2, bias=True)
+    d_x, grads = conv.reference_backward(np.ones((1, 1, 2, 2)), x, {"W": kernel, "b": np.zeros(1)})
     assert d_x.tolist() == [[[[1, 3, 2], [4, 10, 6], [3, 7, 4]]]]
-    assert d_bias.tolist() == [[4.0]]
+    assert grads["b"].tolist() == [[4.0]]
 
 
 def test_kernel_gradient_sums_over_positions():
@@ -97,25 +95,25 @@ def test_kernel_gradient_sums_over_positions():
     # the 2x2 window sums of x = arange(9): [[0+1+3+4, 1+2+4+5], [3+4+6+7, 4+5+7+8]].
     x = np.arange(9.0).reshape(1, 1, 3, 3)
     ones = np.ones((1, 1, 2, 2))
-    _, d_kernel, _ = reference.conv_backward(ones, x, ones, (1, 1), (0, 0))
-    assert d_kernel.tolist() == [[[[[8, 12], [20, 24]]]]]  # per sample: (B, O, C, kh, kw)
+    _, grads = sb.Conv2D(kernel_size=2).reference_backward(ones, x, {"W": ones})
+    assert grads["W"].tolist() == [[[[[8, 12], [20, 24]]]]]  # per sample: (B, O, C, kh, kw)
 
 
 def test_strided_input_gradient_leaves_unvisited_pixels_at_zero():
     # A 1x1 kernel with stride 2 reads only the even rows and columns of a 3x3 input.
     x = np.zeros((1, 1, 3, 3))
     upstream, kernel = np.full((1, 1, 2, 2), 7.0), np.full((1, 1, 1, 1), 2.0)
-    d_x, _, _ = reference.conv_backward(upstream, x, kernel, (2, 2), (0, 0))
+    d_x, _ = sb.Conv2D(kernel_size=1, stride=2).reference_backward(upstream, x, {"W": kernel})
     assert d_x.tolist() == [[[[14, 0, 14], [0, 0, 0], [14, 0, 14]]]]
 
 
 def test_dense_backward():
     dz, a = np.array([[1.0, -1.0]]), np.array([[2.0, 3.0, 4.0]])
     weight = np.arange(6.0).reshape(2, 3)
-    d_a, d_weight, d_bias = reference.dense_backward(dz, a, weight)
+    d_a, grads = sb.Dense(units=2, bias=True).reference_backward(dz, a, {"W": weight, "b": np.zeros(2)})
     assert d_a.tolist() == [[0 - 3, 1 - 4, 2 - 5]]
-    assert d_weight.tolist() == [[[2, 3, 4], [-2, -3, -4]]]
-    assert d_bias.tolist() == [[1, -1]]
+    assert grads["W"].tolist() == [[[2, 3, 4], [-2, -3, -4]]]
+    assert grads["b"].tolist() == [[1, -1]]
 
 
 @pytest.mark.parametrize(

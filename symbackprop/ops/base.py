@@ -1,0 +1,237 @@
+"""What every operation provides, and the checks of settings that operations share.
+
+An operation is a frozen dataclass of its settings (the keys of its spec item) and
+the one place that knows everything about it. Its faces, listed in ``FACES`` (a test
+walks the registry and names any face an operation lacks):
+
+* settings: the dataclass fields, checked in ``__post_init__`` (a ``SpecError`` naming the
+  setting); ``output_shape`` (or a ``SpecError`` when the input does not fit) and
+  ``parameter_shapes`` (PyTorch layouts, keyed "W" and "b");
+* the scalar face: ``window`` (how many kernel places an output reads, padding
+  included), ``connections`` (for each output node, which inputs it reads, at which
+  kernel place, with which weight: the article's position sets) and ``nodes``, the graph
+  nodes it adds (``symbackprop.nodes``), whose local derivatives the engine reads;
+* notation, for documents: ``describe`` (one line), ``table_cells`` (kernel, stride,
+  padding), ``size_formula`` (the article's formula (1) for this layer),
+  ``weight_formula`` (∂L/∂w in the article's form) and ``upstream_formula`` (how ∂L/∂a of
+  its input collects the gradients of its outputs);
+* the reference face: ``reference_forward`` and ``reference_backward``, numpy alone, written
+  from the textbook formulas at the level of the whole layer, sharing nothing with the
+  scalar face (a test reads their source to hold them to it);
+* the torch twin: ``torch_twin`` (the ``torch.nn`` modules that compute it: class names and
+  arguments, the last holding its parameters) and
+  ``from_torch`` (settings read off such a module). Only ``torch_bridge`` imports torch.
+
+Imports sympy, ``errors``, ``activations`` (for the names) and ``nodes``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from itertools import product
+from typing import Any, ClassVar, NamedTuple
+
+import sympy
+
+from ..activations import activation as _known_activation
+from ..errors import SpecError
+from ..nodes import Linear
+
+Shape = tuple[int, ...]
+Pair = tuple[int, int]
+
+FACES = (
+    "output_shape", "parameter_shapes", "window", "connections", "nodes",
+    "describe", "table_cells", "size_formula", "weight_formula", "upstream_formula",
+    "reference_forward", "reference_backward", "torch_twin", "from_torch",
+)
+
+
+class Connection(NamedTuple):
+    """How one output node reads its inputs, in the order of the kernel's places."""
+
+    inputs: tuple[int, ...]  # 0-based flat input indices; places on the padding are left out
+    slots: tuple[int, ...]  # each input's place in the kernel, 0-based in kernel order
+    weights: tuple[tuple[int, ...], ...] | None  # each input's index into W; None: no weights
+    bias: tuple[int, ...] | None  # index into the bias, or None
+
+
+@dataclass(frozen=True)
+class Notation:
+    """What a document tells an operation about its layer, to write its general formulas."""
+
+    number: int  # l
+    input_letter: str  # "x" for layer 1, "a^{(l-1)}" after it
+    input_count: int
+    local: Callable[[str], str]  # the activation's derivative at an index, "… \cdot ", or ""
+    flat: bool  # the layer's weights are numbered flat (w_1, w_2, …)
+
+
+class Op:
+    """The base of every operation: the class attributes and helpers all of them share."""
+
+    key: ClassVar[str]  # the spec item's key and the registry's name: "conv"
+    title: ClassVar[str]  # "convolution", in running text
+    torch_name: ClassVar[str]  # the torch.nn class of its twin: "Conv2d"
+    has_activation: ClassVar[bool] = True  # a = g(z) follows its sums
+    image_input: ClassVar[bool] = True  # its input must be (channels, height, width)
+    shows_position_sets: ClassVar[bool] = True  # documents list its p sets (dense: all inputs)
+    required: ClassVar[tuple[str, ...]] = ()  # settings without a default
+    activation: ClassVar[str | None] = None  # overridden by a field where there is one
+    bias: ClassVar[bool] = False
+
+    @classmethod
+    def setting_names(cls) -> list[str]:
+        """The settings it accepts: the keys allowed in its spec item."""
+        return [f.name for f in fields(cls)]
+
+    def settings(self) -> dict[str, Any]:
+        """Its settings as a spec item holds them (pairs as lists)."""
+        values = {name: getattr(self, name) for name in self.setting_names()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    def with_activation(self, name: str) -> Op:
+        return replace(self, activation=name) if self.has_activation else self
+
+    def parameter_count(self, input_shape: Shape) -> int:
+        total = 0
+        for shape in self.parameter_shapes(input_shape).values():
+            count = 1
+            for n in shape:
+                count *= n
+            total += count
+        return total
+
+    def flat_weights(self, input_shape: Shape) -> bool:
+        """Whether documents number its weights flat: w_1, w_2, … (else w_{o,c,m,n})."""
+        return True
+
+    def check_input(self, input_shape: Shape) -> None:
+        if self.image_input and len(input_shape) != 3:
+            raise SpecError(
+                f"a {self.title} needs a (channels, height, width) input, got shape {input_shape}"
+            )
+
+
+# ---- checks of settings ---------------------------------------------------------------------
+
+
+def integer(owner: str, key: str, value: object, minimum: int) -> int:
+    """``value`` as an int ≥ minimum (numpy integers accepted, bools and floats refused)."""
+    if isinstance(value, bool):
+        value = None
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < minimum:
+        what = "a positive integer" if minimum == 1 else "a non-negative integer"
+        raise SpecError(f"{owner}: {key} must be {what}, got {value!r}")
+    return number
+
+
+def pair(owner: str, key: str, value: object, minimum: int) -> Pair:
+    """An int or an [h, w] pair of ints ≥ minimum, as a tuple (h, w)."""
+    items = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+    what = "a positive integer" if minimum == 1 else "a non-negative integer"
+    try:
+        if len(items) != 2:
+            raise SpecError("")
+        return tuple(integer(owner, key, v, minimum) for v in items)  # type: ignore[return-value]
+    except SpecError:
+        raise SpecError(f"{owner}: {key} must be {what} or a pair of them, got {value!r}") from None
+
+
+def check_bias_and_activation(owner: str, bias: object, activation: object) -> None:
+    if not isinstance(bias, bool):
+        raise SpecError(f"{owner}: bias must be true or false, got {bias!r}")
+    try:
+        _known_activation(activation)
+    except SpecError as error:
+        raise SpecError(f"{owner}: {error}") from None
+
+
+def sliding_output(
+    what: str, size: Pair, kernel: Pair, stride: Pair, padding: Pair, span: Pair | None = None
+) -> Pair:
+    """Formula (1) on both axes, floor((M + 2P − K) / S) + 1, where K is the span the kernel
+    covers; a SpecError when it does not fit in the padded input."""
+    span = span or kernel
+    padded = (size[0] + 2 * padding[0], size[1] + 2 * padding[1])
+    if span[0] > padded[0] or span[1] > padded[1]:
+        raise SpecError(
+            f"{what} {span[0]}x{span[1]} is larger than its padded input {padded[0]}x{padded[1]}"
+        )
+    return ((padded[0] - span[0]) // stride[0] + 1, (padded[1] - span[1]) // stride[1] + 1)
+
+
+def pair_text(values: Pair) -> str:
+    """"2" for (2, 2), "2, 3" otherwise: how tables show a setting."""
+    return str(values[0]) if values[0] == values[1] else f"{values[0]}, {values[1]}"
+
+
+def shape_tex(shape: Sequence[int]) -> str:
+    return r" \times ".join(map(str, shape))
+
+
+def upstream_tex(layer: int, index: str) -> str:
+    """∂L/∂a^{(l)}_{index}."""
+    return rf"\frac{{\partial L}}{{\partial a^{{({layer})}}_{{{index}}}}}"
+
+
+def read_attribute(module: Any, name: str) -> Any:
+    """A torch module's setting; a SpecError naming the module when it has none."""
+    if not hasattr(module, name):
+        raise SpecError(f"{type(module).__name__}: has no {name!r}; not a module symbackprop reads")
+    return getattr(module, name)
+
+
+def same_or_pair(value: object) -> object:
+    """A torch setting (an int or a tuple) as a spec value: one int when both are equal."""
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+        return value[0]
+    return value
+
+
+def weight_formula_tex(
+    n: Notation, index: str, over: str, weight: str, used: str, bias_index: str | None
+) -> tuple[str, str | None]:
+    """∂L/∂w = Σ upstream · local in the article's form, and ∂L/∂b beside it (or None)."""
+    local = n.local(index)
+    upstream = upstream_tex(n.number, index)
+    equation = (
+        rf"\frac{{\partial L}}{{\partial {weight}}} = {over}\underbrace{{{upstream}}}"
+        rf"_{{\text{{upstream}}}} \cdot \underbrace{{{local}{used}}}_{{\text{{local}}}}"
+    )
+    if bias_index is None:
+        return equation, None
+    local_z = (r" \cdot " + local.removesuffix(r" \cdot ")) if local else ""
+    bias = rf"\frac{{\partial L}}{{\partial b^{{({n.number})}}_{{{bias_index}}}}} = {over}{upstream}{local_z}"
+    return equation, bias
+
+
+def weighted_sums(
+    connections: Sequence[Connection],
+    inputs: Sequence[Any],
+    params: dict[str, Any],
+    outputs: Sequence[Any],
+) -> tuple[Linear, ...]:
+    """One ``Linear`` node per output: Σ W[weight] · input (+ b), in kernel order."""
+    weights = _lookup(params["W"])
+    bias = _lookup(params["b"]) if "b" in params else None
+    return tuple(
+        Linear(
+            out,
+            tuple((weights[w], inputs[i]) for i, w in zip(c.inputs, c.weights or ())),
+            bias[c.bias] if bias is not None and c.bias is not None else None,
+        )
+        for out, c in zip(outputs, connections)
+    )
+
+
+def _lookup(array: Any) -> dict[tuple[int, ...], Any]:
+    """A sympy Array's elements by index tuple (indexing the Array itself is slow)."""
+    indices = product(*(range(n) for n in array.shape))
+    return dict(zip(indices, sympy.flatten(array.tolist()) if array.rank() else [array[()]]))

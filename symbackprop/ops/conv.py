@@ -1,0 +1,245 @@
+"""2-D convolution, as PyTorch's conv2d: cross-correlation over a zero-padded input.
+
+z[o, i, j] = Σ_{c,m,n} W[o, c, m, n] · x[c, s·i + d·m − p, s·j + d·n − p] (+ b[o]), with
+stride s, dilation d and padding p per axis; positions on the padding add nothing. Output
+size by the article's formula (1), the kernel spanning d·(K − 1) + 1 inputs:
+floor((M + 2P − d·(K − 1) − 1) / S) + 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import SpecError
+from .arrays import dilated_kernel, pad, windows
+from .base import (
+    Connection,
+    Notation,
+    Op,
+    Pair,
+    Shape,
+    check_bias_and_activation,
+    integer,
+    pair,
+    pair_text,
+    read_attribute,
+    same_or_pair,
+    shape_tex,
+    sliding_output,
+    upstream_tex,
+    weight_formula_tex,
+    weighted_sums,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conv2D(Op):
+    """2-D convolution (cross-correlation), zero padding, optional dilation and bias.
+
+    ``kernel_size``, ``stride``, ``padding`` and ``dilation`` take an int or an (h, w) pair
+    and are stored as pairs.
+
+    >>> Conv2D(kernel_size=3, dilation=2).output_shape((1, 7, 7))
+    (1, 3, 3)
+    """
+
+    kernel_size: int | Pair
+    out_channels: int = 1
+    stride: int | Pair = 1
+    padding: int | Pair = 0
+    dilation: int | Pair = 1
+    bias: bool = False
+    activation: str = "identity"
+
+    key: ClassVar[str] = "conv"
+    title: ClassVar[str] = "convolution"
+    torch_name: ClassVar[str] = "Conv2d"
+    required: ClassVar[tuple[str, ...]] = ("kernel_size",)
+
+    def __post_init__(self) -> None:
+        owner = "conv"
+        object.__setattr__(self, "out_channels", integer(owner, "out_channels", self.out_channels, 1))
+        object.__setattr__(self, "kernel_size", pair(owner, "kernel_size", self.kernel_size, 1))
+        object.__setattr__(self, "stride", pair(owner, "stride", self.stride, 1))
+        object.__setattr__(self, "padding", pair(owner, "padding", self.padding, 0))
+        object.__setattr__(self, "dilation", pair(owner, "dilation", self.dilation, 1))
+        check_bias_and_activation(owner, self.bias, self.activation)
+
+    @property
+    def span(self) -> Pair:
+        """How many input rows and columns one window covers: d·(K − 1) + 1."""
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+        return (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        self.check_input(input_shape)
+        dilated = self.dilation != (1, 1)
+        what = f"kernel {self.kernel_size[0]}x{self.kernel_size[1]} dilated to" if dilated else "kernel"
+        rows, cols = sliding_output(
+            what, input_shape[1:], self.kernel_size, self.stride, self.padding, self.span
+        )
+        return (self.out_channels, rows, cols)
+
+    def parameter_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        shapes = {"W": (self.out_channels, input_shape[0], *self.kernel_size)}
+        if self.bias:
+            shapes["b"] = (self.out_channels,)
+        return shapes
+
+    def window(self, input_shape: Shape) -> int:
+        return input_shape[0] * self.kernel_size[0] * self.kernel_size[1]
+
+    def flat_weights(self, input_shape: Shape) -> bool:
+        return (self.out_channels, input_shape[0]) == (1, 1)
+
+    # ---- the scalar face --------------------------------------------------------------------
+
+    def connections(self, input_shape: Shape) -> list[Connection]:
+        channels, height, width = input_shape
+        out_channels, out_height, out_width = self.output_shape(input_shape)
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+            self.kernel_size, self.stride, self.padding, self.dilation
+        )
+        result = []
+        for o, i, j in product(range(out_channels), range(out_height), range(out_width)):
+            inputs, slots, weights = [], [], []
+            for slot, (c, m, n) in enumerate(product(range(channels), range(kh), range(kw))):
+                row, col = i * sh + m * dh - ph, j * sw + n * dw - pw
+                if 0 <= row < height and 0 <= col < width:  # padding contributes zero
+                    inputs.append(c * height * width + row * width + col)
+                    slots.append(slot)
+                    weights.append((o, c, m, n))
+            bias = (o,) if self.bias else None
+            result.append(Connection(tuple(inputs), tuple(slots), tuple(weights), bias))
+        return result
+
+    def nodes(self, input_shape: Shape, inputs, params, outputs) -> tuple:
+        """z = Σ w · input (+ b) per output position: the weighted sums of formula (1)."""
+        return weighted_sums(self.connections(input_shape), inputs, params, outputs)
+
+    # ---- notation ---------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        dilation = f", dilation {self.dilation[0]}x{self.dilation[1]}" if self.dilation != (1, 1) else ""
+        return (
+            f"conv {self.out_channels}x{kh}x{kw}, stride {sh}x{sw}, padding {ph}x{pw}{dilation}, "
+            f"{'bias' if self.bias else 'no bias'}, {self.activation}"
+        )
+
+    def table_cells(self) -> tuple[str, str, str]:
+        kernel = f"${shape_tex(self.kernel_size)}$"
+        if self.dilation != (1, 1):
+            kernel += f", dilation {pair_text(self.dilation)}"
+        return kernel, pair_text(self.stride), pair_text(self.padding)
+
+    def size_formula(self, input_shape: Shape, padded: bool) -> list[str]:
+        out = self.output_shape(input_shape)
+        sides = []
+        for letter, size, k, s, p, d, result in zip(
+            "MN", input_shape[1:], self.kernel_size, self.stride, self.padding, self.dilation, out[1:]
+        ):
+            pad = rf" + 2 \cdot {p}" if padded else ""
+            span = str(k) if d == 1 else rf"({d} \cdot {k - 1} + 1)"
+            sides.append(
+                rf"{letter}_z = \left\lfloor \frac{{{size}{pad} - {span}}}{{{s}}} \right\rfloor + 1 = {result}"
+            )
+        return sides
+
+    def weight_formula(self, n: Notation) -> dict[str, str | None]:
+        flat, l = n.flat, n.number
+        over = r"\sum_{i} " if flat else r"\sum_{i \in o} "
+        weight = f"w^{{({l})}}_{{{'n' if flat else 'o,c,m,n'}}}"
+        used = f"{n.input_letter}_{{p^{{({l})}}_{{i}}[{'n' if flat else 'c,m,n'}]}}"
+        note = (
+            "summed over every position $i$ where the shared weight was used"
+            + ("" if flat else " in output channel $o$")
+            + (", leaving out those where it lay on the padding" if self.padding != (0, 0) else "")
+        )
+        equation, bias = weight_formula_tex(n, "i", over, weight, used, "o" if self.bias else None)
+        return {"equation": equation, "note": note, "bias": bias}
+
+    def upstream_formula(self, n: Notation) -> dict[str, str]:
+        k, l = n.number, n.number - 1
+        equation = (
+            rf"{upstream_tex(l, 'j')} = \sum_{{i \,:\, j \in p^{{({k})}}_{{i}}}} "
+            rf"{upstream_tex(k, 'i')} \cdot {n.local('i')}w^{{({k})}}_{{n(i,j)}}"
+        )
+        note = (
+            rf"the sum runs over the positions $i$ of layer {k} whose position set contains $j$, "
+            rf"and $n(i, j)$ is the place of $j$ in $p^{{({k})}}_{{i}}$: the weight that multiplied "
+            rf"$a^{{({l})}}_{{j}}$ in $z^{{({k})}}_{{i}}$"
+        )
+        feeds = f"the nodes of layer {k} whose position sets contain it"
+        return {"equation": equation, "note": note, "feeds": feeds, "kind": "conv"}
+
+    # ---- the reference face (numpy alone) ---------------------------------------------------
+
+    def reference_forward(self, x: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
+        """z[b, o, i, j] = Σ_{c,m,n} W[o, c, m, n] · x_pad[b, c, s·i + d·m, s·j + d·n] + bias[o]:
+        cross-correlation of the zero-padded input with the kernel dilated by inserting zeros."""
+        weight, bias = dilated_kernel(params["W"], self.dilation), params.get("b")
+        patches = windows(pad(x, self.padding), weight.shape[2:], self.stride)
+        # optimize=True: contract through a matrix product (BLAS), not einsum's plain loops
+        z = np.einsum("bchwmn,ocmn->bohw", patches, weight, optimize=True)
+        return z if bias is None else z + bias[None, :, None, None]
+
+    def reference_backward(
+        self, dz: np.ndarray, x: np.ndarray, params: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """∂L/∂x, and per-sample ∂L/∂W and ∂L/∂b, from ∂L/∂z (B, O, OH, OW).
+
+        The kernel gradient sums, over every output position, the upstream gradient times
+        the input under each weight; the input gradient is the *full* correlation of the
+        upstream gradient — spread back out by the stride — with the kernel rotated by 180°
+        (input and output channels swapped), cropped back to the unpadded input."""
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        weight = dilated_kernel(params["W"], self.dilation)
+        kh, kw = weight.shape[2:]
+        batch, out_channels, out_h, out_w = dz.shape
+        padded = pad(x, self.padding)
+        d_weight = np.einsum("bohw,bchwmn->bocmn", dz, windows(padded, (kh, kw), self.stride), optimize=True)
+        spread = np.zeros((batch, out_channels, (out_h - 1) * sh + 1, (out_w - 1) * sw + 1))
+        spread[:, :, ::sh, ::sw] = dz
+        full = np.pad(spread, ((0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
+        rotated = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
+        covered = np.einsum("bohwmn,comn->bchw", windows(full, (kh, kw), (1, 1)), rotated, optimize=True)
+        # Rows and columns past the last window get no gradient; then the padding is cut off.
+        d_padded = np.zeros(padded.shape)
+        d_padded[:, :, : covered.shape[2], : covered.shape[3]] = covered
+        height, width = x.shape[2:]
+        grads = {"W": d_weight[:, :, :, :: self.dilation[0], :: self.dilation[1]]}
+        if self.bias:
+            grads["b"] = dz.sum(axis=(2, 3))
+        return d_padded[:, :, ph : ph + height, pw : pw + width], grads
+
+    # ---- the torch twin ---------------------------------------------------------------------
+
+    def torch_twin(self, input_shape: Shape) -> list[tuple[str, dict[str, Any]]]:
+        return [(self.torch_name, {
+            "in_channels": input_shape[0], "out_channels": self.out_channels,
+            "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
+            "dilation": self.dilation, "bias": self.bias,
+        })]
+
+    @classmethod
+    def from_torch(cls, module: Any) -> Conv2D:
+        name = type(module).__name__
+        if read_attribute(module, "groups") != 1:
+            raise SpecError(f"{name}: groups={module.groups}; only groups=1 is supported")
+        if read_attribute(module, "padding_mode") != "zeros":
+            raise SpecError(f"{name}: padding_mode={module.padding_mode!r}; only zero padding is supported")
+        padding = read_attribute(module, "padding")
+        if isinstance(padding, str):
+            if padding != "valid":
+                raise SpecError(f"{name}: padding={padding!r}; give the padding as numbers")
+            padding = 0
+        return cls(
+            kernel_size=same_or_pair(module.kernel_size), out_channels=module.out_channels,
+            stride=same_or_pair(module.stride), padding=same_or_pair(padding),
+            dilation=same_or_pair(module.dilation), bias=module.bias is not None,
+        )

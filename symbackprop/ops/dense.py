@@ -1,0 +1,136 @@
+"""A fully connected (dense) layer on the flattened input: z = W a (+ b).
+
+The input is flattened in (channel, row, column) order, as PyTorch's ``Flatten``; a dense
+layer takes an image or a vector input alike. W is (out, in), as ``nn.Linear``'s weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .base import (
+    Connection,
+    Notation,
+    Op,
+    Shape,
+    check_bias_and_activation,
+    integer,
+    upstream_tex,
+    weight_formula_tex,
+    weighted_sums,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dense(Op):
+    """Fully connected layer on the flattened input (channel, row, column), optional bias.
+
+    >>> Dense(units=3).parameter_shapes((2, 2, 2))
+    {'W': (3, 8)}
+    """
+
+    units: int
+    bias: bool = False
+    activation: str = "identity"
+
+    key: ClassVar[str] = "dense"
+    title: ClassVar[str] = "fully connected"
+    torch_name: ClassVar[str] = "Linear"
+    image_input: ClassVar[bool] = False
+    shows_position_sets: ClassVar[bool] = False  # every neuron reads every input
+    required: ClassVar[tuple[str, ...]] = ("units",)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "units", integer("dense", "units", self.units, 1))
+        check_bias_and_activation("dense", self.bias, self.activation)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (self.units,)
+
+    def parameter_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        shapes = {"W": (self.units, prod(input_shape))}
+        if self.bias:
+            shapes["b"] = (self.units,)
+        return shapes
+
+    def window(self, input_shape: Shape) -> int:
+        return prod(input_shape)  # every input
+
+    # ---- the scalar face --------------------------------------------------------------------
+
+    def connections(self, input_shape: Shape) -> list[Connection]:
+        size = prod(input_shape)
+        every = tuple(range(size))
+        return [
+            Connection(every, every, tuple((f, i) for i in every), (f,) if self.bias else None)
+            for f in range(self.units)
+        ]
+
+    def nodes(self, input_shape: Shape, inputs, params, outputs) -> tuple:
+        """z_f = Σ_i w_{f,i} · a_i (+ b_f), one node per neuron."""
+        return weighted_sums(self.connections(input_shape), inputs, params, outputs)
+
+    # ---- notation ---------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        return f"dense {self.units}, {'bias' if self.bias else 'no bias'}, {self.activation}"
+
+    def table_cells(self) -> tuple[str, str, str]:
+        return "--", "--", "--"
+
+    def size_formula(self, input_shape: Shape, padded: bool) -> None:
+        return None  # no sliding window: its size is its number of units
+
+    def weight_formula(self, n: Notation) -> dict[str, str | None]:
+        weight, used = f"w^{{({n.number})}}_{{n}}", f"{n.input_letter}_{{i}}"
+        note = (
+            rf"for the neuron $f$ and the input $i$ that $w^{{({n.number})}}_{{n}}$ connects: "
+            rf"$n = (f - 1) \cdot {n.input_count} + i$"
+        )
+        equation, bias = weight_formula_tex(n, "f", "", weight, used, "f" if self.bias else None)
+        return {"equation": equation, "note": note, "bias": bias}
+
+    def upstream_formula(self, n: Notation) -> dict[str, str]:
+        k, l = n.number, n.number - 1
+        equation = (
+            rf"{upstream_tex(l, 'i')} = \sum_{{f}} {upstream_tex(k, 'f')} \cdot "
+            rf"{n.local('f')}w^{{({k})}}_{{f,i}}"
+        )
+        note = (
+            rf"$w^{{({k})}}_{{f,i}}$ is the weight from $a^{{({l})}}_{{i}}$ to neuron $f$ "
+            rf"($w^{{({k})}}_{{(f-1) \cdot {n.input_count} + i}}$ in the flat numbering)"
+        )
+        return {"equation": equation, "note": note, "feeds": f"every neuron of layer {k}", "kind": "dense"}
+
+    # ---- the reference face (numpy alone) ---------------------------------------------------
+
+    def reference_forward(self, x: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
+        """z = W a (+ b) for a batch, the input flattened: (B, *input) → (B, units)."""
+        z = x.reshape(len(x), -1) @ params["W"].T
+        return z + params["b"] if self.bias else z
+
+    def reference_backward(
+        self, dz: np.ndarray, x: np.ndarray, params: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """∂L/∂a = Wᵀ ∂L/∂z, per-sample ∂L/∂W = ∂L/∂z aᵀ and ∂L/∂b = ∂L/∂z."""
+        flat = x.reshape(len(x), -1)
+        grads = {"W": np.einsum("bf,bn->bfn", dz, flat)}
+        if self.bias:
+            grads["b"] = dz
+        return (dz @ params["W"]).reshape(x.shape), grads
+
+    # ---- the torch twin ---------------------------------------------------------------------
+
+    def torch_twin(self, input_shape: Shape) -> list[tuple[str, dict[str, Any]]]:
+        linear = (self.torch_name, {
+            "in_features": prod(input_shape), "out_features": self.units, "bias": self.bias,
+        })
+        return [("Flatten", {}), linear] if len(input_shape) > 1 else [linear]
+
+    @classmethod
+    def from_torch(cls, module: Any) -> Dense:
+        return cls(units=module.out_features, bias=module.bias is not None)
