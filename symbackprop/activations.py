@@ -19,7 +19,7 @@ from functools import cached_property
 import sympy
 from sympy import Function, Heaviside, Max, Piecewise, Rational, exp, log
 
-from .errors import SpecError
+from .errors import SpecError, shown
 
 LEAKY_RELU_SLOPE = Rational(1, 100)  # PyTorch's default negative_slope
 
@@ -233,5 +233,5 @@ ACTIVATIONS: dict[str, Activation] = {
 def activation(name: str) -> Activation:
     """The registered activation called ``name``; SpecError naming the choices otherwise."""
     if not isinstance(name, str) or name not in ACTIVATIONS:
-        raise SpecError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+        raise SpecError(f"unknown activation {shown(name)}; choose one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]

@@ -20,6 +20,8 @@ Imports ``network`` (and what it builds on) and ``simplify``.
 
 from __future__ import annotations
 
+import operator
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,8 +31,9 @@ from typing import Any, NamedTuple
 
 import sympy
 
-from .network import Graph, Network
-from .simplify import tidy
+from .network import Graph, LayerGraph, Network
+from .nodes import weighted_size
+from .simplify import MAX_SIZE, SimplifyWarning, small_enough, tidy
 
 
 class Term(NamedTuple):
@@ -127,6 +130,23 @@ class Derivation:
             f"<Derivation of {net.name}: input {_shape(net.input_shape)}, {len(net.layers)} layers, "
             f"{net.parameter_count} weights in {', '.join(net.parameters) or 'none'}, loss {net.loss}>"
         )
+
+    def layer(self, number: int) -> LayerGraph:
+        """Layer ``number``'s part of the graph, counted from 1 as ``W1``, ``position_sets(1)``
+        and the handout count: its nodes ``z`` and ``a``, its ``upstream`` symbols ∂L/∂a.
+
+        >>> import symbackprop as sb
+        >>> sb.presets.article().derive().layer(3).upstream
+        (dL_da3_1, dL_da3_2)
+        """
+        count = len(self.graph.layers)
+        try:
+            index = operator.index(number)
+        except TypeError:
+            index = 0
+        if isinstance(number, bool) or not 1 <= index <= count:
+            raise IndexError(f"layer must be 1..{count}, got {number!r}")
+        return self.graph.layers[index - 1]
 
     # ---- the engine -------------------------------------------------------------------
 
@@ -292,25 +312,103 @@ class Derivation:
     # ---- closed forms -----------------------------------------------------------------
 
     @cached_property
-    def _closed(self) -> dict[sympy.Symbol, sympy.Expr]:
-        """Every intermediate symbol (z, a, ∂L/∂a) → its closed form in x, y and the weights.
-
-        Built once, in graph order, so each closed form reuses the ones before it
-        (shared in memory, never expanded)."""
-        closed: dict[sympy.Symbol, sympy.Expr] = {}
+    def _definitions(self) -> dict[sympy.Symbol, sympy.Expr]:
+        """Every z and a node of the graph → its formula over the symbols before it."""
+        table: dict[sympy.Symbol, sympy.Expr] = {}
         for layer in self.graph.layers:
             for k, z in enumerate(layer.z):
-                closed[z.symbol] = substitute(z.expr, closed)
+                table[z.symbol] = z.expr
                 if layer.activated:
-                    closed[layer.a[k].symbol] = substitute(layer.a[k].expr, closed)
-        for layer in reversed(self.graph.layers):
-            for upstream in layer.upstream:
-                closed[upstream] = substitute(self.upstream(upstream), closed)
-        return closed
+                    table[layer.a[k].symbol] = layer.a[k].expr
+        return table
+
+    def _definition(self, symbol: sympy.Symbol) -> sympy.Expr | None:
+        """The formula of an intermediate symbol (z, a, ∂L/∂a); None for x, y and the weights."""
+        if symbol in self._upstream_place:
+            return self.upstream(symbol)
+        return self._definitions.get(symbol)
+
+    def _intermediates(self, expr: sympy.Basic) -> list[sympy.Symbol]:
+        return [s for s in expr.free_symbols if s in self._upstream_place or s in self._definitions]
+
+    def _resolve(self, root: sympy.Symbol, memo: dict, combine: Callable[[sympy.Expr, dict], Any]) -> Any:
+        """``memo[root]`` = ``combine(formula of root, memo)``, after every intermediate symbol of
+        that formula — depth first, iteratively (graphs are deeper than Python's stack)."""
+        stack = [root]
+        while stack:
+            symbol = stack[-1]
+            if symbol in memo:
+                stack.pop()
+                continue
+            formula = self._definition(symbol)
+            pending = [s for s in self._intermediates(formula) if s not in memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            memo[symbol] = combine(formula, memo)
+            stack.pop()
+        return memo[root]
+
+    @cached_property
+    def _closed(self) -> dict[sympy.Symbol, sympy.Expr]:
+        """Intermediate symbol → its closed form in x, y and the weights, filled in on demand.
+
+        Each closed form reuses those of the symbols in its formula (shared in memory,
+        never expanded); only what a requested expression depends on is built."""
+        return {}
 
     def closed(self, expr: sympy.Expr) -> sympy.Expr:
         """``expr`` (in program symbols z, a, ∂L/∂a) written in x, y and the weights."""
-        return substitute(expr, self._closed)
+        mapping = {s: self._resolve(s, self._closed, substitute) for s in self._intermediates(expr)}
+        return substitute(expr, mapping)
+
+    def closed_size_estimate(self, expr: sympy.Expr) -> int:
+        """Tree nodes of ``closed(expr)``, counted on the graph without building it: cheap on
+        any network, even where the closed form is far too large to build.
+
+        sympy merges nested sums and products as it builds, so the closed form itself can be
+        a little smaller (or, where a number multiplies a sum, larger): within 1% on the
+        networks of the tests.
+
+        >>> import symbackprop as sb
+        >>> d = sb.presets.article().derive()
+        >>> d.closed_size_estimate(d.chain("W3")[0, 0]), d.closed_size(d.chain("W3")[0, 0])
+        (893, 893)
+        """
+        return weighted_size(expr, self._size_estimates)
+
+    @cached_property
+    def _size_estimates(self) -> dict[sympy.Basic, int]:
+        """Every z, a and ∂L/∂a symbol → the tree nodes of its closed form (x, y and the weights
+        count 1): forward through the nodes, then backward through the terms, once."""
+        sizes: dict[sympy.Basic, int] = {}
+        for layer in self.graph.layers:
+            for k, z in enumerate(layer.z):
+                sizes[z.symbol] = z.tree_size(sizes)
+                if layer.activated:
+                    sizes[layer.a[k].symbol] = layer.a[k].tree_size(sizes)
+        last = len(self.graph.layers)
+        for symbol, formula in zip(self.graph.upstream_of(last), self.graph.loss_gradient):
+            sizes[symbol] = weighted_size(formula, sizes)
+        locals_: dict[sympy.Expr, int] = {}
+        for number in range(last - 1, 0, -1):
+            for symbol in self.graph.upstream_of(number):
+                parts = [self._term_size(t, sizes, locals_) for t in self.upstream_terms_of(symbol)]
+                sizes[symbol] = parts[0] if len(parts) == 1 else 1 + sum(parts)
+        return sizes
+
+    @staticmethod
+    def _term_size(term: Term, sizes: dict, locals_: dict) -> int:
+        """Tree nodes of upstream · local · factor, as one product (sympy flattens them)."""
+        if term.local not in locals_:
+            locals_[term.local] = weighted_size(term.local, sizes)
+        parts = [(term.upstream, sizes[term.upstream])]
+        for expr, size in ((term.local, locals_[term.local]), (term.factor, None)):
+            if expr != 1:
+                parts.append((expr, size if size is not None else weighted_size(expr, sizes)))
+        if len(parts) == 1:
+            return parts[0][1]
+        return 1 + sum(size - 1 if expr.is_Mul else size for expr, size in parts)
 
     def closed_size(self, expr: sympy.Expr) -> int:
         """Tree nodes of ``closed(expr)`` written out; cheap to ask for every element in turn."""
@@ -329,13 +427,25 @@ class Derivation:
         """Closed-form ∂L/∂(parameter ``name`` or ``"x"``), shaped like it.
 
         ``simplify=True`` tidies each element with bounded rewrites
-        (``symbackprop.simplify.tidy``); an element too large to tidy quickly is
-        returned as it is.
+        (``symbackprop.simplify.tidy``); an element too large to tidy quickly
+        (``simplify.MAX_SIZE`` tree nodes) is returned as it is, and a ``SimplifyWarning``
+        names it, with its size and how many more were too large.
         """
         chain = self.chain(name)
         closed = [self.closed(e) for e in _flat(chain)]
         if simplify:
-            closed = [tidy(e) for e in closed]
+            too_large = [k for k, e in enumerate(closed) if not small_enough(e)]
+            closed = [e if k in too_large else tidy(e) for k, e in enumerate(closed)]
+            if too_large:
+                first = too_large[0]
+                element = _flat(self._symbols_of(name))[first]
+                size = expression_size(closed[first], self._sizes)
+                more = f", and {len(too_large) - 1:,} more elements of {name} too" if len(too_large) > 1 else ""
+                warnings.warn(
+                    f"dL/d{element} has a closed form of {size:,} tree nodes, more than the "
+                    f"{MAX_SIZE:,} that simplify tidies{more}: returned as they are",
+                    SimplifyWarning, stacklevel=2,
+                )
         return sympy.Array(closed, chain.shape)
 
     # ---- numbers (symbackprop.numeric builds on this module, so it is imported late) --------

@@ -21,7 +21,7 @@ from functools import cache
 import sympy
 from sympy import Function, Integer, Rational, exp, log
 
-from .errors import SpecError
+from .errors import SpecError, shown
 
 Exprs = Sequence[sympy.Expr]
 
@@ -124,5 +124,5 @@ LOSSES: dict[str, Loss] = {
 def loss(name: str) -> Loss:
     """The registered loss called ``name``; SpecError naming the choices otherwise."""
     if not isinstance(name, str) or name not in LOSSES:
-        raise SpecError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+        raise SpecError(f"unknown loss {shown(name)}; choose one of {', '.join(LOSSES)}")
     return LOSSES[name]

@@ -16,6 +16,7 @@ Imports ``errors``, ``naming``, ``activations``, ``losses``, ``nodes`` and ``ops
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import sympy
 
 from .activations import activation
-from .errors import SpecError
+from .errors import SpecError, shown
 from .losses import Loss
 from .losses import loss as _known_loss
 from .naming import Names
@@ -192,7 +193,7 @@ class Network:
         for number, layer in enumerate(layers, start=1):
             if not isinstance(layer, Op):
                 choices = ", ".join(op.__name__ for op in OPS.values())
-                raise SpecError(f"layer {number}: expected one of {choices}, got {layer!r}")
+                raise SpecError(f"layer {number}: expected one of {choices}, got {shown(layer)}")
             try:
                 shapes.append(layer.output_shape(shapes[-1]))
             except SpecError as error:
@@ -201,6 +202,7 @@ class Network:
             self.loss_function: Loss = _known_loss(loss)
         except SpecError as error:
             raise SpecError(f"loss: {error}") from None
+        check_name(name)
         self.input_shape: Shape = input_shape
         self.layers: tuple[Op, ...] = tuple(layers)
         self.loss: str = loss
@@ -236,7 +238,7 @@ class Network:
         node's set is shorter than the kernel.
         """
         if not (isinstance(layer, int) and 1 <= layer <= len(self.layers)):
-            raise ValueError(f"layer must be 1..{len(self.layers)}, got {layer!r}")
+            raise ValueError(f"layer must be 1..{len(self.layers)}, got {shown(layer)}")
         connections = self.layers[layer - 1].connections(self.shapes[layer - 1])
         return [tuple(i + 1 for i in c.inputs) for c in connections]
 
@@ -286,17 +288,40 @@ class Network:
         if not isinstance(items, list) or not items:
             raise SpecError(f"layers: the network has no layers; give a list of {_item_choices()} items")
         layers = [_layer_from_item(number, item) for number, item in enumerate(items, start=1)]
-        spec_name = spec.get("name", name)
-        if not isinstance(spec_name, str) or not spec_name.replace("-", "").replace("_", "").isalnum():
-            raise SpecError(f"name: must be letters, digits, - or _, got {spec_name!r}")
-        return cls(spec["input"], layers, spec.get("loss", "generic"), spec_name)
+        return cls(spec["input"], layers, spec.get("loss", "generic"), spec.get("name", name))
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+NAME_RULE = "1 to 64 ASCII letters, digits, - or _, starting with a letter or a digit"
+
+
+def check_name(name: object) -> str:
+    """``name`` if it may name a network, else a SpecError.
+
+    A name becomes a folder (``outputs/NAME``), a module docstring and a title in LaTeX and
+    Markdown, so it is kept to characters that are safe in all of them, on every file system:
+    ASCII letters, digits, ``-`` and ``_``, at most 64, not starting with ``-`` or ``_``."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise SpecError(f"name: must be {NAME_RULE}, got {shown(name)}")
+    return name
+
+
+def safe_name(text: str) -> str:
+    """A name that ``check_name`` accepts, made from ``text`` (a spec file's stem): other
+    characters become ``_``; "network" when nothing usable is left.
+
+    >>> safe_name("my net (v2)"), safe_name("+"), safe_name("网络")
+    ('my_net_v2', 'network', 'network')
+    """
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_-")[:64].rstrip("_-")
+    return cleaned or "network"
 
 
 def _input_shape(value: object) -> Shape:
     """A (channels, height, width) or (features,) shape of positive ints, or a SpecError."""
     problem = SpecError(
         "input: the input shape must be [channels, height, width] or [features] of positive "
-        f"integers, got {value!r}"
+        f"integers, got {shown(value)}"
     )
     if not isinstance(value, (list, tuple)) or len(value) not in (1, 3):
         raise problem
@@ -322,19 +347,19 @@ def _layer_from_item(number: int, item: object) -> Op:
     where = f"layer {number}"
     if not isinstance(item, dict) or len(item) != 1:
         examples = " or ".join(f"{{{key}: {{...}}}}" for key in OPS)
-        raise SpecError(f"{where}: expected one of {examples}, got {item!r}")
+        raise SpecError(f"{where}: expected one of {examples}, got {shown(item)}")
     ((kind, settings),) = item.items()
     if kind not in OPS:
-        raise SpecError(f"{where}: unknown layer type {kind!r}; choose one of {', '.join(OPS)}")
+        raise SpecError(f"{where}: unknown layer type {shown(kind)}; choose one of {', '.join(OPS)}")
     op = OPS[kind]
     where = f"layer {number} ({kind})"
     settings = {} if settings is None else settings
     if not isinstance(settings, dict):
-        raise SpecError(f"{where}: settings must be a mapping, got {settings!r}")
+        raise SpecError(f"{where}: settings must be a mapping, got {shown(settings)}")
     allowed = op.setting_names()
     for key in settings:
         if key not in allowed:
-            raise SpecError(f"{where}: unknown key {key!r}; allowed: {', '.join(allowed)}")
+            raise SpecError(f"{where}: unknown key {shown(key)}; allowed: {', '.join(allowed)}")
     missing = [key for key in op.required if key not in settings]
     if missing:
         raise SpecError(f"{where}: missing {', '.join(missing)}")

@@ -8,7 +8,8 @@
 
 The loss, the fourth kind, is a registry entry of ``losses``: its gradient starts the
 backward pass. ``derive`` reads ``node.local()`` of every node and never asks which kind it
-has.
+has. Each kind also counts its formula's tree nodes with its inputs standing for trees of
+given sizes (``tree_size``): how large a closed form would be, without building it.
 
 The max is ``window_max``, a sympy function whose derivative is a product of Iverson
 brackets: ∂ max(v_1..v_k)/∂v_j = Π_{k<j} [v_j > v_k] · Π_{k>j} [v_j ≥ v_k], the brackets being
@@ -21,7 +22,7 @@ Imports sympy and ``activations`` (for the function base classes and the Activat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import sympy
@@ -111,6 +112,16 @@ class Linear:
         total = sympy.Add(*[c * v for c, v in self.terms])
         return total + self.bias if self.bias is not None else total
 
+    def tree_size(self, sizes: Mapping[sympy.Basic, int]) -> int:
+        """Tree nodes of ``expr`` with each input standing for a tree of ``sizes[input]`` nodes."""
+        parts = [
+            sizes.get(v, 1) if c == 1 else 1 + weighted_size(c, sizes) + sizes.get(v, 1)
+            for c, v in self.terms
+        ]
+        if self.bias is not None:
+            parts.append(1)
+        return parts[0] if len(parts) == 1 else 1 + sum(parts)
+
     def local(self) -> Iterator[tuple[sympy.Symbol, sympy.Expr]]:
         """(variable, ∂z/∂variable) for every input, weight and bias, in kernel order."""
         for coefficient, value in self.terms:
@@ -133,6 +144,11 @@ class Select:
     @property
     def expr(self) -> sympy.Expr:
         return window_max(*self.inputs) if len(self.inputs) > 1 else self.inputs[0]
+
+    def tree_size(self, sizes: Mapping[sympy.Basic, int]) -> int:
+        """Tree nodes of ``expr`` with each input standing for a tree of ``sizes[input]`` nodes."""
+        inputs = [sizes.get(v, 1) for v in self.inputs]
+        return inputs[0] if len(inputs) == 1 else 1 + sum(inputs)
 
     def local(self) -> Iterator[tuple[sympy.Symbol, sympy.Expr]]:
         if len(self.inputs) == 1:
@@ -157,8 +173,35 @@ class Elementwise:
     def expr(self) -> sympy.Expr:
         return self.activation.apply(self.z)
 
+    @property
+    def inputs(self) -> tuple[sympy.Symbol, ...]:
+        return (self.z,)
+
+    def tree_size(self, sizes: Mapping[sympy.Basic, int]) -> int:
+        """Tree nodes of ``expr`` with z standing for a tree of ``sizes[z]`` nodes."""
+        return weighted_size(self.expr, sizes)
+
     def local(self) -> Iterator[tuple[sympy.Symbol, sympy.Expr]]:
         yield self.z, self.activation.derivative(self.z, self.symbol)
 
 
 Node = Linear | Select | Elementwise
+
+
+def weighted_size(expr: sympy.Basic, sizes: Mapping[sympy.Basic, int]) -> int:
+    """Tree nodes of ``expr`` with each subexpression in ``sizes`` counted as that many nodes.
+
+    >>> x, y = sympy.symbols("x y")
+    >>> weighted_size(x * (y + 1), {y: 10})
+    14
+    """
+    total = 0
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if e in sizes:
+            total += sizes[e]
+        else:
+            total += 1
+            stack.extend(e.args)
+    return total

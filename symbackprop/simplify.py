@@ -27,15 +27,25 @@ REWRITES: list[tuple[str, Callable[[sympy.Expr], sympy.Expr]]] = [
 ]
 
 
+class SimplifyWarning(UserWarning):
+    """Some expressions were too large to tidy and came back as they were."""
+
+
+def small_enough(expr: sympy.Basic, max_size: int = MAX_SIZE) -> bool:
+    """Whether ``tidy`` works on ``expr`` (at most ``max_size`` tree nodes)."""
+    return _tree_size(expr, limit=max_size) <= max_size
+
+
 def tidy(expr: sympy.Expr, max_size: int = MAX_SIZE) -> sympy.Expr:
-    """``expr`` after each rewrite in ``REWRITES`` that does not make it larger.
+    """``expr`` after each rewrite in ``REWRITES`` that does not make it larger;
+    ``expr`` itself when it has more than ``max_size`` tree nodes (see ``small_enough``).
 
     >>> import sympy
     >>> a, b, c = sympy.symbols("a b c")
     >>> tidy(a*b + a*c)
     a*(b + c)
     """
-    if _tree_size(expr, limit=max_size) > max_size:
+    if not small_enough(expr, max_size):
         return expr
     best, best_size = expr, _size(expr)
     for _name, rewrite in REWRITES:

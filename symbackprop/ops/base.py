@@ -36,7 +36,7 @@ from typing import Any, ClassVar, NamedTuple
 import sympy
 
 from ..activations import activation as _known_activation
-from ..errors import SpecError
+from ..errors import SpecError, shown
 from ..nodes import Linear
 
 Shape = tuple[int, ...]
@@ -128,7 +128,7 @@ def integer(owner: str, key: str, value: object, minimum: int) -> int:
         number = None
     if number is None or number < minimum:
         what = "a positive integer" if minimum == 1 else "a non-negative integer"
-        raise SpecError(f"{owner}: {key} must be {what}, got {value!r}")
+        raise SpecError(f"{owner}: {key} must be {what}, got {shown(value)}")
     return number
 
 
@@ -141,12 +141,12 @@ def pair(owner: str, key: str, value: object, minimum: int) -> Pair:
             raise SpecError("")
         return tuple(integer(owner, key, v, minimum) for v in items)  # type: ignore[return-value]
     except SpecError:
-        raise SpecError(f"{owner}: {key} must be {what} or a pair of them, got {value!r}") from None
+        raise SpecError(f"{owner}: {key} must be {what} or a pair of them, got {shown(value)}") from None
 
 
 def check_bias_and_activation(owner: str, bias: object, activation: object) -> None:
     if not isinstance(bias, bool):
-        raise SpecError(f"{owner}: bias must be true or false, got {bias!r}")
+        raise SpecError(f"{owner}: bias must be true or false, got {shown(bias)}")
     try:
         _known_activation(activation)
     except SpecError as error:

@@ -1,0 +1,187 @@
+"""Estimates of the work a command is about to do, and the limits that work must stay under.
+
+Before its long work, each command lists what it would build as ``Work`` items — so many
+scalar-graph edges, closed-form tree nodes or loss evaluations, counted from the network's
+shapes in milliseconds — and ``enforce`` compares each with its ``Limit``. Past a limit,
+``OverBudget`` says in one line what would be built, roughly how long and how much memory
+it would take, and the flag that lifts the limit::
+
+    derive would build a scalar graph of 11,993,108 edges (estimated 1.0 h, 19.2 GB), more
+    than --max-edges allows (1,000,000); rerun with --max-edges 11993108 to go ahead
+
+A command that builds something new adds a function here returning its ``Work`` (and, for a
+new kind of resource, a ``Limit`` in ``LIMITS``: the command line gets its flag from there).
+The seconds and bytes per unit are rough, measured on a 2-core machine
+(``benchmarks/budget.py`` prints estimate against measurement): they make the message
+useful, while the counts, which are exact or close upper bounds, decide.
+
+Imports ``network`` (shapes only: nothing here builds a graph) and ``verify`` late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from math import prod
+
+from .network import Network
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A resource a command may use only so much of, and the flag that sets how much."""
+
+    flag: str  # the command-line option: "--max-edges"
+    unit: str  # what is counted: "edges"
+    default: int
+    help: str
+
+
+LIMITS: dict[str, Limit] = {
+    "edges": Limit(
+        "--max-edges", "edges", 1_000_000,
+        "largest scalar graph (edges: one per input of every node) a command builds; "
+        "LeNet-5 has 423,000 (default 1,000,000)",
+    ),
+    "closed": Limit(
+        "--max-closed-size", "tree nodes", 2_000_000,
+        "most closed-form tree nodes --closed-forms all writes in total, about 5 bytes each "
+        "(default 2,000,000)",
+    ),
+    "evaluations": Limit(
+        "--max-evaluations", "loss evaluations", 200_000,
+        "most loss evaluations the finite differences of check may take (default 200,000)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Work:
+    """One step of a command: how much of a limited resource it takes, and a rough cost."""
+
+    what: str  # "build a scalar graph of", completed by the amount and the unit
+    limit: str  # a key of LIMITS
+    amount: int
+    seconds: float
+    bytes: float = 0.0
+
+
+class OverBudget(Exception):
+    """A command's work would pass a limit; the message is one line and names the flag."""
+
+
+def enforce(command: str, works: Sequence[Work], limits: Mapping[str, int] | None = None) -> None:
+    """Raise ``OverBudget`` for the first work past its limit (``limits`` overrides
+    ``LIMITS``' defaults, by key); the message gives the whole command's estimate."""
+    for work in works:
+        limit = LIMITS[work.limit]
+        allowed = (limits or {}).get(work.limit, limit.default)
+        if work.amount > allowed:
+            seconds = sum(w.seconds for w in works)
+            memory = max(w.bytes for w in works)
+            if work.amount > 10**15:
+                advice = "far too large to do at any limit"
+            else:
+                advice = f"rerun with {limit.flag} {work.amount} to go ahead"
+            raise OverBudget(
+                f"{command} would {work.what} {count(work.amount)} {limit.unit} "
+                f"(estimated {duration(seconds)}, {size(memory)}), more than {limit.flag} allows "
+                f"({allowed:,}); {advice}"
+            )
+
+
+# ---- what commands build ------------------------------------------------------------------------
+
+# Per edge, measured on LeNet-5 (423k edges) with 2 cores: building the graph and its backward
+# pass; the straight-line program of every node; printing it as Python; compiling that.
+GRAPH_SECONDS, GRAPH_BYTES = 11e-6, 600
+PROGRAM_SECONDS, PROGRAM_BYTES = 300e-6, 1000
+COMPILE_SECONDS = 150e-6
+# One reference loss evaluation (finite differences): numpy call overhead per layer + the sums.
+EVALUATION_LAYER_SECONDS, EVALUATION_EDGE_SECONDS = 60e-6, 0.5e-9
+
+
+def graph_edges(network: Network) -> int:
+    """Edges of the scalar graph: for every node, one per input it reads — an output of a
+    layer reads its window (padding places counted, so a padded layer's count is a close
+    upper bound), an activation its z, the loss every output. From shapes alone."""
+    edges = network.output_size
+    for layer, before, after in zip(network.layers, network.shapes, network.shapes[1:]):
+        nodes = prod(after)
+        edges += nodes * layer.window(before) + (nodes if layer.has_activation else 0)
+    return edges
+
+
+def scalar_graph(network: Network, copies: int = 1) -> Work:
+    """The scalar graph and its backward pass (``copies`` of them: a handout builds two)."""
+    edges = graph_edges(network)
+    return Work(
+        "build a scalar graph of", "edges", edges,
+        copies * edges * GRAPH_SECONDS, copies * edges * GRAPH_BYTES,
+    )
+
+
+def per_node_program(network: Network, compiled: bool = False) -> Work:
+    """The straight-line program of every node, printed as Python (and compiled, to run it)."""
+    edges = graph_edges(network)
+    seconds = edges * (PROGRAM_SECONDS + (COMPILE_SECONDS if compiled else 0.0))
+    return Work(
+        "write per-node code for a scalar graph of", "edges", edges,
+        seconds, edges * (GRAPH_BYTES + PROGRAM_BYTES),
+    )
+
+
+def closed_forms(tree_nodes: int) -> Work:
+    """Closed forms written out: ~5 characters and a few microseconds per tree node."""
+    n = _capped(tree_nodes)
+    return Work("write closed forms of", "closed", tree_nodes, n * 3e-6, n * 5.0)
+
+
+def finite_differences(network: Network, samples: int) -> Work:
+    """Central differences of the reference loss, two evaluations per parameter element at
+    each sample and choice of the generic g and loss (the input's all at once)."""
+    from .verify import choices  # late: the checking machinery, only for this estimate
+
+    per_point = 2 * network.parameter_count + 1
+    count = len(choices(network)) * samples * per_point
+    per_evaluation = (
+        len(network.layers) * EVALUATION_LAYER_SECONDS + graph_edges(network) * EVALUATION_EDGE_SECONDS
+    )
+    return Work("run finite differences of", "evaluations", count, count * per_evaluation)
+
+
+# ---- how estimates read -------------------------------------------------------------------------
+
+
+def count(n: int) -> str:
+    """'1,234,567', or '3.1e+45' past a trillion (closed forms can be astronomically large)."""
+    if n < 10**12:
+        return f"{n:,}"
+    digits = str(n)
+    return f"{digits[0]}.{digits[1]}e+{len(digits) - 1}"
+
+
+def _capped(n: int) -> float:
+    return float(min(n, 10**30))
+
+
+def duration(seconds: float) -> str:
+    """'3 s', '4.2 min', '1.5 h', '12 days'."""
+    if seconds < 60:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.1f} h"
+    if seconds < 86400 * 365 * 100:
+        return f"{seconds / 86400:,.0f} days"
+    return "more than a century"
+
+
+def size(count: float) -> str:
+    """Bytes as '12 MB', '3.4 GB'."""
+    if count < 1e9:
+        return f"{max(count / 1e6, 1):.0f} MB"
+    if count < 1e15:
+        return f"{count / 1e9:,.1f} GB"
+    return "more memory than any machine has"
