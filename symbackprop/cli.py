@@ -1,41 +1,117 @@
 """The ``symbackprop`` command: the only module that prints to the terminal or writes files.
 
-    symbackprop derive  [SPEC] [--preset article] [-o DIR]
-    symbackprop check   [SPEC] [--preset article] [--samples N] [--seed S] [--json]
-    symbackprop handout [SPEC] [--preset article] [-o DIR] [--no-pdf]
+    symbackprop derive  [SPEC] [--preset NAME] [-o DIR] [--closed-forms none|small|all]
+    symbackprop check   [SPEC] [--preset NAME] [--samples N] [--seed S] [--json]
+    symbackprop handout [SPEC] [--preset NAME] [-o DIR] [--no-pdf] [--keep-log]
+    symbackprop --version
 
 With neither SPEC nor --preset, each command works on the article preset.
-A bad spec prints one line and exits with status 2, writing nothing.
+
+What every command shares lives here, so a new command plugs in with ``_command`` and a
+``run_*`` function:
+
+* exit status: 0 done; 1 only when ``check`` finds gradients that disagree; 2 for anything
+  the user can fix — a bad argument or spec, an output folder that cannot be written, a
+  full disk, work past a budget, LaTeX failing — always one line on stderr, never a
+  traceback; 3 for a bug (its traceback, and a request to report it);
+* budgets: before its long work a command lists what it would build (``symbackprop.budget``)
+  and refuses within seconds, naming the flag that lifts the limit (``--max-edges`` …);
+* output staging (``staged_output``): files are written into a scratch folder and moved
+  into place all together only when the command succeeds; on failure nothing is left;
+* progress (``Progress``): tqdm bars on stderr, shown only when stderr is a terminal and
+  ``--quiet`` is not given.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from math import prod
 from pathlib import Path
 
-import sympy
-
-from .derive import Derivation
+from . import budget
+from .budget import LIMITS, OverBudget
 from .errors import SpecError
 from .handout import render
 from .latex import latex_errors, overfull_boxes
 from .network import Network
 from .presets import PRESETS
+from .record import CLOSED_FORMS, Plan, dumps
 from .spec import load_spec
 
-CLOSED_FORM_LIMIT = 100_000  # tree nodes; larger closed forms are summarised, not written out
+EXIT_DISAGREE, EXIT_USAGE, EXIT_BUG = 1, 2, 3
 
 
-# ---- shared helpers -------------------------------------------------------------------------
+class CommandError(Exception):
+    """Something the user can fix (an argument, an output folder, a full disk): exit 2.
+
+    The message is one line; ``details``, when given, follow it (LaTeX's own error lines)."""
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
+# ---- shared infrastructure ------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (argparse prints the usage above them)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        message = re.sub(r"^argument ([^:]+): ", r"\1 ", message)  # "--seed must be ..."
+        raise CommandError(f"{message} (see {self.prog} --help)")
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _command(
+    commands, name: str, run: Callable[[argparse.Namespace], int], help: str, description: str,
+    *, output: bool = False, limits: tuple[str, ...] = (),
+) -> argparse.ArgumentParser:
+    """A subcommand with the arguments every command takes: SPEC, --preset, --quiet, the flags
+    of the budgets it enforces and, for a command that writes files, -o."""
+    parser = commands.add_parser(name, help=help, description=description)
+    parser.add_argument("spec", nargs="?", help="a YAML or JSON network spec (default: the article preset)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a built-in network instead of a spec")
+    if output:
+        parser.add_argument("-o", "--output", metavar="DIR", help="output folder (default outputs/NAME/)")
+    for key in limits:
+        limit = LIMITS[key]
+        parser.add_argument(limit.flag, type=_count(1), default=limit.default, metavar="N",
+                            dest=f"limit_{key}", help=limit.help)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    parser.set_defaults(run=run, limit_keys=limits)
+    return parser
+
+
+def _limits(args: argparse.Namespace) -> dict[str, int]:
+    return {key: getattr(args, f"limit_{key}") for key in args.limit_keys}
 
 
 def _network(args: argparse.Namespace) -> Network:
@@ -50,27 +126,102 @@ def _output_dir(args: argparse.Namespace, network: Network) -> Path:
     return Path(args.output) if args.output else Path("outputs") / network.name
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+class Progress:
+    """Progress on stderr: tqdm bars and notes, only when stderr is a terminal and not --quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.shown = not quiet and sys.stderr.isatty()
+
+    def bar(self, description: str, total: int | None, unit: str = "it"):
+        from tqdm import tqdm  # late: only a command with progress to show needs it
+
+        return tqdm(total=total, desc=description, unit=unit, unit_scale=(total or 0) >= 1000,
+                    file=sys.stderr,
+                    disable=not self.shown, dynamic_ncols=True)
+
+    def note(self, message: str) -> None:
+        if self.shown:
+            print(message, file=sys.stderr, flush=True)
 
 
 @contextmanager
-def _staged_output(target: Path):
-    """A temporary folder beside ``target`` whose files replace target's only on success,
-    so a failure leaves nothing half-written."""
-    target.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target))
+def staged_output(target: Path) -> Iterator[Path]:
+    """A scratch folder inside ``target`` for a command's files: when the block succeeds they
+    replace target's all together (or, if a move fails, none of them); when it fails, they
+    are dropped, and so is ``target`` itself if it was created for them. Every I/O problem
+    becomes a one-line ``CommandError``."""
+    created = _make_folder(target)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target))
+    except OSError as error:
+        _remove_folders(created)
+        raise CommandError(f"cannot write into {target}: {_reason(error)}") from None
     try:
         yield staging
-        for item in staging.iterdir():
-            item.replace(target / item.name)
-    finally:
+        _commit(staging, target)
+    except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
+        _remove_folders(created)
+        name = Path(error.filename).name if getattr(error, "filename", None) else "the output"
+        raise CommandError(f"cannot write {target / name}: {_reason(error)}; nothing written") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_folders(created)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
 
 
-def _add_network_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", nargs="?", help="a YAML or JSON network spec (default: the article preset)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="a built-in network instead of a spec")
+def _make_folder(target: Path) -> list[Path]:
+    """Create ``target`` and its missing parents; the ones created, deepest first."""
+    if target.exists() and not target.is_dir():
+        raise CommandError(f"{target} exists and is not a folder; give -o a folder")
+    missing, folder = [], target
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _remove_folders(missing)
+        raise CommandError(f"cannot create the output folder {target}: {_reason(error)}") from None
+    return missing
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first, and only while empty
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _commit(staging: Path, target: Path) -> None:
+    """Move every file of ``staging`` into ``target``, replacing what is there; if one move
+    fails, put everything back as it was and raise."""
+    names = sorted(p.name for p in staging.iterdir())
+    for name in names:
+        if (target / name).is_dir() and not (target / name).is_symlink():
+            raise CommandError(f"{target / name} is a folder; move it away or give another -o")
+    previous = staging / ".previous"
+    previous.mkdir()
+    replaced, placed = [], []
+    try:
+        for name in names:
+            if (target / name).exists() or (target / name).is_symlink():
+                os.replace(target / name, previous / name)
+                replaced.append(name)
+            os.replace(staging / name, target / name)
+            placed.append(name)
+    except OSError:
+        for name in placed:
+            os.replace(target / name, staging / name)
+        for name in replaced:
+            os.replace(previous / name, target / name)
+        raise
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
 
 
 def _summary(network: Network) -> str:
@@ -79,7 +230,7 @@ def _summary(network: Network) -> str:
         lines.append(f"  layer {number}: {layer.describe()} -> {_shape(shape)}")
     params = network.parameters
     counts = ", ".join(f"{name} {_shape(shape)}" for name, shape in params.items())
-    lines.append(f"  {sum(prod(s) for s in params.values())} weights: {counts}")
+    lines.append(f"  {sum(prod(s) for s in params.values()):,} weights: {counts}")
     return "\n".join(lines)
 
 
@@ -87,77 +238,55 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
+def _peak_memory() -> str:
+    """', peak memory 273 MB', or '' where the platform does not say."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return ""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_bytes = peak if sys.platform == "darwin" else peak * 1024
+    return f", peak memory {peak_bytes / 1e6:.0f} MB"
+
+
+def _file_size(path: Path) -> str:
+    size = path.stat().st_size
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB"
+
+
 # ---- derive ---------------------------------------------------------------------------------
-
-
-def derivation_record(d: Derivation, on_parameter: Callable[[str], None] | None = None) -> dict:
-    """Everything ``derivation.json`` holds: per element, chain and closed form as strings."""
-
-    def closed_entry(expr: sympy.Expr) -> dict:
-        size = d.closed_size(expr)
-        return {"closed": _text(d.closed(expr)) if size <= CLOSED_FORM_LIMIT else None, "closed_size": size}
-
-    def elements(name: str, with_closed: bool = True) -> list[dict]:
-        symbols = d.symbols.x if name == "x" else d.symbols.params[name]
-        chain = d.chain(name)
-        result = []
-        for symbol, expr in zip(sympy.flatten(symbols.tolist()), sympy.flatten(chain.tolist())):
-            index = str(symbol).split("_")[1:] if name != "x" else [str(symbol).split("_")[1]]
-            result.append({
-                "symbol": str(symbol),
-                "index": [int(i) for i in index],
-                "tex": d.tex_names[symbol],
-                "chain": _text(expr),
-                **(closed_entry(expr) if with_closed else {}),
-            })
-        return result
-
-    network = d.network
-    parameters = {}
-    for name, shape in network.parameters.items():
-        if on_parameter:
-            on_parameter(name)
-        parameters[name] = {"shape": list(shape), "elements": elements(name)}
-    loss_size = d.closed_size(d.graph.loss)
-    return {
-        "network": network.to_dict(),
-        "conventions": {
-            "nodes": "x, y, z, a numbered flat from 1 in (channel, row, column) order",
-            "parameters": "PyTorch layouts; code names carry 0-based tensor indices (W1_0_0_1_1 is W1[0,0,1,1])",
-            "position_sets": "1-based flat input indices per output node, in kernel order; padding left out",
-        },
-        "position_sets": {
-            str(layer): [list(p) for p in network.position_sets(layer)]
-            for layer in range(1, len(network.layers) + 1)
-        },
-        "upstream": {str(s): _text(d.upstream(s)) for lg in d.graph.layers for s in lg.upstream},
-        "loss": {"closed": _text(d.loss) if loss_size <= CLOSED_FORM_LIMIT else None, "closed_size": loss_size},
-        "parameters": parameters,
-        "input_gradient": {"shape": list(network.input_shape), "elements": elements("x", False)},
-    }
-
-
-def _text(expr: sympy.Basic) -> str:
-    """sympy's string form, terms in their stored order (sorting them for display is slow)."""
-    return sympy.sstr(expr, order="none")
 
 
 def run_derive(args: argparse.Namespace) -> int:
     network = _network(args)
+    limits = _limits(args)
+    budget.enforce("derive", [budget.scalar_graph(network), budget.per_node_program(network)], limits)
     target = _output_dir(args, network)
+    progress = Progress(args.quiet)
     print(_summary(network))
     start = time.perf_counter()
-    _progress("deriving ...")
-    d = network.derive()
-    derived = time.perf_counter()
-    record = derivation_record(d, on_parameter=lambda name: _progress(f"  writing out {name}"))
-    with _staged_output(target) as staging:
-        (staging / "derivation.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        _progress("  writing gradients.py")
-        d.export_module(staging / "gradients.py")  # numpy-only loss_and_grads(x, y, params)
+    with staged_output(target) as staging:
+        d = network.derive()
+        edges = [prod(after) * layer.window(before)
+                 for layer, before, after in zip(network.layers, network.shapes, network.shapes[1:])]
+        with progress.bar("backpropagating", sum(edges), "edge") as bar:
+            for number, count in enumerate(edges, start=1):
+                d.backward(number)
+                bar.update(count)
+        derived = time.perf_counter()
+        plan = Plan(d, args.closed_forms)
+        if args.closed_forms == "all":
+            budget.enforce("derive --closed-forms all", [budget.closed_forms(plan.closed_total)], limits)
+        with progress.bar("derivation.json", plan.entries, "entry") as bar:
+            record = plan.build(progress=bar.update)
+        (staging / "derivation.json").write_text(dumps(record), encoding="utf-8")
+        with progress.bar("gradients.py", 1, "file") as bar:
+            d.export_module(staging / "gradients.py")  # numpy-only loss_and_grads(x, y, params)
+            bar.update(1)
     done = time.perf_counter()
-    print(f"derived in {derived - start:.2f} s, written in {done - derived:.2f} s -> "
-          f"{target / 'derivation.json'}, {target / 'gradients.py'}")
+    files = ", ".join(f"{target / name} ({_file_size(target / name)})"
+                      for name in ("derivation.json", "gradients.py"))
+    print(f"derived in {derived - start:.2f} s, written in {done - derived:.2f} s{_peak_memory()} -> {files}")
     return 0
 
 
@@ -165,25 +294,33 @@ def run_derive(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from .verify import check  # late: only this command needs the checking machinery
+    from .verify import check, choices  # late: only this command needs the checking machinery
 
-    if args.samples < 1:
-        message = f"--samples must be 1 or more, got {args.samples}"
-        print(f"symbackprop: error: {message}", file=sys.stderr)
-        return 2
     network = _network(args)
-    _progress("deriving ...")
+    budget.enforce("check", [
+        budget.scalar_graph(network),
+        budget.per_node_program(network, compiled=True),
+        budget.finite_differences(network, args.samples),
+    ], _limits(args))
+    progress = Progress(args.quiet)
+    progress.note("deriving ...")
     d = network.derive()
+    with progress.bar("checking", len(choices(network)), "choice") as bar:
+        begun: list[str] = []
 
-    def on_choice(g: str | None, loss: str | None) -> None:
-        _progress(f"checking {_choice(g, loss)} ..." if g or loss else "checking ...")
+        def on_choice(g: str | None, loss: str | None) -> None:
+            if begun:
+                bar.update(1)  # the one before is done
+            begun.append(_choice(g, loss))
+            bar.set_description(f"checking {begun[-1]}" if begun[-1] else "checking")
 
-    report = check(d, samples=args.samples, seed=args.seed, on_choice=on_choice)
+        report = check(d, samples=args.samples, seed=args.seed, on_choice=on_choice)
+        bar.update(bar.total - bar.n)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
         print(_check_table(report))
-    return 0 if report.agree else 1
+    return 0 if report.agree else EXIT_DISAGREE
 
 
 def _choice(g: str | None, loss: str | None) -> str:
@@ -235,7 +372,11 @@ OVERFULL_TOLERANCE = 10.0  # pt; a line sticking out less than this is not worth
 
 
 class LatexError(Exception):
-    """LaTeX failed; the message holds the relevant lines of its log."""
+    """LaTeX failed; the message holds the relevant lines of its log, ``log`` all of it."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message)
+        self.log = log
 
 
 def _tex_compiler() -> list[str] | None:
@@ -262,7 +403,7 @@ def compile_pdf(tex: Path, command: list[str]) -> tuple[bytes, str]:
             log_path = work / tex.with_suffix(".log").name
             log = log_path.read_text(errors="replace") if log_path.exists() else done.stdout
             if done.returncode != 0:
-                raise LatexError(latex_errors(log))
+                raise LatexError(latex_errors(log), log)
             if "Rerun to get" not in log and "Rerun LaTeX" not in log:
                 break
         return (work / tex.with_suffix(".pdf").name).read_bytes(), log
@@ -270,92 +411,142 @@ def compile_pdf(tex: Path, command: list[str]) -> tuple[bytes, str]:
 
 def run_handout(args: argparse.Namespace) -> int:
     network = _network(args)
+    budget.enforce("handout", [
+        budget.scalar_graph(network, copies=2), budget.per_node_program(network),
+    ], _limits(args))
     target = _output_dir(args, network)
+    progress = Progress(args.quiet)
     print(_summary(network))
     start = time.perf_counter()
-    _progress("deriving and typesetting the handout ...")
-    files = render(network)
     command = None if args.no_pdf else _tex_compiler()
-    written = list(files)
-    try:
-        with _staged_output(target) as staging:
-            for name, text in files.items():
-                (staging / name).write_text(text, encoding="utf-8")
-            if command is not None:
-                _progress(f"compiling handout.pdf with {command[0]} ...")
-                pdf, log = compile_pdf(staging / "handout.tex", command)
-                (staging / "handout.pdf").write_bytes(pdf)
+    log = ""
+    with staged_output(target) as staging:
+        with progress.bar("typesetting", 1, "document") as bar:
+            files = render(network)
+            bar.update(1)
+        written = list(files)
+        for name, text in files.items():
+            (staging / name).write_text(text, encoding="utf-8")
+        if command is not None:
+            with progress.bar(f"compiling with {command[0]}", 1, "pdf") as bar:
+                try:
+                    pdf, log = compile_pdf(staging / "handout.tex", command)
+                except LatexError as error:
+                    raise CommandError(_latex_failure(error), details=str(error)) from None
+                bar.update(1)
+            (staging / "handout.pdf").write_bytes(pdf)
+            written.append("handout.pdf")
+            if args.keep_log:
                 (staging / "handout.log").write_text(log, encoding="utf-8")
-                written.append("handout.pdf")
-    except LatexError as error:
-        print(f"symbackprop: error: LaTeX failed on handout.tex, nothing written "
-              f"(--no-pdf writes the .tex alone):\n{error}", file=sys.stderr)
-        return 1
+                written.append("handout.log")
     print(f"wrote {', '.join(str(target / name) for name in written)} "
           f"in {time.perf_counter() - start:.1f} s")
     if command is None and not args.no_pdf:
         print(f"symbackprop: {TEX_INSTALL_HINT}", file=sys.stderr)
-    if command is not None:
-        wide = [(width, where) for width, where in overfull_boxes(log) if width > OVERFULL_TOLERANCE]
-        if wide:
-            widest = max(width for width, _ in wide)
-            print(f"symbackprop: warning: {len(wide)} line(s) stick out of the page "
-                  f"(up to {widest:.0f}pt); see {target / 'handout.log'}", file=sys.stderr)
+    wide = [(width, where) for width, where in overfull_boxes(log) if width > OVERFULL_TOLERANCE]
+    if wide:
+        widest = max(width for width, _ in wide)
+        where = target / "handout.log" if args.keep_log else "rerun with --keep-log to see where"
+        print(f"symbackprop: warning: {len(wide)} line(s) stick out of the page "
+              f"(up to {widest:.0f}pt); {where}", file=sys.stderr)
     return 0
+
+
+def _latex_failure(error: LatexError) -> str:
+    """The message for a LaTeX failure: its relevant lines, and where its whole log was kept
+    (outside the output folder, which gets nothing)."""
+    kept = ""
+    if error.log:
+        with tempfile.NamedTemporaryFile("w", prefix="symbackprop-handout-", suffix=".log",
+                                         delete=False, encoding="utf-8") as file:
+            file.write(error.log)
+        kept = f"; the whole log: {file.name}"
+    return (f"LaTeX failed on handout.tex, nothing written (--no-pdf writes the .tex and .md "
+            f"alone){kept}")
 
 
 # ---- entry point ----------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="symbackprop",
         description="Derive backpropagation symbolically for a small convolutional or dense network: "
         "closed-form gradients of every weight, LaTeX handouts, numeric code, and checks "
-        "against independent methods.",
+        "against independent methods. Exit status: 0 done, 1 check found gradients that "
+        "disagree, 2 a problem to fix (arguments, spec, output, budget), 3 a bug.",
     )
+    parser.add_argument("--version", action="version", version=f"symbackprop {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    derive = commands.add_parser(
-        "derive", help="derive every dL/dw and write derivation.json",
-        description="Derive dL/dw for every weight (chain form and closed form) and write "
-        "derivation.json into the output folder (default outputs/NAME/).",
+    derive = _command(
+        commands, "derive", run_derive, help="derive every dL/dw and write derivation.json",
+        description="Derive dL/dw for every weight and write derivation.json (chain forms, "
+        "position sets, general formulas per layer and closed forms where small; a sample of "
+        "elements past a size bound) and gradients.py into the output folder "
+        "(default outputs/NAME/).",
+        output=True, limits=("edges", "closed"),
     )
-    _add_network_arguments(derive)
-    derive.add_argument("-o", "--output", metavar="DIR", help="output folder (default outputs/NAME/)")
-    derive.set_defaults(run=run_derive)
+    derive.add_argument("--closed-forms", choices=CLOSED_FORMS, default="small",
+                        help="which closed forms derivation.json holds: none, small (up to 1,000 "
+                        "tree nodes each; the default) or all (refused past --max-closed-size)")
 
-    check = commands.add_parser(
-        "check", help="prove the derived gradients right against independent methods",
+    check = _command(
+        commands, "check", run_check,
+        help="prove the derived gradients right against independent methods",
         description="Evaluate the derived gradients at random points and compare them with an "
         "independent numpy backprop, finite differences and PyTorch autograd (if installed). "
-        "Exit status 0 when all agree, 1 when any disagree, 2 for a bad spec.",
+        "Exit status 0 when all agree, 1 when any disagree, 2 for a problem to fix.",
+        limits=("edges", "evaluations"),
     )
-    _add_network_arguments(check)
-    check.add_argument("--samples", type=int, default=3, metavar="N", help="random points (default 3)")
-    check.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    check.add_argument("--samples", type=_count(1), default=3, metavar="N", help="random points (default 3)")
+    check.add_argument("--seed", type=_count(0), default=0, metavar="S", help="random seed, 0 or more (default 0)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
-    check.set_defaults(run=run_check)
 
-    handout = commands.add_parser(
-        "handout", help="write a teaching handout (LaTeX, PDF, Markdown)",
+    handout = _command(
+        commands, "handout", run_handout, help="write a teaching handout (LaTeX, PDF, Markdown)",
         description="Write handout.tex and handout.md for the network and compile handout.pdf "
         "when latexmk or pdflatex is installed.",
+        output=True, limits=("edges",),
     )
-    _add_network_arguments(handout)
-    handout.add_argument("-o", "--output", metavar="DIR", help="output folder (default outputs/NAME/)")
     handout.add_argument("--no-pdf", action="store_true", help="write the .tex and .md only")
-    handout.set_defaults(run=run_handout)
+    handout.add_argument("--keep-log", action="store_true", help="keep LaTeX's handout.log beside the PDF")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _version() -> str:
     try:
+        return metadata.version("symbackprop")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (see the module docstring)."""
+    try:
+        args = build_parser().parse_args(argv)
         return args.run(args)
-    except SpecError as error:
-        print(f"symbackprop: error: {error}", file=sys.stderr)
-        return 2
+    except (CommandError, SpecError, OverBudget) as error:
+        message = " ".join(str(error).split())  # one line, whatever a value held
+        print(f"symbackprop: error: {message}", file=sys.stderr)
+        if getattr(error, "details", ""):
+            print(error.details, file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # `symbackprop ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("symbackprop: interrupted; nothing written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("symbackprop: error: out of memory; nothing written (a smaller network, or a "
+              "lower --max-edges to be told in advance)", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception:  # a bug: show where, and keep exit status 1 for disagreeing gradients
+        traceback.print_exc()
+        print("symbackprop: internal error: this is a bug in symbackprop; please report it "
+              "with the traceback above", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -19,21 +19,41 @@ def test_derive_with_no_argument_writes_the_article_into_outputs_article(tmp_pat
     assert "network article: input 1x4x4, loss generic" in out
     assert "layer 1: conv 1x2x2, stride 1x1, padding 0x0, no bias, g -> 1x3x3" in out
     assert "16 weights: W1 1x1x2x2, W2 1x1x2x2, W3 2x4" in out
-    assert "derived in" in out
+    assert "derived in" in out and "peak memory" in out
     record = json.loads((tmp_path / "outputs" / "article" / "derivation.json").read_text())
+    assert record["bounds"]["complete"] is True and record["bounds"]["closed_forms"] == "small"
     w2 = record["parameters"]["W2"]["elements"][0]
     assert w2["symbol"] == "W2_0_0_0_0" and w2["index"] == [0, 0, 0, 0] and w2["tex"] == "w^{(2)}_{1}"
+    assert w2["terms"] == 4
     assert w2["chain"] == (
         "a1_1*dL_da2_1*g_prime(z2_1) + a1_2*dL_da2_2*g_prime(z2_2) + "
         "a1_4*dL_da2_3*g_prime(z2_3) + a1_5*dL_da2_4*g_prime(z2_4)"
     )
-    assert "dL(1, g(W3_0_0*g(W2_0_0_0_0*g(W1_0_0_0_0*x_1 + " in w2["closed"]
-    assert w2["closed_size"] > 1000
-    assert record["position_sets"]["2"][0] == [1, 2, 4, 5]
-    assert record["upstream"]["dL_da2_1"] == (
+    # 6,953 tree nodes: too large to read, so only its size (counted, not built)
+    assert w2["closed"] is None and w2["closed_size"] == 6953
+    w3 = record["parameters"]["W3"]["elements"][0]  # 893 nodes: small enough to write
+    assert w3["closed_size"] == 893 and w3["closed"].startswith("dL(1, g(W3_0_0*g(W2_0_0_0_0*g(")
+    layer2 = record["layers"][1]
+    assert layer2["position_sets"] == {
+        "count": 4, "sets": {"1": [1, 2, 4, 5], "2": [2, 3, 5, 6], "3": [4, 5, 7, 8], "4": [5, 6, 8, 9]},
+    }
+    assert layer2["upstream"]["formulas"]["dL_da2_1"] == (
         "W3_0_0*dL_da3_1*g_prime(z3_1) + W3_1_0*dL_da3_2*g_prime(z3_2)"
     )
+    assert layer2["general"]["weight"].startswith(r"\frac{\partial L}{\partial w^{(2)}_{n}} = \sum_{i}")
+    assert record["layers"][2]["position_sets"] == {"count": 2, "every_input": 4}  # dense
+    assert record["input_gradient"]["count"] == 16
     assert not list((tmp_path / "outputs" / "article").glob(".staging-*"))
+
+
+@pytest.mark.parametrize(("choice", "w1_closed"), [("none", None), ("all", "written")])
+def test_closed_forms_none_or_all(tmp_path, capsys, choice, w1_closed):
+    assert main(["derive", "--closed-forms", choice, "-o", str(tmp_path)]) == 0
+    w1 = json.loads((tmp_path / "derivation.json").read_text())["parameters"]["W1"]["elements"][0]
+    if w1_closed is None:
+        assert "closed" not in w1 and "closed_size" not in w1
+    else:
+        assert w1["closed_size"] == 27746 and len(w1["closed"]) > 100_000
 
 
 def test_derive_a_spec_into_a_chosen_folder(tmp_path, capsys):
@@ -51,7 +71,7 @@ def test_derive_a_spec_into_a_chosen_folder(tmp_path, capsys):
     assert list(record["parameters"]) == ["W1", "b1", "W2"]
     (b1,) = record["parameters"]["b1"]["elements"]
     # the bias collects one term per feature-map pixel: ∂L/∂a · σ' · 1
-    assert b1["chain"].count("dL_da1_") == 4
+    assert b1["chain"].count("dL_da1_") == 4 and b1["terms"] == 4
     assert "sigmoid" in b1["closed"]
 
 
@@ -61,6 +81,13 @@ def test_spec_and_preset_together_is_an_error(tmp_path, capsys):
     assert main(["derive", str(spec), "--preset", "article", "-o", str(tmp_path / "o")]) == 2
     assert "give a SPEC file or --preset, not both" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == "symbackprop 0.1.0\n"
 
 
 @pytest.mark.parametrize("command", [[], ["derive"], ["check"], ["handout"]])

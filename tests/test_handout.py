@@ -70,7 +70,7 @@ def handouts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("handouts")
     folders = {}
     for name in NAMES:
-        args = ["handout", "-o", str(root / name)]
+        args = ["handout", "--keep-log", "-o", str(root / name)]
         if name in SPECS:
             args.insert(1, str(_spec(root, name)))
         assert cli.main(args) == 0
@@ -307,7 +307,7 @@ def test_without_tex_it_writes_the_tex_and_says_how_to_install(tmp_path, monkeyp
 def test_pdflatex_alone_makes_the_pdf_too(tmp_path, monkeypatch):
     real_which = cli.shutil.which
     monkeypatch.setattr(cli.shutil, "which", lambda name: None if name == "latexmk" else real_which(name))
-    assert cli.main(["handout", str(_spec(tmp_path, "tiny")), "-o", str(tmp_path / "out")]) == 0
+    assert cli.main(["handout", str(_spec(tmp_path, "tiny")), "--keep-log", "-o", str(tmp_path / "out")]) == 0
     log = (tmp_path / "out" / "handout.log").read_text()
     assert "Rerun to get" not in log  # run until the contents and references settle
     assert (tmp_path / "out" / "handout.pdf").read_bytes().startswith(b"%PDF")
@@ -321,8 +321,13 @@ def test_no_pdf_writes_the_tex_and_md_only(tmp_path):
 def test_a_latex_error_shows_the_relevant_lines_and_writes_nothing(tmp_path, monkeypatch, capsys):
     broken = "\\documentclass{article}\n\\begin{document}\n" + "Fine.\n" * 200 + "\\frobnicate\n\\end{document}\n"
     monkeypatch.setattr(cli, "render", lambda net: {"handout.tex": broken, "handout.md": "x"})
-    assert cli.main(["handout", "-o", str(tmp_path)]) == 1
+    assert cli.main(["handout", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
+    first, *details = err.splitlines()
+    assert first.startswith("symbackprop: error: LaTeX failed on handout.tex, nothing written")
+    kept = Path(first.split("the whole log: ")[1])  # outside the output folder, for reading
+    assert "frobnicate" in kept.read_text()
+    kept.unlink()
     assert "Undefined control sequence" in err and r"\frobnicate" in err
     assert len(err.splitlines()) < 10
     assert list(tmp_path.iterdir()) == []
