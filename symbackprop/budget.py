@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from math import prod
+from math import floor, log10, prod
 
 from .network import Network
 
@@ -115,19 +115,17 @@ def graph_edges(network: Network) -> int:
 def scalar_graph(network: Network, copies: int = 1) -> Work:
     """The scalar graph and its backward pass (``copies`` of them: a handout builds two)."""
     edges = graph_edges(network)
-    return Work(
-        "build a scalar graph of", "edges", edges,
-        copies * edges * GRAPH_SECONDS, copies * edges * GRAPH_BYTES,
-    )
+    n = _capped(edges)
+    return Work("build a scalar graph of", "edges", edges, copies * n * GRAPH_SECONDS, copies * n * GRAPH_BYTES)
 
 
 def per_node_program(network: Network, compiled: bool = False) -> Work:
     """The straight-line program of every node, printed as Python (and compiled, to run it)."""
     edges = graph_edges(network)
-    seconds = edges * (PROGRAM_SECONDS + (COMPILE_SECONDS if compiled else 0.0))
+    n = _capped(edges)
+    seconds = n * (PROGRAM_SECONDS + (COMPILE_SECONDS if compiled else 0.0))
     return Work(
-        "write per-node code for a scalar graph of", "edges", edges,
-        seconds, edges * (GRAPH_BYTES + PROGRAM_BYTES),
+        "write per-node code for a scalar graph of", "edges", edges, seconds, n * (GRAPH_BYTES + PROGRAM_BYTES)
     )
 
 
@@ -145,23 +143,26 @@ def finite_differences(network: Network, samples: int) -> Work:
     per_point = 2 * network.parameter_count + 1
     count = len(choices(network)) * samples * per_point
     per_evaluation = (
-        len(network.layers) * EVALUATION_LAYER_SECONDS + graph_edges(network) * EVALUATION_EDGE_SECONDS
+        len(network.layers) * EVALUATION_LAYER_SECONDS + _capped(graph_edges(network)) * EVALUATION_EDGE_SECONDS
     )
-    return Work("run finite differences of", "evaluations", count, count * per_evaluation)
+    return Work("run finite differences of", "evaluations", count, _capped(count) * per_evaluation)
 
 
 # ---- how estimates read -------------------------------------------------------------------------
 
 
 def count(n: int) -> str:
-    """'1,234,567', or '3.1e+45' past a trillion (closed forms can be astronomically large)."""
+    """'1,234,567', or '3.1e+45' past a trillion (closed forms can be astronomically large,
+    beyond the digits Python turns into text)."""
     if n < 10**12:
         return f"{n:,}"
-    digits = str(n)
-    return f"{digits[0]}.{digits[1]}e+{len(digits) - 1}"
+    exponent = (n.bit_length() - 1) * log10(2) + log10(n / 2 ** (n.bit_length() - 1))
+    whole = floor(exponent)
+    return f"{10 ** (exponent - whole):.1f}e+{whole}"
 
 
 def _capped(n: int) -> float:
+    """``n`` as a float that cannot overflow (costs are only estimates)."""
     return float(min(n, 10**30))
 
 

@@ -214,10 +214,17 @@ def _commit(staging: Path, target: Path) -> None:
             placed.append(name)
     except OSError:
         for name in placed:
-            os.replace(target / name, staging / name)
+            _try_replace(target / name, staging / name)
         for name in replaced:
-            os.replace(previous / name, target / name)
+            _try_replace(previous / name, target / name)
         raise
+
+
+def _try_replace(source: Path, destination: Path) -> None:
+    try:
+        os.replace(source, destination)
+    except OSError:
+        pass  # putting back as much as can be: the error being raised says what failed
 
 
 def _reason(error: OSError) -> str:

@@ -32,4 +32,7 @@ def shown(value: object) -> str:
     >>> shown([1, [2, [3, [4, [5]]]]])
     '[1, [2, [3, [...]]]]'
     """
-    return _SHORT.repr(value)
+    try:
+        return _SHORT.repr(value)
+    except ValueError:  # an int past Python's limit on digits it converts to text
+        return "<a number of thousands of digits>"

@@ -54,6 +54,8 @@ def parse(text: str, json_format: bool = False) -> Any:
         if json_format:
             return json.loads(text, object_pairs_hook=_unique_keys)
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except SpecError:  # a duplicate key, from the hooks below
+        raise
     except json.JSONDecodeError as error:
         raise SpecError(f"not valid JSON (line {error.lineno}: {error.msg})") from None
     except yaml.YAMLError as error:
@@ -63,6 +65,8 @@ def parse(text: str, json_format: bool = False) -> Any:
         raise SpecError(f"not valid YAML{where}: {problem}") from None
     except RecursionError:
         raise SpecError("nested too deeply to be a network spec") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise SpecError(f"cannot read a value: {error}") from None
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
