@@ -394,7 +394,8 @@ class Derivation:
         for number in range(last - 1, 0, -1):
             for symbol in self.graph.upstream_of(number):
                 parts = [self._term_size(t, sizes, locals_) for t in self.upstream_terms_of(symbol)]
-                sizes[symbol] = parts[0] if len(parts) == 1 else 1 + sum(parts)
+                parts = [p for p in parts if p]  # terms known to be zero drop out
+                sizes[symbol] = (parts[0] if parts else 0) if len(parts) <= 1 else 1 + sum(parts)
         return sizes
 
     @staticmethod
@@ -406,6 +407,8 @@ class Derivation:
         for expr, size in ((term.local, locals_[term.local]), (term.factor, None)):
             if expr != 1:
                 parts.append((expr, size if size is not None else weighted_size(expr, sizes)))
+        if any(size == 0 for _, size in parts):
+            return 0
         if len(parts) == 1:
             return parts[0][1]
         return 1 + sum(size - 1 if expr.is_Mul else size for expr, size in parts)

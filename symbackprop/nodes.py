@@ -117,10 +117,13 @@ class Linear:
         parts = [
             sizes.get(v, 1) if c == 1 else 1 + weighted_size(c, sizes) + sizes.get(v, 1)
             for c, v in self.terms
+            if sizes.get(v, 1)  # a zero input adds nothing
         ]
         if self.bias is not None:
             parts.append(1)
-        return parts[0] if len(parts) == 1 else 1 + sum(parts)
+        if len(parts) <= 1:
+            return parts[0] if parts else 0  # no inputs off the padding: z is 0
+        return 1 + sum(parts)
 
     def local(self) -> Iterator[tuple[sympy.Symbol, sympy.Expr]]:
         """(variable, ∂z/∂variable) for every input, weight and bias, in kernel order."""
@@ -189,19 +192,23 @@ Node = Linear | Select | Elementwise
 
 
 def weighted_size(expr: sympy.Basic, sizes: Mapping[sympy.Basic, int]) -> int:
-    """Tree nodes of ``expr`` with each subexpression in ``sizes`` counted as that many nodes.
+    """Tree nodes of ``expr`` with each subexpression in ``sizes`` counted as that many nodes;
+    a size of 0 marks a value known to be zero (an output on the padding alone), which takes
+    its product with it and drops out of its sum, as sympy would.
 
-    >>> x, y = sympy.symbols("x y")
-    >>> weighted_size(x * (y + 1), {y: 10})
-    14
+    >>> x, y, zero = sympy.symbols("x y zero")
+    >>> weighted_size(x * (y + 1), {y: 10}), weighted_size(x + x * zero, {zero: 0})
+    (14, 1)
     """
-    total = 0
-    stack = [expr]
-    while stack:
-        e = stack.pop()
-        if e in sizes:
-            total += sizes[e]
-        else:
-            total += 1
-            stack.extend(e.args)
-    return total
+    if expr in sizes:
+        return sizes[expr]
+    if not expr.args:
+        return 1
+    parts = [weighted_size(a, sizes) for a in expr.args]
+    if expr.is_Mul and 0 in parts:
+        return 0
+    if expr.is_Add:
+        parts = [p for p in parts if p]
+        if len(parts) <= 1:
+            return parts[0] if parts else 0
+    return 1 + sum(parts)

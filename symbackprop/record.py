@@ -18,12 +18,14 @@ Bounds, so that the file stays small and quick to write whatever the network:
   ``SMALL_CLOSED`` tree nodes, until ``SMALL_CLOSED_TOTAL`` nodes in all (about 0.5 MB);
   ``"all"``, every listed one — ``Plan.closed_total`` tells how large that would be
   before anything is built (the command line refuses past ``--max-closed-size``). Where
-  no closed form is written, ``closed_size`` is its size counted on the graph.
+  no closed form is written, ``closed_size`` is its size counted on the graph (past 10^15,
+  as text: ``"3.1e+45"``).
 * Layers whose operation reads every input (dense) say so instead of listing position sets.
 
 ``Plan(d)`` decides all of this from counts alone; ``Plan.build()`` writes the forms.
 
-Imports ``derive``, ``network``, ``latex`` (its notation printer), ``activations``, ``ops``.
+Imports ``derive``, ``network``, ``latex`` (its notation printer), ``activations``, ``ops`` and
+``budget`` (how it writes large counts).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 import sympy
 
 from .activations import ACTIVATIONS
+from .budget import count
 from .derive import Derivation, _flat, expression_size
 from .latex import NotationPrinter
 from .ops import Notation, Op
@@ -225,7 +228,7 @@ class Plan:
         if self.closed_forms == "small" and (
             estimate > SMALL_CLOSED or self._closed_used + estimate > SMALL_CLOSED_TOTAL
         ):
-            return {"closed": None, "closed_size": estimate}
+            return {"closed": None, "closed_size": estimate if estimate < 10**15 else count(estimate)}
         closed = self.d.closed(chain)
         size = expression_size(closed, self.d._sizes)
         self._closed_used += size

@@ -1,0 +1,74 @@
+"""Budgets: what a command would build, counted from shapes, and the one line past a limit."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from strategies import networks
+
+import symbackprop as sb
+from symbackprop import budget
+from symbackprop.budget import OverBudget, Work
+
+
+def exact_edges(net: sb.Network) -> int:
+    """The edges of the graph as the operations wire it (padding left out), counted slowly."""
+    edges = net.output_size
+    for layer, shape in zip(net.layers, net.shapes):
+        connections = layer.connections(shape)
+        edges += sum(len(c.inputs) for c in connections)
+        edges += len(connections) if layer.has_activation else 0
+    return edges
+
+
+def test_graph_edges_of_the_presets():
+    assert budget.graph_edges(sb.presets.article()) == 9 * 4 + 9 + 4 * 4 + 4 + 2 * 4 + 2 + 2 == 77
+    assert budget.graph_edges(sb.presets.lenet5()) == exact_edges(sb.presets.lenet5()) == 429_352
+
+
+@given(net=networks())
+def test_graph_edges_count_the_padding_places_too(net):
+    padded = any(getattr(layer, "padding", (0, 0)) != (0, 0) for layer in net.layers)
+    if padded:
+        assert budget.graph_edges(net) >= exact_edges(net)
+    else:
+        assert budget.graph_edges(net) == exact_edges(net)
+
+
+def test_work_within_its_limits_goes_ahead():
+    budget.enforce("derive", [Work("build a scalar graph of", "edges", 1_000_000, 11.0)])
+    budget.enforce("derive", [Work("build a scalar graph of", "edges", 5, 0.1)], {"edges": 5})
+
+
+def test_work_past_a_limit_is_one_line_with_the_estimate_and_the_flag():
+    works = [Work("build a scalar graph of", "edges", 2_500_000, 27.5, 1.5e9),
+             Work("write per-node code for a scalar graph of", "edges", 2_500_000, 750.0, 4e9)]
+    with pytest.raises(OverBudget) as refused:
+        budget.enforce("derive", works)
+    assert str(refused.value) == (
+        "derive would build a scalar graph of 2,500,000 edges (estimated 13.0 min, 4.0 GB), "
+        "more than --max-edges allows (1,000,000); rerun with --max-edges 2500000 to go ahead"
+    )
+    with pytest.raises(OverBudget, match="more than --max-closed-size allows \\(10\\)"):
+        budget.enforce("derive", [budget.closed_forms(11)], {"closed": 10})
+
+
+def test_finite_differences_count_two_evaluations_per_weight_per_point_and_choice():
+    article = sb.presets.article()  # generic g and L: 6 choices of activation and loss
+    work = budget.finite_differences(article, samples=3)
+    assert work.amount == 6 * 3 * (2 * 16 + 1)
+    assert work.limit == "evaluations"
+
+
+@pytest.mark.parametrize(("n", "text"), [
+    (999, "999"), (1_234_567, "1,234,567"), (10**12, "1.0e+12"), (31 * 10**44, "3.1e+45"), (10**5000, "1.0e+5000"),
+], ids=["999", "millions", "a trillion", "1e45", "more digits than str() converts"])
+def test_counts_read_well_however_large(n, text):
+    assert budget.count(n) == text
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0.2, "1 s"), (42, "42 s"), (150, "2.5 min"), (5400, "1.5 h"), (86400 * 10, "10 days"), (1e12, "more than a century"),
+])
+def test_durations_read_well(seconds, text):
+    assert budget.duration(seconds) == text
