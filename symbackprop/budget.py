@@ -39,17 +39,23 @@ class Limit:
 
 LIMITS: dict[str, Limit] = {
     "edges": Limit(
-        "--max-edges", "edges", 1_000_000,
+        "--max-edges",
+        "edges",
+        1_000_000,
         "largest scalar graph (edges: one per input of every node) a command builds; "
         "LeNet-5 has 423,000 (default 1,000,000)",
     ),
     "closed": Limit(
-        "--max-closed-size", "tree nodes", 2_000_000,
+        "--max-closed-size",
+        "tree nodes",
+        2_000_000,
         "most closed-form tree nodes --closed-forms all writes in total, about 5 bytes each "
         "(default 2,000,000)",
     ),
     "evaluations": Limit(
-        "--max-evaluations", "loss evaluations", 200_000,
+        "--max-evaluations",
+        "loss evaluations",
+        200_000,
         "most loss evaluations the finite differences of check may take (default 200,000)",
     ),
 }
@@ -116,7 +122,13 @@ def scalar_graph(network: Network, copies: int = 1) -> Work:
     """The scalar graph and its backward pass (``copies`` of them: a handout builds two)."""
     edges = graph_edges(network)
     n = _capped(edges)
-    return Work("build a scalar graph of", "edges", edges, copies * n * GRAPH_SECONDS, copies * n * GRAPH_BYTES)
+    return Work(
+        "build a scalar graph of",
+        "edges",
+        edges,
+        copies * n * GRAPH_SECONDS,
+        copies * n * GRAPH_BYTES,
+    )
 
 
 def per_node_program(network: Network, compiled: bool = False) -> Work:
@@ -125,7 +137,11 @@ def per_node_program(network: Network, compiled: bool = False) -> Work:
     n = _capped(edges)
     seconds = n * (PROGRAM_SECONDS + (COMPILE_SECONDS if compiled else 0.0))
     return Work(
-        "write per-node code for a scalar graph of", "edges", edges, seconds, n * (GRAPH_BYTES + PROGRAM_BYTES)
+        "write per-node code for a scalar graph of",
+        "edges",
+        edges,
+        seconds,
+        n * (GRAPH_BYTES + PROGRAM_BYTES),
     )
 
 
@@ -143,7 +159,8 @@ def finite_differences(network: Network, samples: int) -> Work:
     per_point = 2 * network.parameter_count + 1
     count = len(choices(network)) * samples * per_point
     per_evaluation = (
-        len(network.layers) * EVALUATION_LAYER_SECONDS + _capped(graph_edges(network)) * EVALUATION_EDGE_SECONDS
+        len(network.layers) * EVALUATION_LAYER_SECONDS
+        + _capped(graph_edges(network)) * EVALUATION_EDGE_SECONDS
     )
     return Work("run finite differences of", "evaluations", count, _capped(count) * per_evaluation)
 

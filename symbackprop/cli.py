@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         print("symbackprop: error: out of memory; nothing written (a smaller network, or a "
               "lower --max-edges to be told in advance)", file=sys.stderr)
         return EXIT_USAGE
-    except Exception:  # a bug: show where, and keep exit status 1 for disagreeing gradients
+    except Exception:  # noqa: BLE001 - a bug: show where, and keep exit status 1 for disagreeing gradients
         traceback.print_exc()
         print("symbackprop: internal error: this is a bug in symbackprop; please report it "
               "with the traceback above", file=sys.stderr)

@@ -83,7 +83,9 @@ class Plan:
 
     def __init__(self, d: Derivation, closed_forms: str = "small") -> None:
         if closed_forms not in CLOSED_FORMS:
-            raise ValueError(f"closed_forms must be one of {', '.join(CLOSED_FORMS)}, got {closed_forms!r}")
+            raise ValueError(
+                f"closed_forms must be one of {', '.join(CLOSED_FORMS)}, got {closed_forms!r}"
+            )
         self.d, self.closed_forms = d, closed_forms
         net = d.network
         self.layers = range(1, len(net.layers) + 1)
@@ -91,14 +93,20 @@ class Plan:
             name: self._elements(_flat(d.symbols.params[name])) for name in net.parameters
         }
         self.inputs = self._elements(_flat(d.symbols.x))
+        self._position_sets = {  # dense layers read every input: nothing to list
+            n: net.position_sets(n) for n in self.layers if net.layers[n - 1].shows_position_sets
+        }
         self.sets = {
             n: _List(list(range(1, len(sets) + 1)), [len(s) for s in sets])
-            for n in self.layers
-            if net.layers[n - 1].shows_position_sets
-            for sets in [net.position_sets(n)]
+            for n, sets in self._position_sets.items()
         }
         self.upstream = {n: self._upstream(n) for n in self.layers}
-        lists = [*self.parameters.values(), self.inputs, *self.sets.values(), *self.upstream.values()]
+        lists = [
+            *self.parameters.values(),
+            self.inputs,
+            *self.sets.values(),
+            *self.upstream.values(),
+        ]
         self.complete = sum(lst.units() for lst in lists) <= LISTED_BUDGET
         if not self.complete:
             for lst in lists:
@@ -119,12 +127,20 @@ class Plan:
     @property
     def entries(self) -> int:
         """How many entries ``build`` writes (its progress steps)."""
-        lists = [*self.parameters.values(), self.inputs, *self.sets.values(), *self.upstream.values()]
+        lists = [
+            *self.parameters.values(),
+            self.inputs,
+            *self.sets.values(),
+            *self.upstream.values(),
+        ]
         return sum(len(lst.listed) for lst in lists) + 1  # + the loss
 
     def _closed_candidates(self) -> list[sympy.Expr]:
-        chains = [self.d.chain_of(lst.keys[k]) for lst in [*self.parameters.values(), self.inputs]
-                  for k in lst.listed]
+        chains = [
+            self.d.chain_of(lst.keys[k])
+            for lst in [*self.parameters.values(), self.inputs]
+            for k in lst.listed
+        ]
         return [self.d.graph.loss, *chains]
 
     @property
@@ -156,12 +172,16 @@ class Plan:
         step(1)
         record["layers"] = [self._layer(n, step) for n in self.layers]
         record["parameters"] = {
-            name: {"shape": list(shape), "count": prod(shape),
-                   "elements": self._element_entries(self.parameters[name], step)}
+            name: {
+                "shape": list(shape),
+                "count": prod(shape),
+                "elements": self._element_entries(self.parameters[name], step),
+            }
             for name, shape in net.parameters.items()
         }
         record["input_gradient"] = {
-            "shape": list(net.input_shape), "count": prod(net.input_shape),
+            "shape": list(net.input_shape),
+            "count": prod(net.input_shape),
             "elements": self._element_entries(self.inputs, step),
         }
         return record
@@ -170,13 +190,15 @@ class Plan:
         net, d = self.d.network, self.d
         op, before, after = net.layers[number - 1], net.shapes[number - 1], net.shapes[number]
         entry: dict[str, Any] = {
-            "number": number, "operation": op.describe(),
-            "input_shape": list(before), "output_shape": list(after),
+            "number": number,
+            "operation": op.describe(),
+            "input_shape": list(before),
+            "output_shape": list(after),
             "general": general_forms(net, number),
         }
         if number in self.sets:
             lst = self.sets[number]
-            sets = net.position_sets(number)
+            sets = self._position_sets[number]
             entry["position_sets"] = {
                 "count": len(sets),
                 "sets": {str(lst.keys[k]): list(sets[k][: self.cut_at]) for k in lst.listed},
@@ -204,14 +226,16 @@ class Plan:
             terms = d.terms(symbol)
             chain = sympy.Add(*[t.expr for t in terms])
             cut = self.cut_at is not None and len(terms) > self.cut_at
-            result.append({
-                "symbol": str(symbol),
-                "index": [int(i) for i in parts],
-                "tex": d.tex_names[symbol],
-                "terms": len(terms),
-                "chain": self._sum_text(terms) if cut else _text(chain),
-                **self._closed(chain),
-            })
+            result.append(
+                {
+                    "symbol": str(symbol),
+                    "index": [int(i) for i in parts],
+                    "tex": d.tex_names[symbol],
+                    "terms": len(terms),
+                    "chain": self._sum_text(terms) if cut else _text(chain),
+                    **self._closed(chain),
+                }
+            )
             step(1)
         return result
 
@@ -228,7 +252,10 @@ class Plan:
         if self.closed_forms == "small" and (
             estimate > SMALL_CLOSED or self._closed_used + estimate > SMALL_CLOSED_TOTAL
         ):
-            return {"closed": None, "closed_size": estimate if estimate < 10**15 else count(estimate)}
+            return {
+                "closed": None,
+                "closed_size": estimate if estimate < 10**15 else count(estimate),
+            }
         closed = self.d.closed(chain)
         size = expression_size(closed, self.d._sizes)
         self._closed_used += size
@@ -242,7 +269,11 @@ def general_forms(network, number: int) -> dict[str, str | None]:
     op: Op = network.layers[number - 1]
     notation = layer_notation(network, number)
     weight = op.weight_formula(notation) or {}
-    forms = {"weight": weight.get("equation"), "bias": weight.get("bias"), "note": weight.get("note")}
+    forms = {
+        "weight": weight.get("equation"),
+        "bias": weight.get("bias"),
+        "note": weight.get("note"),
+    }
     if number > 1:
         forms["input_upstream"] = op.upstream_formula(notation)["equation"]
     return forms
@@ -311,7 +342,9 @@ def dumps(record: Any, indent: str = " ") -> str:
     def write(value: Any, depth: int) -> str:
         pad, inner = indent * depth, indent * (depth + 1)
         if isinstance(value, dict) and value:
-            items = [f"{inner}{json.dumps(str(k))}: {write(v, depth + 1)}" for k, v in value.items()]
+            items = [
+                f"{inner}{json.dumps(str(k))}: {write(v, depth + 1)}" for k, v in value.items()
+            ]
             return "{\n" + ",\n".join(items) + f"\n{pad}}}"
         if isinstance(value, list) and value and not all(_scalar(v) for v in value):
             return "[\n" + ",\n".join(inner + write(v, depth + 1) for v in value) + f"\n{pad}]"

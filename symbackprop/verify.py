@@ -22,6 +22,7 @@ the concrete choices) and, when torch is installed, ``torch_bridge``.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from math import prod
@@ -169,8 +170,11 @@ def check(
     """Compare ``d``'s derived gradients with every independent method at ``samples``
     random points drawn with ``seed``, for each choice of a generic g and loss
     (``on_choice(g, loss)`` is told as each begins)."""
+    samples, seed = operator.index(samples), operator.index(seed)  # numpy integers welcome
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
+    if seed < 0:
+        raise ValueError(f"seed must be 0 or more, got {seed}")
     torch = _torch()
     methods = [m for m in METHODS if m != "torch" or torch is not None]
     skipped = {} if torch is not None else {"torch": "not installed"}

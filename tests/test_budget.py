@@ -41,8 +41,10 @@ def test_work_within_its_limits_goes_ahead():
 
 
 def test_work_past_a_limit_is_one_line_with_the_estimate_and_the_flag():
-    works = [Work("build a scalar graph of", "edges", 2_500_000, 27.5, 1.5e9),
-             Work("write per-node code for a scalar graph of", "edges", 2_500_000, 750.0, 4e9)]
+    works = [
+        Work("build a scalar graph of", "edges", 2_500_000, 27.5, 1.5e9),
+        Work("write per-node code for a scalar graph of", "edges", 2_500_000, 750.0, 4e9),
+    ]
     with pytest.raises(OverBudget) as refused:
         budget.enforce("derive", works)
     assert str(refused.value) == (
@@ -60,15 +62,31 @@ def test_finite_differences_count_two_evaluations_per_weight_per_point_and_choic
     assert work.limit == "evaluations"
 
 
-@pytest.mark.parametrize(("n", "text"), [
-    (999, "999"), (1_234_567, "1,234,567"), (10**12, "1.0e+12"), (31 * 10**44, "3.1e+45"), (10**5000, "1.0e+5000"),
-], ids=["999", "millions", "a trillion", "1e45", "more digits than str() converts"])
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (999, "999"),
+        (1_234_567, "1,234,567"),
+        (10**12, "1.0e+12"),
+        (31 * 10**44, "3.1e+45"),
+        (10**5000, "1.0e+5000"),
+    ],
+    ids=["999", "millions", "a trillion", "1e45", "more digits than str() converts"],
+)
 def test_counts_read_well_however_large(n, text):
     assert budget.count(n) == text
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (0.2, "1 s"), (42, "42 s"), (150, "2.5 min"), (5400, "1.5 h"), (86400 * 10, "10 days"), (1e12, "more than a century"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.2, "1 s"),
+        (42, "42 s"),
+        (150, "2.5 min"),
+        (5400, "1.5 h"),
+        (86400 * 10, "10 days"),
+        (1e12, "more than a century"),
+    ],
+)
 def test_durations_read_well(seconds, text):
     assert budget.duration(seconds) == text

@@ -46,7 +46,9 @@ def test_derive_with_no_argument_writes_the_article_into_outputs_article(tmp_pat
     assert not list((tmp_path / "outputs" / "article").glob(".staging-*"))
 
 
-@pytest.mark.parametrize(("choice", "w1_closed"), [("none", None), ("all", "written")])
+@pytest.mark.parametrize(
+    ("choice", "w1_closed"), [("none", None), pytest.param("all", "written", marks=pytest.mark.slow)]
+)
 def test_closed_forms_none_or_all(tmp_path, capsys, choice, w1_closed):
     assert main(["derive", "--closed-forms", choice, "-o", str(tmp_path)]) == 0
     w1 = json.loads((tmp_path / "derivation.json").read_text())["parameters"]["W1"]["elements"][0]

@@ -35,36 +35,73 @@ MISUSES = [
     ({}, ["check", "--seed", "x"], "--seed must be an integer, got 'x'"),
     ({}, ["check", "--samples", "0"], "--samples must be 1 or more, got 0"),
     ({}, ["derive", "--max-edges", "0"], "--max-edges must be 1 or more, got 0"),
-    ({}, ["derive", "--closed-forms", "some"], "--closed-forms invalid choice: 'some' (choose from 'none', 'small', 'all')"),
+    (
+        {},
+        ["derive", "--closed-forms", "some"],
+        "--closed-forms invalid choice: 'some' (choose from 'none', 'small', 'all')",
+    ),
     ({}, ["derive", "--preset", "vgg"], "invalid choice: 'vgg'"),
     ({}, ["derive", "missing.yaml"], "missing.yaml: no such file"),
-    ({"net.yaml": TINY}, ["derive", "net.yaml", "--preset", "article"], "give a SPEC file or --preset"),
+    (
+        {"net.yaml": TINY},
+        ["derive", "net.yaml", "--preset", "article"],
+        "give a SPEC file or --preset",
+    ),
     ({"empty.yaml": ""}, ["derive", "empty.yaml"], "input and layers (loss and name optional)"),
-    ({"dup.yaml": "input: [1, 2, 2]\ninput: [1, 3, 3]\nlayers: [{dense: {units: 1}}]\n"},
-     ["derive", "dup.yaml"], "duplicate key 'input' (line 2)"),
-    ({"dup.json": '{"input": [1, 2, 2], "layers": [{"dense": {"units": 1, "units": 2}}]}'},
-     ["check", "dup.json"], "duplicate key 'units'"),
-    ({"long.yaml": f"name: {'a' * 300}\n" + TINY}, ["derive", "long.yaml"], "name: must be 1 to 64 ASCII"),
+    (
+        {"dup.yaml": "input: [1, 2, 2]\ninput: [1, 3, 3]\nlayers: [{dense: {units: 1}}]\n"},
+        ["derive", "dup.yaml"],
+        "duplicate key 'input' (line 2)",
+    ),
+    (
+        {"dup.json": '{"input": [1, 2, 2], "layers": [{"dense": {"units": 1, "units": 2}}]}'},
+        ["check", "dup.json"],
+        "duplicate key 'units'",
+    ),
+    (
+        {"long.yaml": f"name: {'a' * 300}\n" + TINY},
+        ["derive", "long.yaml"],
+        "name: must be 1 to 64 ASCII",
+    ),
     ({"cjk.yaml": "name: 网络\n" + TINY}, ["handout", "cjk.yaml", "--no-pdf"], "got '网络'"),
-    ({"bad.yaml": "input: [1, 2, 2]\nlayers:\n  - conv: {kernel_size: 3}\n"},
-     ["derive", "bad.yaml"], "layer 1 (conv): kernel 3x3 is larger than its padded input 2x2"),
-    ({"digits.yaml": "input: [1, 2, 2]\nlayers: [{dense: {units: " + "9" * 5000 + "}}]\n"},
-     ["derive", "digits.yaml"], "cannot read a value: Exceeds the limit (4300 digits)"),
-    ({"huge.yaml": "input: [1, 2, 2]\nlayers: [{dense: {units: " + "9" * 1000 + "}}]\n"},
-     ["derive", "huge.yaml"], "edges (estimated more than a century, more memory than any machine has)"),
-    ({"big.yaml": BIG}, ["derive", "big.yaml"],
-     "derive would build a scalar graph of 11,993,108 edges (estimated"),
+    (
+        {"bad.yaml": "input: [1, 2, 2]\nlayers:\n  - conv: {kernel_size: 3}\n"},
+        ["derive", "bad.yaml"],
+        "layer 1 (conv): kernel 3x3 is larger than its padded input 2x2",
+    ),
+    (
+        {"digits.yaml": "input: [1, 2, 2]\nlayers: [{dense: {units: " + "9" * 5000 + "}}]\n"},
+        ["derive", "digits.yaml"],
+        "cannot read a value: Exceeds the limit (4300 digits)",
+    ),
+    (
+        {"huge.yaml": "input: [1, 2, 2]\nlayers: [{dense: {units: " + "9" * 1000 + "}}]\n"},
+        ["derive", "huge.yaml"],
+        "edges (estimated more than a century, more memory than any machine has)",
+    ),
+    (
+        {"big.yaml": BIG},
+        ["derive", "big.yaml"],
+        "derive would build a scalar graph of 11,993,108 edges (estimated",
+    ),
     ({"big.yaml": BIG}, ["check", "big.yaml"], "rerun with --max-edges 11993108 to go ahead"),
     ({"big.yaml": BIG}, ["handout", "big.yaml"], "more than --max-edges allows (1,000,000)"),
-    ({"tiny.yaml": TINY}, ["check", "tiny.yaml", "--samples", "100000"],
-     "check would run finite differences of 1,700,000 loss evaluations"),
+    (
+        {"tiny.yaml": TINY},
+        ["check", "tiny.yaml", "--samples", "100000"],
+        "check would run finite differences of 1,700,000 loss evaluations",
+    ),
     ({"file": "occupied"}, ["derive", "-o", "file"], "file exists and is not a folder"),
     ({}, ["handout", "--no-pdf", "-o", "/proc/nope"], "cannot create the output folder /proc/nope"),
 ]
 
 
-@pytest.mark.parametrize(("files", "argv", "words"), MISUSES, ids=[" ".join(m[1]) or "nothing" for m in MISUSES])
-def test_a_misuse_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys, files, argv, words):
+@pytest.mark.parametrize(
+    ("files", "argv", "words"), MISUSES, ids=[" ".join(m[1]) or "nothing" for m in MISUSES]
+)
+def test_a_misuse_is_one_line_exit_2_and_writes_nothing(
+    tmp_path, monkeypatch, capsys, files, argv, words
+):
     monkeypatch.chdir(tmp_path)
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
@@ -79,10 +116,18 @@ def test_a_misuse_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, c
 
 def test_misuse_in_a_real_process_has_no_traceback(tmp_path):
     """The same through the installed entry point: the process's own stderr and status."""
-    done = subprocess.run([sys.executable, "-m", "symbackprop.cli", "check", "--seed", "-1"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "symbackprop.cli", "check", "--seed", "-1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
     assert done.returncode == 2
-    assert done.stderr == "symbackprop: error: --seed must be 0 or more, got -1 (see symbackprop check --help)\n"
+    assert (
+        done.stderr
+        == "symbackprop: error: --seed must be 0 or more, got -1 (see symbackprop check --help)\n"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -144,8 +189,10 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsy
     out = tmp_path / "new" / "folder"
     assert main(["derive", "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err == (f"symbackprop: error: cannot write {out / 'gradients.py'}: "
-                   "No space left on device; nothing written\n")
+    assert err == (
+        f"symbackprop: error: cannot write {out / 'gradients.py'}: "
+        "No space left on device; nothing written\n"
+    )
     assert list(tmp_path.iterdir()) == []  # the folders made for the output are gone too
 
 
@@ -173,7 +220,11 @@ def test_existing_files_are_replaced_all_together_on_success(tmp_path, capsys):
     (tmp_path / "derivation.json").write_text("old")
     (tmp_path / "notes.txt").write_text("mine")
     assert main(["derive", "-o", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["derivation.json", "gradients.py", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "derivation.json",
+        "gradients.py",
+        "notes.txt",
+    ]
     assert (tmp_path / "derivation.json").read_text().startswith("{")
 
 
@@ -181,7 +232,11 @@ def test_handout_leaves_no_log_on_success_unless_asked(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "compile_pdf", lambda tex, command: (b"%PDF-1.5 fake", "the log"))
     monkeypatch.setattr(cli, "_tex_compiler", lambda: ["pdflatex"])
     assert main(["handout", "-o", str(tmp_path / "a")]) == 0
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["handout.md", "handout.pdf", "handout.tex"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "handout.md",
+        "handout.pdf",
+        "handout.tex",
+    ]
     assert main(["handout", "--keep-log", "-o", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "handout.log").read_text() == "the log"
 

@@ -14,22 +14,33 @@ from symbackprop.record import Plan, dumps
 
 B_IDENTITY = sb.Network(  # the issue's net: 273 MB of closed forms before the bounds
     (1, 8, 8),
-    [sb.Conv2D(kernel_size=3, out_channels=4, activation="sigmoid"),
-     sb.Conv2D(kernel_size=3, out_channels=4, activation="sigmoid"),
-     sb.Dense(units=10, activation="identity")],
-    loss="sse", name="b_identity",
+    [
+        sb.Conv2D(kernel_size=3, out_channels=4, activation="sigmoid"),
+        sb.Conv2D(kernel_size=3, out_channels=4, activation="sigmoid"),
+        sb.Dense(units=10, activation="identity"),
+    ],
+    loss="sse",
+    name="b_identity",
 )
 
 
 def test_a_small_network_is_listed_complete_with_small_closed_forms():
     data = Plan(sb.presets.article().derive()).build()
     assert data["bounds"] == {
-        "complete": True, "sample": None, "cut_at": None, "closed_forms": "small",
-        "small_closed_size": 1000, "small_closed_total": 100_000,
+        "complete": True,
+        "sample": None,
+        "cut_at": None,
+        "closed_forms": "small",
+        "small_closed_size": 1000,
+        "small_closed_total": 100_000,
     }
     assert [len(data["parameters"][n]["elements"]) for n in ("W1", "W2", "W3")] == [4, 4, 8]
-    sizes = [e["closed_size"] for n in ("W1", "W2", "W3") for e in data["parameters"][n]["elements"]]
-    written = [e for n in ("W1", "W2", "W3") for e in data["parameters"][n]["elements"] if e["closed"]]
+    sizes = [
+        e["closed_size"] for n in ("W1", "W2", "W3") for e in data["parameters"][n]["elements"]
+    ]
+    written = [
+        e for n in ("W1", "W2", "W3") for e in data["parameters"][n]["elements"] if e["closed"]
+    ]
     # W1's 27,746 tree nodes, counted on the graph without building them (sympy's own
     # flattening makes the built form 4 nodes smaller)
     assert sizes[:4] == [27750] * 4 and len(written) == 8  # all of W3, none of W1 and W2
@@ -38,7 +49,9 @@ def test_a_small_network_is_listed_complete_with_small_closed_forms():
 
 def test_past_the_budget_each_list_shows_a_spread_sample_and_long_forms_are_cut(monkeypatch):
     monkeypatch.setattr(record, "LISTED_BUDGET", 400)
-    net = sb.Network((1, 6, 6), [sb.Conv2D(kernel_size=2, activation="tanh"), sb.Dense(units=3)], loss="sse")
+    net = sb.Network(
+        (1, 6, 6), [sb.Conv2D(kernel_size=2, activation="tanh"), sb.Dense(units=3)], loss="sse"
+    )
     plan = Plan(net.derive(), "none")
     assert not plan.complete and plan.cut_at == 3
     data = plan.build()
@@ -52,7 +65,9 @@ def test_past_the_budget_each_list_shows_a_spread_sample_and_long_forms_are_cut(
     assert w2["count"] == 75 and len(w2["elements"]) == 16
     assert w2["elements"][0]["index"] == [0, 0] and w2["elements"][-1]["index"] == [2, 24]
     sets = data["layers"][0]["position_sets"]
-    assert sets["count"] == 25 and list(sets["sets"])[:3] == ["1", "3", "4"] and "25" in sets["sets"]
+    assert (
+        sets["count"] == 25 and list(sets["sets"])[:3] == ["1", "3", "4"] and "25" in sets["sets"]
+    )
     assert sets["sets"]["1"] == [1, 2, 7]  # [1, 2, 7, 8], cut at 3 like the forms
     assert data["layers"][1]["position_sets"] == {"count": 3, "every_input": 25}
     assert len(data["layers"][0]["upstream"]["formulas"]) == 16
@@ -88,6 +103,17 @@ def test_lenet5_record_is_a_sample_of_a_few_mb():
     text = dumps(plan.build())
     assert len(text) < 3_000_000
     data = json.loads(text)
-    assert [len(p["elements"]) for p in data["parameters"].values()] == [16, 6, 16, 16, 16, 16, 16, 16, 16, 10]
+    assert [len(p["elements"]) for p in data["parameters"].values()] == [
+        16,
+        6,
+        16,
+        16,
+        16,
+        16,
+        16,
+        16,
+        16,
+        10,
+    ]
     assert all(e["closed"] is None for p in data["parameters"].values() for e in p["elements"])
     assert data["parameters"]["W1"]["elements"][0]["terms"] == 28 * 28

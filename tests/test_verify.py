@@ -140,9 +140,13 @@ def test_torch_in_verify_matches_the_test_oracle(rng):
     assert all(np.array_equal(mine.grads[n], grads[n]) for n in grads)
 
 
-def test_samples_must_be_positive():
+def test_samples_must_be_positive_and_the_seed_not_negative():
     with pytest.raises(ValueError, match="samples must be at least 1"):
         check(SMALL.derive(), samples=0)
+    with pytest.raises(ValueError, match="seed must be 0 or more, got -1"):
+        check(SMALL.derive(), samples=1, seed=-1)
+    with pytest.raises(TypeError):
+        check(SMALL.derive(), samples=1.5)
 
 
 def test_without_torch_the_other_methods_still_judge(monkeypatch):
