@@ -312,24 +312,23 @@ class Derivation:
     # ---- closed forms -----------------------------------------------------------------
 
     @cached_property
-    def _definitions(self) -> dict[sympy.Symbol, sympy.Expr]:
-        """Every z and a node of the graph → its formula over the symbols before it."""
-        table: dict[sympy.Symbol, sympy.Expr] = {}
+    def _nodes_by_symbol(self) -> dict[sympy.Symbol, Any]:
+        """Every z and a node of the graph by its symbol (formulas are built when asked for)."""
+        table: dict[sympy.Symbol, Any] = {}
         for layer in self.graph.layers:
-            for k, z in enumerate(layer.z):
-                table[z.symbol] = z.expr
-                if layer.activated:
-                    table[layer.a[k].symbol] = layer.a[k].expr
+            table.update((node.symbol, node) for node in (*layer.z, *layer.a))
         return table
 
     def _definition(self, symbol: sympy.Symbol) -> sympy.Expr | None:
         """The formula of an intermediate symbol (z, a, ∂L/∂a); None for x, y and the weights."""
         if symbol in self._upstream_place:
             return self.upstream(symbol)
-        return self._definitions.get(symbol)
+        node = self._nodes_by_symbol.get(symbol)
+        return None if node is None else node.expr
 
     def _intermediates(self, expr: sympy.Basic) -> list[sympy.Symbol]:
-        return [s for s in expr.free_symbols if s in self._upstream_place or s in self._definitions]
+        nodes = self._nodes_by_symbol
+        return [s for s in expr.free_symbols if s in self._upstream_place or s in nodes]
 
     def _resolve(self, root: sympy.Symbol, memo: dict, combine: Callable[[sympy.Expr, dict], Any]) -> Any:
         """``memo[root]`` = ``combine(formula of root, memo)``, after every intermediate symbol of
