@@ -13,6 +13,7 @@ walks the registry and names any face an operation lacks):
   nodes it adds (``symbackprop.nodes``), whose local derivatives the engine reads;
 * notation, for documents: ``describe`` (one line), ``table_cells`` (kernel, stride,
   padding), ``size_formula`` (the article's formula (1) for this layer),
+  ``forward_formula`` (what one output node computes, in the article's notation),
   ``weight_formula`` (∂L/∂w in the article's form) and ``upstream_formula`` (how ∂L/∂a of
   its input collects the gradients of its outputs);
 * the reference face: ``reference_forward`` and ``reference_backward``, numpy alone, written
@@ -44,7 +45,7 @@ Pair = tuple[int, int]
 
 FACES = (
     "output_shape", "parameter_shapes", "window", "connections", "nodes",
-    "describe", "table_cells", "size_formula", "weight_formula", "upstream_formula",
+    "describe", "table_cells", "size_formula", "forward_formula", "weight_formula", "upstream_formula",
     "reference_forward", "reference_backward", "torch_twin", "from_torch",
 )
 
