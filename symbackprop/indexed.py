@@ -146,7 +146,8 @@ class Bases:
     b: IndexedBase
     delta: IndexedBase
     tex: dict[Any, str] = field(default_factory=dict)  # IndexedBase label or MatrixSymbol → TeX
-    matrices: dict[sympy.MatrixSymbol, IndexedBase] = field(default_factory=dict)
+    # each matrix → its tensor and whether it is a column vector (indexed by its row alone)
+    matrices: dict[sympy.MatrixSymbol, tuple[IndexedBase, bool]] = field(default_factory=dict)
 
     def hat(self, base: IndexedBase) -> IndexedBase:
         """A new tensor named after ``base`` with a hat: δ̂, Ŵ."""
@@ -155,11 +156,11 @@ class Bases:
         self.tex[hat.label] = rf"\hat{{{letter}}}" + ("^" + layer if layer else "")
         return hat
 
-    def matrix(self, base: IndexedBase, rows: int, columns: int) -> sympy.MatrixSymbol:
-        """``base`` as a matrix (a column vector when ``columns`` is 1), printed as ``base``."""
-        matrix = sympy.MatrixSymbol(str(base.label), rows, columns)
+    def matrix(self, base: IndexedBase, rows: int, columns: int | None = None) -> sympy.MatrixSymbol:
+        """``base`` as a matrix, or as a column vector when ``columns`` is None; printed as ``base``."""
+        matrix = sympy.MatrixSymbol(str(base.label), rows, columns or 1)
         self.tex[matrix] = self.tex[base.label]
-        self.matrices[matrix] = base
+        self.matrices[matrix] = (base, columns is None)
         return matrix
 
 

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 from itertools import product
 from math import prod
 from typing import Any
 
 import numpy as np
 import sympy
-from sympy import Add, Dummy, Indexed, IndexedBase, KroneckerDelta, Mul, Sum, Symbol
+from sympy import Add, Dummy, Indexed, IndexedBase, KroneckerDelta, Mul, Pow, Sum, Symbol
 from sympy.matrices.expressions.matexpr import MatrixElement
 
 from .activations import activation
@@ -110,9 +111,15 @@ class Formula:
         """The rhs at one concrete index, every sum written out, reading each tensor from
         ``values[role]`` (any array or sequence, flattened row-major): symbols give the
         scalar form, numbers a number. Entries outside a tensor read 0 (−∞ under a max)."""
-        env = {**_numbers(self.settings), **dict(zip([x for x, _ in self.letters], map(sympy.Integer, position)))}
+        rhs = self.index_rhs if self.index_rhs is not None else self.rhs
+        hats = {s.hat: s.base for s in self.spreads}
+        for base in {hats.get(e.base, e.base) for e in rhs.atoms(Indexed)}:
+            if self.tensors[base][0] not in values:
+                raise KeyError(f"no values for {self.tensors[base][0]!r}: give them to at() by that name")
+        env = {**self.settings, **dict(zip([x for x, _ in self.letters], map(int, position)))}
         read = _reader(self.tensors, values, self.spreads, self.settings)
-        return _evaluate(self.index_rhs if self.index_rhs is not None else self.rhs, env, read)
+        numeric = not any(isinstance(v, sympy.Basic) for role in values for v in _flat(values[role]))
+        return _evaluate(rhs, env, read, numeric)
 
     def concrete(self) -> Formula:
         """The same formula with the layer's settings written as numbers (s = 2 → 2 i)."""
@@ -163,13 +170,14 @@ class Fact(Formula):
         written out over the same symbols (under its condition, when it has one)."""
         symbols = {role: sympy.symbols(f"{role}_0:{prod(shape)}", real=True)
                    for role, shape in {**self.restates.tensors, **self.tensors}.values()}
+        under = {}
+        if self.condition is not None:  # Σ_j y_j = 1: write the last y_j as 1 minus the others
+            lhs, rhs = (_evaluate(side, {}, _reader(self.tensors, symbols, (), {})) for side in self.condition)
+            last = max(lhs.free_symbols, key=lambda s: int(s.name.rsplit("_", 1)[1]))
+            (under[last],) = sympy.solve(lhs - rhs, last)
         for position in self.positions():
-            derived = self.restates.at(position, symbols)
-            if self.condition is not None:
-                lhs, rhs = (_evaluate(side, {}, _reader(self.tensors, symbols, (), {}))
-                            for side in self.condition)
-                derived = derived.xreplace({lhs: rhs})
-            if sympy.expand(derived - self.at(position, symbols)) != 0:
+            derived = self.restates.at(position, symbols).xreplace(under)
+            if sympy.expand(derived - self.at(position, symbols).xreplace(under)) != 0:
                 return False
         return True
 
@@ -287,12 +295,18 @@ class _Layer:
         return self._with_facts(result)
 
     def _padding_note(self) -> str:
-        """How the input reads outside its bounds, when the forward can read there."""
-        reads = [e for e in self.form.expr.atoms(Indexed) if e.base == self.bases.input]
-        if all(i.is_Symbol for e in reads for i in e.indices):
-            return ""
-        value = "0 (zero padding)" if self.form.outside == 0 else "minus infinity (padding never wins the max)"
-        return f"; the input reads {value} at indices outside its bounds"
+        """How the input reads outside its bounds, when some output's window reaches there."""
+        form, values = self.form, _numbers(self.form.settings)
+        shape = form.shape(form.input)
+        for read in form.expr.atoms(Indexed):
+            if read.base != self.bases.input:
+                continue
+            for axis, size in zip(read.indices, shape):
+                low, high = _bounds(axis.xreplace(values), form.sizes)
+                if low < 0 or high >= size:
+                    value = "0 (zero padding)" if form.outside == 0 else "minus infinity (padding never wins the max)"
+                    return f"; the input reads {value} at indices outside its bounds"
+        return ""
 
     def _delta(self) -> Formula:
         """δ = ∂L/∂z: the upstream gradient times the activation's derivative (or ∂L/∂a itself
@@ -432,6 +446,18 @@ def _sum_term(term: sympy.Expr, limits: list, ranges: Mapping) -> sympy.Expr:
     return outside * Sum(Mul(*inside), *limits)
 
 
+def _bounds(expr: sympy.Expr, sizes: Mapping[Symbol, int]) -> tuple[int, int]:
+    """The least and greatest value of a linear index expression, each letter x running over
+    0 ≤ x < sizes[x]."""
+    low = high = 0
+    for term in Add.make_args(expr):
+        coefficient, rest = term.as_coeff_Mul()
+        extent = 0 if rest == 1 else sizes[rest] - 1
+        low += min(0, coefficient * extent) + (coefficient if rest == 1 else 0)
+        high += max(0, coefficient * extent) + (coefficient if rest == 1 else 0)
+    return int(low), int(high)
+
+
 def _rebind(expr: sympy.Expr, keep: set[Symbol]) -> sympy.Expr:
     """``expr`` with every summed letter that a twin in ``keep`` will be renamed to given a
     fresh letter first (Σ_k y_k → Σ_j y_j when the free k comes back)."""
@@ -451,13 +477,13 @@ def _rebind(expr: sympy.Expr, keep: set[Symbol]) -> sympy.Expr:
 
 
 def _entries(matrix: sympy.MatrixExpr, letters: Sequence[Symbol],
-             matrices: Mapping[sympy.MatrixSymbol, IndexedBase]) -> sympy.Expr:
+             matrices: Mapping[sympy.MatrixSymbol, tuple[IndexedBase, bool]]) -> sympy.Expr:
     """A matrix expression's entry at ``letters`` (a column vector's at letters[0]) in index form."""
     entry = matrix[letters[0], letters[1] if len(letters) > 1 else 0]
 
     def indexed(e: MatrixElement) -> sympy.Indexed:
-        base = matrices[e.parent]
-        return base[e.i] if e.parent.shape[1] == 1 else base[e.i, e.j]
+        base, vector = matrices[e.parent]
+        return base[e.i] if vector else base[e.i, e.j]
 
     return entry.replace(lambda e: isinstance(e, MatrixElement), indexed)
 
@@ -481,74 +507,104 @@ def _reader(tensors: Mapping[IndexedBase, tuple[str, Shape]], values: Mapping[st
         if base in spread:
             s = spread[base]
             source = s.source(at, tuple(int(sympy.sympify(f).xreplace(numbers)) for f in s.factors))
-            return sympy.S.Zero if source is None else read(s.base, source)
+            return 0 if source is None else read(s.base, source)
         role, shape = tensors[base]
         if not all(0 <= i < n for i, n in zip(at, shape)):
             return None
-        if role not in flat:
-            raise KeyError(f"no values for {role!r}: give them to at() by that name")
         return flat[role][int(np.ravel_multi_index(at, shape))]
 
     return read
 
 
 def _flat(values: Any) -> list:
+    """Any array or sequence as a flat list, row-major: sympy objects, or Python floats."""
     if isinstance(values, sympy.NDimArray):
         return sympy.flatten(values.tolist()) if values.rank() else [values[()]]
-    return list(np.asarray(values, dtype=object).ravel())
+    flat = list(np.asarray(values, dtype=object).ravel())
+    return flat if any(isinstance(v, sympy.Basic) for v in flat) else [float(v) for v in flat]
 
 
-def _evaluate(expr: sympy.Expr, env: Mapping[Symbol, Any], read: Reader) -> Any:
+def _evaluate(expr: sympy.Expr, env: Mapping[Symbol, int], read: Reader, numeric: bool = False) -> Any:
     """``expr`` with its letters and settings at ``env``'s values, every sum, max and bracket
-    written out, tensors read through ``read`` (0 outside their bounds)."""
-    if expr in env:
-        return env[expr]
-    if expr.is_Number:
-        return expr
-    if isinstance(expr, Indexed):
-        value = read(expr.base, _place(expr.indices, env))
-        return sympy.S.Zero if value is None else value
-    if isinstance(expr, KroneckerDelta):
-        return sympy.S.One if _place(expr.args, env)[0] == _place(expr.args, env)[1] else sympy.S.Zero
-    if isinstance(expr, Sum):
-        total = sympy.S.Zero
-        for inner in _window_envs(expr.limits, env):
-            total += _evaluate(expr.function, inner, read)
-        return total
-    if isinstance(expr, Mul):
-        factors = sorted(expr.args, key=lambda f: not isinstance(f, KroneckerDelta))  # zeros first
-        result = sympy.S.One
-        for f in factors:
-            value = _evaluate(f, env, read)
-            if value == 0:
-                return sympy.S.Zero
-            result *= value
-        return result
-    if isinstance(expr, Maximum):
-        values = [v for _, v in _entries_of(expr, env, read)]
-        if len(values) == 1:
-            return values[0]
-        return max(values) if all(_is_number(v) for v in values) else window_max(*values)
-    if isinstance(expr, IsFirstMax):
-        place = _place(expr.place, env)
-        entries = _entries_of(expr.window, env, read)
-        places = [p for p, _ in entries]
-        if place not in places:
-            return sympy.S.Zero
-        values = [v for _, v in entries]
-        return sympy.S.One if len(values) == 1 else window_max(*values).fdiff(places.index(place) + 1)
-    return expr.func(*[_evaluate(a, env, read) for a in expr.args])
+    written out, tensors read through ``read`` (0 outside their bounds). ``numeric``: the
+    tensors hold numbers, and the arithmetic is done in floats."""
+
+    def value(e: sympy.Expr, env: Mapping[Symbol, int]) -> Any:
+        if e in env:
+            return env[e]
+        if e.is_Number:
+            return float(e) if numeric else e
+        if isinstance(e, Indexed):
+            entry = read(e.base, _place(e.indices, env))
+            return 0 if entry is None else entry
+        if isinstance(e, KroneckerDelta):
+            left, right = _place(e.args, env)
+            return int(left == right)
+        if isinstance(e, Sum):
+            return sum((value(e.function, inner) for inner in _window_envs(e.limits, env)), 0)
+        if isinstance(e, Mul):
+            result = 1
+            for f in sorted(e.args, key=lambda f: not isinstance(f, KroneckerDelta)):  # zeros first
+                result *= value(f, env)
+                if result == 0:
+                    return 0
+            return result
+        if isinstance(e, Pow):
+            return value(e.base, env) ** value(e.exp, env)
+        if isinstance(e, Maximum):
+            values = [v for _, v in _entries_of(e, env, read)]
+            if len(values) == 1:
+                return values[0]
+            return max(values) if numeric else window_max(*values)
+        if isinstance(e, IsFirstMax):
+            entries = _entries_of(e.window, env, read)
+            places, values = [p for p, _ in entries], [v for _, v in entries]
+            place = _place(e.place, env)
+            if place not in places:
+                return 0
+            if numeric:
+                return int(places.index(place) == int(np.argmax(values)))  # argmax: the first maximum
+            if len(values) == 1:
+                return 1
+            # nodes.window_max's brackets, [v_j > v_k] before the place and [v_j ≥ v_k] after it
+            return window_max(*values, evaluate=False).fdiff(places.index(place) + 1)
+        result = e.func(*[value(a, env) for a in e.args])
+        return float(result) if numeric else result
+
+    result = value(expr, env)
+    return float(result) if numeric else sympy.sympify(result)
 
 
-def _place(indices: Sequence[sympy.Expr], env: Mapping[Symbol, Any]) -> tuple[int, ...]:
-    return tuple(int(sympy.sympify(i).xreplace(env)) for i in indices)
+def _place(indices: Sequence[sympy.Expr], env: Mapping[Symbol, int]) -> tuple[int, ...]:
+    return tuple(_integer(i, env) for i in indices)
 
 
-def _window_envs(limits: Sequence, env: Mapping[Symbol, Any]) -> Iterator[dict]:
+def _integer(e: sympy.Expr, env: Mapping[Symbol, int]) -> int:
+    """An index expression's value: a sum of integer × product of letters and settings."""
+    total = 0
+    for coefficient, letters in _polynomial(e):
+        for x in letters:
+            coefficient *= env[x]
+        total += coefficient
+    return total
+
+
+@cache
+def _polynomial(e: Any) -> tuple[tuple[int, tuple[Symbol, ...]], ...]:
+    """s·i + d·(K − 1) − p as ((1, (s, i)), (1, (d, K)), (−1, (d,)), (−1, (p,))), read once."""
+    terms = []
+    for term in Add.make_args(sympy.expand(sympy.sympify(e))):
+        coefficient, rest = term.as_coeff_Mul()
+        letters = [] if rest == 1 else [f for f in Mul.make_args(rest)]
+        terms.append((int(coefficient), tuple(letters)))
+    return tuple(terms)
+
+
+def _window_envs(limits: Sequence, env: Mapping[Symbol, int]) -> Iterator[dict]:
     letters = [x for x, *_ in limits]
-    ranges = [range(int(lo.xreplace(env)), int(hi.xreplace(env)) + 1) for _, lo, hi in limits]
+    ranges = [range(_integer(lo, env), _integer(hi, env) + 1) for _, lo, hi in limits]
     for values in product(*ranges):
-        yield {**env, **dict(zip(letters, map(sympy.Integer, values)))}
+        yield {**env, **dict(zip(letters, values))}
 
 
 def _entries_of(window: Maximum, env: Mapping[Symbol, Any], read: Reader) -> list[tuple[tuple, Any]]:
@@ -560,10 +616,6 @@ def _entries_of(window: Maximum, env: Mapping[Symbol, Any], read: Reader) -> lis
         if value is not None:
             entries.append((_place([x for x, *_ in window.limits], inner), value))
     return entries
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.floating)) or getattr(value, "is_Number", False)
 
 
 # ---- printing -------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ class Dense(Op):
         if self.bias:
             z += t.b[f]
             parameters["b"] = t.b[f]
-        delta, a = t.matrix(t.delta, self.units, 1), t.matrix(t.input, size, 1)
+        delta, a = t.matrix(t.delta, self.units), t.matrix(t.input, size)  # column vectors
         weights = t.matrix(t.W, self.units, size)
         claims = (
             Claim("W", "the weight gradient is the outer product of δ and the layer's input", delta * a.T),
