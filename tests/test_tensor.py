@@ -4,6 +4,7 @@ node, and the facts students remember proved against the numpy reference."""
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import replace
 
 import numpy as np
@@ -15,6 +16,7 @@ from strategies import networks
 import symbackprop as sb
 from symbackprop import reference
 from symbackprop.derive import Derivation
+from symbackprop.latex import latex_errors
 from symbackprop.ops import FACES, OPS
 from symbackprop.tensor import Fact, Formula, scalar_values
 
@@ -362,3 +364,19 @@ def test_formula_is_a_sympy_equation_with_its_letters():
     assert isinstance(weight.equation, sympy.Eq)
     assert [(str(x), n) for x, n in weight.letters] == [("o", 1), ("c", 1), ("m", 2), ("n", 2)]
     assert list(weight.positions()) == [(0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 1, 0), (0, 0, 1, 1)]
+
+
+@pytest.mark.slow
+def test_every_formula_typesets_with_pdflatex(tmp_path):
+    lines = [r"\documentclass{article}", r"\usepackage{amsmath,amssymb}", r"\begin{document}"]
+    for net in NETWORKS.values():
+        d = net.derive()
+        for number in range(1, len(net.layers) + 1):
+            for formula in d.formulas(number) + d.formulas(number, general=False):
+                lines.append(rf"\[ {formula.latex()} \]")
+                lines += [rf"\[ {w} \]" for w in getattr(formula, "where_latex", list)()]
+    lines.append(r"\end{document}")
+    (tmp_path / "formulas.tex").write_text("\n".join(lines), encoding="utf-8")
+    command = ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "formulas.tex"]
+    run = subprocess.run(command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, latex_errors(run.stdout)
