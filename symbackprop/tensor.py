@@ -116,10 +116,10 @@ class Formula:
         for base in {hats.get(e.base, e.base) for e in rhs.atoms(Indexed)}:
             if self.tensors[base][0] not in values:
                 raise KeyError(f"no values for {self.tensors[base][0]!r}: give them to at() by that name")
+        flat = {role: _flat(v) for role, v in values.items()}
+        numeric = all(isinstance(v, float) for entries in flat.values() for v in entries)
         env = {**self.settings, **dict(zip([x for x, _ in self.letters], map(int, position)))}
-        read = _reader(self.tensors, values, self.spreads, self.settings)
-        numeric = not any(isinstance(v, sympy.Basic) for role in values for v in _flat(values[role]))
-        return _evaluate(rhs, env, read, numeric)
+        return _evaluate(rhs, env, _reader(self.tensors, flat, self.spreads, self.settings), numeric)
 
     def concrete(self) -> Formula:
         """The same formula with the layer's settings written as numbers (s = 2 → 2 i)."""
@@ -171,10 +171,10 @@ class Fact(Formula):
         symbols = {role: sympy.symbols(f"{role}_0:{prod(shape)}", real=True)
                    for role, shape in {**self.restates.tensors, **self.tensors}.values()}
         under = {}
-        if self.condition is not None:  # Σ_j y_j = 1: write the last y_j as 1 minus the others
+        if self.condition is not None:  # Σ_j y_j = 1: write one y_j as 1 minus the others
             lhs, rhs = (_evaluate(side, {}, _reader(self.tensors, symbols, (), {})) for side in self.condition)
-            last = max(lhs.free_symbols, key=lambda s: int(s.name.rsplit("_", 1)[1]))
-            (under[last],) = sympy.solve(lhs - rhs, last)
+            chosen = min(lhs.free_symbols, key=str)
+            (under[chosen],) = sympy.solve(lhs - rhs, chosen)
         for position in self.positions():
             derived = self.restates.at(position, symbols).xreplace(under)
             if sympy.expand(derived - self.at(position, symbols).xreplace(under)) != 0:
@@ -325,7 +325,11 @@ class _Layer:
     def _parameter(self, name: str, element: sympy.Indexed, note: str = "") -> Formula:
         """∂L/∂(element): Σ over the outputs of δ times the output's derivative."""
         rhs = _backward(self.form.expr, self.form.output.indices, self.form.sizes, self.bases.delta, element)
-        return self._formula(name, self._gradient(element.base)[element.indices], rhs, element.indices, note)
+        if rhs.has(IsFirstMax):
+            note += ("; the bracket is 1 where (m, n) holds the window's first maximum in row-by-row "
+                     "order (PyTorch's choice when values tie) and 0 elsewhere")
+        return self._formula(name, self._gradient(element.base)[element.indices], rhs, element.indices,
+                             note.lstrip("; "))
 
     def _loss(self) -> list[Formula]:
         """∂L/∂a^{(L)}_k of the loss's index form, over the outputs flattened (and its facts)."""
@@ -495,18 +499,16 @@ def _numbers(settings: Mapping[Symbol, int]) -> dict[Symbol, sympy.Integer]:
     return {s: sympy.Integer(v) for s, v in settings.items()}
 
 
-def _reader(tensors: Mapping[IndexedBase, tuple[str, Shape]], values: Mapping[str, Any],
+def _reader(tensors: Mapping[IndexedBase, tuple[str, Shape]], flat: Mapping[str, Sequence],
             spreads: Sequence[Spread], settings: Mapping[Symbol, int]) -> Reader:
-    """read(base, index): the entry of a tensor, None outside its bounds; a spread tensor
-    (δ̂, Ŵ) reads its base, or 0 where it holds an inserted zero."""
-    flat = {role: _flat(values[role]) for role, _ in tensors.values() if role in values}
+    """read(base, index): the entry of a tensor (its role's values, flat and row-major), None
+    outside its bounds; a spread tensor (δ̂, Ŵ) reads its base, or 0 at an inserted zero."""
     spread = {s.hat: s for s in spreads}
-    numbers = _numbers(settings)
 
     def read(base: IndexedBase, at: tuple[int, ...]) -> Any:
         if base in spread:
             s = spread[base]
-            source = s.source(at, tuple(int(sympy.sympify(f).xreplace(numbers)) for f in s.factors))
+            source = s.source(at, tuple(_integer(f, settings) for f in s.factors))
             return 0 if source is None else read(s.base, source)
         role, shape = tensors[base]
         if not all(0 <= i < n for i, n in zip(at, shape)):

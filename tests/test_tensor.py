@@ -46,59 +46,60 @@ def derivation(request) -> Derivation:
     return NETWORKS[request.param].derive()
 
 
-def scalar_form(d: Derivation, number: int, kind: str, k: int) -> sympy.Expr:
-    """What the scalar engine derived for element k (flat) of what a formula of ``kind`` gives,
-    written as the tensor view writes it: with ∂L/∂z symbols where the chain has ∂L/∂a · g′(z)."""
+def engine_forms(d: Derivation, number: int, kind: str) -> list[sympy.Expr]:
+    """What the engine derived node by node for every element (flat) of what a formula of
+    ``kind`` gives — the graph's nodes, ``d.chain``, ``d.upstream`` — written with ∂L/∂z
+    symbols, as the tensor view writes δ: ∂L/∂a · g′(z) = ∂L/∂z."""
     g = d.graph
     lg = g.layers[number - 1]
-    dz = dict(zip([node.symbol for node in lg.z], lg.z_upstream if lg.activated else lg.upstream))
-
-    def chain(terms) -> sympy.Expr:
-        return sympy.Add(*[dz[t.z] * t.factor for t in terms])
-
+    local = d.backward(number).local
+    as_dz = {}
+    if lg.activated:
+        as_dz = {up: dz / local[z.symbol] for up, dz, z in zip(lg.upstream, lg.z_upstream, lg.z)}
     if kind == "forward":
-        return lg.z[k].expr
+        return [node.expr for node in lg.z]
     if kind == "activation":
-        return lg.a[k].expr
-    if kind == "loss":
-        return g.loss_gradient[k]
+        return [node.expr for node in lg.a]
+    if kind == "loss":  # ∂L/∂a of the last layer: the loss's own gradient
+        return [d.upstream(up) for up in lg.upstream]
     if kind == "delta":
-        return lg.upstream[k] * (d.backward(number).local[lg.z[k].symbol] if lg.activated else 1)
+        return [up * local[z.symbol] for up, z in zip(lg.upstream, lg.z)]
     if kind in ("W", "b"):
-        return chain(d.terms(sympy.flatten(g.params[f"{kind}{number}"].tolist())[k]))
-    if number == 1:  # kind "input"
-        return chain(d.terms(g.x[k]))
-    return chain(d.upstream_terms_of(g.upstream_of(number - 1)[k]))
+        chain = sympy.flatten(d.chain(f"{kind}{number}").tolist())
+    elif number == 1:  # kind "input"
+        chain = sympy.flatten(d.chain("x").tolist())
+    else:
+        chain = [d.upstream(up) for up in g.upstream_of(number - 1)]
+    return [e.xreplace(as_dz) for e in chain]
 
 
-def test_every_formula_at_every_index_is_the_scalar_chain_form(derivation):
-    d = derivation
-    for number in range(1, len(d.network.layers) + 1):
-        values = scalar_values(d, number)
-        for formula in d.formulas(number):
-            if formula.kind == "fact":
-                continue
-            for k, position in enumerate(formula.positions()):
-                expected = scalar_form(d, number, formula.kind, k)
-                assert sympy.expand(formula.at(position, values) - expected) == 0, (
-                    f"layer {number} {formula.kind} at {position}: {formula.latex()}"
-                )
+def assert_formulas_are_the_engines(d: Derivation, number: int) -> None:
+    values = scalar_values(d, number)
+    for formula in d.formulas(number):
+        if isinstance(formula, Fact):
+            continue
+        expected = engine_forms(d, number, formula.kind)
+        positions = list(formula.positions())
+        assert len(positions) == len(expected)
+        for position, engine in zip(positions, expected):
+            assert sympy.expand(formula.at(position, values) - engine) == 0, (
+                f"layer {number} {formula.kind} at {position}: {formula.latex()}"
+            )
+
+
+def test_every_formula_at_every_index_is_the_engines_chain_form(derivation):
+    for number in range(1, len(derivation.network.layers) + 1):
+        assert_formulas_are_the_engines(derivation, number)
 
 
 @pytest.mark.slow
 @settings(max_examples=10)
 @given(networks(max_size=4))
-def test_random_networks_formulas_are_their_scalar_chain_forms(net):
+def test_random_networks_formulas_are_the_engines_chain_forms(net):
     d = net.derive()
     for number in range(1, len(net.layers) + 1):
-        values = scalar_values(d, number)
-        for formula in d.formulas(number):
-            if isinstance(formula, Fact):
-                assert formula.check(), formula.latex()
-                continue
-            for k, position in enumerate(formula.positions()):
-                expected = scalar_form(d, number, formula.kind, k)
-                assert sympy.expand(formula.at(position, values) - expected) == 0, formula.latex()
+        assert_formulas_are_the_engines(d, number)
+        assert all(f.check() for f in d.formulas(number) if isinstance(f, Fact))
 
 
 def test_the_settings_written_as_numbers_change_nothing(derivation):
@@ -137,7 +138,7 @@ def test_a_formula_compared_with_another_position_would_fail():
     weight = d.formulas(1)[3]
     values = scalar_values(d, 1)
     assert weight.kind == "W"
-    assert sympy.expand(weight.at((0, 0, 0, 1), values) - scalar_form(d, 1, "W", 0)) != 0
+    assert sympy.expand(weight.at((0, 0, 0, 1), values) - engine_forms(d, 1, "W")[0]) != 0
 
 
 # ---- the formulas, written out ------------------------------------------------------------------
@@ -283,7 +284,7 @@ def test_padding_is_stated_where_a_window_reaches_it():
         "indices count from 0; the input reads minus infinity (padding never wins the max) at "
         "indices outside its bounds"
     )
-    assert notes["input"] == "for indices inside the input: padded places get no gradient"
+    assert notes["input"].startswith("for indices inside the input: padded places get no gradient; ")
 
 
 def test_every_operation_has_a_tensor_face():
@@ -312,7 +313,8 @@ LAYERS = {
                                                      padding=1, bias=True),
     "conv 2x3, dilation 2x1, stride 2x1, padding 1x2": sb.Conv2D(
         out_channels=2, kernel_size=(2, 3), stride=(2, 1), padding=(1, 2), dilation=(2, 1)),
-    "conv 3x3, dilation 2, stride 3": sb.Conv2D(out_channels=2, kernel_size=3, dilation=2, stride=3),
+    "conv 3x3, dilation 2, stride 3, padding 1": sb.Conv2D(out_channels=2, kernel_size=3, dilation=2,
+                                                           stride=3, padding=1),
     "dense with bias": sb.Dense(units=3, bias=True),
     "max pool 3x3, stride 2, padding 1": sb.MaxPool2D(kernel_size=3, stride=2, padding=1),
     "avg pool 2x2, stride 1, padding 1": sb.AvgPool2D(kernel_size=2, stride=1, padding=1),
@@ -322,7 +324,7 @@ LAYERS = {
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_formulas_and_facts_agree_with_the_reference_at_random_points(name, rng):
     # One layer, identity activation, L = ½ Σ (z − y)²: δ = z − y, read off the reference forward.
-    net = sb.Network((2, 6, 5), [LAYERS[name]], loss="sse")
+    net = sb.Network((2, 5, 4), [LAYERS[name]], loss="sse")
     d = net.derive()
     for _ in range(2):
         x = rng.standard_normal(net.input_shape)
@@ -342,6 +344,17 @@ def test_formulas_and_facts_agree_with_the_reference_at_random_points(name, rng)
             checked.add(formula.kind)
         assert checked >= {"forward", "input"}
         assert ("fact" in checked) == (not name.startswith(("max", "avg")))
+
+
+def test_max_pooling_routes_ties_to_the_first_maximum_as_the_reference_does(rng):
+    net = sb.Network((1, 4, 4), [sb.MaxPool2D(kernel_size=2, stride=1, padding=1)], loss="sse")
+    (gradient,) = [f for f in net.derive().formulas(1) if f.kind == "input"]
+    x = rng.integers(0, 2, size=(1, 4, 4)).astype(float)  # zeros and ones: windows tie
+    delta = rng.standard_normal(25)
+    y = reference.forward(net, x[None], {})[0][0].ravel() - delta  # so that z − y = δ
+    expected = reference.loss_and_grads(net, x, y, {}).grads["x"].ravel()
+    got = [gradient.at(p, {"input": x, "delta": delta}) for p in gradient.positions()]
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
 def test_softmax_minus_y_matches_the_reference_only_for_probability_targets(rng):
