@@ -22,6 +22,13 @@ def test_the_readme_python_examples_run(tmp_path, monkeypatch):
     )
     assert namespace["out"].grads["W1"].shape == (1, 1, 2, 2)
     assert (tmp_path / "gradients.py").exists()
+    formulas = namespace["formulas"]  # the tensor view
+    assert [f.kind for f in formulas] == ["forward", "activation", "loss", "delta", "W", "fact", "input", "fact"]
+    assert formulas[4].latex() == (
+        r"\frac{\partial L}{\partial W^{(1)}_{o,c,m,n}} = \sum_{i,j} \delta^{(1)}_{o,i,j} \cdot "
+        r"x_{c,s i + d m - p,s j + d n - p}"
+    )
+    assert namespace["fact"].statement.startswith("the input gradient is the full cross-correlation")
 
 
 def test_the_readme_spec_is_the_article_preset(tmp_path):

@@ -16,6 +16,10 @@ walks the registry and names any face an operation lacks):
   ``forward_formula`` (what one output node computes, in the article's notation),
   ``weight_formula`` (∂L/∂w in the article's form) and ``upstream_formula`` (how ∂L/∂a of
   its input collects the gradients of its outputs);
+* the tensor face: ``tensor_form``, its forward for every output at once in index form
+  (``symbackprop.indexed.IndexForm``: sympy ``Indexed`` and ``Sum``, settings as symbols),
+  with the facts it states about its gradients; ``symbackprop.tensor`` differentiates it
+  into the layer's general formulas and checks them against the scalar face;
 * the reference face: ``reference_forward`` and ``reference_backward``, numpy alone, written
   from the textbook formulas at the level of the whole layer, sharing nothing with the
   scalar face (a test reads their source to hold them to it);
@@ -23,7 +27,8 @@ walks the registry and names any face an operation lacks):
   arguments, the last holding its parameters) and
   ``from_torch`` (settings read off such a module). Only ``torch_bridge`` imports torch.
 
-Imports sympy, ``errors``, ``activations`` (for the names) and ``nodes``.
+Imports sympy, ``errors``, ``activations`` (for the names) and ``nodes``; the operations
+also import ``indexed`` for their tensor face.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ Pair = tuple[int, int]
 FACES = (
     "output_shape", "parameter_shapes", "window", "connections", "nodes",
     "describe", "table_cells", "size_formula", "forward_formula", "weight_formula", "upstream_formula",
-    "reference_forward", "reference_backward", "torch_twin", "from_torch",
+    "tensor_form", "reference_forward", "reference_backward", "torch_twin", "from_torch",
 )
 
 

@@ -13,8 +13,10 @@ from itertools import product
 from typing import Any, ClassVar
 
 import numpy as np
+from sympy import Sum
 
 from ..errors import SpecError
+from ..indexed import Bases, Claim, IndexForm, Settings, Spread, index
 from .arrays import dilated_kernel, pad, windows
 from .base import (
     Connection,
@@ -193,6 +195,61 @@ class Conv2D(Op):
         )
         feeds = f"the nodes of layer {k} whose position sets contain it"
         return {"equation": equation, "note": note, "feeds": feeds, "kind": "conv"}
+
+    # ---- the tensor face --------------------------------------------------------------------
+
+    def tensor_form(self, input_shape: Shape, t: Bases) -> IndexForm:
+        """z[o, i, j] = Σ_{c,m,n} W[o, c, m, n] · a[c, s·i + d·m − p, s·j + d·n − p] (+ b[o]),
+        the input read as 0 outside its bounds (zero padding); and the two facts students
+        remember about its gradients."""
+        o, c, i, j, m, n, u, v = index("o c i j m n u v")
+        settings = Settings()
+        sh, sw = settings.pair("s", self.stride)
+        dh, dw = settings.pair("d", self.dilation)
+        ph, pw = settings.pair("p", self.padding)
+        kh, kw = settings.pair("K", self.kernel_size)
+        channels, height, width = input_shape
+        out_channels, out_height, out_width = self.output_shape(input_shape)
+        (k_h, k_w), (s_h, s_w) = self.kernel_size, self.stride
+        z = Sum(
+            t.W[o, c, m, n] * t.input[c, sh * i + dh * m - ph, sw * j + dw * n - pw],
+            (c, 0, channels - 1), (m, 0, k_h - 1), (n, 0, k_w - 1),
+        )
+        parameters = {"W": t.W[o, c, m, n]}
+        if self.bias:
+            z += t.b[o]
+            parameters["b"] = t.b[o]
+        spread = Spread(t.hat(t.delta), t.delta, (1, sh, sw))  # δ̂: s − 1 zeros between entries
+        dilated = Spread(t.hat(t.W), t.W, (1, 1, dh, dw))  # Ŵ: the kernel with d − 1 zeros inserted
+        weight = Claim(
+            "W",
+            "the weight gradient is the cross-correlation of the layer's (zero-padded) input "
+            "with δ spread out by the stride",
+            Sum(
+                spread.hat[o, i, j] * t.input[c, dh * m + i - ph, dw * n + j - pw],
+                (i, 0, (out_height - 1) * s_h), (j, 0, (out_width - 1) * s_w),
+            ),
+            (spread,),
+        )
+        span_h, span_w = dh * (kh - 1), dw * (kw - 1)  # the dilated kernel's last row and column
+        full = Claim(
+            "input",
+            "the input gradient is the full cross-correlation of δ spread out by the stride "
+            "with the dilated kernel flipped (rotated by 180°): a full convolution",
+            Sum(
+                spread.hat[o, u + ph + m - span_h, v + pw + n - span_w]
+                * dilated.hat[o, c, span_h - m, span_w - n],
+                (o, 0, out_channels - 1),
+                (m, 0, self.span[0] - 1), (n, 0, self.span[1] - 1),
+            ),
+            (spread, dilated),
+        )
+        return IndexForm(
+            output=t.output[o, i, j], expr=z, input=t.input[c, u, v], parameters=parameters,
+            sizes={o: out_channels, i: out_height, j: out_width, c: channels, m: k_h, n: k_w,
+                   u: height, v: width},
+            settings=settings.values, claims=(weight, full),
+        )
 
     # ---- the reference face (numpy alone) ---------------------------------------------------
 

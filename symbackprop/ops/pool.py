@@ -11,6 +11,7 @@ first maximum in window order (row by row), PyTorch's choice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import product
 from typing import Any, ClassVar
@@ -19,6 +20,7 @@ import numpy as np
 import sympy
 
 from ..errors import SpecError
+from ..indexed import Bases, IndexForm, Maximum, Settings, index
 from ..nodes import Linear, Select
 from .arrays import pad, windows
 from .base import (
@@ -109,6 +111,29 @@ class _Pool(Op):
     def weight_formula(self, n: Notation) -> None:
         return None  # no weights
 
+    # ---- the tensor face --------------------------------------------------------------------
+
+    def _index_form(
+        self, input_shape: Shape, t: Bases, pool: Callable[..., sympy.Expr], outside: sympy.Expr
+    ) -> IndexForm:
+        """output[c, i, j] = ``pool``(the entries a[c, s·i + m − p, s·j + n − p] of window (m, n),
+        the window's limits, its area K_h·K_w): the index form both poolings share."""
+        c, i, j, m, n, u, v = index("c i j m n u v")
+        settings = Settings()
+        sh, sw = settings.pair("s", self.stride)
+        ph, pw = settings.pair("p", self.padding)
+        kh, kw = settings.pair("K", self.kernel_size)
+        channels, height, width = input_shape
+        _, out_height, out_width = self.output_shape(input_shape)
+        entry = t.input[c, sh * i + m - ph, sw * j + n - pw]
+        window = ((m, 0, self.kernel_size[0] - 1), (n, 0, self.kernel_size[1] - 1))
+        return IndexForm(
+            output=t.output[c, i, j], expr=pool(entry, window, kh * kw), input=t.input[c, u, v],
+            parameters={}, settings=settings.values, outside=outside,
+            sizes={c: channels, i: out_height, j: out_width, m: self.kernel_size[0],
+                   n: self.kernel_size[1], u: height, v: width},
+        )
+
     def torch_twin(self, input_shape: Shape) -> list[tuple[str, dict[str, Any]]]:
         return [(self.torch_name, {
             "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
@@ -169,6 +194,15 @@ class MaxPool2D(_Pool):
         )
         feeds = f"the windows of layer {k} that contain it"
         return {"equation": equation, "note": note, "feeds": feeds, "kind": "maxpool"}
+
+    # ---- the tensor face --------------------------------------------------------------------
+
+    def tensor_form(self, input_shape: Shape, t: Bases) -> IndexForm:
+        """a[c, i, j] = max_{m,n} a[c, s·i + m − p, s·j + n − p], the input read as −∞ outside
+        its bounds: its gradient goes to each window's first maximum."""
+        return self._index_form(
+            input_shape, t, lambda entry, window, area: Maximum(entry, *window), outside=-sympy.oo
+        )
 
     def reference_forward(self, x: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
         """The largest value under each window of x padded with −∞."""
@@ -250,6 +284,16 @@ class AvgPool2D(_Pool):
         )
         feeds = f"the windows of layer {k} that contain it"
         return {"equation": equation, "note": note, "feeds": feeds, "kind": "avgpool"}
+
+    # ---- the tensor face --------------------------------------------------------------------
+
+    def tensor_form(self, input_shape: Shape, t: Bases) -> IndexForm:
+        """a[c, i, j] = (1 / (K_h·K_w)) Σ_{m,n} a[c, s·i + m − p, s·j + n − p], the input read
+        as 0 outside its bounds: its gradient spreads δ / (K_h·K_w) evenly over each window."""
+        return self._index_form(
+            input_shape, t, lambda entry, window, area: sympy.Sum(entry, *window) / area,
+            outside=sympy.S.Zero,
+        )
 
     def reference_forward(self, x: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
         """The mean of each window of the zero-padded x, over the window's whole area."""
