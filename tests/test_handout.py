@@ -302,6 +302,7 @@ def test_the_weight_gradient_is_the_cross_correlation_of_the_input_with_delta():
     fmt = example.formats.gradient
     assert (r"\frac{\partial L}{\partial W^{(1)}} = X \star \delta^{(1)} = \begin{pmatrix} "
             f"{fmt(correlation[0, 0])} & {fmt(correlation[0, 1])}") in tex
+    assert "as the tensor view of section \\hyperref[sec:backward1]{4.3} says" in prose(tex)
 
 
 def test_numbers_are_written_one_way_per_kind():
@@ -376,11 +377,19 @@ def test_user_strings_are_escaped():
     assert "`my_net`" in files["handout.md"]
 
 
-def test_the_tensor_view_hook_is_silent_until_the_engine_has_formulas():
-    # HOOK: helper h11's Derivation.formulas; until it lands, no tensor-view paragraph
-    if hasattr(sb.Derivation, "formulas"):
-        pytest.skip("the tensor view is wired in: see test_tensor_view_*")
-    assert "The tensor view." not in texts("article")["handout.tex"]
+def test_every_layer_shows_its_tensor_view_as_the_engine_derives_it():
+    tex = texts("article")["handout.tex"]
+    layer1 = tex.split(r"\subsection{Layer 1 (convolution)}")[1].split(r"\section")[0]
+    assert "here $s = 1, d = 1, p = 0, K = 2$" in prose(layer1)
+    assert (r"\frac{\partial L}{\partial W^{(1)}_{o,c,m,n}} &= \sum_{i,j} \delta^{(1)}_{o,i,j} \cdot "
+            r"x_{c,s i + d m - p,s j + d n - p}") in layer1
+    assert "The weight gradient is the cross-correlation of the layer's (zero-padded) input with $\\delta$" in prose(layer1)
+    assert "a full convolution" in prose(layer1) and r"180^{\circ}" in layer1
+    mlp = prose(texts("mlp")["handout.tex"])
+    assert "The weight gradient is the outer product of $\\delta$ and the layer's input" in mlp
+    assert r"\frac{\partial L}{\partial W^{(2)}} &= \delta^{(2)} {a^{(1)}}^{T}" in mlp
+    pooled = prose(texts("maxpool")["handout.tex"])
+    assert "the gradient at the logits is the softmax minus the target" in pooled
 
 
 # ---- the worked example is what PyTorch computes ------------------------------------------------

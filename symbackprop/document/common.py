@@ -21,7 +21,7 @@ from ..derive import Derivation, Term
 from ..latex import NotationPrinter, Row, sum_rows, tex_width
 from ..network import LayerGraph
 from ..ops import Notation
-from .nodes import Column, Inline, Math, Table
+from .nodes import Column, Equation, Inline, Math, Paragraph, Table
 from .numbers import NumberFormat
 
 LINE_WIDTH = 41.0  # em in a display line (estimates run ~5% wide), for matrices side by side
@@ -33,6 +33,61 @@ def text(source: str) -> tuple[Inline, ...]:
     if len(parts) % 2 == 0:
         raise ValueError(f"unbalanced $ in {source!r}")
     return tuple(Math(p) if k % 2 else p for k, p in enumerate(parts) if p)
+
+
+UNICODE_MATH = {"δ": r"\delta", "°": r"^{\circ}", "ᵀ": r"^{\top}", "−": "-", "·": r"\cdot", "×": r"\times"}
+
+
+def prose(source: str) -> tuple[Inline, ...]:
+    """Inline content from plain text that may hold a few symbols (δ, 180°, ᵀ): each becomes
+    math, so that the text typesets with pdflatex's fonts."""
+    parts: list[Inline] = []
+    word = ""
+    for ch in source:
+        if ch in UNICODE_MATH:
+            digits = ""  # 180° is one formula, 180^{\circ}
+            while ch == "°" and word and word[-1].isdigit():
+                word, digits = word[:-1], word[-1] + digits
+            if word:
+                parts.append(word)
+            parts.append(Math(digits + UNICODE_MATH[ch]))
+            word = ""
+        else:
+            word += ch
+    if word:
+        parts.append(word)
+    return tuple(parts)
+
+
+def formula_row(tex: str) -> str:
+    """``lhs = rhs`` as an ``align`` row, aligned at its first equals sign."""
+    lhs, rhs = tex.split(" = ", 1)
+    return f"{lhs} &= {rhs}"
+
+
+def tensor_blocks(formulas: Sequence, lead: str = "The tensor view.") -> list:
+    """A layer's general formulas (``Derivation.formulas``) as a document: one display of the
+    derived formulas, the settings they are written with, what their notes say, then each fact
+    with what it restates in words."""
+    if not formulas:
+        return []
+    derived = [f for f in formulas if f.kind != "fact"]
+    settings = dict(derived[0].settings)
+    shown = ", ".join(f"{NotationPrinter({}).doprint(symbol)} = {value}" for symbol, value in settings.items())
+    said: list[Inline] = [("The same layer for every index at once, derived by differentiating the "
+                          "index form of its forward pass (indices count from 0, as in PyTorch")]
+    if shown:
+        said += [", here ", Math(shown)]
+    blocks: list = [Paragraph(*said, "):", lead=lead),
+                    Equation(" \\\\\n".join(formula_row(f.latex()) for f in derived))]
+    notes = [f.note for f in derived if f.note and f.kind in ("W", "b", "input", "loss") and f.note]
+    for note in dict.fromkeys(notes):
+        blocks.append(Paragraph(*prose(note[0].upper() + note[1:] + ".")))
+    for fact in (f for f in formulas if f.kind == "fact"):
+        blocks.append(Paragraph(*prose(fact.statement[0].upper() + fact.statement[1:] + ":")))
+        rows = [formula_row(fact.latex())] + [formula_row(w) for w in fact.where_latex()]
+        blocks.append(Equation(" \\\\\n".join(rows)))
+    return blocks
 
 
 def layer_table(layers: Sequence[LayerGraph]) -> Table:

@@ -35,6 +35,7 @@ from . import markdown, tex
 from .common import (
     arrays,
     elide,
+    formula_row,
     input_letter,
     layer_table,
     lines,
@@ -43,6 +44,7 @@ from .common import (
     node_rows,
     position_set_tex,
     position_table,
+    prose,
     term_numbers,
     term_parts,
 )
@@ -342,7 +344,7 @@ class _Maker:
         gradient = ex.gradients[f"W{l}"]
         letter = "X" if l == 1 else f"A^{{({l - 1})}}"
         delta_tex = rf"\delta^{{({l})}}"
-        hook = _tensor_formulas(d, l)
+        derived = _tensor_formulas(d, l)
         if lg.layer.shows_position_sets:
             delta_map = delta.reshape(lg.output_shape)[0]
             (ph, pw) = lg.layer.padding
@@ -355,7 +357,7 @@ class _Maker:
                                   Math(rf"\partial L / \partial z^{{({l})}}_{{i}}"), f"{channel}. Compute ",
                                   Math(rf"\partial L / \partial W^{{({l})}}"), f"{channel} at once, as the "
                                   "cross-correlation of the input with ", Math(delta_tex), ", and say why it is."),
-                        Displays(tuple(givens)), *hook]
+                        Displays(tuple(givens))]
             answer_matrix = gradient[0, 0]
             kh, kw = answer_matrix.shape
             h, w = delta_map.shape
@@ -370,6 +372,7 @@ class _Maker:
                 Paragraph("For instance, its top-left entry:"),
                 Equation(aligned(rf"\left({letter} \star {delta_tex}\right)_{{1,1}}",
                                  sum_rows(elide(products, *TERMS)) + [_eq(self.fg(answer_matrix[0, 0]))])),
+                *derived,
             ]
             facts = {"layer": l, "kind": "correlation", "gradient": answer_matrix.tolist(),
                      "delta": delta_map.tolist(), "input": input_map.tolist(), "shape": (kh, kw)}
@@ -389,12 +392,13 @@ class _Maker:
                                   Math(rf"\partial L / \partial W^{{({l})}}"), " at once as the outer product ",
                                   Math(rf"{delta_tex} \left({input_letter(lg)}\right)^{{\top}}"),
                                   ", and say why it is."),
-                        Displays(tuple(givens)), *hook]
+                        Displays(tuple(givens))]
             shown = _display("", block, self.fg)[0].removeprefix(" = ") + ("" if whole else r" \;\ldots")
             answer = [Paragraph("Weight ", Math(f"w^{{({l})}}_{{f,i}}"), " connects input ", Math("i"), " to neuron ",
                                 Math("f"), ", a single dependency: its gradient is ", Math(r"\delta_f"), " times "
                                 "that input, the entry ", Math("(f, i)"), " of the outer product:"),
-                      Displays(tuple(lines([(rf"\frac{{\partial L}}{{\partial W^{{({l})}}}} = " + shown, 12.0)])))]
+                      Displays(tuple(lines([(rf"\frac{{\partial L}}{{\partial W^{{({l})}}}} = " + shown, 12.0)]))),
+                      *derived]
             facts = {"layer": l, "kind": "outer", "gradient": block.tolist(), "delta": delta[:rows].tolist(),
                      "input": source[:columns].tolist()}
         return Exercise("tensor", "the tensor view", question, answer, facts)
@@ -412,13 +416,17 @@ def _correlation(lg: LayerGraph) -> bool:
 
 
 def _tensor_formulas(d, l: int) -> list:
-    """HOOK (helper h11): the layer's index formulas from ``Derivation.formulas``, once it exists."""
-    formulas = getattr(d, "formulas", None)
-    if formulas is None:
-        return []
-    equations = list(formulas(l))
-    return [Paragraph("The layer's formulas at the level of whole tensors:"),
-            Equation(" \\\\\n".join(e.latex() for e in equations))] if equations else []
+    """The weight gradient's formula in the tensor view, with this layer's numbers for its
+    settings, and the fact that restates it, as the engine derived them."""
+    formulas = d.formulas(l, general=False)
+    weight = [f for f in formulas if f.kind == "W" or (f.kind == "fact" and f.restates.kind == "W")]
+    blocks: list = [Paragraph("In the tensor view (indices from 0), as symbackprop derives it from the "
+                              "layer's forward pass:"), Equation(formula_row(weight[0].latex()))]
+    for fact in weight[1:]:
+        rows = [formula_row(fact.latex())] + [formula_row(w) for w in fact.where_latex()]
+        blocks += [Paragraph(*prose(fact.statement[0].upper() + fact.statement[1:] + ":")),
+                   Equation(" \\\\\n".join(rows))]
+    return blocks
 
 
 def _value_lines(pairs: list[tuple[str, str]], per_line: int = 4) -> Displays:

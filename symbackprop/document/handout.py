@@ -46,6 +46,7 @@ from . import markdown, tex
 from .common import (
     arrays,
     elide,
+    formula_row,
     input_letter,
     layer_table,
     lines,
@@ -55,7 +56,9 @@ from .common import (
     op_notation,
     position_set_tex,
     position_table,
+    prose,
     shape_tex,
+    tensor_blocks,
     term_numbers,
     text,
 )
@@ -588,7 +591,7 @@ class _Handout:
                                   "inputs" + (f", as the upstream gradients of layer {l - 1} say." if l > 1 else ".")))
         body += self.other_weights(lg, parameters)
         body += self.tensor_view(lg)
-        return Section((f"Layer {l} ({lg.layer.title})",), tuple(body), level=2)
+        return Section((f"Layer {l} ({lg.layer.title})",), tuple(body), label=f"sec:backward{l}", level=2)
 
     def vector(self, lg: LayerGraph) -> str:
         """∂L/∂W^{(l)} = [∂L/∂w_1, …, ∂L/∂w_N] (and the same for b^{(l)}), the article's (3), (6), (14)."""
@@ -684,18 +687,10 @@ class _Handout:
         return blocks
 
     def tensor_view(self, lg: LayerGraph) -> list:
-        """HOOK (helper h11, ``symbackprop/tensor.py``): the layer's index-generic formulas —
-        forward, ∂L/∂W, ∂L/∂b, ∂L/∂input — derived by the engine, once ``Derivation.formulas``
-        exists; until then the section says nothing."""
-        formulas = getattr(self.d, "formulas", None)
-        if formulas is None:
-            return []
-        equations = list(formulas(lg.number))
-        if not equations:
-            return []
-        return [Paragraph("The same layer at the level of whole tensors, with indices instead of "
-                          "position sets:", lead="The tensor view."),
-                Equation(" \\\\\n".join(e.latex() for e in equations))]
+        """The layer's general formulas for every index at once — forward, δ, ∂L/∂W, ∂L/∂b,
+        ∂L/∂(input) — derived by the engine from the operation's index form
+        (``Derivation.formulas``), and the facts students remember, each checked against them."""
+        return tensor_blocks(self.d.formulas(lg.number))
 
     def _detailed_elements(self) -> set[sympy.Symbol]:
         """The weights derived in full: in full detail all of a small network, else a spread of a
@@ -898,7 +893,8 @@ class _Handout:
 
     def correlation_by_hand(self, weighted: list[LayerGraph]) -> list:
         """∂L/∂W of the first convolution as the cross-correlation of its input with δ = ∂L/∂z,
-        with numbers: shown for stride 1 and no dilation, one channel pair."""
+        with numbers: the tensor view's fact, evaluated by the engine at the example's values
+        (shown for stride 1 and no dilation, where δ slides as it is, and one channel pair)."""
         convs = [lg for lg in weighted if lg.layer.shows_position_sets]
         if not convs:
             return []
@@ -907,36 +903,41 @@ class _Handout:
             return []
         ex, l = self.example, lg.number
         _, height, width = lg.output_shape
-        delta = np.array([ex.values[s] for s in (lg.z_upstream or lg.upstream)]).reshape(lg.output_shape)[0]
+        deltas = [ex.values[s] for s in (lg.z_upstream or lg.upstream)]
+        inputs = [ex.values[s] for s in lg.inputs]
+        delta = np.array(deltas).reshape(lg.output_shape)[0]
         pad_h, pad_w = lg.layer.padding
-        source = np.array([ex.values[s] for s in lg.inputs]).reshape(lg.input_shape)[0]
-        source = np.pad(source, ((pad_h, pad_h), (pad_w, pad_w)))
-        gradient = ex.gradients[f"W{l}"][0, 0]
-        fmt_v, fmt_g = ex.formats.value, ex.formats.gradient
+        source = np.pad(np.array(inputs).reshape(lg.input_shape)[0], ((pad_h, pad_h), (pad_w, pad_w)))
         if max(source.shape) > 8 or delta.size > 36:
             return []  # too big to follow by hand; the formula says it all
+        fact = next(f for f in ex.derivation.formulas(l, general=False)
+                    if f.kind == "fact" and f.restates.kind == "W")
+        kh, kw = lg.layer.kernel_size
+        gradient = np.array([[fact.at((0, 0, m, n), {"input": inputs, "delta": deltas}) for n in range(kw)]
+                             for m in range(kh)])
+        fmt_v, fmt_g = ex.formats.value, ex.formats.gradient
         letter = "X" if l == 1 else f"A^{{({l - 1})}}"
         one = lg.output_shape[0] == 1 and lg.input_shape[0] == 1
         channel = "" if one else ", for output channel 1 and input channel 1"
-        padded = " (padded)" if (pad_h, pad_w) != (0, 0) else ""
+        padded = (pad_h, pad_w) != (0, 0)
         delta_tex = rf"\delta^{{({l})}}"
         displays = lines([
-            _matrix_display(letter + padded.replace(" (padded)", r"_{\text{padded}}"), source, fmt_v),
+            _matrix_display(letter + (r"_{\text{padded}}" if padded else ""), source, fmt_v),
             _matrix_display(delta_tex, delta, fmt_g),
         ]) + lines([(rf"\frac{{\partial L}}{{\partial W^{{({l})}}}} = {letter} \star {delta_tex} = "
                      + _matrix_display("", gradient, fmt_g)[0].removeprefix(" = "), 12.0)])
-        kh, kw = gradient.shape
-        products = []
-        for i, j in product(range(height), range(width)):
-            products.append(f"({fmt_g(delta[i, j])})({fmt_v(source[i, j])})")
+        products = [f"({fmt_g(delta[i, j])})({fmt_v(source[i, j])})" for i, j in product(range(height), range(width))]
         entry = sum_rows(elide(products, *self.detail.terms))
         return [
-            Paragraph("The same gradient, for the whole kernel at once: write ", Math(delta_tex), " for the map "
-                      "of ", Math(rf"\partial L / \partial z^{{({l})}}_{{i}}"), f" of layer {l}{channel}. Each "
-                      "weight's gradient is the sum, over every position, of ", Math(delta_tex), " there times "
-                      "the input its weight met there, so sliding ", Math(delta_tex), " over the layer's input",
-                      padded, " like a kernel gives all of them: ", Math(r"\partial L / \partial W"), " is the "
-                      "cross-correlation of the input with ", Math(delta_tex), f" ({kh} by {kw} positions):"),
+            Paragraph("The same gradient for the whole kernel at once, as the tensor view of section ",
+                      Ref(f"sec:backward{l}"), " says: ", *prose(fact.statement), ". With this layer's "
+                      "numbers, indices from 0,"),
+            Equation(formula_row(fact.restates.latex())),  # stride 1: δ spread out is δ itself
+            Paragraph("where ", Math(delta_tex), " is the map of ", Math(rf"\partial L / \partial z^{{({l})}}_{{i}}"),
+                      f" of layer {l}{channel}: each weight's gradient sums, over every position, ",
+                      Math(delta_tex), " there times the input the weight met there, so sliding ", Math(delta_tex),
+                      " over the layer's input" + (" (zero-padded)" if padded else "") + " like a kernel gives "
+                      f"all of them ({kh} by {kw} positions):"),
             Displays(tuple(displays)),
             Paragraph("Its top-left entry is the sum above, position by position:"),
             Equation(aligned(rf"\left({letter} \star {delta_tex}\right)_{{1,1}}", entry
