@@ -59,6 +59,26 @@ def prose(source: str) -> tuple[Inline, ...]:
     return tuple(parts)
 
 
+def paired(formulas: Sequence[str], short: float = 17.0) -> str:
+    """``lhs = rhs`` formulas as ``align`` rows, two short neighbours to a row."""
+    rows: list[str] = []
+    pending: str | None = None
+    for tex in formulas:
+        if tex_width(tex) > short:
+            if pending:
+                rows.append(formula_row(pending))
+                pending = None
+            rows.append(formula_row(tex))
+        elif pending:
+            rows.append(formula_row(pending) + " & " + formula_row(tex))
+            pending = None
+        else:
+            pending = tex
+    if pending:
+        rows.append(formula_row(pending))
+    return " \\\\\n".join(rows)
+
+
 def formula_row(tex: str) -> str:
     """``lhs = rhs`` as an ``align`` row, aligned at its first equals sign."""
     lhs, rhs = tex.split(" = ", 1)
@@ -78,9 +98,8 @@ def tensor_blocks(formulas: Sequence, lead: str = "The tensor view.") -> list:
                           "index form of its forward pass (indices count from 0, as in PyTorch")]
     if shown:
         said += [", here ", Math(shown)]
-    blocks: list = [Paragraph(*said, "):", lead=lead),
-                    Equation(" \\\\\n".join(formula_row(f.latex()) for f in derived))]
-    notes = [f.note for f in derived if f.note and f.kind in ("W", "b", "input", "loss") and f.note]
+    blocks: list = [Paragraph(*said, "):", lead=lead), Equation(paired([f.latex() for f in derived]))]
+    notes = [f.note for f in derived if f.note and f.kind in ("W", "b", "input")]
     for note in dict.fromkeys(notes):
         blocks.append(Paragraph(*prose(note[0].upper() + note[1:] + ".")))
     for fact in (f for f in formulas if f.kind == "fact"):

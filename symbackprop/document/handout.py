@@ -105,8 +105,8 @@ class Detail:
 DETAILS = {
     "full": Detail("full", rows=14, terms=(24, 16, 4), sets=36, derived=None, example_rows=64,
                    matrix_rows=12, matrices=8, node_graph=True, closed_forms=True, appendix=True),
-    "summary": Detail("summary", rows=2, terms=(9, 6, 2), sets=3, derived=1, example_rows=6,
-                      matrix_rows=6, matrices=2, node_graph=False, closed_forms=False, appendix=False),
+    "summary": Detail("summary", rows=2, terms=(9, 6, 2), sets=3, derived=1, example_rows=5,
+                      matrix_rows=5, matrices=1, node_graph=False, closed_forms=False, appendix=False),
 }
 FULL_MAX_WEIGHTS = 64  # a network with more weights, or with
 FULL_MAX_EDGES = 400  # more edges in its graph, gets the summary by default
