@@ -98,8 +98,8 @@ def test_the_markdown_writer_and_github():
     parsed = parse(text)
     assert parsed.headings == ["A title: the network `my_net`", "1 First", "1.1 Inner", "2 Second", "Appendix A Extra"]
     assert parsed.tables == 1 and len(parsed.displays) == 3
-    assert parsed.mermaid == ['flowchart LR\n  a(("a₁"))\n  b(("z"))\n  a --> b\n  b -.->|"∂L"| a\n'
-                              "  linkStyle 0 stroke:#1F77B4\n  linkStyle 1 stroke:#B22222\n"]
+    assert parsed.mermaid == [('flowchart LR\n  a(("a₁"))\n  b(("z"))\n  a --> b\n  b -.->|"∂L"| a\n'
+                               "  linkStyle 0 stroke:#1F77B4\n  linkStyle 1 stroke:#B22222\n")]
 
 
 def test_the_github_check_catches_what_github_would_not_show():

@@ -235,20 +235,23 @@ def test_relu_derivative_is_an_iverson_bracket():
 
 
 def test_worked_example_keeps_at_most_half_of_the_relus_alive():
-    example = worked_example(network("relu"))
-    dead, total = example.dead
-    assert (example.seed, dead, total) == (1, 4, 13)  # seed 0: 11 of 13 dead
-    assert "seed 1, the first seed from 0 for which at most half of the ReLUs are dead (4 of 13 here)" in \
-        prose(texts("relu")["handout.tex"])
+    example = worked_example(network("relu"))  # seed 0's first draw: 11 of its 13 ReLUs dead
+    assert (example.seed, example.draw, example.dead) == (0, 5, (4, 13))
+    assert ("seed 0, drawn 6 times until at most half of the ReLUs were dead (4 of the 13 ReLUs dead here"
+            in prose(texts("relu")["handout.tex"]))
+    other = worked_example(network("relu"), seed=1)  # another seed, other numbers: alive at once
+    assert (other.draw, other.dead) == (0, (4, 13)) and not np.array_equal(other.x, example.x)
 
 
 def test_each_worked_step_has_as_many_numbers_as_factors():
     # identity activation in the last layer: ∂L/∂w = ∂L/∂a · input, two factors, two numbers
     tex = texts("relu")["handout.tex"]
-    step = re.search(r"For instance, for \$w\^\{\(3\)\}_\{1\}\$.*?\\begin\{aligned\}\n(.*?)\n\\end\{aligned\}", tex, re.S)
+    step = re.search(r"For instance, for \$w\^\{\(3\)\}_\{1\}\$.*?\\begin\{aligned\}\n(.*?)\n\\end\{aligned\}", tex, re.DOTALL)
     formula, numbers, result = step.group(1).split(" \\\\\n")
     assert formula.count(r"\cdot") == 1 and numbers.count(r"\cdot") == 1
     assert re.fullmatch(r"&\\quad = \([^()]+\) \\cdot \([^()]+\)", numbers)
+    example = worked_example(network("relu"))
+    assert result == f"&\\quad = {example.formats.gradient(example.gradients['W3'][0, 0])}"
 
 
 def test_pooling_layers_have_position_sets_and_route_gradients_in_the_example():

@@ -29,7 +29,7 @@ from ..derive import LOSS, Derivation, _flat
 from ..network import LayerGraph, Network
 from .numbers import GRADIENT_RANGE, Formats, NumberFormat
 
-SEARCHED_SEEDS = 100  # seeds tried, from the one asked for, to keep ReLUs alive
+DRAWS = 20  # draws tried with one seed, to keep ReLUs alive
 DEAD_SHARE = 0.5  # at most this share of the ReLUs may be dead (z <= 0) in a worked example
 STEP_ACTIVATIONS = ("relu",)  # activations whose gradient dies below zero
 
@@ -41,7 +41,7 @@ class WorkedExample:
     network: Network  # the network, with the generic g and L made concrete
     derivation: Derivation  # of ``network``
     seed: int  # the seed the values were drawn with
-    asked_seed: int  # the seed asked for; ``seed`` differs when ReLUs had to be kept alive
+    draw: int  # which draw of that seed: 0, or more when the first ones left too many ReLUs dead
     choices: dict[str, str]  # what stood in for the generic g and L: {"g": "sigmoid", "loss": "sse"}
     x: np.ndarray  # input, shaped like the network's input
     y: np.ndarray  # targets
@@ -68,14 +68,16 @@ class WorkedExample:
         return dead_relus(self.derivation, self.values)
 
 
-def draw_values(network: Network, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def draw_values(
+    network: Network, seed: int, draw: int = 0
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Seeded round numbers: inputs in [0, 1] and weights in ±[0.1, 1], one decimal each;
     targets one decimal in [0, 1], or a one-hot class for cross-entropy.
 
     A layer whose nodes sum many inputs has its weights (not its bias) scaled down by a power
     of ten near the square root of that number (``weight_scale``), so that its sums stay of
     order one instead of saturating its activation."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if draw == 0 else [seed, draw])  # each (seed, draw) its own stream
     x = rng.integers(0, 11, size=network.input_shape) / 10
     params = {}
     for name, shape in network.parameters.items():
@@ -110,29 +112,29 @@ def worked_example(network: Network, seed: int | None = None) -> WorkedExample:
     """Seeded values for ``network`` (made concrete, see ``concrete``) and every number of its
     forward and backward pass.
 
-    With ``seed`` None, the seed is the first from 0 for which at most half of the ReLUs
-    are dead, so that the example shows gradients rather than zeros (seed 0 for a network
-    without ReLUs); with a seed given, the first such seed from it.
+    ``seed`` (default 0) draws the values; when they leave more than half of the ReLUs dead
+    (z <= 0), the same seed draws again, up to ``DRAWS`` times, so that the example shows
+    gradients rather than zeros — and another seed still gives other numbers.
     """
     net, choices = concrete(network)
     d = net.derive()
-    asked = 0 if seed is None else seed
-    chosen, best = asked, None
-    for candidate in range(asked, asked + SEARCHED_SEEDS):
-        x, y, params = draw_values(net, candidate)
+    seed = 0 if seed is None else seed
+    chosen, best = 0, None
+    for draw in range(DRAWS):
+        x, y, params = draw_values(net, seed, draw)
         values = forward_values(d, x, y, params)
         dead, total = dead_relus(d, values)
         if best is None or dead < best[0]:
-            best = (dead, candidate)
+            best = (dead, draw)
         if dead <= DEAD_SHARE * total:
-            chosen = candidate
+            chosen = draw
             break
     else:
-        chosen = best[1]  # never enough alive: the liveliest seed tried
-        x, y, params = draw_values(net, chosen)
+        chosen = best[1]  # never enough alive: the liveliest draw
+        x, y, params = draw_values(net, seed, chosen)
         values = forward_values(d, x, y, params)
     gradients = backward_values(d, values)
-    return WorkedExample(net, d, chosen, asked, choices, x, y, params, values, gradients, values[LOSS])
+    return WorkedExample(net, d, seed, chosen, choices, x, y, params, values, gradients, values[LOSS])
 
 
 # ---- the engine's numbers ---------------------------------------------------------------------

@@ -138,7 +138,8 @@ def _document(chosen: ExerciseSet, solutions: bool) -> Document:
                      "Work with the numbers given; round to four significant digits.")),
         layer_table(list(d.graph.layers)),
         Paragraph(*said),
-        Paragraph(f"The numbers (seed {chosen.seed}" + (f", drawn as seed {ex.seed}" if ex.seed != chosen.seed else "")
+        Paragraph(f"The numbers (seed {chosen.seed}"
+                  + (f", draw {ex.draw + 1}, the first to leave at most half of the ReLUs dead" if ex.draw else "")
                   + "):"),
         Displays(tuple(lines(givens))),
     ]

@@ -730,10 +730,10 @@ class _Handout:
         seed = f"seed {ex.seed}"
         dead, total = ex.dead
         if total:
-            seed += (f", the first seed from {ex.asked_seed} for which at most half of the ReLUs are dead "
-                     f"({dead} of {total} here)" if ex.seed != ex.asked_seed else
-                     f" ({dead} of the {total} ReLUs dead: at most half, so that the example shows "
-                     "gradients rather than zeros)")
+            tries = ("" if ex.draw == 0 else
+                     f", drawn {ex.draw + 1} times until at most half of the ReLUs were dead")
+            seed += f"{tries} ({dead} of the {total} ReLUs dead here, so that the example shows gradients"
+            seed += " rather than zeros)"
         rounded = ("Results are rounded to four significant digits"
                    + (", gradients written in scientific notation throughout" if fmt_g.scientific else "")
                    + (", values too" if fmt_v.scientific else "") + ".")
@@ -780,8 +780,9 @@ class _Handout:
         body += self.shared_by_hand(weighted)
         body += self.routing_by_hand(pools)
         body += self.correlation_by_hand(weighted)
-        body.append(Paragraph("These are the numbers PyTorch's automatic differentiation gives for the same "
-                              "network and values; symbackprop's tests check every one of them."))
+        body.append(Paragraph("PyTorch's automatic differentiation gives the same numbers for the same network "
+                              "and values: symbackprop's tests compare its worked examples with it, and ",
+                              Code("symbackprop check"), " compares the derivation of any network."))
         return Section(("A worked example",), tuple(body), label="sec:example")
 
     def by_hand(self, node) -> list[Row]:
