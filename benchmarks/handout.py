@@ -27,18 +27,25 @@ from symbackprop.document.exercises import render as render_exercises
 
 
 def network_b() -> sb.Network:
-    return sb.Network((1, 8, 8), [
-        sb.Conv2D(out_channels=4, kernel_size=3, activation="sigmoid"),
-        sb.Conv2D(out_channels=4, kernel_size=3, activation="sigmoid"),
-        sb.Dense(units=10, activation="sigmoid"),
-    ], loss="sse", name="b820")
+    return sb.Network(
+        (1, 8, 8),
+        [
+            sb.Conv2D(out_channels=4, kernel_size=3, activation="sigmoid"),
+            sb.Conv2D(out_channels=4, kernel_size=3, activation="sigmoid"),
+            sb.Dense(units=10, activation="sigmoid"),
+        ],
+        loss="sse",
+        name="b820",
+    )
 
 
 def pages(pdf: bytes) -> int:
     with tempfile.NamedTemporaryFile(suffix=".pdf") as file:
         file.write(pdf)
         file.flush()
-        info = subprocess.run(["pdfinfo", file.name], capture_output=True, text=True, check=True).stdout
+        info = subprocess.run(
+            ["pdfinfo", file.name], capture_output=True, text=True, check=True
+        ).stdout
     return int(re.search(r"^Pages:\s+(\d+)", info, re.MULTILINE).group(1))
 
 
@@ -66,7 +73,9 @@ def main() -> None:
     if not args.no_lenet:
         networks.append(("LeNet-5", sb.presets.lenet5()))
 
-    print(f"{'handout':<16}{'detail':<9}{'text s':>8}{'typeset s':>11}{'total s':>9}{'x A':>7}{'pages':>7}")
+    print(
+        f"{'handout':<16}{'detail':<9}{'text s':>8}{'typeset s':>11}{'total s':>9}{'x A':>7}{'pages':>7}"
+    )
     baseline = None
     for label, net in networks:
         start = time.perf_counter()
@@ -75,18 +84,24 @@ def main() -> None:
         typeset, (count,) = build(files, ["handout"])
         total = text + typeset
         baseline = baseline or total
-        print(f"{label:<16}{default_detail(net):<9}{text:>8.1f}{typeset:>11.1f}{total:>9.1f}"
-              f"{total / baseline:>7.1f}{count:>7}")
+        print(
+            f"{label:<16}{default_detail(net):<9}{text:>8.1f}{typeset:>11.1f}{total:>9.1f}"
+            f"{total / baseline:>7.1f}{count:>7}"
+        )
 
-    print(f"\n{'exercises':<16}{'seed':<9}{'text s':>8}{'typeset s':>11}{'total s':>9}{'x A':>7}{'pages':>7}")
+    print(
+        f"\n{'exercises':<16}{'seed':<9}{'text s':>8}{'typeset s':>11}{'total s':>9}{'x A':>7}{'pages':>7}"
+    )
     for label, net in networks[:1] + networks[2:]:
         start = time.perf_counter()
         files = render_exercises(net, seed=0)
         text = time.perf_counter() - start
         typeset, counts = build(files, ["exercises", "solutions"])
         total = text + typeset
-        print(f"{label:<16}{0:<9}{text:>8.1f}{typeset:>11.1f}{total:>9.1f}{total / baseline:>7.1f}"
-              f"{'+'.join(map(str, counts)):>7}")
+        print(
+            f"{label:<16}{0:<9}{text:>8.1f}{typeset:>11.1f}{total:>9.1f}{total / baseline:>7.1f}"
+            f"{'+'.join(map(str, counts)):>7}"
+        )
 
 
 if __name__ == "__main__":

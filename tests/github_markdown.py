@@ -30,8 +30,10 @@ class Parsed:
 
 
 def parser() -> MarkdownIt:
-    return MarkdownIt("commonmark").enable("table").use(
-        dollarmath_plugin, allow_space=False, allow_digits=False, double_inline=False
+    return (
+        MarkdownIt("commonmark")
+        .enable("table")
+        .use(dollarmath_plugin, allow_space=False, allow_digits=False, double_inline=False)
     )
 
 
@@ -76,8 +78,10 @@ def parse(markdown: str) -> Parsed:
     for source in mermaid:
         assert source.startswith(("flowchart LR\n", "flowchart TD\n")), source[:40]
         for line in source.splitlines()[1:]:
-            assert re.fullmatch(r'  (\w+(\(\(".*"\)\)|\[".*"\])|\w+ -(->|\.->)(\|".*"\|)? \w+|linkStyle [\d,]+ stroke:#[0-9A-F]{6})',
-                                line), f"not a Mermaid line this writer makes: {line!r}"
+            assert re.fullmatch(
+                r'  (\w+(\(\(".*"\)\)|\[".*"\])|\w+ -(->|\.->)(\|".*"\|)? \w+|linkStyle [\d,]+ stroke:#[0-9A-F]{6})',
+                line,
+            ), f"not a Mermaid line this writer makes: {line!r}"
     return Parsed(headings, displays, inline, tables, mermaid, text)
 
 

@@ -32,7 +32,10 @@ from symbackprop.document.template import Raw, environment, md_escape, tex_escap
 
 DIAGRAM = Diagram(
     (DiagramNode("a", "a_1", "a₁", 0, 0, "x"), DiagramNode("b", "z", "z", 2, 0, "z")),
-    (DiagramEdge("a", "b", "kernel1"), DiagramEdge("b", "a", tex=r"\partial L", text="∂L", back=True, bend=30)),
+    (
+        DiagramEdge("a", "b", "kernel1"),
+        DiagramEdge("b", "a", tex=r"\partial L", text="∂L", back=True, bend=30),
+    ),
     colours=(("kernel1", "1F77B4"),),
 )
 
@@ -43,16 +46,36 @@ def small_document(tags: dict[str, str] | None = None) -> Document:
         subtitle=("the network ", Code("my_net")),
         front=(Paragraph("Before the sections."),),
         sections=(
-            Section(("First",), (
-                Paragraph("See ", EqRef("second"), " and section ", Ref("sec:two"), ", and figure ", Ref("fig:one"), "."),
-                Equation("a &= b", "first"),
-                Section(("Inner",), (Equation("c &= d", "second"),), level=2),
-            ), label="sec:one"),
-            Section(("Second",), (
-                Table((Column("l"), Column("r")), (("x",), (Math("y"),)), ((("1_a",), (Math("2"),)),)),
-                Figure(DIAGRAM, ("A drawing.",), "fig:one"),
-                Displays(("x = 1", "y = 2")),
-            ), label="sec:two"),
+            Section(
+                ("First",),
+                (
+                    Paragraph(
+                        "See ",
+                        EqRef("second"),
+                        " and section ",
+                        Ref("sec:two"),
+                        ", and figure ",
+                        Ref("fig:one"),
+                        ".",
+                    ),
+                    Equation("a &= b", "first"),
+                    Section(("Inner",), (Equation("c &= d", "second"),), level=2),
+                ),
+                label="sec:one",
+            ),
+            Section(
+                ("Second",),
+                (
+                    Table(
+                        (Column("l"), Column("r")),
+                        (("x",), (Math("y"),)),
+                        ((("1_a",), (Math("2"),)),),
+                    ),
+                    Figure(DIAGRAM, ("A drawing.",), "fig:one"),
+                    Displays(("x = 1", "y = 2")),
+                ),
+                label="sec:two",
+            ),
         ),
         appendices=(Section(("Extra",), (Paragraph("The ", Emph("end"), "."),), label="app:x"),),
         tags=tags or {},
@@ -81,7 +104,10 @@ def test_the_latex_writer():
     assert r"\texttt{my\_net}" in text and r"1\_a & $2$ \\" in text
     assert r"\definecolor{kernel1}{HTML}{1F77B4}" in text
     assert r"\draw[kernel1, line width=0.5pt] (a) -- (b);" in text
-    assert r"\draw[back] (b) to[bend left=30] node[lab, above, text=red!70!black] {$\partial L$} (a);" in text
+    assert (
+        r"\draw[back] (b) to[bend left=30] node[lab, above, text=red!70!black] {$\partial L$} (a);"
+        in text
+    )
     assert r"\caption{A drawing.}\label{fig:one}" in text
     assert "\\appendix\n\n\\section{Extra}" in text
     assert "\\begin{gather*}\nx = 1 \\\\\ny = 2\n\\end{gather*}" in text
@@ -96,10 +122,20 @@ def test_the_markdown_writer_and_github():
     assert "| 1\\_a | $2$ |" in text
     assert "*Figure 1: A drawing.*" in text
     parsed = parse(text)
-    assert parsed.headings == ["A title: the network `my_net`", "1 First", "1.1 Inner", "2 Second", "Appendix A Extra"]
+    assert parsed.headings == [
+        "A title: the network `my_net`",
+        "1 First",
+        "1.1 Inner",
+        "2 Second",
+        "Appendix A Extra",
+    ]
     assert parsed.tables == 1 and len(parsed.displays) == 3
-    assert parsed.mermaid == [('flowchart LR\n  a(("a₁"))\n  b(("z"))\n  a --> b\n  b -.->|"∂L"| a\n'
-                               "  linkStyle 0 stroke:#1F77B4\n  linkStyle 1 stroke:#B22222\n")]
+    assert parsed.mermaid == [
+        (
+            'flowchart LR\n  a(("a₁"))\n  b(("z"))\n  a --> b\n  b -.->|"∂L"| a\n'
+            "  linkStyle 0 stroke:#1F77B4\n  linkStyle 1 stroke:#B22222\n"
+        )
+    ]
 
 
 def test_the_github_check_catches_what_github_would_not_show():
@@ -111,15 +147,18 @@ def test_the_github_check_catches_what_github_would_not_show():
         parse("A \\frac{1}{2} outside.\n")
 
 
-@pytest.mark.parametrize("value, fixed, scientific", [
-    (0.123456, "0.1235", r"1.235 \times 10^{-1}"),
-    (-2.5, "-2.5", "-2.5"),
-    (1.2345e-05, "0.00001234", r"1.234 \times 10^{-5}"),
-    (-0.0, "0", "0"),
-    (12345.6, "12350", r"1.235 \times 10^{4}"),
-    (0.9, "0.9", r"9 \times 10^{-1}"),
-    (-2.7755575615628914e-17, "0", "0"),  # rounding noise of a sum that is 0
-])
+@pytest.mark.parametrize(
+    "value, fixed, scientific",
+    [
+        (0.123456, "0.1235", r"1.235 \times 10^{-1}"),
+        (-2.5, "-2.5", "-2.5"),
+        (1.2345e-05, "0.00001234", r"1.234 \times 10^{-5}"),
+        (-0.0, "0", "0"),
+        (12345.6, "12350", r"1.235 \times 10^{4}"),
+        (0.9, "0.9", r"9 \times 10^{-1}"),
+        (-2.7755575615628914e-17, "0", "0"),  # rounding noise of a sum that is 0
+    ],
+)
 def test_number_formats(value, fixed, scientific):
     assert NumberFormat()(value) == fixed
     assert NumberFormat(scientific=True)(value) == scientific
@@ -128,7 +167,10 @@ def test_number_formats(value, fixed, scientific):
 def test_one_format_per_kind_of_number():
     # the handout's complaint: -5.935e-5 beside -0.00059 — both scientific now
     gradients = NumberFormat.fitting([-5.935e-5, -0.00059, 0.04], GRADIENT_RANGE)
-    assert gradients.many([-5.935e-5, -0.00059]) == [r"-5.935 \times 10^{-5}", r"-5.9 \times 10^{-4}"]
+    assert gradients.many([-5.935e-5, -0.00059]) == [
+        r"-5.935 \times 10^{-5}",
+        r"-5.9 \times 10^{-4}",
+    ]
     assert not NumberFormat.fitting([0.9, -0.03, 0.4925]).scientific
     assert not NumberFormat.fitting([0.9, 2.8e-17]).scientific  # noise does not count
 

@@ -17,21 +17,57 @@ from symbackprop.document.exercises import exercise_set, render
 
 NETWORKS = {
     "article": sb.presets.article,
-    "relu": lambda: sb.Network((1, 4, 4), [sb.Conv2D(kernel_size=2, activation="relu"),
-                                           sb.Conv2D(kernel_size=2, activation="relu"), sb.Dense(units=2)],
-                               loss="sse", name="relu"),
-    "padded": lambda: sb.Network((2, 4, 4), [sb.Conv2D(out_channels=2, kernel_size=3, stride=2, padding=1,
-                                                       bias=True, activation="tanh"), sb.Dense(units=2)],
-                                 loss="mse", name="padded"),
-    "maxpool": lambda: sb.Network((1, 6, 6), [sb.Conv2D(kernel_size=3, activation="softplus"),
-                                              sb.MaxPool2D(kernel_size=2), sb.Dense(units=3, bias=True)],
-                                  loss="cross_entropy", name="maxpool"),
-    "avgpool": lambda: sb.Network((1, 5, 5), [sb.Conv2D(out_channels=2, kernel_size=2, activation="sigmoid"),
-                                              sb.AvgPool2D(kernel_size=2, stride=1), sb.Dense(units=2)],
-                                  loss="sse", name="avgpool"),
-    "mlp": lambda: sb.Network((5,), [sb.Dense(units=4, bias=True, activation="leaky_relu"),
-                                     sb.Dense(units=3, activation="tanh"), sb.Dense(units=2)],
-                              loss="mse", name="mlp"),
+    "relu": lambda: sb.Network(
+        (1, 4, 4),
+        [
+            sb.Conv2D(kernel_size=2, activation="relu"),
+            sb.Conv2D(kernel_size=2, activation="relu"),
+            sb.Dense(units=2),
+        ],
+        loss="sse",
+        name="relu",
+    ),
+    "padded": lambda: sb.Network(
+        (2, 4, 4),
+        [
+            sb.Conv2D(
+                out_channels=2, kernel_size=3, stride=2, padding=1, bias=True, activation="tanh"
+            ),
+            sb.Dense(units=2),
+        ],
+        loss="mse",
+        name="padded",
+    ),
+    "maxpool": lambda: sb.Network(
+        (1, 6, 6),
+        [
+            sb.Conv2D(kernel_size=3, activation="softplus"),
+            sb.MaxPool2D(kernel_size=2),
+            sb.Dense(units=3, bias=True),
+        ],
+        loss="cross_entropy",
+        name="maxpool",
+    ),
+    "avgpool": lambda: sb.Network(
+        (1, 5, 5),
+        [
+            sb.Conv2D(out_channels=2, kernel_size=2, activation="sigmoid"),
+            sb.AvgPool2D(kernel_size=2, stride=1),
+            sb.Dense(units=2),
+        ],
+        loss="sse",
+        name="avgpool",
+    ),
+    "mlp": lambda: sb.Network(
+        (5,),
+        [
+            sb.Dense(units=4, bias=True, activation="leaky_relu"),
+            sb.Dense(units=3, activation="tanh"),
+            sb.Dense(units=2),
+        ],
+        loss="mse",
+        name="mlp",
+    ),
 }
 CASES = [(name, seed) for name in NETWORKS for seed in (0, 1, 2)]
 
@@ -41,7 +77,7 @@ def _layer_params(params: dict, layer: int) -> dict:
 
 
 def _index(symbol_name: str) -> tuple[str, tuple[int, ...]]:
-    """"W1_0_0_1_1" → ("W1", (0, 0, 1, 1))."""
+    """ "W1_0_0_1_1" → ("W1", (0, 0, 1, 1))."""
     name, *index = symbol_name.split("_")
     return name, tuple(map(int, index))
 
@@ -63,7 +99,11 @@ def _upstream(net: sb.Network, x, y, params, layer: int) -> np.ndarray:
     if layer == len(net.layers):
         return reference.LOSSES[net.loss][1](a.reshape(1, -1), y[None])[0]
     rest = sb.Network(net.shapes[layer], list(net.layers[layer:]), net.loss)
-    renamed = {f"{name[0]}{int(name[1:]) - layer}": value for name, value in params.items() if int(name[1:]) > layer}
+    renamed = {
+        f"{name[0]}{int(name[1:]) - layer}": value
+        for name, value in params.items()
+        if int(name[1:]) > layer
+    }
     return reference.loss_and_grads(rest, a, y, renamed).grads["x"].reshape(-1)
 
 
@@ -166,10 +206,14 @@ def test_the_tensor_view_answers(case):
     delta = _upstream(net, ex.x, ex.y, ex.params, l) * _activation(net, l, z)[1]
     if f["kind"] == "correlation":
         np.testing.assert_allclose(f["gradient"], grads[f"W{l}"][0, 0], rtol=1e-10, atol=1e-14)
-        np.testing.assert_allclose(np.ravel(f["delta"]), delta[: np.size(f["delta"])], rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(
+            np.ravel(f["delta"]), delta[: np.size(f["delta"])], rtol=1e-10, atol=1e-14
+        )
     else:
         rows, columns = np.shape(f["gradient"])
-        np.testing.assert_allclose(f["gradient"], grads[f"W{l}"][:rows, :columns], rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(
+            f["gradient"], grads[f"W{l}"][:rows, :columns], rtol=1e-10, atol=1e-14
+        )
         np.testing.assert_allclose(f["delta"], delta[:rows], rtol=1e-10, atol=1e-14)
 
 
@@ -185,7 +229,9 @@ def test_another_seed_gives_other_numbers_and_other_questions():
     assert not np.array_equal(first.example.x, second.example.x)
     asked = [{e.kind: e.facts for e in s.exercises} for s in (first, second)]
     assert asked[0]["gradient"]["weight"] != asked[1]["gradient"]["weight"]
-    assert exercise_set(sb.presets.article(), 1).exercises[2].facts == asked[1]["gradient"]  # and the same again
+    assert (
+        exercise_set(sb.presets.article(), 1).exercises[2].facts == asked[1]["gradient"]
+    )  # and the same again
 
 
 def test_the_sheet_has_blanks_and_the_key_has_the_answers():
@@ -199,15 +245,22 @@ def test_the_sheet_has_blanks_and_the_key_has_the_answers():
     for kind in ("exercises", "solutions"):
         parsed = parse(files[f"{kind}.md"])
         assert [h for h in parsed.headings if h.startswith("Exercise ")] == [
-            "Exercise 1: the forward pass", "Exercise 2: position sets",
-            "Exercise 3: a weight's gradient by the chain rule", "Exercise 4: what an upstream gradient depends on",
-            "Exercise 5: the tensor view"]
+            "Exercise 1: the forward pass",
+            "Exercise 2: position sets",
+            "Exercise 3: a weight's gradient by the chain rule",
+            "Exercise 4: what an upstream gradient depends on",
+            "Exercise 5: the tensor view",
+        ]
 
 
 def test_the_command_writes_both_documents(tmp_path, capsys):
     assert cli.main(["exercises", "--no-pdf", "--seed", "2", "-o", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "exercises.md", "exercises.tex", "solutions.md", "solutions.tex"]
+        "exercises.md",
+        "exercises.tex",
+        "solutions.md",
+        "solutions.tex",
+    ]
     assert "seed 2" in (tmp_path / "exercises.tex").read_text()
     assert cli.main(["exercises", "--seed", "-1", "-o", str(tmp_path / "no")]) == 2
     assert "--seed must be 0 or more" in capsys.readouterr().err
@@ -222,6 +275,10 @@ def test_the_pdfs_compile(tmp_path, args):
         assert (tmp_path / f"{kind}.pdf").read_bytes().startswith(b"%PDF")
         log = (tmp_path / f"{kind}.log").read_text()
         assert not re.search(r"^! ", log, re.MULTILINE)
-        text = subprocess.run(["pdftotext", str(tmp_path / f"{kind}.pdf"), "-"], capture_output=True,
-                              text=True, check=True).stdout
+        text = subprocess.run(
+            ["pdftotext", str(tmp_path / f"{kind}.pdf"), "-"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert "Exercise 5: the tensor view" in text

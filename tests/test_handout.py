@@ -36,7 +36,15 @@ SPECS = {
         "name": "channels",
         "input": [2, 4, 4],
         "layers": [
-            {"conv": {"out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 1, "activation": "tanh"}},
+            {
+                "conv": {
+                    "out_channels": 2,
+                    "kernel_size": 3,
+                    "stride": 2,
+                    "padding": 1,
+                    "activation": "tanh",
+                }
+            },
             {"dense": {"units": 2, "activation": "sigmoid"}},
         ],
         "loss": "mse",
@@ -89,7 +97,10 @@ SPECS = {
     "mlp": {  # a vector input: neurons, not kernels
         "name": "mlp",
         "input": [4],
-        "layers": [{"dense": {"units": 3, "bias": True, "activation": "tanh"}}, {"dense": {"units": 2}}],
+        "layers": [
+            {"dense": {"units": 3, "bias": True, "activation": "tanh"}},
+            {"dense": {"units": 2}},
+        ],
         "loss": "sse",
     },
     "b820": {  # the 1x8x8 two-conv net: 820 weights
@@ -132,7 +143,9 @@ def prose(text: str) -> str:
 
 
 def _pdf_text(path: Path) -> str:
-    return subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["pdftotext", str(path), "-"], capture_output=True, text=True, check=True
+    ).stdout
 
 
 # ---- golden files and determinism ---------------------------------------------------------------
@@ -142,22 +155,32 @@ def _pdf_text(path: Path) -> str:
 def test_committed_article_handout_is_what_the_code_makes(suffix):
     committed = (GOLDEN / f"handout.{suffix}").read_text(encoding="utf-8")
     assert texts("article")[f"handout.{suffix}"] == committed, (
-        f"outputs/article/handout.{suffix} is stale: run `symbackprop handout` and commit the result")
+        f"outputs/article/handout.{suffix} is stale: run `symbackprop handout` and commit the result"
+    )
     assert (GOLDEN / "handout.pdf").read_bytes().startswith(b"%PDF")
 
 
 def test_the_handout_is_the_same_in_every_process():
     """Hash seeds change set and dict order of symbols; the text must not change with them."""
-    script = ("import hashlib, symbackprop as sb; from symbackprop.document import render_handout; "
-              "files = render_handout(sb.presets.article()); "
-              "print(hashlib.sha256((files['handout.tex'] + files['handout.md']).encode()).hexdigest())")
+    script = (
+        "import hashlib, symbackprop as sb; from symbackprop.document import render_handout; "
+        "files = render_handout(sb.presets.article()); "
+        "print(hashlib.sha256((files['handout.tex'] + files['handout.md']).encode()).hexdigest())"
+    )
     digests = {
-        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout.strip()
         for seed in ("1", "2")
     }
     files = texts("article")
-    assert digests == {hashlib.sha256((files["handout.tex"] + files["handout.md"]).encode()).hexdigest()}
+    assert digests == {
+        hashlib.sha256((files["handout.tex"] + files["handout.md"]).encode()).hexdigest()
+    }
 
 
 def test_no_dates_paths_or_stray_characters_in_the_documents():
@@ -175,40 +198,78 @@ def test_no_dates_paths_or_stray_characters_in_the_documents():
 def test_the_articles_formulas_are_numbered_in_order():
     tex = texts("article")["handout.tex"]
     tags = re.findall(r"\\tag\{(\d+)\}", tex)
-    assert tags == ["1", "2", "3", "4", "5", "6", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20"]
+    assert tags == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "10",
+        "11",
+        "12",
+        "13",
+        "14",
+        "15",
+        "16",
+        "17",
+        "18",
+        "19",
+        "20",
+    ]
     # (3), (6), (14): the gradient vectors of W3, W2, W1
-    assert (r"\frac{\partial L}{\partial W^{(3)}} &= \left[\frac{\partial L}{\partial w^{(3)}_{1}}, "
-            r"\frac{\partial L}{\partial w^{(3)}_{2}}, \ldots, \frac{\partial L}{\partial w^{(3)}_{8}}\right]"
-            "\n\\end{aligned} \\tag{3}") in tex
+    assert (
+        r"\frac{\partial L}{\partial W^{(3)}} &= \left[\frac{\partial L}{\partial w^{(3)}_{1}}, "
+        r"\frac{\partial L}{\partial w^{(3)}_{2}}, \ldots, \frac{\partial L}{\partial w^{(3)}_{8}}\right]"
+        "\n\\end{aligned} \\tag{3}"
+    ) in tex
     assert "\\frac{\\partial L}{\\partial w^{(2)}_{4}}\\right]\n\\end{aligned} \\tag{6}" in tex
     assert "\\frac{\\partial L}{\\partial w^{(1)}_{4}}\\right]\n\\end{aligned} \\tag{14}" in tex
     # (4) is w^{(3)}_1's own formula, and the text cites it
-    assert (r"\frac{\partial L}{\partial w^{(3)}_{1}} &= \frac{\partial L}{\partial a^{(3)}_{1}} \cdot "
-            r"g'\left(z^{(3)}_{1}\right) \cdot a^{(2)}_{1}" "\n\\end{aligned} \\tag{4}") in tex
+    assert (
+        r"\frac{\partial L}{\partial w^{(3)}_{1}} &= \frac{\partial L}{\partial a^{(3)}_{1}} \cdot "
+        r"g'\left(z^{(3)}_{1}\right) \cdot a^{(2)}_{1}"
+        "\n\\end{aligned} \\tag{4}"
+    ) in tex
     assert all(f"(generalising ({n}))" in prose(tex) for n in (4, 10, 11, 15, 16))
 
 
 def test_article_tex_has_the_articles_formulas():
     tex = texts("article")["handout.tex"]
     assert r"M_z = \left\lfloor \frac{4 - 2}{1} \right\rfloor + 1 = 3" in tex  # (1) for layer 1
-    assert (r"\frac{\partial L}{\partial w^{(2)}_{n}} = \sum_{i} \underbrace{\frac{\partial L}{\partial a^{(2)}_{i}}}"
-            r"_{\text{upstream}} \cdot \underbrace{g'\left(z^{(2)}_{i}\right) \cdot a^{(1)}_{p^{(2)}_{i}[n]}}"
-            "_{\\text{local}}\n\\end{aligned} \\tag{13}") in tex
+    assert (
+        r"\frac{\partial L}{\partial w^{(2)}_{n}} = \sum_{i} \underbrace{\frac{\partial L}{\partial a^{(2)}_{i}}}"
+        r"_{\text{upstream}} \cdot \underbrace{g'\left(z^{(2)}_{i}\right) \cdot a^{(1)}_{p^{(2)}_{i}[n]}}"
+        "_{\\text{local}}\n\\end{aligned} \\tag{13}"
+    ) in tex
     assert "\\cdot a^{(1)}_{5}\n\\end{aligned} \\tag{11}" in tex
-    assert r"\sum_{i \,:\, j \in p^{(2)}_{i}} \frac{\partial L}{\partial a^{(2)}_{i}}" in tex  # (17)
+    assert (
+        r"\sum_{i \,:\, j \in p^{(2)}_{i}} \frac{\partial L}{\partial a^{(2)}_{i}}" in tex
+    )  # (17)
     assert r"p^{(1)}_{1} = \lbrace 1, 2, 5, 6 \rbrace" in tex
-    assert r"z^{(1)}_{1} &= w^{(1)}_{1} x_{1} + w^{(1)}_{2} x_{2} + w^{(1)}_{3} x_{5} + w^{(1)}_{4} x_{6}" in tex
+    assert (
+        r"z^{(1)}_{1} &= w^{(1)}_{1} x_{1} + w^{(1)}_{2} x_{2} + w^{(1)}_{3} x_{5} + w^{(1)}_{4} x_{6}"
+        in tex
+    )
     assert "Subs" not in tex
 
 
 def test_the_graph_caption_names_each_colours_weights_with_their_layer():
     tex = texts("article")["handout.tex"]
-    caption = re.search(r"\\caption\{The computational graph \(the article's figure 8\)\. Edge colours: (.*)\}", tex)
-    assert caption.group(1).startswith(r"blue $w^{(1)}_{1}, w^{(2)}_{1}$; red $w^{(1)}_{2}, w^{(2)}_{2}$;")
+    caption = re.search(
+        r"\\caption\{The computational graph \(the article's figure 8\)\. Edge colours: (.*)\}", tex
+    )
+    assert caption.group(1).startswith(
+        r"blue $w^{(1)}_{1}, w^{(2)}_{1}$; red $w^{(1)}_{2}, w^{(2)}_{2}$;"
+    )
 
 
 def test_graph_is_drawn_node_by_node_when_legible():
-    tex = texts("article")["handout.tex"].split(r"\section{The computational graph}")[1].split(r"\section")[0]
+    tex = (
+        texts("article")["handout.tex"]
+        .split(r"\section{The computational graph}")[1]
+        .split(r"\section")[0]
+    )
     edges = re.findall(r"^\\draw\[(\S+), line width", tex, re.MULTILINE)
     # x→z: 9 × 4, z→a: 9 + 4 + 2, a→z: 4 × 4 + 2 × 4, a→L: 2
     assert len(edges) == 36 + 15 + 16 + 8 + 2
@@ -219,11 +280,16 @@ def test_graph_is_drawn_node_by_node_when_legible():
 def test_the_gradients_at_a_node_figure_keeps_labels_off_the_arrows():
     tex = texts("article")["handout.tex"]
     appendix = tex.split(r"\section{The chain rule, and the gradients at a node}")[1]
-    back = re.findall(r"\\draw\[back\] \((\w+)\) (to\[bend left=-?\d+\]|--) node\[lab, (\w+)", appendix)
+    back = re.findall(
+        r"\\draw\[back\] \((\w+)\) (to\[bend left=-?\d+\]|--) node\[lab, (\w+)", appendix
+    )
     # each gradient flowing back is bent away from the straight forward edge it pairs with,
     # its label on the outer side of the bend
     assert [(src, path.startswith("to[bend"), side) for src, path, side in back] == [
-        ("z", True, "above"), ("z", True, "below"), ("L", True, "below")]
+        ("z", True, "above"),
+        ("z", True, "below"),
+        ("L", True, "below"),
+    ]
 
 
 # ---- what the handout says, network by network --------------------------------------------------
@@ -237,8 +303,10 @@ def test_relu_derivative_is_an_iverson_bracket():
 def test_worked_example_keeps_at_most_half_of_the_relus_alive():
     example = worked_example(network("relu"))  # seed 0's first draw: 11 of its 13 ReLUs dead
     assert (example.seed, example.draw, example.dead) == (0, 5, (4, 13))
-    assert ("seed 0, drawn 6 times until at most half of the ReLUs were dead (4 of the 13 ReLUs dead here"
-            in prose(texts("relu")["handout.tex"]))
+    assert (
+        "seed 0, drawn 6 times until at most half of the ReLUs were dead (4 of the 13 ReLUs dead here"
+        in prose(texts("relu")["handout.tex"])
+    )
     other = worked_example(network("relu"), seed=1)  # another seed, other numbers: alive at once
     assert (other.draw, other.dead) == (0, (4, 13)) and not np.array_equal(other.x, example.x)
 
@@ -246,7 +314,11 @@ def test_worked_example_keeps_at_most_half_of_the_relus_alive():
 def test_each_worked_step_has_as_many_numbers_as_factors():
     # identity activation in the last layer: ∂L/∂w = ∂L/∂a · input, two factors, two numbers
     tex = texts("relu")["handout.tex"]
-    step = re.search(r"For instance, for \$w\^\{\(3\)\}_\{1\}\$.*?\\begin\{aligned\}\n(.*?)\n\\end\{aligned\}", tex, re.DOTALL)
+    step = re.search(
+        r"For instance, for \$w\^\{\(3\)\}_\{1\}\$.*?\\begin\{aligned\}\n(.*?)\n\\end\{aligned\}",
+        tex,
+        re.DOTALL,
+    )
     formula, numbers, result = step.group(1).split(" \\\\\n")
     assert formula.count(r"\cdot") == 1 and numbers.count(r"\cdot") == 1
     assert re.fullmatch(r"&\\quad = \([^()]+\) \\cdot \([^()]+\)", numbers)
@@ -259,7 +331,11 @@ def test_pooling_layers_have_position_sets_and_route_gradients_in_the_example():
     assert r"a^{(2)}_{i} = \max_{j \in p^{(2)}_{i}} a^{(1)}_{j}" in tex
     assert r"p^{(2)}_{1} = \lbrace 1, 2, 5, 6 \rbrace" in tex
     assert r"\text{ is the first maximum of } p^{(2)}_{i}" in tex  # the routing formula
-    routing = prose(tex).split("Backwards through the max pooling layer 2")[1].split(r"\end{longtable}")[0]
+    routing = (
+        prose(tex)
+        .split("Backwards through the max pooling layer 2")[1]
+        .split(r"\end{longtable}")[0]
+    )
     example = worked_example(network("maxpool"))
     d = example.derivation
     window = d.graph.layers[1].z[0].inputs
@@ -267,14 +343,21 @@ def test_pooling_layers_have_position_sets_and_route_gradients_in_the_example():
     upstream = example.values[d.graph.layers[1].upstream[0]]
     for symbol in window:
         routed = upstream if symbol == winner else 0.0
-        assert f"{d.tex_names[symbol]} = {example.formats.value(example.values[symbol])}$ & " \
-               f"${'1' if symbol == winner else '0'}$ & ${example.formats.gradient(routed)}$" in routing
+        assert (
+            f"{d.tex_names[symbol]} = {example.formats.value(example.values[symbol])}$ & "
+            f"${'1' if symbol == winner else '0'}$ & ${example.formats.gradient(routed)}$"
+            in routing
+        )
 
 
 def test_average_pooling_spreads_its_gradient_evenly():
     tex = texts("avgpool")["handout.tex"]
     assert r"a^{(2)}_{i} = \frac{1}{4} \sum_{j \in p^{(2)}_{i}} a^{(1)}_{j}" in tex
-    routing = prose(tex).split("Backwards through the average pooling layer 2")[1].split(r"\end{longtable}")[0]
+    routing = (
+        prose(tex)
+        .split("Backwards through the average pooling layer 2")[1]
+        .split(r"\end{longtable}")[0]
+    )
     assert routing.count("$0.25$") == 4
 
 
@@ -292,19 +375,26 @@ def test_a_shared_weight_is_worked_in_full_with_numbers():
     table = part.split(r"\end{longtable}")[0]
     assert len(re.findall(r"^\d+ & ", table, re.MULTILINE)) == 9  # w^{(1)}_1: its 9 terms
     example = worked_example(network("article"))
-    assert f"= {example.formats.gradient(example.gradients['W1'][0, 0, 0, 0])}" in part.split(r"\end{aligned}")[0]
+    assert (
+        f"= {example.formats.gradient(example.gradients['W1'][0, 0, 0, 0])}"
+        in part.split(r"\end{aligned}")[0]
+    )
 
 
 def test_the_weight_gradient_is_the_cross_correlation_of_the_input_with_delta():
     example = worked_example(network("article"))
     d = example.derivation
     delta = np.array([example.values[s] for s in d.graph.layers[0].z_upstream]).reshape(3, 3)
-    correlation = np.array([[np.sum(example.x[0, m : m + 3, n : n + 3] * delta) for n in range(2)] for m in range(2)])
+    correlation = np.array(
+        [[np.sum(example.x[0, m : m + 3, n : n + 3] * delta) for n in range(2)] for m in range(2)]
+    )
     np.testing.assert_allclose(correlation, example.gradients["W1"][0, 0], rtol=1e-12)
     tex = texts("article")["handout.tex"]
     fmt = example.formats.gradient
-    assert (r"\frac{\partial L}{\partial W^{(1)}} = X \star \delta^{(1)} = \begin{pmatrix} "
-            f"{fmt(correlation[0, 0])} & {fmt(correlation[0, 1])}") in tex
+    assert (
+        r"\frac{\partial L}{\partial W^{(1)}} = X \star \delta^{(1)} = \begin{pmatrix} "
+        f"{fmt(correlation[0, 0])} & {fmt(correlation[0, 1])}"
+    ) in tex
     assert "as the tensor view of section \\hyperref[sec:backward1]{4.3} says" in prose(tex)
 
 
@@ -321,14 +411,20 @@ def test_numbers_are_written_one_way_per_kind():
 
 
 def test_the_default_detail_follows_the_size():
-    assert [default_detail(network(n)) for n in ("article", "mlp", "b820")] == ["full", "full", "summary"]
+    assert [default_detail(network(n)) for n in ("article", "mlp", "b820")] == [
+        "full",
+        "full",
+        "summary",
+    ]
     assert default_detail(sb.presets.lenet5()) == "summary"
 
 
 def test_a_summary_derives_one_weight_per_parameter_and_lists_a_few_position_sets():
     tex = texts("b820")["handout.tex"]
     assert "This is the summary" in prose(tex)
-    derived = re.findall(r"^\\frac\{\\partial L\}\{\\partial (w\^\{\(\d\)\}_\{[\d,]+\})\} &= ", tex, re.MULTILINE)
+    derived = re.findall(
+        r"^\\frac\{\\partial L\}\{\\partial (w\^\{\(\d\)\}_\{[\d,]+\})\} &= ", tex, re.MULTILINE
+    )
     # one weight per parameter in section 4, plus the worked example's two by hand
     assert derived[:3] == ["w^{(3)}_{1}", "w^{(2)}_{1,1,1,1}", "w^{(1)}_{1,1,1,1}"]
     assert "The position sets of nodes 1, 22, 144 of the 144:" in prose(tex)  # corner, middle, last
@@ -343,8 +439,11 @@ def test_the_markdown_shows_on_github():
         sections = re.findall(r"\\(?:sub)?section\{([^}\\]*)", tex)
         assert [re.sub(r"^(Appendix )?[\dA-Z.]+ ", "", h) for h in parsed.headings[1:]] == sections
         # every display of the .tex is in the .md
-        displays = re.findall(r"\\begin\{(?:align\*|aligned)\}\n(.*?)(?: \\tag\{\d+\})?\n\\end\{(?:align\*|aligned)\}",
-                              tex, re.DOTALL)
+        displays = re.findall(
+            r"\\begin\{(?:align\*|aligned)\}\n(.*?)(?: \\tag\{\d+\})?\n\\end\{(?:align\*|aligned)\}",
+            tex,
+            re.DOTALL,
+        )
         assert displays and all(d in md for d in displays)
         assert len(parsed.mermaid) == tex.count(r"\begin{tikzpicture}")
         assert parsed.tables == tex.count(r"\begin{longtable}")
@@ -352,7 +451,9 @@ def test_the_markdown_shows_on_github():
 
 def test_large_networks_in_full_derive_a_few_weights_and_list_the_rest():
     tex = render_handout(network("channels"), "full")["handout.tex"]
-    assert "4 of the 36 elements of $W^{(1)}$" in prose(tex) and "4 of the 16 elements of $W^{(2)}$" in prose(tex)
+    assert "4 of the 36 elements of $W^{(1)}$" in prose(
+        tex
+    ) and "4 of the 16 elements of $W^{(2)}$" in prose(tex)
     assert r"\section{The other weights}" in tex
     rest = tex.split(r"\section{The other weights}")[1]
     assert rest.count(r"\\" + "\n") == 1 + 36 + 16 - 8
@@ -361,8 +462,10 @@ def test_large_networks_in_full_derive_a_few_weights_and_list_the_rest():
 def test_short_closed_forms_are_printed_and_simplified():
     tex = texts("tiny")["handout.tex"]
     assert "In closed form, in $x$, $y$ and the weights alone:" in prose(tex)
-    assert (r"\frac{\partial L}{\partial w^{(2)}_{1}} &= 2 w^{(1)}_{1} x_{1} \left(w^{(1)}_{1} w^{(2)}_{1} x_{1} "
-            r"+ w^{(1)}_{1} w^{(2)}_{2} x_{2} - y_{1}\right)") in tex  # simplified: the 2 pulled out
+    assert (
+        r"\frac{\partial L}{\partial w^{(2)}_{1}} &= 2 w^{(1)}_{1} x_{1} \left(w^{(1)}_{1} w^{(2)}_{1} x_{1} "
+        r"+ w^{(1)}_{1} w^{(2)}_{2} x_{2} - y_{1}\right)"
+    ) in tex  # simplified: the 2 pulled out
     assert "too long to print" not in tex
 
 
@@ -384,9 +487,14 @@ def test_every_layer_shows_its_tensor_view_as_the_engine_derives_it():
     tex = texts("article")["handout.tex"]
     layer1 = tex.split(r"\subsection{Layer 1 (convolution)}")[1].split(r"\section")[0]
     assert "here $s = 1, d = 1, p = 0, K = 2$" in prose(layer1)
-    assert (r"\frac{\partial L}{\partial W^{(1)}_{o,c,m,n}} &= \sum_{i,j} \delta^{(1)}_{o,i,j} \cdot "
-            r"x_{c,s i + d m - p,s j + d n - p}") in layer1
-    assert "The weight gradient is the cross-correlation of the layer's (zero-padded) input with $\\delta$" in prose(layer1)
+    assert (
+        r"\frac{\partial L}{\partial W^{(1)}_{o,c,m,n}} &= \sum_{i,j} \delta^{(1)}_{o,i,j} \cdot "
+        r"x_{c,s i + d m - p,s j + d n - p}"
+    ) in layer1
+    assert (
+        "The weight gradient is the cross-correlation of the layer's (zero-padded) input with $\\delta$"
+        in prose(layer1)
+    )
     assert "a full convolution" in prose(layer1) and r"180^{\circ}" in layer1
     mlp = prose(texts("mlp")["handout.tex"])
     assert "The weight gradient is the outer product of $\\delta$ and the layer's input" in mlp
@@ -398,7 +506,9 @@ def test_every_layer_shows_its_tensor_view_as_the_engine_derives_it():
 # ---- the worked example is what PyTorch computes ------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["article", "channels", "softmax", "relu", "maxpool", "avgpool", "mlp"])
+@pytest.mark.parametrize(
+    "name", ["article", "channels", "softmax", "relu", "maxpool", "avgpool", "mlp"]
+)
 def test_worked_example_equals_torch(name):
     example = worked_example(network(name))
     loss, grads = torch_loss_and_grads(example.network, example.x, example.y, example.params)
@@ -426,7 +536,9 @@ def test_worked_example_forward_values_equal_torch():
 
     example = worked_example(network("channels"))
     d = example.derivation
-    z = F.conv2d(torch.tensor(example.x)[None], torch.tensor(example.params["W1"]), stride=2, padding=1)
+    z = F.conv2d(
+        torch.tensor(example.x)[None], torch.tensor(example.params["W1"]), stride=2, padding=1
+    )
     ours = [example.values[node.symbol] for node in d.graph.layers[0].z]
     np.testing.assert_allclose(ours, z.numpy().reshape(-1), rtol=1e-12)
 
@@ -480,8 +592,14 @@ def test_pdf_compiles_without_errors_or_wide_lines(handouts, name):
     wide = [box for box in overfull_boxes(log) if box[0] > 10]
     assert not wide, f"{name}: lines stick out of the page: {wide}"
     text = _pdf_text(folder / "handout.pdf")
-    for heading in ["Notation and the network", "The forward pass", "The computational graph",
-                    "Backpropagation", "A worked example", "The chain rule, and the gradients at a node"]:
+    for heading in [
+        "Notation and the network",
+        "The forward pass",
+        "The computational graph",
+        "Backpropagation",
+        "A worked example",
+        "The chain rule, and the gradients at a node",
+    ]:
         assert heading in text
     assert "∇W L =" in text and "∂L" in text
     assert (folder / "handout.tex").read_text() == texts(name)["handout.tex"]
@@ -499,9 +617,13 @@ def test_article_pdf_carries_the_articles_formula_numbers(handouts):
 @pytest.mark.slow
 @pytest.mark.parametrize("name, detail, pages", [("b820", None, 15), ("lenet5", "summary", 30)])
 def test_summaries_stay_short(tmp_path, name, detail, pages):
-    args = ["handout", "-o", str(tmp_path)] + (["--preset", "lenet5"] if name == "lenet5" else [str(_spec(tmp_path, name))])
+    args = ["handout", "-o", str(tmp_path)] + (
+        ["--preset", "lenet5"] if name == "lenet5" else [str(_spec(tmp_path, name))]
+    )
     assert cli.main(args + (["--detail", detail] if detail else [])) == 0
-    info = subprocess.run(["pdfinfo", str(tmp_path / "handout.pdf")], capture_output=True, text=True, check=True)
+    info = subprocess.run(
+        ["pdfinfo", str(tmp_path / "handout.pdf")], capture_output=True, text=True, check=True
+    )
     count = int(re.search(r"^Pages:\s+(\d+)", info.stdout, re.MULTILINE).group(1))
     assert count <= pages
     log = (tmp_path / "handout.log").read_text()
@@ -522,7 +644,9 @@ def test_without_tex_it_writes_the_tex_and_says_how_to_install(tmp_path, monkeyp
 @pytest.mark.slow
 def test_pdflatex_alone_makes_the_pdf_too(tmp_path, monkeypatch):
     real_which = cli.shutil.which
-    monkeypatch.setattr(cli.shutil, "which", lambda name: None if name == "latexmk" else real_which(name))
+    monkeypatch.setattr(
+        cli.shutil, "which", lambda name: None if name == "latexmk" else real_which(name)
+    )
     assert cli.main(["handout", str(_spec(tmp_path, "tiny")), "-o", str(tmp_path / "out")]) == 0
     log = (tmp_path / "out" / "handout.log").read_text()
     assert "Rerun to get" not in log  # run until the contents and references settle
@@ -545,8 +669,14 @@ def test_a_bad_detail_is_refused(capsys):
 
 @pytest.mark.slow
 def test_a_latex_error_shows_the_relevant_lines_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    broken = "\\documentclass{article}\n\\begin{document}\n" + "Fine.\n" * 200 + "\\frobnicate\n\\end{document}\n"
-    monkeypatch.setattr(cli, "render_handout", lambda *args, **kwargs: {"handout.tex": broken, "handout.md": "x"})
+    broken = (
+        "\\documentclass{article}\n\\begin{document}\n"
+        + "Fine.\n" * 200
+        + "\\frobnicate\n\\end{document}\n"
+    )
+    monkeypatch.setattr(
+        cli, "render_handout", lambda *args, **kwargs: {"handout.tex": broken, "handout.md": "x"}
+    )
     assert cli.main(["handout", "-o", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "Undefined control sequence" in err and r"\frobnicate" in err

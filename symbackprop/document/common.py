@@ -35,7 +35,14 @@ def text(source: str) -> tuple[Inline, ...]:
     return tuple(Math(p) if k % 2 else p for k, p in enumerate(parts) if p)
 
 
-UNICODE_MATH = {"δ": r"\delta", "°": r"^{\circ}", "ᵀ": r"^{\top}", "−": "-", "·": r"\cdot", "×": r"\times"}
+UNICODE_MATH = {
+    "δ": r"\delta",
+    "°": r"^{\circ}",
+    "ᵀ": r"^{\top}",
+    "−": "-",
+    "·": r"\cdot",
+    "×": r"\times",
+}
 
 
 def prose(source: str) -> tuple[Inline, ...]:
@@ -93,12 +100,21 @@ def tensor_blocks(formulas: Sequence, lead: str = "The tensor view.") -> list:
         return []
     derived = [f for f in formulas if f.kind != "fact"]
     settings = dict(derived[0].settings)
-    shown = ", ".join(f"{NotationPrinter({}).doprint(symbol)} = {value}" for symbol, value in settings.items())
-    said: list[Inline] = [("The same layer for every index at once, derived by differentiating the "
-                          "index form of its forward pass (indices count from 0, as in PyTorch")]
+    shown = ", ".join(
+        f"{NotationPrinter({}).doprint(symbol)} = {value}" for symbol, value in settings.items()
+    )
+    said: list[Inline] = [
+        (
+            "The same layer for every index at once, derived by differentiating the "
+            "index form of its forward pass (indices count from 0, as in PyTorch"
+        )
+    ]
     if shown:
         said += [", here ", Math(shown)]
-    blocks: list = [Paragraph(*said, "):", lead=lead), Equation(paired([f.latex() for f in derived]))]
+    blocks: list = [
+        Paragraph(*said, "):", lead=lead),
+        Equation(paired([f.latex() for f in derived])),
+    ]
     notes = [f.note for f in derived if f.note and f.kind in ("W", "b", "input")]
     for note in dict.fromkeys(notes):
         blocks.append(Paragraph(*prose(note[0].upper() + note[1:] + ".")))
@@ -113,8 +129,16 @@ def layer_table(layers: Sequence[LayerGraph]) -> Table:
     """The network, a row per layer: its type, kernel, stride and padding (when some layer slides
     a window), bias, activation, shapes and number of weights."""
     sliding = any(lg.layer.shows_position_sets for lg in layers)
-    header = ["Layer", "Type", *(["Kernel", "Stride", "Padding"] if sliding else []), "Bias", "$g$",
-              "Input", "Output", "Weights"]
+    header = [
+        "Layer",
+        "Type",
+        *(["Kernel", "Stride", "Padding"] if sliding else []),
+        "Bias",
+        "$g$",
+        "Input",
+        "Output",
+        "Weights",
+    ]
     rows = []
     for lg in layers:
         layer = lg.layer
@@ -123,8 +147,13 @@ def layer_table(layers: Sequence[LayerGraph]) -> Table:
             cells += list(layer.table_cells())
         activation = ACTIVATIONS[layer.activation].label if layer.has_activation else "--"
         bias = ("yes" if layer.bias else "no") if layer.parameter_shapes(lg.input_shape) else "--"
-        cells += [bias, activation, f"${shape_tex(lg.input_shape)}$", f"${shape_tex(lg.output_shape)}$",
-                  f"{layer.parameter_count(lg.input_shape):,}"]
+        cells += [
+            bias,
+            activation,
+            f"${shape_tex(lg.input_shape)}$",
+            f"${shape_tex(lg.output_shape)}$",
+            f"{layer.parameter_count(lg.input_shape):,}",
+        ]
         rows.append(tuple(text(c.replace("--", "–")) or ("",) for c in cells))
     aligns = "cl" + ("ccc" if sliding else "") + "cccc" + "r"
     return Table(tuple(Column(a) for a in aligns), tuple(text(h) for h in header), tuple(rows))
@@ -137,7 +166,13 @@ def shape_tex(shape: Sequence[int]) -> str:
 def listed(letter: str, count: int) -> str:
     """x_1, ..., x_n (or the numbers alone for no letter), written out when there are one or two."""
     items = [f"{letter}_{{{i}}}" if letter else str(i) for i in (1, count)]
-    return items[0] if count == 1 else ", ".join(items) if count == 2 else rf"{items[0]}, \ldots, {items[1]}"
+    return (
+        items[0]
+        if count == 1
+        else ", ".join(items)
+        if count == 2
+        else rf"{items[0]}, \ldots, {items[1]}"
+    )
 
 
 def input_letter(lg: LayerGraph) -> str:
@@ -159,15 +194,22 @@ def local_tex(lg: LayerGraph, index: str) -> str:
     local = lg.a[0].activation.derivative(z, a)
     if local == 1:
         return ""
-    p = NotationPrinter({z: f"z^{{({lg.number})}}_{{{index}}}", a: f"a^{{({lg.number})}}_{{{index}}}"})
+    p = NotationPrinter(
+        {z: f"z^{{({lg.number})}}_{{{index}}}", a: f"a^{{({lg.number})}}_{{{index}}}"}
+    )
     tex = p.doprint(local)
     return (rf"\left({tex}\right)" if local.is_Add else tex) + r" \cdot "
 
 
 def op_notation(lg: LayerGraph) -> Notation:
     """What layer ``lg``'s operation needs to write its general formulas."""
-    return Notation(lg.number, input_letter(lg), len(lg.inputs), lambda index: local_tex(lg, index),
-                    lg.layer.flat_weights(lg.input_shape))
+    return Notation(
+        lg.number,
+        input_letter(lg),
+        len(lg.inputs),
+        lambda index: local_tex(lg, index),
+        lg.layer.flat_weights(lg.input_shape),
+    )
 
 
 def position_table(lg: LayerGraph) -> list[list[int | None]]:
@@ -196,7 +238,13 @@ def node_rows(d: Derivation, node, limits: tuple[int, int, int] = (24, 16, 4)) -
     an average as 1/K (…), a max as max(…)."""
     names = d.tex_names
     if node.kind == "select":
-        return [Row(r"\max\left(" + ", ".join(elide([names[v] for v in node.inputs], *limits)) + r"\right)")]
+        return [
+            Row(
+                r"\max\left("
+                + ", ".join(elide([names[v] for v in node.inputs], *limits))
+                + r"\right)"
+            )
+        ]
     constant = {c for c, _ in node.terms if not c.is_Symbol}
     if constant:
         (coefficient,) = constant
@@ -211,8 +259,13 @@ def node_rows(d: Derivation, node, limits: tuple[int, int, int] = (24, 16, 4)) -
     return sum_rows(elide(pieces, *limits))
 
 
-def node_numbers(d: Derivation, node, value: Callable, fmt: NumberFormat,
-                 limits: tuple[int, int, int] = (24, 16, 4)) -> list[Row]:
+def node_numbers(
+    d: Derivation,
+    node,
+    value: Callable,
+    fmt: NumberFormat,
+    limits: tuple[int, int, int] = (24, 16, 4),
+) -> list[Row]:
     """The same formula with the numbers in it, then its value: rows ``(w)(v) + …`` and ``= z``
     (the first row without its ``=``)."""
     if node.kind == "select":
@@ -225,8 +278,13 @@ def node_numbers(d: Derivation, node, value: Callable, fmt: NumberFormat,
             items = [fmt(value(v)) for _, v in node.terms]
             inner = sum_rows(elide(items[:1] + [_bracket(t) for t in items[1:]], *limits))
             head = NotationPrinter({}).doprint(coefficient)
-            rows = ([Row(rf"{head} \left({inner[0].tex}\right)")] if len(inner) == 1 else
-                    [Row(rf"{head} \Bigl({inner[0].tex}")] + inner[1:-1] + [Row(rf"{inner[-1].tex} \Bigr)")])
+            rows = (
+                [Row(rf"{head} \left({inner[0].tex}\right)")]
+                if len(inner) == 1
+                else [Row(rf"{head} \Bigl({inner[0].tex}")]
+                + inner[1:-1]
+                + [Row(rf"{inner[-1].tex} \Bigr)")]
+            )
         else:
             pieces = [f"({fmt(value(w))})({fmt(value(v))})" for w, v in node.terms]
             if node.bias is not None:
@@ -262,7 +320,9 @@ def matrix(cells: list[list[str]], room: float, rows: int) -> tuple[str, float]:
     """A pmatrix of TeX ``cells`` at most ``room`` em wide and ``rows`` rows high, and its
     estimated width; a big one is cut to its top-left corner, with dots for the rest."""
     shown_rows = cells[:rows]
-    widths = [max(tex_width(c) for c in column) + 1.0 for column in zip(*shown_rows)]  # + column gap
+    widths = [
+        max(tex_width(c) for c in column) + 1.0 for column in zip(*shown_rows)
+    ]  # + column gap
     shown = len(widths)
     while shown > 1 and sum(widths[:shown]) + (2.2 if shown < len(widths) else 1.0) > room:
         shown -= 1
@@ -274,22 +334,31 @@ def matrix(cells: list[list[str]], room: float, rows: int) -> tuple[str, float]:
     return r"\begin{pmatrix} " + body + r" \end{pmatrix}", width
 
 
-def arrays(values: np.ndarray, label: Callable[[str | None], str], fmt: NumberFormat,
-           rows: int = 12, pairs_shown: int = 8) -> list[tuple[str, float]]:
+def arrays(
+    values: np.ndarray,
+    label: Callable[[str | None], str],
+    fmt: NumberFormat,
+    rows: int = 12,
+    pairs_shown: int = 8,
+) -> list[tuple[str, float]]:
     """``label = matrix`` displays for an array of any rank: one matrix per channel (3-D) or per
     (output, input) channel pair (4-D), a vector as a row."""
     if values.ndim == 4:
         pairs = list(product(range(values.shape[0]), range(values.shape[1])))
         one = values.shape[:2] == (1, 1)
-        shown = [labelled(label(None if one else f"{o + 1},{c + 1}"), values[o, c], fmt, rows)
-                 for o, c in pairs[:pairs_shown]]
+        shown = [
+            labelled(label(None if one else f"{o + 1},{c + 1}"), values[o, c], fmt, rows)
+            for o, c in pairs[:pairs_shown]
+        ]
         more = len(pairs) - pairs_shown
         return shown + ([(rf"\ldots \text{{ and {more} more}}", 8.0)] if more > 0 else [])
     if values.ndim == 3:
         channels = list(range(values.shape[0]))
         one = len(channels) == 1
-        shown = [labelled(label(None if one else f"c={c + 1}"), values[c], fmt, rows)
-                 for c in channels[:pairs_shown]]
+        shown = [
+            labelled(label(None if one else f"c={c + 1}"), values[c], fmt, rows)
+            for c in channels[:pairs_shown]
+        ]
         more = len(channels) - pairs_shown
         return shown + ([(rf"\ldots \text{{ and {more} more}}", 8.0)] if more > 0 else [])
     if values.ndim == 1:
@@ -300,7 +369,9 @@ def arrays(values: np.ndarray, label: Callable[[str | None], str], fmt: NumberFo
 def labelled(tex: str, values: np.ndarray, fmt: NumberFormat, rows: int = 12) -> tuple[str, float]:
     """``tex = (matrix)``, cut to what fits (see ``matrix``)."""
     room = LINE_WIDTH - tex_width(tex) - 1.4
-    cells = [[fmt(v) for v in row] for row in values[: rows + 1]]  # one more: the matrix knows it is cut
+    cells = [
+        [fmt(v) for v in row] for row in values[: rows + 1]
+    ]  # one more: the matrix knows it is cut
     tex_matrix, width = matrix(cells, room, rows)
     return f"{tex} = {tex_matrix}", tex_width(tex) + 1.4 + width
 

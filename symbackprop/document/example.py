@@ -42,7 +42,9 @@ class WorkedExample:
     derivation: Derivation  # of ``network``
     seed: int  # the seed the values were drawn with
     draw: int  # which draw of that seed: 0, or more when the first ones left too many ReLUs dead
-    choices: dict[str, str]  # what stood in for the generic g and L: {"g": "sigmoid", "loss": "sse"}
+    choices: dict[
+        str, str
+    ]  # what stood in for the generic g and L: {"g": "sigmoid", "loss": "sse"}
     x: np.ndarray  # input, shaped like the network's input
     y: np.ndarray  # targets
     params: dict[str, np.ndarray]  # PyTorch layouts
@@ -56,7 +58,9 @@ class WorkedExample:
         gradient_values = [self.values[s] for s in gradient_symbols]
         gradient_values += [v for array in self.gradients.values() for v in array.reshape(-1)]
         values = [v for s, v in self.values.items() if not str(s).startswith("dL_")]
-        self.formats = Formats(NumberFormat.fitting(values), NumberFormat.fitting(gradient_values, GRADIENT_RANGE))
+        self.formats = Formats(
+            NumberFormat.fitting(values), NumberFormat.fitting(gradient_values, GRADIENT_RANGE)
+        )
 
     def value(self, expr: sympy.Expr) -> float:
         """``expr`` (over the derivation's symbols) at these numbers."""
@@ -77,7 +81,9 @@ def draw_values(
     A layer whose nodes sum many inputs has its weights (not its bias) scaled down by a power
     of ten near the square root of that number (``weight_scale``), so that its sums stay of
     order one instead of saturating its activation."""
-    rng = np.random.default_rng(seed if draw == 0 else [seed, draw])  # each (seed, draw) its own stream
+    rng = np.random.default_rng(
+        seed if draw == 0 else [seed, draw]
+    )  # each (seed, draw) its own stream
     x = rng.integers(0, 11, size=network.input_shape) / 10
     params = {}
     for name, shape in network.parameters.items():
@@ -134,7 +140,9 @@ def worked_example(network: Network, seed: int | None = None) -> WorkedExample:
         x, y, params = draw_values(net, seed, chosen)
         values = forward_values(d, x, y, params)
     gradients = backward_values(d, values)
-    return WorkedExample(net, d, seed, chosen, choices, x, y, params, values, gradients, values[LOSS])
+    return WorkedExample(
+        net, d, seed, chosen, choices, x, y, params, values, gradients, values[LOSS]
+    )
 
 
 # ---- the engine's numbers ---------------------------------------------------------------------
@@ -173,7 +181,9 @@ def backward_values(d: Derivation, values: dict[sympy.Basic, float]) -> dict[str
             if lg.number == last:
                 values[upstream] = value(g.loss_gradient[k])
             else:
-                values[upstream] = sum(dz[t.z] * value(t.factor) for t in d.upstream_terms_of(upstream))
+                values[upstream] = sum(
+                    dz[t.z] * value(t.factor) for t in d.upstream_terms_of(upstream)
+                )
             dz[node.symbol] = values[upstream] * value(local[node.symbol])
             if lg.activated:
                 values[lg.z_upstream[k]] = dz[node.symbol]
@@ -182,8 +192,9 @@ def backward_values(d: Derivation, values: dict[sympy.Basic, float]) -> dict[str
         return float(sum(dz[t.z] * value(t.factor) for t in d.terms(element)))
 
     return {
-        name: np.array([gradient(s) for s in _flat(d.symbols.x if name == "x" else g.params[name])])
-        .reshape(d.network.input_shape if name == "x" else d.network.parameters[name])
+        name: np.array(
+            [gradient(s) for s in _flat(d.symbols.x if name == "x" else g.params[name])]
+        ).reshape(d.network.input_shape if name == "x" else d.network.parameters[name])
         for name in ["x", *d.network.parameters]
     }
 
@@ -260,13 +271,22 @@ def layer_values(example: WorkedExample, lg: LayerGraph) -> dict[str, list[float
     v = example.values
     if lg.activated:
         return {
-            "z": [v[n.symbol] for n in lg.z], "a": [v[n.symbol] for n in lg.a],
-            "da": [v[s] for s in lg.upstream], "dz": [v[s] for s in lg.z_upstream],
+            "z": [v[n.symbol] for n in lg.z],
+            "a": [v[n.symbol] for n in lg.a],
+            "da": [v[s] for s in lg.upstream],
+            "dz": [v[s] for s in lg.z_upstream],
         }
     return {"a": [v[n.symbol] for n in lg.z], "da": [v[s] for s in lg.upstream]}
 
 
 __all__ = [
-    "WorkedExample", "backward_values", "concrete", "dead_relus", "draw_values", "forward_values",
-    "layer_values", "weight_scale", "worked_example",
+    "WorkedExample",
+    "backward_values",
+    "concrete",
+    "dead_relus",
+    "draw_values",
+    "forward_values",
+    "layer_values",
+    "weight_scale",
+    "worked_example",
 ]

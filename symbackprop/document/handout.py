@@ -103,10 +103,32 @@ class Detail:
 
 
 DETAILS = {
-    "full": Detail("full", rows=14, terms=(24, 16, 4), sets=36, derived=None, example_rows=64,
-                   matrix_rows=12, matrices=8, node_graph=True, closed_forms=True, appendix=True),
-    "summary": Detail("summary", rows=2, terms=(9, 6, 2), sets=3, derived=1, example_rows=5,
-                      matrix_rows=5, matrices=1, node_graph=False, closed_forms=False, appendix=False),
+    "full": Detail(
+        "full",
+        rows=14,
+        terms=(24, 16, 4),
+        sets=36,
+        derived=None,
+        example_rows=64,
+        matrix_rows=12,
+        matrices=8,
+        node_graph=True,
+        closed_forms=True,
+        appendix=True,
+    ),
+    "summary": Detail(
+        "summary",
+        rows=2,
+        terms=(9, 6, 2),
+        sets=3,
+        derived=1,
+        example_rows=5,
+        matrix_rows=5,
+        matrices=1,
+        node_graph=False,
+        closed_forms=False,
+        appendix=False,
+    ),
 }
 FULL_MAX_WEIGHTS = 64  # a network with more weights, or with
 FULL_MAX_EDGES = 400  # more edges in its graph, gets the summary by default
@@ -114,25 +136,47 @@ DETAILED_TOTAL = 24  # full detail: up to this many weights in all are all deriv
 DETAILED_PER_PARAMETER = 4  # a spread of this many per parameter, the others in an appendix
 GRAPH_MAX_COLUMN = 24  # nodes in one column of the drawn graph; beyond, a layer-level graph
 GRAPH_MAX_EDGES = 300
-EDGE_COLOURS = ["1F77B4", "D62728", "2CA02C", "FF7F0E", "9467BD", "8C564B", "E377C2", "17BECF", "BCBD22"]
+EDGE_COLOURS = [
+    "1F77B4",
+    "D62728",
+    "2CA02C",
+    "FF7F0E",
+    "9467BD",
+    "8C564B",
+    "E377C2",
+    "17BECF",
+    "BCBD22",
+]
 COLOUR_NAMES = ["blue", "red", "green", "orange", "purple", "brown", "pink", "cyan", "olive"]
 SHARED_TERMS_SHOWN = 12  # rows of the worked example's table of a shared weight's terms
 
 # The article's formula numbers, by the key of the equation that shows each.
 ARTICLE_TAGS = {
-    "size": "1", "gradient": "2",
-    "vector3": "3", "example3": "4", "general3": "5",
-    "vector2": "6", "upstream-list2": "10", "example2": "11", "upstream2": "12", "general2": "13",
-    "vector1": "14", "upstream-list1": "15", "example1": "16", "upstream1": "17", "general1": "18",
-    "single": "19", "multiple": "20",
+    "size": "1",
+    "gradient": "2",
+    "vector3": "3",
+    "example3": "4",
+    "general3": "5",
+    "vector2": "6",
+    "upstream-list2": "10",
+    "example2": "11",
+    "upstream2": "12",
+    "general2": "13",
+    "vector1": "14",
+    "upstream-list1": "15",
+    "example1": "16",
+    "upstream1": "17",
+    "general1": "18",
+    "single": "19",
+    "multiple": "20",
 }
 
 
 def default_detail(network: Network) -> str:
-    """"full" for a network small enough to write out node by node, else "summary"."""
+    """ "full" for a network small enough to write out node by node, else "summary"."""
     edges = sum(
-        layer.window(shape) * prod(out) for layer, shape, out in
-        zip(network.layers, network.shapes, network.shapes[1:])
+        layer.window(shape) * prod(out)
+        for layer, shape, out in zip(network.layers, network.shapes, network.shapes[1:])
     )
     small = network.parameter_count <= FULL_MAX_WEIGHTS and edges <= FULL_MAX_EDGES
     return "full" if small else "summary"
@@ -193,18 +237,41 @@ class _Handout:
 
     def introduction(self) -> Paragraph:
         article = Emph("Backpropagation in Fully Convolutional Networks (FCNs)")
-        checked = ("Every formula was derived and typeset by a program from the network alone, "
-                   "and checked against PyTorch.")
-        summary = ((" This is the summary: per layer the general formulas, the position sets of a few "
-                   "nodes and one weight per parameter derived in full; "), Code("--detail full"),
-                   " writes out every node and weight.") if self.detail.name == "summary" else ()
+        checked = (
+            "Every formula was derived and typeset by a program from the network alone, "
+            "and checked against PyTorch."
+        )
+        summary = (
+            (
+                (
+                    " This is the summary: per layer the general formulas, the position sets of a few "
+                    "nodes and one weight per parameter derived in full; "
+                ),
+                Code("--detail full"),
+                " writes out every node and weight.",
+            )
+            if self.detail.name == "summary"
+            else ()
+        )
         if self.article:
-            return Paragraph("This handout retraces the article ", article, " (Towards Data Science) on "
-                             "its network of figure 7: in its notation, with its formula numbers, and "
-                             "then with numbers. ", checked, *summary)
-        return Paragraph("This handout derives backpropagation for the network ", Code(self.network.name),
-                         " step by step, in the notation of the article ", article, " (Towards Data "
-                         "Science), and then works it through with numbers. ", checked, *summary)
+            return Paragraph(
+                "This handout retraces the article ",
+                article,
+                " (Towards Data Science) on "
+                "its network of figure 7: in its notation, with its formula numbers, and "
+                "then with numbers. ",
+                checked,
+                *summary,
+            )
+        return Paragraph(
+            "This handout derives backpropagation for the network ",
+            Code(self.network.name),
+            " step by step, in the notation of the article ",
+            article,
+            " (Towards Data Science), and then works it through with numbers. ",
+            checked,
+            *summary,
+        )
 
     # ---- 1: notation and the network ----------------------------------------------------------
 
@@ -216,37 +283,79 @@ class _Handout:
         flat = all(lg.layer.flat_weights(lg.input_shape) for lg in weighted)
         channels = ", channel after channel" if not vector and net.input_shape[0] > 1 else ""
         rows: list[tuple[str, tuple[Inline, ...]]] = [
-            (listed("x", len(self.d.graph.x)),
-             ("input features",) if vector else (f"input pixels, numbered row by row{channels}",)),
+            (
+                listed("x", len(self.d.graph.x)),
+                ("input features",)
+                if vector
+                else (f"input pixels, numbered row by row{channels}",),
+            ),
             (listed("y", len(self.d.graph.y)), ("targets, one per output",)),
         ]
         if sliding:
-            rows.append((r"W^{(l)},\ w^{(l)}_{n}", text(
-                "weights of layer $l$ (a kernel, or a neuron's weights) and its $n$-th weight, "
-                "numbered row by row")))
+            rows.append(
+                (
+                    r"W^{(l)},\ w^{(l)}_{n}",
+                    text(
+                        "weights of layer $l$ (a kernel, or a neuron's weights) and its $n$-th weight, "
+                        "numbered row by row"
+                    ),
+                )
+            )
         else:
-            rows.append((r"W^{(l)},\ w^{(l)}_{f,i}", text(
-                "weights of layer $l$: $w^{(l)}_{f,i}$ connects input $i$ to neuron $f$ (numbered "
-                "$w^{(l)}_{n}$ neuron after neuron)")))
+            rows.append(
+                (
+                    r"W^{(l)},\ w^{(l)}_{f,i}",
+                    text(
+                        "weights of layer $l$: $w^{(l)}_{f,i}$ connects input $i$ to neuron $f$ (numbered "
+                        "$w^{(l)}_{n}$ neuron after neuron)"
+                    ),
+                )
+            )
         if not flat:
-            rows.append((r"w^{(l)}_{o,c,m,n}", text(
-                "weight of a kernel with several channels: output channel $o$, input channel $c$, "
-                "row $m$, column $n$")))
+            rows.append(
+                (
+                    r"w^{(l)}_{o,c,m,n}",
+                    text(
+                        "weight of a kernel with several channels: output channel $o$, input channel $c$, "
+                        "row $m$, column $n$"
+                    ),
+                )
+            )
         if any(lg.layer.bias for lg in layers):
-            rows.append((r"b^{(l)}_{o}", text("bias of output channel (or neuron) $o$ of layer $l$")))
+            rows.append(
+                (r"b^{(l)}_{o}", text("bias of output channel (or neuron) $o$ of layer $l$"))
+            )
         if not sliding:
             rows.append((r"z^{(l)}_{i}", text("weighted sum of neuron $i$ of layer $l$")))
         else:
             dense = any(not lg.layer.shows_position_sets and lg.activated for lg in layers)
             where = "position (or neuron)" if dense else "position"
-            rows.append((r"z^{(l)}_{i}", text(f"weighted sum at {where} $i$ of layer $l$, numbered row by row")))
-        rows.append((r"a^{(l)}_{i} = g\left(z^{(l)}_{i}\right)", text("activation of $z^{(l)}_{i}$")))
+            rows.append(
+                (
+                    r"z^{(l)}_{i}",
+                    text(f"weighted sum at {where} $i$ of layer $l$, numbered row by row"),
+                )
+            )
+        rows.append(
+            (r"a^{(l)}_{i} = g\left(z^{(l)}_{i}\right)", text("activation of $z^{(l)}_{i}$"))
+        )
         if any(not lg.activated for lg in layers):
-            rows.append((r"a^{(l)}_{i}", text("output $i$ of a pooling layer $l$: the max or mean of its window")))
+            rows.append(
+                (
+                    r"a^{(l)}_{i}",
+                    text("output $i$ of a pooling layer $l$: the max or mean of its window"),
+                )
+            )
         if sliding:
-            rows.append((r"p^{(l)}_{i}", text(
-                "position set: the inputs the kernel (or window) covered to form output $i$ of layer "
-                "$l$, in the order of its places; $p^{(l)}_{i}[n]$ is the one weight $n$ multiplied")))
+            rows.append(
+                (
+                    r"p^{(l)}_{i}",
+                    text(
+                        "position set: the inputs the kernel (or window) covered to form output $i$ of layer "
+                        "$l$, in the order of its places; $p^{(l)}_{i}[n]$ is the one weight $n$ multiplied"
+                    ),
+                )
+            )
         rows += [
             (r"g,\ g'", ("activation function and its derivative",)),
             ("L", ("loss, a function of the last activations and the targets",)),
@@ -254,14 +363,31 @@ class _Handout:
         ]
         if sliding:
             rows.append((r"M \times N,\ S,\ P", text(r"height $\times$ width, stride, padding")))
-        notation = Table((Column("l", 4.3), Column("l", 10.6)), (("Symbol",), ("Meaning",)),
-                         tuple(((Math(symbol),), meaning) for symbol, meaning in rows))
-        body = [notation, Paragraph("The network, layer by layer; shapes are ",
-                                    *(("features",) if vector else ("channels ", Math(r"\times"),
-                                                                    " height ", Math(r"\times"), " width")),
-                                    ":"), layer_table(self.layers)]
-        activations = list(dict.fromkeys(_activation(layer.activation).formula for layer in net.layers
-                                         if layer.has_activation))
+        notation = Table(
+            (Column("l", 4.3), Column("l", 10.6)),
+            (("Symbol",), ("Meaning",)),
+            tuple(((Math(symbol),), meaning) for symbol, meaning in rows),
+        )
+        body = [
+            notation,
+            Paragraph(
+                "The network, layer by layer; shapes are ",
+                *(
+                    ("features",)
+                    if vector
+                    else ("channels ", Math(r"\times"), " height ", Math(r"\times"), " width")
+                ),
+                ":",
+            ),
+            layer_table(self.layers),
+        ]
+        activations = list(
+            dict.fromkeys(
+                _activation(layer.activation).formula
+                for layer in net.layers
+                if layer.has_activation
+            )
+        )
         said: list[Inline] = ["Activation: " if len(activations) == 1 else "Activations: "]
         for k, formula in enumerate(activations):
             said += [Math(formula), "." if k == len(activations) - 1 else "; "]
@@ -284,13 +410,25 @@ class _Handout:
         if not rows:
             return []
         pm, pn = (" + 2P_M", " + 2P_N") if padded else ("", "")
-        general = (rf"M_z = \left\lfloor \frac{{M_x{pm} - M_w}}{{S_M}} \right\rfloor + 1, \qquad "
-                   rf"N_z = \left\lfloor \frac{{N_x{pn} - N_w}}{{S_N}} \right\rfloor + 1")
+        general = (
+            rf"M_z = \left\lfloor \frac{{M_x{pm} - M_w}}{{S_M}} \right\rfloor + 1, \qquad "
+            rf"N_z = \left\lfloor \frac{{N_x{pn} - N_w}}{{S_N}} \right\rfloor + 1"
+        )
         padding = ("padded with ", Math("P"), " zeros on each side ") if padded else ()
         return [
-            Paragraph("A kernel or window of ", Math(r"M_w \times N_w"), " sliding with stride ", Math("S"),
-                      " turns an ", Math(r"M_x \times N_x"), " input ", *padding, "into an ",
-                      Math(r"M_z \times N_z"), " map:"),
+            Paragraph(
+                "A kernel or window of ",
+                Math(r"M_w \times N_w"),
+                " sliding with stride ",
+                Math("S"),
+                " turns an ",
+                Math(r"M_x \times N_x"),
+                " input ",
+                *padding,
+                "into an ",
+                Math(r"M_z \times N_z"),
+                " map:",
+            ),
             Equation(general, "size"),
             Paragraph("For the layers of this network:"),
             Equation(" \\\\\n".join(rows)),
@@ -300,28 +438,47 @@ class _Handout:
 
     def forward(self) -> Section:
         sliding = any(lg.layer.shows_position_sets for lg in self.layers)
-        intro = Paragraph(
-            "Each layer computes its nodes from the outputs of the layer before it. A convolution or a "
-            "pooling layer reads a window of its input for each node: the position set ",
-            Math("p^{(l)}_{i}"), " records which inputs it covered, in the order of its places, and the "
-            "computational graph of section ", Ref("sec:graph"), " is built from these sets."
-        ) if sliding else Paragraph(
-            "Each layer computes its nodes, its neurons, from the outputs of the layer before it; the "
-            "computational graph of section ", Ref("sec:graph"), " is built from these sums.")
+        intro = (
+            Paragraph(
+                "Each layer computes its nodes from the outputs of the layer before it. A convolution or a "
+                "pooling layer reads a window of its input for each node: the position set ",
+                Math("p^{(l)}_{i}"),
+                " records which inputs it covered, in the order of its places, and the "
+                "computational graph of section ",
+                Ref("sec:graph"),
+                " is built from these sets.",
+            )
+            if sliding
+            else Paragraph(
+                "Each layer computes its nodes, its neurons, from the outputs of the layer before it; the "
+                "computational graph of section ",
+                Ref("sec:graph"),
+                " is built from these sums.",
+            )
+        )
         body: list = [intro]
         if any(getattr(layer, "padding", (0, 0)) != (0, 0) for layer in self.network.layers):
-            body.append(Paragraph(
-                "Where the kernel lies on the zero padding the entry is a dot (", Math(r"\cdot"),
-                "): that place multiplies 0 and its term is left out of the sum, so the ", Math("n"),
-                "-th entry is still the input the ", Math("n"), "-th weight multiplied."))
+            body.append(
+                Paragraph(
+                    "Where the kernel lies on the zero padding the entry is a dot (",
+                    Math(r"\cdot"),
+                    "): that place multiplies 0 and its term is left out of the sum, so the ",
+                    Math("n"),
+                    "-th entry is still the input the ",
+                    Math("n"),
+                    "-th weight multiplied.",
+                )
+            )
         body += [self.forward_layer(lg) for lg in self.layers]
         return Section(("The forward pass",), tuple(body), label="sec:forward")
 
     def forward_layer(self, lg: LayerGraph) -> Section:
         d, detail = self.d, self.detail
         formula = lg.layer.forward_formula(op_notation(lg))
-        body: list = [Paragraph(*text(formula["note"][0].upper() + formula["note"][1:] + ":")),
-                      Equation(formula["equation"])]
+        body: list = [
+            Paragraph(*text(formula["note"][0].upper() + formula["note"][1:] + ":")),
+            Equation(formula["equation"]),
+        ]
         equations = [(d.tex_names[node.symbol], node_rows(d, node, detail.terms)) for node in lg.z]
         shown, more = _budget(equations, detail.rows)
         body += [Paragraph("For this network:"), Equation(_grid(shown))]
@@ -329,9 +486,18 @@ class _Handout:
             body.append(Paragraph(f"… and {more:,} more, each formed in the same way."))
         if lg.activated:
             z = sympy.Symbol("z_", real=True)
-            applied = NotationPrinter({z: f"z^{{({lg.number})}}_{{i}}"}).doprint(lg.a[0].activation.apply(z))
-            body.append(Paragraph("Every node is then activated: ", Math(
-                rf"a^{{({lg.number})}}_{{i}} = {applied}, \quad i = {listed('', len(lg.a))}"), "."))
+            applied = NotationPrinter({z: f"z^{{({lg.number})}}_{{i}}"}).doprint(
+                lg.a[0].activation.apply(z)
+            )
+            body.append(
+                Paragraph(
+                    "Every node is then activated: ",
+                    Math(
+                        rf"a^{{({lg.number})}}_{{i}} = {applied}, \quad i = {listed('', len(lg.a))}"
+                    ),
+                    ".",
+                )
+            )
         if lg.layer.shows_position_sets:
             body += self.position_sets(lg)
         return Section((f"Layer {lg.number}: {lg.layer.title}",), tuple(body), level=2)
@@ -355,8 +521,11 @@ class _Handout:
         rows[-1] = rows[-1] + [""] * (columns - len(rows[-1]))
         spec = tuple(Column("l") for _ in range(columns)) if columns > 1 else (Column("l", 15.0),)
         header = (("Position sets",),) + tuple(("",) for _ in range(columns - 1))
-        return intro + [Table(spec, header, tuple(tuple((Math(c),) if c else ("",) for c in row)
-                                                   for row in rows))]
+        return intro + [
+            Table(
+                spec, header, tuple(tuple((Math(c),) if c else ("",) for c in row) for row in rows)
+            )
+        ]
 
     # ---- 3: the computational graph -----------------------------------------------------------
 
@@ -366,23 +535,51 @@ class _Handout:
         if self.detail.node_graph and tallest <= GRAPH_MAX_COLUMN and edges <= GRAPH_MAX_EDGES:
             return self.node_graph()
         too_big = self.detail.node_graph
-        why = (f"With {tallest:,} nodes in its largest layer and {edges:,} edges to the weighted sums, "
-               f"the node-by-node graph would be too dense to read (this handout draws it up to "
-               f"{GRAPH_MAX_COLUMN} nodes a layer), so " if too_big else "In this summary ")
-        intro = Paragraph(why + "figure ", Ref("fig:graph"), " shows it layer by layer: a "
-                          "box stands for all the nodes of one map and an arrow for all the edges between "
-                          "two maps, drawn node by node as the position sets of section ", Ref("sec:forward"),
-                          " say.")
-        return Section(("The computational graph",), (intro, Figure(self.layer_diagram(),
-                       ("The computational graph, layer by layer.",), "fig:graph")), label="sec:graph")
+        why = (
+            f"With {tallest:,} nodes in its largest layer and {edges:,} edges to the weighted sums, "
+            f"the node-by-node graph would be too dense to read (this handout draws it up to "
+            f"{GRAPH_MAX_COLUMN} nodes a layer), so "
+            if too_big
+            else "In this summary "
+        )
+        intro = Paragraph(
+            why + "figure ",
+            Ref("fig:graph"),
+            " shows it layer by layer: a "
+            "box stands for all the nodes of one map and an arrow for all the edges between "
+            "two maps, drawn node by node as the position sets of section ",
+            Ref("sec:forward"),
+            " say.",
+        )
+        return Section(
+            ("The computational graph",),
+            (
+                intro,
+                Figure(
+                    self.layer_diagram(), ("The computational graph, layer by layer.",), "fig:graph"
+                ),
+            ),
+            label="sec:graph",
+        )
 
     def node_graph(self) -> Section:
         d = self.d
-        columns = [[(f"x{i}", f"x_{{{i}}}", "x" + _sub(i), "x") for i in range(1, len(d.graph.x) + 1)]]
+        columns = [
+            [(f"x{i}", f"x_{{{i}}}", "x" + _sub(i), "x") for i in range(1, len(d.graph.x) + 1)]
+        ]
         for lg in self.layers:
             for kind in _stages(lg):
-                columns.append([(f"{kind}{lg.number}n{i}", f"{kind}^{{({lg.number})}}_{{{i}}}",
-                                 kind + _sup(lg.number) + _sub(i), kind) for i in range(1, len(lg.z) + 1)])
+                columns.append(
+                    [
+                        (
+                            f"{kind}{lg.number}n{i}",
+                            f"{kind}^{{({lg.number})}}_{{{i}}}",
+                            kind + _sup(lg.number) + _sub(i),
+                            kind,
+                        )
+                        for i in range(1, len(lg.z) + 1)
+                    ]
+                )
         columns.append([("L", "L", "L", "loss")])
         tallest = max(len(c) for c in columns)
         dx = min(2.1, 14.8 / (len(columns) - 1))
@@ -392,36 +589,64 @@ class _Handout:
             top = (len(column) - 1) * dy / 2
             for j, (node_id, label, plain, kind) in enumerate(column):
                 nodes.append(DiagramNode(node_id, label, plain, k * dx, top - j * dy, kind))
-        heads = ["x"] + [f"{kind}^{{({lg.number})}}" for lg in self.layers for kind in _stages(lg)] + ["L"]
+        heads = (
+            ["x"]
+            + [f"{kind}^{{({lg.number})}}" for lg in self.layers for kind in _stages(lg)]
+            + ["L"]
+        )
         height = (tallest - 1) * dy / 2 + 0.8
         legend = self.legend()
         edges = self.graph_edges()
         used = {e.colour for e in edges}
         diagram = Diagram(
-            tuple(nodes), tuple(edges),
-            colours=tuple((f"kernel{k + 1}", c) for k, c in enumerate(EDGE_COLOURS) if f"kernel{k + 1}" in used),
-            node_size=min(0.75, 0.85 * dy), small=dy < 0.8,
+            tuple(nodes),
+            tuple(edges),
+            colours=tuple(
+                (f"kernel{k + 1}", c)
+                for k, c in enumerate(EDGE_COLOURS)
+                if f"kernel{k + 1}" in used
+            ),
+            node_size=min(0.75, 0.85 * dy),
+            small=dy < 0.8,
             heads=tuple((k * dx, height, h) for k, h in enumerate(heads)),
         )
         article = ", the article's figure 8" if self.article else ""
         sliding = any(lg.layer.shows_position_sets for lg in self.layers)
         pools = any(not lg.activated for lg in self.layers)
-        reads = (" node takes as inputs the nodes its position set names (a fully connected node all of "
-                 "them), every " if sliding else " node takes as inputs all the outputs of the layer before "
-                 "it, every ")
+        reads = (
+            " node takes as inputs the nodes its position set names (a fully connected node all of "
+            "them), every "
+            if sliding
+            else " node takes as inputs all the outputs of the layer before it, every "
+        )
         intro: list[Inline] = [
-            f"The network's computational graph{article}: every ", Math("z"), reads, Math("a"),
-            " node its own ", Math("z"), " (a pooling node its window)" if pools else "",
-            ", and the loss all the last activations."]
-        caption: list[Inline] = ["The computational graph" + (" (the article's figure 8)." if self.article else ".")]
+            f"The network's computational graph{article}: every ",
+            Math("z"),
+            reads,
+            Math("a"),
+            " node its own ",
+            Math("z"),
+            " (a pooling node its window)" if pools else "",
+            ", and the loss all the last activations.",
+        ]
+        caption: list[Inline] = [
+            "The computational graph" + (" (the article's figure 8)." if self.article else ".")
+        ]
         if legend:
-            intro += [(" An edge's colour tells which kernel weight multiplies that input: one colour in "
-                      "many places is one shared weight.")]
+            intro += [
+                (
+                    " An edge's colour tells which kernel weight multiplies that input: one colour in "
+                    "many places is one shared weight."
+                )
+            ]
             caption += [" Edge colours: "]
             for k, (colour, name, label) in enumerate(legend):
                 caption += [f"{name} ", Math(label), "; " if k < len(legend) - 1 else "."]
-        return Section(("The computational graph",), (Paragraph(*intro), Figure(diagram, tuple(caption),
-                       "fig:graph")), label="sec:graph")
+        return Section(
+            ("The computational graph",),
+            (Paragraph(*intro), Figure(diagram, tuple(caption), "fig:graph")),
+            label="sec:graph",
+        )
 
     def graph_edges(self) -> list[DiagramEdge]:
         """inputs → z (coloured by kernel position), z → a, a → L."""
@@ -439,12 +664,21 @@ class _Handout:
                     if coloured:
                         *_, m, n = index[coefficient]
                         colour = f"kernel{m * kernel[1] + n + 1}"
-                    edges.append(DiagramEdge(f"{source}{position[value]}", f"{target}{lg.number}n{i}", colour))
+                    edges.append(
+                        DiagramEdge(
+                            f"{source}{position[value]}", f"{target}{lg.number}n{i}", colour
+                        )
+                    )
             if lg.activated:
-                edges += [DiagramEdge(f"z{lg.number}n{i}", f"a{lg.number}n{i}", "black")
-                          for i in range(1, len(lg.z) + 1)]
+                edges += [
+                    DiagramEdge(f"z{lg.number}n{i}", f"a{lg.number}n{i}", "black")
+                    for i in range(1, len(lg.z) + 1)
+                ]
         last = self.layers[-1]
-        edges += [DiagramEdge(f"a{last.number}n{i}", "L", "black") for i in range(1, len(last.outputs) + 1)]
+        edges += [
+            DiagramEdge(f"a{last.number}n{i}", "L", "black")
+            for i in range(1, len(last.outputs) + 1)
+        ]
         return edges
 
     def legend(self) -> list[tuple[str, str, str]]:
@@ -468,42 +702,68 @@ class _Handout:
 
     def layer_diagram(self) -> Diagram:
         """A layer-level graph: the input, each layer's z and a maps, the loss, top to bottom."""
-        def box(node_id: str, tex_: str, plain: str, shape: tuple[int, ...], y: float) -> DiagramNode:
+
+        def box(
+            node_id: str, tex_: str, plain: str, shape: tuple[int, ...], y: float
+        ) -> DiagramNode:
             size = "×".join(map(str, shape))
-            return DiagramNode(node_id, rf"{tex_} \in \mathbb{{R}}^{{{shape_tex(shape)}}}", f"{plain} {size}",
-                               0.0, y, "box")
+            return DiagramNode(
+                node_id,
+                rf"{tex_} \in \mathbb{{R}}^{{{shape_tex(shape)}}}",
+                f"{plain} {size}",
+                0.0,
+                y,
+                "box",
+            )
 
         boxes = [("X", "x", "x", self.network.input_shape)]
         steps = []
         for lg in self.layers:
             if lg.activated:
-                boxes += [(f"Z{lg.number}", f"z^{{({lg.number})}}", f"z({lg.number})", lg.output_shape),
-                          (f"A{lg.number}", f"a^{{({lg.number})}}", f"a({lg.number})", lg.output_shape)]
+                boxes += [
+                    (f"Z{lg.number}", f"z^{{({lg.number})}}", f"z({lg.number})", lg.output_shape),
+                    (f"A{lg.number}", f"a^{{({lg.number})}}", f"a({lg.number})", lg.output_shape),
+                ]
                 steps += [lg.layer.describe().rsplit(",", 1)[0], lg.layer.activation]
             else:
-                boxes.append((f"A{lg.number}", f"a^{{({lg.number})}}", f"a({lg.number})", lg.output_shape))
+                boxes.append(
+                    (f"A{lg.number}", f"a^{{({lg.number})}}", f"a({lg.number})", lg.output_shape)
+                )
                 steps.append(lg.layer.describe())
         steps.append(f"loss: {self.network.loss}")
         nodes = [box(*b, -1.25 * k) for k, b in enumerate(boxes)]
         nodes.append(DiagramNode("L", "L", "L", 0.0, -1.25 * len(boxes), "loss"))
-        edges = [DiagramEdge(a.id, b.id, text=s.replace("_", " "), arrow=True, side="right")
-                 for a, b, s in zip(nodes, nodes[1:], steps)]
+        edges = [
+            DiagramEdge(a.id, b.id, text=s.replace("_", " "), arrow=True, side="right")
+            for a, b, s in zip(nodes, nodes[1:], steps)
+        ]
         return Diagram(tuple(nodes), tuple(edges), direction="TD")
 
     # ---- 4: backpropagation -------------------------------------------------------------------
 
     def backward(self) -> Section:
-        parts = [rf"\frac{{\partial L}}{{\partial W^{{({lg.number})}}}}" for lg in reversed(self.layers)
-                 if f"W{lg.number}" in self.network.parameters]
+        parts = [
+            rf"\frac{{\partial L}}{{\partial W^{{({lg.number})}}}}"
+            for lg in reversed(self.layers)
+            if f"W{lg.number}" in self.network.parameters
+        ]
         article = ", the article's formula (2)," if self.article else ""
         body: list = [
             Paragraph(f"The gradient of the loss with respect to the weights{article} is"),
             Equation(r"\nabla_{W} L = \left[" + ", ".join(parts) + r"\right]", "gradient"),
-            Paragraph("We compute it from the last layer back to the first with the chain rule "
-                      "(appendix ", Ref("app:chain"), "). At every node, the ", Emph("downstream"),
-                      " gradient sent back to an input is the node's ", Emph("upstream"), " gradient "
-                      "times its ", Emph("local"), " gradient with respect to that input; a node that "
-                      "feeds several others adds up the downstream gradients it gets."),
+            Paragraph(
+                "We compute it from the last layer back to the first with the chain rule "
+                "(appendix ",
+                Ref("app:chain"),
+                "). At every node, the ",
+                Emph("downstream"),
+                " gradient sent back to an input is the node's ",
+                Emph("upstream"),
+                " gradient times its ",
+                Emph("local"),
+                " gradient with respect to that input; a node that "
+                "feeds several others adds up the downstream gradients it gets.",
+            ),
         ]
         body += [self.backward_layer(lg) for lg in reversed(self.layers)]
         return Section(("Backpropagation",), tuple(body), label="sec:backward")
@@ -515,65 +775,115 @@ class _Handout:
         weights = _flat(d.graph.params[f"W{l}"]) if f"W{l}" in d.graph.params else []
         body: list = []
         if weights:
-            body += [Paragraph(f"The gradient with respect to the weights of layer {l} is the vector of "
-                               "their partial derivatives:"), Equation(self.vector(lg), f"vector{l}")]
+            body += [
+                Paragraph(
+                    f"The gradient with respect to the weights of layer {l} is the vector of "
+                    "their partial derivatives:"
+                ),
+                Equation(self.vector(lg), f"vector{l}"),
+            ]
         # upstream gradients: the loss's own derivatives, or the sums over the next layer
         following = None if last else self.layers[l]
         if last:
             if self.network.loss_function.generic:
-                body.append(Paragraph("The upstream gradients of the last activations, ",
-                                      Math(rf"\partial L / \partial a^{{({l})}}_{{k}}"), ", are the loss's "
-                                      "own partial derivatives; with ", Math("L"), " generic they stay "
-                                      "as they are."))
+                body.append(
+                    Paragraph(
+                        "The upstream gradients of the last activations, ",
+                        Math(rf"\partial L / \partial a^{{({l})}}_{{k}}"),
+                        ", are the loss's own partial derivatives; with ",
+                        Math("L"),
+                        " generic they stay as they are.",
+                    )
+                )
             else:
-                rows = [(d.tex_names[s], break_expr(d.upstream(s), p) or [Row(p.doprint(d.upstream(s)))])
-                        for s in lg.upstream]
+                rows = [
+                    (
+                        d.tex_names[s],
+                        break_expr(d.upstream(s), p) or [Row(p.doprint(d.upstream(s)))],
+                    )
+                    for s in lg.upstream
+                ]
                 shown, more = _budget(rows, max(detail.rows, 4))
-                body += [Paragraph("The upstream gradients of the last activations are the loss's own "
-                                   "partial derivatives:"), Equation(_grid(shown))]
+                body += [
+                    Paragraph(
+                        "The upstream gradients of the last activations are the loss's own "
+                        "partial derivatives:"
+                    ),
+                    Equation(_grid(shown)),
+                ]
                 if more:
                     body.append(Paragraph(f"… and {more:,} more of the same form."))
         else:
             formula = following.layer.upstream_formula(op_notation(following))
-            rows = [(d.tex_names[s], sum_rows(elide([term_latex(t, p) for t in d.upstream_terms_of(s)],
-                                                     *detail.terms)))
-                    for s in self._upstream_shown(lg)]
+            rows = [
+                (
+                    d.tex_names[s],
+                    sum_rows(
+                        elide([term_latex(t, p) for t in d.upstream_terms_of(s)], *detail.terms)
+                    ),
+                )
+                for s in self._upstream_shown(lg)
+            ]
             shown, more = _budget(rows, detail.rows)
             more += len(lg.upstream) - len(rows)
-            body += [Paragraph(f"Each output of layer {l} feeds {formula['feeds']}, so its upstream "
-                               "gradient is the sum of the downstream gradients it gets back from each. "
-                               "For this network:", lead="Upstream gradients."),
-                     Equation(_grid(shown), f"upstream-list{l}")]
+            body += [
+                Paragraph(
+                    f"Each output of layer {l} feeds {formula['feeds']}, so its upstream "
+                    "gradient is the sum of the downstream gradients it gets back from each. "
+                    "For this network:",
+                    lead="Upstream gradients.",
+                ),
+                Equation(_grid(shown), f"upstream-list{l}"),
+            ]
             if more:
                 body.append(Paragraph(f"… and {more:,} more of the same form."))
         # one weight worked symbolically
-        parameters = [(kind, _flat(d.graph.params[f"{kind}{l}"])) for kind in "Wb"
-                      if f"{kind}{l}" in d.graph.params]
+        parameters = [
+            (kind, _flat(d.graph.params[f"{kind}{l}"]))
+            for kind in "Wb"
+            if f"{kind}{l}" in d.graph.params
+        ]
         first = weights[0] if weights else None
         if first is not None:
             shared = lg.layer.shows_position_sets
-            why = ("The kernel is shared: each weight was used at many positions, so its gradient "
-                   "collects one term per position, the upstream gradient of that position's output "
-                   "times the local gradient there." if shared else
-                   "Each weight connects one input to one neuron, a single dependency: its gradient is "
-                   "one upstream gradient times one local gradient.")
+            why = (
+                "The kernel is shared: each weight was used at many positions, so its gradient "
+                "collects one term per position, the upstream gradient of that position's output "
+                "times the local gradient there."
+                if shared
+                else "Each weight connects one input to one neuron, a single dependency: its gradient is "
+                "one upstream gradient times one local gradient."
+            )
             used = f", used at {_count(len(d.terms(first)), 'position')}" if shared else ""
-            body += [Paragraph(why, " For ", Math(d.tex_names[first]), f"{used}:", lead="Weight gradients."),
-                     *self.derivation(first, f"example{l}")]
+            body += [
+                Paragraph(
+                    why, " For ", Math(d.tex_names[first]), f"{used}:", lead="Weight gradients."
+                ),
+                *self.derivation(first, f"example{l}"),
+            ]
         # the general formulas
         general: list = []
         if following is not None:
             formula = following.layer.upstream_formula(op_notation(following))
-            general += [Equation(formula["equation"], f"upstream{l}"),
-                        Paragraph("where ", *text(formula["note"]), ".")]
+            general += [
+                Equation(formula["equation"], f"upstream{l}"),
+                Paragraph("where ", *text(formula["note"]), "."),
+            ]
         weight = lg.layer.weight_formula(op_notation(lg))
         if weight is not None:
-            general += [Equation(weight["equation"], f"general{l}"), Paragraph(*text(weight["note"][0].upper()
-                                                                                     + weight["note"][1:] + "."))]
+            general += [
+                Equation(weight["equation"], f"general{l}"),
+                Paragraph(*text(weight["note"][0].upper() + weight["note"][1:] + ".")),
+            ]
             if weight["bias"]:
-                general += [Paragraph("A bias is added to the sums with coefficient 1, so its local "
-                                      "gradient is ", Math(r"\partial a / \partial z"), " alone:"),
-                            Equation(weight["bias"])]
+                general += [
+                    Paragraph(
+                        "A bias is added to the sums with coefficient 1, so its local gradient is ",
+                        Math(r"\partial a / \partial z"),
+                        " alone:",
+                    ),
+                    Equation(weight["bias"]),
+                ]
         if general:
             cites = []
             if following is not None:
@@ -582,16 +892,28 @@ class _Handout:
                 cites.append(("every weight", f"example{l}"))
             said: list[Inline] = ["The same steps for "]
             for k, (what, key) in enumerate(cites):
-                said += [f"{what} (generalising ", EqRef(key), ")", " and for " if k < len(cites) - 1 else ":"]
+                said += [
+                    f"{what} (generalising ",
+                    EqRef(key),
+                    ")",
+                    " and for " if k < len(cites) - 1 else ":",
+                ]
             if not cites:
                 said = ["In general:"]
             body += [Paragraph(*said, lead="In general."), *general]
         if not weights:
-            body.append(Paragraph("This layer has no weights: it only passes the gradients back to its "
-                                  "inputs" + (f", as the upstream gradients of layer {l - 1} say." if l > 1 else ".")))
+            body.append(
+                Paragraph(
+                    "This layer has no weights: it only passes the gradients back to its "
+                    "inputs"
+                    + (f", as the upstream gradients of layer {l - 1} say." if l > 1 else ".")
+                )
+            )
         body += self.other_weights(lg, parameters)
         body += self.tensor_view(lg)
-        return Section((f"Layer {l} ({lg.layer.title})",), tuple(body), label=f"sec:backward{l}", level=2)
+        return Section(
+            (f"Layer {l} ({lg.layer.title})",), tuple(body), label=f"sec:backward{l}", level=2
+        )
 
     def vector(self, lg: LayerGraph) -> str:
         """∂L/∂W^{(l)} = [∂L/∂w_1, …, ∂L/∂w_N] (and the same for b^{(l)}), the article's (3), (6), (14)."""
@@ -601,12 +923,18 @@ class _Handout:
             if name not in self.d.graph.params:
                 continue
             elements = _flat(self.d.graph.params[name])
-            shown = [partial(self.d, s) for s in (elements if len(elements) <= 4 else [elements[0], elements[1]])]
+            shown = [
+                partial(self.d, s)
+                for s in (elements if len(elements) <= 4 else [elements[0], elements[1]])
+            ]
             if len(elements) > 4:
                 shown += [r"\ldots", partial(self.d, elements[-1])]
             letter = "W" if kind == "W" else "b"
-            rows.append(rf"\frac{{\partial L}}{{\partial {letter}^{{({lg.number})}}}} &= \left["
-                        + ", ".join(shown) + r"\right]")
+            rows.append(
+                rf"\frac{{\partial L}}{{\partial {letter}^{{({lg.number})}}}} &= \left["
+                + ", ".join(shown)
+                + r"\right]"
+            )
         return " \\\\\n".join(rows)
 
     def _upstream_shown(self, lg: LayerGraph) -> list[sympy.Symbol]:
@@ -626,17 +954,31 @@ class _Handout:
         if self.detail.closed_forms:
             closed = closed_form(d, element)
             if closed.rows:
-                blocks += [Paragraph("In closed form, in ", Math("x"), ", ", Math("y"), " and the weights alone:"),
-                           Equation(aligned(lhs, closed.rows))]
+                blocks += [
+                    Paragraph(
+                        "In closed form, in ", Math("x"), ", ", Math("y"), " and the weights alone:"
+                    ),
+                    Equation(aligned(lhs, closed.rows)),
+                ]
                 if closed.simplified:
-                    blocks += [Paragraph("and with common factors pulled out:"),
-                               Equation(aligned(lhs, closed.simplified))]
+                    blocks += [
+                        Paragraph("and with common factors pulled out:"),
+                        Equation(aligned(lhs, closed.simplified)),
+                    ]
             else:
                 size = f"{closed.size:,}" if closed.exact else f"more than {closed.size:,}"
-                blocks.append(Paragraph("Written out in closed form, in ", Math("x"), ", ", Math("y"), " and the "
-                                        f"weights alone, this gradient takes {size} nodes of expression tree: "
-                                        "too long to print. The chain form, evaluated after the forward pass, "
-                                        "is the same function at a fraction of the cost."))
+                blocks.append(
+                    Paragraph(
+                        "Written out in closed form, in ",
+                        Math("x"),
+                        ", ",
+                        Math("y"),
+                        " and the "
+                        f"weights alone, this gradient takes {size} nodes of expression tree: "
+                        "too long to print. The chain form, evaluated after the forward pass, "
+                        "is the same function at a fraction of the cost.",
+                    )
+                )
         return blocks
 
     def other_weights(self, lg: LayerGraph, parameters: list) -> list:
@@ -648,42 +990,75 @@ class _Handout:
             rows = []
             for kind, elements in parameters:
                 counts = [len(d.terms(s)) for s in elements]
-                span = f"{min(counts):,}" if min(counts) == max(counts) else f"{min(counts):,} to {max(counts):,}"
+                span = (
+                    f"{min(counts):,}"
+                    if min(counts) == max(counts)
+                    else f"{min(counts):,} to {max(counts):,}"
+                )
                 tex_name = f"{'W' if kind == 'W' else 'b'}^{{({lg.number})}}"
                 rows.append(((Math(tex_name),), (f"{len(elements):,}",), (span,)))
             if rows:
-                blocks += [Paragraph("Every element of the layer's parameters is derived in the same way, "
-                                     "each with one term per position where it was used:"),
-                           Table((Column("l"), Column("r"), Column("r")),
-                                 (("Parameter",), ("Elements",), ("Terms each",)), tuple(rows))]
+                blocks += [
+                    Paragraph(
+                        "Every element of the layer's parameters is derived in the same way, "
+                        "each with one term per position where it was used:"
+                    ),
+                    Table(
+                        (Column("l"), Column("r"), Column("r")),
+                        (("Parameter",), ("Elements",), ("Terms each",)),
+                        tuple(rows),
+                    ),
+                ]
             bias = [elements[0] for kind, elements in parameters if kind == "b"]
             for element in bias:
                 blocks += [Paragraph("For the first bias:"), *self.derivation(element)]
             return blocks
         for kind, elements in parameters:
-            shown = [s for s in elements if s in self.detailed and not (kind == "W" and s == elements[0])]
+            shown = [
+                s for s in elements if s in self.detailed and not (kind == "W" and s == elements[0])
+            ]
             hidden = len(elements) - len([s for s in elements if s in self.detailed])
             tex_name = f"{'W' if kind == 'W' else 'b'}^{{({lg.number})}}"
             if hidden:
                 count = len(elements) - hidden
-                blocks.append(Paragraph(f"Derived in full here: {count} of the {len(elements):,} elements of ",
-                                        Math(tex_name), f"; the other {hidden:,} follow the same pattern "
-                                        "(appendix ", Ref("app:rest"), ")."))
-            derivations = [(s, sum_rows(elide([term_latex(t, printer(d)) for t in d.terms(s)], *self.detail.terms)))
-                           for s in shown]
+                blocks.append(
+                    Paragraph(
+                        f"Derived in full here: {count} of the {len(elements):,} elements of ",
+                        Math(tex_name),
+                        f"; the other {hidden:,} follow the same pattern (appendix ",
+                        Ref("app:rest"),
+                        ").",
+                    )
+                )
+            derivations = [
+                (
+                    s,
+                    sum_rows(
+                        elide([term_latex(t, printer(d)) for t in d.terms(s)], *self.detail.terms)
+                    ),
+                )
+                for s in shown
+            ]
             if not derivations:
                 continue
             single = all(len(rows) == 1 for _, rows in derivations)
             if single and len(derivations) > 1:
                 what = "the other weights" if kind == "W" else "the biases"
-                blocks += [Paragraph(f"And {what} of this layer:"),
-                           Equation(_grid([(partial(d, s), rows) for s, rows in derivations]))]
+                blocks += [
+                    Paragraph(f"And {what} of this layer:"),
+                    Equation(_grid([(partial(d, s), rows) for s, rows in derivations])),
+                ]
             else:
                 for s, rows in derivations:
-                    used = (f", used at {_count(len(d.terms(s)), 'position')}"
-                            if lg.layer.shows_position_sets else "")
-                    blocks += [Paragraph("For ", Math(d.tex_names[s]), f"{used}:"),
-                               Equation(aligned(partial(d, s), rows))]
+                    used = (
+                        f", used at {_count(len(d.terms(s)), 'position')}"
+                        if lg.layer.shows_position_sets
+                        else ""
+                    )
+                    blocks += [
+                        Paragraph("For ", Math(d.tex_names[s]), f"{used}:"),
+                        Equation(aligned(partial(d, s), rows)),
+                    ]
         return blocks
 
     def tensor_view(self, lg: LayerGraph) -> list:
@@ -703,7 +1078,9 @@ class _Handout:
         chosen = set()
         for elements in arrays_:
             count = min(DETAILED_PER_PARAMETER, len(elements))
-            chosen |= {elements[round(k * (len(elements) - 1) / max(1, count - 1))] for k in range(count)}
+            chosen |= {
+                elements[round(k * (len(elements) - 1) / max(1, count - 1))] for k in range(count)
+            }
         return chosen
 
     # ---- 5: the worked example ----------------------------------------------------------------
@@ -714,75 +1091,144 @@ class _Handout:
         d = ex.derivation
         body: list = []
         if ex.choices:
-            said: list[Inline] = ["Now with numbers, for which the generic functions need a concrete choice: "]
+            said: list[Inline] = [
+                "Now with numbers, for which the generic functions need a concrete choice: "
+            ]
             if "g" in ex.choices:
                 said += [Math("g"), " is the sigmoid, ", Math(_activation("sigmoid").formula)]
             if "loss" in ex.choices:
-                said += [", and " if "g" in ex.choices else "", Math("L"), (" is half the sum of squared "
-                         "errors, "), Math(ex.network.loss_function.formula)]
+                said += [
+                    ", and " if "g" in ex.choices else "",
+                    Math("L"),
+                    (" is half the sum of squared errors, "),
+                    Math(ex.network.loss_function.formula),
+                ]
             body.append(Paragraph(*said, "."))
         else:
             body.append(Paragraph("Now with numbers."))
-        scaled = sorted({weight_scale(shape) for name, shape in ex.network.parameters.items()
-                         if name.startswith("W")} - {1.0})
-        scaling = (" (the weights of a layer whose nodes sum many inputs scaled down by a power of ten, "
-                   "so that its sums stay of order one)") if scaled else ""
+        scaled = sorted(
+            {
+                weight_scale(shape)
+                for name, shape in ex.network.parameters.items()
+                if name.startswith("W")
+            }
+            - {1.0}
+        )
+        scaling = (
+            (
+                " (the weights of a layer whose nodes sum many inputs scaled down by a power of ten, "
+                "so that its sums stay of order one)"
+            )
+            if scaled
+            else ""
+        )
         seed = f"seed {ex.seed}"
         dead, total = ex.dead
         if total:
-            tries = ("" if ex.draw == 0 else
-                     f", drawn {ex.draw + 1} times until at most half of the ReLUs were dead")
+            tries = (
+                ""
+                if ex.draw == 0
+                else f", drawn {ex.draw + 1} times until at most half of the ReLUs were dead"
+            )
             seed += f"{tries} ({dead} of the {total} ReLUs dead here, so that the example shows gradients"
             seed += " rather than zeros)"
-        rounded = ("Results are rounded to four significant digits"
-                   + (", gradients written in scientific notation throughout" if fmt_g.scientific else "")
-                   + (", values too" if fmt_v.scientific else "") + ".")
-        body.append(Paragraph(f"The values are drawn with {seed}: inputs in ", Math("[0, 1]"), " and weights "
-                              "in ", Math(r"\pm[0.1, 1]"), f" with one decimal{scaling}, so that the forward "
-                              "pass can be followed by hand. " + rounded))
+        rounded = (
+            "Results are rounded to four significant digits"
+            + (", gradients written in scientific notation throughout" if fmt_g.scientific else "")
+            + (", values too" if fmt_v.scientific else "")
+            + "."
+        )
+        body.append(
+            Paragraph(
+                f"The values are drawn with {seed}: inputs in ",
+                Math("[0, 1]"),
+                " and weights in ",
+                Math(r"\pm[0.1, 1]"),
+                f" with one decimal{scaling}, so that the forward "
+                "pass can be followed by hand. " + rounded,
+            )
+        )
         inputs = arrays(ex.x, _label("X"), fmt_v, detail.matrix_rows, detail.matrices)
         inputs += arrays(ex.y, lambda _: "y", fmt_v, detail.matrix_rows)
         params = []
         for name in ex.network.parameters:
-            params += arrays(ex.params[name], _label(f"{name[0]}^{{({name[1:]})}}"), fmt_v,
-                             detail.matrix_rows, detail.matrices)
+            params += arrays(
+                ex.params[name],
+                _label(f"{name[0]}^{{({name[1:]})}}"),
+                fmt_v,
+                detail.matrix_rows,
+                detail.matrices,
+            )
         body.append(Displays(tuple(lines(inputs + params))))
         # forward by hand
         layers = list(d.graph.layers)
         weighted = [lg for lg in layers if f"W{lg.number}" in d.graph.params]
-        body.append(Paragraph("The forward pass fills in the ", Math("z"), " and ", Math("a"), " columns of "
-                              "the tables below from the first layer to the last; for instance"))
+        body.append(
+            Paragraph(
+                "The forward pass fills in the ",
+                Math("z"),
+                " and ",
+                Math("a"),
+                " columns of the tables below from the first layer to the last; for instance",
+            )
+        )
         if weighted:
             node = weighted[0].z[0]
             body.append(Equation(aligned(d.tex_names[node.symbol], self.by_hand(node))))
         pools = [lg for lg in layers if not lg.activated]
         if pools:
             node = pools[0].z[0]
-            body += [Paragraph(f"and the first output of the {pools[0].layer.title} layer {pools[0].number}"
-                               " is"),
-                     Equation(aligned(d.tex_names[node.symbol], self.by_hand(node)))]
-        body.append(Paragraph("The backward pass fills in the gradient columns from the last layer to the "
-                              "first, with ", Math(r"\partial L / \partial z = \partial L / \partial a \cdot "
-                                                   r"\partial a / \partial z"), " at every node."))
+            body += [
+                Paragraph(
+                    f"and the first output of the {pools[0].layer.title} layer {pools[0].number} is"
+                ),
+                Equation(aligned(d.tex_names[node.symbol], self.by_hand(node))),
+            ]
+        body.append(
+            Paragraph(
+                "The backward pass fills in the gradient columns from the last layer to the "
+                "first, with ",
+                Math(
+                    r"\partial L / \partial z = \partial L / \partial a \cdot "
+                    r"\partial a / \partial z"
+                ),
+                " at every node.",
+            )
+        )
         for lg in layers:
             body += self.example_table(lg)
-        body.append(Paragraph("The loss is ", Math(f"L = {fmt_v(ex.loss)}"), ", and the gradients of the "
-                              "weights are"))
+        body.append(
+            Paragraph(
+                "The loss is ",
+                Math(f"L = {fmt_v(ex.loss)}"),
+                ", and the gradients of the weights are",
+            )
+        )
         gradients = []
         for name in ex.network.parameters:
             tex_name = f"{name[0]}^{{({name[1:]})}}"
             gradients += arrays(
                 ex.gradients[name],
-                lambda sub, t=tex_name: rf"\frac{{\partial L}}{{\partial {t if sub is None else f'{t}_{{{sub}}}'}}}",
-                fmt_g, detail.matrix_rows, detail.matrices)
+                lambda sub, t=tex_name: (
+                    rf"\frac{{\partial L}}{{\partial {t if sub is None else f'{t}_{{{sub}}}'}}}"
+                ),
+                fmt_g,
+                detail.matrix_rows,
+                detail.matrices,
+            )
         body.append(Displays(tuple(lines(gradients))))
         body += self.single_by_hand(weighted)
         body += self.shared_by_hand(weighted)
         body += self.routing_by_hand(pools)
         body += self.correlation_by_hand(weighted)
-        body.append(Paragraph("PyTorch's automatic differentiation gives the same numbers for the same network "
-                              "and values: symbackprop's tests compare its worked examples with it, and ",
-                              Code("symbackprop check"), " compares the derivation of any network."))
+        body.append(
+            Paragraph(
+                "PyTorch's automatic differentiation gives the same numbers for the same network "
+                "and values: symbackprop's tests compare its worked examples with it, and ",
+                Code("symbackprop check"),
+                " compares the derivation of any network.",
+            )
+        )
         return Section(("A worked example",), tuple(body), label="sec:example")
 
     def by_hand(self, node) -> list[Row]:
@@ -794,16 +1240,33 @@ class _Handout:
     def example_table(self, lg: LayerGraph) -> list:
         ex, l = self.example, lg.number
         columns = layer_values(ex, lg)
-        fmt = {"z": ex.formats.value, "a": ex.formats.value, "da": ex.formats.gradient, "dz": ex.formats.gradient}
-        heads = {"z": f"z^{{({l})}}_{{i}}", "a": f"a^{{({l})}}_{{i}}",
-                 "da": rf"\partial L / \partial a^{{({l})}}_{{i}}", "dz": rf"\partial L / \partial z^{{({l})}}_{{i}}"}
+        fmt = {
+            "z": ex.formats.value,
+            "a": ex.formats.value,
+            "da": ex.formats.gradient,
+            "dz": ex.formats.gradient,
+        }
+        heads = {
+            "z": f"z^{{({l})}}_{{i}}",
+            "a": f"a^{{({l})}}_{{i}}",
+            "da": rf"\partial L / \partial a^{{({l})}}_{{i}}",
+            "dz": rf"\partial L / \partial z^{{({l})}}_{{i}}",
+        }
         count = len(next(iter(columns.values())))
         shown = min(count, self.detail.example_rows)
-        rows = tuple(((str(i + 1),), *((Math(fmt[k](columns[k][i])),) for k in columns)) for i in range(shown))
-        table = Table(tuple(Column("r") for _ in range(len(columns) + 1)),
-                      ((Math("i"),), *((Math(heads[k]),) for k in columns)), rows)
-        intro = Paragraph(f"Layer {l} ({lg.layer.title})" + (f", the first {shown} of its {count:,} nodes:"
-                                                             if shown < count else ":"))
+        rows = tuple(
+            ((str(i + 1),), *((Math(fmt[k](columns[k][i])),) for k in columns))
+            for i in range(shown)
+        )
+        table = Table(
+            tuple(Column("r") for _ in range(len(columns) + 1)),
+            ((Math("i"),), *((Math(heads[k]),) for k in columns)),
+            rows,
+        )
+        intro = Paragraph(
+            f"Layer {l} ({lg.layer.title})"
+            + (f", the first {shown} of its {count:,} nodes:" if shown < count else ":")
+        )
         return [intro, table]
 
     def single_by_hand(self, weighted: list[LayerGraph]) -> list:
@@ -816,11 +1279,19 @@ class _Handout:
         terms = d.terms(weight)
         p = printer(d)
         chain = sum_rows(elide([term_latex(t, p) for t in terms], *self.detail.terms))
-        numbers = sum_rows(elide([term_numbers(t, ex.value, ex.formats) for t in terms], *self.detail.terms))
+        numbers = sum_rows(
+            elide([term_numbers(t, ex.value, ex.formats) for t in terms], *self.detail.terms)
+        )
         result = ex.formats.gradient(ex.gradients[f"W{lg.number}"].reshape(-1)[0])
         rows = chain + [Row("= " + numbers[0].tex)] + numbers[1:] + [Row(f"= {result}")]
-        return [Paragraph("For instance, for ", Math(d.tex_names[weight]), ", upstream gradient times local "
-                          "gradient, factor for factor:"), Equation(aligned(partial(d, weight), rows))]
+        return [
+            Paragraph(
+                "For instance, for ",
+                Math(d.tex_names[weight]),
+                ", upstream gradient times local gradient, factor for factor:",
+            ),
+            Equation(aligned(partial(d, weight), rows)),
+        ]
 
     def shared_by_hand(self, weighted: list[LayerGraph]) -> list:
         """The first convolution's first weight in full: every term it collects, with numbers."""
@@ -836,15 +1307,21 @@ class _Handout:
         positions = {z: i for i, z in enumerate((n.symbol for n in lg.z), start=1)}
         shown = terms if len(terms) <= SHARED_TERMS_SHOWN else terms[: SHARED_TERMS_SHOWN - 2]
         has_local = any(t.local != 1 for t in terms)
-        local_head = p.doprint(terms[0].local).replace(f"_{{{positions[terms[0].z]}}}", "_{i}") if has_local else None
+        local_head = (
+            p.doprint(terms[0].local).replace(f"_{{{positions[terms[0].z]}}}", "_{i}")
+            if has_local
+            else None
+        )
         rows = []
         for t in shown:
             i = positions[t.z]
             cells = [(str(i),), (Math(fmt_g(ex.value(t.upstream))),)]
             if has_local:
                 cells.append((Math(fmt_v(ex.value(t.local))),))
-            cells += [(Math(f"{d.tex_names[t.factor]} = {fmt_v(ex.value(t.factor))}"),),
-                      (Math(fmt_g(ex.value(t.expr))),)]
+            cells += [
+                (Math(f"{d.tex_names[t.factor]} = {fmt_v(ex.value(t.factor))}"),),
+                (Math(fmt_g(ex.value(t.expr))),),
+            ]
             rows.append(tuple(cells))
         header = [(Math("i"),), (Math(rf"\partial L / \partial a^{{({l})}}_{{i}}"),)]
         if has_local:
@@ -855,11 +1332,15 @@ class _Handout:
         total = fmt_g(ex.gradients[f"W{l}"].reshape(-1)[0])
         sums = sum_rows(elide([f"({x})" for x in products], *self.detail.terms))
         blocks = [
-            Paragraph("A shared weight collects one term per position where it was used. The first weight "
-                      f"of layer {l}'s kernel, ", Math(d.tex_names[weight]), f", was used at "
-                      f"{_count(len(terms), 'position')}; one row each"
-                      + (f" (the first {len(shown)} of them)" if len(shown) < len(terms) else "")
-                      + ", upstream gradient times local gradient:"),
+            Paragraph(
+                "A shared weight collects one term per position where it was used. The first weight "
+                f"of layer {l}'s kernel, ",
+                Math(d.tex_names[weight]),
+                f", was used at "
+                f"{_count(len(terms), 'position')}; one row each"
+                + (f" (the first {len(shown)} of them)" if len(shown) < len(terms) else "")
+                + ", upstream gradient times local gradient:",
+            ),
             Table(tuple(Column(a) for a in aligns), tuple(header), tuple(rows)),
             Paragraph("and the sum of the products is the gradient:"),
             Equation(aligned(partial(d, weight), sums + [Row(f"= {total}")])),
@@ -878,18 +1359,36 @@ class _Handout:
         fmt_v, fmt_g = ex.formats.value, ex.formats.gradient
         rows = []
         for variable, local in node.local():
-            rows.append(((Math(f"{d.tex_names[variable]} = {fmt_v(ex.value(variable))}"),),
-                         (Math(fmt_v(ex.value(local))),),
-                         (Math(fmt_g(ex.value(upstream) * ex.value(local))),)))
+            rows.append(
+                (
+                    (Math(f"{d.tex_names[variable]} = {fmt_v(ex.value(variable))}"),),
+                    (Math(fmt_v(ex.value(local))),),
+                    (Math(fmt_g(ex.value(upstream) * ex.value(local))),),
+                )
+            )
         following = lg.layer.upstream_formula(op_notation(lg))
         return [
-            Paragraph(f"Backwards through the {lg.layer.title} layer {l}: its first output ",
-                      Math(d.tex_names[node.symbol]), " has the upstream gradient ",
-                      Math(f"{d.tex_names[upstream]} = {fmt_g(ex.value(upstream))}"), " and sends each input "
-                      "of its window that times its local gradient; ", *text(following["note"]) + (".",)),
-            Table((Column("l"), Column("r"), Column("r")),
-                  (("input",), (Math(rf"\partial {d.tex_names[node.symbol]} / \partial a^{{({l - 1})}}_{{j}}"),),
-                   ("downstream",)), tuple(rows)),
+            Paragraph(
+                f"Backwards through the {lg.layer.title} layer {l}: its first output ",
+                Math(d.tex_names[node.symbol]),
+                " has the upstream gradient ",
+                Math(f"{d.tex_names[upstream]} = {fmt_g(ex.value(upstream))}"),
+                " and sends each input of its window that times its local gradient; ",
+                *text(following["note"]) + (".",),
+            ),
+            Table(
+                (Column("l"), Column("r"), Column("r")),
+                (
+                    ("input",),
+                    (
+                        Math(
+                            rf"\partial {d.tex_names[node.symbol]} / \partial a^{{({l - 1})}}_{{j}}"
+                        ),
+                    ),
+                    ("downstream",),
+                ),
+                tuple(rows),
+            ),
         ]
 
     def correlation_by_hand(self, weighted: list[LayerGraph]) -> list:
@@ -900,7 +1399,10 @@ class _Handout:
         if not convs:
             return []
         lg = convs[0]
-        if getattr(lg.layer, "stride", None) != (1, 1) or getattr(lg.layer, "dilation", (1, 1)) != (1, 1):
+        if getattr(lg.layer, "stride", None) != (1, 1) or getattr(lg.layer, "dilation", (1, 1)) != (
+            1,
+            1,
+        ):
             return []
         ex, l = self.example, lg.number
         _, height, width = lg.output_shape
@@ -908,95 +1410,225 @@ class _Handout:
         inputs = [ex.values[s] for s in lg.inputs]
         delta = np.array(deltas).reshape(lg.output_shape)[0]
         pad_h, pad_w = lg.layer.padding
-        source = np.pad(np.array(inputs).reshape(lg.input_shape)[0], ((pad_h, pad_h), (pad_w, pad_w)))
+        source = np.pad(
+            np.array(inputs).reshape(lg.input_shape)[0], ((pad_h, pad_h), (pad_w, pad_w))
+        )
         if max(source.shape) > 8 or delta.size > 36:
             return []  # too big to follow by hand; the formula says it all
-        fact = next(f for f in ex.derivation.formulas(l, general=False)
-                    if f.kind == "fact" and f.restates.kind == "W")
+        fact = next(
+            f
+            for f in ex.derivation.formulas(l, general=False)
+            if f.kind == "fact" and f.restates.kind == "W"
+        )
         kh, kw = lg.layer.kernel_size
-        gradient = np.array([[fact.at((0, 0, m, n), {"input": inputs, "delta": deltas}) for n in range(kw)]
-                             for m in range(kh)])
+        gradient = np.array(
+            [
+                [fact.at((0, 0, m, n), {"input": inputs, "delta": deltas}) for n in range(kw)]
+                for m in range(kh)
+            ]
+        )
         fmt_v, fmt_g = ex.formats.value, ex.formats.gradient
         letter = "X" if l == 1 else f"A^{{({l - 1})}}"
         one = lg.output_shape[0] == 1 and lg.input_shape[0] == 1
         channel = "" if one else ", for output channel 1 and input channel 1"
         padded = (pad_h, pad_w) != (0, 0)
         delta_tex = rf"\delta^{{({l})}}"
-        displays = lines([
-            _matrix_display(letter + (r"_{\text{padded}}" if padded else ""), source, fmt_v),
-            _matrix_display(delta_tex, delta, fmt_g),
-        ]) + lines([(rf"\frac{{\partial L}}{{\partial W^{{({l})}}}} = {letter} \star {delta_tex} = "
-                     + _matrix_display("", gradient, fmt_g)[0].removeprefix(" = "), 12.0)])
-        products = [f"({fmt_g(delta[i, j])})({fmt_v(source[i, j])})" for i, j in product(range(height), range(width))]
+        displays = lines(
+            [
+                _matrix_display(letter + (r"_{\text{padded}}" if padded else ""), source, fmt_v),
+                _matrix_display(delta_tex, delta, fmt_g),
+            ]
+        ) + lines(
+            [
+                (
+                    rf"\frac{{\partial L}}{{\partial W^{{({l})}}}} = {letter} \star {delta_tex} = "
+                    + _matrix_display("", gradient, fmt_g)[0].removeprefix(" = "),
+                    12.0,
+                )
+            ]
+        )
+        products = [
+            f"({fmt_g(delta[i, j])})({fmt_v(source[i, j])})"
+            for i, j in product(range(height), range(width))
+        ]
         entry = sum_rows(elide(products, *self.detail.terms))
         return [
-            Paragraph("The same gradient for the whole kernel at once, as the tensor view of section ",
-                      Ref(f"sec:backward{l}"), " says: ", *prose(fact.statement), ". With this layer's "
-                      "numbers, indices from 0,"),
+            Paragraph(
+                "The same gradient for the whole kernel at once, as the tensor view of section ",
+                Ref(f"sec:backward{l}"),
+                " says: ",
+                *prose(fact.statement),
+                ". With this layer's numbers, indices from 0,",
+            ),
             Equation(formula_row(fact.restates.latex())),  # stride 1: δ spread out is δ itself
-            Paragraph("where ", Math(delta_tex), " is the map of ", Math(rf"\partial L / \partial z^{{({l})}}_{{i}}"),
-                      f" of layer {l}{channel}: each weight's gradient sums, over every position, ",
-                      Math(delta_tex), " there times the input the weight met there, so sliding ", Math(delta_tex),
-                      " over the layer's input" + (" (zero-padded)" if padded else "") + " like a kernel gives "
-                      f"all of them ({kh} by {kw} positions):"),
+            Paragraph(
+                "where ",
+                Math(delta_tex),
+                " is the map of ",
+                Math(rf"\partial L / \partial z^{{({l})}}_{{i}}"),
+                f" of layer {l}{channel}: each weight's gradient sums, over every position, ",
+                Math(delta_tex),
+                " there times the input the weight met there, so sliding ",
+                Math(delta_tex),
+                " over the layer's input"
+                + (" (zero-padded)" if padded else "")
+                + " like a kernel gives "
+                f"all of them ({kh} by {kw} positions):",
+            ),
             Displays(tuple(displays)),
             Paragraph("Its top-left entry is the sum above, position by position:"),
-            Equation(aligned(rf"\left({letter} \star {delta_tex}\right)_{{1,1}}", entry
-                             + [Row(f"= {fmt_g(gradient[0, 0])}")])),
+            Equation(
+                aligned(
+                    rf"\left({letter} \star {delta_tex}\right)_{{1,1}}",
+                    entry + [Row(f"= {fmt_g(gradient[0, 0])}")],
+                )
+            ),
         ]
 
     # ---- appendices ---------------------------------------------------------------------------
 
     def chain_rule(self) -> Section:
         single = Diagram(
-            (DiagramNode("t1", "t", "t", 0, 0, "plain"), DiagramNode("a", "a", "a", 2, 0, "plain"),
-             DiagramNode("z1", "z", "z", 4, 0, "plain"), DiagramNode("t2", "t", "t", 7, 0, "plain"),
-             DiagramNode("a1", "a_1", "a₁", 9, 0.8, "plain"), DiagramNode("a2", "a_2", "a₂", 9, -0.8, "plain"),
-             DiagramNode("z2", "z", "z", 11, 0, "plain")),
-            (DiagramEdge("t1", "a", arrow=True), DiagramEdge("a", "z1", arrow=True),
-             DiagramEdge("t2", "a1", arrow=True), DiagramEdge("t2", "a2", arrow=True),
-             DiagramEdge("a1", "z2", arrow=True), DiagramEdge("a2", "z2", arrow=True)),
+            (
+                DiagramNode("t1", "t", "t", 0, 0, "plain"),
+                DiagramNode("a", "a", "a", 2, 0, "plain"),
+                DiagramNode("z1", "z", "z", 4, 0, "plain"),
+                DiagramNode("t2", "t", "t", 7, 0, "plain"),
+                DiagramNode("a1", "a_1", "a₁", 9, 0.8, "plain"),
+                DiagramNode("a2", "a_2", "a₂", 9, -0.8, "plain"),
+                DiagramNode("z2", "z", "z", 11, 0, "plain"),
+            ),
+            (
+                DiagramEdge("t1", "a", arrow=True),
+                DiagramEdge("a", "z1", arrow=True),
+                DiagramEdge("t2", "a1", arrow=True),
+                DiagramEdge("t2", "a2", arrow=True),
+                DiagramEdge("a1", "z2", arrow=True),
+                DiagramEdge("a2", "z2", arrow=True),
+            ),
         )
         gradients = Diagram(
-            (DiagramNode("a1", "a_1", "a₁", 0, 1.6, "plain"), DiagramNode("a2", "a_2", "a₂", 0, -1.6, "plain"),
-             DiagramNode("z", "z", "z", 7, 0, "focus"), DiagramNode("L", r"\cdots\ L", "⋯ L", 11, 0, "plain")),
-            (DiagramEdge("a1", "z", arrow=True), DiagramEdge("a2", "z", arrow=True),
-             DiagramEdge("z", "L", arrow=True),
-             DiagramEdge("z", "a1", tex=r"\partial L / \partial a_1 = \partial L / \partial z \cdot \partial z / \partial a_1",
-                         text="∂L/∂a₁ = ∂L/∂z · ∂z/∂a₁", back=True, bend=-30, side="above"),
-             DiagramEdge("z", "a2", tex=r"\partial L / \partial a_2 = \partial L / \partial z \cdot \partial z / \partial a_2",
-                         text="∂L/∂a₂ = ∂L/∂z · ∂z/∂a₂", back=True, bend=30, side="below"),
-             DiagramEdge("L", "z", tex=r"\text{upstream } \partial L / \partial z", text="upstream ∂L/∂z",
-                         back=True, bend=40, side="below")),
+            (
+                DiagramNode("a1", "a_1", "a₁", 0, 1.6, "plain"),
+                DiagramNode("a2", "a_2", "a₂", 0, -1.6, "plain"),
+                DiagramNode("z", "z", "z", 7, 0, "focus"),
+                DiagramNode("L", r"\cdots\ L", "⋯ L", 11, 0, "plain"),
+            ),
+            (
+                DiagramEdge("a1", "z", arrow=True),
+                DiagramEdge("a2", "z", arrow=True),
+                DiagramEdge("z", "L", arrow=True),
+                DiagramEdge(
+                    "z",
+                    "a1",
+                    tex=r"\partial L / \partial a_1 = \partial L / \partial z \cdot \partial z / \partial a_1",
+                    text="∂L/∂a₁ = ∂L/∂z · ∂z/∂a₁",
+                    back=True,
+                    bend=-30,
+                    side="above",
+                ),
+                DiagramEdge(
+                    "z",
+                    "a2",
+                    tex=r"\partial L / \partial a_2 = \partial L / \partial z \cdot \partial z / \partial a_2",
+                    text="∂L/∂a₂ = ∂L/∂z · ∂z/∂a₂",
+                    back=True,
+                    bend=30,
+                    side="below",
+                ),
+                DiagramEdge(
+                    "L",
+                    "z",
+                    tex=r"\text{upstream } \partial L / \partial z",
+                    text="upstream ∂L/∂z",
+                    back=True,
+                    bend=40,
+                    side="below",
+                ),
+            ),
         )
         body = [
-            Paragraph("If ", Math("a(t)"), " is differentiable in ", Math("t"), " and ", Math("z(a)"), " in ",
-                      Math("a"), ", then", lead="A single dependency."),
+            Paragraph(
+                "If ",
+                Math("a(t)"),
+                " is differentiable in ",
+                Math("t"),
+                " and ",
+                Math("z(a)"),
+                " in ",
+                Math("a"),
+                ", then",
+                lead="A single dependency.",
+            ),
             Equation(r"\frac{d z}{d t} = \frac{d z}{d a} \cdot \frac{d a}{d t}", "single"),
-            Paragraph("If ", Math("a_1(t)"), " and ", Math("a_2(t)"), " are differentiable in ", Math("t"),
-                      " and ", Math("z(a_1, a_2)"), " in both, then ", Math("t"), " reaches ", Math("z"),
-                      " along two paths, and their contributions add up:", lead="Several dependencies."),
-            Equation(r"\frac{d z}{d t} = \frac{\partial z}{\partial a_1} \cdot \frac{d a_1}{d t} + "
-                     r"\frac{\partial z}{\partial a_2} \cdot \frac{d a_2}{d t}", "multiple"),
+            Paragraph(
+                "If ",
+                Math("a_1(t)"),
+                " and ",
+                Math("a_2(t)"),
+                " are differentiable in ",
+                Math("t"),
+                " and ",
+                Math("z(a_1, a_2)"),
+                " in both, then ",
+                Math("t"),
+                " reaches ",
+                Math("z"),
+                " along two paths, and their contributions add up:",
+                lead="Several dependencies.",
+            ),
+            Equation(
+                r"\frac{d z}{d t} = \frac{\partial z}{\partial a_1} \cdot \frac{d a_1}{d t} + "
+                r"\frac{\partial z}{\partial a_2} \cdot \frac{d a_2}{d t}",
+                "multiple",
+            ),
             Figure(single),
-            Paragraph("In backpropagation every node works on its own. A node ", Math("z"), " with inputs ",
-                      Math("a_1, a_2"), " receives from the nodes it feeds its ", Emph("upstream gradient"), " ",
-                      Math(r"\partial L / \partial z"), "; it knows its ", Emph("local gradients"), " ",
-                      Math(r"\partial z / \partial a_k"), ", one per input; and it sends back to each input the ",
-                      Emph("downstream gradient"), ", their product:",
-                      lead="Upstream, local and downstream gradients."),
-            Equation(r"\underbrace{\frac{\partial L}{\partial a_k}}_{\text{downstream}} = "
-                     r"\underbrace{\frac{\partial L}{\partial z}}_{\text{upstream}} \cdot "
-                     r"\underbrace{\frac{\partial z}{\partial a_k}}_{\text{local}}"),
+            Paragraph(
+                "In backpropagation every node works on its own. A node ",
+                Math("z"),
+                " with inputs ",
+                Math("a_1, a_2"),
+                " receives from the nodes it feeds its ",
+                Emph("upstream gradient"),
+                " ",
+                Math(r"\partial L / \partial z"),
+                "; it knows its ",
+                Emph("local gradients"),
+                " ",
+                Math(r"\partial z / \partial a_k"),
+                ", one per input; and it sends back to each input the ",
+                Emph("downstream gradient"),
+                ", their product:",
+                lead="Upstream, local and downstream gradients.",
+            ),
+            Equation(
+                r"\underbrace{\frac{\partial L}{\partial a_k}}_{\text{downstream}} = "
+                r"\underbrace{\frac{\partial L}{\partial z}}_{\text{upstream}} \cdot "
+                r"\underbrace{\frac{\partial z}{\partial a_k}}_{\text{local}}"
+            ),
             Figure(gradients),
-            Paragraph("For a weighted sum ", Math(r"z = \sum_k w_k v_k"), " the local gradients are ",
-                      Math(r"\partial z / \partial v_k = w_k"), " and ", Math(r"\partial z / \partial w_k = v_k"),
-                      "; for an activation ", Math("a = g(z)"), " it is ", Math("g'(z)"), "; for a max, 1 for the "
-                      "input that won and 0 for the others. A node that feeds several others adds up the "
-                      "downstream gradients it receives: that is the rule for several dependencies, and the "
-                      "reason for every sum in section ", Ref("sec:backward"), "."),
+            Paragraph(
+                "For a weighted sum ",
+                Math(r"z = \sum_k w_k v_k"),
+                " the local gradients are ",
+                Math(r"\partial z / \partial v_k = w_k"),
+                " and ",
+                Math(r"\partial z / \partial w_k = v_k"),
+                "; for an activation ",
+                Math("a = g(z)"),
+                " it is ",
+                Math("g'(z)"),
+                "; for a max, 1 for the "
+                "input that won and 0 for the others. A node that feeds several others adds up the "
+                "downstream gradients it receives: that is the rule for several dependencies, and the "
+                "reason for every sum in section ",
+                Ref("sec:backward"),
+                ".",
+            ),
         ]
-        return Section(("The chain rule, and the gradients at a node",), tuple(body), label="app:chain")
+        return Section(
+            ("The chain rule, and the gradients at a node",), tuple(body), label="app:chain"
+        )
 
     def _rest_rows(self) -> list:
         d = self.d
@@ -1005,19 +1637,38 @@ class _Handout:
             for element in _flat(d.graph.params[name]):
                 if element not in self.detailed:
                     terms = d.terms(element)
-                    pieces = [rf"\partial L / \partial {d.tex_names[t.z]}"
-                              + ("" if t.factor == 1 else rf" \cdot {d.tex_names[t.factor]}") for t in terms]
-                    rows.append(((Math(d.tex_names[element]),), (str(len(terms)),),
-                                 (Math(" + ".join(elide(pieces, 6, 3, 1)) or "0"),)))
+                    pieces = [
+                        rf"\partial L / \partial {d.tex_names[t.z]}"
+                        + ("" if t.factor == 1 else rf" \cdot {d.tex_names[t.factor]}")
+                        for t in terms
+                    ]
+                    rows.append(
+                        (
+                            (Math(d.tex_names[element]),),
+                            (str(len(terms)),),
+                            (Math(" + ".join(elide(pieces, 6, 3, 1)) or "0"),),
+                        )
+                    )
         return rows
 
     def rest(self) -> Section:
-        body = [Paragraph("The gradient of each weight not derived in full in section ", Ref("sec:backward"),
-                          ", one term per position where it was used, written with ",
-                          Math(r"\partial L / \partial z^{(l)}_{i} = \partial L / \partial a^{(l)}_{i} \cdot "
-                               r"\partial a^{(l)}_{i} / \partial z^{(l)}_{i}"), ":"),
-                Table((Column("l"), Column("r"), Column("l", 11.4)),
-                      (("Weight",), ("Terms",), (Math(r"\partial L / \partial w"),)), tuple(self._rest_rows()))]
+        body = [
+            Paragraph(
+                "The gradient of each weight not derived in full in section ",
+                Ref("sec:backward"),
+                ", one term per position where it was used, written with ",
+                Math(
+                    r"\partial L / \partial z^{(l)}_{i} = \partial L / \partial a^{(l)}_{i} \cdot "
+                    r"\partial a^{(l)}_{i} / \partial z^{(l)}_{i}"
+                ),
+                ":",
+            ),
+            Table(
+                (Column("l"), Column("r"), Column("l", 11.4)),
+                (("Weight",), ("Terms",), (Math(r"\partial L / \partial w"),)),
+                tuple(self._rest_rows()),
+            ),
+        ]
         return Section(("The other weights",), tuple(body), label="app:rest")
 
 
@@ -1027,10 +1678,13 @@ class _Handout:
 def _grid(equations: list[tuple[str, list[Row]]]) -> str:
     """Equations as ``align`` rows; short one-row ones two to a row, as a table of results."""
     if len(equations) > 1 and all(
-        len(rows) == 1 and tex_width(lhs) + tex_width(rows[0].tex) <= 18.0 for lhs, rows in equations
+        len(rows) == 1 and tex_width(lhs) + tex_width(rows[0].tex) <= 18.0
+        for lhs, rows in equations
     ):
         pairs = [equations[k : k + 2] for k in range(0, len(equations), 2)]
-        return " \\\\\n".join(" & ".join(f"{lhs} &= {rows[0].tex}" for lhs, rows in pair) for pair in pairs)
+        return " \\\\\n".join(
+            " & ".join(f"{lhs} &= {rows[0].tex}" for lhs, rows in pair) for pair in pairs
+        )
     return " \\\\\n".join(aligned(lhs, rows) for lhs, rows in equations)
 
 
@@ -1075,7 +1729,9 @@ def _matrix_display(label: str, values: np.ndarray, fmt) -> tuple[str, float]:
 
     cells = [[fmt(v) for v in row] for row in values]
     tex_matrix, width = matrix(cells, 30.0, len(cells))
-    return (f"{label} = {tex_matrix}" if label else f" = {tex_matrix}"), tex_width(label) + 1.4 + width
+    return (f"{label} = {tex_matrix}" if label else f" = {tex_matrix}"), tex_width(
+        label
+    ) + 1.4 + width
 
 
 def _stages(lg: LayerGraph) -> str:

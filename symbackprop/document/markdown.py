@@ -114,9 +114,12 @@ class _Writer:
         return "\n\n".join([head] + [self.block(b) for b in section.body])
 
     def table(self, table: Table) -> str:
-        lines = ["| " + " | ".join(self.inline(cell) for cell in table.header) + " |",
-                 "| " + " | ".join(ALIGN.get(c.align, ":--") if not c.width else ":--"
-                                   for c in table.columns) + " |"]
+        lines = [
+            "| " + " | ".join(self.inline(cell) for cell in table.header) + " |",
+            "| "
+            + " | ".join(ALIGN.get(c.align, ":--") if not c.width else ":--" for c in table.columns)
+            + " |",
+        ]
         lines += ["| " + " | ".join(self.inline(cell) for cell in row) + " |" for row in table.rows]
         return "\n".join(lines)
 
@@ -125,8 +128,11 @@ class _Writer:
         if not figure.caption:
             return drawing
         self.figures += 1
-        return drawing + "\n\n" + wrap(f"*Figure {self.figures}: {self.inline(figure.caption)}*",
-                                       markdown=True)
+        return (
+            drawing
+            + "\n\n"
+            + wrap(f"*Figure {self.figures}: {self.inline(figure.caption)}*", markdown=True)
+        )
 
 
 def mermaid(diagram: Diagram) -> str:
@@ -147,7 +153,9 @@ def mermaid(diagram: Diagram) -> str:
         elif e.back:
             by_colour.setdefault("back", []).append(str(k))
     colours["back"] = "B22222"
-    lines += [f"  linkStyle {','.join(ids)} stroke:#{colours[name]}" for name, ids in by_colour.items()]
+    lines += [
+        f"  linkStyle {','.join(ids)} stroke:#{colours[name]}" for name, ids in by_colour.items()
+    ]
     return "\n".join(lines)
 
 

@@ -57,7 +57,7 @@ class NumberFormat:
             text = _trim(mantissa)
             return text if exponent_ == 0 else rf"{text} \times 10^{{{exponent_}}}"
         decimals = max(0, self.digits - 1 - exponent_)
-        return _trim(f"{float(mantissa) * 10.0 ** exponent_:.{decimals}f}")
+        return _trim(f"{float(mantissa) * 10.0**exponent_:.{decimals}f}")
 
     def many(self, values: Iterable[float]) -> list[str]:
         return [self(v) for v in values]

@@ -127,9 +127,13 @@ class _Writer:
 
     def equation(self, equation: Equation) -> str:
         tag = f" \\tag{{{self.numbers.equations[equation.key]}}}" if equation.key else ""
-        if equation.body.count("\\\\") < LONG_DISPLAY_ROWS:  # short: kept on one page, as one display
-            return (f"\\begin{{equation*}}\n\\begin{{aligned}}\n{equation.body}\n"
-                    f"\\end{{aligned}}{tag}\n\\end{{equation*}}")
+        if (
+            equation.body.count("\\\\") < LONG_DISPLAY_ROWS
+        ):  # short: kept on one page, as one display
+            return (
+                f"\\begin{{equation*}}\n\\begin{{aligned}}\n{equation.body}\n"
+                f"\\end{{aligned}}{tag}\n\\end{{equation*}}"
+            )
         return f"\\begin{{align*}}\n{equation.body}{tag}\n\\end{{align*}}"
 
     def table(self, table: Table) -> str:
@@ -138,8 +142,14 @@ class _Writer:
             for c in table.columns
         )
         # A little more room between rows, for indices and superscripts.
-        lines = [r"{\renewcommand{\arraystretch}{1.25}", rf"\begin{{longtable}}{{{spec}}}", r"\toprule",
-                 " & ".join(self.inline(cell) for cell in table.header) + r" \\", r"\midrule", r"\endhead"]
+        lines = [
+            r"{\renewcommand{\arraystretch}{1.25}",
+            rf"\begin{{longtable}}{{{spec}}}",
+            r"\toprule",
+            " & ".join(self.inline(cell) for cell in table.header) + r" \\",
+            r"\midrule",
+            r"\endhead",
+        ]
         lines += [" & ".join(self.inline(cell) for cell in row) + r" \\" for row in table.rows]
         lines += [r"\bottomrule", r"\end{longtable}}"]
         return "\n".join(lines)
@@ -149,8 +159,13 @@ class _Writer:
         if not figure.caption:
             return "\\begin{center}\n" + picture + "\n\\end{center}"
         label = rf"\label{{{figure.label}}}" if figure.label else ""
-        return ("\\begin{figure}[htbp]\n\\centering\n" + picture + "\n"
-                + rf"\caption{{{self.inline(figure.caption)}}}{label}" + "\n\\end{figure}")
+        return (
+            "\\begin{figure}[htbp]\n\\centering\n"
+            + picture
+            + "\n"
+            + rf"\caption{{{self.inline(figure.caption)}}}{label}"
+            + "\n\\end{figure}"
+        )
 
 
 def tikz(diagram: Diagram) -> str:
@@ -158,8 +173,10 @@ def tikz(diagram: Diagram) -> str:
     lines, labels beside them."""
     font = r"\scriptsize" if diagram.small else r"\footnotesize"
     styles = [
-        (f"node/.style={{circle, draw, fill=white, inner sep=1pt, minimum size={diagram.node_size:.2f}cm, "
-        f"font={font}}}"),
+        (
+            f"node/.style={{circle, draw, fill=white, inner sep=1pt, minimum size={diagram.node_size:.2f}cm, "
+            f"font={font}}}"
+        ),
         *(f"{name}node/.style={{{style}}}" for name, style in NODE_STYLES.items()),
         r"back/.style={->, thick, red!70!black}",
         r"lab/.style={font=\small, inner sep=2pt}",
