@@ -63,6 +63,10 @@ class Settings:
         self.values.update(zip(symbols, values))
         return symbols  # type: ignore[return-value]
 
+    def pairs(self, **settings: Pair) -> list[tuple[Symbol, Symbol]]:
+        """``pair`` of each keyword in order: ``s, p = settings.pairs(s=(2, 2), p=(1, 1))``."""
+        return [self.pair(letter, values) for letter, values in settings.items()]
+
 
 # ---- max over a window ------------------------------------------------------------------------
 

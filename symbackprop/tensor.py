@@ -90,14 +90,25 @@ class Formula:
     index_rhs: sympy.Expr | None = None  # the rhs in index form, when it is a matrix expression
     spreads: tuple[Spread, ...] = ()
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.kind}: {self.lhs} = {self.rhs}>"
+
+    def _repr_latex_(self) -> str:
+        return f"$${self.latex()}$$"
+
     @property
     def equation(self) -> sympy.Eq:
         """``lhs = rhs`` as a sympy equation."""
         return sympy.Eq(self.lhs, self.rhs, evaluate=False)
 
+    @property
+    def printer(self) -> TensorPrinter:
+        """The printer of its layer's tensors (for ``latex.break_expr`` of a long rhs)."""
+        return TensorPrinter(self.names)
+
     def latex(self) -> str:
         r"""The formula in LaTeX, by ``TensorPrinter``: ``\frac{\partial L}{\partial W^{(1)}_{o,c,m,n}} = …``."""
-        p = TensorPrinter(self.names)
+        p = self.printer
         sides = [p.doprint(self.lhs), p.doprint(self.rhs)]
         if self.alias is not None:
             sides.insert(0, p.doprint(self.alias))
@@ -148,14 +159,14 @@ class Fact(Formula):
     def latex(self) -> str:
         tex = super().latex()
         if self.condition is not None:
-            p = TensorPrinter(self.names)
+            p = self.printer
             lhs, rhs = (p.doprint(side) for side in self.condition)
             tex += rf" \qquad \text{{when }} {lhs} = {rhs}"
         return tex
 
     def where_latex(self) -> list[str]:
         """The definitions of the tensors it introduces, in LaTeX (each 0 elsewhere)."""
-        p = TensorPrinter(self.names)
+        p = self.printer
         return [rf"{p.doprint(eq.lhs)} = {p.doprint(eq.rhs)}, \text{{ and }} 0 \text{{ elsewhere}}"
                 for eq in self.where]
 
@@ -190,7 +201,15 @@ def formulas(d: Derivation, number: int, general: bool = True) -> list[Formula]:
     if not (isinstance(number, int) and 1 <= number <= len(layers)):
         raise ValueError(f"layer must be 1..{len(layers)}, got {number!r}")
     result = _Layer(d, number).formulas()
-    return result if general else [f.concrete() for f in result]
+    if general:
+        return result
+    concrete: dict[int, Formula] = {}  # each formula's concrete form, by the general one's id
+    for f in result:
+        written = f.concrete()
+        if isinstance(f, Fact):  # the fact restates the concrete formula of the same list
+            written = replace(written, restates=concrete[id(f.restates)])
+        concrete[id(f)] = written
+    return list(concrete.values())
 
 
 def scalar_values(d: Derivation, number: int) -> dict[str, list[sympy.Symbol]]:

@@ -119,16 +119,14 @@ class _Pool(Op):
         """output[c, i, j] = ``pool``(the entries a[c, s·i + m − p, s·j + n − p] of window (m, n),
         the window's limits, its area K_h·K_w): the index form both poolings share."""
         c, i, j, m, n, u, v = index("c i j m n u v")
-        settings = Settings()
-        sh, sw = settings.pair("s", self.stride)
-        ph, pw = settings.pair("p", self.padding)
-        kh, kw = settings.pair("K", self.kernel_size)
+        settings = Settings()  # s, p, K: symbols with the layer's values, per axis (h, w)
+        s, p, k = settings.pairs(s=self.stride, p=self.padding, K=self.kernel_size)
         channels, height, width = input_shape
         _, out_height, out_width = self.output_shape(input_shape)
-        entry = t.input[c, sh * i + m - ph, sw * j + n - pw]
+        entry = t.input[c, s[0] * i + m - p[0], s[1] * j + n - p[1]]
         window = ((m, 0, self.kernel_size[0] - 1), (n, 0, self.kernel_size[1] - 1))
         return IndexForm(
-            output=t.output[c, i, j], expr=pool(entry, window, kh * kw), input=t.input[c, u, v],
+            output=t.output[c, i, j], expr=pool(entry, window, k[0] * k[1]), input=t.input[c, u, v],
             parameters={}, settings=settings.values, outside=outside,
             sizes={c: channels, i: out_height, j: out_width, m: self.kernel_size[0],
                    n: self.kernel_size[1], u: height, v: width},
