@@ -22,7 +22,11 @@ walks the registry and names any face an operation lacks):
   arguments, the last holding its parameters) and
   ``from_torch`` (settings read off such a module). Only ``torch_bridge`` imports torch.
 
-Imports sympy, ``errors``, ``activations`` (for the names) and ``nodes``.
+Besides ``FACES``, ``Op`` has ``reference_near_kink`` (numpy, no branch by default: only
+max pooling needs it), which ``verify`` asks so that its finite differences never
+straddle a kink.
+
+Imports numpy, sympy, ``errors``, ``activations`` (for the names) and ``nodes``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dataclasses import dataclass, fields, replace
 from itertools import product
 from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 import sympy
 
 from ..activations import activation as _known_activation
@@ -108,10 +113,20 @@ class Op:
         """Whether documents number its weights flat: w_1, w_2, … (else w_{o,c,m,n})."""
         return True
 
+    def reference_near_kink(self, x: np.ndarray, margin: float) -> bool:
+        """Whether a step smaller than ``margin`` in the input x (B, *input) could switch the
+        branch this operation takes, so that finite differences would straddle a kink.
+        Numpy alone, like the reference faces. Never, for an operation without branches;
+        max pooling overrides it (near-ties inside a window)."""
+        return False
+
     def check_input(self, input_shape: Shape) -> None:
+        """A SpecError when the operation needs an image and gets a vector."""
         if self.image_input and len(input_shape) != 3:
+            article = "an" if self.title[0] in "aeiou" else "a"
+            got = f"a vector of {input_shape[0]}" if len(input_shape) == 1 else f"shape {input_shape}"
             raise SpecError(
-                f"a {self.title} needs a (channels, height, width) input, got shape {input_shape}"
+                f"{article} {self.title} layer needs a (channels, height, width) input, got {got}"
             )
 
 
