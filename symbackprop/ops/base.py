@@ -135,12 +135,7 @@ class Op:
 
 def integer(owner: str, key: str, value: object, minimum: int) -> int:
     """``value`` as an int ≥ minimum (numpy integers accepted, bools and floats refused)."""
-    if isinstance(value, bool):
-        value = None
-    try:
-        number = operator.index(value)
-    except TypeError:
-        number = None
+    number = _as_int(value)
     if number is None or number < minimum:
         what = "a positive integer" if minimum == 1 else "a non-negative integer"
         raise SpecError(f"{owner}: {key} must be {what}, got {value!r}")
@@ -150,13 +145,21 @@ def integer(owner: str, key: str, value: object, minimum: int) -> int:
 def pair(owner: str, key: str, value: object, minimum: int) -> Pair:
     """An int or an [h, w] pair of ints ≥ minimum, as a tuple (h, w)."""
     items = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-    what = "a positive integer" if minimum == 1 else "a non-negative integer"
+    numbers = [_as_int(v) for v in items]
+    if len(numbers) != 2 or any(n is None or n < minimum for n in numbers):
+        what = "a positive integer" if minimum == 1 else "a non-negative integer"
+        raise SpecError(f"{owner}: {key} must be {what} or a pair of them, got {value!r}")
+    return (numbers[0], numbers[1])
+
+
+def _as_int(value: object) -> int | None:
+    """An int from anything that is one (numpy integers included); None for bools and the rest."""
+    if isinstance(value, bool):
+        return None
     try:
-        if len(items) != 2:
-            raise SpecError("")
-        return tuple(integer(owner, key, v, minimum) for v in items)  # type: ignore[return-value]
-    except SpecError:
-        raise SpecError(f"{owner}: {key} must be {what} or a pair of them, got {value!r}") from None
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def check_bias_and_activation(owner: str, bias: object, activation: object) -> None:
