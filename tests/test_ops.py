@@ -22,7 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from oracle import assert_close, random_point, torch_batch_loss_and_grads
+from hypothesis import given
+from oracle import (
+    assert_close,
+    assert_same_gradients,
+    random_point,
+    torch_batch_loss_and_grads,
+    torch_loss_and_grads,
+)
+from strategies import networks
 from test_derive import assert_matches_torch
 
 import symbackprop as sb
@@ -471,3 +479,14 @@ def test_every_subpackage_is_packaged():
         for path in (root / "symbackprop").rglob("__init__.py")
     }
     assert on_disk <= packages, f"add {sorted(on_disk - packages)} to packages in pyproject.toml"
+
+
+# ---- any mix of operations -------------------------------------------------------------------
+
+
+@given(networks(ops=True))
+def test_any_mix_of_operations_equals_torch(net):
+    x, y, params = random_point(net, np.random.default_rng(11))
+    out = net.derive().numeric()(x, y, params)
+    assert_same_gradients(out, *torch_loss_and_grads(net, x, y, params))
+    assert_same_gradients(reference.loss_and_grads(net, x, y, params), *torch_loss_and_grads(net, x, y, params))
