@@ -166,7 +166,9 @@ def test_bad_specs_say_where_and_what(spec, message):
 
 @pytest.mark.parametrize("command", ["derive", "check", "handout"])
 @pytest.mark.parametrize("spec, message", BAD_SPECS)
-def test_every_bad_spec_file_is_one_line_and_exit_2_on_the_command_line(spec, message, command, tmp_path, capsys):
+def test_every_bad_spec_file_is_one_line_and_exit_2_on_the_command_line(
+    spec, message, command, tmp_path, capsys
+):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(spec))
     out = tmp_path / "out"
@@ -219,7 +221,8 @@ def test_pooling_specs_and_their_defaults(tmp_path):
     )
     net = sb.load_spec(path)
     maxpool, avgpool, conv = net.layers
-    assert (maxpool.kernel_size, maxpool.stride, maxpool.padding) == ((2, 2), (2, 2), (0, 0))  # stride = kernel
+    # the stride defaults to the kernel size
+    assert (maxpool.kernel_size, maxpool.stride, maxpool.padding) == ((2, 2), (2, 2), (0, 0))
     assert (avgpool.kernel_size, avgpool.stride, avgpool.padding) == ((3, 2), (1, 1), (1, 0))
     assert conv.dilation == (2, 1)
     assert net.shapes == ((2, 6, 6), (2, 3, 3), (2, 3, 2), (1, 1, 1))

@@ -58,7 +58,8 @@ def test_from_torch_then_derive_gives_autograds_gradients(case, rng):
     module = module.double()
     net, params = sb.from_torch(module, shape, loss=loss)
     x = rng.normal(size=(3, *shape))
-    y = rng.dirichlet(np.ones(net.output_size), size=3) if loss == "cross_entropy" else rng.normal(size=(3, net.output_size))
+    k = net.output_size
+    y = rng.dirichlet(np.ones(k), size=3) if loss == "cross_entropy" else rng.normal(size=(3, k))
     losses, param_grads, x_grad = autograd_on(module, x, y, loss)
     out = net.derive().numeric()(x, y, params)
     assert_close(out.loss, losses)
@@ -152,16 +153,19 @@ REFUSED = [
      "module 0 (Conv2d): in_channels is 3, but its input (1, 5, 5) needs 1"),
     (nn.Sequential(nn.Flatten(), nn.Linear(24, 2)), (1, 5, 5),
      "module 1 (Linear): in_features is 24, but its input (1, 5, 5) needs 25"),
-    (nn.Sequential(nn.Conv2d(1, 2, 3)), (9,), "module 0 (Conv2d): its input is flat, shape (9,); it needs an image"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3)), (9,),
+     "module 0 (Conv2d): its input is flat, shape (9,); it needs an image"),
     (nn.Sequential(nn.Conv2d(1, 2, 7)), (1, 5, 5),
      "module 0 (Conv2d): kernel 7x7 is larger than its padded input 5x5"),
-    (nn.Sequential(nn.MaxPool2d(3, padding=2)), (1, 5, 5), "module 0 (MaxPool2d): padding 2x2 is more than half the kernel 3x3"),
+    (nn.Sequential(nn.MaxPool2d(3, padding=2)), (1, 5, 5),
+     "module 0 (MaxPool2d): padding 2x2 is more than half the kernel 3x3"),
     (nn.Sequential(nn.Flatten(0), nn.Linear(25, 2)), (1, 5, 5),
      "module 0 (Flatten): only Flatten(start_dim=1, end_dim=-1) is supported"),
     (nn.Sequential(nn.Linear(4, 2), nn.Sequential(nn.ReLU())), (4,), "module 1 (Sequential): not supported"),
     (nn.Conv2d(1, 2, 3), (1, 5, 5), "Conv2d: from_torch reads an nn.Sequential of layers"),
     (nn.Sequential(), (1, 5, 5), "the module has no Conv2d, Linear or pooling layer"),
-    (nn.Sequential(nn.Linear(4, 2)), (4, 4), "input: the input shape must be [channels, height, width] or [features]"),
+    (nn.Sequential(nn.Linear(4, 2)), (4, 4),
+     "input: the input shape must be [channels, height, width] or [features]"),
 ]
 
 
@@ -174,7 +178,8 @@ def test_unsupported_modules_are_refused_naming_the_module_and_why(module, shape
 
 
 def test_a_loss_without_a_torch_counterpart_is_refused():
-    with pytest.raises(sb.SpecError, match="loss: 'generic' has no torch counterpart; choose one of sse, mse"):
+    message = "loss: 'generic' has no torch counterpart; choose one of sse, mse"
+    with pytest.raises(sb.SpecError, match=message):
         sb.from_torch(nn.Sequential(nn.Linear(4, 2)), (4,), loss="generic")
 
 
