@@ -418,6 +418,7 @@ def test_lenet5_shapes_and_parameters():
     assert net.loss == "cross_entropy"
 
 
+@pytest.mark.slow  # a large network: its first layer alone has 117,600 edges
 def test_lenet5_derives_without_building_its_graph():
     d = sb.presets.lenet5().derive()
     built = d.graph.layers._built  # the layers built so far (the graph builds them lazily)
