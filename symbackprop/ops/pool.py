@@ -214,6 +214,14 @@ class MaxPool2D(_Pool):
         height, width = x.shape[2:]
         return d_padded[:, :, ph : ph + height, pw : pw + width], {}
 
+    def reference_near_kink(self, x: np.ndarray, margin: float) -> bool:
+        """Whether some window of x holds a value within ``margin`` below its maximum (a
+        near-tie, not an exact one): a small step could then change which input wins."""
+        patches = windows(pad(x, self.padding, -np.inf), self.kernel_size, self.stride)
+        values = patches.reshape(*patches.shape[:4], -1)
+        gaps = values.max(axis=4, keepdims=True) - values
+        return bool(np.any((gaps > 0) & (gaps < margin)))
+
     @classmethod
     def from_torch(cls, module: Any) -> MaxPool2D:
         name = type(module).__name__
