@@ -30,7 +30,7 @@ Imports sympy, numpy, ``indexed``, ``activations``, ``derive`` and ``latex`` (th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from itertools import product
 from math import prod
@@ -64,7 +64,8 @@ class Names:
 
     tex: Mapping[Any, str]
     partial: frozenset = frozenset()
-    parameters: frozenset = frozenset()  # printed before the other tensors of a product: W · a
+    # where a tensor goes in a printed product, by label (others 2): δ · W · a
+    rank: Mapping[Symbol, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,8 +275,11 @@ class _Layer:
 
     @property
     def names(self) -> Names:
-        parameters = frozenset({self.bases.W.label, self.bases.b.label})
-        return Names(self.tex, frozenset(self.partial), parameters)
+        bases = self.bases
+        rank = {bases.delta: 0, bases.W: 1, bases.b: 1}
+        rank.update({hat: rank[base] for hat, base in bases.hats.items() if base in rank})
+        labels = {base.label: r for base, r in rank.items()} | dict.fromkeys(self.partial, 0)
+        return Names(self.tex, frozenset(self.partial), labels)
 
     def _formula(self, kind: str, lhs: sympy.Expr, rhs: sympy.Expr, letters: Sequence[Symbol],
                  note: str = "", cls: type[Formula] = Formula, **more: Any) -> Formula:
@@ -751,10 +755,7 @@ class TensorPrinter(NotationPrinter):
         """Gradients first, then parameters, other tensors, functions, sums, brackets:
         δ · a, W · a, ∂L/∂a · g′(z)."""
         if isinstance(factor, Indexed):
-            label = factor.base.label
-            if label in self.names.partial or label.name.startswith(("delta", "hat_delta")):
-                return 0
-            return 1 if label in self.names.parameters or label.name.startswith("hat_W") else 2
+            return self.names.rank.get(factor.base.label, 2)
         if isinstance(factor, IsFirstMax):
             return 5
         return 4 if isinstance(factor, Sum) else 3
