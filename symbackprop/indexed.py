@@ -63,6 +63,10 @@ class Settings:
         self.values.update(zip(symbols, values))
         return symbols  # type: ignore[return-value]
 
+    def pairs(self, **settings: Pair) -> list[tuple[Symbol, Symbol]]:
+        """``pair`` of each keyword in order: ``s, p = settings.pairs(s=(2, 2), p=(1, 1))``."""
+        return [self.pair(letter, values) for letter, values in settings.items()]
+
 
 # ---- max over a window ------------------------------------------------------------------------
 
@@ -148,12 +152,14 @@ class Bases:
     tex: dict[Any, str] = field(default_factory=dict)  # IndexedBase label or MatrixSymbol → TeX
     # each matrix → its tensor and whether it is a column vector (indexed by its row alone)
     matrices: dict[sympy.MatrixSymbol, tuple[IndexedBase, bool]] = field(default_factory=dict)
+    hats: dict[IndexedBase, IndexedBase] = field(default_factory=dict)  # δ̂ → δ, Ŵ → W
 
     def hat(self, base: IndexedBase) -> IndexedBase:
         """A new tensor named after ``base`` with a hat: δ̂, Ŵ."""
         hat = IndexedBase(Symbol(f"hat_{base.label}"))
         letter, _, layer = self.tex[base.label].partition("^")
         self.tex[hat.label] = rf"\hat{{{letter}}}" + ("^" + layer if layer else "")
+        self.hats[hat] = base
         return hat
 
     def matrix(self, base: IndexedBase, rows: int, columns: int | None = None) -> sympy.MatrixSymbol:

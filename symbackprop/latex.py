@@ -355,12 +355,12 @@ def _output_sizes(d: Derivation) -> list[int]:
     """Tree nodes of each output's closed form, counted on the graph without building it."""
     size = dict.fromkeys(d.graph.x, 1)
     for lg in d.graph.layers:
-        for node in lg.z:
-            # Add(Mul(w, input), ...) + bias, or max(inputs): about two nodes per input
-            bias = getattr(node, "bias", None) is not None
-            size[node.symbol] = 1 + sum(2 + size[v] for v in node.inputs) + bias
-        for a in lg.a:
-            size[a.symbol] = size[a.z] + 1  # the activation applied to its z
+        for z in lg.z:
+            # Add(Mul(w, input), ...) + bias (a pool's max or mean: at most as large)
+            bias = getattr(z, "bias", None) is not None
+            size[z.symbol] = 1 + sum(2 + size[v] for v in z.inputs) + bias
+        for a in lg.a:  # the activation applied to it
+            size[a.symbol] = size[a.z] + 1
     return [size[node.symbol] for node in d.graph.layers[-1].outputs]
 
 

@@ -30,7 +30,7 @@ Imports sympy, numpy, ``indexed``, ``activations``, ``derive`` and ``latex`` (th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from itertools import product
 from math import prod
@@ -64,7 +64,8 @@ class Names:
 
     tex: Mapping[Any, str]
     partial: frozenset = frozenset()
-    parameters: frozenset = frozenset()  # printed before the other tensors of a product: W · a
+    # where a tensor goes in a printed product, by label (others 2): δ · W · a
+    rank: Mapping[Symbol, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,14 +91,25 @@ class Formula:
     index_rhs: sympy.Expr | None = None  # the rhs in index form, when it is a matrix expression
     spreads: tuple[Spread, ...] = ()
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.kind}: {self.lhs} = {self.rhs}>"
+
+    def _repr_latex_(self) -> str:
+        return f"$${self.latex()}$$"
+
     @property
     def equation(self) -> sympy.Eq:
         """``lhs = rhs`` as a sympy equation."""
         return sympy.Eq(self.lhs, self.rhs, evaluate=False)
 
+    @property
+    def printer(self) -> TensorPrinter:
+        """The printer of its layer's tensors (for ``latex.break_expr`` of a long rhs)."""
+        return TensorPrinter(self.names)
+
     def latex(self) -> str:
         r"""The formula in LaTeX, by ``TensorPrinter``: ``\frac{\partial L}{\partial W^{(1)}_{o,c,m,n}} = …``."""
-        p = TensorPrinter(self.names)
+        p = self.printer
         sides = [p.doprint(self.lhs), p.doprint(self.rhs)]
         if self.alias is not None:
             sides.insert(0, p.doprint(self.alias))
@@ -148,14 +160,14 @@ class Fact(Formula):
     def latex(self) -> str:
         tex = super().latex()
         if self.condition is not None:
-            p = TensorPrinter(self.names)
+            p = self.printer
             lhs, rhs = (p.doprint(side) for side in self.condition)
             tex += rf" \qquad \text{{when }} {lhs} = {rhs}"
         return tex
 
     def where_latex(self) -> list[str]:
         """The definitions of the tensors it introduces, in LaTeX (each 0 elsewhere)."""
-        p = TensorPrinter(self.names)
+        p = self.printer
         return [rf"{p.doprint(eq.lhs)} = {p.doprint(eq.rhs)}, \text{{ and }} 0 \text{{ elsewhere}}"
                 for eq in self.where]
 
@@ -190,7 +202,15 @@ def formulas(d: Derivation, number: int, general: bool = True) -> list[Formula]:
     if not (isinstance(number, int) and 1 <= number <= len(layers)):
         raise ValueError(f"layer must be 1..{len(layers)}, got {number!r}")
     result = _Layer(d, number).formulas()
-    return result if general else [f.concrete() for f in result]
+    if general:
+        return result
+    concrete: dict[int, Formula] = {}  # each formula's concrete form, by the general one's id
+    for f in result:
+        written = f.concrete()
+        if isinstance(f, Fact):  # the fact restates the concrete formula of the same list
+            written = replace(written, restates=concrete[id(f.restates)])
+        concrete[id(f)] = written
+    return list(concrete.values())
 
 
 def scalar_values(d: Derivation, number: int) -> dict[str, list[sympy.Symbol]]:
@@ -255,8 +275,11 @@ class _Layer:
 
     @property
     def names(self) -> Names:
-        parameters = frozenset({self.bases.W.label, self.bases.b.label})
-        return Names(self.tex, frozenset(self.partial), parameters)
+        bases = self.bases
+        rank = {bases.delta: 0, bases.W: 1, bases.b: 1}
+        rank.update({hat: rank[base] for hat, base in bases.hats.items() if base in rank})
+        labels = {base.label: r for base, r in rank.items()} | dict.fromkeys(self.partial, 0)
+        return Names(self.tex, frozenset(self.partial), labels)
 
     def _formula(self, kind: str, lhs: sympy.Expr, rhs: sympy.Expr, letters: Sequence[Symbol],
                  note: str = "", cls: type[Formula] = Formula, **more: Any) -> Formula:
@@ -732,10 +755,7 @@ class TensorPrinter(NotationPrinter):
         """Gradients first, then parameters, other tensors, functions, sums, brackets:
         δ · a, W · a, ∂L/∂a · g′(z)."""
         if isinstance(factor, Indexed):
-            label = factor.base.label
-            if label in self.names.partial or label.name.startswith(("delta", "hat_delta")):
-                return 0
-            return 1 if label in self.names.parameters or label.name.startswith("hat_W") else 2
+            return self.names.rank.get(factor.base.label, 2)
         if isinstance(factor, IsFirstMax):
             return 5
         return 4 if isinstance(factor, Sum) else 3

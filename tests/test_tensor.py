@@ -194,6 +194,9 @@ def test_convolution_formulas_with_the_layers_numbers():
 def test_the_two_facts_of_a_convolution():
     d = NETWORKS["conv stride 2, padding 1, 2 -> 2 channels, bias"].derive()
     weight, full = [f for f in d.formulas(1) if f.kind == "fact"]
+    concrete = d.formulas(1, general=False)
+    by_kind = {f.kind: f for f in concrete if f.kind != "fact"}  # facts restate the same list's formulas
+    assert [f.restates for f in concrete if f.kind == "fact"] == [by_kind["W"], by_kind["input"]]
     assert weight.statement.startswith("the weight gradient is the cross-correlation")
     assert weight.latex() == (
         r"\frac{\partial L}{\partial W^{(1)}_{o,c,m,n}} = "
@@ -373,6 +376,10 @@ def test_softmax_minus_y_matches_the_reference_only_for_probability_targets(rng)
 
 def test_formula_is_a_sympy_equation_with_its_letters():
     weight = NETWORKS["article"].derive().formulas(1)[3]
+    assert repr(weight) == (
+        "<Formula W: dL_dW1[o, c, m, n] = "
+        "Sum(delta1[o, i, j]*x[c, d*m + i*s - p, d*n + j*s - p], (i, 0, 2), (j, 0, 2))>"
+    )
     assert isinstance(weight, Formula)
     assert isinstance(weight.equation, sympy.Eq)
     assert [(str(x), n) for x, n in weight.letters] == [("o", 1), ("c", 1), ("m", 2), ("n", 2)]

@@ -119,16 +119,14 @@ class _Pool(Op):
         """output[c, i, j] = ``pool``(the entries a[c, s·i + m − p, s·j + n − p] of window (m, n),
         the window's limits, its area K_h·K_w): the index form both poolings share."""
         c, i, j, m, n, u, v = index("c i j m n u v")
-        settings = Settings()
-        sh, sw = settings.pair("s", self.stride)
-        ph, pw = settings.pair("p", self.padding)
-        kh, kw = settings.pair("K", self.kernel_size)
+        settings = Settings()  # s, p, K: symbols with the layer's values, per axis (h, w)
+        s, p, k = settings.pairs(s=self.stride, p=self.padding, K=self.kernel_size)
         channels, height, width = input_shape
         _, out_height, out_width = self.output_shape(input_shape)
-        entry = t.input[c, sh * i + m - ph, sw * j + n - pw]
+        entry = t.input[c, s[0] * i + m - p[0], s[1] * j + n - p[1]]
         window = ((m, 0, self.kernel_size[0] - 1), (n, 0, self.kernel_size[1] - 1))
         return IndexForm(
-            output=t.output[c, i, j], expr=pool(entry, window, kh * kw), input=t.input[c, u, v],
+            output=t.output[c, i, j], expr=pool(entry, window, k[0] * k[1]), input=t.input[c, u, v],
             parameters={}, settings=settings.values, outside=outside,
             sizes={c: channels, i: out_height, j: out_width, m: self.kernel_size[0],
                    n: self.kernel_size[1], u: height, v: width},
@@ -225,6 +223,14 @@ class MaxPool2D(_Pool):
         np.add.at(d_padded, (b, c, rows, cols), dz)
         height, width = x.shape[2:]
         return d_padded[:, :, ph : ph + height, pw : pw + width], {}
+
+    def reference_near_kink(self, x: np.ndarray, margin: float) -> bool:
+        """Whether some window of x holds a value within ``margin`` below its maximum (a
+        near-tie, not an exact one): a small step could then change which input wins."""
+        patches = windows(pad(x, self.padding, -np.inf), self.kernel_size, self.stride)
+        values = patches.reshape(*patches.shape[:4], -1)
+        gaps = values.max(axis=4, keepdims=True) - values
+        return bool(np.any((gaps > 0) & (gaps < margin)))
 
     @classmethod
     def from_torch(cls, module: Any) -> MaxPool2D:
