@@ -2,7 +2,7 @@
 
 GitHub renders ``$…$`` and ``$$…$$`` math and ``mermaid`` code blocks. markdown-it-py with
 mdit-py-plugins' dollarmath, set up as strictly as GitHub reads dollars (no space inside
-the dollars, no digit after the closing one), must find every formula as math: a dollar
+the dollars), must find every formula as math: a dollar
 left in the text is a formula GitHub would print raw. On top of the parse, the line rules
 GitHub's own parser needs: no blank line and no line that starts a Markdown block inside a
 display, no ``|`` inside a formula of a table, no ``\\tag``.
@@ -30,10 +30,12 @@ class Parsed:
 
 
 def parser() -> MarkdownIt:
+    # allow_digits stays on: off, the plugin reads the character "before" a $ that opens a
+    # table cell as the cell's last character, and refuses "$2 \times 2$, dilation 2".
     return (
         MarkdownIt("commonmark")
         .enable("table")
-        .use(dollarmath_plugin, allow_space=False, allow_digits=False, double_inline=False)
+        .use(dollarmath_plugin, allow_space=False, allow_digits=True, double_inline=False)
     )
 
 

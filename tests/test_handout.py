@@ -704,10 +704,11 @@ OPS_NETWORKS = {
 @pytest.mark.parametrize("name", list(OPS_NETWORKS))
 def test_handouts_cover_pooling_layers_and_vector_inputs(name):
     net = OPS_NETWORKS[name]
-    texts = render(net)
-    assert set(texts) == {"handout.tex", "handout.md"}
+    files = render_handout(net)
+    assert set(files) == {"handout.tex", "handout.md"}
     for layer in net.layers:
-        assert layer.title in texts["handout.md"]  # each layer's own section
+        assert layer.title in files["handout.md"]  # each layer's own section
+    parse(files["handout.md"])
     example = worked_example(net)
     loss, grads = torch_loss_and_grads(example.network, example.x, example.y, example.params)
     assert example.loss == pytest.approx(loss, rel=1e-12)
