@@ -253,6 +253,13 @@ def test_the_sheet_has_blanks_and_the_key_has_the_answers():
         ]
 
 
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_every_sheet_and_key_shows_on_github(name):
+    files = render(NETWORKS[name](), 1)
+    for kind in ("exercises", "solutions"):
+        parse(files[f"{kind}.md"])
+
+
 def test_the_command_writes_both_documents(tmp_path, capsys):
     assert cli.main(["exercises", "--no-pdf", "--seed", "2", "-o", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [

@@ -626,6 +626,7 @@ def test_summaries_stay_short(tmp_path, name, detail, pages):
     )
     count = int(re.search(r"^Pages:\s+(\d+)", info.stdout, re.MULTILINE).group(1))
     assert count <= pages
+    parse((tmp_path / "handout.md").read_text(encoding="utf-8"))
     log = (tmp_path / "handout.log").read_text()
     assert not [box for box in overfull_boxes(log) if box[0] > 10]
 
