@@ -26,7 +26,7 @@ from pathlib import Path
 import sympy
 
 from .derive import Derivation
-from .document import default_detail, render_handout
+from .document import default_detail, render_exercises, render_handout
 from .errors import SpecError
 from .latex import latex_errors, overfull_boxes
 from .network import Network
@@ -328,8 +328,6 @@ def add_exercises_command(commands) -> None:
 
 
 def run_exercises(args: argparse.Namespace) -> int:
-    from .document.exercises import render as render_exercises  # late: only this command needs it
-
     if args.seed < 0:
         print(f"symbackprop: error: --seed must be 0 or more, got {args.seed}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ and the document's ``numbers``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import product
 
 import numpy as np
@@ -23,6 +24,29 @@ from ..network import LayerGraph
 from ..ops import Notation
 from .nodes import Column, Equation, Inline, Math, Paragraph, Table
 from .numbers import NumberFormat
+
+
+@dataclass(frozen=True)
+class Detail:
+    """How much a handout writes out."""
+
+    name: str
+    rows: int  # equations of one kind (sums, upstream formulas) per layer before "… and N more"
+    terms: tuple[int, int, int]  # a sum longer than [0] terms shows its first [1] and last [2]
+    sets: int  # position sets listed per layer
+    derived: int | None  # weights derived in full per parameter; None: all (of a small network)
+    example_rows: int  # rows per layer in the worked example's tables
+    matrix_rows: int  # rows of a matrix of numbers
+    matrices: int  # channel pairs of a kernel shown as matrices
+    node_graph: bool  # the graph may be drawn node by node
+    closed_forms: bool  # closed forms are printed when short
+    appendix: bool  # the weights not derived in full are listed in an appendix
+
+
+def plural(n: int, noun: str) -> str:
+    """A count and its noun: "1 position", "9 positions", "1,600 positions"."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
 
 LINE_WIDTH = 41.0  # em in a display line (estimates run ~5% wide), for matrices side by side
 
@@ -390,6 +414,7 @@ def lines(items: list[tuple[str, float]]) -> list[str]:
 
 __all__ = [
     "LINE_WIDTH",
+    "Detail",
     "arrays",
     "elide",
     "input_letter",
@@ -402,6 +427,7 @@ __all__ = [
     "node_numbers",
     "node_rows",
     "op_notation",
+    "plural",
     "position_set_tex",
     "position_table",
     "shape_tex",

@@ -4,14 +4,16 @@
 its notation and, for the article's own network, with its formula numbers: notation and
 network, the forward pass with its position sets, the computational graph, every
 layer's backward pass (the gradient vector, the upstream gradients, one weight worked
-symbolically, the general formulas), a worked example with numbers, and the chain rule.
+symbolically, the general formulas, the tensor view), a worked example with numbers
+(``worked``), and the chain rule; the drawings come from ``figures``.
 
 Two levels of detail (``DETAILS``): ``full`` writes every node and weight of a small network;
 ``summary`` gives, per layer, the general formulas, the position sets of a few nodes and
 one weight per parameter tensor derived in full, with tables in place of walls of
 equations — LeNet-5 in under 30 pages. ``default_detail`` chooses by size. Nothing is
-built that is not shown: closed forms only for what is printed, the scalar graph one
-layer at a time.
+built that is not shown: closed forms only for what is printed (and measured first), no
+whole-network expression or program; the worked example's numbers come node by node
+from the scalar graph, built one layer at a time.
 
 Imports ``network``, ``derive``, ``latex``, ``ops`` (and what they build on), numpy and
 sympy, and the rest of the document package; ``presets`` late, only to recognise the
@@ -20,11 +22,8 @@ article's network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from itertools import product
 from math import prod
 
-import numpy as np
 import sympy
 
 from ..activations import activation as _activation
@@ -44,33 +43,24 @@ from ..latex import (
 from ..network import LayerGraph, Network
 from . import markdown, tex
 from .common import (
-    arrays,
+    Detail,
     elide,
-    formula_row,
-    input_letter,
     layer_table,
-    lines,
     listed,
-    node_numbers,
     node_rows,
     op_notation,
+    plural,
     position_set_tex,
     position_table,
-    prose,
-    shape_tex,
     tensor_blocks,
-    term_numbers,
     text,
 )
-from .example import WorkedExample, layer_values, weight_scale, worked_example
+from .example import WorkedExample, worked_example
+from .figures import chain_rule_diagrams, graph_section
 from .nodes import (
     Code,
     Column,
     Contents,
-    Diagram,
-    DiagramEdge,
-    DiagramNode,
-    Displays,
     Document,
     Emph,
     EqRef,
@@ -83,24 +73,7 @@ from .nodes import (
     Section,
     Table,
 )
-
-
-@dataclass(frozen=True)
-class Detail:
-    """How much a handout writes out."""
-
-    name: str
-    rows: int  # equations of one kind (sums, upstream formulas) per layer before "… and N more"
-    terms: tuple[int, int, int]  # a sum longer than [0] terms shows its first [1] and last [2]
-    sets: int  # position sets listed per layer
-    derived: int | None  # weights derived in full per parameter; None: all (of a small network)
-    example_rows: int  # rows per layer in the worked example's tables
-    matrix_rows: int  # rows of a matrix of numbers
-    matrices: int  # channel pairs of a kernel shown as matrices
-    node_graph: bool  # the graph may be drawn node by node
-    closed_forms: bool  # closed forms are printed when short
-    appendix: bool  # the weights not derived in full are listed in an appendix
-
+from .worked import worked_section
 
 DETAILS = {
     "full": Detail(
@@ -134,22 +107,6 @@ FULL_MAX_WEIGHTS = 64  # a network with more weights, or with
 FULL_MAX_EDGES = 400  # more edges in its graph, gets the summary by default
 DETAILED_TOTAL = 24  # full detail: up to this many weights in all are all derived; beyond,
 DETAILED_PER_PARAMETER = 4  # a spread of this many per parameter, the others in an appendix
-GRAPH_MAX_COLUMN = 24  # nodes in one column of the drawn graph; beyond, a layer-level graph
-GRAPH_MAX_EDGES = 300
-EDGE_COLOURS = [
-    "1F77B4",
-    "D62728",
-    "2CA02C",
-    "FF7F0E",
-    "9467BD",
-    "8C564B",
-    "E377C2",
-    "17BECF",
-    "BCBD22",
-]
-COLOUR_NAMES = ["blue", "red", "green", "orange", "purple", "brown", "pink", "cyan", "olive"]
-SHARED_TERMS_SHOWN = 12  # rows of the worked example's table of a shared weight's terms
-
 # The article's formula numbers, by the key of the equation that shows each.
 ARTICLE_TAGS = {
     "size": "1",
@@ -222,7 +179,13 @@ class _Handout:
         subtitle: tuple[Inline, ...] = ("the network ", Code(name))
         if self.article:
             subtitle += (" of ", Emph("Backpropagation in Fully Convolutional Networks"))
-        sections = [self.notation(), self.forward(), self.graph(), self.backward(), self.worked()]
+        sections = [
+            self.notation(),
+            self.forward(),
+            graph_section(self.d, self.detail, self.article),
+            self.backward(),
+            worked_section(self.example, self.detail),
+        ]
         appendices = [self.chain_rule()]
         if self.detail.appendix and self._rest_rows():
             appendices.append(self.rest())
@@ -529,218 +492,6 @@ class _Handout:
 
     # ---- 3: the computational graph -----------------------------------------------------------
 
-    def graph(self) -> Section:
-        tallest = max([len(self.d.graph.x)] + [len(lg.z) for lg in self.layers])
-        edges = sum(len(node.inputs) for lg in self.layers for node in lg.z)
-        if self.detail.node_graph and tallest <= GRAPH_MAX_COLUMN and edges <= GRAPH_MAX_EDGES:
-            return self.node_graph()
-        too_big = self.detail.node_graph
-        why = (
-            f"With {tallest:,} nodes in its largest layer and {edges:,} edges to the weighted sums, "
-            f"the node-by-node graph would be too dense to read (this handout draws it up to "
-            f"{GRAPH_MAX_COLUMN} nodes a layer), so "
-            if too_big
-            else "In this summary "
-        )
-        intro = Paragraph(
-            why + "figure ",
-            Ref("fig:graph"),
-            " shows it layer by layer: a "
-            "box stands for all the nodes of one map and an arrow for all the edges between "
-            "two maps, drawn node by node as the position sets of section ",
-            Ref("sec:forward"),
-            " say.",
-        )
-        return Section(
-            ("The computational graph",),
-            (
-                intro,
-                Figure(
-                    self.layer_diagram(), ("The computational graph, layer by layer.",), "fig:graph"
-                ),
-            ),
-            label="sec:graph",
-        )
-
-    def node_graph(self) -> Section:
-        d = self.d
-        columns = [
-            [(f"x{i}", f"x_{{{i}}}", "x" + _sub(i), "x") for i in range(1, len(d.graph.x) + 1)]
-        ]
-        for lg in self.layers:
-            for kind in _stages(lg):
-                columns.append(
-                    [
-                        (
-                            f"{kind}{lg.number}n{i}",
-                            f"{kind}^{{({lg.number})}}_{{{i}}}",
-                            kind + _sup(lg.number) + _sub(i),
-                            kind,
-                        )
-                        for i in range(1, len(lg.z) + 1)
-                    ]
-                )
-        columns.append([("L", "L", "L", "loss")])
-        tallest = max(len(c) for c in columns)
-        dx = min(2.1, 14.8 / (len(columns) - 1))
-        dy = min(0.9, 18.0 / max(1, tallest - 1))
-        nodes = []
-        for k, column in enumerate(columns):
-            top = (len(column) - 1) * dy / 2
-            for j, (node_id, label, plain, kind) in enumerate(column):
-                nodes.append(DiagramNode(node_id, label, plain, k * dx, top - j * dy, kind))
-        heads = (
-            ["x"]
-            + [f"{kind}^{{({lg.number})}}" for lg in self.layers for kind in _stages(lg)]
-            + ["L"]
-        )
-        height = (tallest - 1) * dy / 2 + 0.8
-        legend = self.legend()
-        edges = self.graph_edges()
-        used = {e.colour for e in edges}
-        diagram = Diagram(
-            tuple(nodes),
-            tuple(edges),
-            colours=tuple(
-                (f"kernel{k + 1}", c)
-                for k, c in enumerate(EDGE_COLOURS)
-                if f"kernel{k + 1}" in used
-            ),
-            node_size=min(0.75, 0.85 * dy),
-            small=dy < 0.8,
-            heads=tuple((k * dx, height, h) for k, h in enumerate(heads)),
-        )
-        article = ", the article's figure 8" if self.article else ""
-        sliding = any(lg.layer.shows_position_sets for lg in self.layers)
-        pools = any(not lg.activated for lg in self.layers)
-        reads = (
-            " node takes as inputs the nodes its position set names (a fully connected node all of "
-            "them), every "
-            if sliding
-            else " node takes as inputs all the outputs of the layer before it, every "
-        )
-        intro: list[Inline] = [
-            f"The network's computational graph{article}: every ",
-            Math("z"),
-            reads,
-            Math("a"),
-            " node its own ",
-            Math("z"),
-            " (a pooling node its window)" if pools else "",
-            ", and the loss all the last activations.",
-        ]
-        caption: list[Inline] = [
-            "The computational graph" + (" (the article's figure 8)." if self.article else ".")
-        ]
-        if legend:
-            intro += [
-                (
-                    " An edge's colour tells which kernel weight multiplies that input: one colour in "
-                    "many places is one shared weight."
-                )
-            ]
-            caption += [" Edge colours: "]
-            for k, (colour, name, label) in enumerate(legend):
-                caption += [f"{name} ", Math(label), "; " if k < len(legend) - 1 else "."]
-        return Section(
-            ("The computational graph",),
-            (Paragraph(*intro), Figure(diagram, tuple(caption), "fig:graph")),
-            label="sec:graph",
-        )
-
-    def graph_edges(self) -> list[DiagramEdge]:
-        """inputs → z (coloured by kernel position), z → a, a → L."""
-        edges = []
-        for lg in self.layers:
-            kernel = _kernel_shape(self.network, lg)
-            coloured = kernel is not None and prod(kernel) <= len(EDGE_COLOURS)
-            index = _weight_index(self.d, lg) if coloured else {}
-            source = "x" if lg.number == 1 else f"a{lg.number - 1}n"
-            target = _stages(lg)[0]
-            position = {s: i for i, s in enumerate(lg.inputs, start=1)}
-            for i, node in enumerate(lg.z, start=1):
-                for coefficient, value in _read(node):
-                    colour = "black!30"
-                    if coloured:
-                        *_, m, n = index[coefficient]
-                        colour = f"kernel{m * kernel[1] + n + 1}"
-                    edges.append(
-                        DiagramEdge(
-                            f"{source}{position[value]}", f"{target}{lg.number}n{i}", colour
-                        )
-                    )
-            if lg.activated:
-                edges += [
-                    DiagramEdge(f"z{lg.number}n{i}", f"a{lg.number}n{i}", "black")
-                    for i in range(1, len(lg.z) + 1)
-                ]
-        last = self.layers[-1]
-        edges += [
-            DiagramEdge(f"a{last.number}n{i}", "L", "black")
-            for i in range(1, len(last.outputs) + 1)
-        ]
-        return edges
-
-    def legend(self) -> list[tuple[str, str, str]]:
-        """(colour, its name, the weights it stands for) per kernel position, when every kernel
-        has the same size: w^{(1)}_1, w^{(2)}_1 for a flat one, (m, n) = (1, 1) otherwise."""
-        kernels = [lg for lg in self.layers if _kernel_shape(self.network, lg) is not None]
-        sizes = {_kernel_shape(self.network, lg) for lg in kernels}
-        if len(sizes) != 1 or prod(next(iter(sizes))) > len(EDGE_COLOURS):
-            return []
-        kh, kw = sizes.pop()
-        flat = all(lg.layer.flat_weights(lg.input_shape) for lg in kernels)
-        legend = []
-        for m, n in product(range(kh), range(kw)):
-            k = m * kw + n
-            if flat:
-                label = ", ".join(f"w^{{({lg.number})}}_{{{k + 1}}}" for lg in kernels)
-            else:
-                label = f"w^{{(l)}}_{{o,c,{m + 1},{n + 1}}}"
-            legend.append((f"kernel{k + 1}", COLOUR_NAMES[k], label))
-        return legend
-
-    def layer_diagram(self) -> Diagram:
-        """A layer-level graph: the input, each layer's z and a maps, the loss, top to bottom."""
-
-        def box(
-            node_id: str, tex_: str, plain: str, shape: tuple[int, ...], y: float
-        ) -> DiagramNode:
-            size = "×".join(map(str, shape))
-            return DiagramNode(
-                node_id,
-                rf"{tex_} \in \mathbb{{R}}^{{{shape_tex(shape)}}}",
-                f"{plain} {size}",
-                0.0,
-                y,
-                "box",
-            )
-
-        boxes = [("X", "x", "x", self.network.input_shape)]
-        steps = []
-        for lg in self.layers:
-            if lg.activated:
-                boxes += [
-                    (f"Z{lg.number}", f"z^{{({lg.number})}}", f"z({lg.number})", lg.output_shape),
-                    (f"A{lg.number}", f"a^{{({lg.number})}}", f"a({lg.number})", lg.output_shape),
-                ]
-                steps += [lg.layer.describe().rsplit(",", 1)[0], lg.layer.activation]
-            else:
-                boxes.append(
-                    (f"A{lg.number}", f"a^{{({lg.number})}}", f"a({lg.number})", lg.output_shape)
-                )
-                steps.append(lg.layer.describe())
-        steps.append(f"loss: {self.network.loss}")
-        nodes = [box(*b, -1.25 * k) for k, b in enumerate(boxes)]
-        nodes.append(DiagramNode("L", "L", "L", 0.0, -1.25 * len(boxes), "loss"))
-        edges = [
-            DiagramEdge(a.id, b.id, text=s.replace("_", " "), arrow=True, side="right")
-            for a, b, s in zip(nodes, nodes[1:], steps)
-        ]
-        return Diagram(tuple(nodes), tuple(edges), direction="TD")
-
-    # ---- 4: backpropagation -------------------------------------------------------------------
-
     def backward(self) -> Section:
         parts = [
             rf"\frac{{\partial L}}{{\partial W^{{({lg.number})}}}}"
@@ -854,7 +605,7 @@ class _Handout:
                 else "Each weight connects one input to one neuron, a single dependency: its gradient is "
                 "one upstream gradient times one local gradient."
             )
-            used = f", used at {_count(len(d.terms(first)), 'position')}" if shared else ""
+            used = f", used at {plural(len(d.terms(first)), 'position')}" if shared else ""
             body += [
                 Paragraph(
                     why, " For ", Math(d.tex_names[first]), f"{used}:", lead="Weight gradients."
@@ -1051,7 +802,7 @@ class _Handout:
             else:
                 for s, rows in derivations:
                     used = (
-                        f", used at {_count(len(d.terms(s)), 'position')}"
+                        f", used at {plural(len(d.terms(s)), 'position')}"
                         if lg.layer.shows_position_sets
                         else ""
                     )
@@ -1085,468 +836,10 @@ class _Handout:
 
     # ---- 5: the worked example ----------------------------------------------------------------
 
-    def worked(self) -> Section:
-        ex, detail = self.example, self.detail
-        fmt_v, fmt_g = ex.formats.value, ex.formats.gradient
-        d = ex.derivation
-        body: list = []
-        if ex.choices:
-            said: list[Inline] = [
-                "Now with numbers, for which the generic functions need a concrete choice: "
-            ]
-            if "g" in ex.choices:
-                said += [Math("g"), " is the sigmoid, ", Math(_activation("sigmoid").formula)]
-            if "loss" in ex.choices:
-                said += [
-                    ", and " if "g" in ex.choices else "",
-                    Math("L"),
-                    (" is half the sum of squared errors, "),
-                    Math(ex.network.loss_function.formula),
-                ]
-            body.append(Paragraph(*said, "."))
-        else:
-            body.append(Paragraph("Now with numbers."))
-        scaled = sorted(
-            {
-                weight_scale(shape)
-                for name, shape in ex.network.parameters.items()
-                if name.startswith("W")
-            }
-            - {1.0}
-        )
-        scaling = (
-            (
-                " (the weights of a layer whose nodes sum many inputs scaled down by a power of ten, "
-                "so that its sums stay of order one)"
-            )
-            if scaled
-            else ""
-        )
-        seed = f"seed {ex.seed}"
-        dead, total = ex.dead
-        if total:
-            tries = (
-                ""
-                if ex.draw == 0
-                else f", drawn {ex.draw + 1} times until at most half of the ReLUs were dead"
-            )
-            seed += f"{tries} ({dead} of the {total} ReLUs dead here, so that the example shows gradients"
-            seed += " rather than zeros)"
-        rounded = (
-            "Results are rounded to four significant digits"
-            + (", gradients written in scientific notation throughout" if fmt_g.scientific else "")
-            + (", values too" if fmt_v.scientific else "")
-            + "."
-        )
-        body.append(
-            Paragraph(
-                f"The values are drawn with {seed}: inputs in ",
-                Math("[0, 1]"),
-                " and weights in ",
-                Math(r"\pm[0.1, 1]"),
-                f" with one decimal{scaling}, so that the forward "
-                "pass can be followed by hand. " + rounded,
-            )
-        )
-        inputs = arrays(ex.x, _label("X"), fmt_v, detail.matrix_rows, detail.matrices)
-        inputs += arrays(ex.y, lambda _: "y", fmt_v, detail.matrix_rows)
-        params = []
-        for name in ex.network.parameters:
-            params += arrays(
-                ex.params[name],
-                _label(f"{name[0]}^{{({name[1:]})}}"),
-                fmt_v,
-                detail.matrix_rows,
-                detail.matrices,
-            )
-        body.append(Displays(tuple(lines(inputs + params))))
-        # forward by hand
-        layers = list(d.graph.layers)
-        weighted = [lg for lg in layers if f"W{lg.number}" in d.graph.params]
-        body.append(
-            Paragraph(
-                "The forward pass fills in the ",
-                Math("z"),
-                " and ",
-                Math("a"),
-                " columns of the tables below from the first layer to the last; for instance",
-            )
-        )
-        if weighted:
-            node = weighted[0].z[0]
-            body.append(Equation(aligned(d.tex_names[node.symbol], self.by_hand(node))))
-        pools = [lg for lg in layers if not lg.activated]
-        if pools:
-            node = pools[0].z[0]
-            body += [
-                Paragraph(
-                    f"and the first output of the {pools[0].layer.title} layer {pools[0].number} is"
-                ),
-                Equation(aligned(d.tex_names[node.symbol], self.by_hand(node))),
-            ]
-        body.append(
-            Paragraph(
-                "The backward pass fills in the gradient columns from the last layer to the "
-                "first, with ",
-                Math(
-                    r"\partial L / \partial z = \partial L / \partial a \cdot "
-                    r"\partial a / \partial z"
-                ),
-                " at every node.",
-            )
-        )
-        for lg in layers:
-            body += self.example_table(lg)
-        body.append(
-            Paragraph(
-                "The loss is ",
-                Math(f"L = {fmt_v(ex.loss)}"),
-                ", and the gradients of the weights are",
-            )
-        )
-        gradients = []
-        for name in ex.network.parameters:
-            tex_name = f"{name[0]}^{{({name[1:]})}}"
-            gradients += arrays(
-                ex.gradients[name],
-                lambda sub, t=tex_name: (
-                    rf"\frac{{\partial L}}{{\partial {t if sub is None else f'{t}_{{{sub}}}'}}}"
-                ),
-                fmt_g,
-                detail.matrix_rows,
-                detail.matrices,
-            )
-        body.append(Displays(tuple(lines(gradients))))
-        body += self.single_by_hand(weighted)
-        body += self.shared_by_hand(weighted)
-        body += self.routing_by_hand(pools)
-        body += self.correlation_by_hand(weighted)
-        body.append(
-            Paragraph(
-                "PyTorch's automatic differentiation gives the same numbers for the same network "
-                "and values: symbackprop's tests compare its worked examples with it, and ",
-                Code("symbackprop check"),
-                " compares the derivation of any network.",
-            )
-        )
-        return Section(("A worked example",), tuple(body), label="sec:example")
-
-    def by_hand(self, node) -> list[Row]:
-        """A node's formula, then the same with the example's numbers, then its value."""
-        ex, terms = self.example, self.detail.terms
-        numbers = node_numbers(ex.derivation, node, ex.value, ex.formats.value, terms)
-        return node_rows(ex.derivation, node, terms) + [Row("= " + numbers[0].tex)] + numbers[1:]
-
-    def example_table(self, lg: LayerGraph) -> list:
-        ex, l = self.example, lg.number
-        columns = layer_values(ex, lg)
-        fmt = {
-            "z": ex.formats.value,
-            "a": ex.formats.value,
-            "da": ex.formats.gradient,
-            "dz": ex.formats.gradient,
-        }
-        heads = {
-            "z": f"z^{{({l})}}_{{i}}",
-            "a": f"a^{{({l})}}_{{i}}",
-            "da": rf"\partial L / \partial a^{{({l})}}_{{i}}",
-            "dz": rf"\partial L / \partial z^{{({l})}}_{{i}}",
-        }
-        count = len(next(iter(columns.values())))
-        shown = min(count, self.detail.example_rows)
-        rows = tuple(
-            ((str(i + 1),), *((Math(fmt[k](columns[k][i])),) for k in columns))
-            for i in range(shown)
-        )
-        table = Table(
-            tuple(Column("r") for _ in range(len(columns) + 1)),
-            ((Math("i"),), *((Math(heads[k]),) for k in columns)),
-            rows,
-        )
-        intro = Paragraph(
-            f"Layer {l} ({lg.layer.title})"
-            + (f", the first {shown} of its {count:,} nodes:" if shown < count else ":")
-        )
-        return [intro, table]
-
-    def single_by_hand(self, weighted: list[LayerGraph]) -> list:
-        """The last weighted layer's first weight: its terms, factor for factor, with numbers."""
-        if not weighted:
-            return []
-        ex, d = self.example, self.example.derivation
-        lg = weighted[-1]
-        weight = _flat(d.graph.params[f"W{lg.number}"])[0]
-        terms = d.terms(weight)
-        p = printer(d)
-        chain = sum_rows(elide([term_latex(t, p) for t in terms], *self.detail.terms))
-        numbers = sum_rows(
-            elide([term_numbers(t, ex.value, ex.formats) for t in terms], *self.detail.terms)
-        )
-        result = ex.formats.gradient(ex.gradients[f"W{lg.number}"].reshape(-1)[0])
-        rows = chain + [Row("= " + numbers[0].tex)] + numbers[1:] + [Row(f"= {result}")]
-        return [
-            Paragraph(
-                "For instance, for ",
-                Math(d.tex_names[weight]),
-                ", upstream gradient times local gradient, factor for factor:",
-            ),
-            Equation(aligned(partial(d, weight), rows)),
-        ]
-
-    def shared_by_hand(self, weighted: list[LayerGraph]) -> list:
-        """The first convolution's first weight in full: every term it collects, with numbers."""
-        convs = [lg for lg in weighted if lg.layer.shows_position_sets]
-        if not convs:
-            return []
-        ex, d = self.example, self.example.derivation
-        lg = convs[0]
-        l, weight = lg.number, _flat(d.graph.params[f"W{lg.number}"])[0]
-        terms = d.terms(weight)
-        fmt_v, fmt_g = ex.formats.value, ex.formats.gradient
-        p = printer(d)
-        positions = {z: i for i, z in enumerate((n.symbol for n in lg.z), start=1)}
-        shown = terms if len(terms) <= SHARED_TERMS_SHOWN else terms[: SHARED_TERMS_SHOWN - 2]
-        has_local = any(t.local != 1 for t in terms)
-        local_head = (
-            p.doprint(terms[0].local).replace(f"_{{{positions[terms[0].z]}}}", "_{i}")
-            if has_local
-            else None
-        )
-        rows = []
-        for t in shown:
-            i = positions[t.z]
-            cells = [(str(i),), (Math(fmt_g(ex.value(t.upstream))),)]
-            if has_local:
-                cells.append((Math(fmt_v(ex.value(t.local))),))
-            cells += [
-                (Math(f"{d.tex_names[t.factor]} = {fmt_v(ex.value(t.factor))}"),),
-                (Math(fmt_g(ex.value(t.expr))),),
-            ]
-            rows.append(tuple(cells))
-        header = [(Math("i"),), (Math(rf"\partial L / \partial a^{{({l})}}_{{i}}"),)]
-        if has_local:
-            header.append((Math(local_head),))
-        header += [(Math(rf"{input_letter(lg)}_{{p^{{({l})}}_{{i}}[1]}}"),), ("product",)]
-        aligns = "r" * len(header)
-        products = [fmt_g(ex.value(t.expr)) for t in terms]
-        total = fmt_g(ex.gradients[f"W{l}"].reshape(-1)[0])
-        sums = sum_rows(elide([f"({x})" for x in products], *self.detail.terms))
-        blocks = [
-            Paragraph(
-                "A shared weight collects one term per position where it was used. The first weight "
-                f"of layer {l}'s kernel, ",
-                Math(d.tex_names[weight]),
-                f", was used at "
-                f"{_count(len(terms), 'position')}; one row each"
-                + (f" (the first {len(shown)} of them)" if len(shown) < len(terms) else "")
-                + ", upstream gradient times local gradient:",
-            ),
-            Table(tuple(Column(a) for a in aligns), tuple(header), tuple(rows)),
-            Paragraph("and the sum of the products is the gradient:"),
-            Equation(aligned(partial(d, weight), sums + [Row(f"= {total}")])),
-        ]
-        return blocks
-
-    def routing_by_hand(self, pools: list[LayerGraph]) -> list:
-        """One pooling window's backward step with numbers: each input's local gradient (the
-        first maximum's 1, or 1/K) times the window's upstream gradient."""
-        if not pools:
-            return []
-        ex, d = self.example, self.example.derivation
-        lg = pools[0]
-        l, node = lg.number, lg.z[0]
-        upstream = lg.upstream[0]
-        fmt_v, fmt_g = ex.formats.value, ex.formats.gradient
-        rows = []
-        for variable, local in node.local():
-            rows.append(
-                (
-                    (Math(f"{d.tex_names[variable]} = {fmt_v(ex.value(variable))}"),),
-                    (Math(fmt_v(ex.value(local))),),
-                    (Math(fmt_g(ex.value(upstream) * ex.value(local))),),
-                )
-            )
-        following = lg.layer.upstream_formula(op_notation(lg))
-        return [
-            Paragraph(
-                f"Backwards through the {lg.layer.title} layer {l}: its first output ",
-                Math(d.tex_names[node.symbol]),
-                " has the upstream gradient ",
-                Math(f"{d.tex_names[upstream]} = {fmt_g(ex.value(upstream))}"),
-                " and sends each input of its window that times its local gradient; ",
-                *text(following["note"]) + (".",),
-            ),
-            Table(
-                (Column("l"), Column("r"), Column("r")),
-                (
-                    ("input",),
-                    (
-                        Math(
-                            rf"\partial {d.tex_names[node.symbol]} / \partial a^{{({l - 1})}}_{{j}}"
-                        ),
-                    ),
-                    ("downstream",),
-                ),
-                tuple(rows),
-            ),
-        ]
-
-    def correlation_by_hand(self, weighted: list[LayerGraph]) -> list:
-        """∂L/∂W of the first convolution as the cross-correlation of its input with δ = ∂L/∂z,
-        with numbers: the tensor view's fact, evaluated by the engine at the example's values
-        (shown for stride 1 and no dilation, where δ slides as it is, and one channel pair)."""
-        convs = [lg for lg in weighted if lg.layer.shows_position_sets]
-        if not convs:
-            return []
-        lg = convs[0]
-        if getattr(lg.layer, "stride", None) != (1, 1) or getattr(lg.layer, "dilation", (1, 1)) != (
-            1,
-            1,
-        ):
-            return []
-        ex, l = self.example, lg.number
-        _, height, width = lg.output_shape
-        deltas = [ex.values[s] for s in (lg.z_upstream or lg.upstream)]
-        inputs = [ex.values[s] for s in lg.inputs]
-        delta = np.array(deltas).reshape(lg.output_shape)[0]
-        pad_h, pad_w = lg.layer.padding
-        source = np.pad(
-            np.array(inputs).reshape(lg.input_shape)[0], ((pad_h, pad_h), (pad_w, pad_w))
-        )
-        if max(source.shape) > 8 or delta.size > 36:
-            return []  # too big to follow by hand; the formula says it all
-        fact = next(
-            f
-            for f in ex.derivation.formulas(l, general=False)
-            if f.kind == "fact" and f.restates.kind == "W"
-        )
-        kh, kw = lg.layer.kernel_size
-        gradient = np.array(
-            [
-                [fact.at((0, 0, m, n), {"input": inputs, "delta": deltas}) for n in range(kw)]
-                for m in range(kh)
-            ]
-        )
-        fmt_v, fmt_g = ex.formats.value, ex.formats.gradient
-        letter = "X" if l == 1 else f"A^{{({l - 1})}}"
-        one = lg.output_shape[0] == 1 and lg.input_shape[0] == 1
-        channel = "" if one else ", for output channel 1 and input channel 1"
-        padded = (pad_h, pad_w) != (0, 0)
-        delta_tex = rf"\delta^{{({l})}}"
-        displays = lines(
-            [
-                _matrix_display(letter + (r"_{\text{padded}}" if padded else ""), source, fmt_v),
-                _matrix_display(delta_tex, delta, fmt_g),
-            ]
-        ) + lines(
-            [
-                (
-                    rf"\frac{{\partial L}}{{\partial W^{{({l})}}}} = {letter} \star {delta_tex} = "
-                    + _matrix_display("", gradient, fmt_g)[0].removeprefix(" = "),
-                    12.0,
-                )
-            ]
-        )
-        products = [
-            f"({fmt_g(delta[i, j])})({fmt_v(source[i, j])})"
-            for i, j in product(range(height), range(width))
-        ]
-        entry = sum_rows(elide(products, *self.detail.terms))
-        return [
-            Paragraph(
-                "The same gradient for the whole kernel at once, as the tensor view of section ",
-                Ref(f"sec:backward{l}"),
-                " says: ",
-                *prose(fact.statement),
-                ". With this layer's numbers, indices from 0,",
-            ),
-            Equation(formula_row(fact.restates.latex())),  # stride 1: δ spread out is δ itself
-            Paragraph(
-                "where ",
-                Math(delta_tex),
-                " is the map of ",
-                Math(rf"\partial L / \partial z^{{({l})}}_{{i}}"),
-                f" of layer {l}{channel}: each weight's gradient sums, over every position, ",
-                Math(delta_tex),
-                " there times the input the weight met there, so sliding ",
-                Math(delta_tex),
-                " over the layer's input"
-                + (" (zero-padded)" if padded else "")
-                + " like a kernel gives "
-                f"all of them ({kh} by {kw} positions):",
-            ),
-            Displays(tuple(displays)),
-            Paragraph("Its top-left entry is the sum above, position by position:"),
-            Equation(
-                aligned(
-                    rf"\left({letter} \star {delta_tex}\right)_{{1,1}}",
-                    entry + [Row(f"= {fmt_g(gradient[0, 0])}")],
-                )
-            ),
-        ]
-
     # ---- appendices ---------------------------------------------------------------------------
 
     def chain_rule(self) -> Section:
-        single = Diagram(
-            (
-                DiagramNode("t1", "t", "t", 0, 0, "plain"),
-                DiagramNode("a", "a", "a", 2, 0, "plain"),
-                DiagramNode("z1", "z", "z", 4, 0, "plain"),
-                DiagramNode("t2", "t", "t", 7, 0, "plain"),
-                DiagramNode("a1", "a_1", "a₁", 9, 0.8, "plain"),
-                DiagramNode("a2", "a_2", "a₂", 9, -0.8, "plain"),
-                DiagramNode("z2", "z", "z", 11, 0, "plain"),
-            ),
-            (
-                DiagramEdge("t1", "a", arrow=True),
-                DiagramEdge("a", "z1", arrow=True),
-                DiagramEdge("t2", "a1", arrow=True),
-                DiagramEdge("t2", "a2", arrow=True),
-                DiagramEdge("a1", "z2", arrow=True),
-                DiagramEdge("a2", "z2", arrow=True),
-            ),
-        )
-        gradients = Diagram(
-            (
-                DiagramNode("a1", "a_1", "a₁", 0, 1.6, "plain"),
-                DiagramNode("a2", "a_2", "a₂", 0, -1.6, "plain"),
-                DiagramNode("z", "z", "z", 7, 0, "focus"),
-                DiagramNode("L", r"\cdots\ L", "⋯ L", 11, 0, "plain"),
-            ),
-            (
-                DiagramEdge("a1", "z", arrow=True),
-                DiagramEdge("a2", "z", arrow=True),
-                DiagramEdge("z", "L", arrow=True),
-                DiagramEdge(
-                    "z",
-                    "a1",
-                    tex=r"\partial L / \partial a_1 = \partial L / \partial z \cdot \partial z / \partial a_1",
-                    text="∂L/∂a₁ = ∂L/∂z · ∂z/∂a₁",
-                    back=True,
-                    bend=-30,
-                    side="above",
-                ),
-                DiagramEdge(
-                    "z",
-                    "a2",
-                    tex=r"\partial L / \partial a_2 = \partial L / \partial z \cdot \partial z / \partial a_2",
-                    text="∂L/∂a₂ = ∂L/∂z · ∂z/∂a₂",
-                    back=True,
-                    bend=30,
-                    side="below",
-                ),
-                DiagramEdge(
-                    "L",
-                    "z",
-                    tex=r"\text{upstream } \partial L / \partial z",
-                    text="upstream ∂L/∂z",
-                    back=True,
-                    bend=40,
-                    side="below",
-                ),
-            ),
-        )
+        single, gradients = chain_rule_diagrams()
         body = [
             Paragraph(
                 "If ",
@@ -1714,58 +1007,6 @@ def _spread(lg: LayerGraph, count: int) -> list[int]:
         chosen.append(round(k * (total - 1) / (count + 1)))
         k += 1
     return sorted(set(chosen))[:count] if count >= 3 else sorted(set(chosen[:count]))
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")
-
-
-def _label(tex_: str):
-    return lambda sub: tex_ if sub is None else f"{tex_}_{{{sub}}}"
-
-
-def _matrix_display(label: str, values: np.ndarray, fmt) -> tuple[str, float]:
-    from .common import matrix
-
-    cells = [[fmt(v) for v in row] for row in values]
-    tex_matrix, width = matrix(cells, 30.0, len(cells))
-    return (f"{label} = {tex_matrix}" if label else f" = {tex_matrix}"), tex_width(
-        label
-    ) + 1.4 + width
-
-
-def _stages(lg: LayerGraph) -> str:
-    """The columns a layer draws: z and a, or a alone for an operation without activation."""
-    return "za" if lg.activated else "a"
-
-
-def _read(node) -> list[tuple]:
-    """(coefficient or None, input) for every input a node reads, in kernel order."""
-    return list(node.terms) if node.kind == "linear" else [(None, v) for v in node.inputs]
-
-
-def _kernel_shape(network: Network, lg: LayerGraph) -> tuple[int, int] | None:
-    """(kh, kw) of a layer whose weights form a sliding kernel (o, c, kh, kw); else None."""
-    shape = network.parameters.get(f"W{lg.number}")
-    return shape[2:] if shape is not None and len(shape) == 4 else None
-
-
-def _weight_index(d: Derivation, lg: LayerGraph) -> dict[sympy.Symbol, tuple[int, ...]]:
-    """Each weight of layer ``lg`` → its 0-based index in the weight array."""
-    weights = d.graph.params[f"W{lg.number}"]
-    return dict(zip(_flat(weights), product(*(range(n) for n in weights.shape))))
-
-
-_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
-_SUP = str.maketrans("0123456789()", "⁰¹²³⁴⁵⁶⁷⁸⁹⁽⁾")
-
-
-def _sub(i: int) -> str:
-    return str(i).translate(_SUB)
-
-
-def _sup(layer: int) -> str:
-    return f"({layer})".translate(_SUP)
 
 
 __all__ = ["DETAILS", "Detail", "default_detail", "handout", "is_article", "render"]
