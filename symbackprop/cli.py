@@ -2,7 +2,8 @@
 
     symbackprop derive  [SPEC] [--preset NAME] [-o DIR] [--closed-forms none|small|all]
     symbackprop check   [SPEC] [--preset NAME] [--samples N] [--seed S] [--json]
-    symbackprop handout [SPEC] [--preset NAME] [-o DIR] [--no-pdf] [--keep-log]
+    symbackprop handout [SPEC] [--preset NAME] [-o DIR] [--no-pdf] [--keep-log] [--detail full|summary]
+    symbackprop exercises [SPEC] [--preset NAME] [--seed N] [-o DIR] [--no-pdf] [--keep-log]
     symbackprop --version
 
 With neither SPEC nor --preset, each command works on the article preset.
@@ -42,8 +43,8 @@ from pathlib import Path
 
 from . import budget
 from .budget import LIMITS, OverBudget
+from .document import default_detail, render_exercises, render_handout
 from .errors import SpecError
-from .handout import render
 from .latex import latex_errors, overfull_boxes
 from .network import Network
 from .presets import PRESETS
@@ -426,28 +427,15 @@ def run_handout(args: argparse.Namespace) -> int:
     print(_summary(network))
     start = time.perf_counter()
     command = None if args.no_pdf else _tex_compiler()
-    log = ""
+    detail = args.detail or default_detail(network)
     with staged_output(target) as staging:
-        with progress.bar("typesetting", 1, "document") as bar:
-            files = render(network)
+        with progress.bar(f"typesetting ({detail})", 1, "document") as bar:
+            files = render_handout(network, detail)
             bar.update(1)
-        written = list(files)
-        for name, text in files.items():
-            (staging / name).write_text(text, encoding="utf-8")
-        if command is not None:
-            with progress.bar(f"compiling with {command[0]}", 1, "pdf") as bar:
-                try:
-                    pdf, log = compile_pdf(staging / "handout.tex", command)
-                except LatexError as error:
-                    raise CommandError(_latex_failure(error), details=str(error)) from None
-                bar.update(1)
-            (staging / "handout.pdf").write_bytes(pdf)
-            written.append("handout.pdf")
-            if args.keep_log:
-                (staging / "handout.log").write_text(log, encoding="utf-8")
-                written.append("handout.log")
+        written, logs = _write_documents(staging, files, ["handout"] if command else [], command, args, progress)
     print(f"wrote {', '.join(str(target / name) for name in written)} "
           f"in {time.perf_counter() - start:.1f} s")
+    log = logs.get("handout", "")
     if command is None and not args.no_pdf:
         print(f"symbackprop: {TEX_INSTALL_HINT}", file=sys.stderr)
     wide = [(width, where) for width, where in overfull_boxes(log) if width > OVERFULL_TOLERANCE]
@@ -459,17 +447,66 @@ def run_handout(args: argparse.Namespace) -> int:
     return 0
 
 
-def _latex_failure(error: LatexError) -> str:
+def _write_documents(
+    staging: Path, files: dict[str, str], stems: list[str], command: list[str] | None,
+    args: argparse.Namespace, progress: Progress,
+) -> tuple[list[str], dict[str, str]]:
+    """Write ``files`` into ``staging`` and compile ``stems`` (``["handout"]``) to PDF: the
+    names written, in order, and LaTeX's log of each stem (kept beside them only with
+    --keep-log)."""
+    written, logs = list(files), {}
+    for name, text in files.items():
+        (staging / name).write_text(text, encoding="utf-8")
+    for stem in stems:
+        with progress.bar(f"compiling {stem}.pdf with {command[0]}", 1, "pdf") as bar:
+            try:
+                pdf, log = compile_pdf(staging / f"{stem}.tex", command)
+            except LatexError as error:
+                raise CommandError(_latex_failure(error, stem), details=str(error)) from None
+            bar.update(1)
+        logs[stem] = log
+        (staging / f"{stem}.pdf").write_bytes(pdf)
+        written.append(f"{stem}.pdf")
+        if args.keep_log:
+            (staging / f"{stem}.log").write_text(log, encoding="utf-8")
+            written.append(f"{stem}.log")
+    return written, logs
+
+
+def _latex_failure(error: LatexError, stem: str = "handout") -> str:
     """The message for a LaTeX failure: its relevant lines, and where its whole log was kept
     (outside the output folder, which gets nothing)."""
     kept = ""
     if error.log:
-        with tempfile.NamedTemporaryFile("w", prefix="symbackprop-handout-", suffix=".log",
+        with tempfile.NamedTemporaryFile("w", prefix=f"symbackprop-{stem}-", suffix=".log",
                                          delete=False, encoding="utf-8") as file:
             file.write(error.log)
         kept = f"; the whole log: {file.name}"
-    return (f"LaTeX failed on handout.tex, nothing written (--no-pdf writes the .tex and .md "
+    return (f"LaTeX failed on {stem}.tex, nothing written (--no-pdf writes the .tex and .md "
             f"alone){kept}")
+
+
+# ---- exercises ------------------------------------------------------------------------------
+
+
+def run_exercises(args: argparse.Namespace) -> int:
+    network = _network(args)
+    budget.enforce("exercises", [budget.scalar_graph(network, copies=2)], _limits(args))
+    target = _output_dir(args, network)
+    progress = Progress(args.quiet)
+    print(_summary(network))
+    start = time.perf_counter()
+    command = None if args.no_pdf else _tex_compiler()
+    with staged_output(target) as staging:
+        with progress.bar(f"choosing the exercises (seed {args.seed})", 1, "sheet") as bar:
+            files = render_exercises(network, seed=args.seed)
+            bar.update(1)
+        stems = ["exercises", "solutions"] if command else []
+        written, _ = _write_documents(staging, files, stems, command, args, progress)
+    print(f"wrote {', '.join(str(target / name) for name in written)} in {time.perf_counter() - start:.1f} s")
+    if command is None and not args.no_pdf:
+        print(f"symbackprop: {TEX_INSTALL_HINT}", file=sys.stderr)
+    return 0
 
 
 # ---- entry point ----------------------------------------------------------------------------
@@ -518,6 +555,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     handout.add_argument("--no-pdf", action="store_true", help="write the .tex and .md only")
     handout.add_argument("--keep-log", action="store_true", help="keep LaTeX's handout.log beside the PDF")
+    handout.add_argument(
+        "--detail", choices=["full", "summary"],
+        help="full: every node and weight; summary: per layer the general formulas, a few position "
+        "sets, one weight per parameter derived in full (default: full for a small network)",
+    )
+
+    exercises = _command(
+        commands, "exercises", run_exercises,
+        help="write an exercise sheet and its answer key (LaTeX, PDF, Markdown)",
+        description="Write exercises.tex/.md and solutions.tex/.md for the network — the forward "
+        "pass, position sets, a weight's gradient by the chain rule, what an upstream gradient "
+        "depends on, the tensor view — every answer computed by the engine, and compile "
+        "exercises.pdf and solutions.pdf when latexmk or pdflatex is installed. Another seed "
+        "gives other numbers and other questions.",
+        output=True, limits=("edges",),
+    )
+    exercises.add_argument("--seed", type=_count(0), default=0, metavar="N", help="numbers and questions (default 0)")
+    exercises.add_argument("--no-pdf", action="store_true", help="write the .tex and .md only")
+    exercises.add_argument("--keep-log", action="store_true", help="keep LaTeX's logs beside the PDFs")
     return parser
 
 

@@ -92,7 +92,7 @@ def test_version(capsys):
     assert capsys.readouterr().out == "symbackprop 0.1.0\n"
 
 
-@pytest.mark.parametrize("command", [[], ["derive"], ["check"], ["handout"]])
+@pytest.mark.parametrize("command", [[], ["derive"], ["check"], ["handout"], ["exercises"]])
 def test_every_command_explains_itself(command):
     result = subprocess.run(
         [sys.executable, "-m", "symbackprop.cli", *command, "--help"],

@@ -11,7 +11,9 @@ from math import prod
 from typing import Any, ClassVar
 
 import numpy as np
+from sympy import Sum
 
+from ..indexed import Bases, Claim, IndexForm, index
 from .base import (
     Connection,
     Notation,
@@ -85,6 +87,17 @@ class Dense(Op):
     def size_formula(self, input_shape: Shape, padded: bool) -> None:
         return None  # no sliding window: its size is its number of units
 
+    def forward_formula(self, n: Notation) -> dict[str, str]:
+        l = n.number
+        bias = f" + b^{{({l})}}_{{f}}" if self.bias else ""
+        equation = rf"z^{{({l})}}_{{f}} = \sum_{{i=1}}^{{{n.input_count}}} w^{{({l})}}_{{f,i}} \, {n.input_letter}_{{i}}{bias}"
+        note = (
+            f"each neuron $f$ sums all {n.input_count} inputs, each times its own weight "
+            rf"$w^{{({l})}}_{{f,i}}$ (numbered $w^{{({l})}}_{{(f-1) \cdot {n.input_count} + i}}$ "
+            "neuron after neuron): no weight is shared between neurons"
+        )
+        return {"equation": equation, "note": note}
+
     def weight_formula(self, n: Notation) -> dict[str, str | None]:
         weight, used = f"w^{{({n.number})}}_{{n}}", f"{n.input_letter}_{{i}}"
         note = (
@@ -105,6 +118,29 @@ class Dense(Op):
             rf"($w^{{({k})}}_{{(f-1) \cdot {n.input_count} + i}}$ in the flat numbering)"
         )
         return {"equation": equation, "note": note, "feeds": f"every neuron of layer {k}", "kind": "dense"}
+
+    # ---- the tensor face --------------------------------------------------------------------
+
+    def tensor_form(self, input_shape: Shape, t: Bases) -> IndexForm:
+        """z[f] = Σ_i W[f, i] · a[i] (+ b[f]) over the flattened input; and, as matrices,
+        ∂L/∂W = δ aᵀ and ∂L/∂a = Wᵀ δ."""
+        f, i = index("f i")
+        size = prod(input_shape)
+        z = Sum(t.W[f, i] * t.input[i], (i, 0, size - 1))
+        parameters = {"W": t.W[f, i]}
+        if self.bias:
+            z += t.b[f]
+            parameters["b"] = t.b[f]
+        delta, a = t.matrix(t.delta, self.units), t.matrix(t.input, size)  # column vectors
+        weights = t.matrix(t.W, self.units, size)
+        claims = (
+            Claim("W", "the weight gradient is the outer product of δ and the layer's input", delta * a.T),
+            Claim("input", "the input gradient is the transposed weights times δ", weights.T * delta),
+        )
+        return IndexForm(
+            output=t.output[f], expr=z, input=t.input[i], parameters=parameters,
+            sizes={f: self.units, i: size}, settings={}, claims=claims,
+        )
 
     # ---- the reference face (numpy alone) ---------------------------------------------------
 
