@@ -271,9 +271,9 @@ def run_derive(args: argparse.Namespace) -> int:
     budget.enforce("derive", [budget.scalar_graph(network), budget.per_node_program(network)], limits)
     target = _output_dir(args, network)
     progress = Progress(args.quiet)
-    print(_summary(network))
     start = time.perf_counter()
-    with staged_output(target) as staging:
+    with staged_output(target) as staging:  # checks the output folder before any work
+        print(_summary(network))
         d = network.derive()
         edges = [prod(after) * layer.window(before)
                  for layer, before, after in zip(network.layers, network.shapes, network.shapes[1:])]
@@ -424,11 +424,11 @@ def run_handout(args: argparse.Namespace) -> int:
     ], _limits(args))
     target = _output_dir(args, network)
     progress = Progress(args.quiet)
-    print(_summary(network))
     start = time.perf_counter()
     command = None if args.no_pdf else _tex_compiler()
     detail = args.detail or default_detail(network)
-    with staged_output(target) as staging:
+    with staged_output(target) as staging:  # checks the output folder before any work
+        print(_summary(network))
         with progress.bar(f"typesetting ({detail})", 1, "document") as bar:
             files = render_handout(network, detail)
             bar.update(1)
@@ -494,10 +494,10 @@ def run_exercises(args: argparse.Namespace) -> int:
     budget.enforce("exercises", [budget.scalar_graph(network, copies=2)], _limits(args))
     target = _output_dir(args, network)
     progress = Progress(args.quiet)
-    print(_summary(network))
     start = time.perf_counter()
     command = None if args.no_pdf else _tex_compiler()
-    with staged_output(target) as staging:
+    with staged_output(target) as staging:  # checks the output folder before any work
+        print(_summary(network))
         with progress.bar(f"choosing the exercises (seed {args.seed})", 1, "sheet") as bar:
             files = render_exercises(network, seed=args.seed)
             bar.update(1)

@@ -107,8 +107,9 @@ def test_a_misuse_is_one_line_exit_2_and_writes_nothing(
         (tmp_path / name).write_text(text, encoding="utf-8")
     before = _tree(tmp_path)
     assert main(argv) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("symbackprop: error: "), err
+    assert out == ""
     assert words in err
     assert "Traceback" not in err
     assert _tree(tmp_path) == before  # nothing written, not even an empty outputs/ folder
