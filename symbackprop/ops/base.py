@@ -18,6 +18,10 @@ walks the registry and names any face an operation lacks):
 * the reference face: ``reference_forward`` and ``reference_backward``, numpy alone, written
   from the textbook formulas at the level of the whole layer, sharing nothing with the
   scalar face (a test reads their source to hold them to it);
+* the numeric-code face: ``layer_code``, the lines of whole-array numpy that the generated
+  gradients modules run for its forward and backward pass (``LayerCode``; the variables it
+  reads and writes are named by ``CodeNames``; the helpers it calls are those of
+  ``symbackprop.numeric.runtime``);
 * the torch twin: ``torch_twin`` (the ``torch.nn`` modules that compute it: class names and
   arguments, the last holding its parameters) and
   ``from_torch`` (settings read off such a module). Only ``torch_bridge`` imports torch.
@@ -45,8 +49,28 @@ Pair = tuple[int, int]
 FACES = (
     "output_shape", "parameter_shapes", "window", "connections", "nodes",
     "describe", "table_cells", "size_formula", "weight_formula", "upstream_formula",
-    "reference_forward", "reference_backward", "torch_twin", "from_torch",
+    "reference_forward", "reference_backward", "layer_code", "torch_twin", "from_torch",
 )
+
+
+class CodeNames(NamedTuple):
+    """The variables of one layer's block in a generated module. Images are held channels
+    last, (B, H, W, C), so that a convolution is one matrix product; ``B`` is the batch size,
+    ``per_sample`` says whether parameter gradients are per sample (B, *shape) or summed over
+    the batch, and ``grads`` collects them by name ("W3", "b3")."""
+
+    number: int  # l: the parameters are W{l} and b{l}
+    input: str  # the layer's input, assigned before its block: "x", "a2"
+    output: str  # what the operation computes, to assign: its z, or a pool's a ("z3", "a2")
+    output_grad: str  # ∂L/∂output, assigned before its backward lines: "dz3", "da2"
+    input_grad: str  # ∂L/∂input, that its backward lines assign: "dx", "da2"
+
+
+class LayerCode(NamedTuple):
+    """A layer's lines of numpy, each block opening with a comment saying what it computes."""
+
+    forward: list[str]  # output from input (and the parameters)
+    backward: list[str]  # grads[...] of its parameters and input_grad, from output_grad
 
 
 class Connection(NamedTuple):
@@ -210,6 +234,12 @@ def weight_formula_tex(
     local_z = (r" \cdot " + local.removesuffix(r" \cdot ")) if local else ""
     bias = rf"\frac{{\partial L}}{{\partial b^{{({n.number})}}_{{{bias_index}}}}} = {over}{upstream}{local_z}"
     return equation, bias
+
+
+def index_text(stride: int, dilation: int, padding: int, out: str, kernel: str) -> str:
+    """Where an output index and a kernel place read the input, as text: "2i + m - 1"."""
+    text = f"{stride if stride != 1 else ''}{out} + {dilation if dilation != 1 else ''}{kernel}"
+    return text + (f" - {padding}" if padding else "")
 
 
 def weighted_sums(

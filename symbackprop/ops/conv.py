@@ -17,12 +17,15 @@ import numpy as np
 from ..errors import SpecError
 from .arrays import dilated_kernel, pad, windows
 from .base import (
+    CodeNames,
     Connection,
+    LayerCode,
     Notation,
     Op,
     Pair,
     Shape,
     check_bias_and_activation,
+    index_text,
     integer,
     pair,
     pair_text,
@@ -216,6 +219,58 @@ class Conv2D(Op):
         if self.bias:
             grads["b"] = dz.sum(axis=(2, 3))
         return d_padded[:, :, ph : ph + height, pw : pw + width], grads
+
+    # ---- the numeric-code face ----------------------------------------------------------------
+
+    def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
+        """im2col: the strided windows of the input as rows, then one matrix product each for
+        z and ∂L/∂W; ∂L/∂input adds each window's share back, one kernel place at a time."""
+        channels, height, width = input_shape
+        out_channels, out_h, out_w = self.output_shape(input_shape)
+        (kh, kw), stride, padding, dilation = self.kernel_size, self.stride, self.padding, self.dilation
+        l, x, z, dz, dx = names
+        weight, bias, cols, places = f"W{l}", f"b{l}", f"cols{l}", out_h * out_w
+        size = channels * kh * kw
+        row = index_text(stride[0], dilation[0], padding[0], "i", "m")
+        col = index_text(stride[1], dilation[1], padding[1], "j", "n")
+        padded = x if padding == (0, 0) else f"_pad({x}, {padding})"
+        bias_term = f" + {bias}[o]" if self.bias else ""
+        forward = [
+            f"# {z}[b,i,j,o] = sum_(c,m,n) {weight}[o,c,m,n] * {x}[b, {row}, {col}, c]{bias_term}",
+            f"# each output place's window as a row ({cols}: B*{places} x {size}), times the kernel",
+            f"{cols} = _windows({padded}, {self.kernel_size}, {stride}, {dilation})"
+            f".reshape(B * {places}, {size})",
+            f"{z} = ({cols} @ {weight}.reshape({out_channels}, {size}).T)"
+            f".reshape(B, {out_h}, {out_w}, {out_channels})" + (f" + {bias}" if self.bias else ""),
+        ]
+        backward = [
+            f"# dL/d{weight}[o,c,m,n] = sum_(b,i,j) dL/d{z}[b,i,j,o] * {x}[b, {row}, {col}, c]",
+            "if per_sample:",
+            f"    rows = {dz}.reshape(B, {places}, {out_channels}).transpose(0, 2, 1)",
+            f"    grads[{weight!r}] = (rows @ {cols}.reshape(B, {places}, {size}))"
+            f".reshape(B, {out_channels}, {channels}, {kh}, {kw})",
+        ]
+        if self.bias:
+            backward.append(f"    grads[{bias!r}] = {dz}.sum(axis=(1, 2))")
+        backward += [
+            "else:",
+            f"    rows = {dz}.reshape(B * {places}, {out_channels}).T",
+            f"    grads[{weight!r}] = (rows @ {cols}).reshape({out_channels}, {channels}, {kh}, {kw})",
+        ]
+        if self.bias:
+            backward.append(f"    grads[{bias!r}] = {dz}.sum(axis=(0, 1, 2))")
+        padded_shape = (height + 2 * padding[0], width + 2 * padding[1])
+        added = (
+            f"_add_windows(d_windows, (B, {padded_shape[0]}, {padded_shape[1]}, {channels}), "
+            f"{stride}, {dilation})"
+        )
+        backward += [
+            f"# dL/d{x}: each window's share, dL/d{z} times the kernel, added back where it was read",
+            f"d_windows = ({dz}.reshape(B * {places}, {out_channels}) @ {weight}"
+            f".reshape({out_channels}, {size})).reshape(B, {out_h}, {out_w}, {channels}, {kh}, {kw})",
+            f"{dx} = {added}" if padding == (0, 0) else f"{dx} = _unpad({added}, {padding})",
+        ]
+        return LayerCode(forward, backward)
 
     # ---- the torch twin ---------------------------------------------------------------------
 

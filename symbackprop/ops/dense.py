@@ -13,7 +13,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import (
+    CodeNames,
     Connection,
+    LayerCode,
     Notation,
     Op,
     Shape,
@@ -122,6 +124,40 @@ class Dense(Op):
         if self.bias:
             grads["b"] = dz
         return (dz @ params["W"]).reshape(x.shape), grads
+
+    # ---- the numeric-code face ----------------------------------------------------------------
+
+    def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
+        """z = flat @ Wᵀ (+ b), flat the input flattened in (channel, row, column) order as
+        PyTorch's; ∂L/∂W = ∂L/∂zᵀ flat (an outer product per sample) and ∂L/∂flat = ∂L/∂z W."""
+        l, x, z, dz, dx = names
+        weight, bias, size = f"W{l}", f"b{l}", prod(input_shape)
+        if len(input_shape) == 3:  # an image, held channels last: flatten as PyTorch, (c, h, w)
+            flat = f"flat{l}"
+            flatten = [f"{flat} = {x}.transpose(0, 3, 1, 2).reshape(B, {size})"]
+            channels, height, width = input_shape
+            unflatten = f".reshape(B, {channels}, {height}, {width}).transpose(0, 2, 3, 1)"
+        else:
+            flat, flatten, unflatten = x, [], ""
+        bias_term = f" + {bias}[f]" if self.bias else ""
+        forward = [
+            f"# {z}[b,f] = sum_n {weight}[f,n] * {flat}[b,n]{bias_term}"
+            + (f", {flat} = {x} flattened (channel, row, column)" if flatten else ""),
+            *flatten,
+            f"{z} = {flat} @ {weight}.T" + (f" + {bias}" if self.bias else ""),
+        ]
+        backward = [
+            f"# dL/d{weight}[f,n] = dL/d{z}[b,f] * {flat}[b,n], summed over b unless per sample",
+            "if per_sample:",
+            f"    grads[{weight!r}] = {dz}[:, :, None] * {flat}[:, None, :]",
+            *([f"    grads[{bias!r}] = {dz}"] if self.bias else []),
+            "else:",
+            f"    grads[{weight!r}] = {dz}.T @ {flat}",
+            *([f"    grads[{bias!r}] = {dz}.sum(axis=0)"] if self.bias else []),
+            f"# dL/d{x}[b,n] = sum_f dL/d{z}[b,f] * {weight}[f,n]",
+            f"{dx} = ({dz} @ {weight}){unflatten}" if unflatten else f"{dx} = {dz} @ {weight}",
+        ]
+        return LayerCode(forward, backward)
 
     # ---- the torch twin ---------------------------------------------------------------------
 
