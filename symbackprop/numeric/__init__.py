@@ -160,7 +160,8 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str) -> str:
         f"_PROGRAMS = Programs("
         f"nodes={nodes.PROGRAM if 'nodes' in styles else None}, "
         f"layers={layers.PROGRAM if 'layers' in styles else None}, "
-        f"nodes_batch_limit={NODES_BATCH_LIMIT if len(styles) == 2 else 0})"
+        f"nodes_batch_limit={NODES_BATCH_LIMIT if len(styles) == 2 else 0}, "
+        f"batch_chunk={layers.batch_chunk(net)})"
     )
     code = "\n\n\n".join([entry, *programs, wiring])
     imports, definitions = runtime_source(code).split("\n\n\n", 1)

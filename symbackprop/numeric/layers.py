@@ -4,10 +4,10 @@ whole-array numpy, a block per layer, from each operation's numeric-code face
 layers, not with the image, and printing it for LeNet-5 takes milliseconds.
 
 The printer owns what lies between the operations: the activations a = g(z) and
-∂L/∂z = ∂L/∂a · g′(z, a), the input held channels last ((B, H, W, C), so that a convolution
-is one matrix product) and its gradient put back as (B, C, H, W), the flattening of an image
-output for the loss, the loss per sample and its gradient (multiplied by ``scale``, 1/B for
-a batch's mean).
+∂L/∂z = ∂L/∂a · g′(z, a); the input held with the batch last ((C, H, W, B), see
+``ops.CodeNames``: a convolution is then one matrix product and every slice runs along the
+batch) and its gradient put back as (B, C, H, W); the loss per sample on a column per
+sample and its gradient (multiplied by ``scale``, 1/B for a batch's mean).
 
 Imports ``ops`` (for the names of a layer's variables) and the runtime's names.
 """
@@ -42,7 +42,11 @@ def program_source(network: Any) -> str:
     body += [f"    {name} = params[{name!r}]" for name in network.parameters]
     image = len(network.input_shape) == 3
     if image:
-        body.append("    x = x.transpose(0, 2, 3, 1)  # (B, H, W, C): images are held channels last")
+        body.append("    # (C, H, W, B): the batch last and contiguous, so that windows copy whole rows of it")
+        body.append("    x = numpy.ascontiguousarray(x.transpose(1, 2, 3, 0))")
+    else:
+        body.append("    x = x.T  # (N, B): a column per sample")
+    body.append("    y = y.T  # (K, B)")
 
     blocks = []  # per layer: its names and code
     for number, (op, shape) in enumerate(zip(network.layers, network.shapes), start=1):
@@ -68,12 +72,10 @@ def program_source(network: Any) -> str:
     out_shape = network.shapes[-1]
     body += ["", f"    # ---- the loss: {network.loss}, one value per sample"]
     if len(out_shape) == 3:
-        channels, height, width = out_shape
-        body.append(f"    out = a{last}.transpose(0, 3, 1, 2).reshape(B, {prod(out_shape)})  # (c, h, w)")
+        body.append(f"    out = a{last}.reshape({prod(out_shape)}, B)  # (channel, row, column) order")
         body += [
             "    losses = loss_value(out, y)",
-            f"    da{last} = (loss_gradient(out, y) * scale)"
-            f".reshape(B, {channels}, {height}, {width}).transpose(0, 2, 3, 1)",
+            f"    da{last} = (loss_gradient(out, y) * scale).reshape({_args(out_shape)}, B)",
         ]
     else:
         body += [
@@ -93,9 +95,27 @@ def program_source(network: Any) -> str:
         body += _indent(code.backward)
 
     body += [""]
-    body.append('    grads["x"] = dx.transpose(0, 3, 1, 2)' if image else '    grads["x"] = dx')
+    body.append('    grads["x"] = dx.transpose(3, 0, 1, 2)' if image else '    grads["x"] = dx.T')
     body.append("    return losses, {name: grads[name] for name in GRADIENT_SHAPES}")
     return "\n".join(body)
+
+
+CHUNK_BYTES = 2**21  # the largest array of a chunk of the batch: 2 MB, about a core's cache
+CHUNK_LIMITS = (16, 256)  # fewer samples at a time costs more in python than it saves
+
+
+def batch_chunk(network: Any) -> int:
+    """How many samples the per-layer program takes at a time: a power of two that keeps its
+    largest array — a convolution's columns, window numbers × output places, or a layer's
+    input or output — near CHUNK_BYTES (measured best with benchmarks/numeric.py)."""
+    largest = 1
+    for op, shape, out in zip(network.layers, network.shapes, network.shapes[1:]):
+        columns = op.window(shape) * prod(out[1:]) if len(out) == 3 else 0
+        largest = max(largest, columns, prod(shape), prod(out))
+    chunk = CHUNK_LIMITS[0]
+    while chunk * 2 <= CHUNK_LIMITS[1] and chunk * 2 * largest * 8 <= CHUNK_BYTES:
+        chunk *= 2
+    return chunk
 
 
 def _activation(name: str, generic_g: bool) -> str:
@@ -109,6 +129,10 @@ def _activation(name: str, generic_g: bool) -> str:
 
 def _indent(lines: list[str]) -> list[str]:
     return [INDENT + line if line else "" for line in lines]
+
+
+def _args(shape: tuple[int, ...]) -> str:
+    return ", ".join(map(str, shape))
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -10,10 +10,11 @@ Sections, in the order a module needs them:
   numpy array, in forms that never overflow: σ through e^−|z|, softplus through ``log1p``;
   each activation ``f`` has ``f_prime(z, a)``, its derivative written with a = f(z) where
   that saves work (σ′ = a(1 − a), tanh′ = 1 − a²);
-* losses, per sample: over a (B, K) array (per-layer code) or a list of K values, floats or
+* losses, per sample: over a (K, B) array (per-layer code) or a list of K values, floats or
   arrays (B,) (per-node code); cross-entropy through log-sum-exp, finite for any finite
   logits;
-* windows: a strided view of every kernel window of a channels-last batch and its adjoint,
+* windows: a strided view of every kernel window of a batch held last, (C, H, W, B), and
+  its adjoint,
   the scatter-add of each window's gradient back where it was read, one kernel place at a
   time;
 * running a module's programs: ``run`` checks the arguments, picks the program, and
@@ -266,16 +267,16 @@ ACTIVATIONS = {
 
 
 # ---- losses, per sample ------------------------------------------------------------------------
-# a and y: a (B, K) array each (the per-layer code), or lists of K values, each a float or an
-# array (B,) (the per-node code). A loss gives (B,) values, or one value; its gradient
-# ∂L/∂a_k (B, K), or a list of K values.
+# a and y: a (K, B) array each, a column per sample (the per-layer code), or lists of K values,
+# each a float or an array (B,) (the per-node code). A loss gives (B,) values, or one value; its
+# gradient ∂L/∂a_k (K, B), or a list of K values.
 
 
 def sse(a, y):
     """½ Σ_k (a_k − y_k)²."""
     if isinstance(a, list):
         return 0.5 * sum((ak - yk) * (ak - yk) for ak, yk in zip(a, y))
-    return 0.5 * ((a - y) ** 2).sum(axis=-1)
+    return 0.5 * ((a - y) ** 2).sum(axis=0)
 
 
 def sse_gradient(a, y):
@@ -288,13 +289,13 @@ def mse(a, y):
     """(1/K) Σ_k (a_k − y_k)², PyTorch's MSELoss of one sample."""
     if isinstance(a, list):
         return sum((ak - yk) * (ak - yk) for ak, yk in zip(a, y)) / len(a)
-    return ((a - y) ** 2).mean(axis=-1)
+    return ((a - y) ** 2).mean(axis=0)
 
 
 def mse_gradient(a, y):
     if isinstance(a, list):
         return [2 * (ak - yk) / len(a) for ak, yk in zip(a, y)]
-    return 2 * (a - y) / a.shape[-1]
+    return 2 * (a - y) / len(a)
 
 
 def cross_entropy(a, y):
@@ -303,7 +304,7 @@ def cross_entropy(a, y):
     if isinstance(a, list):
         lse = _log_sum_exp_values(a)
         return -sum(yk * (ak - lse) for ak, yk in zip(a, y))
-    return -(y * (a - _log_sum_exp(a))).sum(axis=-1)
+    return -(y * (a - _log_sum_exp(a))).sum(axis=0)
 
 
 def cross_entropy_gradient(a, y):
@@ -311,13 +312,13 @@ def cross_entropy_gradient(a, y):
     if isinstance(a, list):
         lse, total = _log_sum_exp_values(a), sum(y)
         return [_exp(ak - lse) * total - yk for ak, yk in zip(a, y)]
-    return numpy.exp(a - _log_sum_exp(a)) * y.sum(axis=-1, keepdims=True) - y
+    return numpy.exp(a - _log_sum_exp(a)) * y.sum(axis=0) - y
 
 
 def _log_sum_exp(a):
-    """log Σ_k e^{a_k} over the last axis, kept: the largest a_k taken out first."""
-    top = a.max(axis=-1, keepdims=True)
-    return top + numpy.log(numpy.exp(a - top).sum(axis=-1, keepdims=True))
+    """log Σ_k e^{a_k} of each column, as a row (1, B): the largest a_k taken out first."""
+    top = a.max(axis=0, keepdims=True)
+    return top + numpy.log(numpy.exp(a - top).sum(axis=0, keepdims=True))
 
 
 def _log_sum_exp_values(a):
@@ -333,16 +334,16 @@ LOSSES = {
 }
 
 
-# ---- windows of a channels-last batch ----------------------------------------------------------
+# ---- windows of a batch held last: (C, H, W, B) ------------------------------------------------
 
 
 def _pad(x, padding, value=0.0):
-    """x (B, H, W, C) with ``padding`` rows and columns of ``value`` on each side."""
+    """x (C, H, W, B) with ``padding`` rows and columns of ``value`` on each side."""
     ph, pw = padding
     if ph == 0 and pw == 0:
         return x
-    batch, height, width, channels = x.shape
-    out = numpy.full((batch, height + 2 * ph, width + 2 * pw, channels), value)
+    channels, height, width, batch = x.shape
+    out = numpy.full((channels, height + 2 * ph, width + 2 * pw, batch), value)
     out[:, ph : ph + height, pw : pw + width] = x
     return out
 
@@ -354,30 +355,30 @@ def _unpad(x, padding):
 
 
 def _windows(x, kernel, stride, dilation):
-    """Every kernel window of x (B, H, W, C), as a view (B, OH, OW, C, kh, kw) — no copy:
-    window (i, j) reads x[b, s·i + d·m, s·j + d·n, c] at kernel place (m, n)."""
-    batch, height, width, channels = x.shape
+    """Every kernel window of x (C, H, W, B), as a view (C, kh, kw, OH, OW, B) — no copy:
+    window (i, j) reads x[c, s·i + d·m, s·j + d·n, b] at kernel place (m, n)."""
+    channels, height, width, batch = x.shape
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     out_h = (height - dh * (kh - 1) - 1) // sh + 1
     out_w = (width - dw * (kw - 1) - 1) // sw + 1
-    sb, sy, sx, sc = x.strides
+    sc, sy, sx, sb = x.strides
     return as_strided(
-        x, (batch, out_h, out_w, channels, kh, kw),
-        (sb, sh * sy, sw * sx, sc, dh * sy, dw * sx), writeable=False,
+        x, (channels, kh, kw, out_h, out_w, batch),
+        (sc, dh * sy, dw * sx, sh * sy, sw * sx, sb), writeable=False,
     )
 
 
 def _add_windows(d_windows, shape, stride, dilation):
-    """The adjoint of ``_windows``: an array of ``shape`` (B, H, W, C) where each window's
-    gradient d_windows (B, OH, OW, C, kh, kw) is added back at the places it read — one
+    """The adjoint of ``_windows``: an array of ``shape`` (C, H, W, B) where each window's
+    gradient d_windows (C, kh, kw, OH, OW, B) is added back at the places it read — one
     strided slice per kernel place (m, n), so overlapping windows add up."""
     out = numpy.zeros(shape)
-    _, out_h, out_w, _, kh, kw = d_windows.shape
+    _, kh, kw, out_h, out_w, _ = d_windows.shape
     (sh, sw), (dh, dw) = stride, dilation
     for m in range(kh):
         rows = slice(m * dh, m * dh + sh * (out_h - 1) + 1, sh)
         for n in range(kw):
-            out[:, rows, n * dw : n * dw + sw * (out_w - 1) + 1 : sw] += d_windows[..., m, n]
+            out[:, rows, n * dw : n * dw + sw * (out_w - 1) + 1 : sw] += d_windows[:, m, n]
     return out
 
 
@@ -385,12 +386,14 @@ def _add_windows(d_windows, shape, stride, dilation):
 
 
 class Programs(NamedTuple):
-    """A module's programs: per node and/or per layer (None where the module has none), and
-    the largest batch the per-node program takes when there are both."""
+    """A module's programs — per node and/or per layer, None where it has none — with the
+    largest batch the per-node program takes when there are both, and the number of samples
+    the per-layer program takes at a time (its arrays then stay small enough for the cache)."""
 
     nodes: Any
     layers: Any
     nodes_batch_limit: int = 0
+    batch_chunk: int = 64
 
 
 def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
@@ -412,13 +415,36 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
             }
     else:
         scale = 1.0 if reduce != "mean" else 1 / size
-        losses, grads = programs.layers(x, y, params, *chosen, reduce is None, scale)
+        losses, grads = _run_layers(programs, x, y, params, chosen, reduce is None, scale)
     if reduce is None:
         if one:
             return Result(float(losses[0]), {name: grad[0] for name, grad in grads.items()})
         return Result(losses, grads)
     total = float(losses.sum() if reduce == "sum" else losses.mean())
     return Result(total, {**grads, "x": grads["x"][0] if one else grads["x"]})
+
+
+def _run_layers(programs, x, y, params, chosen, per_sample, scale):
+    """The per-layer program on the batch, ``batch_chunk`` samples at a time: losses (B,),
+    the gradient of x per sample, the others per sample or summed."""
+    size, chunk = len(x), programs.batch_chunk
+    if size <= chunk:
+        return programs.layers(x, y, params, *chosen, per_sample, scale)
+    losses, grads = numpy.empty(size), {}
+    for start in range(0, size, chunk):
+        part = slice(start, start + chunk)
+        part_losses, part_grads = programs.layers(x[part], y[part], params, *chosen, per_sample, scale)
+        losses[part] = part_losses
+        for name, grad in part_grads.items():
+            if name == "x" or per_sample:
+                if name not in grads:
+                    grads[name] = numpy.empty((size, *grad.shape[1:]))
+                grads[name][part] = grad
+            elif name in grads:
+                grads[name] += grad
+            else:
+                grads[name] = grad
+    return losses, grads
 
 
 def _empty(layout, reduce):

@@ -54,13 +54,14 @@ FACES = (
 
 
 class CodeNames(NamedTuple):
-    """The variables of one layer's block in a generated module. Images are held channels
-    last, (B, H, W, C), so that a convolution is one matrix product; ``B`` is the batch size,
-    ``per_sample`` says whether parameter gradients are per sample (B, *shape) or summed over
-    the batch, and ``grads`` collects them by name ("W3", "b3")."""
+    """The variables of one layer's block in a generated module. Values are held with the
+    batch last — an image as (C, H, W, B), a vector as (N, B) — so that a convolution and a
+    dense layer are one matrix product each and every slice runs along the batch. ``B`` is
+    the batch size, ``per_sample`` says whether parameter gradients are per sample
+    (B, *shape) or summed over the batch, and ``grads`` collects them by name ("W3")."""
 
     number: int  # l: the parameters are W{l} and b{l}
-    input: str  # the layer's input, assigned before its block: "x", "a2"
+    input: str  # the layer's input, assigned before its block, batch last: "x", "a2"
     output: str  # what the operation computes, to assign: its z, or a pool's a ("z3", "a2")
     output_grad: str  # ∂L/∂output, assigned before its backward lines: "dz3", "da2"
     input_grad: str  # ∂L/∂input, that its backward lines assign: "dx", "da2"

@@ -223,51 +223,46 @@ class Conv2D(Op):
     # ---- the numeric-code face ----------------------------------------------------------------
 
     def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
-        """im2col: the strided windows of the input as rows, then one matrix product each for
-        z and ∂L/∂W; ∂L/∂input adds each window's share back, one kernel place at a time."""
+        """im2col: the strided windows of the input as columns, then one matrix product each
+        for z and ∂L/∂W; ∂L/∂input adds each window's share back, one kernel place at a time."""
         channels, height, width = input_shape
         out_channels, out_h, out_w = self.output_shape(input_shape)
         (kh, kw), stride, padding, dilation = self.kernel_size, self.stride, self.padding, self.dilation
         l, x, z, dz, dx = names
-        weight, bias, cols, places = f"W{l}", f"b{l}", f"cols{l}", out_h * out_w
-        size = channels * kh * kw
+        weight, bias, cols = f"W{l}", f"b{l}", f"cols{l}"
+        size, places, kernel = channels * kh * kw, out_h * out_w, f"{weight}.reshape({out_channels}, {channels * kh * kw})"
         row = index_text(stride[0], dilation[0], padding[0], "i", "m")
         col = index_text(stride[1], dilation[1], padding[1], "j", "n")
         padded = x if padding == (0, 0) else f"_pad({x}, {padding})"
-        bias_term = f" + {bias}[o]" if self.bias else ""
         forward = [
-            f"# {z}[b,i,j,o] = sum_(c,m,n) {weight}[o,c,m,n] * {x}[b, {row}, {col}, c]{bias_term}",
-            f"# each output place's window as a row ({cols}: B*{places} x {size}), times the kernel",
+            f"# {z}[o,i,j,b] = sum_(c,m,n) {weight}[o,c,m,n] * {x}[c, {row}, {col}, b]"
+            + (f" + {bias}[o]" if self.bias else "")
+            + (" (0 on the padding)" if padding != (0, 0) else ""),
+            f"# {cols}: a column per output place and sample, its window (c, m, n) down it",
             f"{cols} = _windows({padded}, {self.kernel_size}, {stride}, {dilation})"
-            f".reshape(B * {places}, {size})",
-            f"{z} = ({cols} @ {weight}.reshape({out_channels}, {size}).T)"
-            f".reshape(B, {out_h}, {out_w}, {out_channels})" + (f" + {bias}" if self.bias else ""),
+            f".reshape({size}, {places} * B)",
+            f"{z} = ({kernel} @ {cols}).reshape({out_channels}, {out_h}, {out_w}, B)"
+            + (f" + {bias}[:, None, None, None]" if self.bias else ""),
         ]
         backward = [
-            f"# dL/d{weight}[o,c,m,n] = sum_(b,i,j) dL/d{z}[b,i,j,o] * {x}[b, {row}, {col}, c]",
+            f"# dL/d{weight}[o,c,m,n] = sum_(i,j,b) dL/d{z}[o,i,j,b] * {x}[c, {row}, {col}, b]",
             "if per_sample:",
-            f"    rows = {dz}.reshape(B, {places}, {out_channels}).transpose(0, 2, 1)",
-            f"    grads[{weight!r}] = (rows @ {cols}.reshape(B, {places}, {size}))"
+            f"    rows = {dz}.reshape({out_channels}, {places}, B).transpose(2, 0, 1)",
+            f"    columns = {cols}.reshape({size}, {places}, B).transpose(2, 1, 0)",
+            f"    grads[{weight!r}] = (rows @ columns)"
             f".reshape(B, {out_channels}, {channels}, {kh}, {kw})",
-        ]
-        if self.bias:
-            backward.append(f"    grads[{bias!r}] = {dz}.sum(axis=(1, 2))")
-        backward += [
+            *([f"    grads[{bias!r}] = {dz}.sum(axis=(1, 2)).T"] if self.bias else []),
             "else:",
-            f"    rows = {dz}.reshape(B * {places}, {out_channels}).T",
-            f"    grads[{weight!r}] = (rows @ {cols}).reshape({out_channels}, {channels}, {kh}, {kw})",
+            f"    grads[{weight!r}] = ({dz}.reshape({out_channels}, {places} * B) @ {cols}.T)"
+            f".reshape({out_channels}, {channels}, {kh}, {kw})",
+            *([f"    grads[{bias!r}] = {dz}.sum(axis=(1, 2, 3))"] if self.bias else []),
         ]
-        if self.bias:
-            backward.append(f"    grads[{bias!r}] = {dz}.sum(axis=(0, 1, 2))")
-        padded_shape = (height + 2 * padding[0], width + 2 * padding[1])
-        added = (
-            f"_add_windows(d_windows, (B, {padded_shape[0]}, {padded_shape[1]}, {channels}), "
-            f"{stride}, {dilation})"
-        )
+        padded_shape = f"({channels}, {height + 2 * padding[0]}, {width + 2 * padding[1]}, B)"
+        added = f"_add_windows(d_windows, {padded_shape}, {stride}, {dilation})"
         backward += [
-            f"# dL/d{x}: each window's share, dL/d{z} times the kernel, added back where it was read",
-            f"d_windows = ({dz}.reshape(B * {places}, {out_channels}) @ {weight}"
-            f".reshape({out_channels}, {size})).reshape(B, {out_h}, {out_w}, {channels}, {kh}, {kw})",
+            f"# dL/d{x}: each window's share, the kernel times dL/d{z}, added back where it was read",
+            f"d_windows = ({kernel}.T @ {dz}.reshape({out_channels}, {places} * B))"
+            f".reshape({channels}, {kh}, {kw}, {out_h}, {out_w}, B)",
             f"{dx} = {added}" if padding == (0, 0) else f"{dx} = _unpad({added}, {padding})",
         ]
         return LayerCode(forward, backward)

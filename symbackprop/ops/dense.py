@@ -128,34 +128,32 @@ class Dense(Op):
     # ---- the numeric-code face ----------------------------------------------------------------
 
     def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
-        """z = flat @ Wᵀ (+ b), flat the input flattened in (channel, row, column) order as
-        PyTorch's; ∂L/∂W = ∂L/∂zᵀ flat (an outer product per sample) and ∂L/∂flat = ∂L/∂z W."""
+        """z = W flat (+ b), flat the input as a column per sample, in (channel, row, column)
+        order as PyTorch's; ∂L/∂W = ∂L/∂z flatᵀ (an outer product per sample) and
+        ∂L/∂flat = Wᵀ ∂L/∂z."""
         l, x, z, dz, dx = names
         weight, bias, size = f"W{l}", f"b{l}", prod(input_shape)
-        if len(input_shape) == 3:  # an image, held channels last: flatten as PyTorch, (c, h, w)
+        if len(input_shape) > 1:  # an image (C, H, W, B): its columns are already in that order
             flat = f"flat{l}"
-            flatten = [f"{flat} = {x}.transpose(0, 3, 1, 2).reshape(B, {size})"]
-            channels, height, width = input_shape
-            unflatten = f".reshape(B, {channels}, {height}, {width}).transpose(0, 2, 3, 1)"
+            flatten = [f"{flat} = {x}.reshape({size}, B)  # (channel, row, column) order, as PyTorch"]
+            unflatten = f".reshape({', '.join(map(str, input_shape))}, B)"
         else:
             flat, flatten, unflatten = x, [], ""
-        bias_term = f" + {bias}[f]" if self.bias else ""
         forward = [
-            f"# {z}[b,f] = sum_n {weight}[f,n] * {flat}[b,n]{bias_term}"
-            + (f", {flat} = {x} flattened (channel, row, column)" if flatten else ""),
+            f"# {z}[f,b] = sum_n {weight}[f,n] * {flat}[n,b]" + (f" + {bias}[f]" if self.bias else ""),
             *flatten,
-            f"{z} = {flat} @ {weight}.T" + (f" + {bias}" if self.bias else ""),
+            f"{z} = {weight} @ {flat}" + (f" + {bias}[:, None]" if self.bias else ""),
         ]
         backward = [
-            f"# dL/d{weight}[f,n] = dL/d{z}[b,f] * {flat}[b,n], summed over b unless per sample",
+            f"# dL/d{weight}[f,n] = dL/d{z}[f,b] * {flat}[n,b], summed over b unless per sample",
             "if per_sample:",
-            f"    grads[{weight!r}] = {dz}[:, :, None] * {flat}[:, None, :]",
-            *([f"    grads[{bias!r}] = {dz}"] if self.bias else []),
+            f"    grads[{weight!r}] = {dz}.T[:, :, None] * {flat}.T[:, None, :]",
+            *([f"    grads[{bias!r}] = {dz}.T"] if self.bias else []),
             "else:",
-            f"    grads[{weight!r}] = {dz}.T @ {flat}",
-            *([f"    grads[{bias!r}] = {dz}.sum(axis=0)"] if self.bias else []),
-            f"# dL/d{x}[b,n] = sum_f dL/d{z}[b,f] * {weight}[f,n]",
-            f"{dx} = ({dz} @ {weight}){unflatten}" if unflatten else f"{dx} = {dz} @ {weight}",
+            f"    grads[{weight!r}] = {dz} @ {flat}.T",
+            *([f"    grads[{bias!r}] = {dz}.sum(axis=1)"] if self.bias else []),
+            f"# dL/d{x}[n,b] = sum_f {weight}[f,n] * dL/d{z}[f,b]",
+            f"{dx} = ({weight}.T @ {dz}){unflatten}" if unflatten else f"{dx} = {weight}.T @ {dz}",
         ]
         return LayerCode(forward, backward)
 

@@ -98,14 +98,15 @@ class _Pool(Op):
         x = names.input
         padded = x if padding == (0, 0) else f"_pad({x}, {padding}, {fill})"
         added = (
-            f"_add_windows(d_windows, (B, {height + 2 * padding[0]}, {width + 2 * padding[1]}, "
-            f"{channels}), {stride}, (1, 1))"
+            f"_add_windows(d_windows, ({channels}, {height + 2 * padding[0]}, "
+            f"{width + 2 * padding[1]}, B), {stride}, (1, 1))"
         )
         return {
             "row": index_text(stride[0], 1, padding[0], "i", "m"),
             "col": index_text(stride[1], 1, padding[1], "j", "n"),
             "windows": f"_windows({padded}, {self.kernel_size}, {stride}, (1, 1))",
-            "shape": f"B, {out_h}, {out_w}, {channels}",
+            "places": f"{out_h}, {out_w}, B",
+            "channels": channels,
             "kernel": f"{kh}, {kw}",
             "area": kh * kw,
             "input_grad": added if padding == (0, 0) else f"_unpad({added}, {padding})",
@@ -214,17 +215,19 @@ class MaxPool2D(_Pool):
         l, x, z, dz, dx = names
         p = self._code_parts(input_shape, names, "-numpy.inf")
         windows, first = f"windows{l}", f"first{l}"
+        channels, area = p["channels"], p["area"]
         forward = [
-            f"# {z}[b,i,j,c] = max_(m,n) {x}[b, {p['row']}, {p['col']}, c]"
+            f"# {z}[c,i,j,b] = max_(m,n) {x}[c, {p['row']}, {p['col']}, b]"
             + (" (the padding, -inf, never wins)" if self.padding != (0, 0) else ""),
-            f"{windows} = {p['windows']}.reshape({p['shape']}, {p['area']})",
-            f"{first} = {windows}.argmax(axis=4)  # each window's first maximum, in window order",
-            f"{z} = {windows}.max(axis=4)",
+            f"{windows} = {p['windows']}.reshape({channels}, {area}, {p['places']})",
+            f"{first} = {windows}.argmax(axis=1)  # each window's first maximum, in window order",
+            f"{z} = {windows}.max(axis=1)",
         ]
         backward = [
             f"# dL/d{x}: each window's dL/d{z} goes to its first maximum alone (PyTorch's rule)",
-            f"d_windows = ({first}[..., None] == numpy.arange({p['area']})) * {dz}[..., None]",
-            f"d_windows = d_windows.reshape({p['shape']}, {p['kernel']})",
+            f"places = numpy.arange({area}).reshape({area}, 1, 1, 1)",
+            f"d_windows = ({first}[:, None] == places) * {dz}[:, None]",
+            f"d_windows = d_windows.reshape({channels}, {p['kernel']}, {p['places']})",
             f"{dx} = {p['input_grad']}",
         ]
         return LayerCode(forward, backward)
@@ -303,14 +306,14 @@ class AvgPool2D(_Pool):
         p = self._code_parts(input_shape, names, "0.0")
         area = p["area"]
         forward = [
-            f"# {z}[b,i,j,c] = (1/{area}) sum_(m,n) {x}[b, {p['row']}, {p['col']}, c]"
+            f"# {z}[c,i,j,b] = (1/{area}) sum_(m,n) {x}[c, {p['row']}, {p['col']}, b]"
             + (" (the zero padding counted, as PyTorch)" if self.padding != (0, 0) else ""),
-            f"{z} = {p['windows']}.sum(axis=(4, 5)) / {area}",
+            f"{z} = {p['windows']}.sum(axis=(1, 2)) / {area}",
         ]
         backward = [
             f"# dL/d{x}: each window's dL/d{z} / {area}, spread evenly over the places it covers",
-            f"d_windows = numpy.broadcast_to(({dz} / {area})[..., None, None], "
-            f"({p['shape']}, {p['kernel']}))",
+            f"d_windows = numpy.broadcast_to(({dz} / {area})[:, None, None], "
+            f"({p['channels']}, {p['kernel']}, {p['places']}))",
             f"{dx} = {p['input_grad']}",
         ]
         return LayerCode(forward, backward)
