@@ -161,11 +161,11 @@ def _numbers(what, value):
 
 
 def _require_finite(what, values):
-    # A sum is finite when every value is: one quick pass. Huge values can overflow it, so
-    # each value is looked at before they are called non-finite.
-    with numpy.errstate(over="ignore", invalid="ignore"):
-        if math.isfinite(numpy.add.reduce(values, axis=None)) or numpy.isfinite(values).all():
-            return
+    # x·x is finite when every value is: one quick pass (BLAS, which never warns). Huge
+    # values can overflow it, so each value is looked at before they are called non-finite.
+    flat = values.reshape(-1)
+    if math.isfinite(numpy.dot(flat, flat)) or numpy.isfinite(flat).all():
+        return
     raise ValueError(f"{_label(what)} has non-finite values (nan or inf); all must be finite")
 
 
@@ -371,15 +371,33 @@ def _windows(x, kernel, stride, dilation):
 def _add_windows(d_windows, shape, stride, dilation):
     """The adjoint of ``_windows``: an array of ``shape`` (C, H, W, B) where each window's
     gradient d_windows (C, kh, kw, OH, OW, B) is added back at the places it read — one
-    strided slice per kernel place (m, n), so overlapping windows add up."""
+    strided slice per kernel place (m, n), so overlapping windows add up. Windows that tile
+    the input without overlap (stride = kernel, no dilation) are put back in one copy."""
     out = numpy.zeros(shape)
-    _, kh, kw, out_h, out_w, _ = d_windows.shape
+    channels, kh, kw, out_h, out_w, batch = d_windows.shape
     (sh, sw), (dh, dw) = stride, dilation
+    if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1):
+        tiles = d_windows.transpose(0, 3, 1, 4, 2, 5).reshape(channels, out_h * kh, out_w * kw, batch)
+        out[:, : out_h * kh, : out_w * kw] = tiles
+        return out
     for m in range(kh):
-        rows = slice(m * dh, m * dh + sh * (out_h - 1) + 1, sh)
+        rows = out[:, m * dh : m * dh + sh * (out_h - 1) + 1 : sh]
         for n in range(kw):
-            out[:, rows, n * dw : n * dw + sw * (out_w - 1) + 1 : sw] += d_windows[:, m, n]
+            target = rows[:, :, n * dw : n * dw + sw * (out_w - 1) + 1 : sw]
+            target += d_windows[:, m, n]
     return out
+
+
+def _sum_windows(windows):
+    """Σ over each window's places of a view (C, kh, kw, OH, OW, B): one add per place,
+    faster than a reduction over two strided axes."""
+    _, kh, kw = windows.shape[:3]
+    total = windows[:, 0, 0].copy()
+    for m in range(kh):
+        for n in range(kw):
+            if m or n:
+                total += windows[:, m, n]
+    return total
 
 
 # ---- running a module's programs ---------------------------------------------------------------

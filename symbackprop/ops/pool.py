@@ -308,7 +308,7 @@ class AvgPool2D(_Pool):
         forward = [
             f"# {z}[c,i,j,b] = (1/{area}) sum_(m,n) {x}[c, {p['row']}, {p['col']}, b]"
             + (" (the zero padding counted, as PyTorch)" if self.padding != (0, 0) else ""),
-            f"{z} = {p['windows']}.sum(axis=(1, 2)) / {area}",
+            f"{z} = _sum_windows({p['windows']}) / {area}",
         ]
         backward = [
             f"# dL/d{x}: each window's dL/d{z} / {area}, spread evenly over the places it covers",
