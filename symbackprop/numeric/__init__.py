@@ -26,6 +26,7 @@ Imports ``nodes`` and ``layers`` of this package (sympy through the per-node pri
 from __future__ import annotations
 
 import linecache
+import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -178,7 +179,10 @@ def _docstring(net: Network, styles: tuple[str, ...]) -> str:
     for number, (layer, shape) in enumerate(zip(net.layers, net.shapes[1:]), start=1):
         lines.append(f"layer {number}: {layer.describe()} -> {_shape(shape)}")
     lines.append(f"loss: {net.loss}")
-    params = ", ".join(f"{n} {s}" for n, s in net.parameters.items())
+    params = textwrap.fill(
+        "params: a dict of arrays, " + ", ".join(f"{n} {s}" for n, s in net.parameters.items()) + ".",
+        width=90,
+    )
     call = "loss_and_grads(x, y, params"
     call += ', g="sigmoid"' if generic_g else ""
     call += ', loss="sse"' if generic_loss else ""
@@ -217,13 +221,13 @@ def _docstring(net: Network, styles: tuple[str, ...]) -> str:
         "    out.loss          # a float, or shape (B,) for a batch: per sample\n"
         '    out.grads["W1"]   # shaped like W1, or (B, *W1.shape) for a batch: per sample\n'
         '    out.grads["x"]    # the gradient with respect to the input\n'
-        f"    {call}, reduce=\"sum\")  # or \"mean\": the batch's loss, and\n"
-        "        # gradients shaped like the parameters (x's per sample)\n\n"
+        f"    {call}, reduce=\"sum\")\n"
+        "        # or \"mean\": the batch's loss, gradients shaped like the parameters (x's per sample)\n\n"
         + "\n".join(f"    {line}" for line in lines)
         + "\n\n"
         f"x: {net.input_shape} or a batch (B, {', '.join(map(str, net.input_shape))}); "
         f"y: ({net.output_size},) or (B, {net.output_size});\n"
-        f"params: a dict of arrays, {params}.\n"
+        f"{params}\n"
         f"{generic_note}\n"
         f"{how}\n"
         "Generated code: do not edit; derive again instead.\n"

@@ -124,7 +124,9 @@ def checked(layout, x, y, params, reduce):
         )
     expected = ", ".join(f"{name} {shape}" for name, shape in layout.parameters.items())
     if not isinstance(params, Mapping):
-        raise TypeError(f"params must be a dict of arrays ({expected}), got {type(params).__name__}")
+        raise TypeError(
+            f"params must be a dict of arrays ({expected}), got {type(params).__name__}"
+        )
     if params.keys() != layout.parameters.keys():
         for name in params:
             if name not in layout.parameters:
@@ -377,8 +379,8 @@ def _add_windows(d_windows, shape, stride, dilation):
     channels, kh, kw, out_h, out_w, batch = d_windows.shape
     (sh, sw), (dh, dw) = stride, dilation
     if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1):
-        tiles = d_windows.transpose(0, 3, 1, 4, 2, 5).reshape(channels, out_h * kh, out_w * kw, batch)
-        out[:, : out_h * kh, : out_w * kw] = tiles
+        tiles = d_windows.transpose(0, 3, 1, 4, 2, 5)  # (C, OH, kh, OW, kw, B)
+        out[:, : out_h * kh, : out_w * kw] = tiles.reshape(channels, out_h * kh, out_w * kw, batch)
         return out
     for m in range(kh):
         rows = out[:, m * dh : m * dh + sh * (out_h - 1) + 1 : sh]
@@ -451,7 +453,9 @@ def _run_layers(programs, x, y, params, chosen, per_sample, scale):
     losses, grads = numpy.empty(size), {}
     for start in range(0, size, chunk):
         part = slice(start, start + chunk)
-        part_losses, part_grads = programs.layers(x[part], y[part], params, *chosen, per_sample, scale)
+        part_losses, part_grads = programs.layers(
+            x[part], y[part], params, *chosen, per_sample, scale
+        )
         losses[part] = part_losses
         for name, grad in part_grads.items():
             if name == "x" or per_sample:

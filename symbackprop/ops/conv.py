@@ -236,9 +236,9 @@ class Conv2D(Op):
         padded = x if padding == (0, 0) else f"_pad({x}, {padding})"
         forward = [
             f"# {z}[o,i,j,b] = sum_(c,m,n) {weight}[o,c,m,n] * {x}[c, {row}, {col}, b]"
-            + (f" + {bias}[o]" if self.bias else "")
-            + (" (0 on the padding)" if padding != (0, 0) else ""),
-            f"# {cols}: a column per output place and sample, its window (c, m, n) down it",
+            + (f" + {bias}[o]" if self.bias else ""),
+            f"# {cols}: a column per output place and sample, its window (c, m, n) down it"
+            + (f" ({x} padded with 0)" if padding != (0, 0) else ""),
             f"{cols} = _windows({padded}, {self.kernel_size}, {stride}, {dilation})"
             f".reshape({size}, {places} * B)",
             f"{z} = ({kernel} @ {cols}).reshape({out_channels}, {out_h}, {out_w}, B)"
