@@ -1,6 +1,6 @@
 """The ``symbackprop`` command: the only module that prints to the terminal or writes files.
 
-    symbackprop derive  [SPEC] [--preset article] [-o DIR]
+    symbackprop derive  [SPEC] [--preset article] [-o DIR] [--style layers|nodes]
     symbackprop check   [SPEC] [--preset article] [--samples N] [--seed S] [--json]
     symbackprop handout [SPEC] [--preset article] [-o DIR] [--no-pdf]
 
@@ -154,7 +154,8 @@ def run_derive(args: argparse.Namespace) -> int:
     with _staged_output(target) as staging:
         (staging / "derivation.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         _progress("  writing gradients.py")
-        d.export_module(staging / "gradients.py")  # numpy-only loss_and_grads(x, y, params)
+        # numpy-only loss_and_grads(x, y, params); per layer, it never builds the scalar graph
+        d.export_module(staging / "gradients.py", style=args.style)
     done = time.perf_counter()
     print(f"derived in {derived - start:.2f} s, written in {done - derived:.2f} s -> "
           f"{target / 'derivation.json'}, {target / 'gradients.py'}")
@@ -195,13 +196,17 @@ def _check_table(report) -> str:
     from .verify import TOLERANCES
 
     methods = report.methods
+    code = " and ".join({"layers": "per-layer code", "nodes": "per-node program"}[s] for s in report.styles)
     lines = [
         (
             f"check {report.network}: {report.samples} samples, seed {report.seed}; "
-            f"derived gradients against {', '.join(methods)}"
+            f"derived gradients ({code}) against {', '.join(methods)}"
         ),
         "abs: largest |derived - method| over the samples; rel: abs / the method's largest |value|",
     ]
+    if report.sampled:
+        counts = ", ".join(f"{name} {count} of {total}" for name, (count, total) in report.sampled.items())
+        lines.append(f"finite differences on a seeded sample of elements: {counts}")
     lines += [f"{method} not used: {why}" for method, why in report.skipped.items()]
     header = f"  {'':<8}" + "".join(f"{m:<22}" for m in methods)
     columns = f"  {'':<8}" + "".join(f"{'abs':<11}{'rel':<11}" for _ in methods) + "verdict"
@@ -323,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_network_arguments(derive)
     derive.add_argument("-o", "--output", metavar="DIR", help="output folder (default outputs/NAME/)")
+    derive.add_argument(
+        "--style", choices=["layers", "nodes"], default=None,
+        help="gradients.py's code: a block per layer, or a line per node of the graph "
+        "(default: per layer, with the per-node program too for a small network)",
+    )
     derive.set_defaults(run=run_derive)
 
     check = commands.add_parser(

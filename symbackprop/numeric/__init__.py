@@ -165,7 +165,7 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str) -> str:
         f"batch_chunk={layers.batch_chunk(net)})"
     )
     code = "\n\n\n".join([entry, *programs, wiring])
-    imports, definitions = runtime_source(code).split("\n\n\n", 1)
+    imports, definitions = runtime_source(code).split("\n\n\n", 1)  # the imports come first
     runtime = (
         "# ---- runtime helpers, copied from symbackprop/numeric/runtime.py ----\n\n\n" + definitions
     )

@@ -77,4 +77,7 @@ def runtime_source(code: str) -> str:
         needed.add(name)
         pending.extend(n for n in definitions[name][2] if n in definitions and n not in needed)
     chosen = sorted({definitions[name][:2] for name in needed})  # one entry per statement
-    return "\n".join(imports) + "\n\n\n" + "\n\n\n".join(source for _, source in chosen) + "\n"
+    standard = [line for line in imports if "numpy" not in line]
+    numpy = [line for line in imports if "numpy" in line]
+    header = "\n".join(standard) + "\n\n" + "\n".join(numpy)  # the standard library first
+    return header + "\n\n\n" + "\n\n\n".join(source for _, source in chosen) + "\n"
