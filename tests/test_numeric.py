@@ -346,3 +346,9 @@ def test_derive_writes_gradients_py_beside_derivation_json(tmp_path, capsys):
     assert (tmp_path / "derivation.json").exists()
     assert 'out = loss_and_grads(x, y, params, g="sigmoid", loss="sse")' in source
     assert "g=, one of identity, sigmoid, tanh, relu, softplus, leaky_relu" in source
+
+
+def test_derive_writes_the_style_asked_for(tmp_path, capsys):
+    assert main(["derive", "--preset", "article", "-o", str(tmp_path), "--style", "layers"]) == 0
+    source = (tmp_path / "gradients.py").read_text(encoding="utf-8")
+    assert "def _layers(" in source and "def _nodes(" not in source

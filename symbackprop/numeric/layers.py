@@ -25,19 +25,19 @@ INDENT = "    "
 
 
 def program_source(network: Any) -> str:
-    """``def _layers(x, y, params, [g, g_prime,] loss_value, loss_gradient, per_sample, scale)``
-    for ``network``: (losses (B,), grads by name)."""
+    """``def _layers(x, y, params, [g, g_prime,] loss_value, loss_gradient, grads, per_sample,
+    scale)`` for ``network``: (losses (B,), grads by name)."""
     generic_g = network.generic_activation
     args = ["x", "y", "params", *(["g", "g_prime"] if generic_g else [])]
-    args += ["loss_value", "loss_gradient", "per_sample", "scale"]
+    args += ["loss_value", "loss_gradient", "grads", "per_sample", "scale"]
     body = [
         f"def {PROGRAM}({', '.join(args)}):",
         '    """The network a layer at a time on a batch x (B, *INPUT_SHAPE), y (B, K): forward,',
-        "    the loss per sample, then backward from the last layer. Gradients are per sample",
-        "    (B, *shape) when per_sample, else summed over the batch; dL/da of the output is",
-        '    multiplied by scale (1/B for a mean). Returns the losses (B,) and the gradients."""',
+        "    the loss per sample, then backward from the last layer. per_sample: the parameter",
+        "    gradients are written into grads' arrays (B, *shape); otherwise they are summed over",
+        "    the batch and put in grads. dL/da of the output is multiplied by scale (1/B for a",
+        '    mean). Returns the losses (B,) and grads, with "x" (B, *INPUT_SHAPE) added."""',
         "    B = len(x)",
-        "    grads = {}",
     ]
     body += [f"    {name} = params[{name!r}]" for name in network.parameters]
     image = len(network.input_shape) == 3
@@ -96,11 +96,11 @@ def program_source(network: Any) -> str:
 
     body += [""]
     body.append('    grads["x"] = dx.transpose(3, 0, 1, 2)' if image else '    grads["x"] = dx.T')
-    body.append("    return losses, {name: grads[name] for name in GRADIENT_SHAPES}")
+    body.append("    return losses, grads")
     return "\n".join(body)
 
 
-CHUNK_BYTES = 2**21  # the largest array of a chunk of the batch: 2 MB, about a core's cache
+CHUNK_BYTES = 2**20  # the largest array of a chunk of the batch: 1 MB, about a core's cache
 CHUNK_LIMITS = (16, 256)  # fewer samples at a time costs more in python than it saves
 
 

@@ -183,12 +183,16 @@ def identity_prime(z, a):
 
 
 def sigmoid(z):
-    """1 / (1 + e^−z), through e^−|z| ≤ 1: no overflow at any z."""
+    """1 / (1 + e^−z): far below 0, e^−z overflows to inf and σ is 0, as it should be (the
+    exact value is below the smallest float); a float takes the branch that never overflows."""
     if isinstance(z, _NUMBER):
         e = math.exp(-abs(z))
         return 1 / (1 + e) if z >= 0 else e / (1 + e)
-    e = numpy.exp(-numpy.abs(z))
-    return numpy.where(z >= 0, 1.0, e) / (1 + e)
+    e = numpy.negative(z)
+    with numpy.errstate(over="ignore"):
+        numpy.exp(e, out=e)
+    e += 1.0
+    return numpy.reciprocal(e, out=e)
 
 
 def sigmoid_prime(z, a):
@@ -370,6 +374,21 @@ def _windows(x, kernel, stride, dilation):
     )
 
 
+def _windows_by_sample(x, kernel, stride, dilation):
+    """The windows of x (C, H, W, B) sample by sample: a view (B, OH, OW, C, kh, kw) of a copy
+    of x with the batch first, so that each sample's windows lie together."""
+    first = numpy.ascontiguousarray(x.transpose(3, 1, 2, 0))  # (B, H, W, C)
+    batch, height, width, channels = first.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    out_h = (height - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width - dw * (kw - 1) - 1) // sw + 1
+    sb, sy, sx, sc = first.strides
+    return as_strided(
+        first, (batch, out_h, out_w, channels, kh, kw),
+        (sb, sh * sy, sw * sx, sc, dh * sy, dw * sx), writeable=False,
+    )
+
+
 def _add_windows(d_windows, shape, stride, dilation):
     """The adjoint of ``_windows``: an array of ``shape`` (C, H, W, B) where each window's
     gradient d_windows (C, kh, kw, OH, OW, B) is added back at the places it read — one
@@ -435,7 +454,7 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
             }
     else:
         scale = 1.0 if reduce != "mean" else 1 / size
-        losses, grads = _run_layers(programs, x, y, params, chosen, reduce is None, scale)
+        losses, grads = _run_layers(programs, layout, x, y, params, chosen, reduce is None, scale)
     if reduce is None:
         if one:
             return Result(float(losses[0]), {name: grad[0] for name, grad in grads.items()})
@@ -444,29 +463,28 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
     return Result(total, {**grads, "x": grads["x"][0] if one else grads["x"]})
 
 
-def _run_layers(programs, x, y, params, chosen, per_sample, scale):
+def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
     """The per-layer program on the batch, ``batch_chunk`` samples at a time: losses (B,),
-    the gradient of x per sample, the others per sample or summed."""
+    the gradient of x per sample, the others per sample — each chunk writes its rows of
+    them — or summed over the chunks."""
     size, chunk = len(x), programs.batch_chunk
-    if size <= chunk:
-        return programs.layers(x, y, params, *chosen, per_sample, scale)
-    losses, grads = numpy.empty(size), {}
+    losses, dx = numpy.empty(size), numpy.empty(x.shape)
+    rows = {name: numpy.empty((size, *shape)) for name, shape in layout.parameters.items()}
+    summed = {}
     for start in range(0, size, chunk):
         part = slice(start, start + chunk)
-        part_losses, part_grads = programs.layers(
-            x[part], y[part], params, *chosen, per_sample, scale
+        grads = {name: array[part] for name, array in rows.items()} if per_sample else {}
+        losses[part], grads = programs.layers(
+            x[part], y[part], params, *chosen, grads, per_sample, scale
         )
-        losses[part] = part_losses
-        for name, grad in part_grads.items():
-            if name == "x" or per_sample:
-                if name not in grads:
-                    grads[name] = numpy.empty((size, *grad.shape[1:]))
-                grads[name][part] = grad
-            elif name in grads:
-                grads[name] += grad
-            else:
-                grads[name] = grad
-    return losses, grads
+        dx[part] = grads.pop("x")
+        if not per_sample:
+            for name, grad in grads.items():
+                if name in summed:
+                    summed[name] += grad
+                else:
+                    summed[name] = grad
+    return losses, {"x": dx, **(rows if per_sample else summed)}
 
 
 def _empty(layout, reduce):

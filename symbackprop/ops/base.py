@@ -57,8 +57,9 @@ class CodeNames(NamedTuple):
     """The variables of one layer's block in a generated module. Values are held with the
     batch last — an image as (C, H, W, B), a vector as (N, B) — so that a convolution and a
     dense layer are one matrix product each and every slice runs along the batch. ``B`` is
-    the batch size, ``per_sample`` says whether parameter gradients are per sample
-    (B, *shape) or summed over the batch, and ``grads`` collects them by name ("W3")."""
+    the batch size; ``grads`` holds the parameter gradients by name ("W3"): when
+    ``per_sample``, arrays (B, *shape) given to the block to write into, otherwise the
+    block assigns them, summed over the batch."""
 
     number: int  # l: the parameters are W{l} and b{l}
     input: str  # the layer's input, assigned before its block, batch last: "x", "a2"

@@ -224,34 +224,40 @@ class Conv2D(Op):
 
     def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
         """im2col: the strided windows of the input as columns, then one matrix product each
-        for z and ∂L/∂W; ∂L/∂input adds each window's share back, one kernel place at a time."""
+        for z and ∂L/∂W (one per sample, on the windows taken sample by sample); ∂L/∂input
+        adds each window's share back, one kernel place at a time."""
         channels, height, width = input_shape
         out_channels, out_h, out_w = self.output_shape(input_shape)
         (kh, kw), stride, padding, dilation = self.kernel_size, self.stride, self.padding, self.dilation
         l, x, z, dz, dx = names
         weight, bias, cols = f"W{l}", f"b{l}", f"cols{l}"
-        size, places, kernel = channels * kh * kw, out_h * out_w, f"{weight}.reshape({out_channels}, {channels * kh * kw})"
+        size, places = channels * kh * kw, out_h * out_w
+        kernel = f"{weight}.reshape({out_channels}, {size})"
         row = index_text(stride[0], dilation[0], padding[0], "i", "m")
         col = index_text(stride[1], dilation[1], padding[1], "j", "n")
-        padded = x if padding == (0, 0) else f"_pad({x}, {padding})"
+        window = f"{self.kernel_size}, {stride}, {dilation}"
         forward = [
             f"# {z}[o,i,j,b] = sum_(c,m,n) {weight}[o,c,m,n] * {x}[c, {row}, {col}, b]"
             + (f" + {bias}[o]" if self.bias else ""),
-            f"# {cols}: a column per output place and sample, its window (c, m, n) down it"
-            + (f" ({x} padded with 0)" if padding != (0, 0) else ""),
-            f"{cols} = _windows({padded}, {self.kernel_size}, {stride}, {dilation})"
-            f".reshape({size}, {places} * B)",
+        ]
+        padded = x
+        if padding != (0, 0):
+            padded = f"padded{l}"
+            forward.append(f"{padded} = _pad({x}, {padding})  # zeros around")
+        forward += [
+            f"# {cols}: a column per output place and sample, its window (c, m, n) down it",
+            f"{cols} = _windows({padded}, {window}).reshape({size}, {places} * B)",
             f"{z} = ({kernel} @ {cols}).reshape({out_channels}, {out_h}, {out_w}, B)"
             + (f" + {bias}[:, None, None, None]" if self.bias else ""),
         ]
         backward = [
             f"# dL/d{weight}[o,c,m,n] = sum_(i,j,b) dL/d{z}[o,i,j,b] * {x}[c, {row}, {col}, b]",
-            "if per_sample:",
-            f"    rows = {dz}.reshape({out_channels}, {places}, B).transpose(2, 0, 1)",
-            f"    columns = {cols}.reshape({size}, {places}, B).transpose(2, 1, 0)",
-            f"    grads[{weight!r}] = (rows @ columns)"
-            f".reshape(B, {out_channels}, {channels}, {kh}, {kw})",
-            *([f"    grads[{bias!r}] = {dz}.sum(axis=(1, 2)).T"] if self.bias else []),
+            "if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads",
+            f"    rows = numpy.ascontiguousarray({dz}.reshape({out_channels}, {places}, B)"
+            ".transpose(2, 0, 1))",
+            f"    columns = _windows_by_sample({padded}, {window}).reshape(B, {places}, {size})",
+            f"    numpy.matmul(rows, columns, out=grads[{weight!r}].reshape(B, {out_channels}, {size}))",
+            *([f"    grads[{bias!r}][...] = {dz}.sum(axis=(1, 2)).T"] if self.bias else []),
             "else:",
             f"    grads[{weight!r}] = ({dz}.reshape({out_channels}, {places} * B) @ {cols}.T)"
             f".reshape({out_channels}, {channels}, {kh}, {kw})",

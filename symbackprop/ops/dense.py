@@ -146,9 +146,9 @@ class Dense(Op):
         ]
         backward = [
             f"# dL/d{weight}[f,n] = dL/d{z}[f,b] * {flat}[n,b], summed over b unless per sample",
-            "if per_sample:",
-            f"    grads[{weight!r}] = {dz}.T[:, :, None] * {flat}.T[:, None, :]",
-            *([f"    grads[{bias!r}] = {dz}.T"] if self.bias else []),
+            "if per_sample:  # an outer product per sample, into grads",
+            f"    numpy.multiply({dz}.T[:, :, None], {flat}.T[:, None, :], out=grads[{weight!r}])",
+            *([f"    grads[{bias!r}][...] = {dz}.T"] if self.bias else []),
             "else:",
             f"    grads[{weight!r}] = {dz} @ {flat}.T",
             *([f"    grads[{bias!r}] = {dz}.sum(axis=1)"] if self.bias else []),
