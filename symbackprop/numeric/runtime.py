@@ -163,10 +163,16 @@ def _numbers(what, value):
 
 
 def _require_finite(what, values):
-    # x·x is finite when every value is: one quick pass (BLAS, which never warns). Huge
+    # A sum is finite when every value is: one quick pass (python's for a few values). Huge
     # values can overflow it, so each value is looked at before they are called non-finite.
-    flat = values.reshape(-1)
-    if math.isfinite(numpy.dot(flat, flat)) or numpy.isfinite(flat).all():
+    if values.size <= 64:
+        if math.isfinite(sum(values.ravel().tolist())):
+            return
+    else:
+        with numpy.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(numpy.add.reduce(values, axis=None)):
+                return
+    if numpy.isfinite(values).all():
         return
     raise ValueError(f"{_label(what)} has non-finite values (nan or inf); all must be finite")
 
@@ -446,6 +452,10 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
         programs.layers is None or size <= programs.nodes_batch_limit
     ):
         losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen, one)
+        if one and reduce is None:  # the common case of the per-node code, kept quick
+            return Result(losses, grads)
+        if one:
+            losses, grads = numpy.array([losses]), {n: g[None] for n, g in grads.items()}
         if reduce is not None:
             scale = 1.0 if reduce == "sum" else 1 / size
             grads = {
@@ -499,8 +509,9 @@ def _empty(layout, reduce):
 
 
 def _run_nodes(program, layout, x, y, params, chosen, one):
-    """The per-node program: on python floats for one sample, on arrays (B,) — one per
-    node — for a batch. Losses (B,) and per-sample gradients (B, *shape)."""
+    """The per-node program: on python floats for one sample — the loss (a float) and its
+    gradients — and on arrays (B,), one per node, for a batch — losses (B,) and per-sample
+    gradients (B, *shape)."""
     flat = {name: value.ravel().tolist() for name, value in params.items()}
     if one:
         try:
@@ -508,10 +519,11 @@ def _run_nodes(program, layout, x, y, params, chosen, one):
         except (ArithmeticError, ValueError):
             # math raises where numpy gives inf or nan (an exp of a large value, a log of 0):
             # run the array code instead, as a batch of one, so both give the same answer.
-            return _run_nodes(program, layout, x, y, params, chosen, False)
-        values = numpy.array(grads, dtype=float)[None]
-        return numpy.array([loss], dtype=float), {
-            name: values[:, a:b].reshape(1, *shape) for name, (a, b, shape) in layout.spans.items()
+            losses, grads = _run_nodes(program, layout, x, y, params, chosen, False)
+            return float(losses[0]), {name: grad[0] for name, grad in grads.items()}
+        values = numpy.array(grads, dtype=float)
+        return float(loss), {
+            name: values[a:b].reshape(shape) for name, (a, b, shape) in layout.spans.items()
         }
     size = len(x)
     # One contiguous row of B values per input node: the program unpacks the rows.
