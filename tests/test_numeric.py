@@ -24,7 +24,7 @@ from strategies import CONCRETE_ACTIVATIONS, CONCRETE_LOSSES, networks
 import symbackprop as sb
 from symbackprop import reference
 from symbackprop.cli import main
-from symbackprop.numeric import NODES_BATCH_LIMIT, module_source
+from symbackprop.numeric import module_source
 from symbackprop.verify import draw_point
 
 
@@ -123,7 +123,7 @@ def test_an_empty_batch_gives_empty_per_sample_arrays_in_both_styles(article):
         }
 
 
-def test_the_default_runs_the_per_node_program_on_small_batches_of_a_small_network(
+def test_the_default_runs_the_per_node_program_on_one_sample_of_a_small_network(
     article, monkeypatch
 ):
     from symbackprop.numeric import compiled
@@ -138,9 +138,11 @@ def test_the_default_runs_the_per_node_program_on_small_batches_of_a_small_netwo
         )
     f = article.numeric(g="sigmoid", loss="sse")
     params = {"W1": np.ones((1, 1, 2, 2)), "W2": np.ones((1, 1, 2, 2)), "W3": np.ones((2, 4))}
-    for size in (NODES_BATCH_LIMIT, NODES_BATCH_LIMIT + 1):
-        f(np.zeros((size, 1, 4, 4)), np.zeros((size, 2)), params)
-    assert ran == ["_nodes", "_layers"]
+    f(np.zeros((1, 4, 4)), np.zeros(2), params)
+    one = f(np.zeros((1, 1, 4, 4)), np.zeros((1, 2)), params)  # a batch of one too
+    assert one.grads["W1"].shape == (1, 1, 1, 2, 2)
+    f(np.zeros((2, 1, 4, 4)), np.zeros((2, 2)), params)
+    assert ran == ["_nodes", "_nodes", "_layers"]
     lenet = sb.presets.lenet5().derive()
     assert "def _nodes(" not in module_source(lenet)
 

@@ -23,8 +23,8 @@ at run time:
 
 How it runs: _layers computes each layer on the whole batch at once with numpy
 (a block per layer, its formula in a comment); _nodes is the derivation written
-out, one line per node, faster on this small network for batches of up to
-8 samples, which it runs.
+out, one line per node, on python floats: faster on this small network for a
+single sample, which it runs.
 Generated code: do not edit; derive again instead.
 """
 
@@ -57,13 +57,13 @@ def loss_and_grads(x, y, params, reduce=None, g=None, loss=None):
 # ---- the network, a block per layer ----
 
 
-def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, per_sample, scale):
+def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, grads, per_sample, scale):
     """The network a layer at a time on a batch x (B, *INPUT_SHAPE), y (B, K): forward,
-    the loss per sample, then backward from the last layer. Gradients are per sample
-    (B, *shape) when per_sample, else summed over the batch; dL/da of the output is
-    multiplied by scale (1/B for a mean). Returns the losses (B,) and the gradients."""
+    the loss per sample, then backward from the last layer. per_sample: the parameter
+    gradients are written into grads' arrays (B, *shape); otherwise they are summed over
+    the batch and put in grads. dL/da of the output is multiplied by scale (1/B for a
+    mean). Returns the losses (B,) and grads, with "x" (B, *INPUT_SHAPE) added."""
     B = len(x)
-    grads = {}
     W1 = params['W1']
     W2 = params['W2']
     W3 = params['W3']
@@ -98,8 +98,8 @@ def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, per_sample, sca
     # ---- layer 3 backward: dense 2, no bias, g
     dz3 = da3 * g_prime(z3, a3)
     # dL/dW3[f,n] = dL/dz3[f,b] * flat3[n,b], summed over b unless per sample
-    if per_sample:
-        grads['W3'] = dz3.T[:, :, None] * flat3.T[:, None, :]
+    if per_sample:  # an outer product per sample, into grads
+        numpy.multiply(dz3.T[:, :, None], flat3.T[:, None, :], out=grads['W3'])
     else:
         grads['W3'] = dz3 @ flat3.T
     # dL/da2[n,b] = sum_f W3[f,n] * dL/dz3[f,b]
@@ -108,10 +108,10 @@ def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, per_sample, sca
     # ---- layer 2 backward: conv 1x2x2, stride 1x1, padding 0x0, no bias, g
     dz2 = da2 * g_prime(z2, a2)
     # dL/dW2[o,c,m,n] = sum_(i,j,b) dL/dz2[o,i,j,b] * a1[c, i + m, j + n, b]
-    if per_sample:
-        rows = dz2.reshape(1, 4, B).transpose(2, 0, 1)
-        columns = cols2.reshape(4, 4, B).transpose(2, 1, 0)
-        grads['W2'] = (rows @ columns).reshape(B, 1, 1, 2, 2)
+    if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads
+        rows = numpy.ascontiguousarray(dz2.reshape(1, 4, B).transpose(2, 0, 1))
+        columns = _windows_by_sample(a1, (2, 2), (1, 1), (1, 1)).reshape(B, 4, 4)
+        numpy.matmul(rows, columns, out=grads['W2'].reshape(B, 1, 4))
     else:
         grads['W2'] = (dz2.reshape(1, 4 * B) @ cols2.T).reshape(1, 1, 2, 2)
     # dL/da1: each window's share, the kernel times dL/dz2, added back where it was read
@@ -121,10 +121,10 @@ def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, per_sample, sca
     # ---- layer 1 backward: conv 1x2x2, stride 1x1, padding 0x0, no bias, g
     dz1 = da1 * g_prime(z1, a1)
     # dL/dW1[o,c,m,n] = sum_(i,j,b) dL/dz1[o,i,j,b] * x[c, i + m, j + n, b]
-    if per_sample:
-        rows = dz1.reshape(1, 9, B).transpose(2, 0, 1)
-        columns = cols1.reshape(4, 9, B).transpose(2, 1, 0)
-        grads['W1'] = (rows @ columns).reshape(B, 1, 1, 2, 2)
+    if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads
+        rows = numpy.ascontiguousarray(dz1.reshape(1, 9, B).transpose(2, 0, 1))
+        columns = _windows_by_sample(x, (2, 2), (1, 1), (1, 1)).reshape(B, 9, 4)
+        numpy.matmul(rows, columns, out=grads['W1'].reshape(B, 1, 4))
     else:
         grads['W1'] = (dz1.reshape(1, 9 * B) @ cols1.T).reshape(1, 1, 2, 2)
     # dL/dx: each window's share, the kernel times dL/dz1, added back where it was read
@@ -132,7 +132,7 @@ def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, per_sample, sca
     dx = _add_windows(d_windows, (1, 4, 4, B), (1, 1), (1, 1))
 
     grads["x"] = dx.transpose(3, 0, 1, 2)
-    return losses, {name: grads[name] for name in GRADIENT_SHAPES}
+    return losses, grads
 
 
 # ---- the derivation, a line per node ----
@@ -412,10 +412,16 @@ def _numbers(what, value):
 
 
 def _require_finite(what, values):
-    # x·x is finite when every value is: one quick pass (BLAS, which never warns). Huge
+    # A sum is finite when every value is: one quick pass (python's for a few values). Huge
     # values can overflow it, so each value is looked at before they are called non-finite.
-    flat = values.reshape(-1)
-    if math.isfinite(numpy.dot(flat, flat)) or numpy.isfinite(flat).all():
+    if values.size <= 64:
+        if math.isfinite(sum(values.ravel().tolist())):
+            return
+    else:
+        with numpy.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(numpy.add.reduce(values, axis=None)):
+                return
+    if numpy.isfinite(values).all():
         return
     raise ValueError(f"{_label(what)} has non-finite values (nan or inf); all must be finite")
 
@@ -429,12 +435,16 @@ def identity_prime(z, a):
 
 
 def sigmoid(z):
-    """1 / (1 + e^−z), through e^−|z| ≤ 1: no overflow at any z."""
+    """1 / (1 + e^−z): far below 0, e^−z overflows to inf and σ is 0, as it should be (the
+    exact value is below the smallest float); a float takes the branch that never overflows."""
     if isinstance(z, _NUMBER):
         e = math.exp(-abs(z))
         return 1 / (1 + e) if z >= 0 else e / (1 + e)
-    e = numpy.exp(-numpy.abs(z))
-    return numpy.where(z >= 0, 1.0, e) / (1 + e)
+    e = numpy.negative(z)
+    with numpy.errstate(over="ignore"):
+        numpy.exp(e, out=e)
+    e += 1.0
+    return numpy.reciprocal(e, out=e)
 
 
 def sigmoid_prime(z, a):
@@ -590,6 +600,21 @@ def _windows(x, kernel, stride, dilation):
     )
 
 
+def _windows_by_sample(x, kernel, stride, dilation):
+    """The windows of x (C, H, W, B) sample by sample: a view (B, OH, OW, C, kh, kw) of a copy
+    of x with the batch first, so that each sample's windows lie together."""
+    first = numpy.ascontiguousarray(x.transpose(3, 1, 2, 0))  # (B, H, W, C)
+    batch, height, width, channels = first.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    out_h = (height - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width - dw * (kw - 1) - 1) // sw + 1
+    sb, sy, sx, sc = first.strides
+    return as_strided(
+        first, (batch, out_h, out_w, channels, kh, kw),
+        (sb, sh * sy, sw * sx, sc, dh * sy, dw * sx), writeable=False,
+    )
+
+
 def _add_windows(d_windows, shape, stride, dilation):
     """The adjoint of ``_windows``: an array of ``shape`` (C, H, W, B) where each window's
     gradient d_windows (C, kh, kw, OH, OW, B) is added back at the places it read — one
@@ -611,13 +636,13 @@ def _add_windows(d_windows, shape, stride, dilation):
 
 
 class Programs(NamedTuple):
-    """A module's programs — per node and/or per layer, None where it has none — with the
-    largest batch the per-node program takes when there are both, and the number of samples
-    the per-layer program takes at a time (its arrays then stay small enough for the cache)."""
+    """A module's programs — per node and/or per layer, None where it has none — and the
+    number of samples the per-layer program takes at a time (its arrays then stay small
+    enough for the cache). With both, the per-node program runs single samples, on python
+    floats, and the per-layer program every batch of two or more."""
 
     nodes: Any
     layers: Any
-    nodes_batch_limit: int = 0
     batch_chunk: int = 64
 
 
@@ -628,10 +653,13 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
     size = len(x)
     if size == 0:
         return _empty(layout, reduce)
-    if programs.nodes is not None and (
-        programs.layers is None or size <= programs.nodes_batch_limit
-    ):
-        losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen, one)
+    if programs.nodes is not None and (programs.layers is None or size == 1):
+        floats = one or programs.layers is not None  # one sample: on python floats
+        losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen, floats)
+        if floats:
+            if one and reduce is None:  # the common case of the per-node code, kept quick
+                return Result(losses, grads)
+            losses, grads = numpy.array([losses]), {n: g[None] for n, g in grads.items()}
         if reduce is not None:
             scale = 1.0 if reduce == "sum" else 1 / size
             grads = {
@@ -640,7 +668,7 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
             }
     else:
         scale = 1.0 if reduce != "mean" else 1 / size
-        losses, grads = _run_layers(programs, x, y, params, chosen, reduce is None, scale)
+        losses, grads = _run_layers(programs, layout, x, y, params, chosen, reduce is None, scale)
     if reduce is None:
         if one:
             return Result(float(losses[0]), {name: grad[0] for name, grad in grads.items()})
@@ -649,29 +677,28 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
     return Result(total, {**grads, "x": grads["x"][0] if one else grads["x"]})
 
 
-def _run_layers(programs, x, y, params, chosen, per_sample, scale):
+def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
     """The per-layer program on the batch, ``batch_chunk`` samples at a time: losses (B,),
-    the gradient of x per sample, the others per sample or summed."""
+    the gradient of x per sample, the others per sample — each chunk writes its rows of
+    them — or summed over the chunks."""
     size, chunk = len(x), programs.batch_chunk
-    if size <= chunk:
-        return programs.layers(x, y, params, *chosen, per_sample, scale)
-    losses, grads = numpy.empty(size), {}
+    losses, dx = numpy.empty(size), numpy.empty(x.shape)
+    rows = {name: numpy.empty((size, *shape)) for name, shape in layout.parameters.items()}
+    summed = {}
     for start in range(0, size, chunk):
         part = slice(start, start + chunk)
-        part_losses, part_grads = programs.layers(
-            x[part], y[part], params, *chosen, per_sample, scale
+        grads = {name: array[part] for name, array in rows.items()} if per_sample else {}
+        losses[part], grads = programs.layers(
+            x[part], y[part], params, *chosen, grads, per_sample, scale
         )
-        losses[part] = part_losses
-        for name, grad in part_grads.items():
-            if name == "x" or per_sample:
-                if name not in grads:
-                    grads[name] = numpy.empty((size, *grad.shape[1:]))
-                grads[name][part] = grad
-            elif name in grads:
-                grads[name] += grad
-            else:
-                grads[name] = grad
-    return losses, grads
+        dx[part] = grads.pop("x")
+        if not per_sample:
+            for name, grad in grads.items():
+                if name in summed:
+                    summed[name] += grad
+                else:
+                    summed[name] = grad
+    return losses, {"x": dx, **(rows if per_sample else summed)}
 
 
 def _empty(layout, reduce):
@@ -686,8 +713,9 @@ def _empty(layout, reduce):
 
 
 def _run_nodes(program, layout, x, y, params, chosen, one):
-    """The per-node program: on python floats for one sample, on arrays (B,) — one per
-    node — for a batch. Losses (B,) and per-sample gradients (B, *shape)."""
+    """The per-node program: on python floats for one sample — the loss (a float) and its
+    gradients — and on arrays (B,), one per node, for a batch — losses (B,) and per-sample
+    gradients (B, *shape)."""
     flat = {name: value.ravel().tolist() for name, value in params.items()}
     if one:
         try:
@@ -695,10 +723,11 @@ def _run_nodes(program, layout, x, y, params, chosen, one):
         except (ArithmeticError, ValueError):
             # math raises where numpy gives inf or nan (an exp of a large value, a log of 0):
             # run the array code instead, as a batch of one, so both give the same answer.
-            return _run_nodes(program, layout, x, y, params, chosen, False)
-        values = numpy.array(grads, dtype=float)[None]
-        return numpy.array([loss], dtype=float), {
-            name: values[:, a:b].reshape(1, *shape) for name, (a, b, shape) in layout.spans.items()
+            losses, grads = _run_nodes(program, layout, x, y, params, chosen, False)
+            return float(losses[0]), {name: grad[0] for name, grad in grads.items()}
+        values = numpy.array(grads, dtype=float)
+        return float(loss), {
+            name: values[a:b].reshape(shape) for name, (a, b, shape) in layout.spans.items()
         }
     size = len(x)
     # One contiguous row of B values per input node: the program unpacks the rows.
@@ -723,4 +752,4 @@ def _rows(values, size):
 
 
 _LAYOUT = Layout(INPUT_SHAPE, OUTPUT_SIZE, PARAMETERS, generic_g=True, loss=None)
-_PROGRAMS = Programs(nodes=_nodes, layers=_layers, nodes_batch_limit=8, batch_chunk=256)
+_PROGRAMS = Programs(nodes=_nodes, layers=_layers, batch_chunk=256)

@@ -431,13 +431,13 @@ def _sum_windows(windows):
 
 
 class Programs(NamedTuple):
-    """A module's programs — per node and/or per layer, None where it has none — with the
-    largest batch the per-node program takes when there are both, and the number of samples
-    the per-layer program takes at a time (its arrays then stay small enough for the cache)."""
+    """A module's programs — per node and/or per layer, None where it has none — and the
+    number of samples the per-layer program takes at a time (its arrays then stay small
+    enough for the cache). With both, the per-node program runs single samples, on python
+    floats, and the per-layer program every batch of two or more."""
 
     nodes: Any
     layers: Any
-    nodes_batch_limit: int = 0
     batch_chunk: int = 64
 
 
@@ -448,13 +448,12 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
     size = len(x)
     if size == 0:
         return _empty(layout, reduce)
-    if programs.nodes is not None and (
-        programs.layers is None or size <= programs.nodes_batch_limit
-    ):
-        losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen, one)
-        if one and reduce is None:  # the common case of the per-node code, kept quick
-            return Result(losses, grads)
-        if one:
+    if programs.nodes is not None and (programs.layers is None or size == 1):
+        floats = one or programs.layers is not None  # one sample: on python floats
+        losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen, floats)
+        if floats:
+            if one and reduce is None:  # the common case of the per-node code, kept quick
+                return Result(losses, grads)
             losses, grads = numpy.array([losses]), {n: g[None] for n, g in grads.items()}
         if reduce is not None:
             scale = 1.0 if reduce == "sum" else 1 / size
