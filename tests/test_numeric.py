@@ -354,3 +354,12 @@ def test_derive_writes_the_style_asked_for(tmp_path, capsys):
     assert main(["derive", "--preset", "article", "-o", str(tmp_path), "--style", "layers"]) == 0
     source = (tmp_path / "gradients.py").read_text(encoding="utf-8")
     assert "def _layers(" in source and "def _nodes(" not in source
+
+
+def test_an_unknown_style_or_backend_or_reduction_is_refused(article):
+    with pytest.raises(ValueError, match=r"style='fast'; choose 'layers', 'nodes' or None"):
+        article.numeric(g="relu", loss="sse", style="fast")
+    with pytest.raises(ValueError, match=r"backend='torch'; choose one of numpy, jax"):
+        article.numeric(g="relu", loss="sse", backend="torch")
+    with pytest.raises(ValueError, match=r"reduce='max'; choose None \(per sample\), 'sum' or 'mean'"):
+        article.numeric(g="relu", loss="sse", reduce="max")

@@ -19,6 +19,8 @@ to a file, so the two give the same numbers. A module holds one or two programs:
 
 Both programs run on the helpers of ``numeric.runtime`` (checking arguments, stable
 activations and losses, windows), copied into the module (``numeric.embed``).
+``backend="jax"`` prints the per-layer program with jax.numpy, run under ``jax.jit`` on
+the helpers of ``numeric.runtime_jax`` (needs jax: ``pip install -e '.[jax]'``).
 
 Imports ``nodes`` and ``layers`` of this package (sympy through the per-node printer).
 """
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from ..network import Network
 
 STYLES = ("nodes", "layers")
-BACKENDS = ("numpy",)
+BACKENDS = ("numpy", "jax")
 REDUCTIONS = (None, "sum", "mean")
 # Measured (one thread, CPU time): on the article's network (75 edges) the per-node program
 # takes 21 µs for one sample on python floats, the per-layer code 106 µs; on network B of
@@ -101,8 +103,14 @@ def export_module(
     return path
 
 
-def resolve_style(network: Network, style: str | None) -> tuple[str, ...]:
+def resolve_style(network: Network, style: str | None, backend: str = "numpy") -> tuple[str, ...]:
     """The programs a module holds: ("layers",), ("nodes",) or ("nodes", "layers")."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "jax":
+        if style not in (None, "layers"):
+            raise ValueError(f"style={style!r}: backend='jax' runs the per-layer code only")
+        return ("layers",)
     if style is None:
         small = nodes.graph_edges(network) <= NODES_EDGE_LIMIT
         return ("nodes", "layers") if small else ("layers",)
@@ -113,9 +121,7 @@ def resolve_style(network: Network, style: str | None) -> tuple[str, ...]:
 
 def module_source(d: Derivation, style: str | None = None, backend: str = "numpy") -> str:
     """The text of the standalone module for ``d`` (built once per derivation and style)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r}; choose one of {', '.join(BACKENDS)}")
-    key = (resolve_style(d.network, style), backend)
+    key = (resolve_style(d.network, style, backend), backend)
     cache = _SOURCES.setdefault(d, {})
     if key not in cache:
         cache[key] = _module_text(d, *key)
@@ -124,12 +130,19 @@ def module_source(d: Derivation, style: str | None = None, backend: str = "numpy
 
 def compiled(d: Derivation, style: str | None = None, backend: str = "numpy") -> ModuleType:
     """The module of ``module_source(d, style)``, compiled in memory (once per derivation)."""
-    key = (resolve_style(d.network, style), backend)
+    key = (resolve_style(d.network, style, backend), backend)
     cache = _MODULES.setdefault(d, {})
     if key not in cache:
+        if backend == "jax":
+            try:
+                import jax  # noqa: F401
+            except ImportError:
+                raise ImportError(
+                    "backend='jax' needs jax: pip install -e '.[jax]' (or pip install jax)"
+                ) from None
         source = module_source(d, style, backend)
         name = d.network.name.replace("-", "_")
-        filename = f"<symbackprop gradients of {d.network.name}, {' and '.join(key[0])}>"
+        filename = f"<symbackprop gradients of {d.network.name}, {' and '.join(key[0])}, {backend}>"
         # Registered so that tracebacks through the generated code show its lines.
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         module = ModuleType(f"symbackprop_gradients_{name}")
@@ -150,7 +163,8 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str) -> str:
     net = d.network
     programs = []
     if "layers" in styles:
-        programs.append("# ---- the network, a block per layer ----\n\n\n" + layers.program_source(net))
+        text = layers.program_source(net, backend)
+        programs.append("# ---- the network, a block per layer ----\n\n\n" + text)
     if "nodes" in styles:
         programs.append("# ---- the derivation, a line per node ----\n\n\n" + nodes.program_source(d))
     entry = _entry(net, styles)
@@ -164,15 +178,15 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str) -> str:
         f"batch_chunk={layers.batch_chunk(net)})"
     )
     code = "\n\n\n".join([entry, *programs, wiring])
-    imports, definitions = runtime_source(code).split("\n\n\n", 1)  # the imports come first
+    imports, definitions = runtime_source(code, backend).split("\n\n\n", 1)  # imports first
     runtime = (
         "# ---- runtime helpers, copied from symbackprop/numeric/runtime.py ----\n\n\n" + definitions
     )
-    parts = [_docstring(net, styles), imports, _constants(net), entry, *programs, runtime, wiring]
+    parts = [_docstring(net, styles, backend), imports, _constants(net), entry, *programs, runtime, wiring]
     return "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
 
 
-def _docstring(net: Network, styles: tuple[str, ...]) -> str:
+def _docstring(net: Network, styles: tuple[str, ...], backend: str) -> str:
     generic_g, generic_loss = net.generic_activation, net.loss_function.generic
     lines = [f"input {_shape(net.input_shape)}"]
     for number, (layer, shape) in enumerate(zip(net.layers, net.shapes[1:]), start=1):
@@ -213,9 +227,15 @@ def _docstring(net: Network, styles: tuple[str, ...]) -> str:
             "single sample, which it runs."
         ),
     }[styles]
+    if backend == "jax":
+        how += (
+            "\nWith jax.numpy (jnp) for numpy, under jax.jit: compiled once per choice and batch\n"
+            "size, per-sample gradients through jax.vmap. Importing it turns on jax's float64."
+        )
+    needs = "numpy and jax" if backend == "jax" else "only numpy"
     return (
         f'"""Loss and gradients of the network "{net.name}", generated by symbackprop: '
-        "needs only numpy.\n\n"
+        f"needs {needs}.\n\n"
         f"    out = {call})\n"
         "    out.loss          # a float, or shape (B,) for a batch: per sample\n"
         '    out.grads["W1"]   # shaped like W1, or (B, *W1.shape) for a batch: per sample\n'

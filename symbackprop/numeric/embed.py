@@ -15,36 +15,39 @@ from functools import cache
 from pathlib import Path
 
 RUNTIME = Path(__file__).with_name("runtime.py")
+RUNTIME_JAX = Path(__file__).with_name("runtime_jax.py")
 
 
 @cache
-def _definitions() -> tuple[dict[str, tuple[int, str, frozenset[str]]], list[str]]:
-    """name -> (position, source, names it uses), for each top-level definition of the
-    runtime, and its import lines (the ``__future__`` one left out)."""
-    text = RUNTIME.read_text(encoding="utf-8")
+def _definitions(path: Path) -> tuple[dict[str, tuple[int, str, frozenset[str]]], list[str], list[str]]:
+    """name -> (position, source, names it uses), for each top-level definition of a runtime
+    file; its import lines (``__future__`` and the package's own left out); and its set-up
+    statements (calls at the top level, such as jax's configuration)."""
+    text = path.read_text(encoding="utf-8")
     tree = ast.parse(text)
-    definitions, imports = {}, []
+    definitions, imports, setup = {}, [], []
     for position, node in enumerate(tree.body):
         source = ast.get_source_segment(text, node, padded=False)
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            if not (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
+            own = isinstance(node, ast.ImportFrom) and (node.level or node.module == "__future__")
+            if not own:
                 imports.append(source)
             continue
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names = [node.name]
-            if node.decorator_list:  # keep decorators with their definition
-                start = node.decorator_list[0].lineno
-                source = "\n".join(text.splitlines()[start - 1 : node.end_lineno])
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names = [t.id for t in targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            setup.append(_comment_above(text, node) + source)
+            continue
         else:
             continue  # the module docstring
         used = frozenset(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
         comment = _comment_above(text, node)
         for name in names:
             definitions[name] = (position, comment + source, used)
-    return definitions, imports
+    return definitions, imports, setup
 
 
 def _comment_above(text: str, node: ast.AST) -> str:
@@ -60,24 +63,34 @@ def _comment_above(text: str, node: ast.AST) -> str:
 
 def runtime_names() -> frozenset[str]:
     """The names the runtime defines."""
-    return frozenset(_definitions()[0])
+    return frozenset(_definitions(RUNTIME)[0])
 
 
-def runtime_source(code: str) -> str:
+def runtime_source(code: str, backend: str = "numpy") -> str:
     """The imports and the runtime definitions that ``code`` (module text) uses, directly or
-    through other definitions, in the runtime's own order."""
-    definitions, imports = _definitions()
+    through other definitions, in the runtime's own order. For ``backend="jax"`` the
+    definitions of ``runtime_jax`` come first: they replace the runtime's of the same name."""
+    files = [RUNTIME_JAX, RUNTIME] if backend == "jax" else [RUNTIME]
+    tables = [_definitions(path) for path in files]
+    lookup: dict[str, tuple[int, int, str, frozenset[str]]] = {}
+    for order, (definitions, _, _) in reversed(list(enumerate(tables))):
+        for name, (position, source, used) in definitions.items():
+            lookup[name] = (-order, position, source, used)  # the base file first, in order
     wanted = {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name)}
-    pending = [name for name in wanted if name in definitions]
+    pending = [name for name in wanted if name in lookup]
     needed: set[str] = set()
     while pending:
         name = pending.pop()
         if name in needed:
             continue
         needed.add(name)
-        pending.extend(n for n in definitions[name][2] if n in definitions and n not in needed)
-    chosen = sorted({definitions[name][:2] for name in needed})  # one entry per statement
-    standard = [line for line in imports if "numpy" not in line]
-    numpy = [line for line in imports if "numpy" in line]
-    header = "\n".join(standard) + "\n\n" + "\n".join(numpy)  # the standard library first
-    return header + "\n\n\n" + "\n\n\n".join(source for _, source in chosen) + "\n"
+        pending.extend(n for n in lookup[name][3] if n in lookup and n not in needed)
+    chosen = sorted({lookup[name][:3] for name in needed})  # one entry per statement
+    imports = list(dict.fromkeys(line for _, lines, _ in tables for line in lines))
+    standard = [line for line in imports if "numpy" not in line and "jax" not in line]
+    arrays = [line for line in imports if line not in standard]
+    header = "\n".join(standard) + "\n\n" + "\n".join(arrays)  # the standard library first
+    setup = [statement for _, _, statements in tables for statement in statements]
+    if setup:
+        header += "\n\n" + "\n".join(setup)
+    return header + "\n\n\n" + "\n\n\n".join(source for *_, source in chosen) + "\n"

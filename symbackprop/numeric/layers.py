@@ -14,6 +14,7 @@ Imports ``ops`` (for the names of a layer's variables) and the runtime's names.
 
 from __future__ import annotations
 
+import re
 from math import prod
 from typing import Any
 
@@ -24,9 +25,10 @@ PROGRAM = "_layers"  # the name of the printed function
 INDENT = "    "
 
 
-def program_source(network: Any) -> str:
+def program_source(network: Any, backend: str = "numpy") -> str:
     """``def _layers(x, y, params, [g, g_prime,] loss_value, loss_gradient, grads, per_sample,
-    scale)`` for ``network``: (losses (B,), grads by name)."""
+    scale)`` for ``network``: (losses (B,), grads by name). For ``backend="jax"`` the same
+    text with ``jnp`` (jax.numpy) for ``numpy``; it runs summed only, per_sample False."""
     generic_g = network.generic_activation
     args = ["x", "y", "params", *(["g", "g_prime"] if generic_g else [])]
     args += ["loss_value", "loss_gradient", "grads", "per_sample", "scale"]
@@ -43,7 +45,10 @@ def program_source(network: Any) -> str:
     image = len(network.input_shape) == 3
     if image:
         body.append("    # (C, H, W, B): the batch last and contiguous, so that windows copy whole rows of it")
-        body.append("    x = numpy.ascontiguousarray(x.transpose(1, 2, 3, 0))")
+        if backend == "jax":
+            body.append("    x = x.transpose(1, 2, 3, 0)")
+        else:
+            body.append("    x = numpy.ascontiguousarray(x.transpose(1, 2, 3, 0))")
     else:
         body.append("    x = x.T  # (N, B): a column per sample")
     body.append("    y = y.T  # (K, B)")
@@ -92,12 +97,13 @@ def program_source(network: Any) -> str:
             else:
                 prime = f"{_activation(op.activation, generic_g)}_prime"
                 body.append(f"    dz{number} = da{number} * {prime}(z{number}, a{number})")
-        body += _indent(code.backward)
+        body += _indent(code.backward if backend != "jax" else _summed_only(code.backward))
 
     body += [""]
     body.append('    grads["x"] = dx.transpose(3, 0, 1, 2)' if image else '    grads["x"] = dx.T')
     body.append("    return losses, grads")
-    return "\n".join(body)
+    text = "\n".join(body)
+    return re.sub(r"\bnumpy\.", "jnp.", text) if backend == "jax" else text
 
 
 CHUNK_BYTES = 2**20  # the largest array of a chunk of the batch: 1 MB, about a core's cache
@@ -125,6 +131,24 @@ def _activation(name: str, generic_g: bool) -> str:
     if name not in runtime.ACTIVATIONS:
         raise NotImplementedError(f"activation {name!r} has no numeric form in the runtime")
     return name
+
+
+def _summed_only(lines: list[str]) -> list[str]:
+    """The lines without their ``if per_sample:`` branches, the ``else:`` bodies dedented:
+    under jax the program runs summed, per-sample gradients coming from jax.vmap."""
+    result, branch = [], None
+    for line in lines:
+        if line.startswith("if per_sample:"):
+            branch = "per sample"
+        elif branch == "per sample" and line == "else:":
+            branch = "summed"
+        elif branch is not None and line.startswith(INDENT):
+            if branch == "summed":
+                result.append(line[len(INDENT) :])
+        else:
+            branch = None
+            result.append(line)
+    return result
 
 
 def _indent(lines: list[str]) -> list[str]:
