@@ -3,7 +3,6 @@ numbers. Skipped, saying why, where jax is not installed (pip install -e '.[jax]
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from oracle import assert_same_gradients
 from test_numeric_layers import OPERATIONS, batch, network

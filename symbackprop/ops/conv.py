@@ -253,22 +253,28 @@ class Conv2D(Op):
         backward = [
             f"# dL/d{weight}[o,c,m,n] = sum_(i,j,b) dL/d{z}[o,i,j,b] * {x}[c, {row}, {col}, b]",
             "if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads",
-            f"    rows = numpy.ascontiguousarray({dz}.reshape({out_channels}, {places}, B)"
-            ".transpose(2, 0, 1))",
+            (
+                f"    rows = numpy.ascontiguousarray({dz}.reshape({out_channels}, {places}, B)"
+                ".transpose(2, 0, 1))"
+            ),
             f"    columns = _windows_by_sample({padded}, {window}).reshape(B, {places}, {size})",
             f"    numpy.matmul(rows, columns, out=grads[{weight!r}].reshape(B, {out_channels}, {size}))",
             *([f"    grads[{bias!r}][...] = {dz}.sum(axis=(1, 2)).T"] if self.bias else []),
             "else:",
-            f"    grads[{weight!r}] = ({dz}.reshape({out_channels}, {places} * B) @ {cols}.T)"
-            f".reshape({out_channels}, {channels}, {kh}, {kw})",
+            (
+                f"    grads[{weight!r}] = ({dz}.reshape({out_channels}, {places} * B) @ {cols}.T)"
+                f".reshape({out_channels}, {channels}, {kh}, {kw})"
+            ),
             *([f"    grads[{bias!r}] = {dz}.sum(axis=(1, 2, 3))"] if self.bias else []),
         ]
         padded_shape = f"({channels}, {height + 2 * padding[0]}, {width + 2 * padding[1]}, B)"
         added = f"_add_windows(d_windows, {padded_shape}, {stride}, {dilation})"
         backward += [
             f"# dL/d{x}: each window's share, the kernel times dL/d{z}, added back where it was read",
-            f"d_windows = ({kernel}.T @ {dz}.reshape({out_channels}, {places} * B))"
-            f".reshape({channels}, {kh}, {kw}, {out_h}, {out_w}, B)",
+            (
+                f"d_windows = ({kernel}.T @ {dz}.reshape({out_channels}, {places} * B))"
+                f".reshape({channels}, {kh}, {kw}, {out_h}, {out_w}, B)"
+            ),
             f"{dx} = {added}" if padding == (0, 0) else f"{dx} = _unpad({added}, {padding})",
         ]
         return LayerCode(forward, backward)

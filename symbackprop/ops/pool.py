@@ -302,7 +302,7 @@ class AvgPool2D(_Pool):
 
     def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
         """The windows as a view, summed over the window's area; the gradient spreads evenly."""
-        l, x, z, dz, dx = names
+        _, x, z, dz, dx = names
         p = self._code_parts(input_shape, names, "0.0")
         area = p["area"]
         forward = [
@@ -312,8 +312,10 @@ class AvgPool2D(_Pool):
         ]
         backward = [
             f"# dL/d{x}: each window's dL/d{z} / {area}, spread evenly over the places it covers",
-            f"d_windows = numpy.broadcast_to(({dz} / {area})[:, None, None], "
-            f"({p['channels']}, {p['kernel']}, {p['places']}))",
+            (
+                f"d_windows = numpy.broadcast_to(({dz} / {area})[:, None, None], "
+                f"({p['channels']}, {p['kernel']}, {p['places']}))"
+            ),
             f"{dx} = {p['input_grad']}",
         ]
         return LayerCode(forward, backward)
