@@ -97,7 +97,8 @@ def numeric(
 def export_module(
     d: Derivation, path: str | Path, style: str | None = None, backend: str = "numpy"
 ) -> Path:
-    """Write the standalone module (numpy only) to ``path``; returns the path."""
+    """Write the standalone module (numpy only; numpy and jax for the jax backend) to ``path``;
+    returns the path."""
     path = Path(path)
     path.write_text(module_source(d, style, backend), encoding="utf-8")
     return path
