@@ -682,6 +682,9 @@ def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
     the gradient of x per sample, the others per sample — each chunk writes its rows of
     them — or summed over the chunks."""
     size, chunk = len(x), programs.batch_chunk
+    if size == 1 and per_sample:  # one sample's gradients are its batch's: the quicker code
+        losses, grads = programs.layers(x, y, params, *chosen, {}, False, scale)
+        return losses, {name: g if name == "x" else g[None] for name, g in grads.items()}
     losses, dx = numpy.empty(size), numpy.empty(x.shape)
     rows = {name: numpy.empty((size, *shape)) for name, shape in layout.parameters.items()}
     summed = {}
