@@ -221,10 +221,14 @@ def measure(name: str, budget: float, rng: np.random.Generator) -> dict:
     """Time one network at batch 1 and 1024 against the baselines; print and return a row."""
     spec, choices = networks()[name]
     net = spec.with_choices(**choices)
+    tracemalloc.start()
     start = time.perf_counter()
     d = spec.derive()
     source = numeric.module_source(d)
+    numeric.compiled(d)
     generated = time.perf_counter() - start
+    generation_memory = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
     styles = numeric.resolve_style(spec, None)
     _, _, params = draw_point(net, rng)
     x = rng.normal(size=(BATCH, *net.input_shape))
@@ -233,7 +237,8 @@ def measure(name: str, budget: float, rng: np.random.Generator) -> dict:
         f"{name}: {' -> '.join(layer.describe() for layer in net.layers)}, loss {net.loss}; "
         f"{net.parameter_count} weights\n"
         f"   module ({' + '.join(styles)}): {len(source) / 1000:.0f} kB, "
-        f"{source.count(chr(10))} lines, generated in {generated:.2f} s"
+        f"{source.count(chr(10))} lines, derived, printed and compiled in {generated:.2f} s, "
+        f"{generation_memory:.0f} MB at most"
     )
     # batch 1: one sample (C, H, W)
     f = d.numeric(**choices)

@@ -217,7 +217,7 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("relu", relu, "ReLU", r"\operatorname{ReLU}(z) = \max(z, 0)", torch=("ReLU", {})),
         Activation(
             "softplus", softplus, "softplus", r"\operatorname{softplus}(z) = \log\left(1 + e^{z}\right)",
-            torch=("Softplus", {}),
+            torch=("Softplus", {"beta": 1, "threshold": 20}),  # torch's defaults, the only ones read
         ),
         Activation(
             "leaky_relu",

@@ -353,6 +353,27 @@ class Derivation:
 
         return export_module(self, path, style=style, backend=backend)
 
+    # ---- the tensor view (symbackprop.tensor builds on this module, so it is imported late) --
+
+    def formulas(self, number: int, general: bool = True) -> list:
+        """Layer ``number``'s general formulas (1-based), derived from its operation's index
+        form: forward, δ, ∂L/∂W, ∂L/∂b, ∂L/∂(input) and the facts that restate them, each with
+        ``.latex()``; ``general=False`` writes the settings as numbers. See
+        ``symbackprop.tensor.formulas``.
+
+        >>> import symbackprop as sb
+        >>> d = sb.presets.article().derive()
+        >>> [f.kind for f in d.formulas(1)]
+        ['forward', 'activation', 'delta', 'W', 'fact', 'input', 'fact']
+        >>> print(d.formulas(1)[3].latex())
+        \\frac{\\partial L}{\\partial W^{(1)}_{o,c,m,n}} = \\sum_{i,j} \\delta^{(1)}_{o,i,j} \\cdot x_{c,s i + d m - p,s j + d n - p}
+        >>> print(d.formulas(1, general=False)[3].latex())  # stride 1, no dilation, no padding
+        \\frac{\\partial L}{\\partial W^{(1)}_{o,c,m,n}} = \\sum_{i,j} \\delta^{(1)}_{o,i,j} \\cdot x_{c,i + m,j + n}
+        """
+        from .tensor import formulas
+
+        return formulas(self, number, general=general)
+
     # ---- printing (symbackprop.latex builds on this module, so it is imported late) --------
 
     def latex(self, name: str, simplify: bool = False) -> str:

@@ -162,7 +162,7 @@ def build_context(network: Network, seed: int = SEED) -> dict:
         "layers": _layer_table(d),
         "formula1": _formula1(network),
         "activations": [Raw(f"${f}$") for f in dict.fromkeys(
-            _activation(layer.activation).formula for layer in network.layers)],
+            _activation(layer.activation).formula for layer in network.layers if layer.has_activation)],
         "loss": {"name": network.loss, "formula": Raw(network.loss_function.formula),
                  "generic": network.loss_function.generic},
         "padding": _padded(network),
@@ -506,9 +506,13 @@ def _layer_graph(d: Derivation, tallest: int, edge_count: int) -> dict:
     boxes = [box("X", "x", "x", d.network.input_shape)]
     steps = []
     for lg in d.graph.layers:
-        boxes += [box(f"Z{lg.number}", f"z^{{({lg.number})}}", f"z({lg.number})", lg.output_shape),
-                  box(f"A{lg.number}", f"a^{{({lg.number})}}", f"a({lg.number})", lg.output_shape)]
-        steps += [lg.layer.describe().rsplit(",", 1)[0], lg.layer.activation]
+        a = box(f"A{lg.number}", f"a^{{({lg.number})}}", f"a({lg.number})", lg.output_shape)
+        if lg.activated:
+            boxes += [box(f"Z{lg.number}", f"z^{{({lg.number})}}", f"z({lg.number})", lg.output_shape), a]
+            steps += [lg.layer.describe().rsplit(",", 1)[0], lg.layer.activation]
+        else:  # a pool: its own nodes are the layer's outputs
+            boxes.append(a)
+            steps.append(lg.layer.describe())
     boxes.append({"id": "L", "label": Raw("L"), "text": Raw("L")})
     steps.append(f"loss: {d.network.loss}")
     steps = [Raw(s.replace("_", " ")) for s in steps]  # registry names and numbers: safe in both formats

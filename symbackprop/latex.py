@@ -360,11 +360,13 @@ def _output_sizes(d: Derivation) -> list[int]:
     """Tree nodes of each output's closed form, counted on the graph without building it."""
     size = dict.fromkeys(d.graph.x, 1)
     for lg in d.graph.layers:
-        for z, a in zip(lg.z, lg.a):
-            # Add(Mul(w, input), ...) + bias, then the activation applied to it
-            size[z.symbol] = 1 + sum(2 + size[v] for _, v in z.terms) + (z.bias is not None)
-            size[a.symbol] = size[z.symbol] + 1
-    return [size[a.symbol] for a in d.graph.layers[-1].a]
+        for z in lg.z:
+            # Add(Mul(w, input), ...) + bias (a pool's max or mean: at most as large)
+            bias = getattr(z, "bias", None) is not None
+            size[z.symbol] = 1 + sum(2 + size[v] for v in z.inputs) + bias
+        for a in lg.a:  # the activation applied to it
+            size[a.symbol] = size[a.z] + 1
+    return [size[node.symbol] for node in d.graph.layers[-1].outputs]
 
 
 def _short(rows: list[Row] | None) -> list[Row] | None:

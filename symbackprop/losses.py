@@ -7,9 +7,10 @@ sample: ``mse`` is ``MSELoss`` (mean over the K outputs), ``cross_entropy`` is
 ``CrossEntropyLoss`` with probability targets (softmax of the outputs inside).
 
 The ``generic`` loss is the article's undefined L(a, y); its partial derivatives
-print as ∂L/∂a^{(l)}_k.
+print as ∂L/∂a^{(l)}_k. Each concrete loss also has an index form (``index_form``, over
+the outputs a[k] and targets y[k], k < K), which ``tensor`` differentiates.
 
-Imports sympy and ``errors`` only.
+Imports sympy, ``errors`` and ``indexed`` (for the index letters).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sympy
 from sympy import Function, Integer, Rational, exp, log
 
 from .errors import SpecError
+from .indexed import Claim, index
 
 Exprs = Sequence[sympy.Expr]
 
@@ -94,6 +96,36 @@ def _cross_entropy_gradient(a: Exprs, y: Exprs, output_layer: int) -> list[sympy
     return [exp(ak) / partition * total - yk for ak, yk in zip(a, y)]
 
 
+def _sse_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int) -> sympy.Expr:
+    (k,) = index("k")
+    return Rational(1, 2) * sympy.Sum((a[k] - y[k]) ** 2, (k, 0, size - 1))
+
+
+def _mse_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int) -> sympy.Expr:
+    (k,) = index("k")
+    return Rational(1, size) * sympy.Sum((a[k] - y[k]) ** 2, (k, 0, size - 1))
+
+
+def _cross_entropy_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int) -> sympy.Expr:
+    k, j = index("k j")
+    log_partition = log(sympy.Sum(exp(a[j]), (j, 0, size - 1)))
+    return -sympy.Sum(y[k] * (a[k] - log_partition), (k, 0, size - 1))
+
+
+def _cross_entropy_claims(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int) -> tuple[Claim, ...]:
+    k, j = index("k j")
+    softmax = exp(a[k]) / sympy.Sum(exp(a[j]), (j, 0, size - 1))
+    return (
+        Claim(
+            "loss",
+            "for a probability target (its entries summing to one) the gradient at the logits "
+            "is the softmax minus the target",
+            softmax - y[k],
+            condition=(sympy.Sum(y[j], (j, 0, size - 1)), Integer(1)),
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class Loss:
     """One loss: value(a, y, l) and gradient(a, y, l) = [∂L/∂a_k], with its TeX definition."""
@@ -103,19 +135,27 @@ class Loss:
     gradient: Callable[[Exprs, Exprs, int], list[sympy.Expr]]
     formula: str  # TeX, with a_k for the outputs and y_k for the targets
     generic: bool = False
+    # L over the outputs a[k] and targets y[k], k < K: (a, y, K) → index form; None when generic
+    index_form: Callable[[sympy.IndexedBase, sympy.IndexedBase, int], sympy.Expr] | None = None
+    # facts about its gradient, (a, y, K) → claims of kind "loss", in the same letters
+    index_claims: Callable[[sympy.IndexedBase, sympy.IndexedBase, int], tuple[Claim, ...]] | None = None
 
 
 LOSSES: dict[str, Loss] = {
     loss.name: loss
     for loss in [
         Loss("generic", _generic_value, _generic_gradient, r"L(a, y)\ \text{(generic)}", True),
-        Loss("sse", _sse_value, _sse_gradient, r"L = \frac{1}{2}\sum_{k} (a_k - y_k)^2"),
-        Loss("mse", _mse_value, _mse_gradient, r"L = \frac{1}{K}\sum_{k} (a_k - y_k)^2"),
+        Loss("sse", _sse_value, _sse_gradient, r"L = \frac{1}{2}\sum_{k} (a_k - y_k)^2",
+             index_form=_sse_index),
+        Loss("mse", _mse_value, _mse_gradient, r"L = \frac{1}{K}\sum_{k} (a_k - y_k)^2",
+             index_form=_mse_index),
         Loss(
             "cross_entropy",
             _cross_entropy_value,
             _cross_entropy_gradient,
             r"L = -\sum_{k} y_k \log \frac{e^{a_k}}{\sum_j e^{a_j}}",
+            index_form=_cross_entropy_index,
+            index_claims=_cross_entropy_claims,
         ),
     ]
 }

@@ -86,6 +86,11 @@ class window_max(Function):
     def _eval_rewrite_as_Max(self, *args, **kwargs):
         return Max(*args)
 
+    def _numpycode(self, printer):  # lambdify(..., "numpy") prints through here
+        return printer._print(Max(*self.args))
+
+    _pythoncode = _numpycode  # lambdify(..., "math")
+
     def _latex(self, printer, exp=None):
         inner = ", ".join(printer._print(a) for a in self.args)
         tex = rf"\max\left({inner}\right)"

@@ -109,6 +109,11 @@ def forward(net: Any, x: Array, params: Mapping[str, Array], g: str | None = Non
     return _forward(net, np.asarray(x, dtype=float), params, g)[1]
 
 
+def layer_inputs(net: Any, x: Array, params: Mapping[str, Array], g: str | None = None) -> list[Array]:
+    """Each layer's input (x, then each layer's output a) for a batch x, first layer first."""
+    return _forward(net, np.asarray(x, dtype=float), params, g)[0]
+
+
 def _forward(net: Any, x: Array, params: Mapping[str, Array], g: str | None):
     inputs, zs, h = [], [], x
     for number, layer in enumerate(net.layers, start=1):

@@ -28,7 +28,7 @@ import numpy as np
 from .activations import ACTIVATIONS
 from .errors import SpecError
 from .losses import LOSSES
-from .network import Network
+from .network import Network, _input_shape
 from .ops import OPS, Op, Shape
 
 
@@ -158,9 +158,10 @@ def from_torch(
     by_torch_name = {op.torch_name: op for op in OPS.values()}
     layers: list[Op] = []
     params: dict[str, np.ndarray] = {}
-    shape: tuple[int, ...] = tuple(int(n) for n in input_shape)
+    shape = input_shape = _input_shape(input_shape)
     flat = len(shape) == 1
     activated = True  # nothing to fold an activation into yet
+    previous = None  # the torch class of the last layer read
     for position, child in enumerate(module.children()):
         kind = type(child).__name__
         where = f"module {position} ({kind})"
@@ -185,14 +186,18 @@ def from_torch(
             for param_kind in op.parameter_shapes(shape):
                 tensor = child.weight if param_kind == "W" else child.bias
                 params[f"{param_kind}{number}"] = tensor.detach().cpu().numpy().astype(np.float64)
-            shape, activated = next_shape, not op.has_activation
+            shape, activated, previous = next_shape, not op.has_activation, kind
             continue
         activation = _activation_name(child, where)
         if activation is not None:
             if activated:
-                previous = "a second activation in a row" if layers and layers[-1].has_activation else (
-                    "an activation with no Conv2d or Linear before it")
-                raise SpecError(f"{where}: {previous}; an activation must follow a Conv2d or Linear")
+                if previous is None:
+                    problem = "an activation with no layer before it"
+                elif layers[-1].has_activation:
+                    problem = "a second activation in a row"
+                else:
+                    problem = f"follows a {previous}, which takes no activation"
+                raise SpecError(f"{where}: {problem}; an activation must follow a Conv2d or Linear")
             layers[-1] = layers[-1].with_activation(activation)
             activated = True
             continue
@@ -205,7 +210,7 @@ def from_torch(
     if loss not in LOSSES or LOSSES[loss].generic:
         choices = ", ".join(n for n, entry in LOSSES.items() if not entry.generic)
         raise SpecError(f"loss: {loss!r} has no torch counterpart; choose one of {choices}")
-    return Network(tuple(input_shape), layers, loss, name), params
+    return Network(input_shape, layers, loss, name), params
 
 
 def _op_from_torch(op: type[Op], child: Any, where: str) -> Op:
@@ -223,6 +228,8 @@ def _check_twin(op: Op, child: Any, shape: Shape, where: str) -> None:
             if key == "bias" or not hasattr(child, key):
                 continue
             actual = getattr(child, key)
+            if isinstance(actual, str):  # padding="valid": read as numbers by the op itself
+                continue
             if _normal(actual) != _normal(expected):
                 raise SpecError(f"{where}: {key} is {actual}, but its input {shape} needs {expected}")
 
@@ -239,8 +246,6 @@ def _activation_name(child: Any, where: str) -> str | None:
     for name, entry in ACTIVATIONS.items():
         if entry.torch is None or entry.torch[0] != kind:
             continue
-        if kind == "Softplus" and float(child.beta) != 1.0:
-            raise SpecError(f"{where}: beta={child.beta}; only the default beta=1 is supported")
         for key, value in entry.torch[1].items():
             if getattr(child, key) != value:
                 raise SpecError(f"{where}: {key}={getattr(child, key)}; only {key}={value} is supported")

@@ -53,7 +53,7 @@ TOLERANCES = {
 STEP = 1e-6  # the finite-difference step
 FD_ELEMENTS = 200  # finite differences of at most this many elements per quantity, seeded
 NODES_LIMIT = 20_000  # graph edges up to which the per-node program is checked too
-KINK_MARGIN = 1e-4  # points with a ReLU-like input this close to its kink are drawn again
+KINK_MARGIN = 1e-4  # points this close to a kink (ReLU at 0, a max pool's near-tie) are drawn again
 
 
 @dataclass
@@ -254,8 +254,10 @@ def draw_point(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """A random x (C, H, W), y (K,) and parameters: x ~ N(0, 1); weights ~ N(0, 1/fan-in), so
     every layer's z stays of order one; y a probability vector for cross-entropy, N(0, 1)
-    otherwise. A point with a ReLU-like input within KINK_MARGIN of its kink (but not exactly
-    on it) is drawn again, so that finite differences never straddle a kink."""
+    otherwise. A point near a kink — a ReLU-like input within KINK_MARGIN of 0 (but not
+    exactly on it), or a layer's own kink (``Op.reference_near_kink``: a max pool's window
+    whose top two values are that close) — is drawn again, so that finite differences never
+    straddle a kink."""
     loss_name = loss if net.loss == "generic" else net.loss
     for _ in range(100):
         x = rng.normal(size=net.input_shape)
@@ -274,7 +276,10 @@ def _near_kink(
     net: Network, x: np.ndarray, params: Mapping[str, np.ndarray], g: str | None
 ) -> bool:
     zs = reference.forward(net, x[None], params, g)
-    for layer, z in zip(net.layers, zs):
+    inputs = reference.layer_inputs(net, x[None], params, g)
+    for layer, h, z in zip(net.layers, inputs, zs):
+        if layer.reference_near_kink(h, KINK_MARGIN):
+            return True
         name = g if layer.activation == "g" else layer.activation
         if name in reference.KINKED and np.any((np.abs(z) < KINK_MARGIN) & (z != 0)):
             return True

@@ -326,3 +326,34 @@ def test_a_latex_error_shows_the_relevant_lines_and_writes_nothing(tmp_path, mon
     assert "Undefined control sequence" in err and r"\frobnicate" in err
     assert len(err.splitlines()) < 10
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- pooling layers and vector inputs ----------------------------------------------------------
+
+OPS_NETWORKS = {
+    # the max pool reads x itself: its one-decimal ties are exact in torch and here alike
+    "maxpool": sb.Network((1, 4, 4), [
+        sb.MaxPool2D(kernel_size=2, stride=1), sb.Dense(units=2, activation="sigmoid"),
+    ], "sse", name="maxpool"),
+    "avgpool and dilation": sb.Network((1, 5, 5), [
+        sb.Conv2D(kernel_size=2, dilation=2, bias=True, activation="tanh"),
+        sb.AvgPool2D(kernel_size=2, stride=1, padding=1), sb.Dense(units=2),
+    ], "cross_entropy", name="avgpool"),
+    "vector input": sb.Network((3,), [
+        sb.Dense(units=2, bias=True, activation="tanh"), sb.Dense(units=1),
+    ], "mse", name="mlp"),
+}
+
+
+@pytest.mark.parametrize("name", list(OPS_NETWORKS))
+def test_handouts_cover_pooling_layers_and_vector_inputs(name):
+    net = OPS_NETWORKS[name]
+    texts = render(net)
+    assert set(texts) == {"handout.tex", "handout.md"}
+    for layer in net.layers:
+        assert layer.title in texts["handout.md"]  # each layer's own section
+    example = worked_example(net)
+    loss, grads = torch_loss_and_grads(example.network, example.x, example.y, example.params)
+    assert example.loss == pytest.approx(loss, rel=1e-12)
+    for parameter, value in grads.items():
+        np.testing.assert_allclose(example.gradients[parameter], value, rtol=1e-10, atol=1e-14)

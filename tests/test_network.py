@@ -114,7 +114,7 @@ BAD_SPECS = [
     ({"input": [1, 4, 4], "layers": [{"conv": {"kernel_size": 2, "activation": "swish"}}]},
      "layer 1 (conv): unknown activation 'swish'; choose one of g, identity, sigmoid"),
     ({"input": [1, 4, 4], "layers": [{"pool": {"size": 2}}]},
-     "layer 1: unknown layer type 'pool'; choose one of conv, dense"),
+     "layer 1: unknown layer type 'pool'; choose one of conv, dense, maxpool, avgpool"),
     ({"input": [1, 4, 4], "layers": [{"dense": {"units": 2}}], "loss": "hinge"},
      "loss: unknown loss 'hinge'; choose one of generic, sse, mse, cross_entropy"),
     ({"layers": [{"dense": {"units": 2}}]}, "input: missing"),
@@ -123,7 +123,36 @@ BAD_SPECS = [
     ({"input": [1, 4, 4], "layers": [{"conv": {}}]}, "layer 1 (conv): missing kernel_size"),
     ({"input": [1, 4, 4], "layers": [{"dense": {"units": 2}}], "lr": 0.1}, "unknown key 'lr'"),
     ({"input": [1, 4, 4], "layers": [{"dense": {"units": 2}}, {"conv": {"kernel_size": 1}}]},
-     "layer 2 (conv): a convolution needs a (channels, height, width) input"),
+     "layer 2 (conv): a convolution layer needs a (channels, height, width) input, got a vector of 2"),
+    # pooling
+    ({"input": [1, 2, 2], "layers": [{"maxpool": {"kernel_size": 3}}]},
+     "layer 1 (maxpool): window 3x3 is larger than its padded input 2x2"),
+    ({"input": [1, 4, 4], "layers": [{"conv": {"kernel_size": 2}}, {"avgpool": {"kernel_size": [2, 4]}}]},
+     "layer 2 (avgpool): window 2x4 is larger than its padded input 3x3"),
+    ({"input": [1, 4, 4], "layers": [{"avgpool": {"kernel_size": 3, "padding": 2}}]},
+     "layer 1 (avgpool): padding 2x2 is more than half the kernel 3x3"),
+    ({"input": [1, 4, 4], "layers": [{"maxpool": {"kernel_size": [2, 4], "padding": [1, 3]}}]},
+     "layer 1 (maxpool): padding 1x3 is more than half the kernel 2x4"),
+    ({"input": [1, 4, 4], "layers": [{"maxpool": {"kernel_size": 2, "stride": 0}}]},
+     "layer 1 (maxpool): stride must be a positive integer or a pair of them, got 0"),
+    ({"input": [1, 4, 4], "layers": [{"maxpool": {"kernel_size": 2, "activation": "relu"}}]},
+     "layer 1 (maxpool): unknown key 'activation'; allowed: kernel_size, stride, padding"),
+    ({"input": [1, 4, 4], "layers": [{"avgpool": {"stride": 1}}]}, "layer 1 (avgpool): missing kernel_size"),
+    # dilation
+    ({"input": [1, 4, 4], "layers": [{"conv": {"kernel_size": 2, "dilation": 0}}]},
+     "layer 1 (conv): dilation must be a positive integer or a pair of them, got 0"),
+    ({"input": [1, 4, 4], "layers": [{"conv": {"kernel_size": 2, "dilation": [1, 0]}}]},
+     "layer 1 (conv): dilation must be a positive integer or a pair of them, got [1, 0]"),
+    ({"input": [1, 4, 4], "layers": [{"conv": {"kernel_size": 3, "dilation": 2}}]},
+     "layer 1 (conv): kernel 3x3 dilated to 5x5 is larger than its padded input 4x4"),
+    # a vector input takes dense layers only
+    ({"input": [4], "layers": [{"conv": {"kernel_size": 1}}]},
+     "layer 1 (conv): a convolution layer needs a (channels, height, width) input, got a vector of 4"),
+    ({"input": [4], "layers": [{"maxpool": {"kernel_size": 1}}]},
+     "layer 1 (maxpool): a max pooling layer needs a (channels, height, width) input, got a vector of 4"),
+    ({"input": [6], "layers": [{"dense": {"units": 3}}, {"avgpool": {"kernel_size": 1}}]},
+     "layer 2 (avgpool): an average pooling layer needs a (channels, height, width) input, got a vector of 3"),
+    ({"input": [0], "layers": [{"dense": {"units": 2}}]}, "input: the input shape must be"),
 ]
 
 
@@ -135,6 +164,21 @@ def test_bad_specs_say_where_and_what(spec, message):
     assert isinstance(error.value, ValueError)
 
 
+@pytest.mark.parametrize("command", ["derive", "check", "handout"])
+@pytest.mark.parametrize("spec, message", BAD_SPECS)
+def test_every_bad_spec_file_is_one_line_and_exit_2_on_the_command_line(
+    spec, message, command, tmp_path, capsys
+):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    assert main([command, str(path), *([] if command == "check" else ["-o", str(out)])]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().count("\n") == 0 and message in captured.err
+    assert not out.exists()
+
+
 def test_bad_python_layers_are_spec_errors_too():
     with pytest.raises(sb.SpecError, match="conv: stride must be a positive integer"):
         sb.Conv2D(kernel_size=2, stride=(1, 0))
@@ -142,6 +186,48 @@ def test_bad_python_layers_are_spec_errors_too():
         sb.Dense(units=2, bias="yes")
     with pytest.raises(sb.SpecError, match="layers: the network has no layers"):
         sb.Network((1, 4, 4), [])
+    with pytest.raises(sb.SpecError, match="maxpool: padding 2x2 is more than half the kernel 3x3"):
+        sb.MaxPool2D(kernel_size=3, padding=2)
+    with pytest.raises(sb.SpecError, match="conv: dilation must be a positive integer"):
+        sb.Conv2D(kernel_size=2, dilation=0)
+    with pytest.raises(sb.SpecError, match="layer 1 \\(avgpool\\): an average pooling layer needs"):
+        sb.Network((5,), [sb.AvgPool2D(kernel_size=1)])
+
+
+def test_a_vector_input_spec_builds_an_mlp(tmp_path):
+    path = tmp_path / "mlp.yaml"
+    path.write_text(
+        "input: [5]\n"
+        "layers:\n"
+        "  - dense: {units: 3, bias: true, activation: tanh}\n"
+        "  - dense: {units: 2}\n"
+        "loss: cross_entropy\n"
+    )
+    net = sb.load_spec(path)
+    assert net.input_shape == (5,) and net.shapes == ((5,), (3,), (2,))
+    assert net.parameters == {"W1": (3, 5), "b1": (3,), "W2": (2, 3)}
+    assert net.position_sets(1) == [(1, 2, 3, 4, 5)] * 3
+    assert sb.Network.from_dict(net.to_dict()).layers == net.layers
+
+
+def test_pooling_specs_and_their_defaults(tmp_path):
+    path = tmp_path / "pools.yaml"
+    path.write_text(
+        "input: [2, 6, 6]\n"
+        "layers:\n"
+        "  - maxpool: {kernel_size: 2}\n"
+        "  - avgpool: {kernel_size: [3, 2], stride: 1, padding: [1, 0]}\n"
+        "  - conv: {kernel_size: 2, dilation: [2, 1]}\n"
+    )
+    net = sb.load_spec(path)
+    maxpool, avgpool, conv = net.layers
+    # the stride defaults to the kernel size
+    assert (maxpool.kernel_size, maxpool.stride, maxpool.padding) == ((2, 2), (2, 2), (0, 0))
+    assert (avgpool.kernel_size, avgpool.stride, avgpool.padding) == ((3, 2), (1, 1), (1, 0))
+    assert conv.dilation == (2, 1)
+    assert net.shapes == ((2, 6, 6), (2, 3, 3), (2, 3, 2), (1, 1, 1))
+    assert net.parameters == {"W3": (1, 2, 2, 2)}
+    assert sb.Network.from_dict(net.to_dict()).layers == net.layers
 
 
 def test_files_that_are_not_yaml_or_json(tmp_path):

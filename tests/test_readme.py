@@ -22,6 +22,20 @@ def test_the_readme_python_examples_run(tmp_path, monkeypatch):
     )
     assert namespace["out"].grads["W1"].shape == (1, 1, 2, 2)
     assert (tmp_path / "gradients.py").exists()
+    # the operations' examples say what they print
+    mlp, lenet, ld = namespace["mlp"], namespace["lenet"], namespace["ld"]
+    assert mlp.shapes == ((3,), (4,), (2,)) and str(mlp.derive().chain("W2")[1, 3]) == "a1_4*dL_da2_2"
+    assert lenet.parameter_count == 61706 and lenet.shapes[1:3] == ((6, 28, 28), (6, 14, 14))
+    assert str(ld.chain_of(ld.symbols.params["b6"][0])) == "dL_da6_1*(1 - a6_1**2)"
+    assert list(namespace["weights"]) == ["W1", "b1", "W3", "b3"]
+    assert namespace["grads"]["W1"].shape == (2, 1, 3, 3)
+    formulas = namespace["formulas"]  # the tensor view
+    assert [f.kind for f in formulas] == ["forward", "activation", "loss", "delta", "W", "fact", "input", "fact"]
+    assert formulas[4].latex() == (
+        r"\frac{\partial L}{\partial W^{(1)}_{o,c,m,n}} = \sum_{i,j} \delta^{(1)}_{o,i,j} \cdot "
+        r"x_{c,s i + d m - p,s j + d n - p}"
+    )
+    assert namespace["fact"].statement.startswith("the input gradient is the full cross-correlation")
 
 
 def test_the_readme_spec_is_the_article_preset(tmp_path):

@@ -179,3 +179,60 @@ def test_lenet5_checks_out_with_sampled_finite_differences():
         "x": (200, 1024), "W3": (200, 2400), "W5": (200, 48000), "W6": (200, 10080),
         "W7": (200, 840),
     }
+
+
+# ---- max pooling: near-ties are kinks too ----------------------------------------------------
+
+
+def test_a_max_pool_window_whose_top_two_values_nearly_tie_is_a_kink():
+    pool = sb.MaxPool2D(kernel_size=2)
+    window = np.array([[[[1.0, 0.5], [-1.0, 0.0]]]])  # (B, C, H, W): one window
+    assert not pool.reference_near_kink(window, KINK_MARGIN)
+    near = window.copy()
+    near[0, 0, 1, 1] = 1.0 - 1e-6  # within the margin below the maximum
+    assert pool.reference_near_kink(near, KINK_MARGIN)
+    exact = window.copy()
+    exact[0, 0, 1, 1] = 1.0  # an exact tie stays put under a small step of another value
+    assert not pool.reference_near_kink(exact, KINK_MARGIN)
+    # padding (−∞) never ties; operations without branches have no kinks
+    padded = sb.MaxPool2D(kernel_size=3, stride=1, padding=1)
+    assert not padded.reference_near_kink(np.full((1, 1, 1, 1), -5.0), KINK_MARGIN)
+    assert not sb.AvgPool2D(kernel_size=2).reference_near_kink(near, KINK_MARGIN)
+    assert not sb.Conv2D(kernel_size=2).reference_near_kink(near, KINK_MARGIN)
+
+
+class _NearTieFirst:
+    """A stand-in generator whose first input has a near-tie in a max pool's window; every
+    other draw comes from a real generator."""
+
+    def __init__(self, first: np.ndarray) -> None:
+        self.first, self.rng = first, np.random.default_rng(0)
+
+    def normal(self, size=None):
+        if self.first is not None and size == self.first.shape:
+            first, self.first = self.first, None
+            return first
+        return self.rng.normal(size=size)
+
+    def dirichlet(self, alpha):
+        return self.rng.dirichlet(alpha)
+
+
+def test_drawn_points_stay_off_near_ties_of_max_pooling():
+    pool = sb.MaxPool2D(kernel_size=2)
+    net = sb.Network((1, 2, 2), [pool, sb.Dense(units=1)], "sse")
+    near_tie = np.array([[[0.3, 0.3 + 1e-6], [-1.0, 0.2]]])
+    x, _, _ = draw_point(net, _NearTieFirst(near_tie))
+    assert not np.array_equal(x, near_tie)  # drawn again
+    assert not pool.reference_near_kink(x[None], KINK_MARGIN)
+
+
+def test_networks_with_max_pooling_check_out():
+    net = sb.Network((1, 5, 5), [
+        sb.Conv2D(out_channels=2, kernel_size=2, bias=True, activation="relu"),
+        sb.MaxPool2D(kernel_size=2, stride=1),
+        sb.Dense(units=2),
+    ], "cross_entropy", name="pooled")
+    report = check(net.derive(), samples=2, seed=3)
+    assert report.agree
+    assert [row.name for row in report.runs[0].rows] == ["loss", "x", "W1", "b1", "W3"]

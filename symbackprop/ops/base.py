@@ -15,6 +15,10 @@ walks the registry and names any face an operation lacks):
   padding), ``size_formula`` (the article's formula (1) for this layer),
   ``weight_formula`` (∂L/∂w in the article's form) and ``upstream_formula`` (how ∂L/∂a of
   its input collects the gradients of its outputs);
+* the tensor face: ``tensor_form``, its forward for every output at once in index form
+  (``symbackprop.indexed.IndexForm``: sympy ``Indexed`` and ``Sum``, settings as symbols),
+  with the facts it states about its gradients; ``symbackprop.tensor`` differentiates it
+  into the layer's general formulas and checks them against the scalar face;
 * the reference face: ``reference_forward`` and ``reference_backward``, numpy alone, written
   from the textbook formulas at the level of the whole layer, sharing nothing with the
   scalar face (a test reads their source to hold them to it);
@@ -26,7 +30,12 @@ walks the registry and names any face an operation lacks):
   arguments, the last holding its parameters) and
   ``from_torch`` (settings read off such a module). Only ``torch_bridge`` imports torch.
 
-Imports sympy, ``errors``, ``activations`` (for the names) and ``nodes``.
+Besides ``FACES``, ``Op`` has ``reference_near_kink`` (numpy, no branch by default: only
+max pooling needs it), which ``verify`` asks so that its finite differences never
+straddle a kink.
+
+Imports numpy, sympy, ``errors``, ``activations`` (for the names) and ``nodes``; the
+operations also import ``indexed`` for their tensor face.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from dataclasses import dataclass, fields, replace
 from itertools import product
 from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 import sympy
 
 from ..activations import activation as _known_activation
@@ -49,7 +59,8 @@ Pair = tuple[int, int]
 FACES = (
     "output_shape", "parameter_shapes", "window", "connections", "nodes",
     "describe", "table_cells", "size_formula", "weight_formula", "upstream_formula",
-    "reference_forward", "reference_backward", "layer_code", "torch_twin", "from_torch",
+    "tensor_form", "reference_forward", "reference_backward", "layer_code", "torch_twin",
+    "from_torch",
 )
 
 
@@ -134,10 +145,20 @@ class Op:
         """Whether documents number its weights flat: w_1, w_2, … (else w_{o,c,m,n})."""
         return True
 
+    def reference_near_kink(self, x: np.ndarray, margin: float) -> bool:
+        """Whether a step smaller than ``margin`` in the input x (B, *input) could switch the
+        branch this operation takes, so that finite differences would straddle a kink.
+        Numpy alone, like the reference faces. Never, for an operation without branches;
+        max pooling overrides it (near-ties inside a window)."""
+        return False
+
     def check_input(self, input_shape: Shape) -> None:
+        """A SpecError when the operation needs an image and gets a vector."""
         if self.image_input and len(input_shape) != 3:
+            article = "an" if self.title[0] in "aeiou" else "a"
+            got = f"a vector of {input_shape[0]}" if len(input_shape) == 1 else f"shape {input_shape}"
             raise SpecError(
-                f"a {self.title} needs a (channels, height, width) input, got shape {input_shape}"
+                f"{article} {self.title} layer needs a (channels, height, width) input, got {got}"
             )
 
 
@@ -146,12 +167,7 @@ class Op:
 
 def integer(owner: str, key: str, value: object, minimum: int) -> int:
     """``value`` as an int ≥ minimum (numpy integers accepted, bools and floats refused)."""
-    if isinstance(value, bool):
-        value = None
-    try:
-        number = operator.index(value)
-    except TypeError:
-        number = None
+    number = _as_int(value)
     if number is None or number < minimum:
         what = "a positive integer" if minimum == 1 else "a non-negative integer"
         raise SpecError(f"{owner}: {key} must be {what}, got {value!r}")
@@ -161,13 +177,21 @@ def integer(owner: str, key: str, value: object, minimum: int) -> int:
 def pair(owner: str, key: str, value: object, minimum: int) -> Pair:
     """An int or an [h, w] pair of ints ≥ minimum, as a tuple (h, w)."""
     items = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-    what = "a positive integer" if minimum == 1 else "a non-negative integer"
+    numbers = [_as_int(v) for v in items]
+    if len(numbers) != 2 or any(n is None or n < minimum for n in numbers):
+        what = "a positive integer" if minimum == 1 else "a non-negative integer"
+        raise SpecError(f"{owner}: {key} must be {what} or a pair of them, got {value!r}")
+    return (numbers[0], numbers[1])
+
+
+def _as_int(value: object) -> int | None:
+    """An int from anything that is one (numpy integers included); None for bools and the rest."""
+    if isinstance(value, bool):
+        return None
     try:
-        if len(items) != 2:
-            raise SpecError("")
-        return tuple(integer(owner, key, v, minimum) for v in items)  # type: ignore[return-value]
-    except SpecError:
-        raise SpecError(f"{owner}: {key} must be {what} or a pair of them, got {value!r}") from None
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def check_bias_and_activation(owner: str, bias: object, activation: object) -> None:

@@ -13,8 +13,10 @@ from itertools import product
 from typing import Any, ClassVar
 
 import numpy as np
+from sympy import Sum
 
 from ..errors import SpecError
+from ..indexed import Bases, Claim, IndexForm, Settings, Spread, index
 from .arrays import dilated_kernel, pad, windows
 from .base import (
     CodeNames,
@@ -179,6 +181,57 @@ class Conv2D(Op):
         )
         feeds = f"the nodes of layer {k} whose position sets contain it"
         return {"equation": equation, "note": note, "feeds": feeds, "kind": "conv"}
+
+    # ---- the tensor face --------------------------------------------------------------------
+
+    def tensor_form(self, input_shape: Shape, t: Bases) -> IndexForm:
+        """z[o, i, j] = Σ_{c,m,n} W[o, c, m, n] · a[c, s·i + d·m − p, s·j + d·n − p] (+ b[o]),
+        the input read as 0 outside its bounds (zero padding); and the two facts students
+        remember about its gradients."""
+        o, c, i, j, m, n, u, v = index("o c i j m n u v")
+        settings = Settings()  # s, d, p, K: symbols with the layer's values, per axis (h, w)
+        s, d, p, k = settings.pairs(s=self.stride, d=self.dilation, p=self.padding, K=self.kernel_size)
+        channels, height, width = input_shape
+        out_channels, out_height, out_width = self.output_shape(input_shape)
+        (kernel_h, kernel_w), (stride_h, stride_w) = self.kernel_size, self.stride
+        z = Sum(
+            t.W[o, c, m, n] * t.input[c, s[0] * i + d[0] * m - p[0], s[1] * j + d[1] * n - p[1]],
+            (c, 0, channels - 1), (m, 0, kernel_h - 1), (n, 0, kernel_w - 1),
+        )
+        parameters = {"W": t.W[o, c, m, n]}
+        if self.bias:
+            z += t.b[o]
+            parameters["b"] = t.b[o]
+        spread = Spread(t.hat(t.delta), t.delta, (1, s[0], s[1]))  # δ̂: s − 1 zeros between entries
+        dilated = Spread(t.hat(t.W), t.W, (1, 1, d[0], d[1]))  # Ŵ: the kernel, d − 1 zeros inserted
+        weight = Claim(
+            "W",
+            "the weight gradient is the cross-correlation of the layer's (zero-padded) input "
+            "with δ spread out by the stride",
+            Sum(
+                spread.hat[o, i, j] * t.input[c, d[0] * m + i - p[0], d[1] * n + j - p[1]],
+                (i, 0, (out_height - 1) * stride_h), (j, 0, (out_width - 1) * stride_w),
+            ),
+            (spread,),
+        )
+        last = (d[0] * (k[0] - 1), d[1] * (k[1] - 1))  # the dilated kernel's last row and column
+        full = Claim(
+            "input",
+            "the input gradient is the full cross-correlation of δ spread out by the stride "
+            "with the dilated kernel flipped (rotated by 180°): a full convolution",
+            Sum(
+                spread.hat[o, u + p[0] + m - last[0], v + p[1] + n - last[1]]
+                * dilated.hat[o, c, last[0] - m, last[1] - n],
+                (o, 0, out_channels - 1), (m, 0, self.span[0] - 1), (n, 0, self.span[1] - 1),
+            ),
+            (spread, dilated),
+        )
+        return IndexForm(
+            output=t.output[o, i, j], expr=z, input=t.input[c, u, v], parameters=parameters,
+            sizes={o: out_channels, i: out_height, j: out_width, c: channels, m: kernel_h,
+                   n: kernel_w, u: height, v: width},
+            settings=settings.values, claims=(weight, full),
+        )
 
     # ---- the reference face (numpy alone) ---------------------------------------------------
 

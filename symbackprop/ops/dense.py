@@ -11,7 +11,9 @@ from math import prod
 from typing import Any, ClassVar
 
 import numpy as np
+from sympy import Sum
 
+from ..indexed import Bases, Claim, IndexForm, index
 from .base import (
     CodeNames,
     Connection,
@@ -107,6 +109,29 @@ class Dense(Op):
             rf"($w^{{({k})}}_{{(f-1) \cdot {n.input_count} + i}}$ in the flat numbering)"
         )
         return {"equation": equation, "note": note, "feeds": f"every neuron of layer {k}", "kind": "dense"}
+
+    # ---- the tensor face --------------------------------------------------------------------
+
+    def tensor_form(self, input_shape: Shape, t: Bases) -> IndexForm:
+        """z[f] = Σ_i W[f, i] · a[i] (+ b[f]) over the flattened input; and, as matrices,
+        ∂L/∂W = δ aᵀ and ∂L/∂a = Wᵀ δ."""
+        f, i = index("f i")
+        size = prod(input_shape)
+        z = Sum(t.W[f, i] * t.input[i], (i, 0, size - 1))
+        parameters = {"W": t.W[f, i]}
+        if self.bias:
+            z += t.b[f]
+            parameters["b"] = t.b[f]
+        delta, a = t.matrix(t.delta, self.units), t.matrix(t.input, size)  # column vectors
+        weights = t.matrix(t.W, self.units, size)
+        claims = (
+            Claim("W", "the weight gradient is the outer product of δ and the layer's input", delta * a.T),
+            Claim("input", "the input gradient is the transposed weights times δ", weights.T * delta),
+        )
+        return IndexForm(
+            output=t.output[f], expr=z, input=t.input[i], parameters=parameters,
+            sizes={f: self.units, i: size}, settings={}, claims=claims,
+        )
 
     # ---- the reference face (numpy alone) ---------------------------------------------------
 

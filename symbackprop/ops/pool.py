@@ -11,6 +11,7 @@ first maximum in window order (row by row), PyTorch's choice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import product
 from typing import Any, ClassVar
@@ -19,6 +20,7 @@ import numpy as np
 import sympy
 
 from ..errors import SpecError
+from ..indexed import Bases, IndexForm, Maximum, Settings, index
 from ..nodes import Linear, Select
 from .arrays import pad, windows
 from .base import (
@@ -134,6 +136,27 @@ class _Pool(Op):
     def weight_formula(self, n: Notation) -> None:
         return None  # no weights
 
+    # ---- the tensor face --------------------------------------------------------------------
+
+    def _index_form(
+        self, input_shape: Shape, t: Bases, pool: Callable[..., sympy.Expr], outside: sympy.Expr
+    ) -> IndexForm:
+        """output[c, i, j] = ``pool``(the entries a[c, s·i + m − p, s·j + n − p] of window (m, n),
+        the window's limits, its area K_h·K_w): the index form both poolings share."""
+        c, i, j, m, n, u, v = index("c i j m n u v")
+        settings = Settings()  # s, p, K: symbols with the layer's values, per axis (h, w)
+        s, p, k = settings.pairs(s=self.stride, p=self.padding, K=self.kernel_size)
+        channels, height, width = input_shape
+        _, out_height, out_width = self.output_shape(input_shape)
+        entry = t.input[c, s[0] * i + m - p[0], s[1] * j + n - p[1]]
+        window = ((m, 0, self.kernel_size[0] - 1), (n, 0, self.kernel_size[1] - 1))
+        return IndexForm(
+            output=t.output[c, i, j], expr=pool(entry, window, k[0] * k[1]), input=t.input[c, u, v],
+            parameters={}, settings=settings.values, outside=outside,
+            sizes={c: channels, i: out_height, j: out_width, m: self.kernel_size[0],
+                   n: self.kernel_size[1], u: height, v: width},
+        )
+
     def torch_twin(self, input_shape: Shape) -> list[tuple[str, dict[str, Any]]]:
         return [(self.torch_name, {
             "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
@@ -185,6 +208,15 @@ class MaxPool2D(_Pool):
         feeds = f"the windows of layer {k} that contain it"
         return {"equation": equation, "note": note, "feeds": feeds, "kind": "maxpool"}
 
+    # ---- the tensor face --------------------------------------------------------------------
+
+    def tensor_form(self, input_shape: Shape, t: Bases) -> IndexForm:
+        """a[c, i, j] = max_{m,n} a[c, s·i + m − p, s·j + n − p], the input read as −∞ outside
+        its bounds: its gradient goes to each window's first maximum."""
+        return self._index_form(
+            input_shape, t, lambda entry, window, area: Maximum(entry, *window), outside=-sympy.oo
+        )
+
     def reference_forward(self, x: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
         """The largest value under each window of x padded with −∞."""
         patches = windows(pad(x, self.padding, -np.inf), self.kernel_size, self.stride)
@@ -206,6 +238,14 @@ class MaxPool2D(_Pool):
         np.add.at(d_padded, (b, c, rows, cols), dz)
         height, width = x.shape[2:]
         return d_padded[:, :, ph : ph + height, pw : pw + width], {}
+
+    def reference_near_kink(self, x: np.ndarray, margin: float) -> bool:
+        """Whether some window of x holds a value within ``margin`` below its maximum (a
+        near-tie, not an exact one): a small step could then change which input wins."""
+        patches = windows(pad(x, self.padding, -np.inf), self.kernel_size, self.stride)
+        values = patches.reshape(*patches.shape[:4], -1)
+        gaps = values.max(axis=4, keepdims=True) - values
+        return bool(np.any((gaps > 0) & (gaps < margin)))
 
     # ---- the numeric-code face ----------------------------------------------------------------
 
@@ -279,6 +319,16 @@ class AvgPool2D(_Pool):
         )
         feeds = f"the windows of layer {k} that contain it"
         return {"equation": equation, "note": note, "feeds": feeds, "kind": "avgpool"}
+
+    # ---- the tensor face --------------------------------------------------------------------
+
+    def tensor_form(self, input_shape: Shape, t: Bases) -> IndexForm:
+        """a[c, i, j] = (1 / (K_h·K_w)) Σ_{m,n} a[c, s·i + m − p, s·j + n − p], the input read
+        as 0 outside its bounds: its gradient spreads δ / (K_h·K_w) evenly over each window."""
+        return self._index_form(
+            input_shape, t, lambda entry, window, area: sympy.Sum(entry, *window) / area,
+            outside=sympy.S.Zero,
+        )
 
     def reference_forward(self, x: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
         """The mean of each window of the zero-padded x, over the window's whole area."""
