@@ -1,9 +1,10 @@
 """Benchmark: the generated numeric code against PyTorch (and jax.jit when installed).
 
-    python benchmarks/numeric.py [--quick] [--networks A,B,C,LeNet-5]
+    python benchmarks/numeric.py [--quick] [--networks A,B,C,LeNet-5] [--threads 2]
 
-Everything runs in one process, in float64 on the CPU with 2 threads (numpy's BLAS and
-torch alike), and every ratio is against a baseline measured in the same run
+Everything runs in one process, in float64 on the CPU with 2 threads (numpy's BLAS, torch
+and XLA alike; ``--threads 1`` for one), and every ratio is against a baseline measured in
+the same run
 (baseline time / our time; above 1 is faster than the baseline):
 
 * batch 1 — ``d.numeric()`` on one sample (its default style; both styles apart on the
@@ -25,12 +26,16 @@ methods in turn, so a burst of load elsewhere hits them all alike.
 from __future__ import annotations
 
 import os
+import sys
 
+# The thread count must be set before numpy loads its BLAS (and before jax starts XLA).
+THREADS = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 2
 for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(variable, "2")  # before numpy loads its BLAS
+    os.environ[variable] = str(THREADS)
+if THREADS == 1:
+    os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 import argparse
-import sys
 import time
 import timeit
 import tracemalloc
@@ -44,7 +49,6 @@ import symbackprop as sb
 from symbackprop import numeric, torch_bridge
 from symbackprop.verify import draw_point
 
-THREADS = 2
 BATCH = 1024
 SIGMOID = {"activation": "sigmoid"}
 
@@ -194,6 +198,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter timing rounds")
     parser.add_argument("--networks", default="A,B,C,LeNet-5", help="which networks, comma-separated")
+    parser.add_argument("--threads", type=int, default=2, help="threads for numpy, torch and jax")
     args = parser.parse_args()
     budget = 0.3 if args.quick else 1.5  # seconds per measurement
     torch.set_num_threads(THREADS)
