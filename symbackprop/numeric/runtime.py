@@ -481,7 +481,8 @@ def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
         losses, grads = programs.layers(x, y, params, *chosen, {}, False, scale)
         return losses, {name: g if name == "x" else g[None] for name, g in grads.items()}
     losses, dx = numpy.empty(size), numpy.empty(x.shape)
-    rows = {name: numpy.empty((size, *shape)) for name, shape in layout.parameters.items()}
+    shapes = layout.parameters.items() if per_sample else ()
+    rows = {name: numpy.empty((size, *shape)) for name, shape in shapes}
     summed = {}
     for start in range(0, size, chunk):
         part = slice(start, start + chunk)

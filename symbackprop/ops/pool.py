@@ -254,14 +254,14 @@ class MaxPool2D(_Pool):
         goes back to it alone."""
         l, x, z, dz, dx = names
         p = self._code_parts(input_shape, names, "-numpy.inf")
-        windows, first = f"windows{l}", f"first{l}"
+        kept, first = f"windows{l}", f"first{l}"
         channels, area = p["channels"], p["area"]
         forward = [
             f"# {z}[c,i,j,b] = max_(m,n) {x}[c, {p['row']}, {p['col']}, b]"
             + (" (the padding, -inf, never wins)" if self.padding != (0, 0) else ""),
-            f"{windows} = {p['windows']}.reshape({channels}, {area}, {p['places']})",
-            f"{first} = {windows}.argmax(axis=1)  # each window's first maximum, in window order",
-            f"{z} = {windows}.max(axis=1)",
+            f"{kept} = {p['windows']}.reshape({channels}, {area}, {p['places']})",
+            f"{first} = {kept}.argmax(axis=1)  # each window's first maximum, in window order",
+            f"{z} = {kept}.max(axis=1)",
         ]
         backward = [
             f"# dL/d{x}: each window's dL/d{z} goes to its first maximum alone (PyTorch's rule)",
