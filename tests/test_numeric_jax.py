@@ -14,10 +14,21 @@ from symbackprop.verify import draw_point
 pytest.importorskip("jax", reason="jax is not installed: pip install -e '.[jax]' to test backend='jax'")
 
 
+@pytest.mark.slow  # a jax.jit compile per case
 @pytest.mark.parametrize("name", list(OPERATIONS))
 @pytest.mark.parametrize("reduce", [None, "sum", "mean"])
 def test_every_operation_gives_the_numpy_numbers(name, reduce, rng):
     net = network(OPERATIONS[name])
+    d = net.derive()
+    _, _, params = draw_point(net, rng)
+    x, y = batch(net, rng, 5, ties=True)
+    expected = d.numeric(style="layers", reduce=reduce)(x, y, params)
+    assert_same_gradients(d.numeric(backend="jax", reduce=reduce)(x, y, params), *expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("reduce", [None, "mean"])
+def test_max_pooling_with_ties_and_padding(reduce, rng):
+    net = network(OPERATIONS["maxpool, overlapping and padded"])
     d = net.derive()
     _, _, params = draw_point(net, rng)
     x, y = batch(net, rng, 5, ties=True)
