@@ -116,9 +116,10 @@ class sigmoid(_Elementary):
 
 
 class relu_step(_Elementary):
-    """ReLU′: 1 for z > 0, else 0 — 0 at z = 0, as PyTorch."""
+    """ReLU′: 1 for z > 0, else 0 — 0 at z = 0, as PyTorch. Printed as the Iverson bracket
+    [z > 0], as max pooling's brackets are."""
 
-    tex = r"\mathbb{1}_{>0}"
+    tex = r"\operatorname{ReLU}'"
 
     @classmethod
     def elementary(cls, x):
@@ -126,6 +127,10 @@ class relu_step(_Elementary):
 
     def fdiff(self, argindex=1):
         return sympy.S.Zero
+
+    def _latex(self, printer, exp=None):
+        tex = rf"\left[{printer._print(self.args[0])} > 0\right]"
+        return tex if exp is None else rf"{tex}^{{{exp}}}"
 
 
 class relu(_Elementary):

@@ -2,7 +2,8 @@
 
     symbackprop derive  [SPEC] [--preset article] [-o DIR] [--style layers|nodes]
     symbackprop check   [SPEC] [--preset article] [--samples N] [--seed S] [--json]
-    symbackprop handout [SPEC] [--preset article] [-o DIR] [--no-pdf]
+    symbackprop handout [SPEC] [--preset article] [-o DIR] [--no-pdf] [--detail full|summary]
+    symbackprop exercises [SPEC] [--preset article] [--seed N] [-o DIR] [--no-pdf]
 
 With neither SPEC nor --preset, each command works on the article preset.
 A bad spec prints one line and exits with status 2, writing nothing.
@@ -25,8 +26,8 @@ from pathlib import Path
 import sympy
 
 from .derive import Derivation
+from .document import default_detail, render_exercises, render_handout
 from .errors import SpecError
-from .handout import render
 from .latex import latex_errors, overfull_boxes
 from .network import Network
 from .presets import PRESETS
@@ -278,8 +279,9 @@ def run_handout(args: argparse.Namespace) -> int:
     target = _output_dir(args, network)
     print(_summary(network))
     start = time.perf_counter()
-    _progress("deriving and typesetting the handout ...")
-    files = render(network)
+    detail = args.detail or default_detail(network)
+    _progress(f"deriving and typesetting the handout ({detail}) ...")
+    files = render_handout(network, detail)
     command = None if args.no_pdf else _tex_compiler()
     written = list(files)
     try:
@@ -306,6 +308,59 @@ def run_handout(args: argparse.Namespace) -> int:
             widest = max(width for width, _ in wide)
             print(f"symbackprop: warning: {len(wide)} line(s) stick out of the page "
                   f"(up to {widest:.0f}pt); see {target / 'handout.log'}", file=sys.stderr)
+    return 0
+
+
+# ---- exercises ------------------------------------------------------------------------------
+
+
+def add_exercises_command(commands) -> None:
+    """``symbackprop exercises``: an exercise sheet and its answer key."""
+    exercises = commands.add_parser(
+        "exercises", help="write an exercise sheet and its answer key (LaTeX, PDF, Markdown)",
+        description="Write exercises.tex/.md and solutions.tex/.md for the network — the forward "
+        "pass, position sets, a weight's gradient by the chain rule, what an upstream gradient "
+        "depends on, the tensor view — every answer computed by the engine, and compile "
+        "exercises.pdf and solutions.pdf when latexmk or pdflatex is installed. Another seed "
+        "gives other numbers and other questions.",
+    )
+    _add_network_arguments(exercises)
+    exercises.add_argument("--seed", type=int, default=0, metavar="N",
+                           help="numbers and questions (default 0)")
+    exercises.add_argument("-o", "--output", metavar="DIR", help="output folder (default outputs/NAME/)")
+    exercises.add_argument("--no-pdf", action="store_true", help="write the .tex and .md only")
+    exercises.set_defaults(run=run_exercises)
+
+
+def run_exercises(args: argparse.Namespace) -> int:
+    if args.seed < 0:
+        print(f"symbackprop: error: --seed must be 0 or more, got {args.seed}", file=sys.stderr)
+        return 2
+    network = _network(args)
+    target = _output_dir(args, network)
+    print(_summary(network))
+    start = time.perf_counter()
+    _progress(f"choosing the exercises (seed {args.seed}) and computing their answers ...")
+    files = render_exercises(network, seed=args.seed)
+    command = None if args.no_pdf else _tex_compiler()
+    written = list(files)
+    try:
+        with _staged_output(target) as staging:
+            for name, text in files.items():
+                (staging / name).write_text(text, encoding="utf-8")
+            for stem in ("exercises", "solutions") if command is not None else ():
+                _progress(f"compiling {stem}.pdf with {command[0]} ...")
+                pdf, log = compile_pdf(staging / f"{stem}.tex", command)
+                (staging / f"{stem}.pdf").write_bytes(pdf)
+                (staging / f"{stem}.log").write_text(log, encoding="utf-8")
+                written.append(f"{stem}.pdf")
+    except LatexError as error:
+        print(f"symbackprop: error: LaTeX failed, nothing written (--no-pdf writes the .tex alone):\n{error}",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {', '.join(str(target / name) for name in written)} in {time.perf_counter() - start:.1f} s")
+    if command is None and not args.no_pdf:
+        print(f"symbackprop: {TEX_INSTALL_HINT}", file=sys.stderr)
     return 0
 
 
@@ -355,7 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_network_arguments(handout)
     handout.add_argument("-o", "--output", metavar="DIR", help="output folder (default outputs/NAME/)")
     handout.add_argument("--no-pdf", action="store_true", help="write the .tex and .md only")
+    handout.add_argument(
+        "--detail", choices=["full", "summary"],
+        help="full: every node and weight; summary: per layer the general formulas, a few position "
+        "sets, one weight per parameter derived in full (default: full for a small network)",
+    )
     handout.set_defaults(run=run_handout)
+
+    add_exercises_command(commands)
     return parser
 
 

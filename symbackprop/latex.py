@@ -1,4 +1,4 @@
-"""LaTeX for derivations: the notation printer, line breaking, escaping and the jinja2 set-up.
+"""LaTeX for derivations: the notation printer, line breaking, numbers, LaTeX logs.
 
 * ``NotationPrinter`` is sympy's LaTeX printer told each symbol's TeX name
   (``Derivation.tex_names``), so every expression reads in the article's notation;
@@ -7,24 +7,19 @@
   their printed width (``tex_width``, in em): sums break between terms,
   products between factors, a function call inside its argument. The same rows
   serve LaTeX (``align*``) and Markdown (``aligned`` inside ``$$``).
-* ``Raw`` marks a string as LaTeX/Markdown to pass through the templates as it
-  is; every other string put into a template is escaped (``tex_escape``,
-  ``md_escape``), so user-supplied text cannot inject markup.
 * ``gradient_latex``, ``derivation_latex`` and ``derivation_summary_latex`` back
   ``Derivation.latex``, ``latex_derivation`` and ``_repr_latex_``.
 
-Imports ``derive`` (and what it builds on), sympy and jinja2; nothing imports it
-but ``handout``, ``cli`` and ``Derivation``'s printing methods (late).
+Imports ``derive`` (and what it builds on) and sympy; nothing imports it but the
+``document`` package, ``cli`` and ``Derivation``'s printing methods (late).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 
-import jinja2
 import sympy
 from sympy.printing.latex import LatexPrinter
 
@@ -484,116 +479,8 @@ def overfull_boxes(log: str) -> list[tuple[float, str]]:
     return [(float(m.group(1)), m.group(2).strip()) for m in _OVERFULL.finditer(log)]
 
 
-# ---- escaping and templates ------------------------------------------------------------------
-
-
-class Raw(str):
-    """A string of LaTeX or Markdown made here, put into a template as it is (never escaped)."""
-
-
-_TEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-}
-_MD_SPECIAL = set("\\`*_{}[]()#+-.!|<>$~")
-
-
-def tex_escape(text: str) -> str:
-    """``text`` safe to typeset in LaTeX: ``my_net`` → ``my\\_net``."""
-    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in text)
-
-
-def md_escape(text: str) -> str:
-    """``text`` safe in Markdown: every punctuation character that means something, escaped."""
-    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
-
-
-def _finalize(escape: Callable[[str], str]) -> Callable[[object], str]:
-    def finalize(value: object) -> str:
-        if isinstance(value, jinja2.Undefined):
-            return str(value)  # StrictUndefined: raises, naming what is missing
-        if isinstance(value, Raw):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, str):
-            return escape(value)
-        raise TypeError(f"a template received {type(value).__name__}, not a string: {value!r}")
-
-    return finalize
-
-
-def _load_template(name: str) -> str:
-    return resources.files("symbackprop.templates").joinpath(name).read_text(encoding="utf-8")
-
-
-def _tex_equation(body: str, tag: str | None = None) -> Raw:
-    tagged = f" \\tag{{{tag}}}" if tag else ""
-    if body.count("\\\\") < 6:  # short: kept on one page, as one display
-        return Raw(f"\\begin{{equation*}}\n\\begin{{aligned}}\n{body}\n\\end{{aligned}}{tagged}\n\\end{{equation*}}")
-    return Raw(f"\\begin{{align*}}\n{body}{tagged}\n\\end{{align*}}")  # long: may break across pages
-
-
-def _md_equation(body: str, tag: str | None = None) -> Raw:
-    # A tag cannot go inside ``aligned``: it follows the display, as the article's number would.
-    tagged = f"\\qquad ({tag})" if tag else ""
-    return Raw(f"$$\n\\begin{{aligned}}\n{body}\n\\end{{aligned}}{tagged}\n$$")
-
-
-def _tex_gather(lines: Sequence[str]) -> Raw:
-    return Raw("\\begin{gather*}\n" + " \\\\\n".join(lines) + "\n\\end{gather*}")
-
-
-def _md_gather(lines: Sequence[str]) -> Raw:
-    return Raw("$$\n\\begin{gathered}\n" + " \\\\\n".join(lines) + "\n\\end{gathered}\n$$")
-
-
-def _tex_table(spec: str, header: str, rows: Sequence[Sequence[str]]) -> Raw:
-    # A little more room between rows, for indices and superscripts.
-    lines = [r"{\renewcommand{\arraystretch}{1.25}", rf"\begin{{longtable}}{{{spec}}}", r"\toprule",
-             header + r" \\", r"\midrule", r"\endhead"]
-    lines += [" & ".join(row) + r" \\" for row in rows]
-    lines += [r"\bottomrule", r"\end{longtable}}"]
-    return Raw("\n".join(lines))
-
-
-def _md_table(spec: str, header: str, rows: Sequence[Sequence[str]]) -> Raw:
-    align = {"l": ":--", "r": "--:", "c": ":-:"}
-    letters = re.sub(r"[<>]?\{[^{}]*\}", "", spec)  # drop >{...} and p{width}: keep l, r, c, p
-    columns = [align.get(c, ":--") for c in letters]
-    lines = ["| " + " | ".join(h.strip() for h in header.split("&")) + " |",
-             "| " + " | ".join(columns) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return Raw("\n".join(lines))
-
-
-def environment(kind: str) -> jinja2.Environment:
-    """The jinja2 environment for ``kind`` "tex" or "md" templates.
-
-    Delimiters that read as LaTeX macros and leave braces alone: ``\\VAR{value}``,
-    ``\\BLOCK{if ...}``, ``\\#{comment}``. Every value is escaped for its format
-    unless it is ``Raw``; an undefined name is an error. Globals write the format's
-    displays: ``equation(body, tag)`` (rows as ``aligned`` makes them),
-    ``gather(lines)`` (centred lines) and ``table(spec, header, rows)``.
-    """
-    escape = {"tex": tex_escape, "md": md_escape}[kind]
-    env = jinja2.Environment(
-        loader=jinja2.FunctionLoader(_load_template),
-        block_start_string=r"\BLOCK{", block_end_string="}",
-        variable_start_string=r"\VAR{", variable_end_string="}",
-        comment_start_string=r"\#{", comment_end_string="}",
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined, autoescape=False, finalize=_finalize(escape),
-    )
-    env.globals["equation"] = {"tex": _tex_equation, "md": _md_equation}[kind]
-    env.globals["table"] = {"tex": _tex_table, "md": _md_table}[kind]
-    env.globals["gather"] = {"tex": _tex_gather, "md": _md_gather}[kind]
-    return env
-
-
 __all__ = [
     "NotationPrinter",
-    "Raw",
     "Row",
     "aligned",
     "break_expr",
@@ -601,10 +488,8 @@ __all__ = [
     "closed_form",
     "derivation_latex",
     "derivation_summary_latex",
-    "environment",
     "gradient_latex",
     "latex_errors",
-    "md_escape",
     "number",
     "overfull_boxes",
     "pack",
@@ -612,6 +497,5 @@ __all__ = [
     "printer",
     "sum_rows",
     "term_latex",
-    "tex_escape",
     "tex_width",
 ]

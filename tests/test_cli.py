@@ -63,7 +63,7 @@ def test_spec_and_preset_together_is_an_error(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("command", [[], ["derive"], ["check"], ["handout"]])
+@pytest.mark.parametrize("command", [[], ["derive"], ["check"], ["handout"], ["exercises"]])
 def test_every_command_explains_itself(command):
     result = subprocess.run(
         [sys.executable, "-m", "symbackprop.cli", *command, "--help"],

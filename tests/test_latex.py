@@ -7,29 +7,24 @@ from __future__ import annotations
 
 import re
 
-import jinja2
 import pytest
 import sympy
 
 import symbackprop as sb
 from symbackprop.latex import (
     ROW_WIDTH,
-    Raw,
     Row,
     aligned,
     break_expr,
     chain_rows,
     closed_form,
-    environment,
     latex_errors,
-    md_escape,
     number,
     overfull_boxes,
     pack,
     partial,
     printer,
     term_latex,
-    tex_escape,
     tex_width,
 )
 
@@ -190,7 +185,7 @@ def test_latex_derivation_and_jupyter_display(article):
     assert "4 more" in shown  # 16 weights, 12 shown
 
 
-# ---- numbers, escaping, templates, logs -------------------------------------------------------
+# ---- numbers and logs -------------------------------------------------------
 
 
 @pytest.mark.parametrize("value, text", [
@@ -198,23 +193,6 @@ def test_latex_derivation_and_jupyter_display(article):
 ])
 def test_number(value, text):
     assert number(value) == text
-
-
-def test_escaping():
-    assert tex_escape("my_net & 100% {x}") == r"my\_net \& 100\% \{x\}"
-    assert md_escape("my_net*") == r"my\_net\*"
-
-
-def test_templates_escape_everything_but_raw():
-    env = environment("tex")
-    template = env.from_string(r"\VAR{user} \VAR{made}")
-    assert template.render(user="a_b", made=Raw("a_{b}")) == r"a\_b a_{b}"
-    with pytest.raises(TypeError, match="not a string"):
-        template.render(user=sympy.Symbol("x"), made=Raw(""))
-    with pytest.raises(jinja2.UndefinedError):
-        env.from_string(r"\VAR{missing}").render()
-    md = environment("md").from_string(r"\VAR{user}")
-    assert md.render(user="a_b") == r"a\_b"
 
 
 def test_latex_errors_keep_only_the_relevant_lines():

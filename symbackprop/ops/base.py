@@ -13,6 +13,7 @@ walks the registry and names any face an operation lacks):
   nodes it adds (``symbackprop.nodes``), whose local derivatives the engine reads;
 * notation, for documents: ``describe`` (one line), ``table_cells`` (kernel, stride,
   padding), ``size_formula`` (the article's formula (1) for this layer),
+  ``forward_formula`` (what one output node computes, in the article's notation),
   ``weight_formula`` (∂L/∂w in the article's form) and ``upstream_formula`` (how ∂L/∂a of
   its input collects the gradients of its outputs);
 * the tensor face: ``tensor_form``, its forward for every output at once in index form
@@ -58,9 +59,9 @@ Pair = tuple[int, int]
 
 FACES = (
     "output_shape", "parameter_shapes", "window", "connections", "nodes",
-    "describe", "table_cells", "size_formula", "weight_formula", "upstream_formula",
-    "tensor_form", "reference_forward", "reference_backward", "layer_code", "torch_twin",
-    "from_torch",
+    "describe", "table_cells", "size_formula", "forward_formula", "weight_formula",
+    "upstream_formula", "tensor_form", "reference_forward", "reference_backward", "layer_code",
+    "torch_twin", "from_torch",
 )
 
 

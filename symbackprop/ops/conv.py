@@ -155,6 +155,23 @@ class Conv2D(Op):
             )
         return sides
 
+    def forward_formula(self, n: Notation) -> dict[str, str]:
+        l, a = n.number, n.input_letter
+        bias = (f" + b^{{({l})}}" if n.flat else f" + b^{{({l})}}_{{o}}") if self.bias else ""
+        if n.flat:
+            equation = rf"z^{{({l})}}_{{i}} = \sum_{{n}} w^{{({l})}}_{{n}} \, {a}_{{p^{{({l})}}_{{i}}[n]}}{bias}"
+        else:
+            equation = (rf"z^{{({l})}}_{{i}} = \sum_{{c,m,n}} w^{{({l})}}_{{o,c,m,n}} \, "
+                        rf"{a}_{{p^{{({l})}}_{{i}}[c,m,n]}}{bias}")
+        note = (
+            "each node sums the inputs its kernel covers, each times the kernel weight on it; "
+            rf"the position set $p^{{({l})}}_{{i}}$ records which inputs they were, in the order "
+            "of the kernel's weights"
+            + ("" if n.flat else r" (channel $c$, row $m$, column $n$), for a node $i$ of output channel $o$")
+            + ("; the places on the zero padding add nothing" if self.padding != (0, 0) else "")
+        )
+        return {"equation": equation, "note": note}
+
     def weight_formula(self, n: Notation) -> dict[str, str | None]:
         flat, l = n.flat, n.number
         over = r"\sum_{i} " if flat else r"\sum_{i \in o} "

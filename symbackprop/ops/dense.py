@@ -89,6 +89,17 @@ class Dense(Op):
     def size_formula(self, input_shape: Shape, padded: bool) -> None:
         return None  # no sliding window: its size is its number of units
 
+    def forward_formula(self, n: Notation) -> dict[str, str]:
+        l = n.number
+        bias = f" + b^{{({l})}}_{{f}}" if self.bias else ""
+        equation = rf"z^{{({l})}}_{{f}} = \sum_{{i=1}}^{{{n.input_count}}} w^{{({l})}}_{{f,i}} \, {n.input_letter}_{{i}}{bias}"
+        note = (
+            f"each neuron $f$ sums all {n.input_count} inputs, each times its own weight "
+            rf"$w^{{({l})}}_{{f,i}}$ (numbered $w^{{({l})}}_{{(f-1) \cdot {n.input_count} + i}}$ "
+            "neuron after neuron): no weight is shared between neurons"
+        )
+        return {"equation": equation, "note": note}
+
     def weight_formula(self, n: Notation) -> dict[str, str | None]:
         weight, used = f"w^{{({n.number})}}_{{n}}", f"{n.input_letter}_{{i}}"
         note = (

@@ -193,6 +193,16 @@ class MaxPool2D(_Pool):
             for out, c in zip(outputs, self.connections(input_shape))
         )
 
+    def forward_formula(self, n: Notation) -> dict[str, str]:
+        l = n.number
+        equation = rf"a^{{({l})}}_{{i}} = \max_{{j \in p^{{({l})}}_{{i}}}} {n.input_letter}_{{j}}"
+        note = (
+            rf"each output is the largest input of its window, the position set $p^{{({l})}}_{{i}}$, "
+            "taken on each channel on its own"
+            + (r"; the padding holds $-\infty$ and never wins" if self.padding != (0, 0) else "")
+        )
+        return {"equation": equation, "note": note}
+
     def upstream_formula(self, n: Notation) -> dict[str, str]:
         k, l = n.number, n.number - 1
         equation = (
@@ -305,6 +315,17 @@ class AvgPool2D(_Pool):
             Linear(out, tuple((self.weight, inputs[j]) for j in c.inputs))
             for out, c in zip(outputs, self.connections(input_shape))
         )
+
+    def forward_formula(self, n: Notation) -> dict[str, str]:
+        l, (kh, kw) = n.number, self.kernel_size
+        equation = (rf"a^{{({l})}}_{{i}} = \frac{{1}}{{{kh * kw}}} "
+                    rf"\sum_{{j \in p^{{({l})}}_{{i}}}} {n.input_letter}_{{j}}")
+        note = (
+            rf"each output is the mean of its window, the position set $p^{{({l})}}_{{i}}$, over the "
+            rf"window's whole area ${kh} \times {kw}$, taken on each channel on its own"
+            + ("; the padding holds zeros and still counts" if self.padding != (0, 0) else "")
+        )
+        return {"equation": equation, "note": note}
 
     def upstream_formula(self, n: Notation) -> dict[str, str]:
         k, l = n.number, n.number - 1

@@ -1,0 +1,437 @@
+"""Pieces the handout and the exercises both write: in the article's notation, as LaTeX.
+
+Position sets as tables, a node's forward formula, an activation's derivative at an index,
+matrices of numbers that fit the page, the equation of one chain-rule term with the
+numbers in it.
+
+Imports ``network``, ``derive``, ``latex``, ``ops`` (and what they build on), numpy, sympy
+and the document's ``numbers``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+import sympy
+
+from ..activations import ACTIVATIONS
+from ..derive import Derivation, Term
+from ..latex import NotationPrinter, Row, sum_rows, tex_width
+from ..network import LayerGraph
+from ..ops import Notation
+from .nodes import Column, Equation, Inline, Math, Paragraph, Table
+from .numbers import NumberFormat
+
+
+@dataclass(frozen=True)
+class Detail:
+    """How much a handout writes out."""
+
+    name: str
+    rows: int  # equations of one kind (sums, upstream formulas) per layer before "… and N more"
+    terms: tuple[int, int, int]  # a sum longer than [0] terms shows its first [1] and last [2]
+    sets: int  # position sets listed per layer
+    derived: int | None  # weights derived in full per parameter; None: all (of a small network)
+    example_rows: int  # rows per layer in the worked example's tables
+    matrix_rows: int  # rows of a matrix of numbers
+    matrices: int  # channel pairs of a kernel shown as matrices
+    node_graph: bool  # the graph may be drawn node by node
+    closed_forms: bool  # closed forms are printed when short
+    appendix: bool  # the weights not derived in full are listed in an appendix
+
+
+def plural(n: int, noun: str) -> str:
+    """A count and its noun: "1 position", "9 positions", "1,600 positions"."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+LINE_WIDTH = 41.0  # em in a display line (estimates run ~5% wide), for matrices side by side
+
+
+def text(source: str) -> tuple[Inline, ...]:
+    """Inline content from a string with ``$…$`` math in it (the operations' notes)."""
+    parts = source.split("$")
+    if len(parts) % 2 == 0:
+        raise ValueError(f"unbalanced $ in {source!r}")
+    return tuple(Math(p) if k % 2 else p for k, p in enumerate(parts) if p)
+
+
+UNICODE_MATH = {
+    "δ": r"\delta",
+    "°": r"^{\circ}",
+    "ᵀ": r"^{\top}",
+    "−": "-",
+    "·": r"\cdot",
+    "×": r"\times",
+}
+
+
+def prose(source: str) -> tuple[Inline, ...]:
+    """Inline content from plain text that may hold a few symbols (δ, 180°, ᵀ): each becomes
+    math, so that the text typesets with pdflatex's fonts."""
+    parts: list[Inline] = []
+    word = ""
+    for ch in source:
+        if ch in UNICODE_MATH:
+            digits = ""  # 180° is one formula, 180^{\circ}
+            while ch == "°" and word and word[-1].isdigit():
+                word, digits = word[:-1], word[-1] + digits
+            if word:
+                parts.append(word)
+            parts.append(Math(digits + UNICODE_MATH[ch]))
+            word = ""
+        else:
+            word += ch
+    if word:
+        parts.append(word)
+    return tuple(parts)
+
+
+def paired(formulas: Sequence[str], short: float = 17.0) -> str:
+    """``lhs = rhs`` formulas as ``align`` rows, two short neighbours to a row."""
+    rows: list[str] = []
+    pending: str | None = None
+    for tex in formulas:
+        if tex_width(tex) > short:
+            if pending:
+                rows.append(formula_row(pending))
+                pending = None
+            rows.append(formula_row(tex))
+        elif pending:
+            rows.append(formula_row(pending) + " & " + formula_row(tex))
+            pending = None
+        else:
+            pending = tex
+    if pending:
+        rows.append(formula_row(pending))
+    return " \\\\\n".join(rows)
+
+
+def formula_row(tex: str) -> str:
+    """``lhs = rhs`` as an ``align`` row, aligned at its first equals sign."""
+    lhs, rhs = tex.split(" = ", 1)
+    return f"{lhs} &= {rhs}"
+
+
+def tensor_blocks(formulas: Sequence, lead: str = "The tensor view.") -> list:
+    """A layer's general formulas (``Derivation.formulas``) as a document: one display of the
+    derived formulas, the settings they are written with, what their notes say, then each fact
+    with what it restates in words."""
+    if not formulas:
+        return []
+    derived = [f for f in formulas if f.kind != "fact"]
+    settings = dict(derived[0].settings)
+    shown = ", ".join(
+        f"{NotationPrinter({}).doprint(symbol)} = {value}" for symbol, value in settings.items()
+    )
+    said: list[Inline] = [
+        (
+            "The same layer for every index at once, derived by differentiating the "
+            "index form of its forward pass (indices count from 0, as in PyTorch"
+        )
+    ]
+    if shown:
+        said += [", here ", Math(shown)]
+    blocks: list = [
+        Paragraph(*said, "):", lead=lead),
+        Equation(paired([f.latex() for f in derived])),
+    ]
+    notes = [f.note for f in derived if f.note and f.kind in ("W", "b", "input")]
+    for note in dict.fromkeys(notes):
+        blocks.append(Paragraph(*prose(note[0].upper() + note[1:] + ".")))
+    for fact in (f for f in formulas if f.kind == "fact"):
+        blocks.append(Paragraph(*prose(fact.statement[0].upper() + fact.statement[1:] + ":")))
+        rows = [formula_row(fact.latex())] + [formula_row(w) for w in fact.where_latex()]
+        blocks.append(Equation(" \\\\\n".join(rows)))
+    return blocks
+
+
+def layer_table(layers: Sequence[LayerGraph]) -> Table:
+    """The network, a row per layer: its type, kernel, stride and padding (when some layer slides
+    a window), bias, activation, shapes and number of weights."""
+    sliding = any(lg.layer.shows_position_sets for lg in layers)
+    header = [
+        "Layer",
+        "Type",
+        *(["Kernel", "Stride", "Padding"] if sliding else []),
+        "Bias",
+        "$g$",
+        "Input",
+        "Output",
+        "Weights",
+    ]
+    rows = []
+    for lg in layers:
+        layer = lg.layer
+        cells = [str(lg.number), layer.key]
+        if sliding:
+            cells += list(layer.table_cells())
+        activation = ACTIVATIONS[layer.activation].label if layer.has_activation else "--"
+        bias = ("yes" if layer.bias else "no") if layer.parameter_shapes(lg.input_shape) else "--"
+        cells += [
+            bias,
+            activation,
+            f"${shape_tex(lg.input_shape)}$",
+            f"${shape_tex(lg.output_shape)}$",
+            f"{layer.parameter_count(lg.input_shape):,}",
+        ]
+        rows.append(tuple(text(c.replace("--", "–")) or ("",) for c in cells))
+    aligns = "cl" + ("ccc" if sliding else "") + "cccc" + "r"
+    return Table(tuple(Column(a) for a in aligns), tuple(text(h) for h in header), tuple(rows))
+
+
+def shape_tex(shape: Sequence[int]) -> str:
+    return r" \times ".join(map(str, shape))
+
+
+def listed(letter: str, count: int) -> str:
+    """x_1, ..., x_n (or the numbers alone for no letter), written out when there are one or two."""
+    items = [f"{letter}_{{{i}}}" if letter else str(i) for i in (1, count)]
+    return (
+        items[0]
+        if count == 1
+        else ", ".join(items)
+        if count == 2
+        else rf"{items[0]}, \ldots, {items[1]}"
+    )
+
+
+def input_letter(lg: LayerGraph) -> str:
+    return "x" if lg.number == 1 else f"a^{{({lg.number - 1})}}"
+
+
+def elide(pieces: Sequence[str], limit: int = 24, head: int = 16, tail: int = 4) -> list[str]:
+    """The terms of a sum, or of a long one its first ``head`` and last ``tail`` around ⋯."""
+    pieces = list(pieces)
+    return pieces if len(pieces) <= limit else [*pieces[:head], r"\cdots", *pieces[-tail:]]
+
+
+def local_tex(lg: LayerGraph, index: str) -> str:
+    """da/dz of layer ``lg`` at z^{(l)}_index as the activation writes it, then ``\\cdot``;
+    '' for the identity and for a layer without activation, whose derivative 1 is left out."""
+    if not lg.activated:
+        return ""
+    z, a = sympy.Symbol("z_", real=True), sympy.Symbol("a_", real=True)
+    local = lg.a[0].activation.derivative(z, a)
+    if local == 1:
+        return ""
+    p = NotationPrinter(
+        {z: f"z^{{({lg.number})}}_{{{index}}}", a: f"a^{{({lg.number})}}_{{{index}}}"}
+    )
+    tex = p.doprint(local)
+    return (rf"\left({tex}\right)" if local.is_Add else tex) + r" \cdot "
+
+
+def op_notation(lg: LayerGraph) -> Notation:
+    """What layer ``lg``'s operation needs to write its general formulas."""
+    return Notation(
+        lg.number,
+        input_letter(lg),
+        len(lg.inputs),
+        lambda index: local_tex(lg, index),
+        lg.layer.flat_weights(lg.input_shape),
+    )
+
+
+def position_table(lg: LayerGraph) -> list[list[int | None]]:
+    """A layer's position sets, 1-based, in kernel order (channel, row, column), with None
+    where the kernel lay on the padding, so entry n is always what kernel place n read.
+    Leaving out the Nones gives ``Network.position_sets``."""
+    table = []
+    for connection in lg.layer.connections(lg.input_shape):
+        entries: list[int | None] = [None] * lg.layer.window(lg.input_shape)
+        for i, slot in zip(connection.inputs, connection.slots):
+            entries[slot] = i + 1
+        table.append(entries)
+    return table
+
+
+def position_set_tex(number: int, index: int, entries: Sequence[int | None]) -> str:
+    """p^{(l)}_i = {…}, a dot where the kernel lay on the padding; a long set in pieces of ten,
+    each its own formula (separated by ``$ $``), so that it can wrap in a table cell."""
+    items = [r"\cdot" if e is None else str(e) for e in entries]
+    pieces = [", ".join(items[k : k + 10]) for k in range(0, len(items), 10)]
+    return rf"p^{{({number})}}_{{{index}}} = \lbrace " + ",$ $".join(pieces) + r" \rbrace"
+
+
+def node_rows(d: Derivation, node, limits: tuple[int, int, int] = (24, 16, 4)) -> list[Row]:
+    """A node's forward formula in the article's notation: a weighted sum in kernel order,
+    an average as 1/K (…), a max as max(…)."""
+    names = d.tex_names
+    if node.kind == "select":
+        return [
+            Row(
+                r"\max\left("
+                + ", ".join(elide([names[v] for v in node.inputs], *limits))
+                + r"\right)"
+            )
+        ]
+    constant = {c for c, _ in node.terms if not c.is_Symbol}
+    if constant:
+        (coefficient,) = constant
+        rows = sum_rows(elide([names[v] for _, v in node.terms], *limits))
+        head = NotationPrinter({}).doprint(coefficient)
+        if len(rows) == 1:
+            return [Row(rf"{head} \left({rows[0].tex}\right)")]
+        return [Row(rf"{head} \Bigl({rows[0].tex}")] + rows[1:-1] + [Row(rf"{rows[-1].tex} \Bigr)")]
+    pieces = [f"{names[w]} {names[v]}" for w, v in node.terms]
+    if node.bias is not None:
+        pieces.append(names[node.bias])
+    return sum_rows(elide(pieces, *limits))
+
+
+def node_numbers(
+    d: Derivation,
+    node,
+    value: Callable,
+    fmt: NumberFormat,
+    limits: tuple[int, int, int] = (24, 16, 4),
+) -> list[Row]:
+    """The same formula with the numbers in it, then its value: rows ``(w)(v) + …`` and ``= z``
+    (the first row without its ``=``)."""
+    if node.kind == "select":
+        inside = ", ".join(elide([fmt(value(v)) for v in node.inputs], *limits))
+        rows = [Row(rf"\max\left({inside}\right)")]
+    else:
+        constant = {c for c, _ in node.terms if not c.is_Symbol}
+        if constant:
+            (coefficient,) = constant
+            items = [fmt(value(v)) for _, v in node.terms]
+            inner = sum_rows(elide(items[:1] + [_bracket(t) for t in items[1:]], *limits))
+            head = NotationPrinter({}).doprint(coefficient)
+            rows = (
+                [Row(rf"{head} \left({inner[0].tex}\right)")]
+                if len(inner) == 1
+                else [Row(rf"{head} \Bigl({inner[0].tex}")]
+                + inner[1:-1]
+                + [Row(rf"{inner[-1].tex} \Bigr)")]
+            )
+        else:
+            pieces = [f"({fmt(value(w))})({fmt(value(v))})" for w, v in node.terms]
+            if node.bias is not None:
+                pieces.append(f"({fmt(value(node.bias))})")
+            rows = sum_rows(elide(pieces, *limits))
+    return rows + [Row(f"= {fmt(value(node.symbol))}")]
+
+
+def _bracket(tex: str) -> str:
+    return f"({tex})" if tex.startswith("-") else tex
+
+
+def term_parts(term: Term) -> list[sympy.Expr]:
+    """The factors of a chain-rule term as the article writes them: upstream, local, input,
+    leaving out those equal to 1 (an identity's derivative, a bias's input)."""
+    return [part for part in (term.upstream, term.local, term.factor) if part != 1]
+
+
+def term_numbers(term: Term, value: Callable, formats) -> str:
+    """One term with its numbers, factor for factor as ``term_latex`` writes it:
+    (upstream) · (local) · (input); the upstream a gradient, the others values."""
+    texts = []
+    for part in term_parts(term):
+        fmt = formats.gradient if part == term.upstream else formats.value
+        texts.append(f"({fmt(value(part))})")
+    return r" \cdot ".join(texts) or "1"
+
+
+# ---- matrices of numbers -----------------------------------------------------------------------
+
+
+def matrix(cells: list[list[str]], room: float, rows: int) -> tuple[str, float]:
+    """A pmatrix of TeX ``cells`` at most ``room`` em wide and ``rows`` rows high, and its
+    estimated width; a big one is cut to its top-left corner, with dots for the rest."""
+    shown_rows = cells[:rows]
+    widths = [
+        max(tex_width(c) for c in column) + 1.0 for column in zip(*shown_rows)
+    ]  # + column gap
+    shown = len(widths)
+    while shown > 1 and sum(widths[:shown]) + (2.2 if shown < len(widths) else 1.0) > room:
+        shown -= 1
+    body_rows = [row[:shown] + ([r"\cdots"] if shown < len(widths) else []) for row in shown_rows]
+    if len(cells) > rows:
+        body_rows.append([r"\vdots"] * len(body_rows[0]))
+    body = r" \\ ".join(" & ".join(row) for row in body_rows)
+    width = sum(widths[:shown]) + (2.2 if shown < len(widths) else 1.0)
+    return r"\begin{pmatrix} " + body + r" \end{pmatrix}", width
+
+
+def arrays(
+    values: np.ndarray,
+    label: Callable[[str | None], str],
+    fmt: NumberFormat,
+    rows: int = 12,
+    pairs_shown: int = 8,
+) -> list[tuple[str, float]]:
+    """``label = matrix`` displays for an array of any rank: one matrix per channel (3-D) or per
+    (output, input) channel pair (4-D), a vector as a row."""
+    if values.ndim == 4:
+        pairs = list(product(range(values.shape[0]), range(values.shape[1])))
+        one = values.shape[:2] == (1, 1)
+        shown = [
+            labelled(label(None if one else f"{o + 1},{c + 1}"), values[o, c], fmt, rows)
+            for o, c in pairs[:pairs_shown]
+        ]
+        more = len(pairs) - pairs_shown
+        return shown + ([(rf"\ldots \text{{ and {more} more}}", 8.0)] if more > 0 else [])
+    if values.ndim == 3:
+        channels = list(range(values.shape[0]))
+        one = len(channels) == 1
+        shown = [
+            labelled(label(None if one else f"c={c + 1}"), values[c], fmt, rows)
+            for c in channels[:pairs_shown]
+        ]
+        more = len(channels) - pairs_shown
+        return shown + ([(rf"\ldots \text{{ and {more} more}}", 8.0)] if more > 0 else [])
+    if values.ndim == 1:
+        return [labelled(label(None), values.reshape(1, -1), fmt, rows)]
+    return [labelled(label(None), values, fmt, rows)]
+
+
+def labelled(tex: str, values: np.ndarray, fmt: NumberFormat, rows: int = 12) -> tuple[str, float]:
+    """``tex = (matrix)``, cut to what fits (see ``matrix``)."""
+    room = LINE_WIDTH - tex_width(tex) - 1.4
+    cells = [
+        [fmt(v) for v in row] for row in values[: rows + 1]
+    ]  # one more: the matrix knows it is cut
+    tex_matrix, width = matrix(cells, room, rows)
+    return f"{tex} = {tex_matrix}", tex_width(tex) + 1.4 + width
+
+
+def lines(items: list[tuple[str, float]]) -> list[str]:
+    """Displays placed side by side, as many as fit in a line."""
+    result: list[tuple[list[str], float]] = []
+    for tex, width in items:
+        if result and result[-1][1] + 2 + width <= LINE_WIDTH:
+            result[-1][0].append(tex)
+            result[-1] = (result[-1][0], result[-1][1] + 2 + width)
+        else:
+            result.append(([tex], width))
+    return [r" \qquad ".join(texs) for texs, _ in result]
+
+
+__all__ = [
+    "LINE_WIDTH",
+    "Detail",
+    "arrays",
+    "elide",
+    "input_letter",
+    "labelled",
+    "layer_table",
+    "lines",
+    "listed",
+    "local_tex",
+    "matrix",
+    "node_numbers",
+    "node_rows",
+    "op_notation",
+    "plural",
+    "position_set_tex",
+    "position_table",
+    "shape_tex",
+    "term_numbers",
+    "term_parts",
+    "text",
+]
