@@ -756,4 +756,4 @@ def _rows(values, size):
 
 
 _LAYOUT = Layout(INPUT_SHAPE, OUTPUT_SIZE, PARAMETERS, generic_g=True, loss=None)
-_PROGRAMS = Programs(nodes=_nodes, layers=_layers, batch_chunk=256)
+_PROGRAMS = Programs(nodes=_nodes, layers=_layers, batch_chunk=1024)

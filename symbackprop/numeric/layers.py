@@ -107,7 +107,7 @@ def program_source(network: Any, backend: str = "numpy") -> str:
 
 
 CHUNK_BYTES = 2**20  # the largest array of a chunk of the batch: 1 MB, about a core's cache
-CHUNK_LIMITS = (16, 256)  # fewer samples at a time costs more in python than it saves
+CHUNK_LIMITS = (16, 1024)  # fewer samples at a time costs more in python than it saves
 
 
 def batch_chunk(network: Any) -> int:
