@@ -152,11 +152,12 @@ def closed_forms(tree_nodes: int) -> Work:
 
 
 def finite_differences(network: Network, samples: int) -> Work:
-    """Central differences of the reference loss, two evaluations per parameter element at
-    each sample and choice of the generic g and loss (the input's all at once)."""
-    from .verify import choices  # late: the checking machinery, only for this estimate
+    """Central differences of the reference loss, two evaluations per parameter element
+    (at most ``verify.FD_ELEMENTS`` of each parameter, sampled) at each sample and choice of
+    the generic g and loss (the input's all at once)."""
+    from .verify import FD_ELEMENTS, choices  # late: the checking machinery, only for this estimate
 
-    per_point = 2 * network.parameter_count + 1
+    per_point = 1 + 2 * sum(min(prod(shape), FD_ELEMENTS) for shape in network.parameters.values())
     count = len(choices(network)) * samples * per_point
     per_evaluation = (
         len(network.layers) * EVALUATION_LAYER_SECONDS

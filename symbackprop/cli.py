@@ -1,6 +1,6 @@
 """The ``symbackprop`` command: the only module that prints to the terminal or writes files.
 
-    symbackprop derive  [SPEC] [--preset NAME] [-o DIR] [--closed-forms none|small|all]
+    symbackprop derive  [SPEC] [--preset NAME] [-o DIR] [--closed-forms none|small|all] [--style layers|nodes]
     symbackprop check   [SPEC] [--preset NAME] [--samples N] [--seed S] [--json]
     symbackprop handout [SPEC] [--preset NAME] [-o DIR] [--no-pdf] [--keep-log] [--detail full|summary]
     symbackprop exercises [SPEC] [--preset NAME] [--seed N] [-o DIR] [--no-pdf] [--keep-log]
@@ -268,7 +268,11 @@ def _file_size(path: Path) -> str:
 def run_derive(args: argparse.Namespace) -> int:
     network = _network(args)
     limits = _limits(args)
-    budget.enforce("derive", [budget.scalar_graph(network), budget.per_node_program(network)], limits)
+    # derivation.json needs the scalar graph; gradients.py needs it only in the per-node style
+    work = [budget.scalar_graph(network)]
+    if args.style == "nodes":
+        work.append(budget.per_node_program(network))
+    budget.enforce("derive", work, limits)
     target = _output_dir(args, network)
     progress = Progress(args.quiet)
     start = time.perf_counter()
@@ -289,7 +293,8 @@ def run_derive(args: argparse.Namespace) -> int:
             record = plan.build(progress=bar.update)
         (staging / "derivation.json").write_text(dumps(record), encoding="utf-8")
         with progress.bar("gradients.py", 1, "file") as bar:
-            d.export_module(staging / "gradients.py")  # numpy-only loss_and_grads(x, y, params)
+            # numpy-only loss_and_grads(x, y, params); per layer, it never builds the scalar graph
+            d.export_module(staging / "gradients.py", style=args.style)
             bar.update(1)
     done = time.perf_counter()
     files = ", ".join(f"{target / name} ({_file_size(target / name)})"
@@ -305,11 +310,9 @@ def run_check(args: argparse.Namespace) -> int:
     from .verify import check, choices  # late: only this command needs the checking machinery
 
     network = _network(args)
-    budget.enforce("check", [
-        budget.scalar_graph(network),
-        budget.per_node_program(network, compiled=True),
-        budget.finite_differences(network, args.samples),
-    ], _limits(args))
+    # The per-layer code needs no scalar graph; the per-node program is checked too only for
+    # small networks (verify.NODES_LIMIT edges), so finite differences are what can grow.
+    budget.enforce("check", [budget.finite_differences(network, args.samples)], _limits(args))
     progress = Progress(args.quiet)
     progress.note("deriving ...")
     d = network.derive()
@@ -340,13 +343,17 @@ def _check_table(report) -> str:
     from .verify import TOLERANCES
 
     methods = report.methods
+    code = " and ".join({"layers": "per-layer code", "nodes": "per-node program"}[s] for s in report.styles)
     lines = [
         (
             f"check {report.network}: {report.samples} samples, seed {report.seed}; "
-            f"derived gradients against {', '.join(methods)}"
+            f"derived gradients ({code}) against {', '.join(methods)}"
         ),
         "abs: largest |derived - method| over the samples; rel: abs / the method's largest |value|",
     ]
+    if report.sampled:
+        counts = ", ".join(f"{name} {count} of {total}" for name, (count, total) in report.sampled.items())
+        lines.append(f"finite differences on a seeded sample of elements: {counts}")
     lines += [f"{method} not used: {why}" for method, why in report.skipped.items()]
     header = f"  {'':<8}" + "".join(f"{m:<22}" for m in methods)
     columns = f"  {'':<8}" + "".join(f"{'abs':<11}{'rel':<11}" for _ in methods) + "verdict"
@@ -419,9 +426,7 @@ def compile_pdf(tex: Path, command: list[str]) -> tuple[bytes, str]:
 
 def run_handout(args: argparse.Namespace) -> int:
     network = _network(args)
-    budget.enforce("handout", [
-        budget.scalar_graph(network, copies=2), budget.per_node_program(network),
-    ], _limits(args))
+    budget.enforce("handout", [budget.scalar_graph(network, copies=2)], _limits(args))
     target = _output_dir(args, network)
     progress = Progress(args.quiet)
     start = time.perf_counter()
@@ -534,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--closed-forms", choices=CLOSED_FORMS, default="small",
                         help="which closed forms derivation.json holds: none, small (up to 1,000 "
                         "tree nodes each; the default) or all (refused past --max-closed-size)")
+    derive.add_argument(
+        "--style", choices=["layers", "nodes"], default=None,
+        help="gradients.py's code: a block per layer, or a line per node of the graph "
+        "(default: per layer, with the per-node program too for a small network)",
+    )
 
     check = _command(
         commands, "check", run_check,

@@ -452,18 +452,18 @@ class Derivation:
 
     # ---- numbers (symbackprop.numeric builds on this module, so it is imported late) --------
 
-    def numeric(self, g: str | None = None, loss: str | None = None):
-        """Fast ``loss_and_grads(x, y, params)`` from the program, generic g/loss chosen by
-        name; see ``symbackprop.numeric.numeric``."""
+    def numeric(self, g=None, loss=None, reduce=None, style=None, backend="numpy"):
+        """Fast ``loss_and_grads(x, y, params)``, generic g/loss chosen by name, per sample or
+        reduced over a batch (``reduce="sum"``/``"mean"``); see ``symbackprop.numeric.numeric``."""
         from .numeric import numeric
 
-        return numeric(self, g=g, loss=loss)
+        return numeric(self, g=g, loss=loss, reduce=reduce, style=style, backend=backend)
 
-    def export_module(self, path):
+    def export_module(self, path, style=None, backend="numpy"):
         """Write the standalone numpy module with ``loss_and_grads``; returns its path."""
         from .numeric import export_module
 
-        return export_module(self, path)
+        return export_module(self, path, style=style, backend=backend)
 
     # ---- the tensor view (symbackprop.tensor builds on this module, so it is imported late) --
 

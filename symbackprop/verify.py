@@ -1,14 +1,18 @@
 """The proof that a derivation's gradients are right: derived numbers against independent ones.
 
 ``check(d)`` draws random points — inputs, targets and weights, from a seed — and
-evaluates the derived gradients there (``d.numeric()``, both as one sample and as a
-batch of one, so that the float code and the array code are both checked). It
-compares them, and the loss, with three methods that share nothing with the
-derivation:
+evaluates the derived gradients there with the numeric code (``d.numeric()``): the
+per-layer code always, and the per-node program too when the network is small enough
+for it (``NODES_LIMIT`` graph edges) — each as one sample and as a batch of one, and
+reduced (``reduce="sum"``) over the batch of all the points. It compares them, and the
+loss, with three methods that share nothing with that code:
 
-* ``reference``: the layer-level numpy backprop of ``symbackprop.reference``;
+* ``reference``: the layer-level numpy backprop of ``symbackprop.reference`` (the
+  operations' reference faces), written apart from the numeric code's runtime;
 * ``finite differences``: central differences of the reference loss, one
-  element at a time (step ``STEP``) — accurate to about 1e-9, so judged more loosely;
+  element at a time (step ``STEP``) — accurate to about 1e-9, so judged more loosely.
+  A quantity with more than ``FD_ELEMENTS`` elements is differenced on a seeded sample
+  of that many (the report says which);
 * ``torch``: PyTorch autograd in float64, when torch is installed.
 
 A network with a generic activation g or loss L is checked once per concrete
@@ -16,8 +20,9 @@ choice (see ``choices``). The result is a ``Report``: per choice, per parameter,
 the largest absolute error over the samples, the relative error (that error over
 the largest magnitude the method gave), and whether it is within tolerance.
 
-Imports numpy, ``reference``, the activation and loss registries (for the names of
-the concrete choices) and, when torch is installed, ``torch_bridge``.
+Imports numpy, ``reference``, ``numeric`` (for the size of the per-node program), the
+activation and loss registries (for the names of the concrete choices) and, when torch is
+installed, ``torch_bridge``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 from . import reference
 from .activations import ACTIVATIONS
 from .losses import LOSSES
+from .numeric.nodes import graph_edges
 
 if TYPE_CHECKING:
     from .derive import Derivation
@@ -46,6 +52,9 @@ TOLERANCES = {
     "torch": (1e-9, 1e-12),
 }
 STEP = 1e-6  # the finite-difference step
+FD_ELEMENTS = 200  # finite differences of at most this many elements per quantity, seeded
+FD_CHUNK = 8  # perturbed inputs the reference evaluates at once (a copy of each layer per input)
+NODES_LIMIT = 20_000  # graph edges up to which the per-node program is checked too
 KINK_MARGIN = 1e-4  # points this close to a kink (ReLU at 0, a max pool's near-tie) are drawn again
 
 
@@ -126,6 +135,9 @@ class Report:
     methods: list[str]  # the methods used
     skipped: dict[str, str]  # method -> why it was not used
     runs: list[Run]
+    styles: list[str] = field(default_factory=lambda: ["layers"])  # the numeric code checked
+    # quantity -> (elements differenced, elements) where finite differences took a sample
+    sampled: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def agree(self) -> bool:
@@ -139,6 +151,10 @@ class Report:
             "samples": self.samples,
             "seed": self.seed,
             "methods": self.methods,
+            "styles": self.styles,
+            "finite_differences_sampled": {
+                name: {"elements": count, "of": total} for name, (count, total) in self.sampled.items()
+            },
             "skipped": self.skipped,
             "tolerances": tolerances,
             "agree": self.agree,
@@ -167,7 +183,7 @@ def check(
     seed: int = 0,
     on_choice: Callable[[str | None, str | None], None] | None = None,
 ) -> Report:
-    """Compare ``d``'s derived gradients with every independent method at ``samples``
+    """Compare ``d``'s numeric gradients with every independent method at ``samples``
     random points drawn with ``seed``, for each choice of a generic g and loss
     (``on_choice(g, loss)`` is told as each begins)."""
     samples, seed = operator.index(samples), operator.index(seed)  # numpy integers welcome
@@ -179,33 +195,58 @@ def check(
     methods = [m for m in METHODS if m != "torch" or torch is not None]
     skipped = {} if torch is not None else {"torch": "not installed"}
     net = d.network
+    styles = ["layers", "nodes"] if graph_edges(net) <= NODES_LIMIT else ["layers"]
     rng = np.random.default_rng(seed)
+    sizes = {"x": prod(net.input_shape), **{n: prod(s) for n, s in net.parameters.items()}}
+    # The elements finite differences look at: all, or a seeded sample of FD_ELEMENTS.
+    elements = {
+        name: np.sort(rng.choice(size, FD_ELEMENTS, replace=False)) if size > FD_ELEMENTS else None
+        for name, size in sizes.items()
+    }
     runs = []
     for g, loss in choices(net):
         if on_choice:
             on_choice(g, loss)
-        f = d.numeric(g=g, loss=loss)
+        functions = [d.numeric(g=g, loss=loss, style=style) for style in styles]
         rows = {name: Row(name) for name in ["loss", "x", *net.parameters]}
+        points = []
         for _ in range(samples):
             x, y, params = draw_point(net, rng, g, loss)
-            derived = [f(x, y, params), _first(f(x[None], y[None], params))]
+            points.append((x, y))
+            derived = [f(x, y, params) for f in functions]  # one sample,
+            derived += [_first(f(x[None], y[None], params)) for f in functions]  # a batch of one
             others = {"reference": reference.loss_and_grads(net, x, y, params, g=g, loss=loss)}
-            others["finite differences"] = finite_differences(net, x, y, params, g, loss)
+            others["finite differences"] = finite_differences(net, x, y, params, g, loss, elements)
             if torch is not None:
                 others["torch"] = torch_loss_and_grads(net, x, y, params, g, loss)
             for method, other in others.items():
                 for out in derived:
                     _compare(rows, method, out, other)
+        # The batch of all the points, reduced: the summed loss and gradients (the last
+        # point's parameters), against the reference's per-sample ones summed.
+        xs, ys = np.stack([p[0] for p in points]), np.stack([p[1] for p in points])
+        per_sample = reference.loss_and_grads(net, xs, ys, params, g=g, loss=loss)
+        summed = reference.Result(
+            per_sample.loss.sum(),
+            {n: v if n == "x" else v.sum(axis=0) for n, v in per_sample.grads.items()},
+        )
+        for style in styles:
+            f = d.numeric(g=g, loss=loss, reduce="sum", style=style)
+            _compare(rows, "reference", f(xs, ys, params), summed)
         runs.append(Run(g, loss, list(rows.values())))
-    return Report(net.name, samples, seed, methods, skipped, runs)
+    sampled = {n: (FD_ELEMENTS, sizes[n]) for n, chosen in elements.items() if chosen is not None}
+    return Report(net.name, samples, seed, methods, skipped, runs, styles, sampled)
 
 
 def _compare(rows: dict[str, Row], method: str, derived: Any, other: Any) -> None:
-    """Add one derived result against one method's to the rows (no loss row if it gave none)."""
+    """Add one derived result against one method's to the rows (no loss row if it gave none;
+    only the elements finite differences looked at, the others being nan there)."""
     if other.loss is not None:
         rows["loss"].comparisons.setdefault(method, Comparison()).add(derived.loss, other.loss)
     for name, grad in other.grads.items():
-        rows[name].comparisons.setdefault(method, Comparison()).add(derived.grads[name], grad)
+        mine = np.asarray(derived.grads[name], dtype=float)
+        looked_at = ~np.isnan(grad) if method == "finite differences" else ...
+        rows[name].comparisons.setdefault(method, Comparison()).add(mine[looked_at], grad[looked_at])
 
 
 def _first(batch: Any) -> reference.Result:
@@ -257,27 +298,37 @@ def finite_differences(
     params: Mapping[str, np.ndarray],
     g: str | None = None,
     loss: str | None = None,
+    elements: Mapping[str, np.ndarray | None] | None = None,
 ) -> reference.Result:
     """Central differences (L(θ + h) − L(θ − h)) / 2h of the reference loss, for every element
-    of x and of each parameter. The loss itself is left out (None): nothing to compare."""
+    of x and of each parameter — or, where ``elements`` names flat indices for a quantity, for
+    those alone (the others are nan). The loss itself is left out (None): nothing to compare."""
+    elements = elements or {}
     grads = {}
     # x: every perturbed input at once, as one batch.
-    steps = np.eye(x.size).reshape(x.size, *x.shape) * STEP
-    batch = np.concatenate([x + steps, x - steps])
-    values = reference.loss_value(
-        net, batch, np.broadcast_to(y, (len(batch), y.size)), params, g, loss
-    )
-    grads["x"] = ((values[: x.size] - values[x.size :]) / (2 * STEP)).reshape(x.shape)
+    chosen = elements.get("x")
+    indices = np.arange(x.size) if chosen is None else chosen
+    steps = np.zeros((len(indices), x.size))
+    steps[np.arange(len(indices)), indices] = STEP
+    batch = np.concatenate([x + steps.reshape(-1, *x.shape), x - steps.reshape(-1, *x.shape)])
+    values = np.concatenate([  # in chunks: a large image's layers hold a copy per sample
+        reference.loss_value(net, part, np.broadcast_to(y, (len(part), y.size)), params, g, loss)
+        for part in np.array_split(batch, max(1, len(batch) // FD_CHUNK))
+    ])
+    flat = np.full(x.size, np.nan)
+    flat[indices] = (values[: len(indices)] - values[len(indices) :]) / (2 * STEP)
+    grads["x"] = flat.reshape(x.shape)
     for name, value in params.items():
-        grad = np.empty(value.size)
-        for i in range(value.size):
+        chosen = elements.get(name)
+        flat = np.full(value.size, np.nan)
+        for i in range(value.size) if chosen is None else chosen:
             shifted = {**params, name: value.copy()}
             shifted[name].flat[i] = value.flat[i] + STEP
             up = reference.loss_value(net, x, y, shifted, g, loss)
             shifted[name].flat[i] = value.flat[i] - STEP
             down = reference.loss_value(net, x, y, shifted, g, loss)
-            grad[i] = (up - down) / (2 * STEP)
-        grads[name] = grad.reshape(value.shape)
+            flat[i] = (up - down) / (2 * STEP)
+        grads[name] = flat.reshape(value.shape)
     return reference.Result(None, grads)
 
 

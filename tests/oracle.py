@@ -43,6 +43,24 @@ def torch_batch_loss_and_grads(
     return torch_bridge.loss_and_grads(net, x, y, params)
 
 
+def torch_reduced_loss_and_grads(
+    net: sb.Network, x: np.ndarray, y: np.ndarray, params: dict[str, np.ndarray], reduce: str
+) -> tuple[float, dict[str, np.ndarray]]:
+    """PyTorch's ``backward`` of the batch's summed or mean loss (``reduce``), in one pass over
+    the batch: the loss, each parameter's gradient (shaped like it) and x's per sample."""
+    import torch
+
+    model = torch_bridge.to_torch(net, params, exact=True)
+    inputs = torch.tensor(np.asarray(x, dtype=float), requires_grad=True)
+    outputs = model(inputs).reshape(len(x), net.output_size)
+    losses = torch_bridge.torch_loss(net)(outputs, torch.tensor(np.asarray(y, dtype=float)))
+    total = losses.sum() if reduce == "sum" else losses.mean()
+    total.backward()
+    grads = {"x": inputs.grad.numpy()}
+    grads.update({name: p.grad.numpy() for name, p in zip(net.parameters, model.parameters())})
+    return float(total.detach()), grads
+
+
 def sign_flipped(net: sb.Network, name: str, index: tuple[int, ...]) -> sb.Derivation:
     """A test double: ``net``'s derivation with the sign of one gradient element flipped in its
     program — what a wrong derivation looks like to the numeric code and to ``check``."""

@@ -32,8 +32,8 @@ def test_the_article_checks_out(capsys):
     assert main(["check", "--preset", "article", "--samples", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(
-        "check article: 1 samples, seed 0; derived gradients against reference, "
-        "finite differences, torch\n"
+        "check article: 1 samples, seed 0; derived gradients (per-layer code and per-node "
+        "program) against reference, finite differences, torch\n"
     )
     assert "\ng = tanh, loss = cross_entropy\n" in out
     assert out.count("\n  W3      ") == 6  # one row per choice of g and loss
@@ -95,5 +95,5 @@ def test_the_table_says_when_torch_is_not_there(spec, capsys, monkeypatch):
     monkeypatch.setattr(verify, "_torch", lambda: None)
     assert main(["check", str(spec), "--samples", "1"]) == 0
     out = capsys.readouterr().out
-    assert "derived gradients against reference, finite differences\n" in out
+    assert "(per-layer code and per-node program) against reference, finite differences\n" in out
     assert "\ntorch not used: not installed\n" in out

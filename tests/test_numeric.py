@@ -1,7 +1,9 @@
-"""Numeric code from the derivation: d.numeric() and the generated module agree with PyTorch."""
+"""Numeric code from the derivation: d.numeric() and the generated module agree with PyTorch,
+in both styles (per node, per layer); the API, its errors and the exported module."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from oracle import (
     random_point,
     torch_batch_loss_and_grads,
     torch_loss_and_grads,
+    torch_reduced_loss_and_grads,
 )
 from strategies import CONCRETE_ACTIVATIONS, CONCRETE_LOSSES, networks
 
@@ -33,12 +36,13 @@ def article() -> sb.Derivation:
 # ---- worked example ------------------------------------------------------------------------
 
 
-def test_article_at_a_point_worked_by_hand(article):
+@pytest.mark.parametrize("style", ["nodes", "layers", None])
+def test_article_at_a_point_worked_by_hand(article, style):
     # x = 0.5 and every weight 1, identity g, sse against y = 0:
     # z1 = 4 · 0.5 = 2, z2 = 4 · 2 = 8, z3 = 4 · 8 = 32, L = (32² + 32²) / 2 = 1024;
     # ∂L/∂z3 = 32, so ∂L/∂w3 = 32 · a2 = 256; ∂L/∂a2 = 2 · 32 = 64, so ∂L/∂w2 = 4 · 64 · 2 = 512;
     # each a1 feeds as many z2 as it has positions: ∂L/∂w1 = Σ_j ∂L/∂a1_j · x = 16 · 64 · 0.5.
-    f = article.numeric(g="identity", loss="sse")
+    f = article.numeric(g="identity", loss="sse", style=style)
     params = {"W1": np.ones((1, 1, 2, 2)), "W2": np.ones((1, 1, 2, 2)), "W3": np.ones((2, 4))}
     out = f(np.full((1, 4, 4), 0.5), np.zeros(2), params)
     assert out.loss == 1024.0
@@ -58,20 +62,23 @@ def test_article_at_a_point_worked_by_hand(article):
 # ---- against PyTorch ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("style", ["nodes", "layers"])
 @pytest.mark.parametrize("g, loss", list(product(CONCRETE_ACTIVATIONS, CONCRETE_LOSSES)))
-def test_article_with_each_concrete_choice_matches_torch(article, rng, g, loss):
+def test_article_with_each_concrete_choice_matches_torch(article, rng, g, loss, style):
     net = sb.presets.article().with_choices(g=g, loss=loss)
     x, y, params = draw_point(net, rng)
-    out = article.numeric(g=g, loss=loss)(x, y, params)
+    out = article.numeric(g=g, loss=loss, style=style)(x, y, params)
     assert_same_gradients(out, *torch_loss_and_grads(net, x, y, params))
 
 
 @given(networks())
 def test_numeric_equals_reference_and_torch(net):
     x, y, params = draw_point(net, np.random.default_rng(7))
-    out = net.derive().numeric()(x, y, params)
-    assert_same_gradients(out, *torch_loss_and_grads(net, x, y, params))
-    assert_same_gradients(out, *reference.loss_and_grads(net, x, y, params))
+    d = net.derive()
+    for style in ("nodes", "layers"):
+        out = d.numeric(style=style)(x, y, params)
+        assert_same_gradients(out, *torch_loss_and_grads(net, x, y, params))
+        assert_same_gradients(out, *reference.loss_and_grads(net, x, y, params))
 
 
 @given(networks())
@@ -80,12 +87,64 @@ def test_batch_gives_per_sample_gradients_of_torch_func(net):
     _, _, params = draw_point(net, rng)
     points = [draw_point(net, rng)[:2] for _ in range(3)]
     x, y = np.stack([p[0] for p in points]), np.stack([p[1] for p in points])
-    f = net.derive().numeric()
+    f = net.derive().numeric(style="nodes")
     batch = f(x, y, params)
     assert_same_gradients(batch, *torch_batch_loss_and_grads(net, x, y, params))
     # The array code (a batch) and the float code (one sample) give the same numbers.
     one = f(x[1], y[1], params)
     assert_same_gradients(one, batch.loss[1], {n: g[1] for n, g in batch.grads.items()}, 1e-13)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("size", [0, 1, 5])
+def test_the_per_node_program_reduces_a_batch_as_torch(article, rng, reduce, size):
+    net = sb.presets.article().with_choices(g="tanh", loss="cross_entropy")
+    _, _, params = draw_point(net, rng)
+    x, y = rng.normal(size=(size, 1, 4, 4)), rng.dirichlet(np.ones(2), size=size)
+    out = article.numeric(g="tanh", loss="cross_entropy", reduce=reduce, style="nodes")(x, y, params)
+    expected = torch_reduced_loss_and_grads(net, x, y, params, reduce)
+    if size == 0:
+        assert out.loss == 0.0 if reduce == "sum" else np.isnan(out.loss)
+        assert {n: g.shape for n, g in out.grads.items()} == {
+            n: g.shape for n, g in expected[1].items()
+        }
+    else:
+        assert_same_gradients(out, *expected)
+
+
+def test_an_empty_batch_gives_empty_per_sample_arrays_in_both_styles(article):
+    for style in ("nodes", "layers"):
+        f = article.numeric(g="relu", loss="sse", style=style)
+        params = {"W1": np.ones((1, 1, 2, 2)), "W2": np.ones((1, 1, 2, 2)), "W3": np.ones((2, 4))}
+        out = f(np.zeros((0, 1, 4, 4)), np.zeros((0, 2)), params)
+        assert out.loss.shape == (0,)
+        assert {n: g.shape for n, g in out.grads.items()} == {
+            "x": (0, 1, 4, 4), "W1": (0, 1, 1, 2, 2), "W2": (0, 1, 1, 2, 2), "W3": (0, 2, 4)
+        }
+
+
+def test_the_default_runs_the_per_node_program_on_one_sample_of_a_small_network(
+    article, monkeypatch
+):
+    from symbackprop.numeric import compiled
+
+    module = compiled(article)  # the article is small: both programs
+    ran = []
+    for name in ("_nodes", "_layers"):
+        program = getattr(module, name)
+        monkeypatch.setattr(
+            module, "_PROGRAMS",
+            module._PROGRAMS._replace(**{name[1:]: lambda *a, _p=program, _n=name: ran.append(_n) or _p(*a)}),
+        )
+    f = article.numeric(g="sigmoid", loss="sse")
+    params = {"W1": np.ones((1, 1, 2, 2)), "W2": np.ones((1, 1, 2, 2)), "W3": np.ones((2, 4))}
+    f(np.zeros((1, 4, 4)), np.zeros(2), params)
+    one = f(np.zeros((1, 1, 4, 4)), np.zeros((1, 2)), params)  # a batch of one too
+    assert one.grads["W1"].shape == (1, 1, 1, 2, 2)
+    f(np.zeros((2, 1, 4, 4)), np.zeros((2, 2)), params)
+    assert ran == ["_nodes", "_nodes", "_layers"]
+    lenet = sb.presets.lenet5().derive()
+    assert "def _nodes(" not in module_source(lenet)
 
 
 @given(networks())
@@ -116,15 +175,18 @@ def test_kinks_follow_pytorch(activation, slope):
     assert reference.loss_and_grads(net, x, y, params).grads["b1"].tolist() == [-slope]
 
 
-def test_overflow_in_the_float_code_falls_back_to_the_array_code(article):
-    # σ(-4000): math.exp(4000) overflows where numpy gives inf and σ = 0 exactly.
-    f = article.numeric(g="sigmoid", loss="sse")
+@pytest.mark.parametrize("g", ["sigmoid", "softplus", "tanh"])
+def test_far_out_inputs_stay_finite_and_the_float_and_array_code_agree(article, g):
+    # z1 = -4000 and z1 = +4000: exp(4000) would overflow; the runtime's forms never form it.
     params = {"W1": -np.ones((1, 1, 2, 2)), "W2": np.ones((1, 1, 2, 2)), "W3": np.ones((2, 4))}
-    x, y = np.full((1, 4, 4), 1000.0), np.zeros(2)
-    with np.errstate(over="ignore"):
-        one, batch = f(x, y, params), f(x[None], y[None], params)
-    assert np.isfinite(one.loss)
-    assert_same_gradients(one, batch.loss[0], {n: g[0] for n, g in batch.grads.items()}, 0)
+    params["W1"][0, 0, 0, 0] = 1.0
+    x, y = np.full((1, 4, 4), 1000.0), np.array([0.0, 1.0])
+    for style in ("nodes", "layers"):
+        f = article.numeric(g=g, loss="cross_entropy", style=style)
+        with np.errstate(over="raise", invalid="raise", divide="raise"):  # not even a warning
+            one, batch = f(x, y, params), f(x[None], y[None], params)
+        assert np.isfinite(one.loss) and all(np.isfinite(v).all() for v in one.grads.values())
+        assert_same_gradients(one, batch.loss[0], {n: v[0] for n, v in batch.grads.items()}, 1e-15)
 
 
 # ---- errors a user can act on ----------------------------------------------------------------
@@ -203,21 +265,35 @@ def test_huge_finite_values_are_not_mistaken_for_non_finite(good):
 
 
 def test_the_generated_module_is_the_program_written_out(article):
-    source = module_source(article)
+    source = module_source(article, style="nodes")
     assert (
         "    z1_1 = W1_0_0_0_0*x_1 + W1_0_0_0_1*x_2 + W1_0_0_1_0*x_5 + W1_0_0_1_1*x_6\n" in source
     )
     assert "    a1_1 = g(z1_1)\n" in source
     assert "    dL_dz3_1 = dL_da3_1*g_prime(z3_1, a3_1)\n" in source  # a = g(z) passed along
     assert "        a2_1*dL_dz3_1,  # W3[0, 0]\n" in source
-    assert "import sympy" not in source and "symbackprop" not in source.split('"""', 2)[2]
     assert max(len(line) for line in source.splitlines()) <= 100
 
 
-def test_a_softmax_partition_sum_is_computed_once():
+@pytest.mark.parametrize("net", [sb.presets.article(), sb.presets.lenet5()], ids=["article", "lenet5"])
+def test_generated_modules_import_numpy_and_the_standard_library_only(net):
+    for style in ("nodes", "layers") if net.name == "article" else ("layers",):
+        tree = ast.parse(module_source(net.derive(), style=style))
+        imported = {
+            node.module if isinstance(node, ast.ImportFrom) else alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in node.names
+        }
+        assert imported <= {"math", "collections.abc", "typing", "numpy", "numpy.lib.stride_tricks"}
+
+
+def test_the_loss_is_a_call_to_the_stable_loss_of_the_runtime():
     net = sb.Network((1, 1, 3), [sb.Dense(units=3)], "cross_entropy")
-    program = module_source(net.derive()).split("def _program", 1)[1]
-    assert program.count("exp(a1_1)") == 1
+    program = module_source(net.derive(), style="nodes").split("def _nodes", 1)[1]
+    assert "    L = loss_value(out, targets)\n" in program
+    assert "    dL_da1_1, dL_da1_2, dL_da1_3 = loss_gradient(out, targets)\n" in program
+    assert "exp(" not in program.split("# ---- runtime helpers")[0]
 
 
 FRESH_PROCESS = """
@@ -230,19 +306,22 @@ gradients = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gradients)
 data = np.load(sys.argv[2])
 params = {name: data[name] for name in gradients.PARAMETERS}
-one = gradients.loss_and_grads(data["x"][0], data["y"][0], params, g="tanh", loss="mse")
-batch = gradients.loss_and_grads(data["x"], data["y"], params, g="tanh", loss="mse")
-print(json.dumps({
-    "one": [one.loss, {n: v.tolist() for n, v in one.grads.items()}],
-    "batch": [batch.loss.tolist(), {n: v.tolist() for n, v in batch.grads.items()}],
-}))
+results = {}
+for reduce in (None, "sum", "mean"):
+    for name, x, y in [("one", data["x"][0], data["y"][0]), ("batch", data["x"], data["y"])]:
+        out = gradients.loss_and_grads(x, y, params, reduce, g="tanh", loss="mse")
+        results[f"{name} {reduce}"] = [
+            np.asarray(out.loss).tolist(), {n: v.tolist() for n, v in out.grads.items()}
+        ]
+print(json.dumps(results))
 """
 
 
+@pytest.mark.parametrize("style", ["nodes", "layers"])
 def test_the_exported_module_gives_the_same_numbers_in_a_fresh_process_without_sympy(
-    article, tmp_path, rng
+    article, tmp_path, rng, style
 ):
-    path = article.export_module(tmp_path / "gradients.py")
+    path = article.export_module(tmp_path / "gradients.py", style=style)
     net = sb.presets.article().with_choices(g="tanh", loss="mse")
     _, _, params = random_point(net, rng)
     x, y = rng.normal(size=(4, 1, 4, 4)), rng.normal(size=(4, 2))
@@ -254,13 +333,13 @@ def test_the_exported_module_gives_the_same_numbers_in_a_fresh_process_without_s
         check=True,
     )
     result = json.loads(run.stdout)
-    f = article.numeric(g="tanh", loss="mse")
-    one, batch = f(x[0], y[0], params), f(x, y, params)
-    assert result["one"][0] == one.loss
-    assert result["batch"][0] == batch.loss.tolist()
-    for name in one.grads:
-        assert result["one"][1][name] == one.grads[name].tolist()
-        assert result["batch"][1][name] == batch.grads[name].tolist()
+    assert len(result) == 6
+    for reduce in (None, "sum", "mean"):
+        f = article.numeric(g="tanh", loss="mse", reduce=reduce, style=style)
+        for name, out in [("one", f(x[0], y[0], params)), ("batch", f(x, y, params))]:
+            loss, grads = result[f"{name} {reduce}"]
+            assert loss == np.asarray(out.loss).tolist()
+            assert grads == {n: v.tolist() for n, v in out.grads.items()}
 
 
 def test_derive_writes_gradients_py_beside_derivation_json(tmp_path, capsys):
@@ -269,3 +348,18 @@ def test_derive_writes_gradients_py_beside_derivation_json(tmp_path, capsys):
     assert (tmp_path / "derivation.json").exists()
     assert 'out = loss_and_grads(x, y, params, g="sigmoid", loss="sse")' in source
     assert "g=, one of identity, sigmoid, tanh, relu, softplus, leaky_relu" in source
+
+
+def test_derive_writes_the_style_asked_for(tmp_path, capsys):
+    assert main(["derive", "--preset", "article", "-o", str(tmp_path), "--style", "layers"]) == 0
+    source = (tmp_path / "gradients.py").read_text(encoding="utf-8")
+    assert "def _layers(" in source and "def _nodes(" not in source
+
+
+def test_an_unknown_style_or_backend_or_reduction_is_refused(article):
+    with pytest.raises(ValueError, match=r"style='fast'; choose 'layers', 'nodes' or None"):
+        article.numeric(g="relu", loss="sse", style="fast")
+    with pytest.raises(ValueError, match=r"backend='torch'; choose one of numpy, jax"):
+        article.numeric(g="relu", loss="sse", backend="torch")
+    with pytest.raises(ValueError, match=r"reduce='max'; choose None \(per sample\), 'sum' or 'mean'"):
+        article.numeric(g="relu", loss="sse", reduce="max")

@@ -157,6 +157,34 @@ def test_without_torch_the_other_methods_still_judge(monkeypatch):
     assert report.agree and "torch" not in report.runs[0].rows[1].comparisons
 
 
+def test_large_parameters_get_finite_differences_on_a_seeded_sample(monkeypatch):
+    monkeypatch.setattr(verify, "FD_ELEMENTS", 5)  # SMALL's x (9), W1 (8) and W2 (2x8) are larger
+    report = check(SMALL.derive(), samples=1, seed=3)
+    assert report.agree
+    assert report.sampled == {"x": (5, 9), "W1": (5, 8), "W2": (5, 16)}
+    assert report.to_dict()["finite_differences_sampled"]["W2"] == {"elements": 5, "of": 16}
+    x, y, params = draw_point(SMALL, np.random.default_rng(0))
+    chosen = {"W1": np.array([0, 7])}
+    approx = finite_differences(SMALL, x, y, params, elements=chosen)
+    exact = reference.loss_and_grads(SMALL, x, y, params).grads["W1"].ravel()
+    assert np.isnan(approx.grads["W1"].ravel()[1:7]).all()  # the elements not looked at
+    np.testing.assert_allclose(approx.grads["W1"].ravel()[[0, 7]], exact[[0, 7]], atol=1e-8)
+
+
+def test_both_codes_are_checked_on_a_small_network_the_per_layer_one_on_a_large_one():
+    assert check(SMALL.derive(), samples=1).styles == ["layers", "nodes"]
+
+
+@pytest.mark.slow
+def test_lenet5_checks_out_with_sampled_finite_differences():
+    report = check(sb.presets.lenet5().derive(), samples=1, seed=0)
+    assert report.agree and report.styles == ["layers"]
+    assert report.sampled == {
+        "x": (200, 1024), "W3": (200, 2400), "W5": (200, 48000), "W6": (200, 10080),
+        "W7": (200, 840),
+    }
+
+
 # ---- max pooling: near-ties are kinks too ----------------------------------------------------
 
 

@@ -23,6 +23,10 @@ walks the registry and names any face an operation lacks):
 * the reference face: ``reference_forward`` and ``reference_backward``, numpy alone, written
   from the textbook formulas at the level of the whole layer, sharing nothing with the
   scalar face (a test reads their source to hold them to it);
+* the numeric-code face: ``layer_code``, the lines of whole-array numpy that the generated
+  gradients modules run for its forward and backward pass (``LayerCode``; the variables it
+  reads and writes are named by ``CodeNames``; the helpers it calls are those of
+  ``symbackprop.numeric.runtime``);
 * the torch twin: ``torch_twin`` (the ``torch.nn`` modules that compute it: class names and
   arguments, the last holding its parameters) and
   ``from_torch`` (settings read off such a module). Only ``torch_bridge`` imports torch.
@@ -55,9 +59,32 @@ Pair = tuple[int, int]
 
 FACES = (
     "output_shape", "parameter_shapes", "window", "connections", "nodes",
-    "describe", "table_cells", "size_formula", "forward_formula", "weight_formula", "upstream_formula",
-    "tensor_form", "reference_forward", "reference_backward", "torch_twin", "from_torch",
+    "describe", "table_cells", "size_formula", "forward_formula", "weight_formula",
+    "upstream_formula", "tensor_form", "reference_forward", "reference_backward", "layer_code",
+    "torch_twin", "from_torch",
 )
+
+
+class CodeNames(NamedTuple):
+    """The variables of one layer's block in a generated module. Values are held with the
+    batch last — an image as (C, H, W, B), a vector as (N, B) — so that a convolution and a
+    dense layer are one matrix product each and every slice runs along the batch. ``B`` is
+    the batch size; ``grads`` holds the parameter gradients by name ("W3"): when
+    ``per_sample``, arrays (B, *shape) given to the block to write into, otherwise the
+    block assigns them, summed over the batch."""
+
+    number: int  # l: the parameters are W{l} and b{l}
+    input: str  # the layer's input, assigned before its block, batch last: "x", "a2"
+    output: str  # what the operation computes, to assign: its z, or a pool's a ("z3", "a2")
+    output_grad: str  # ∂L/∂output, assigned before its backward lines: "dz3", "da2"
+    input_grad: str  # ∂L/∂input, that its backward lines assign: "dx", "da2"
+
+
+class LayerCode(NamedTuple):
+    """A layer's lines of numpy, each block opening with a comment saying what it computes."""
+
+    forward: list[str]  # output from input (and the parameters)
+    backward: list[str]  # grads[...] of its parameters and input_grad, from output_grad
 
 
 class Connection(NamedTuple):
@@ -234,6 +261,12 @@ def weight_formula_tex(
     local_z = (r" \cdot " + local.removesuffix(r" \cdot ")) if local else ""
     bias = rf"\frac{{\partial L}}{{\partial b^{{({n.number})}}_{{{bias_index}}}}} = {over}{upstream}{local_z}"
     return equation, bias
+
+
+def index_text(stride: int, dilation: int, padding: int, out: str, kernel: str) -> str:
+    """Where an output index and a kernel place read the input, as text: "2i + m - 1"."""
+    text = f"{stride if stride != 1 else ''}{out} + {dilation if dilation != 1 else ''}{kernel}"
+    return text + (f" - {padding}" if padding else "")
 
 
 def weighted_sums(

@@ -19,12 +19,15 @@ from ..errors import SpecError
 from ..indexed import Bases, Claim, IndexForm, Settings, Spread, index
 from .arrays import dilated_kernel, pad, windows
 from .base import (
+    CodeNames,
     Connection,
+    LayerCode,
     Notation,
     Op,
     Pair,
     Shape,
     check_bias_and_activation,
+    index_text,
     integer,
     pair,
     pair_text,
@@ -286,6 +289,65 @@ class Conv2D(Op):
         if self.bias:
             grads["b"] = dz.sum(axis=(2, 3))
         return d_padded[:, :, ph : ph + height, pw : pw + width], grads
+
+    # ---- the numeric-code face ----------------------------------------------------------------
+
+    def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
+        """im2col: the strided windows of the input as columns, then one matrix product each
+        for z and ∂L/∂W (one per sample, on the windows taken sample by sample); ∂L/∂input
+        adds each window's share back, one kernel place at a time."""
+        channels, height, width = input_shape
+        out_channels, out_h, out_w = self.output_shape(input_shape)
+        (kh, kw), stride, padding, dilation = self.kernel_size, self.stride, self.padding, self.dilation
+        l, x, z, dz, dx = names
+        weight, bias, cols = f"W{l}", f"b{l}", f"cols{l}"
+        size, places = channels * kh * kw, out_h * out_w
+        kernel = f"{weight}.reshape({out_channels}, {size})"
+        row = index_text(stride[0], dilation[0], padding[0], "i", "m")
+        col = index_text(stride[1], dilation[1], padding[1], "j", "n")
+        window = f"{self.kernel_size}, {stride}, {dilation}"
+        forward = [
+            f"# {z}[o,i,j,b] = sum_(c,m,n) {weight}[o,c,m,n] * {x}[c, {row}, {col}, b]"
+            + (f" + {bias}[o]" if self.bias else ""),
+        ]
+        padded = x
+        if padding != (0, 0):
+            padded = f"padded{l}"
+            forward.append(f"{padded} = _pad({x}, {padding})  # zeros around")
+        forward += [
+            f"# {cols}: a column per output place and sample, its window (c, m, n) down it",
+            f"{cols} = _windows({padded}, {window}).reshape({size}, {places} * B)",
+            f"{z} = ({kernel} @ {cols}).reshape({out_channels}, {out_h}, {out_w}, B)"
+            + (f" + {bias}[:, None, None, None]" if self.bias else ""),
+        ]
+        backward = [
+            f"# dL/d{weight}[o,c,m,n] = sum_(i,j,b) dL/d{z}[o,i,j,b] * {x}[c, {row}, {col}, b]",
+            "if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads",
+            (
+                f"    rows = numpy.ascontiguousarray({dz}.reshape({out_channels}, {places}, B)"
+                ".transpose(2, 0, 1))"
+            ),
+            f"    columns = _windows_by_sample({padded}, {window}).reshape(B, {places}, {size})",
+            f"    numpy.matmul(rows, columns, out=grads[{weight!r}].reshape(B, {out_channels}, {size}))",
+            *([f"    grads[{bias!r}][...] = {dz}.sum(axis=(1, 2)).T"] if self.bias else []),
+            "else:",
+            (
+                f"    grads[{weight!r}] = ({dz}.reshape({out_channels}, {places} * B) @ {cols}.T)"
+                f".reshape({out_channels}, {channels}, {kh}, {kw})"
+            ),
+            *([f"    grads[{bias!r}] = {dz}.sum(axis=(1, 2, 3))"] if self.bias else []),
+        ]
+        padded_shape = f"({channels}, {height + 2 * padding[0]}, {width + 2 * padding[1]}, B)"
+        added = f"_add_windows(d_windows, {padded_shape}, {stride}, {dilation})"
+        backward += [
+            f"# dL/d{x}: each window's share, the kernel times dL/d{z}, added back where it was read",
+            (
+                f"d_windows = ({kernel}.T @ {dz}.reshape({out_channels}, {places} * B))"
+                f".reshape({channels}, {kh}, {kw}, {out_h}, {out_w}, B)"
+            ),
+            f"{dx} = {added}" if padding == (0, 0) else f"{dx} = _unpad({added}, {padding})",
+        ]
+        return LayerCode(forward, backward)
 
     # ---- the torch twin ---------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ from sympy import Sum
 
 from ..indexed import Bases, Claim, IndexForm, index
 from .base import (
+    CodeNames,
     Connection,
+    LayerCode,
     Notation,
     Op,
     Shape,
@@ -158,6 +160,38 @@ class Dense(Op):
         if self.bias:
             grads["b"] = dz
         return (dz @ params["W"]).reshape(x.shape), grads
+
+    # ---- the numeric-code face ----------------------------------------------------------------
+
+    def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
+        """z = W flat (+ b), flat the input as a column per sample, in (channel, row, column)
+        order as PyTorch's; ∂L/∂W = ∂L/∂z flatᵀ (an outer product per sample) and
+        ∂L/∂flat = Wᵀ ∂L/∂z."""
+        l, x, z, dz, dx = names
+        weight, bias, size = f"W{l}", f"b{l}", prod(input_shape)
+        if len(input_shape) > 1:  # an image (C, H, W, B): its columns are already in that order
+            flat = f"flat{l}"
+            flatten = [f"{flat} = {x}.reshape({size}, B)  # (channel, row, column) order, as PyTorch"]
+            unflatten = f".reshape({', '.join(map(str, input_shape))}, B)"
+        else:
+            flat, flatten, unflatten = x, [], ""
+        forward = [
+            f"# {z}[f,b] = sum_n {weight}[f,n] * {flat}[n,b]" + (f" + {bias}[f]" if self.bias else ""),
+            *flatten,
+            f"{z} = {weight} @ {flat}" + (f" + {bias}[:, None]" if self.bias else ""),
+        ]
+        backward = [
+            f"# dL/d{weight}[f,n] = dL/d{z}[f,b] * {flat}[n,b], summed over b unless per sample",
+            "if per_sample:  # an outer product per sample, into grads",
+            f"    numpy.multiply({dz}.T[:, :, None], {flat}.T[:, None, :], out=grads[{weight!r}])",
+            *([f"    grads[{bias!r}][...] = {dz}.T"] if self.bias else []),
+            "else:",
+            f"    grads[{weight!r}] = {dz} @ {flat}.T",
+            *([f"    grads[{bias!r}] = {dz}.sum(axis=1)"] if self.bias else []),
+            f"# dL/d{x}[n,b] = sum_f {weight}[f,n] * dL/d{z}[f,b]",
+            f"{dx} = ({weight}.T @ {dz}){unflatten}" if unflatten else f"{dx} = {weight}.T @ {dz}",
+        ]
+        return LayerCode(forward, backward)
 
     # ---- the torch twin ---------------------------------------------------------------------
 

@@ -24,11 +24,14 @@ from ..indexed import Bases, IndexForm, Maximum, Settings, index
 from ..nodes import Linear, Select
 from .arrays import pad, windows
 from .base import (
+    CodeNames,
     Connection,
+    LayerCode,
     Notation,
     Op,
     Pair,
     Shape,
+    index_text,
     pair,
     pair_text,
     read_attribute,
@@ -88,6 +91,28 @@ class _Pool(Op):
                     slots.append(slot)
             result.append(Connection(tuple(inputs), tuple(slots), None, None))
         return result
+
+    def _code_parts(self, input_shape: Shape, names: CodeNames, fill: str) -> dict[str, Any]:
+        """What the numeric code of both poolings shares: the window as text and sizes."""
+        channels, height, width = input_shape
+        _, out_h, out_w = self.output_shape(input_shape)
+        (kh, kw), stride, padding = self.kernel_size, self.stride, self.padding
+        x = names.input
+        padded = x if padding == (0, 0) else f"_pad({x}, {padding}, {fill})"
+        added = (
+            f"_add_windows(d_windows, ({channels}, {height + 2 * padding[0]}, "
+            f"{width + 2 * padding[1]}, B), {stride}, (1, 1))"
+        )
+        return {
+            "row": index_text(stride[0], 1, padding[0], "i", "m"),
+            "col": index_text(stride[1], 1, padding[1], "j", "n"),
+            "windows": f"_windows({padded}, {self.kernel_size}, {stride}, (1, 1))",
+            "places": f"{out_h}, {out_w}, B",
+            "channels": channels,
+            "kernel": f"{kh}, {kw}",
+            "area": kh * kw,
+            "input_grad": added if padding == (0, 0) else f"_unpad({added}, {padding})",
+        }
 
     def describe(self) -> str:
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
@@ -232,6 +257,31 @@ class MaxPool2D(_Pool):
         gaps = values.max(axis=4, keepdims=True) - values
         return bool(np.any((gaps > 0) & (gaps < margin)))
 
+    # ---- the numeric-code face ----------------------------------------------------------------
+
+    def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
+        """The windows as a view; argmax finds each window's first maximum, and the gradient
+        goes back to it alone."""
+        l, x, z, dz, dx = names
+        p = self._code_parts(input_shape, names, "-numpy.inf")
+        kept, first = f"windows{l}", f"first{l}"
+        channels, area = p["channels"], p["area"]
+        forward = [
+            f"# {z}[c,i,j,b] = max_(m,n) {x}[c, {p['row']}, {p['col']}, b]"
+            + (" (the padding, -inf, never wins)" if self.padding != (0, 0) else ""),
+            f"{kept} = {p['windows']}.reshape({channels}, {area}, {p['places']})",
+            f"{first} = {kept}.argmax(axis=1)  # each window's first maximum, in window order",
+            f"{z} = {kept}.max(axis=1)",
+        ]
+        backward = [
+            f"# dL/d{x}: each window's dL/d{z} goes to its first maximum alone (PyTorch's rule)",
+            f"places = numpy.arange({area}).reshape({area}, 1, 1, 1)",
+            f"d_windows = ({first}[:, None] == places) * {dz}[:, None]",
+            f"d_windows = d_windows.reshape({channels}, {p['kernel']}, {p['places']})",
+            f"{dx} = {p['input_grad']}",
+        ]
+        return LayerCode(forward, backward)
+
     @classmethod
     def from_torch(cls, module: Any) -> MaxPool2D:
         name = type(module).__name__
@@ -318,6 +368,28 @@ class AvgPool2D(_Pool):
                 dz / (kh * kw)
             )
         return d_padded[:, :, ph : ph + height, pw : pw + width], {}
+
+    # ---- the numeric-code face ----------------------------------------------------------------
+
+    def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
+        """The windows as a view, summed over the window's area; the gradient spreads evenly."""
+        _, x, z, dz, dx = names
+        p = self._code_parts(input_shape, names, "0.0")
+        area = p["area"]
+        forward = [
+            f"# {z}[c,i,j,b] = (1/{area}) sum_(m,n) {x}[c, {p['row']}, {p['col']}, b]"
+            + (" (the zero padding counted, as PyTorch)" if self.padding != (0, 0) else ""),
+            f"{z} = _sum_windows({p['windows']}) / {area}",
+        ]
+        backward = [
+            f"# dL/d{x}: each window's dL/d{z} / {area}, spread evenly over the places it covers",
+            (
+                f"d_windows = numpy.broadcast_to(({dz} / {area})[:, None, None], "
+                f"({p['channels']}, {p['kernel']}, {p['places']}))"
+            ),
+            f"{dx} = {p['input_grad']}",
+        ]
+        return LayerCode(forward, backward)
 
     def torch_twin(self, input_shape: Shape) -> list[tuple[str, dict[str, Any]]]:
         ((name, settings),) = super().torch_twin(input_shape)

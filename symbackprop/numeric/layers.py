@@ -1,0 +1,163 @@
+"""The per-layer program (``style="layers"``): each layer's forward and backward pass as
+whole-array numpy, a block per layer, from each operation's numeric-code face
+(``Op.layer_code``) — never from the scalar graph, so its size grows with the number of
+layers, not with the image, and printing it for LeNet-5 takes milliseconds.
+
+The printer owns what lies between the operations: the activations a = g(z) and
+∂L/∂z = ∂L/∂a · g′(z, a); the input held with the batch last ((C, H, W, B), see
+``ops.CodeNames``: a convolution is then one matrix product and every slice runs along the
+batch) and its gradient put back as (B, C, H, W); the loss per sample on a column per
+sample and its gradient (multiplied by ``scale``, 1/B for a batch's mean).
+
+Imports ``ops`` (for the names of a layer's variables) and the runtime's names.
+"""
+
+from __future__ import annotations
+
+import re
+from math import prod
+from typing import Any
+
+from ..ops import CodeNames
+from . import runtime
+
+PROGRAM = "_layers"  # the name of the printed function
+INDENT = "    "
+
+
+def program_source(network: Any, backend: str = "numpy") -> str:
+    """``def _layers(x, y, params, [g, g_prime,] loss_value, loss_gradient, grads, per_sample,
+    scale)`` for ``network``: (losses (B,), grads by name). For ``backend="jax"`` the same
+    text with ``jnp`` (jax.numpy) for ``numpy``; it runs summed only, per_sample False."""
+    generic_g = network.generic_activation
+    args = ["x", "y", "params", *(["g", "g_prime"] if generic_g else [])]
+    args += ["loss_value", "loss_gradient", "grads", "per_sample", "scale"]
+    body = [
+        f"def {PROGRAM}({', '.join(args)}):",
+        '    """The network a layer at a time on a batch x (B, *INPUT_SHAPE), y (B, K): forward,',
+        "    the loss per sample, then backward from the last layer. per_sample: the parameter",
+        "    gradients are written into grads' arrays (B, *shape); otherwise they are summed over",
+        "    the batch and put in grads. dL/da of the output is multiplied by scale (1/B for a",
+        '    mean). Returns the losses (B,) and grads, with "x" (B, *INPUT_SHAPE) added."""',
+        "    B = len(x)",
+    ]
+    body += [f"    {name} = params[{name!r}]" for name in network.parameters]
+    image = len(network.input_shape) == 3
+    if image:
+        body.append("    # (C, H, W, B): the batch last and contiguous, so that windows copy whole rows of it")
+        if backend == "jax":
+            body.append("    x = x.transpose(1, 2, 3, 0)")
+        else:
+            body.append("    x = numpy.ascontiguousarray(x.transpose(1, 2, 3, 0))")
+    else:
+        body.append("    x = x.T  # (N, B): a column per sample")
+    body.append("    y = y.T  # (K, B)")
+
+    blocks = []  # per layer: its names and code
+    for number, (op, shape) in enumerate(zip(network.layers, network.shapes), start=1):
+        previous = "x" if number == 1 else f"a{number - 1}"
+        activated = op.has_activation
+        names = CodeNames(
+            number=number,
+            input=previous,
+            output=f"z{number}" if activated else f"a{number}",
+            output_grad=f"dz{number}" if activated else f"da{number}",
+            input_grad=f"d{previous}",
+        )
+        blocks.append((op, shape, names, op.layer_code(shape, names)))
+
+    for number, (op, shape, names, code) in enumerate(blocks, start=1):
+        out = network.shapes[number]
+        body += ["", f"    # ---- layer {number} forward: {op.describe()} -> {_shape(out)}"]
+        body += _indent(code.forward)
+        if op.has_activation:
+            body.append(f"    a{number} = {_activation(op.activation, generic_g)}(z{number})")
+
+    last = len(blocks)
+    out_shape = network.shapes[-1]
+    body += ["", f"    # ---- the loss: {network.loss}, one value per sample"]
+    if len(out_shape) == 3:
+        body.append(f"    out = a{last}.reshape({prod(out_shape)}, B)  # (channel, row, column) order")
+        body += [
+            "    losses = loss_value(out, y)",
+            f"    da{last} = (loss_gradient(out, y) * scale).reshape({_args(out_shape)}, B)",
+        ]
+    else:
+        body += [
+            f"    losses = loss_value(a{last}, y)",
+            f"    da{last} = loss_gradient(a{last}, y) * scale",
+        ]
+
+    for number in range(last, 0, -1):
+        op, shape, names, code = blocks[number - 1]
+        body += ["", f"    # ---- layer {number} backward: {op.describe()}"]
+        if op.has_activation:
+            if op.activation == "identity":
+                body.append(f"    dz{number} = da{number}  # identity: dL/dz = dL/da")
+            else:
+                prime = f"{_activation(op.activation, generic_g)}_prime"
+                body.append(f"    dz{number} = da{number} * {prime}(z{number}, a{number})")
+        body += _indent(code.backward if backend != "jax" else _summed_only(code.backward))
+
+    body += [""]
+    body.append('    grads["x"] = dx.transpose(3, 0, 1, 2)' if image else '    grads["x"] = dx.T')
+    body.append("    return losses, grads")
+    text = "\n".join(body)
+    return re.sub(r"\bnumpy\.", "jnp.", text) if backend == "jax" else text
+
+
+CHUNK_BYTES = 2**20  # the largest array of a chunk of the batch: 1 MB, about a core's cache
+CHUNK_LIMITS = (16, 1024)  # fewer samples at a time costs more in python than it saves
+
+
+def batch_chunk(network: Any) -> int:
+    """How many samples the per-layer program takes at a time: a power of two that keeps its
+    largest array — a convolution's columns, window numbers × output places, or a layer's
+    input or output — near CHUNK_BYTES (measured best with benchmarks/numeric.py)."""
+    largest = 1
+    for op, shape, out in zip(network.layers, network.shapes, network.shapes[1:]):
+        columns = op.window(shape) * prod(out[1:]) if len(out) == 3 else 0
+        largest = max(largest, columns, prod(shape), prod(out))
+    chunk = CHUNK_LIMITS[0]
+    while chunk * 2 <= CHUNK_LIMITS[1] and chunk * 2 * largest * 8 <= CHUNK_BYTES:
+        chunk *= 2
+    return chunk
+
+
+def _activation(name: str, generic_g: bool) -> str:
+    """The runtime function computing an activation (``g`` for the generic one)."""
+    if name == "g":
+        return "g"
+    if name not in runtime.ACTIVATIONS:
+        raise NotImplementedError(f"activation {name!r} has no numeric form in the runtime")
+    return name
+
+
+def _summed_only(lines: list[str]) -> list[str]:
+    """The lines without their ``if per_sample:`` branches, the ``else:`` bodies dedented:
+    under jax the program runs summed, per-sample gradients coming from jax.vmap."""
+    result, branch = [], None
+    for line in lines:
+        if line.startswith("if per_sample:"):
+            branch = "per sample"
+        elif branch == "per sample" and line == "else:":
+            branch = "summed"
+        elif branch is not None and line.startswith(INDENT):
+            if branch == "summed":
+                result.append(line[len(INDENT) :])
+        else:
+            branch = None
+            result.append(line)
+    return result
+
+
+def _indent(lines: list[str]) -> list[str]:
+    return [INDENT + line if line else "" for line in lines]
+
+
+def _args(shape: tuple[int, ...]) -> str:
+    return ", ".join(map(str, shape))
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))

@@ -1,0 +1,547 @@
+"""The helpers every generated gradients module runs on — a real module, tested on its own,
+whose definitions the printers copy into each module they write (``embed.runtime_source``
+copies those a module uses, with what they use in turn).
+
+Sections, in the order a module needs them:
+
+* arguments: ``Result``, ``Layout`` (what a module knows of its network), checking x, y and
+  params with errors that say what is expected, choosing the generic g and L by name;
+* elementwise functions, each for a python float (one sample of the per-node code) or a
+  numpy array, in forms that never overflow: σ through e^−|z|, softplus through ``log1p``;
+  each activation ``f`` has ``f_prime(z, a)``, its derivative written with a = f(z) where
+  that saves work (σ′ = a(1 − a), tanh′ = 1 − a²);
+* losses, per sample: over a (K, B) array (per-layer code) or a list of K values, floats or
+  arrays (B,) (per-node code); cross-entropy through log-sum-exp, finite for any finite
+  logits;
+* windows: a strided view of every kernel window of a batch held last, (C, H, W, B), and
+  its adjoint,
+  the scatter-add of each window's gradient back where it was read, one kernel place at a
+  time;
+* running a module's programs: ``run`` checks the arguments, picks the program, and
+  returns per-sample results (``reduce=None``) or the batch's sum or mean.
+
+Imports numpy and the standard library only: the exported modules need nothing else. It
+shares no code with ``symbackprop.reference``, which checks it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy
+from numpy.lib.stride_tricks import as_strided
+
+_NUMBER = (int, float)  # one sample of the per-node code runs on python floats
+
+# ---- arguments --------------------------------------------------------------------------------
+
+
+class Result(NamedTuple):
+    """The loss and the gradients by name ("x" and each parameter).
+
+    reduce=None: the loss (a float, or shape (B,) for a batch) and each gradient shaped like
+    what it differentiates, with a leading B for a batch (per sample). reduce="sum" or
+    "mean": the batch's summed or mean loss (a float) and parameter gradients shaped like
+    the parameters; the gradient of x is still per sample.
+    """
+
+    loss: Any
+    grads: dict
+
+
+class Layout:
+    """What a generated module knows of its network: the shapes of x, y and the parameters,
+    whether its activation g is generic, and its loss (None: generic, chosen at run time)."""
+
+    def __init__(self, input_shape, output_size, parameters, generic_g, loss):
+        self.input_shape = tuple(input_shape)
+        self.output_size = output_size
+        self.parameters = dict(parameters)
+        self.generic_g = generic_g
+        self.loss = loss
+        # Where each gradient sits in the per-node program's flat result: x, then each parameter.
+        self.spans, start = {}, 0
+        for name, shape in {"x": self.input_shape, **self.parameters}.items():
+            self.spans[name] = (start, start + math.prod(shape), shape)
+            start += math.prod(shape)
+
+
+def choose(layout, g, loss):
+    """The functions a program takes: (g, g′) when g is generic, then (L, ∂L/∂a) always —
+    the chosen loss, or the network's own."""
+    if layout.generic_g:
+        chosen = _pick("g", g, ACTIVATIONS, "activation g")
+    elif g is not None:
+        raise ValueError(f"g={g!r}: this network has no generic activation g; its spec fixes it")
+    else:
+        chosen = ()
+    if layout.loss is None:
+        return chosen + _pick("loss", loss, LOSSES, "loss L")
+    if loss is not None:
+        raise ValueError(f"loss={loss!r}: this network has no generic loss L; its spec fixes it")
+    return chosen + LOSSES[layout.loss]
+
+
+def _pick(keyword, name, choices, what):
+    if name is None:
+        raise ValueError(
+            f"this network leaves its {what} generic; choose one for numbers with "
+            f"{keyword}=..., one of {', '.join(choices)} (e.g. {keyword}={next(iter(choices))!r})"
+        )
+    if name not in choices:
+        raise ValueError(
+            f"{keyword}={name!r} is not a known {what}; choose one of {', '.join(choices)}"
+        )
+    return choices[name]
+
+
+REDUCTIONS = (None, "sum", "mean")
+
+
+def checked(layout, x, y, params, reduce):
+    """x as a float batch (B, *input), y as (B, K), params as float arrays, and whether x was
+    one sample; a ValueError naming what is wrong and what was expected otherwise."""
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce={reduce!r}; choose None (per sample), 'sum' or 'mean'")
+    input_shape, output_size = layout.input_shape, layout.output_size
+    x = _numbers("x", x)
+    one = x.shape == input_shape
+    if one:
+        y_shape = (output_size,)
+    elif x.ndim == len(input_shape) + 1 and x.shape[1:] == input_shape:
+        y_shape = (x.shape[0], output_size)
+    else:
+        raise ValueError(
+            f"x has shape {x.shape}; expected {input_shape} for one sample "
+            f"or (B, {', '.join(map(str, input_shape))}) for a batch"
+        )
+    y = _numbers("y", y)
+    if y.shape != y_shape:
+        raise ValueError(
+            f"y has shape {y.shape}; expected {y_shape} to go with x of shape {x.shape}"
+        )
+    expected = ", ".join(f"{name} {shape}" for name, shape in layout.parameters.items())
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"params must be a dict of arrays ({expected}), got {type(params).__name__}"
+        )
+    if params.keys() != layout.parameters.keys():
+        for name in params:
+            if name not in layout.parameters:
+                raise ValueError(
+                    f"params has {name!r}, which this network does not have; expected {expected}"
+                )
+        missing = next(name for name in layout.parameters if name not in params)
+        raise ValueError(
+            f"params is missing {missing!r} of shape {layout.parameters[missing]}; "
+            f"expected {expected}"
+        )
+    arrays = {}
+    for name, shape in layout.parameters.items():
+        value = _numbers(name, params[name])
+        if value.shape != shape:
+            raise ValueError(f"params[{name!r}] has shape {value.shape}; expected {shape}")
+        _require_finite(name, value)
+        arrays[name] = value
+    _require_finite("x", x)
+    _require_finite("y", y)
+    return (x[None], y[None], arrays, True) if one else (x, y, arrays, False)
+
+
+def _label(what):
+    return what if what in ("x", "y") else f"params[{what!r}]"
+
+
+def _numbers(what, value):
+    try:
+        return numpy.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        message = f"{_label(what)} must be an array of numbers, got {type(value).__name__}"
+        raise ValueError(message) from None
+
+
+def _require_finite(what, values):
+    # A sum is finite when every value is: one quick pass (python's for a few values). Huge
+    # values can overflow it, so each value is looked at before they are called non-finite.
+    if values.size <= 64:
+        if math.isfinite(sum(values.ravel().tolist())):
+            return
+    else:
+        with numpy.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(numpy.add.reduce(values, axis=None)):
+                return
+    if numpy.isfinite(values).all():
+        return
+    raise ValueError(f"{_label(what)} has non-finite values (nan or inf); all must be finite")
+
+
+# ---- elementwise functions: a float or an array -----------------------------------------------
+
+
+def identity(z):
+    return z
+
+
+def identity_prime(z, a):
+    return 1.0
+
+
+def sigmoid(z):
+    """1 / (1 + e^−z): far below 0, e^−z overflows to inf and σ is 0, as it should be (the
+    exact value is below the smallest float); a float takes the branch that never overflows."""
+    if isinstance(z, _NUMBER):
+        e = math.exp(-abs(z))
+        return 1 / (1 + e) if z >= 0 else e / (1 + e)
+    e = numpy.negative(z)
+    with numpy.errstate(over="ignore"):
+        numpy.exp(e, out=e)
+    e += 1.0
+    return numpy.reciprocal(e, out=e)
+
+
+def sigmoid_prime(z, a):
+    return a * (1 - a)
+
+
+def tanh(z):
+    return math.tanh(z) if isinstance(z, _NUMBER) else numpy.tanh(z)
+
+
+def tanh_prime(z, a):
+    return 1 - a * a
+
+
+def relu(z):
+    """max(z, 0); its derivative is 0 at z = 0, as PyTorch's."""
+    return max(z, 0.0) if isinstance(z, _NUMBER) else numpy.maximum(z, 0.0)
+
+
+def relu_prime(z, a):
+    return float(z > 0) if isinstance(z, _NUMBER) else (z > 0) * 1.0
+
+
+def softplus(z):
+    """log(1 + e^z) = max(z, 0) + log1p(e^−|z|): exact far out on both sides (4.2e-18 at −40)."""
+    if isinstance(z, _NUMBER):
+        return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+    return numpy.maximum(z, 0.0) + numpy.log1p(numpy.exp(-numpy.abs(z)))
+
+
+def softplus_prime(z, a):
+    return sigmoid(z)
+
+
+LEAKY_RELU_SLOPE = 0.01  # PyTorch's default negative_slope
+
+
+def leaky_relu(z):
+    """z for z > 0, 0.01 z otherwise; the slope at z = 0, as PyTorch."""
+    if isinstance(z, _NUMBER):
+        return z if z > 0 else LEAKY_RELU_SLOPE * z
+    return numpy.where(z > 0, z, LEAKY_RELU_SLOPE * z)
+
+
+def leaky_relu_prime(z, a):
+    if isinstance(z, _NUMBER):
+        return 1.0 if z > 0 else LEAKY_RELU_SLOPE
+    return numpy.where(z > 0, 1.0, LEAKY_RELU_SLOPE)
+
+
+def _max(*values):
+    """A max pool's window in the per-node code: max() of floats, numpy.maximum of arrays."""
+    if all(isinstance(v, _NUMBER) for v in values):
+        return max(values)
+    result = values[0]
+    for value in values[1:]:
+        result = numpy.maximum(result, value)
+    return result
+
+
+def _exp(z):
+    return math.exp(z) if isinstance(z, _NUMBER) else numpy.exp(z)
+
+
+def _log(z):
+    return math.log(z) if isinstance(z, _NUMBER) else numpy.log(z)
+
+
+# name -> (a = g(z), g'(z, a)): the choices for a generic activation g
+ACTIVATIONS = {
+    "identity": (identity, identity_prime),
+    "sigmoid": (sigmoid, sigmoid_prime),
+    "tanh": (tanh, tanh_prime),
+    "relu": (relu, relu_prime),
+    "softplus": (softplus, softplus_prime),
+    "leaky_relu": (leaky_relu, leaky_relu_prime),
+}
+
+
+# ---- losses, per sample ------------------------------------------------------------------------
+# a and y: a (K, B) array each, a column per sample (the per-layer code), or lists of K values,
+# each a float or an array (B,) (the per-node code). A loss gives (B,) values, or one value; its
+# gradient ∂L/∂a_k (K, B), or a list of K values.
+
+
+def sse(a, y):
+    """½ Σ_k (a_k − y_k)²."""
+    if isinstance(a, list):
+        return 0.5 * sum((ak - yk) * (ak - yk) for ak, yk in zip(a, y))
+    return 0.5 * ((a - y) ** 2).sum(axis=0)
+
+
+def sse_gradient(a, y):
+    if isinstance(a, list):
+        return [ak - yk for ak, yk in zip(a, y)]
+    return a - y
+
+
+def mse(a, y):
+    """(1/K) Σ_k (a_k − y_k)², PyTorch's MSELoss of one sample."""
+    if isinstance(a, list):
+        return sum((ak - yk) * (ak - yk) for ak, yk in zip(a, y)) / len(a)
+    return ((a - y) ** 2).mean(axis=0)
+
+
+def mse_gradient(a, y):
+    if isinstance(a, list):
+        return [2 * (ak - yk) / len(a) for ak, yk in zip(a, y)]
+    return 2 * (a - y) / len(a)
+
+
+def cross_entropy(a, y):
+    """−Σ_k y_k log softmax(a)_k = −Σ_k y_k (a_k − log Σ_j e^{a_j}), PyTorch's
+    CrossEntropyLoss with probability targets; log-sum-exp keeps it finite for any logits."""
+    if isinstance(a, list):
+        lse = _log_sum_exp_values(a)
+        return -sum(yk * (ak - lse) for ak, yk in zip(a, y))
+    return -(y * (a - _log_sum_exp(a))).sum(axis=0)
+
+
+def cross_entropy_gradient(a, y):
+    """softmax(a)_k · Σ_j y_j − y_k (y need not sum to one)."""
+    if isinstance(a, list):
+        lse, total = _log_sum_exp_values(a), sum(y)
+        return [_exp(ak - lse) * total - yk for ak, yk in zip(a, y)]
+    return numpy.exp(a - _log_sum_exp(a)) * y.sum(axis=0) - y
+
+
+def _log_sum_exp(a):
+    """log Σ_k e^{a_k} of each column, as a row (1, B): the largest a_k taken out first."""
+    top = a.max(axis=0, keepdims=True)
+    return top + numpy.log(numpy.exp(a - top).sum(axis=0, keepdims=True))
+
+
+def _log_sum_exp_values(a):
+    top = _max(*a)
+    return top + _log(sum(_exp(ak - top) for ak in a))
+
+
+# name -> (L per sample, ∂L/∂a): the choices for a generic loss, and the concrete losses
+LOSSES = {
+    "sse": (sse, sse_gradient),
+    "mse": (mse, mse_gradient),
+    "cross_entropy": (cross_entropy, cross_entropy_gradient),
+}
+
+
+# ---- windows of a batch held last: (C, H, W, B) ------------------------------------------------
+
+
+def _pad(x, padding, value=0.0):
+    """x (C, H, W, B) with ``padding`` rows and columns of ``value`` on each side."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    channels, height, width, batch = x.shape
+    out = numpy.full((channels, height + 2 * ph, width + 2 * pw, batch), value)
+    out[:, ph : ph + height, pw : pw + width] = x
+    return out
+
+
+def _unpad(x, padding):
+    """The inverse of ``_pad``: the rows and columns inside the padding."""
+    ph, pw = padding
+    return x[:, ph : x.shape[1] - ph, pw : x.shape[2] - pw]
+
+
+def _windows(x, kernel, stride, dilation):
+    """Every kernel window of x (C, H, W, B), as a view (C, kh, kw, OH, OW, B) — no copy:
+    window (i, j) reads x[c, s·i + d·m, s·j + d·n, b] at kernel place (m, n)."""
+    channels, height, width, batch = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    out_h = (height - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width - dw * (kw - 1) - 1) // sw + 1
+    sc, sy, sx, sb = x.strides
+    return as_strided(
+        x, (channels, kh, kw, out_h, out_w, batch),
+        (sc, dh * sy, dw * sx, sh * sy, sw * sx, sb), writeable=False,
+    )
+
+
+def _windows_by_sample(x, kernel, stride, dilation):
+    """The windows of x (C, H, W, B) sample by sample: a view (B, OH, OW, C, kh, kw) of a copy
+    of x with the batch first, so that each sample's windows lie together."""
+    first = numpy.ascontiguousarray(x.transpose(3, 1, 2, 0))  # (B, H, W, C)
+    batch, height, width, channels = first.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    out_h = (height - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width - dw * (kw - 1) - 1) // sw + 1
+    sb, sy, sx, sc = first.strides
+    return as_strided(
+        first, (batch, out_h, out_w, channels, kh, kw),
+        (sb, sh * sy, sw * sx, sc, dh * sy, dw * sx), writeable=False,
+    )
+
+
+def _add_windows(d_windows, shape, stride, dilation):
+    """The adjoint of ``_windows``: an array of ``shape`` (C, H, W, B) where each window's
+    gradient d_windows (C, kh, kw, OH, OW, B) is added back at the places it read — one
+    strided slice per kernel place (m, n), so overlapping windows add up. Windows that tile
+    the input without overlap (stride = kernel, no dilation) are put back in one copy."""
+    out = numpy.zeros(shape)
+    channels, kh, kw, out_h, out_w, batch = d_windows.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1):
+        tiles = d_windows.transpose(0, 3, 1, 4, 2, 5)  # (C, OH, kh, OW, kw, B)
+        out[:, : out_h * kh, : out_w * kw] = tiles.reshape(channels, out_h * kh, out_w * kw, batch)
+        return out
+    for m in range(kh):
+        rows = out[:, m * dh : m * dh + sh * (out_h - 1) + 1 : sh]
+        for n in range(kw):
+            target = rows[:, :, n * dw : n * dw + sw * (out_w - 1) + 1 : sw]
+            target += d_windows[:, m, n]
+    return out
+
+
+def _sum_windows(windows):
+    """Σ over each window's places of a view (C, kh, kw, OH, OW, B): one add per place,
+    faster than a reduction over two strided axes."""
+    _, kh, kw = windows.shape[:3]
+    total = windows[:, 0, 0].copy()
+    for m in range(kh):
+        for n in range(kw):
+            if m or n:
+                total += windows[:, m, n]
+    return total
+
+
+# ---- running a module's programs ---------------------------------------------------------------
+
+
+class Programs(NamedTuple):
+    """A module's programs — per node and/or per layer, None where it has none — and the
+    number of samples the per-layer program takes at a time (its arrays then stay small
+    enough for the cache). With both, the per-node program runs single samples, on python
+    floats, and the per-layer program every batch of two or more."""
+
+    nodes: Any
+    layers: Any
+    batch_chunk: int = 64
+
+
+def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
+    """Check the arguments, run a program, shape the result (see ``Result``)."""
+    chosen = choose(layout, g, loss)
+    x, y, params, one = checked(layout, x, y, params, reduce)
+    size = len(x)
+    if size == 0:
+        return _empty(layout, reduce)
+    if programs.nodes is not None and (programs.layers is None or size == 1):
+        floats = one or programs.layers is not None  # one sample: on python floats
+        losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen, floats)
+        if floats:
+            if one and reduce is None:  # the common case of the per-node code, kept quick
+                return Result(losses, grads)
+            losses, grads = numpy.array([losses]), {n: g[None] for n, g in grads.items()}
+        if reduce is not None:
+            scale = 1.0 if reduce == "sum" else 1 / size
+            grads = {
+                name: grad * scale if name == "x" else grad.sum(axis=0) * scale
+                for name, grad in grads.items()
+            }
+    else:
+        scale = 1.0 if reduce != "mean" else 1 / size
+        losses, grads = _run_layers(programs, layout, x, y, params, chosen, reduce is None, scale)
+    if reduce is None:
+        if one:
+            return Result(float(losses[0]), {name: grad[0] for name, grad in grads.items()})
+        return Result(losses, grads)
+    total = float(losses.sum() if reduce == "sum" else losses.mean())
+    return Result(total, {**grads, "x": grads["x"][0] if one else grads["x"]})
+
+
+def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
+    """The per-layer program on the batch, ``batch_chunk`` samples at a time: losses (B,),
+    the gradient of x per sample, the others per sample — each chunk writes its rows of
+    them — or summed over the chunks."""
+    size, chunk = len(x), programs.batch_chunk
+    if size == 1 and per_sample:  # one sample's gradients are its batch's: the quicker code
+        losses, grads = programs.layers(x, y, params, *chosen, {}, False, scale)
+        return losses, {name: g if name == "x" else g[None] for name, g in grads.items()}
+    losses, dx = numpy.empty(size), numpy.empty(x.shape)
+    shapes = layout.parameters.items() if per_sample else ()
+    rows = {name: numpy.empty((size, *shape)) for name, shape in shapes}
+    summed = {}
+    for start in range(0, size, chunk):
+        part = slice(start, start + chunk)
+        grads = {name: array[part] for name, array in rows.items()} if per_sample else {}
+        losses[part], grads = programs.layers(
+            x[part], y[part], params, *chosen, grads, per_sample, scale
+        )
+        dx[part] = grads.pop("x")
+        if not per_sample:
+            for name, grad in grads.items():
+                if name in summed:
+                    summed[name] += grad
+                else:
+                    summed[name] = grad
+    return losses, {"x": dx, **(rows if per_sample else summed)}
+
+
+def _empty(layout, reduce):
+    """An empty batch: no losses and no per-sample gradients; summed, a loss of 0 and zero
+    gradients; a mean is undefined: nan, with zero gradients (as PyTorch's mean of nothing)."""
+    x = numpy.zeros((0, *layout.input_shape))
+    if reduce is None:
+        grads = {name: numpy.zeros((0, *shape)) for name, shape in layout.parameters.items()}
+        return Result(numpy.zeros(0), {"x": x, **grads})
+    grads = {name: numpy.zeros(shape) for name, shape in layout.parameters.items()}
+    return Result(0.0 if reduce == "sum" else math.nan, {"x": x, **grads})
+
+
+def _run_nodes(program, layout, x, y, params, chosen, one):
+    """The per-node program: on python floats for one sample — the loss (a float) and its
+    gradients — and on arrays (B,), one per node, for a batch — losses (B,) and per-sample
+    gradients (B, *shape)."""
+    flat = {name: value.ravel().tolist() for name, value in params.items()}
+    if one:
+        try:
+            loss, grads = program(x[0].ravel().tolist(), y[0].tolist(), flat, *chosen)
+        except (ArithmeticError, ValueError):
+            # math raises where numpy gives inf or nan (an exp of a large value, a log of 0):
+            # run the array code instead, as a batch of one, so both give the same answer.
+            losses, grads = _run_nodes(program, layout, x, y, params, chosen, False)
+            return float(losses[0]), {name: grad[0] for name, grad in grads.items()}
+        values = numpy.array(grads, dtype=float)
+        return float(loss), {
+            name: values[a:b].reshape(shape) for name, (a, b, shape) in layout.spans.items()
+        }
+    size = len(x)
+    # One contiguous row of B values per input node: the program unpacks the rows.
+    columns = numpy.ascontiguousarray(x.reshape(size, -1).T)
+    loss, grads = program(columns, numpy.ascontiguousarray(y.T), flat, *chosen)
+    rows = _rows(grads, size)
+    return _rows([loss], size)[0], {
+        name: rows[a:b].T.reshape(size, *shape) for name, (a, b, shape) in layout.spans.items()
+    }
+
+
+def _rows(values, size):
+    """Node values (arrays (B,), or a constant where a node does not depend on the sample)
+    as one array (len(values), B)."""
+    rows = numpy.empty((len(values), size))
+    for i, value in enumerate(values):
+        rows[i] = value
+    return rows

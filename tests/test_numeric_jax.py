@@ -1,0 +1,69 @@
+"""backend="jax": the same per-layer code with jax.numpy under jax.jit gives the numpy code's
+numbers. Skipped, saying why, where jax is not installed (pip install -e '.[jax]')."""
+
+from __future__ import annotations
+
+import pytest
+from oracle import assert_same_gradients
+from test_numeric_layers import OPERATIONS, batch, network
+
+import symbackprop as sb
+from symbackprop import numeric
+from symbackprop.verify import draw_point
+
+pytest.importorskip("jax", reason="jax is not installed: pip install -e '.[jax]' to test backend='jax'")
+
+
+@pytest.mark.slow  # a jax.jit compile per case
+@pytest.mark.parametrize("name", list(OPERATIONS))
+@pytest.mark.parametrize("reduce", [None, "sum", "mean"])
+def test_every_operation_gives_the_numpy_numbers(name, reduce, rng):
+    net = network(OPERATIONS[name])
+    d = net.derive()
+    _, _, params = draw_point(net, rng)
+    x, y = batch(net, rng, 5, ties=True)
+    expected = d.numeric(style="layers", reduce=reduce)(x, y, params)
+    assert_same_gradients(d.numeric(backend="jax", reduce=reduce)(x, y, params), *expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("reduce", [None, "mean"])
+def test_max_pooling_with_ties_and_padding(reduce, rng):
+    net = network(OPERATIONS["maxpool, overlapping and padded"])
+    d = net.derive()
+    _, _, params = draw_point(net, rng)
+    x, y = batch(net, rng, 5, ties=True)
+    expected = d.numeric(style="layers", reduce=reduce)(x, y, params)
+    assert_same_gradients(d.numeric(backend="jax", reduce=reduce)(x, y, params), *expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("size", [0, 1])
+def test_empty_and_single_batches(size, rng):
+    net = sb.presets.lenet5()
+    d = net.derive()
+    _, _, params = draw_point(net, rng)
+    x, y = batch(net, rng, size)
+    out = d.numeric(backend="jax")(x, y, params)
+    assert out.grads["W5"].shape == (size, 120, 400) and out.loss.shape == (size,)
+    if size:
+        assert_same_gradients(out, *d.numeric()(x, y, params), rtol=1e-12)
+        one = d.numeric(backend="jax")(x[0], y[0], params)
+        assert one.grads["x"].shape == (1, 32, 32) and isinstance(one.loss, float)
+
+
+def test_a_generic_activation_is_chosen_at_run_time(rng):
+    d = sb.presets.article().derive()
+    net = sb.presets.article().with_choices(g="softplus", loss="cross_entropy")
+    _, _, params = draw_point(net, rng)
+    x, y = batch(net, rng, 4)
+    f = d.numeric(g="softplus", loss="cross_entropy", backend="jax", reduce="sum")
+    expected = d.numeric(g="softplus", loss="cross_entropy", style="layers", reduce="sum")(x, y, params)
+    assert_same_gradients(f(x, y, params), *expected, rtol=1e-12)
+
+
+def test_the_jax_module_is_the_per_layer_code_with_jnp():
+    source = numeric.module_source(sb.presets.lenet5().derive(), backend="jax")
+    assert "import jax.numpy as jnp\n" in source and 'jax.config.update("jax_enable_x64", True)' in source
+    assert "    a1 = tanh(z1)\n" in source and "numpy.ascontiguousarray(x" not in source
+    assert "d_windows = jnp.broadcast_to(" in source
+    with pytest.raises(ValueError, match="backend='jax' runs the per-layer code only"):
+        numeric.module_source(sb.presets.article().derive(), style="nodes", backend="jax")

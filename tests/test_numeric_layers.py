@@ -1,0 +1,206 @@
+"""The per-layer numeric code (style="layers"): every operation against the reference backprop
+and PyTorch, per sample and reduced over a batch, for batches of 0, 1 and 5."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from oracle import (
+    assert_same_gradients,
+    torch_batch_loss_and_grads,
+    torch_loss_and_grads,
+    torch_reduced_loss_and_grads,
+)
+from strategies import networks
+
+import symbackprop as sb
+from symbackprop import numeric, reference
+from symbackprop.network import Graph
+from symbackprop.verify import draw_point
+
+# One network per case: the operation on a 2x7x7 input, then a dense layer to three outputs.
+OPERATIONS = {
+    "conv": sb.Conv2D(kernel_size=3, out_channels=2, bias=True, activation="tanh"),
+    "conv, stride and padding per axis": sb.Conv2D(
+        kernel_size=(3, 2), out_channels=2, stride=(2, 1), padding=(1, 2), activation="sigmoid"
+    ),
+    "conv, dilation": sb.Conv2D(
+        kernel_size=2, out_channels=3, dilation=(2, 3), padding=1, bias=True, activation="softplus"
+    ),
+    "conv, dilation and stride": sb.Conv2D(kernel_size=3, dilation=2, stride=2, activation="relu"),
+    "conv, windows that tile": sb.Conv2D(kernel_size=2, stride=2, activation="leaky_relu"),
+    "maxpool": sb.MaxPool2D(kernel_size=2),
+    "maxpool, overlapping and padded": sb.MaxPool2D(kernel_size=3, stride=1, padding=1),
+    "maxpool, 3x2 stride 2x1": sb.MaxPool2D(kernel_size=(3, 2), stride=(2, 1)),
+    "avgpool": sb.AvgPool2D(kernel_size=2),
+    "avgpool, overlapping and padded": sb.AvgPool2D(kernel_size=3, stride=2, padding=1),
+    "dense on an image": sb.Dense(units=4, bias=True, activation="tanh"),
+}
+
+
+def network(op: sb.Conv2D, loss: str = "cross_entropy") -> sb.Network:
+    return sb.Network((2, 7, 7), [op, sb.Dense(units=3, bias=True)], loss, name="case")
+
+
+def batch(net: sb.Network, rng: np.random.Generator, size: int, ties: bool = False):
+    """x (size, C, H, W) and y (size, K); with ties, x holds few distinct values, so that
+    max-pooling windows tie and the first maximum must take the gradient."""
+    x = rng.integers(0, 3, size=(size, *net.input_shape)).astype(float) if ties else rng.normal(
+        size=(size, *net.input_shape)
+    )
+    y = rng.dirichlet(np.ones(net.output_size), size=size)
+    return x, y
+
+
+@pytest.fixture(params=list(OPERATIONS), ids=list(OPERATIONS))
+def case(request) -> sb.Network:
+    return network(OPERATIONS[request.param])
+
+
+# ---- every operation against the reference and torch ------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 5])
+def test_per_sample_gradients_match_the_reference_and_torch(case, rng, size):
+    _, _, params = draw_point(case, rng)
+    x, y = batch(case, rng, size, ties=True)
+    out = case.derive().numeric(style="layers")(x, y, params)
+    assert_same_gradients(out, *reference.loss_and_grads(case, x, y, params))
+    assert_same_gradients(out, *torch_batch_loss_and_grads(case, x, y, params))
+
+
+def test_one_sample_gives_its_own_gradients(case, rng):
+    x, y, params = draw_point(case, rng)
+    out = case.derive().numeric(style="layers")(x, y, params)
+    assert np.shape(out.loss) == () and out.grads["x"].shape == case.input_shape
+    assert_same_gradients(out, *torch_loss_and_grads(case, x, y, params))
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("size", [1, 5])
+def test_reduced_gradients_are_torch_backward_of_the_batch_loss(case, rng, reduce, size):
+    _, _, params = draw_point(case, rng)
+    x, y = batch(case, rng, size, ties=True)
+    out = case.derive().numeric(style="layers", reduce=reduce)(x, y, params)
+    assert isinstance(out.loss, float)
+    assert {name: g.shape for name, g in out.grads.items()} == {
+        "x": x.shape, **case.parameters
+    }
+    assert_same_gradients(out, *torch_reduced_loss_and_grads(case, x, y, params, reduce))
+
+
+@pytest.mark.parametrize("reduce", [None, "sum", "mean"])
+def test_a_batch_of_zero_gives_empty_arrays_of_the_right_shapes(case, rng, reduce):
+    _, _, params = draw_point(case, rng)
+    x, y = np.zeros((0, *case.input_shape)), np.zeros((0, 3))
+    out = case.derive().numeric(style="layers", reduce=reduce)(x, y, params)
+    per_sample = reduce is None
+    assert {name: g.shape for name, g in out.grads.items()} == {
+        "x": (0, *case.input_shape),
+        **{name: (0, *shape) if per_sample else shape for name, shape in case.parameters.items()},
+    }
+    assert all(not g.any() for g in out.grads.values())
+    if reduce is None:
+        assert out.loss.shape == (0,)
+    else:  # a sum of nothing is 0; a mean of nothing is nan, as torch's
+        assert out.loss == 0.0 if reduce == "sum" else np.isnan(out.loss)
+
+
+def test_a_vector_input_goes_through_dense_layers(rng):
+    net = sb.Network((5,), [sb.Dense(units=4, activation="tanh"), sb.Dense(units=2)], "mse")
+    _, _, params = draw_point(net, rng)
+    x, y = rng.normal(size=(5, 5)), rng.normal(size=(5, 2))
+    f = net.derive().numeric(style="layers")
+    assert_same_gradients(f(x, y, params), *torch_batch_loss_and_grads(net, x, y, params))
+    assert_same_gradients(f(x[0], y[0], params), *torch_loss_and_grads(net, x[0], y[0], params))
+
+
+def test_an_image_output_is_flattened_for_the_loss_as_pytorch(rng):
+    net = sb.Network((1, 5, 5), [sb.Conv2D(kernel_size=3, out_channels=2)], "sse")
+    _, _, params = draw_point(net, rng)
+    x, y = rng.normal(size=(5, 1, 5, 5)), rng.normal(size=(5, 18))
+    out = net.derive().numeric(style="layers")(x, y, params)
+    assert_same_gradients(out, *torch_batch_loss_and_grads(net, x, y, params))
+
+
+def test_max_pooling_sends_a_tied_window_gradient_to_its_first_maximum():
+    # Every window of a constant image ties: the first place of each (row by row) gets it all.
+    net = sb.Network((1, 4, 4), [sb.MaxPool2D(kernel_size=2)], "sse")
+    x, y = np.ones((1, 4, 4)), np.zeros(4)  # ∂L/∂a = a - y = 1 per window
+    out = net.derive().numeric(style="layers")(x, y, {})
+    assert out.grads["x"][0].tolist() == [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
+
+
+def test_large_batches_run_a_chunk_at_a_time_with_the_same_result(rng, monkeypatch):
+    net = network(OPERATIONS["conv, dilation"])
+    d = net.derive()
+    _, _, params = draw_point(net, rng)
+    x, y = batch(net, rng, 5)
+    module = numeric.compiled(d, "layers")
+    whole = {reduce: module.loss_and_grads(x, y, params, reduce) for reduce in (None, "sum", "mean")}
+    monkeypatch.setattr(module, "_PROGRAMS", module._PROGRAMS._replace(batch_chunk=2))
+    for reduce, expected in whole.items():
+        assert_same_gradients(module.loss_and_grads(x, y, params, reduce), *expected, rtol=1e-14)
+
+
+# ---- against the per-node program --------------------------------------------------------------
+
+
+@given(networks())
+def test_per_layer_code_equals_the_per_node_program(net):
+    rng = np.random.default_rng(11)
+    _, _, params = draw_point(net, rng)
+    x, y = batch(net, rng, 3)
+    d = net.derive()
+    by_layer = d.numeric(style="layers")(x, y, params)
+    assert_same_gradients(by_layer, *d.numeric(style="nodes")(x, y, params), rtol=1e-12)
+
+
+# ---- LeNet-5 -------------------------------------------------------------------------------------
+
+
+def test_lenet5_code_is_printed_without_building_the_scalar_graph(monkeypatch, rng):
+    def refuse(self, number):
+        raise AssertionError(f"the scalar graph of layer {number} was built")
+
+    monkeypatch.setattr(Graph, "_build_layer", refuse)
+    net = sb.presets.lenet5()
+    source = numeric.module_source(net.derive())  # the default: per layer for LeNet-5
+    assert "def _layers(" in source and "def _nodes(" not in source
+    assert "# ---- layer 3 forward: conv 16x5x5, stride 1x1, padding 0x0, bias, tanh" in source
+
+
+def test_lenet5_matches_torch_per_sample_and_summed(rng):
+    net = sb.presets.lenet5()
+    _, _, params = draw_point(net, rng)
+    x, y = batch(net, rng, 3)
+    d = net.derive()
+    assert_same_gradients(d.numeric()(x, y, params), *torch_batch_loss_and_grads(net, x, y, params))
+    summed = d.numeric(reduce="sum")(x, y, params)
+    assert_same_gradients(summed, *torch_reduced_loss_and_grads(net, x, y, params, "sum"))
+
+
+def test_the_module_grows_with_the_layers_not_the_image():
+    def lines(size: int, layers: int) -> int:
+        convs = [sb.Conv2D(kernel_size=3, out_channels=4, padding=1, activation="relu")] * layers
+        net = sb.Network((1, size, size), [*convs, sb.MaxPool2D(kernel_size=2), sb.Dense(units=10)], "mse")
+        return len(numeric.module_source(net.derive(), style="layers").splitlines())
+
+    assert lines(8, 2) == lines(64, 2)
+    assert lines(8, 3) > lines(8, 2)
+
+
+def test_each_block_names_the_formula_it_computes():
+    net = sb.Network(
+        (1, 6, 6),
+        [sb.Conv2D(kernel_size=3, stride=2, padding=1, bias=True, activation="sigmoid"),
+         sb.MaxPool2D(kernel_size=2), sb.Dense(units=2)],
+        "sse",
+    )
+    source = numeric.module_source(net.derive(), style="layers")
+    assert "    # z1[o,i,j,b] = sum_(c,m,n) W1[o,c,m,n] * x[c, 2i + m - 1, 2j + n - 1, b] + b1[o]" in source
+    assert "    # a2[c,i,j,b] = max_(m,n) a1[c, 2i + m, 2j + n, b]\n" in source
+    assert "    # z3[f,b] = sum_n W3[f,n] * flat3[n,b]\n" in source
+    assert "    dz1 = da1 * sigmoid_prime(z1, a1)\n" in source
+    assert max(len(line) for line in source.splitlines()) <= 100

@@ -1,0 +1,159 @@
+"""The runtime helpers of the generated modules (symbackprop.numeric.runtime), tested as the
+module they are: numerics far out, float and array forms alike, windows and their adjoint,
+and what the printers copy of them."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import math
+
+import numpy as np
+import pytest
+
+from symbackprop.numeric import embed, runtime
+
+# ---- the numerics that must not break ----------------------------------------------------------
+
+
+def test_cross_entropy_of_logits_far_out_is_finite_and_exact():
+    # logits (1e4, -1e4): softmax is (1, e^-2e4) — exp(1e4) itself would overflow.
+    a, y = np.array([[1e4], [-1e4]]), np.array([[0.0], [1.0]])
+    assert runtime.cross_entropy(a, y).tolist() == [2e4]  # -log softmax_2 = 2e4
+    assert runtime.cross_entropy_gradient(a, y).tolist() == [[1.0], [-1.0]]
+    # the per-node form, on floats, agrees
+    assert runtime.cross_entropy([1e4, -1e4], [0.0, 1.0]) == 2e4
+    assert runtime.cross_entropy_gradient([1e4, -1e4], [0.0, 1.0]) == [1.0, -1.0]
+
+
+def test_softplus_far_below_zero_keeps_its_tiny_value():
+    exact = 4.248354255291589e-18  # log(1 + e^-40)
+    assert runtime.softplus(-40.0) == pytest.approx(exact, rel=1e-15)
+    assert runtime.softplus(np.array([-40.0]))[0] == pytest.approx(exact, rel=1e-15)
+    assert runtime.softplus(800.0) == 800.0 and runtime.softplus(np.array([800.0]))[0] == 800.0
+
+
+@pytest.mark.parametrize("z, value", [(1e3, 1.0), (-1e3, 0.0), (-40.0, 4.248354255291589e-18)])
+def test_sigmoid_never_overflows(z, value):
+    with np.errstate(over="raise", invalid="raise"):
+        assert runtime.sigmoid(z) == pytest.approx(value, rel=1e-15, abs=0)
+        assert runtime.sigmoid(np.array([z]))[0] == pytest.approx(value, rel=1e-15, abs=0)
+
+
+@pytest.mark.parametrize("name", list(runtime.ACTIVATIONS))
+def test_each_activation_has_the_same_float_and_array_form(name):
+    function, derivative = runtime.ACTIVATIONS[name]
+    z = np.array([-50.0, -2.0, -1e-3, 0.0, 1e-3, 0.7, 3.0, 50.0])
+    arrays = function(z), derivative(z, function(z))
+    floats = [function(v) for v in z.tolist()], [derivative(v, function(v)) for v in z.tolist()]
+    # the same formulas; math and numpy may round the last bit differently (tanh)
+    np.testing.assert_allclose(np.broadcast_to(arrays[0], z.shape), floats[0], rtol=1e-15, atol=0)
+    np.testing.assert_allclose(np.broadcast_to(arrays[1], z.shape), floats[1], rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("name", list(runtime.LOSSES))
+def test_each_loss_has_the_same_array_and_list_form(name):
+    value, gradient = runtime.LOSSES[name]
+    rng = np.random.default_rng(0)
+    a, y = rng.normal(size=(3, 4)), rng.dirichlet(np.ones(3), size=4).T  # (K, B): a column each
+    lists = [list(a), list(y)]  # K arrays (B,): the per-node batch form
+    np.testing.assert_allclose(value(a, y), value(*lists), rtol=1e-15)
+    np.testing.assert_allclose(gradient(a, y), np.array(gradient(*lists)), rtol=1e-15)
+    floats = [a[:, 0].tolist(), y[:, 0].tolist()]  # one sample: python floats
+    assert value(*floats) == pytest.approx(value(a, y)[0], rel=1e-15)
+
+
+def test_losses_are_per_sample_and_the_worked_values():
+    a, y = np.array([[1.0, 0.0], [3.0, 0.0]]), np.array([[0.0, 0.0], [1.0, 0.0]])
+    assert runtime.sse(a, y).tolist() == [2.5, 0.0]
+    assert runtime.mse(a, y).tolist() == [2.5, 0.0]
+    assert runtime.mse_gradient(a, y).tolist() == [[1.0, 0.0], [2.0, 0.0]]
+    assert runtime.cross_entropy(np.zeros((2, 1)), np.array([[1.0], [0.0]])).tolist() == [
+        math.log(2)
+    ]
+
+
+# ---- windows ------------------------------------------------------------------------------------
+
+
+def test_windows_read_the_places_of_the_formula():
+    x = np.arange(25.0).reshape(1, 5, 5, 1)  # (C, H, W, B)
+    windows = runtime._windows(x, (2, 2), (2, 1), (2, 3))  # stride 2x1, dilation 2x3
+    assert windows.shape == (1, 2, 2, 2, 2, 1)  # (C, kh, kw, OH, OW, B)
+    # window (i, j) = (0, 1) reads x[2i + 2m, j + 3n] for m, n in {0, 1}
+    assert windows[0, :, :, 0, 1, 0].tolist() == [[1.0, 4.0], [11.0, 14.0]]
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, dilation",
+    [((3, 3), (1, 1), (1, 1)), ((2, 3), (2, 1), (1, 2)), ((2, 2), (2, 2), (1, 1)), ((3, 1), (3, 2), (2, 1))],
+)
+def test_adding_windows_back_is_the_adjoint_of_taking_them(kernel, stride, dilation):
+    # <windows(x), d> = <x, add_windows(d)> for every x and d: the scatter-add is exactly the
+    # transpose of the gather, overlaps and tiles alike.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 9, 8, 3))
+    windows = runtime._windows(x, kernel, stride, dilation)
+    d = rng.normal(size=windows.shape)
+    back = runtime._add_windows(d, x.shape, stride, dilation)
+    assert np.sum(windows * d) == pytest.approx(np.sum(x * back), rel=1e-12)
+
+
+def test_window_sums_and_padding():
+    x = np.arange(16.0).reshape(1, 4, 4, 1)
+    sums = runtime._sum_windows(runtime._windows(x, (2, 2), (2, 2), (1, 1)))
+    assert sums[0, :, :, 0].tolist() == [[10.0, 18.0], [42.0, 50.0]]
+    padded = runtime._pad(x, (1, 2), -np.inf)
+    assert padded.shape == (1, 6, 8, 1) and padded[0, 0, 0, 0] == -np.inf
+    assert np.array_equal(runtime._unpad(padded, (1, 2)), x)
+
+
+# ---- arguments ----------------------------------------------------------------------------------
+
+
+LAYOUT = runtime.Layout((1, 2, 2), 3, {"W1": (3, 4)}, generic_g=False, loss="sse")
+
+
+def test_reduce_must_be_none_sum_or_mean():
+    with pytest.raises(ValueError, match=r"reduce='max'; choose None \(per sample\), 'sum' or 'mean'"):
+        runtime.checked(LAYOUT, np.zeros((1, 2, 2)), np.zeros(3), {"W1": np.zeros((3, 4))}, "max")
+
+
+def test_choices_are_refused_where_the_spec_fixes_them():
+    with pytest.raises(ValueError, match=r"loss='mse': this network has no generic loss L"):
+        runtime.choose(LAYOUT, None, "mse")
+    assert runtime.choose(LAYOUT, None, None) == runtime.LOSSES["sse"]
+
+
+# ---- what the printers copy ---------------------------------------------------------------------
+
+
+def test_the_runtime_imports_numpy_and_the_standard_library_only():
+    tree = ast.parse(inspect.getsource(runtime))
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert imported == {"__future__", "math", "collections.abc", "typing", "numpy", "numpy.lib.stride_tricks"}
+
+
+def test_a_module_gets_the_definitions_it_uses_and_what_they_use():
+    copied = embed.runtime_source("def f(z):\n    return softplus_prime(z, None)\n")
+    names = {
+        node.name
+        for node in ast.parse(copied).body
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+    }
+    assert names == {"softplus_prime", "sigmoid"}  # softplus′ is σ
+    assert "_NUMBER = (int, float)" in copied  # the constant sigmoid reads
+    assert copied.startswith("import math\n")
+    assert "def _windows(" not in copied
+
+
+def test_copied_definitions_are_the_runtime_source_verbatim():
+    copied = embed.runtime_source("run\n")
+    assert inspect.getsource(runtime.run) in copied
+    assert inspect.getsource(runtime.checked) in copied  # run checks its arguments
+    assert "def _add_windows(" not in copied  # only a per-layer program calls it
