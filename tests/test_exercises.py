@@ -211,9 +211,13 @@ def test_the_tensor_view_answers(case):
         )
     else:
         rows, columns = np.shape(f["gradient"])
+        start = f["columns_from"]
         np.testing.assert_allclose(
-            f["gradient"], grads[f"W{l}"][:rows, :columns], rtol=1e-10, atol=1e-14
+            f["gradient"], grads[f"W{l}"][:rows, start : start + columns], rtol=1e-10, atol=1e-14
         )
+        inputs = reference.layer_inputs(net, ex.x[None], ex.params)[l - 1].reshape(-1)
+        np.testing.assert_allclose(f["input"], inputs[start : start + columns], rtol=1e-12)
+        assert np.any(inputs) <= np.any(f["input"])  # zeros only when the whole input is zero
         np.testing.assert_allclose(f["delta"], delta[:rows], rtol=1e-10, atol=1e-14)
 
 

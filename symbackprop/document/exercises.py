@@ -578,19 +578,25 @@ class _Maker:
             }
         else:
             rows, columns = min(len(delta), BLOCK[0]), min(len(source), BLOCK[1])
-            block = gradient[:rows, :columns]
+            # The columns start at the first input that is not zero (a dead ReLU's or a pool's
+            # zeros would make a block of zeros, which teaches nothing).
+            nonzero = np.flatnonzero(source)
+            start = min(int(nonzero[0]) if len(nonzero) else 0, len(source) - columns)
+            block = gradient[:rows, start : start + columns]
             whole = (rows, columns) == gradient.shape
-            part = "" if whole else f"the first {rows} rows and {columns} columns of "
+            which = f"{columns} columns" if start == 0 else f"columns {start + 1} to {start + columns}"
+            part = "" if whole else f"the first {rows} rows and {which} of "
             delta_name = delta_tex if whole else rf"\left({delta_tex}_{{f}}\right)_{{f \le {rows}}}"
+            span = rf"i \le {columns}" if start == 0 else rf"{start} < i \le {start + columns}"
             input_name = (
                 input_letter(lg)
                 if whole
-                else rf"\left({input_letter(lg)}_{{i}}\right)_{{i \le {columns}}}"
+                else rf"\left({input_letter(lg)}_{{i}}\right)_{{{span}}}"
             )
             givens = lines(
                 [
                     _display(delta_name, delta[:rows].reshape(-1, 1), self.fg),
-                    _display(input_name, source[:columns].reshape(-1, 1), self.fv),
+                    _display(input_name, source[start : start + columns].reshape(-1, 1), self.fv),
                 ]
             )
             question = [
@@ -600,7 +606,7 @@ class _Maker:
                     ", the vector of ",
                     Math(rf"\partial L / \partial z^{{({l})}}_{{f}}"),
                     f" of the dense layer {l}, and "
-                    "its input" + ("" if whole else " (their first entries)") + f". Compute {part}",
+                    "its input" + ("" if whole else " (some of their entries)") + f". Compute {part}",
                     Math(rf"\partial L / \partial W^{{({l})}}"),
                     " at once as the outer product ",
                     Math(rf"{delta_tex} \left({input_letter(lg)}\right)^{{\top}}"),
@@ -637,7 +643,8 @@ class _Maker:
                 "kind": "outer",
                 "gradient": block.tolist(),
                 "delta": delta[:rows].tolist(),
-                "input": source[:columns].tolist(),
+                "input": source[start : start + columns].tolist(),
+                "columns_from": start,
             }
         return Exercise("tensor", "the tensor view", question, answer, facts)
 
