@@ -119,6 +119,18 @@ def test_reduce_must_be_none_sum_or_mean():
         runtime.checked(LAYOUT, np.zeros((1, 2, 2)), np.zeros(3), {"W1": np.zeros((3, 4))}, "max")
 
 
+@pytest.mark.parametrize("size", [4, 100])  # python's sum for a few values, numpy's past 64
+def test_non_finite_values_are_named_and_huge_finite_ones_pass(size):
+    layout = runtime.Layout((size,), 1, {"W1": (1, size)}, generic_g=False, loss="sse")
+    x, y, w = np.full(size, 1e308), np.zeros(1), np.full((1, size), -1e308)  # sums overflow
+    assert runtime.checked(layout, x, y, {"W1": w}, None)[3] is True  # one sample, all finite
+    w[0, -1] = np.nan
+    with pytest.raises(ValueError, match=r"params\['W1'\] has non-finite values"):
+        runtime.checked(layout, x, y, {"W1": w}, None)
+    with pytest.raises(ValueError, match=r"^x has non-finite values"):
+        runtime.checked(layout, np.full((2, size), np.inf), np.zeros((2, 1)), {"W1": w}, None)
+
+
 def test_choices_are_refused_where_the_spec_fixes_them():
     with pytest.raises(ValueError, match=r"loss='mse': this network has no generic loss L"):
         runtime.choose(LAYOUT, None, "mse")

@@ -122,32 +122,34 @@ def checked(layout, x, y, params, reduce):
         raise ValueError(
             f"y has shape {y.shape}; expected {y_shape} to go with x of shape {x.shape}"
         )
-    expected = ", ".join(f"{name} {shape}" for name, shape in layout.parameters.items())
     if not isinstance(params, Mapping):
         raise TypeError(
-            f"params must be a dict of arrays ({expected}), got {type(params).__name__}"
+            f"params must be a dict of arrays ({_expected(layout)}), got {type(params).__name__}"
         )
     if params.keys() != layout.parameters.keys():
         for name in params:
             if name not in layout.parameters:
                 raise ValueError(
-                    f"params has {name!r}, which this network does not have; expected {expected}"
+                    f"params has {name!r}, which this network does not have; "
+                    f"expected {_expected(layout)}"
                 )
         missing = next(name for name in layout.parameters if name not in params)
         raise ValueError(
             f"params is missing {missing!r} of shape {layout.parameters[missing]}; "
-            f"expected {expected}"
+            f"expected {_expected(layout)}"
         )
     arrays = {}
     for name, shape in layout.parameters.items():
         value = _numbers(name, params[name])
         if value.shape != shape:
             raise ValueError(f"params[{name!r}] has shape {value.shape}; expected {shape}")
-        _require_finite(name, value)
         arrays[name] = value
-    _require_finite("x", x)
-    _require_finite("y", y)
+    _require_finite({"x": x, "y": y, **arrays})
     return (x[None], y[None], arrays, True) if one else (x, y, arrays, False)
+
+
+def _expected(layout):
+    return ", ".join(f"{name} {shape}" for name, shape in layout.parameters.items())
 
 
 def _label(what):
@@ -162,19 +164,28 @@ def _numbers(what, value):
         raise ValueError(message) from None
 
 
-def _require_finite(what, values):
-    # A sum is finite when every value is: one quick pass (python's for a few values). Huge
-    # values can overflow it, so each value is looked at before they are called non-finite.
-    if values.size <= 64:
-        if math.isfinite(sum(values.ravel().tolist())):
-            return
-    else:
+def _require_finite(arrays):
+    """A ValueError naming the first of ``arrays`` (name -> array) holding nan or inf."""
+    # A sum is finite when every value is: one pass over each array — python's for a few
+    # values, numpy's under one errstate (entering it costs as much as summing a small
+    # array) for the others. Huge values can overflow the sum, so the values themselves are
+    # looked at before any is called non-finite.
+    total, large = 0.0, []
+    for values in arrays.values():
+        if values.size <= 64:
+            total += sum(values.ravel().tolist())
+        else:
+            large.append(values)
+    if large:
         with numpy.errstate(over="ignore", invalid="ignore"):
-            if math.isfinite(numpy.add.reduce(values, axis=None)):
-                return
-    if numpy.isfinite(values).all():
+            total += sum(numpy.add.reduce(values, axis=None) for values in large)
+    if math.isfinite(total):
         return
-    raise ValueError(f"{_label(what)} has non-finite values (nan or inf); all must be finite")
+    for what, values in arrays.items():
+        if not numpy.isfinite(values).all():
+            raise ValueError(
+                f"{_label(what)} has non-finite values (nan or inf); all must be finite"
+            )
 
 
 # ---- elementwise functions: a float or an array -----------------------------------------------
