@@ -84,19 +84,39 @@ def test_windows_read_the_places_of_the_formula():
     assert windows[0, :, :, 0, 1, 0].tolist() == [[1.0, 4.0], [11.0, 14.0]]
 
 
+@pytest.mark.parametrize("scatter", ["by index", "by slices"])
 @pytest.mark.parametrize(
     "kernel, stride, dilation",
     [((3, 3), (1, 1), (1, 1)), ((2, 3), (2, 1), (1, 2)), ((2, 2), (2, 2), (1, 1)), ((3, 1), (3, 2), (2, 1))],
 )
-def test_adding_windows_back_is_the_adjoint_of_taking_them(kernel, stride, dilation):
+def test_adding_windows_back_is_the_adjoint_of_taking_them(kernel, stride, dilation, scatter, monkeypatch):
     # <windows(x), d> = <x, add_windows(d)> for every x and d: the scatter-add is exactly the
-    # transpose of the gather, overlaps and tiles alike.
+    # transpose of the gather, overlaps and tiles alike, whichever way it adds.
+    monkeypatch.setattr(runtime, "SCATTER_BY_INDEX", 10**9 if scatter == "by index" else 0)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 9, 8, 3))
     windows = runtime._windows(x, kernel, stride, dilation)
     d = rng.normal(size=windows.shape)
     back = runtime._add_windows(d, x.shape, stride, dilation)
     assert np.sum(windows * d) == pytest.approx(np.sum(x * back), rel=1e-12)
+
+
+def test_both_ways_of_adding_windows_back_give_the_same_bits(monkeypatch):
+    # The same additions in the same order (kernel place by kernel place): equal to the bit.
+    rng = np.random.default_rng(2)
+    d = rng.normal(size=(3, 3, 2, 4, 5, 7))  # (C, kh, kw, OH, OW, B), stride 2x1, dilation 1x2
+    by_index = runtime._add_windows(d, (3, 10, 7, 7), (2, 1), (1, 2))
+    monkeypatch.setattr(runtime, "SCATTER_BY_INDEX", 0)
+    by_slices = runtime._add_windows(d, (3, 10, 7, 7), (2, 1), (1, 2))
+    assert by_index.shape == (3, 10, 7, 7) and np.array_equal(by_index, by_slices)
+    assert not by_index[:, 9].any()  # the last row is read by no window: it gets nothing
+
+
+def test_the_scatter_index_is_kept_for_a_few_shapes_at_most():
+    runtime._SCATTER_INDEXES.clear()
+    for batch in range(1, 80):
+        runtime._add_windows(np.ones((1, 2, 2, 2, 2, batch)), (1, 3, 3, batch), (1, 1), (1, 1))
+    assert 0 < len(runtime._SCATTER_INDEXES) <= 64
 
 
 def test_window_sums_and_padding():
