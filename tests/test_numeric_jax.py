@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from oracle import assert_same_gradients
-from test_numeric_layers import OPERATIONS, batch, network
+from test_numeric_layers import CASES, FORMS, OPERATIONS, batch, network
 
 import symbackprop as sb
 from symbackprop import numeric
@@ -15,9 +15,10 @@ pytest.importorskip("jax", reason="jax is not installed: pip install -e '.[jax]'
 
 
 @pytest.mark.slow  # a jax.jit compile per case
-@pytest.mark.parametrize("name", list(OPERATIONS))
+@pytest.mark.parametrize("name, form", CASES)
 @pytest.mark.parametrize("reduce", [None, "sum", "mean"])
-def test_every_operation_gives_the_numpy_numbers(name, reduce, rng):
+def test_every_operation_gives_the_numpy_numbers(name, form, reduce, rng, monkeypatch):
+    monkeypatch.setattr(sb.Conv2D, "MATRIX_LIMIT", FORMS[form])  # a convolution both ways
     net = network(OPERATIONS[name])
     d = net.derive()
     _, _, params = draw_point(net, rng)

@@ -53,9 +53,21 @@ def batch(net: sb.Network, rng: np.random.Generator, size: int, ties: bool = Fal
     return x, y
 
 
-@pytest.fixture(params=list(OPERATIONS), ids=list(OPERATIONS))
-def case(request) -> sb.Network:
-    return network(OPERATIONS[request.param])
+# A convolution runs as its matrix when that is small (all of these are), on its windows
+# otherwise: each convolution case runs both ways.
+FORMS = {"as a matrix": 10**9, "on windows": 0}
+CASES = [
+    (name, form)
+    for name, op in OPERATIONS.items()
+    for form in (FORMS if op.key == "conv" else ["as a matrix"])
+]
+
+
+@pytest.fixture(params=CASES, ids=[f"{n}, {f}" if n.startswith("conv") else n for n, f in CASES])
+def case(request, monkeypatch) -> sb.Network:
+    name, form = request.param
+    monkeypatch.setattr(sb.Conv2D, "MATRIX_LIMIT", FORMS[form])
+    return network(OPERATIONS[name])
 
 
 # ---- every operation against the reference and torch ------------------------------------------
@@ -88,6 +100,14 @@ def test_reduced_gradients_are_torch_backward_of_the_batch_loss(case, rng, reduc
         "x": x.shape, **case.parameters
     }
     assert_same_gradients(out, *torch_reduced_loss_and_grads(case, x, y, params, reduce))
+
+
+def test_a_batch_of_many_sums_the_same_gradients(case, rng):
+    # 40 samples: a convolution's matrix gradient comes from one product over the batch.
+    _, _, params = draw_point(case, rng)
+    x, y = batch(case, rng, 40, ties=True)
+    out = case.derive().numeric(style="layers", reduce="sum")(x, y, params)
+    assert_same_gradients(out, *torch_reduced_loss_and_grads(case, x, y, params, "sum"))
 
 
 @pytest.mark.parametrize("reduce", [None, "sum", "mean"])
@@ -182,13 +202,19 @@ def test_lenet5_matches_torch_per_sample_and_summed(rng):
 
 
 def test_the_module_grows_with_the_layers_not_the_image():
-    def lines(size: int, layers: int) -> int:
+    def source(size: int, layers: int) -> str:
         convs = [sb.Conv2D(kernel_size=3, out_channels=4, padding=1, activation="relu")] * layers
         net = sb.Network((1, size, size), [*convs, sb.MaxPool2D(kernel_size=2), sb.Dense(units=10)], "mse")
-        return len(numeric.module_source(net.derive(), style="layers").splitlines())
+        return numeric.module_source(net.derive(), style="layers")
 
-    assert lines(8, 2) == lines(64, 2)
-    assert lines(8, 3) > lines(8, 2)
+    def lines(size: int, layers: int) -> int:
+        return len(source(size, layers).splitlines())
+
+    # Small convolutions run as their matrix, larger ones on their windows: each form's text
+    # is the same whatever the image.
+    assert "T1 = _conv_matrix(W1," in source(4, 2) and "T1 = " not in source(32, 2)
+    assert lines(4, 2) == lines(5, 2) and lines(32, 2) == lines(64, 2)
+    assert lines(32, 3) > lines(32, 2)
 
 
 def test_each_block_names_the_formula_it_computes():

@@ -128,6 +128,59 @@ def test_window_sums_and_padding():
     assert np.array_equal(runtime._unpad(padded, (1, 2)), x)
 
 
+@pytest.mark.parametrize("by", ["index", "strided copy"])
+def test_columns_hold_each_window_down_a_column(by, monkeypatch):
+    monkeypatch.setattr(runtime, "COLUMNS_BY_INDEX", 10**9 if by == "index" else 0)
+    x = np.arange(18.0).reshape(1, 3, 3, 2)  # (C, H, W, B): sample b holds 2·(3h + w) + b
+    columns = runtime._columns(x, (2, 2), (1, 1), (1, 1))
+    assert columns.shape == (4, 8)  # (c·m·n, i·j·b)
+    # window (i, j) = (0, 1) of sample 1: x[0, m, 1 + n, 1] for (m, n) in kernel order
+    assert columns[:, 3].tolist() == [3.0, 5.0, 9.0, 11.0]
+
+
+# ---- a small convolution as one matrix ----------------------------------------------------------
+
+
+def test_a_convolution_matrix_holds_the_kernel_at_each_window():
+    weights = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])  # (O, C, kh, kw) = (1, 1, 2, 2)
+    matrix = runtime._conv_matrix(weights, (1, 3, 3), (1, 1), (0, 0), (1, 1))
+    assert matrix.shape == (4, 9)  # outputs (o, i, j) x inputs (c, h, w)
+    assert matrix[0].tolist() == [1, 2, 0, 3, 4, 0, 0, 0, 0]  # window (0, 0)
+    assert matrix[3].tolist() == [0, 0, 0, 0, 1, 2, 0, 3, 4]  # window (1, 1)
+    padded = runtime._conv_matrix(weights, (1, 3, 3), (2, 2), (1, 1), (1, 1))  # 2x2 outputs
+    assert padded[0].tolist() == [4, 0, 0, 0, 0, 0, 0, 0, 0]  # three places on the padding
+
+
+@pytest.mark.parametrize("samples", [1, 40])  # a few: on the windows; many: one product
+def test_a_convolution_matrix_gradient_is_the_windows_gradient(samples):
+    # ∂L/∂W[o,c,m,n] = Σ_(i,j,b) dz[o,i,j,b] x[c, s·i + d·m − p, s·j + d·n − p, b]
+    rng = np.random.default_rng(3)
+    shape, stride, padding, dilation = (2, 6, 5), (2, 1), (1, 2), (1, 2)
+    weights = rng.normal(size=(3, 2, 3, 2))
+    x = rng.normal(size=(*shape, samples))
+    padded = runtime._pad(x, padding)
+    windows = runtime._windows(padded, (3, 2), stride, dilation)  # (C, kh, kw, OH, OW, B)
+    z = np.einsum("ocmn,cmnijb->oijb", weights, windows)
+    matrix = runtime._conv_matrix(weights, shape, stride, padding, dilation)
+    assert np.allclose(matrix @ x.reshape(-1, samples), z.reshape(-1, samples), rtol=1e-12, atol=1e-12)
+    dz = rng.normal(size=z.shape)
+    flat = x.reshape(-1, samples)
+    settings = shape, stride, padding, dilation
+    grad = runtime._conv_matrix_grad(dz.reshape(-1, samples), flat, weights.shape, *settings)
+    assert np.allclose(grad, np.einsum("oijb,cmnijb->ocmn", dz, windows), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("samples, size", [(1, 4), (1, 80), (3, 4), (3, 80)])  # 80x80: large
+def test_outer_products_summed_and_per_sample(samples, size):
+    rng = np.random.default_rng(4)
+    rows, columns = rng.normal(size=(size, samples)), rng.normal(size=(size + 1, samples))
+    each = np.empty((samples, size, size + 1))
+    runtime._outer_per_sample(rows, columns, out=each)
+    assert np.allclose(each, np.einsum("fb,nb->bfn", rows, columns), rtol=1e-15, atol=0)
+    assert np.allclose(runtime._outer_sum(rows, columns), each.sum(axis=0), rtol=1e-14, atol=1e-14)
+    assert np.getbufsize() == 8192  # numpy's own again afterwards
+
+
 # ---- arguments ----------------------------------------------------------------------------------
 
 

@@ -106,18 +106,15 @@ def program_source(network: Any, backend: str = "numpy") -> str:
     return re.sub(r"\bnumpy\.", "jnp.", text) if backend == "jax" else text
 
 
-CHUNK_BYTES = 2**20  # the largest array of a chunk of the batch: 1 MB, about a core's cache
+CHUNK_BYTES = 2**21  # the largest array of a chunk of the batch: 2 MB, a core's cache here
 CHUNK_LIMITS = (16, 1024)  # fewer samples at a time costs more in python than it saves
 
 
 def batch_chunk(network: Any) -> int:
     """How many samples the per-layer program takes at a time: a power of two that keeps its
-    largest array — a convolution's columns, window numbers × output places, or a layer's
-    input or output — near CHUNK_BYTES (measured best with benchmarks/numeric.py)."""
-    largest = 1
-    for op, shape, out in zip(network.layers, network.shapes, network.shapes[1:]):
-        columns = op.window(shape) * prod(out[1:]) if len(out) == 3 else 0
-        largest = max(largest, columns, prod(shape), prod(out))
+    largest array — each operation says how many values per sample its code holds at most
+    (``code_values``) — near CHUNK_BYTES (measured best with benchmarks/numeric.py)."""
+    largest = max(op.code_values(shape) for op, shape in zip(network.layers, network.shapes))
     chunk = CHUNK_LIMITS[0]
     while chunk * 2 <= CHUNK_LIMITS[1] and chunk * 2 * largest * 8 <= CHUNK_BYTES:
         chunk *= 2
@@ -140,7 +137,7 @@ def _summed_only(lines: list[str]) -> list[str]:
     for line in lines:
         if line.startswith("if per_sample:"):
             branch = "per sample"
-        elif branch == "per sample" and line == "else:":
+        elif branch == "per sample" and line.split("#")[0].rstrip() == "else:":
             branch = "summed"
         elif branch is not None and line.startswith(INDENT):
             if branch == "summed":

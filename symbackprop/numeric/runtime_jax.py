@@ -18,9 +18,31 @@ import jax
 import jax.numpy as jnp
 import numpy
 
-from .runtime import Result, _empty, checked, choose
+from .runtime import Result, _conv_matrix_index, _empty, checked, choose
 
 jax.config.update("jax_enable_x64", True)  # float64, as the numpy code
+
+# ---- products ----------------------------------------------------------------------------------
+
+
+def _outer_sum(rows, columns):
+    """Σ_b rows[:, b] columns[:, b]ᵀ, (F, N) from rows (F, B) and columns (N, B)."""
+    return rows @ columns.T
+
+
+def _conv_matrix(weights, input_shape, stride, padding, dilation):
+    """The convolution as one matrix T (O·OH·OW, C·H·W), weights taken to their places."""
+    take = _conv_matrix_index(weights.shape, input_shape, stride, padding, dilation)[0]
+    return jnp.concatenate([weights.ravel(), jnp.zeros(1)])[take]
+
+
+def _conv_matrix_grad(dz, flat, weight_shape, input_shape, stride, padding, dilation):
+    """∂L/∂W of a convolution run as its matrix: ∂L/∂T = dz flatᵀ summed where T holds each
+    weight."""
+    _, positions, weights = _conv_matrix_index(weight_shape, input_shape, stride, padding, dilation)
+    shares = (dz @ flat.T).ravel()[positions]
+    return jnp.zeros(int(numpy.prod(weight_shape))).at[weights].add(shares).reshape(weight_shape)
+
 
 # ---- windows of a batch held last: (C, H, W, B) ------------------------------------------------
 
@@ -52,6 +74,13 @@ def _windows(x, kernel, stride, dilation):
         ]
         rows.append(jnp.stack(places, axis=1))
     return jnp.stack(rows, axis=1)
+
+
+def _columns(x, kernel, stride, dilation):
+    """The windows of x (C, H, W, B) as columns (C·kh·kw, OH·OW·B)."""
+    windows = _windows(x, kernel, stride, dilation)
+    channels, kh, kw = windows.shape[:3]
+    return windows.reshape(channels * kh * kw, -1)
 
 
 def _add_windows(d_windows, shape, stride, dilation):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import product
+from math import prod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -259,6 +260,10 @@ class MaxPool2D(_Pool):
 
     # ---- the numeric-code face ----------------------------------------------------------------
 
+    def code_values(self, input_shape: Shape) -> int:
+        """The most values per sample an array of its code holds: its windows, copied."""
+        return self.window(input_shape) * prod(self.output_shape(input_shape))
+
     def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
         """The windows as a view; argmax finds each window's first maximum, and the gradient
         goes back to it alone."""
@@ -370,6 +375,11 @@ class AvgPool2D(_Pool):
         return d_padded[:, :, ph : ph + height, pw : pw + width], {}
 
     # ---- the numeric-code face ----------------------------------------------------------------
+
+    def code_values(self, input_shape: Shape) -> int:
+        """The most values per sample an array of its code holds: its input (the windows are
+        views)."""
+        return prod(input_shape)
 
     def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
         """The windows as a view, summed over the window's area; the gradient spreads evenly."""
