@@ -228,5 +228,5 @@ def test_each_block_names_the_formula_it_computes():
     assert "    # z1[o,i,j,b] = sum_(c,m,n) W1[o,c,m,n] * x[c, 2i + m - 1, 2j + n - 1, b] + b1[o]" in source
     assert "    # a2[c,i,j,b] = max_(m,n) a1[c, 2i + m, 2j + n, b]\n" in source
     assert "    # z3[f,b] = sum_n W3[f,n] * flat3[n,b]\n" in source
-    assert "    dz1 = da1 * sigmoid_prime(z1, a1)\n" in source
+    assert "    dz1 = sigmoid_prime(z1, a1)  # g'(z), a new array\n    dz1 *= da1  " in source
     assert max(len(line) for line in source.splitlines()) <= 100

@@ -100,7 +100,8 @@ def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, grads, per_samp
     da3 = loss_gradient(a3, y) * scale
 
     # ---- layer 3 backward: dense 2, no bias, g
-    dz3 = da3 * g_prime(z3, a3)
+    dz3 = g_prime(z3, a3)  # g'(z), a new array
+    dz3 *= da3  # dL/dz = g'(z) dL/da, in place
     # dL/dW3[f,n] = dL/dz3[f,b] * flat3[n,b], summed over b unless per sample
     if per_sample:  # an outer product per sample, into grads
         _outer_per_sample(dz3, flat3, out=grads['W3'])
@@ -110,7 +111,8 @@ def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, grads, per_samp
     da2 = (W3.T @ dz3).reshape(1, 2, 2, B)
 
     # ---- layer 2 backward: conv 1x2x2, stride 1x1, padding 0x0, no bias, g
-    dz2 = da2 * g_prime(z2, a2)
+    dz2 = g_prime(z2, a2)  # g'(z), a new array
+    dz2 *= da2  # dL/dz = g'(z) dL/da, in place
     # dL/dW2[o,c,m,n] = sum_(i,j,b) dL/dz2[o,i,j,b] * a1[c, i + m, j + n, b]
     if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads
         rows = numpy.ascontiguousarray(dz2.reshape(1, 4, B).transpose(2, 0, 1))
@@ -124,7 +126,8 @@ def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, grads, per_samp
     da1 = (T2.T @ dz2.reshape(4, B)).reshape(1, 3, 3, B)
 
     # ---- layer 1 backward: conv 1x2x2, stride 1x1, padding 0x0, no bias, g
-    dz1 = da1 * g_prime(z1, a1)
+    dz1 = g_prime(z1, a1)  # g'(z), a new array
+    dz1 *= da1  # dL/dz = g'(z) dL/da, in place
     # dL/dW1[o,c,m,n] = sum_(i,j,b) dL/dz1[o,i,j,b] * x[c, i + m, j + n, b]
     if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads
         rows = numpy.ascontiguousarray(dz1.reshape(1, 9, B).transpose(2, 0, 1))
@@ -465,7 +468,9 @@ def sigmoid(z):
 
 
 def sigmoid_prime(z, a):
-    return a * (1 - a)
+    prime = 1.0 - a
+    prime *= a  # in place: one new array, not two
+    return prime
 
 
 def tanh(z):
@@ -473,7 +478,10 @@ def tanh(z):
 
 
 def tanh_prime(z, a):
-    return 1 - a * a
+    prime = -a
+    prime *= a
+    prime += 1.0  # in place: one new array, not two
+    return prime
 
 
 def relu(z):

@@ -96,7 +96,8 @@ def program_source(network: Any, backend: str = "numpy") -> str:
                 body.append(f"    dz{number} = da{number}  # identity: dL/dz = dL/da")
             else:
                 prime = f"{_activation(op.activation, generic_g)}_prime"
-                body.append(f"    dz{number} = da{number} * {prime}(z{number}, a{number})")
+                body.append(f"    dz{number} = {prime}(z{number}, a{number})  # g'(z), a new array")
+                body.append(f"    dz{number} *= da{number}  # dL/dz = g'(z) dL/da, in place")
         body += _indent(code.backward if backend != "jax" else _summed_only(code.backward))
 
     body += [""]

@@ -213,7 +213,9 @@ def sigmoid(z):
 
 
 def sigmoid_prime(z, a):
-    return a * (1 - a)
+    prime = 1.0 - a
+    prime *= a  # in place: one new array, not two
+    return prime
 
 
 def tanh(z):
@@ -221,7 +223,10 @@ def tanh(z):
 
 
 def tanh_prime(z, a):
-    return 1 - a * a
+    prime = -a
+    prime *= a
+    prime += 1.0  # in place: one new array, not two
+    return prime
 
 
 def relu(z):

@@ -344,10 +344,10 @@ class Conv2D(Op):
             *self._weight_grad_comment(names),
             "if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads",
             *self._per_sample_lines(input_shape, names, padded),
-            "else:",
+            f"else:  # ({size} x i·j·b) @ (i·j·b x {out_channels}): BLAS shares the {size} rows out",
             (
-                f"    grads[{weight!r}] = ({dz}.reshape({out_channels}, {places} * B) @ {cols}.T)"
-                f".reshape({out_channels}, {channels}, {kh}, {kw})"
+                f"    grads[{weight!r}] = ({cols} @ {dz}.reshape({out_channels}, {places} * B).T)"
+                f".T.reshape({out_channels}, {channels}, {kh}, {kw})"
             ),
             *([f"    grads[{bias!r}] = {dz}.sum(axis=(1, 2, 3))"] if self.bias else []),
         ]
