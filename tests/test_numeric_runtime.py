@@ -136,6 +136,9 @@ def test_columns_hold_each_window_down_a_column(by, monkeypatch):
     assert columns.shape == (4, 8)  # (c·m·n, i·j·b)
     # window (i, j) = (0, 1) of sample 1: x[0, m, 1 + n, 1] for (m, n) in kernel order
     assert columns[:, 3].tolist() == [3.0, 5.0, 9.0, 11.0]
+    by_sample = runtime._columns_by_sample(x, (2, 2), (1, 1), (1, 1))  # (B, c·m·n, i·j)
+    assert by_sample.shape == (2, 4, 4) and by_sample[1, :, 1].tolist() == [3.0, 5.0, 9.0, 11.0]
+    assert np.array_equal(by_sample, columns.reshape(4, 4, 2).transpose(2, 0, 1))
 
 
 # ---- a small convolution as one matrix ----------------------------------------------------------

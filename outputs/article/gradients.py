@@ -116,8 +116,9 @@ def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, grads, per_samp
     # dL/dW2[o,c,m,n] = sum_(i,j,b) dL/dz2[o,i,j,b] * a1[c, i + m, j + n, b]
     if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads
         rows = numpy.ascontiguousarray(dz2.reshape(1, 4, B).transpose(2, 0, 1))
-        columns = _windows_by_sample(a1, (2, 2), (1, 1), (1, 1)).reshape(B, 4, 4)
-        numpy.matmul(rows, columns, out=grads['W2'].reshape(B, 1, 4))
+        columns = _columns_by_sample(a1, (2, 2), (1, 1), (1, 1))  # (B, 4, 4)
+        per_sample_grad = grads['W2'].reshape(B, 1, 4)
+        numpy.matmul(rows, columns.transpose(0, 2, 1), out=per_sample_grad)
     else:  # each weight's share of dL/dT = dL/dz flatᵀ, where T holds it
         grads['W2'] = _conv_matrix_grad(
             dz2.reshape(4, B), flat2, (1, 1, 2, 2), (1, 3, 3), (1, 1), (0, 0), (1, 1)
@@ -131,8 +132,9 @@ def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, grads, per_samp
     # dL/dW1[o,c,m,n] = sum_(i,j,b) dL/dz1[o,i,j,b] * x[c, i + m, j + n, b]
     if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads
         rows = numpy.ascontiguousarray(dz1.reshape(1, 9, B).transpose(2, 0, 1))
-        columns = _windows_by_sample(x, (2, 2), (1, 1), (1, 1)).reshape(B, 9, 4)
-        numpy.matmul(rows, columns, out=grads['W1'].reshape(B, 1, 4))
+        columns = _columns_by_sample(x, (2, 2), (1, 1), (1, 1))  # (B, 4, 9)
+        per_sample_grad = grads['W1'].reshape(B, 1, 4)
+        numpy.matmul(rows, columns.transpose(0, 2, 1), out=per_sample_grad)
     else:  # each weight's share of dL/dT = dL/dz flatᵀ, where T holds it
         grads['W1'] = _conv_matrix_grad(
             dz1.reshape(9, B), flat1, (1, 1, 2, 2), (1, 4, 4), (1, 1), (0, 0), (1, 1)
@@ -752,19 +754,21 @@ def _columns(x, kernel, stride, dilation):
 COLUMNS_BY_INDEX = 512
 
 
-def _windows_by_sample(x, kernel, stride, dilation):
-    """The windows of x (C, H, W, B) sample by sample: a view (B, OH, OW, C, kh, kw) of a copy
-    of x with the batch first, so that each sample's windows lie together."""
-    first = numpy.ascontiguousarray(x.transpose(3, 1, 2, 0))  # (B, H, W, C)
-    batch, height, width, channels = first.shape
+def _columns_by_sample(x, kernel, stride, dilation):
+    """The windows of x (C, H, W, B) sample by sample, (B, C·kh·kw, OH·OW): x copied with the
+    batch first, then each sample's windows copied as its columns (runs of a window row,
+    contiguous in that copy)."""
+    first = numpy.ascontiguousarray(x.transpose(3, 0, 1, 2))  # (B, C, H, W)
+    batch, channels, height, width = first.shape
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     out_h = (height - dh * (kh - 1) - 1) // sh + 1
     out_w = (width - dw * (kw - 1) - 1) // sw + 1
-    sb, sy, sx, sc = first.strides
-    return as_strided(
-        first, (batch, out_h, out_w, channels, kh, kw),
-        (sb, sh * sy, sw * sx, sc, dh * sy, dw * sx), writeable=False,
+    sb, sc, sy, sx = first.strides
+    windows = as_strided(
+        first, (batch, channels, kh, kw, out_h, out_w),
+        (sb, sc, dh * sy, dw * sx, sh * sy, sw * sx), writeable=False,
     )
+    return windows.reshape(batch, channels * kh * kw, out_h * out_w)
 
 
 _SCATTER_INDEXES = {}

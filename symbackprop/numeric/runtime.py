@@ -516,19 +516,21 @@ def _columns(x, kernel, stride, dilation):
 COLUMNS_BY_INDEX = 512
 
 
-def _windows_by_sample(x, kernel, stride, dilation):
-    """The windows of x (C, H, W, B) sample by sample: a view (B, OH, OW, C, kh, kw) of a copy
-    of x with the batch first, so that each sample's windows lie together."""
-    first = numpy.ascontiguousarray(x.transpose(3, 1, 2, 0))  # (B, H, W, C)
-    batch, height, width, channels = first.shape
+def _columns_by_sample(x, kernel, stride, dilation):
+    """The windows of x (C, H, W, B) sample by sample, (B, C·kh·kw, OH·OW): x copied with the
+    batch first, then each sample's windows copied as its columns (runs of a window row,
+    contiguous in that copy)."""
+    first = numpy.ascontiguousarray(x.transpose(3, 0, 1, 2))  # (B, C, H, W)
+    batch, channels, height, width = first.shape
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     out_h = (height - dh * (kh - 1) - 1) // sh + 1
     out_w = (width - dw * (kw - 1) - 1) // sw + 1
-    sb, sy, sx, sc = first.strides
-    return as_strided(
-        first, (batch, out_h, out_w, channels, kh, kw),
-        (sb, sh * sy, sw * sx, sc, dh * sy, dw * sx), writeable=False,
+    sb, sc, sy, sx = first.strides
+    windows = as_strided(
+        first, (batch, channels, kh, kw, out_h, out_w),
+        (sb, sc, dh * sy, dw * sx, sh * sy, sw * sx), writeable=False,
     )
+    return windows.reshape(batch, channels * kh * kw, out_h * out_w)
 
 
 def _add_windows(d_windows, shape, stride, dilation):

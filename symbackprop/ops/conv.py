@@ -427,8 +427,9 @@ class Conv2D(Op):
                 f"    rows = numpy.ascontiguousarray({dz}.reshape({out_channels}, {places}, B)"
                 ".transpose(2, 0, 1))"
             ),
-            f"    columns = _windows_by_sample({padded}, {window}).reshape(B, {places}, {size})",
-            f"    numpy.matmul(rows, columns, out=grads[{weight!r}].reshape(B, {out_channels}, {size}))",
+            f"    columns = _columns_by_sample({padded}, {window})  # (B, {size}, {places})",
+            f"    per_sample_grad = grads[{weight!r}].reshape(B, {out_channels}, {size})",
+            "    numpy.matmul(rows, columns.transpose(0, 2, 1), out=per_sample_grad)",
             *([f"    grads[{bias!r}][...] = {dz}.sum(axis=(1, 2)).T"] if self.bias else []),
         ]
 
