@@ -65,6 +65,7 @@ def test_the_jax_module_is_the_per_layer_code_with_jnp():
     source = numeric.module_source(sb.presets.lenet5().derive(), backend="jax")
     assert "import jax.numpy as jnp\n" in source and 'jax.config.update("jax_enable_x64", True)' in source
     assert "    a1 = tanh(z1)\n" in source and "numpy.ascontiguousarray(x" not in source
-    assert "d_windows = jnp.broadcast_to(" in source
+    assert "    da1 = _spread_windows(da2 / 4, (6, 28, 28, B), (2, 2), (2, 2))\n" in source
+    assert "jnp.broadcast_to(d[:, None, None]" in source  # jax's own _spread_windows
     with pytest.raises(ValueError, match="backend='jax' runs the per-layer code only"):
         numeric.module_source(sb.presets.article().derive(), style="nodes", backend="jax")

@@ -119,13 +119,32 @@ def test_the_scatter_index_is_kept_for_a_few_shapes_at_most():
     assert 0 < len(runtime._SCATTER_INDEXES) <= 64
 
 
-def test_window_sums_and_padding():
+@pytest.mark.parametrize("by", ["index", "strided adds"])
+def test_window_sums_and_padding(by, monkeypatch):
+    monkeypatch.setattr(runtime, "SCATTER_BY_INDEX", 10**9 if by == "index" else 0)
     x = np.arange(16.0).reshape(1, 4, 4, 1)
-    sums = runtime._sum_windows(runtime._windows(x, (2, 2), (2, 2), (1, 1)))
+    sums = runtime._sum_windows(x, (2, 2), (2, 2))
     assert sums[0, :, :, 0].tolist() == [[10.0, 18.0], [42.0, 50.0]]
+    assert runtime._sum_windows(x, (3, 2), (1, 2))[0, :, :, 0].tolist() == [[27.0, 39.0], [51.0, 63.0]]
     padded = runtime._pad(x, (1, 2), -np.inf)
     assert padded.shape == (1, 6, 8, 1) and padded[0, 0, 0, 0] == -np.inf
     assert np.array_equal(runtime._unpad(padded, (1, 2)), x)
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, stride",
+    [((2, 6, 4, 3), (2, 2), (2, 2)), ((2, 7, 5, 3), (2, 2), (2, 2)), ((2, 7, 5, 3), (3, 2), (1, 2))],
+    ids=["tiles", "tiles short of the edge", "overlapping"],
+)
+def test_spreading_windows_back_is_the_adjoint_of_summing_them(shape, kernel, stride):
+    # <sum_windows(x), d> = <x, spread_windows(d)>: each window's d reaches every place it sums.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=shape)
+    sums = runtime._sum_windows(x, kernel, stride)
+    d = rng.normal(size=sums.shape)
+    back = runtime._spread_windows(d, shape, kernel, stride)
+    assert back.shape == shape
+    assert np.sum(sums * d) == pytest.approx(np.sum(x * back), rel=1e-12)
 
 
 @pytest.mark.parametrize("by", ["index", "strided copy"])

@@ -585,16 +585,36 @@ def _scatter_index(windows_shape, shape, stride, dilation):
     return _SCATTER_INDEXES[key]
 
 
-def _sum_windows(windows):
-    """Σ over each window's places of a view (C, kh, kw, OH, OW, B): one add per place,
-    faster than a reduction over two strided axes."""
-    _, kh, kw = windows.shape[:3]
+def _sum_windows(x, kernel, stride):
+    """Σ over each window's places of x (C, H, W, B): (C, OH, OW, B). Few values per kernel
+    place are taken as columns and summed down them; more, one strided add per place (faster
+    than a reduction over two strided axes)."""
+    channels, height, width, batch = x.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
+    if channels * out_h * out_w * batch <= SCATTER_BY_INDEX:
+        columns = _columns(x, kernel, stride, (1, 1)).reshape(channels, kh * kw, -1)
+        return columns.sum(axis=1).reshape(channels, out_h, out_w, batch)
+    windows = _windows(x, kernel, stride, (1, 1))
     total = windows[:, 0, 0].copy()
-    for m in range(kh):
-        for n in range(kw):
-            if m or n:
-                total += windows[:, m, n]
+    with _short_buffers():
+        for m in range(kh):
+            for n in range(kw):
+                if m or n:
+                    total += windows[:, m, n]
     return total
+
+
+def _spread_windows(d, shape, kernel, stride):
+    """The adjoint of ``_sum_windows``: an array of ``shape`` (C, H, W, B) where each window's
+    d (C, OH, OW, B) is added at every place the window covers. Windows that tile the input
+    exactly repeat each value over their tile."""
+    channels, out_h, out_w, batch = d.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    if (sh, sw) == (kh, kw) and shape[1:3] == (out_h * kh, out_w * kw):
+        return numpy.repeat(numpy.repeat(d, kh, axis=1), kw, axis=2)
+    d_windows = numpy.broadcast_to(d[:, None, None], (channels, kh, kw, out_h, out_w, batch))
+    return _add_windows(d_windows, shape, stride, (1, 1))
 
 
 # ---- running a module's programs ---------------------------------------------------------------

@@ -96,9 +96,16 @@ def _add_windows(d_windows, shape, stride, dilation):
     return out
 
 
-def _sum_windows(windows):
-    """Σ over each window's places of (C, kh, kw, OH, OW, B)."""
-    return windows.sum(axis=(1, 2))
+def _sum_windows(x, kernel, stride):
+    """Σ over each window's places of x (C, H, W, B)."""
+    return _windows(x, kernel, stride, (1, 1)).sum(axis=(1, 2))
+
+
+def _spread_windows(d, shape, kernel, stride):
+    """The adjoint of ``_sum_windows``: each window's d added at every place it covers."""
+    channels, out_h, out_w, batch = d.shape
+    d_windows = jnp.broadcast_to(d[:, None, None], (channels, *kernel, out_h, out_w, batch))
+    return _add_windows(d_windows, shape, stride, (1, 1))
 
 
 # ---- activations and losses ---------------------------------------------------------------------

@@ -382,22 +382,23 @@ class AvgPool2D(_Pool):
         return prod(input_shape)
 
     def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
-        """The windows as a view, summed over the window's area; the gradient spreads evenly."""
+        """The windows summed over the window's area; the gradient spreads evenly."""
         _, x, z, dz, dx = names
         p = self._code_parts(input_shape, names, "0.0")
         area = p["area"]
+        channels, height, width = input_shape
+        (ph, pw), kernel, stride = self.padding, self.kernel_size, self.stride
+        padded = x if (ph, pw) == (0, 0) else f"_pad({x}, {self.padding})"
         forward = [
             f"# {z}[c,i,j,b] = (1/{area}) sum_(m,n) {x}[c, {p['row']}, {p['col']}, b]"
             + (" (the zero padding counted, as PyTorch)" if self.padding != (0, 0) else ""),
-            f"{z} = _sum_windows({p['windows']}) / {area}",
+            f"{z} = _sum_windows({padded}, {kernel}, {stride}) / {area}",
         ]
+        padded_shape = f"({channels}, {height + 2 * ph}, {width + 2 * pw}, B)"
+        spread = f"_spread_windows({dz} / {area}, {padded_shape}, {kernel}, {stride})"
         backward = [
             f"# dL/d{x}: each window's dL/d{z} / {area}, spread evenly over the places it covers",
-            (
-                f"d_windows = numpy.broadcast_to(({dz} / {area})[:, None, None], "
-                f"({p['channels']}, {p['kernel']}, {p['places']}))"
-            ),
-            f"{dx} = {p['input_grad']}",
+            f"{dx} = {spread}" if (ph, pw) == (0, 0) else f"{dx} = _unpad({spread}, {self.padding})",
         ]
         return LayerCode(forward, backward)
 
