@@ -16,6 +16,7 @@ from strategies import networks
 
 import symbackprop as sb
 from symbackprop import numeric, reference
+from symbackprop.numeric import layers
 from symbackprop.network import Graph
 from symbackprop.verify import draw_point
 
@@ -162,6 +163,19 @@ def test_large_batches_run_a_chunk_at_a_time_with_the_same_result(rng, monkeypat
     monkeypatch.setattr(module, "_PROGRAMS", module._PROGRAMS._replace(batch_chunk=2))
     for reduce, expected in whole.items():
         assert_same_gradients(module.loss_and_grads(x, y, params, reduce), *expected, rtol=1e-14)
+
+
+def test_chunks_keep_the_largest_array_near_two_megabytes():
+    def chunk(size: int, channels: int) -> int:
+        conv = sb.Conv2D(kernel_size=3, out_channels=channels, activation="sigmoid")
+        return layers.batch_chunk(sb.Network((1, size, size), [conv, sb.Dense(units=10)], "sse"))
+
+    # 1x8x8 -> conv 3x3 x4: run as its matrix, 144 values a sample at most: all 1024 at once
+    assert chunk(8, 4) == 1024
+    # 1x30x30 -> conv 3x3 x8 on windows: 9 x 784 values a sample, 56 kB: 32 fill 1.8 MB
+    assert chunk(30, 8) == 32
+    # LeNet-5's first windows take 157 kB a sample: 13 would fill 2 MB, but no fewer than 32
+    assert layers.batch_chunk(sb.presets.lenet5()) == 32
 
 
 # ---- against the per-node program --------------------------------------------------------------
