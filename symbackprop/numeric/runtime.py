@@ -13,10 +13,14 @@ Sections, in the order a module needs them:
 * losses, per sample: over a (K, B) array (per-layer code) or a list of K values, floats or
   arrays (B,) (per-node code); cross-entropy through log-sum-exp, finite for any finite
   logits;
-* windows: a strided view of every kernel window of a batch held last, (C, H, W, B), and
-  its adjoint,
-  the scatter-add of each window's gradient back where it was read, one kernel place at a
-  time;
+* products: numpy's buffer kept short where operands are strided or broadcast; sums of
+  outer products (a dense layer's ∂L/∂W); a small convolution as one matrix T and its
+  weight gradient;
+* windows of a batch held last, (C, H, W, B): a strided view of every kernel window, the
+  windows copied as columns (taken by index when few), sample by sample, or summed (average
+  pooling), and the adjoints: the scatter-add of each window's gradient back where it was
+  read (in one ``bincount`` when few values, else one kernel place at a time) and the
+  spread of each window's sum;
 * running a module's programs: ``run`` checks the arguments, picks the program, and
   returns per-sample results (``reduce=None``) or the batch's sum or mean.
 

@@ -344,7 +344,7 @@ class Conv2D(Op):
             *self._weight_grad_comment(names),
             "if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads",
             *self._per_sample_lines(input_shape, names, padded),
-            f"else:  # ({size} x i·j·b) @ (i·j·b x {out_channels}): BLAS shares the {size} rows out",
+            "else:  # (c·m·n, i·j·b) @ (i·j·b, o), transposed: more rows than o for BLAS's threads",
             (
                 f"    grads[{weight!r}] = ({cols} @ {dz}.reshape({out_channels}, {places} * B).T)"
                 f".T.reshape({out_channels}, {channels}, {kh}, {kw})"
