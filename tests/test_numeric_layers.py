@@ -221,14 +221,15 @@ def test_the_module_grows_with_the_layers_not_the_image():
         net = sb.Network((1, size, size), [*convs, sb.MaxPool2D(kernel_size=2), sb.Dense(units=10)], "mse")
         return numeric.module_source(net.derive(), style="layers")
 
-    def lines(size: int, layers: int) -> int:
-        return len(source(size, layers).splitlines())
+    def lines(text: str) -> int:
+        return len(text.splitlines())
 
     # Small convolutions run as their matrix, larger ones on their windows: each form's text
     # is the same whatever the image.
-    assert "T1 = _conv_matrix(W1," in source(4, 2) and "T1 = " not in source(32, 2)
-    assert lines(4, 2) == lines(5, 2) and lines(32, 2) == lines(64, 2)
-    assert lines(32, 3) > lines(32, 2)
+    small, large = source(4, 2), source(32, 2)
+    assert "T1 = _conv_matrix(W1," in small and "T1 = " not in large
+    assert lines(small) == lines(source(5, 2)) and lines(large) == lines(source(64, 2))
+    assert lines(source(32, 3)) > lines(large)
 
 
 def test_each_block_names_the_formula_it_computes():
