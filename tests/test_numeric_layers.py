@@ -16,8 +16,8 @@ from strategies import networks
 
 import symbackprop as sb
 from symbackprop import numeric, reference
-from symbackprop.numeric import layers
 from symbackprop.network import Graph
+from symbackprop.numeric import layers
 from symbackprop.verify import draw_point
 
 # One network per case: the operation on a 2x7x7 input, then a dense layer to three outputs.
