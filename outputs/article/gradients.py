@@ -426,19 +426,19 @@ def _numbers(what, value):
 
 def _require_finite(arrays):
     """A ValueError naming the first of ``arrays`` (name -> array) holding nan or inf."""
-    # A sum is finite when every value is: one pass over each array — python's for a few
-    # values, numpy's under one errstate (entering it costs as much as summing a small
-    # array) for the others. Huge values can overflow the sum, so the values themselves are
-    # looked at before any is called non-finite.
+    # A sum is finite when every value is: one pass over each array — python's sum for a
+    # few values, for the others the dot product of each with itself under one errstate
+    # (BLAS's: twice as fast as a numpy sum). Huge values can overflow it, so the values
+    # themselves are looked at before any is called non-finite.
     total, large = 0.0, []
     for values in arrays.values():
         if values.size <= 64:
             total += sum(values.ravel().tolist())
         else:
-            large.append(values)
+            large.append(values.ravel())
     if large:
         with numpy.errstate(over="ignore", invalid="ignore"):
-            total += sum(numpy.add.reduce(values, axis=None) for values in large)
+            total += sum(float(numpy.dot(flat, flat)) for flat in large)
     if math.isfinite(total):
         return
     for what, values in arrays.items():
