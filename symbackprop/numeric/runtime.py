@@ -576,7 +576,8 @@ def _scatter_index(windows_shape, shape, stride, dilation):
     """Where each value of a windows' gradient (C, kh, kw, OH, OW, B), in its order, lands in
     the flat input (C, H, W, B): c·H·W·B + (s·i + d·m)·W·B + (s·j + d·n)·B + b."""
     key = windows_shape, shape, stride, dilation
-    if key not in _SCATTER_INDEXES:
+    index = _SCATTER_INDEXES.get(key)  # held here: another thread may clear the table
+    if index is None:
         if len(_SCATTER_INDEXES) >= 64:  # batches of many sizes: keep the latest only
             _SCATTER_INDEXES.clear()
         channels, kh, kw, out_h, out_w, batch = windows_shape
@@ -584,9 +585,9 @@ def _scatter_index(windows_shape, shape, stride, dilation):
         (sh, sw), (dh, dw) = stride, dilation
         c, m, n, i, j, b = numpy.ogrid[:channels, :kh, :kw, :out_h, :out_w, :batch]
         rows, columns = sh * i + dh * m, sw * j + dw * n
-        index = ((c * height + rows) * width + columns) * batch + b
-        _SCATTER_INDEXES[key] = index.ravel()
-    return _SCATTER_INDEXES[key]
+        index = (((c * height + rows) * width + columns) * batch + b).ravel()
+        _SCATTER_INDEXES[key] = index
+    return index
 
 
 def _sum_windows(x, kernel, stride):
