@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from oracle import assert_same_gradients
-from test_numeric_layers import OPERATIONS, batch, network
+from test_numeric_layers import CASES, FORMS, OPERATIONS, batch, network
 
 import symbackprop as sb
 from symbackprop import numeric
@@ -15,9 +15,10 @@ pytest.importorskip("jax", reason="jax is not installed: pip install -e '.[jax]'
 
 
 @pytest.mark.slow  # a jax.jit compile per case
-@pytest.mark.parametrize("name", list(OPERATIONS))
+@pytest.mark.parametrize("name, form", CASES)
 @pytest.mark.parametrize("reduce", [None, "sum", "mean"])
-def test_every_operation_gives_the_numpy_numbers(name, reduce, rng):
+def test_every_operation_gives_the_numpy_numbers(name, form, reduce, rng, monkeypatch):
+    monkeypatch.setattr(sb.Conv2D, "MATRIX_LIMIT", FORMS[form])  # a convolution both ways
     net = network(OPERATIONS[name])
     d = net.derive()
     _, _, params = draw_point(net, rng)
@@ -64,6 +65,7 @@ def test_the_jax_module_is_the_per_layer_code_with_jnp():
     source = numeric.module_source(sb.presets.lenet5().derive(), backend="jax")
     assert "import jax.numpy as jnp\n" in source and 'jax.config.update("jax_enable_x64", True)' in source
     assert "    a1 = tanh(z1)\n" in source and "numpy.ascontiguousarray(x" not in source
-    assert "d_windows = jnp.broadcast_to(" in source
+    assert "    da1 = _spread_windows(da2 / 4, (6, 28, 28, B), (2, 2), (2, 2))\n" in source
+    assert "jnp.broadcast_to(d[:, None, None]" in source  # jax's own _spread_windows
     with pytest.raises(ValueError, match="backend='jax' runs the per-layer code only"):
         numeric.module_source(sb.presets.article().derive(), style="nodes", backend="jax")

@@ -17,6 +17,8 @@ from strategies import networks
 import symbackprop as sb
 from symbackprop import numeric, reference
 from symbackprop.network import Graph
+from symbackprop.numeric import layers
+from symbackprop.ops import OPS
 from symbackprop.verify import draw_point
 
 # One network per case: the operation on a 2x7x7 input, then a dense layer to three outputs.
@@ -53,9 +55,21 @@ def batch(net: sb.Network, rng: np.random.Generator, size: int, ties: bool = Fal
     return x, y
 
 
-@pytest.fixture(params=list(OPERATIONS), ids=list(OPERATIONS))
-def case(request) -> sb.Network:
-    return network(OPERATIONS[request.param])
+# A convolution runs as its matrix when that is small (all of these are), on its windows
+# otherwise: each convolution case runs both ways.
+FORMS = {"as a matrix": 10**9, "on windows": 0}
+CASES = [
+    (name, form)
+    for name, op in OPERATIONS.items()
+    for form in (FORMS if op.key == "conv" else ["as a matrix"])
+]
+
+
+@pytest.fixture(params=CASES, ids=[f"{n}, {f}" if n.startswith("conv") else n for n, f in CASES])
+def case(request, monkeypatch) -> sb.Network:
+    name, form = request.param
+    monkeypatch.setattr(sb.Conv2D, "MATRIX_LIMIT", FORMS[form])
+    return network(OPERATIONS[name])
 
 
 # ---- every operation against the reference and torch ------------------------------------------
@@ -88,6 +102,14 @@ def test_reduced_gradients_are_torch_backward_of_the_batch_loss(case, rng, reduc
         "x": x.shape, **case.parameters
     }
     assert_same_gradients(out, *torch_reduced_loss_and_grads(case, x, y, params, reduce))
+
+
+def test_a_batch_of_many_sums_the_same_gradients(case, rng):
+    # 40 samples: a convolution's matrix gradient comes from one product over the batch.
+    _, _, params = draw_point(case, rng)
+    x, y = batch(case, rng, 40, ties=True)
+    out = case.derive().numeric(style="layers", reduce="sum")(x, y, params)
+    assert_same_gradients(out, *torch_reduced_loss_and_grads(case, x, y, params, "sum"))
 
 
 @pytest.mark.parametrize("reduce", [None, "sum", "mean"])
@@ -144,6 +166,28 @@ def test_large_batches_run_a_chunk_at_a_time_with_the_same_result(rng, monkeypat
         assert_same_gradients(module.loss_and_grads(x, y, params, reduce), *expected, rtol=1e-14)
 
 
+def test_every_operation_says_how_many_values_a_sample_its_code_holds():
+    # batch_chunk asks each operation; an operation without code_values could not be printed.
+    for name, cls in OPS.items():
+        assert callable(getattr(cls, "code_values", None)), f"{name} has no code_values"
+    conv = sb.Conv2D(kernel_size=3, out_channels=4)
+    assert conv.code_values((1, 8, 8)) == 144  # as its matrix: its output, 4 x 6 x 6
+    assert conv.code_values((1, 30, 30)) == 9 * 28 * 28  # on windows: 9 values for each of 28 x 28
+
+
+def test_chunks_keep_the_largest_array_near_two_megabytes():
+    def chunk(size: int, channels: int) -> int:
+        conv = sb.Conv2D(kernel_size=3, out_channels=channels, activation="sigmoid")
+        return layers.batch_chunk(sb.Network((1, size, size), [conv, sb.Dense(units=10)], "sse"))
+
+    # 1x8x8 -> conv 3x3 x4: run as its matrix, 144 values a sample at most: all 1024 at once
+    assert chunk(8, 4) == 1024
+    # 1x30x30 -> conv 3x3 x8 on windows: 9 x 784 values a sample, 56 kB: 32 fill 1.8 MB
+    assert chunk(30, 8) == 32
+    # LeNet-5's first windows take 157 kB a sample: 13 would fill 2 MB, but no fewer than 32
+    assert layers.batch_chunk(sb.presets.lenet5()) == 32
+
+
 # ---- against the per-node program --------------------------------------------------------------
 
 
@@ -182,13 +226,20 @@ def test_lenet5_matches_torch_per_sample_and_summed(rng):
 
 
 def test_the_module_grows_with_the_layers_not_the_image():
-    def lines(size: int, layers: int) -> int:
+    def source(size: int, layers: int) -> str:
         convs = [sb.Conv2D(kernel_size=3, out_channels=4, padding=1, activation="relu")] * layers
         net = sb.Network((1, size, size), [*convs, sb.MaxPool2D(kernel_size=2), sb.Dense(units=10)], "mse")
-        return len(numeric.module_source(net.derive(), style="layers").splitlines())
+        return numeric.module_source(net.derive(), style="layers")
 
-    assert lines(8, 2) == lines(64, 2)
-    assert lines(8, 3) > lines(8, 2)
+    def lines(text: str) -> int:
+        return len(text.splitlines())
+
+    # Small convolutions run as their matrix, larger ones on their windows: each form's text
+    # is the same whatever the image.
+    small, large = source(4, 2), source(32, 2)
+    assert "T1 = _conv_matrix(W1," in small and "T1 = " not in large
+    assert lines(small) == lines(source(5, 2)) and lines(large) == lines(source(64, 2))
+    assert lines(source(32, 3)) > lines(large)
 
 
 def test_each_block_names_the_formula_it_computes():
@@ -202,5 +253,5 @@ def test_each_block_names_the_formula_it_computes():
     assert "    # z1[o,i,j,b] = sum_(c,m,n) W1[o,c,m,n] * x[c, 2i + m - 1, 2j + n - 1, b] + b1[o]" in source
     assert "    # a2[c,i,j,b] = max_(m,n) a1[c, 2i + m, 2j + n, b]\n" in source
     assert "    # z3[f,b] = sum_n W3[f,n] * flat3[n,b]\n" in source
-    assert "    dz1 = da1 * sigmoid_prime(z1, a1)\n" in source
+    assert "    dz1 = sigmoid_prime(z1, a1)  # g'(z), a new array\n    dz1 *= da1  " in source
     assert max(len(line) for line in source.splitlines()) <= 100

@@ -84,13 +84,15 @@ def test_windows_read_the_places_of_the_formula():
     assert windows[0, :, :, 0, 1, 0].tolist() == [[1.0, 4.0], [11.0, 14.0]]
 
 
+@pytest.mark.parametrize("scatter", ["by index", "by slices"])
 @pytest.mark.parametrize(
     "kernel, stride, dilation",
     [((3, 3), (1, 1), (1, 1)), ((2, 3), (2, 1), (1, 2)), ((2, 2), (2, 2), (1, 1)), ((3, 1), (3, 2), (2, 1))],
 )
-def test_adding_windows_back_is_the_adjoint_of_taking_them(kernel, stride, dilation):
+def test_adding_windows_back_is_the_adjoint_of_taking_them(kernel, stride, dilation, scatter, monkeypatch):
     # <windows(x), d> = <x, add_windows(d)> for every x and d: the scatter-add is exactly the
-    # transpose of the gather, overlaps and tiles alike.
+    # transpose of the gather, overlaps and tiles alike, whichever way it adds.
+    monkeypatch.setattr(runtime, "SCATTER_BY_INDEX", 10**9 if scatter == "by index" else 0)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 9, 8, 3))
     windows = runtime._windows(x, kernel, stride, dilation)
@@ -99,13 +101,106 @@ def test_adding_windows_back_is_the_adjoint_of_taking_them(kernel, stride, dilat
     assert np.sum(windows * d) == pytest.approx(np.sum(x * back), rel=1e-12)
 
 
-def test_window_sums_and_padding():
+def test_both_ways_of_adding_windows_back_give_the_same_bits(monkeypatch):
+    # The same additions in the same order (kernel place by kernel place): equal to the bit.
+    rng = np.random.default_rng(2)
+    d = rng.normal(size=(3, 3, 2, 4, 5, 7))  # (C, kh, kw, OH, OW, B), stride 2x1, dilation 1x2
+    by_index = runtime._add_windows(d, (3, 10, 7, 7), (2, 1), (1, 2))
+    monkeypatch.setattr(runtime, "SCATTER_BY_INDEX", 0)
+    by_slices = runtime._add_windows(d, (3, 10, 7, 7), (2, 1), (1, 2))
+    assert by_index.shape == (3, 10, 7, 7) and np.array_equal(by_index, by_slices)
+    assert not by_index[:, 9].any()  # the last row is read by no window: it gets nothing
+
+
+def test_the_scatter_index_is_kept_for_a_few_shapes_at_most():
+    runtime._SCATTER_INDEXES.clear()
+    for batch in range(1, 80):
+        runtime._add_windows(np.ones((1, 2, 2, 2, 2, batch)), (1, 3, 3, batch), (1, 1), (1, 1))
+    assert 0 < len(runtime._SCATTER_INDEXES) <= 64
+
+
+@pytest.mark.parametrize("by", ["index", "strided adds"])
+def test_window_sums_and_padding(by, monkeypatch):
+    monkeypatch.setattr(runtime, "SCATTER_BY_INDEX", 10**9 if by == "index" else 0)
     x = np.arange(16.0).reshape(1, 4, 4, 1)
-    sums = runtime._sum_windows(runtime._windows(x, (2, 2), (2, 2), (1, 1)))
+    sums = runtime._sum_windows(x, (2, 2), (2, 2))
     assert sums[0, :, :, 0].tolist() == [[10.0, 18.0], [42.0, 50.0]]
+    assert runtime._sum_windows(x, (3, 2), (1, 2))[0, :, :, 0].tolist() == [[27.0, 39.0], [51.0, 63.0]]
     padded = runtime._pad(x, (1, 2), -np.inf)
     assert padded.shape == (1, 6, 8, 1) and padded[0, 0, 0, 0] == -np.inf
     assert np.array_equal(runtime._unpad(padded, (1, 2)), x)
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, stride",
+    [((2, 6, 4, 3), (2, 2), (2, 2)), ((2, 7, 5, 3), (2, 2), (2, 2)), ((2, 7, 5, 3), (3, 2), (1, 2))],
+    ids=["tiles", "tiles short of the edge", "overlapping"],
+)
+def test_spreading_windows_back_is_the_adjoint_of_summing_them(shape, kernel, stride):
+    # <sum_windows(x), d> = <x, spread_windows(d)>: each window's d reaches every place it sums.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=shape)
+    sums = runtime._sum_windows(x, kernel, stride)
+    d = rng.normal(size=sums.shape)
+    back = runtime._spread_windows(d, shape, kernel, stride)
+    assert back.shape == shape
+    assert np.sum(sums * d) == pytest.approx(np.sum(x * back), rel=1e-12)
+
+
+@pytest.mark.parametrize("by", ["index", "strided copy"])
+def test_columns_hold_each_window_down_a_column(by, monkeypatch):
+    monkeypatch.setattr(runtime, "COLUMNS_BY_INDEX", 10**9 if by == "index" else 0)
+    x = np.arange(18.0).reshape(1, 3, 3, 2)  # (C, H, W, B): sample b holds 2·(3h + w) + b
+    columns = runtime._columns(x, (2, 2), (1, 1), (1, 1))
+    assert columns.shape == (4, 8)  # (c·m·n, i·j·b)
+    # window (i, j) = (0, 1) of sample 1: x[0, m, 1 + n, 1] for (m, n) in kernel order
+    assert columns[:, 3].tolist() == [3.0, 5.0, 9.0, 11.0]
+    by_sample = runtime._columns_by_sample(x, (2, 2), (1, 1), (1, 1))  # (B, c·m·n, i·j)
+    assert by_sample.shape == (2, 4, 4) and by_sample[1, :, 1].tolist() == [3.0, 5.0, 9.0, 11.0]
+    assert np.array_equal(by_sample, columns.reshape(4, 4, 2).transpose(2, 0, 1))
+
+
+# ---- a small convolution as one matrix ----------------------------------------------------------
+
+
+def test_a_convolution_matrix_holds_the_kernel_at_each_window():
+    weights = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])  # (O, C, kh, kw) = (1, 1, 2, 2)
+    matrix = runtime._conv_matrix(weights, (1, 3, 3), (1, 1), (0, 0), (1, 1))
+    assert matrix.shape == (4, 9)  # outputs (o, i, j) x inputs (c, h, w)
+    assert matrix[0].tolist() == [1, 2, 0, 3, 4, 0, 0, 0, 0]  # window (0, 0)
+    assert matrix[3].tolist() == [0, 0, 0, 0, 1, 2, 0, 3, 4]  # window (1, 1)
+    padded = runtime._conv_matrix(weights, (1, 3, 3), (2, 2), (1, 1), (1, 1))  # 2x2 outputs
+    assert padded[0].tolist() == [4, 0, 0, 0, 0, 0, 0, 0, 0]  # three places on the padding
+
+
+@pytest.mark.parametrize("samples", [1, 40])  # a few: on the windows; many: one product
+def test_a_convolution_matrix_gradient_is_the_windows_gradient(samples):
+    # ∂L/∂W[o,c,m,n] = Σ_(i,j,b) dz[o,i,j,b] x[c, s·i + d·m − p, s·j + d·n − p, b]
+    rng = np.random.default_rng(3)
+    shape, stride, padding, dilation = (2, 6, 5), (2, 1), (1, 2), (1, 2)
+    weights = rng.normal(size=(3, 2, 3, 2))
+    x = rng.normal(size=(*shape, samples))
+    padded = runtime._pad(x, padding)
+    windows = runtime._windows(padded, (3, 2), stride, dilation)  # (C, kh, kw, OH, OW, B)
+    z = np.einsum("ocmn,cmnijb->oijb", weights, windows)
+    matrix = runtime._conv_matrix(weights, shape, stride, padding, dilation)
+    assert np.allclose(matrix @ x.reshape(-1, samples), z.reshape(-1, samples), rtol=1e-12, atol=1e-12)
+    dz = rng.normal(size=z.shape)
+    flat = x.reshape(-1, samples)
+    settings = shape, stride, padding, dilation
+    grad = runtime._conv_matrix_grad(dz.reshape(-1, samples), flat, weights.shape, *settings)
+    assert np.allclose(grad, np.einsum("oijb,cmnijb->ocmn", dz, windows), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("samples, size", [(1, 4), (1, 80), (3, 4), (3, 80)])  # 80x80: large
+def test_outer_products_summed_and_per_sample(samples, size):
+    rng = np.random.default_rng(4)
+    rows, columns = rng.normal(size=(size, samples)), rng.normal(size=(size + 1, samples))
+    each = np.empty((samples, size, size + 1))
+    runtime._outer_per_sample(rows, columns, out=each)
+    assert np.allclose(each, np.einsum("fb,nb->bfn", rows, columns), rtol=1e-15, atol=0)
+    assert np.allclose(runtime._outer_sum(rows, columns), each.sum(axis=0), rtol=1e-14, atol=1e-14)
+    assert np.getbufsize() == 8192  # numpy's own again afterwards
 
 
 # ---- arguments ----------------------------------------------------------------------------------
@@ -117,6 +212,18 @@ LAYOUT = runtime.Layout((1, 2, 2), 3, {"W1": (3, 4)}, generic_g=False, loss="sse
 def test_reduce_must_be_none_sum_or_mean():
     with pytest.raises(ValueError, match=r"reduce='max'; choose None \(per sample\), 'sum' or 'mean'"):
         runtime.checked(LAYOUT, np.zeros((1, 2, 2)), np.zeros(3), {"W1": np.zeros((3, 4))}, "max")
+
+
+@pytest.mark.parametrize("size", [4, 100])  # python's sum for a few values, numpy's past 64
+def test_non_finite_values_are_named_and_huge_finite_ones_pass(size):
+    layout = runtime.Layout((size,), 1, {"W1": (1, size)}, generic_g=False, loss="sse")
+    x, y, w = np.full(size, 1e308), np.zeros(1), np.full((1, size), -1e308)  # sums overflow
+    assert runtime.checked(layout, x, y, {"W1": w}, None)[3] is True  # one sample, all finite
+    w[0, -1] = np.nan
+    with pytest.raises(ValueError, match=r"params\['W1'\] has non-finite values"):
+        runtime.checked(layout, x, y, {"W1": w}, None)
+    with pytest.raises(ValueError, match=r"^x has non-finite values"):
+        runtime.checked(layout, np.full((2, size), np.inf), np.zeros((2, 1)), {"W1": w}, None)
 
 
 def test_choices_are_refused_where_the_spec_fixes_them():

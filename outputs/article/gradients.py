@@ -73,16 +73,20 @@ def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, grads, per_samp
 
     # ---- layer 1 forward: conv 1x2x2, stride 1x1, padding 0x0, no bias, g -> 1x3x3
     # z1[o,i,j,b] = sum_(c,m,n) W1[o,c,m,n] * x[c, i + m, j + n, b]
-    # cols1: a column per output place and sample, its window (c, m, n) down it
-    cols1 = _windows(x, (2, 2), (1, 1), (1, 1)).reshape(4, 9 * B)
-    z1 = (W1.reshape(1, 4) @ cols1).reshape(1, 3, 3, B)
+    # T1: the convolution as one matrix, a row per output (o, i, j), a column per
+    # input (c, h, w): W1[o,c,m,n] where window (i, j) reads (c, h, w) at place (m, n)
+    T1 = _conv_matrix(W1, (1, 4, 4), (1, 1), (0, 0), (1, 1))
+    flat1 = x.reshape(16, B)
+    z1 = (T1 @ flat1).reshape(1, 3, 3, B)
     a1 = g(z1)
 
     # ---- layer 2 forward: conv 1x2x2, stride 1x1, padding 0x0, no bias, g -> 1x2x2
     # z2[o,i,j,b] = sum_(c,m,n) W2[o,c,m,n] * a1[c, i + m, j + n, b]
-    # cols2: a column per output place and sample, its window (c, m, n) down it
-    cols2 = _windows(a1, (2, 2), (1, 1), (1, 1)).reshape(4, 4 * B)
-    z2 = (W2.reshape(1, 4) @ cols2).reshape(1, 2, 2, B)
+    # T2: the convolution as one matrix, a row per output (o, i, j), a column per
+    # input (c, h, w): W2[o,c,m,n] where window (i, j) reads (c, h, w) at place (m, n)
+    T2 = _conv_matrix(W2, (1, 3, 3), (1, 1), (0, 0), (1, 1))
+    flat2 = a1.reshape(9, B)
+    z2 = (T2 @ flat2).reshape(1, 2, 2, B)
     a2 = g(z2)
 
     # ---- layer 3 forward: dense 2, no bias, g -> 2
@@ -96,40 +100,47 @@ def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, grads, per_samp
     da3 = loss_gradient(a3, y) * scale
 
     # ---- layer 3 backward: dense 2, no bias, g
-    dz3 = da3 * g_prime(z3, a3)
+    dz3 = g_prime(z3, a3)  # g'(z), a new array
+    dz3 *= da3  # dL/dz = g'(z) dL/da, in place
     # dL/dW3[f,n] = dL/dz3[f,b] * flat3[n,b], summed over b unless per sample
     if per_sample:  # an outer product per sample, into grads
-        numpy.multiply(dz3.T[:, :, None], flat3.T[:, None, :], out=grads['W3'])
-    else:
-        grads['W3'] = dz3 @ flat3.T
+        _outer_per_sample(dz3, flat3, out=grads['W3'])
+    else:  # summed over the batch: dz3 flat3ᵀ
+        grads['W3'] = _outer_sum(dz3, flat3)
     # dL/da2[n,b] = sum_f W3[f,n] * dL/dz3[f,b]
     da2 = (W3.T @ dz3).reshape(1, 2, 2, B)
 
     # ---- layer 2 backward: conv 1x2x2, stride 1x1, padding 0x0, no bias, g
-    dz2 = da2 * g_prime(z2, a2)
+    dz2 = g_prime(z2, a2)  # g'(z), a new array
+    dz2 *= da2  # dL/dz = g'(z) dL/da, in place
     # dL/dW2[o,c,m,n] = sum_(i,j,b) dL/dz2[o,i,j,b] * a1[c, i + m, j + n, b]
     if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads
         rows = numpy.ascontiguousarray(dz2.reshape(1, 4, B).transpose(2, 0, 1))
-        columns = _windows_by_sample(a1, (2, 2), (1, 1), (1, 1)).reshape(B, 4, 4)
-        numpy.matmul(rows, columns, out=grads['W2'].reshape(B, 1, 4))
-    else:
-        grads['W2'] = (dz2.reshape(1, 4 * B) @ cols2.T).reshape(1, 1, 2, 2)
-    # dL/da1: each window's share, the kernel times dL/dz2, added back where it was read
-    d_windows = (W2.reshape(1, 4).T @ dz2.reshape(1, 4 * B)).reshape(1, 2, 2, 2, 2, B)
-    da1 = _add_windows(d_windows, (1, 3, 3, B), (1, 1), (1, 1))
+        columns = _columns_by_sample(a1, (2, 2), (1, 1), (1, 1))  # (B, 4, 4)
+        per_sample_grad = grads['W2'].reshape(B, 1, 4)
+        numpy.matmul(rows, columns.transpose(0, 2, 1), out=per_sample_grad)
+    else:  # each weight's share of dL/dT = dL/dz flatᵀ, where T holds it
+        grads['W2'] = _conv_matrix_grad(
+            dz2.reshape(4, B), flat2, (1, 1, 2, 2), (1, 3, 3), (1, 1), (0, 0), (1, 1)
+        )
+    # dL/da1 = T2ᵀ dL/dz2: each input gets its share of every output it feeds
+    da1 = (T2.T @ dz2.reshape(4, B)).reshape(1, 3, 3, B)
 
     # ---- layer 1 backward: conv 1x2x2, stride 1x1, padding 0x0, no bias, g
-    dz1 = da1 * g_prime(z1, a1)
+    dz1 = g_prime(z1, a1)  # g'(z), a new array
+    dz1 *= da1  # dL/dz = g'(z) dL/da, in place
     # dL/dW1[o,c,m,n] = sum_(i,j,b) dL/dz1[o,i,j,b] * x[c, i + m, j + n, b]
     if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads
         rows = numpy.ascontiguousarray(dz1.reshape(1, 9, B).transpose(2, 0, 1))
-        columns = _windows_by_sample(x, (2, 2), (1, 1), (1, 1)).reshape(B, 9, 4)
-        numpy.matmul(rows, columns, out=grads['W1'].reshape(B, 1, 4))
-    else:
-        grads['W1'] = (dz1.reshape(1, 9 * B) @ cols1.T).reshape(1, 1, 2, 2)
-    # dL/dx: each window's share, the kernel times dL/dz1, added back where it was read
-    d_windows = (W1.reshape(1, 4).T @ dz1.reshape(1, 9 * B)).reshape(1, 2, 2, 3, 3, B)
-    dx = _add_windows(d_windows, (1, 4, 4, B), (1, 1), (1, 1))
+        columns = _columns_by_sample(x, (2, 2), (1, 1), (1, 1))  # (B, 4, 9)
+        per_sample_grad = grads['W1'].reshape(B, 1, 4)
+        numpy.matmul(rows, columns.transpose(0, 2, 1), out=per_sample_grad)
+    else:  # each weight's share of dL/dT = dL/dz flatᵀ, where T holds it
+        grads['W1'] = _conv_matrix_grad(
+            dz1.reshape(9, B), flat1, (1, 1, 2, 2), (1, 4, 4), (1, 1), (0, 0), (1, 1)
+        )
+    # dL/dx = T1ᵀ dL/dz1: each input gets its share of every output it feeds
+    dx = (T1.T @ dz1.reshape(9, B)).reshape(1, 4, 4, B)
 
     grads["x"] = dx.transpose(3, 0, 1, 2)
     return losses, grads
@@ -371,32 +382,34 @@ def checked(layout, x, y, params, reduce):
         raise ValueError(
             f"y has shape {y.shape}; expected {y_shape} to go with x of shape {x.shape}"
         )
-    expected = ", ".join(f"{name} {shape}" for name, shape in layout.parameters.items())
     if not isinstance(params, Mapping):
         raise TypeError(
-            f"params must be a dict of arrays ({expected}), got {type(params).__name__}"
+            f"params must be a dict of arrays ({_expected(layout)}), got {type(params).__name__}"
         )
     if params.keys() != layout.parameters.keys():
         for name in params:
             if name not in layout.parameters:
                 raise ValueError(
-                    f"params has {name!r}, which this network does not have; expected {expected}"
+                    f"params has {name!r}, which this network does not have; "
+                    f"expected {_expected(layout)}"
                 )
         missing = next(name for name in layout.parameters if name not in params)
         raise ValueError(
             f"params is missing {missing!r} of shape {layout.parameters[missing]}; "
-            f"expected {expected}"
+            f"expected {_expected(layout)}"
         )
     arrays = {}
     for name, shape in layout.parameters.items():
         value = _numbers(name, params[name])
         if value.shape != shape:
             raise ValueError(f"params[{name!r}] has shape {value.shape}; expected {shape}")
-        _require_finite(name, value)
         arrays[name] = value
-    _require_finite("x", x)
-    _require_finite("y", y)
+    _require_finite({"x": x, "y": y, **arrays})
     return (x[None], y[None], arrays, True) if one else (x, y, arrays, False)
+
+
+def _expected(layout):
+    return ", ".join(f"{name} {shape}" for name, shape in layout.parameters.items())
 
 
 def _label(what):
@@ -411,19 +424,28 @@ def _numbers(what, value):
         raise ValueError(message) from None
 
 
-def _require_finite(what, values):
-    # A sum is finite when every value is: one quick pass (python's for a few values). Huge
-    # values can overflow it, so each value is looked at before they are called non-finite.
-    if values.size <= 64:
-        if math.isfinite(sum(values.ravel().tolist())):
-            return
-    else:
+def _require_finite(arrays):
+    """A ValueError naming the first of ``arrays`` (name -> array) holding nan or inf."""
+    # A sum is finite when every value is: one pass over each array — python's sum for a
+    # few values, for the others the dot product of each with itself under one errstate
+    # (BLAS's: twice as fast as a numpy sum). Huge values can overflow it, so the values
+    # themselves are looked at before any is called non-finite.
+    total, large = 0.0, []
+    for values in arrays.values():
+        if values.size <= 64:
+            total += sum(values.ravel().tolist())
+        else:
+            large.append(values.ravel())
+    if large:
         with numpy.errstate(over="ignore", invalid="ignore"):
-            if math.isfinite(numpy.add.reduce(values, axis=None)):
-                return
-    if numpy.isfinite(values).all():
+            total += sum(float(numpy.dot(flat, flat)) for flat in large)
+    if math.isfinite(total):
         return
-    raise ValueError(f"{_label(what)} has non-finite values (nan or inf); all must be finite")
+    for what, values in arrays.items():
+        if not numpy.isfinite(values).all():
+            raise ValueError(
+                f"{_label(what)} has non-finite values (nan or inf); all must be finite"
+            )
 
 
 def identity(z):
@@ -448,7 +470,9 @@ def sigmoid(z):
 
 
 def sigmoid_prime(z, a):
-    return a * (1 - a)
+    prime = 1.0 - a
+    prime *= a  # in place: one new array, not two
+    return prime
 
 
 def tanh(z):
@@ -456,7 +480,10 @@ def tanh(z):
 
 
 def tanh_prime(z, a):
-    return 1 - a * a
+    prime = -a
+    prime *= a
+    prime += 1.0  # in place: one new array, not two
+    return prime
 
 
 def relu(z):
@@ -586,6 +613,112 @@ LOSSES = {
 }
 
 
+class _short_buffers:
+    """``with _short_buffers():`` runs numpy's ufuncs with buffers of SHORT_BUFFER values,
+    restored after. numpy runs a ufunc on strided or broadcast operands through buffers of
+    ``getbufsize()`` values; where their rows are shorter than that, its default (8192)
+    copies them in and out first: 2-4x slower than working on them in place."""
+
+    def __enter__(self):
+        self.saved = numpy.setbufsize(SHORT_BUFFER)
+
+    def __exit__(self, *exception):
+        numpy.setbufsize(self.saved)
+
+
+SHORT_BUFFER = 1024
+
+
+def _outer_sum(rows, columns):
+    """Σ_b rows[:, b] columns[:, b]ᵀ = rows @ columnsᵀ, (F, N) from rows (F, B) and columns
+    (N, B): summed over the batch. For one sample, a large outer product is computed as
+    such (BLAS's product over one term is 5x slower: 54 µs against 10 for 120 x 400)."""
+    if rows.shape[1] != 1 or len(rows) * len(columns) < 4096:
+        return rows @ columns.T
+    with _short_buffers():
+        return rows * columns.T
+
+
+def _outer_per_sample(rows, columns, out):
+    """out[b] = rows[:, b] columns[:, b]ᵀ, written into out (B, F, N), from rows (F, B) and
+    columns (N, B)."""
+    with _short_buffers():
+        numpy.multiply(rows.T[:, :, None], numpy.ascontiguousarray(columns.T)[:, None, :], out=out)
+
+
+def _conv_matrix(weights, input_shape, stride, padding, dilation):
+    """The convolution of an input (C, H, W) with weights (O, C, kh, kw) as one matrix T
+    (O·OH·OW, C·H·W): row (o, i, j) holds W[o, c, m, n] at column (c, s·i + d·m − p,
+    s·j + d·n − p), zeros elsewhere (and nothing for places on the padding); z = T x."""
+    take = _conv_matrix_index(weights.shape, input_shape, stride, padding, dilation)[0]
+    return numpy.concatenate((weights.reshape(-1), _ZERO)).take(take)
+
+
+_ZERO = numpy.zeros(1)
+
+
+def _conv_matrix_grad(dz, flat, weight_shape, input_shape, stride, padding, dilation):
+    """∂L/∂W of a convolution run as its matrix T, summed over the batch, from dz (O·OH·OW, B)
+    and the flat input (C·H·W, B). For many samples, ∂L/∂T = Σ_b dz flatᵀ in one product,
+    each weight's share summed over the places where T holds it; for a few, the windows as
+    columns and one product with them (the same sums, fewer values to go through)."""
+    batch = flat.shape[1]
+    if batch < MATRIX_GRAD_FROM:
+        image = _pad(flat.reshape(*input_shape, batch), padding)
+        columns = _columns(image, weight_shape[2:], stride, dilation)
+        return (dz.reshape(weight_shape[0], -1) @ columns.T).reshape(weight_shape)
+    _, positions, weights = _conv_matrix_index(weight_shape, input_shape, stride, padding, dilation)
+    shares = (dz @ flat.T).ravel().take(positions)
+    return numpy.bincount(weights, shares, minlength=math.prod(weight_shape)).reshape(weight_shape)
+
+
+# From this many samples, _conv_matrix_grad's one product over the batch is faster than the
+# windows (measured on 1x8x8 -> conv 3x3 x4: 12 against 5 µs for one sample, 150 against
+# 300 µs for 1024).
+MATRIX_GRAD_FROM = 32
+
+
+_CONV_MATRIX_INDEXES = {}
+
+
+def _conv_matrix_index(weight_shape, input_shape, stride, padding, dilation):
+    """Where a convolution's weights go in its matrix T: ``take`` (T's shape: at each place
+    the index of its weight, or of the 0 after the last weight), ``positions`` and
+    ``weights`` (T's flat places holding a weight, in weight order, and which weight)."""
+    key = weight_shape, input_shape, stride, padding, dilation
+    if key not in _CONV_MATRIX_INDEXES:
+        out_channels, channels, kh, kw = weight_shape
+        _, height, width = input_shape
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        out_h = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        out_w = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        o, c, m, n, i, j = numpy.ogrid[:out_channels, :channels, :kh, :kw, :out_h, :out_w]
+        rows, columns = sh * i + dh * m - ph, sw * j + dw * n - pw
+        every = numpy.broadcast_arrays(o, c, m, n, i, j)[0].shape
+        inside = (rows >= 0) & (rows < height) & (columns >= 0) & (columns < width)
+        inside = numpy.broadcast_to(inside, every)
+        row_of_t = (o * out_h + i) * out_w + j
+        column_of_t = (c * height + rows) * width + columns
+        shape = out_channels * out_h * out_w, channels * height * width
+        positions = numpy.broadcast_to(row_of_t * shape[1] + column_of_t, every)[inside]
+        weights = numpy.broadcast_to(((o * channels + c) * kh + m) * kw + n, every)[inside]
+        take = numpy.full(shape, math.prod(weight_shape))
+        take.flat[positions] = weights
+        _CONV_MATRIX_INDEXES[key] = take, positions, weights
+    return _CONV_MATRIX_INDEXES[key]
+
+
+def _pad(x, padding, value=0.0):
+    """x (C, H, W, B) with ``padding`` rows and columns of ``value`` on each side."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    channels, height, width, batch = x.shape
+    out = numpy.full((channels, height + 2 * ph, width + 2 * pw, batch), value)
+    out[:, ph : ph + height, pw : pw + width] = x
+    return out
+
+
 def _windows(x, kernel, stride, dilation):
     """Every kernel window of x (C, H, W, B), as a view (C, kh, kw, OH, OW, B) — no copy:
     window (i, j) reads x[c, s·i + d·m, s·j + d·n, b] at kernel place (m, n)."""
@@ -600,39 +733,63 @@ def _windows(x, kernel, stride, dilation):
     )
 
 
-def _windows_by_sample(x, kernel, stride, dilation):
-    """The windows of x (C, H, W, B) sample by sample: a view (B, OH, OW, C, kh, kw) of a copy
-    of x with the batch first, so that each sample's windows lie together."""
-    first = numpy.ascontiguousarray(x.transpose(3, 1, 2, 0))  # (B, H, W, C)
-    batch, height, width, channels = first.shape
+def _columns(x, kernel, stride, dilation):
+    """The windows of x (C, H, W, B) as columns (C·kh·kw, OH·OW·B): a column per window and
+    sample, its values in (c, m, n) order down it — a copy. Few values per kernel place are
+    taken by their places in one ``take``; more are copied from the strided view."""
+    channels, height, width, batch = x.shape
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     out_h = (height - dh * (kh - 1) - 1) // sh + 1
     out_w = (width - dw * (kw - 1) - 1) // sw + 1
-    sb, sy, sx, sc = first.strides
-    return as_strided(
-        first, (batch, out_h, out_w, channels, kh, kw),
-        (sb, sh * sy, sw * sx, sc, dh * sy, dw * sx), writeable=False,
+    if channels * out_h * out_w * batch > COLUMNS_BY_INDEX:
+        windows = _windows(x, kernel, stride, dilation)
+        return windows.reshape(channels * kh * kw, out_h * out_w * batch)
+    windows_shape = (channels, kh, kw, out_h, out_w, batch)
+    index = _scatter_index(windows_shape, x.shape, stride, dilation)
+    return x.reshape(-1).take(index).reshape(channels * kh * kw, out_h * out_w * batch)
+
+
+# Up to this many values per kernel place, _columns takes them by index (measured: 0.7 against
+# 3.7 µs for a 1x8x8 sample, 3x3 windows); past it, copying the strided view is faster.
+COLUMNS_BY_INDEX = 512
+
+
+def _columns_by_sample(x, kernel, stride, dilation):
+    """The windows of x (C, H, W, B) sample by sample, (B, C·kh·kw, OH·OW): x copied with the
+    batch first, then each sample's windows copied as its columns (runs of a window row,
+    contiguous in that copy)."""
+    first = numpy.ascontiguousarray(x.transpose(3, 0, 1, 2))  # (B, C, H, W)
+    batch, channels, height, width = first.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    out_h = (height - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width - dw * (kw - 1) - 1) // sw + 1
+    sb, sc, sy, sx = first.strides
+    windows = as_strided(
+        first, (batch, channels, kh, kw, out_h, out_w),
+        (sb, sc, dh * sy, dw * sx, sh * sy, sw * sx), writeable=False,
     )
+    return windows.reshape(batch, channels * kh * kw, out_h * out_w)
 
 
-def _add_windows(d_windows, shape, stride, dilation):
-    """The adjoint of ``_windows``: an array of ``shape`` (C, H, W, B) where each window's
-    gradient d_windows (C, kh, kw, OH, OW, B) is added back at the places it read — one
-    strided slice per kernel place (m, n), so overlapping windows add up. Windows that tile
-    the input without overlap (stride = kernel, no dilation) are put back in one copy."""
-    out = numpy.zeros(shape)
-    channels, kh, kw, out_h, out_w, batch = d_windows.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1):
-        tiles = d_windows.transpose(0, 3, 1, 4, 2, 5)  # (C, OH, kh, OW, kw, B)
-        out[:, : out_h * kh, : out_w * kw] = tiles.reshape(channels, out_h * kh, out_w * kw, batch)
-        return out
-    for m in range(kh):
-        rows = out[:, m * dh : m * dh + sh * (out_h - 1) + 1 : sh]
-        for n in range(kw):
-            target = rows[:, :, n * dw : n * dw + sw * (out_w - 1) + 1 : sw]
-            target += d_windows[:, m, n]
-    return out
+_SCATTER_INDEXES = {}
+
+
+def _scatter_index(windows_shape, shape, stride, dilation):
+    """Where each value of a windows' gradient (C, kh, kw, OH, OW, B), in its order, lands in
+    the flat input (C, H, W, B): c·H·W·B + (s·i + d·m)·W·B + (s·j + d·n)·B + b."""
+    key = windows_shape, shape, stride, dilation
+    index = _SCATTER_INDEXES.get(key)  # held here: another thread may clear the table
+    if index is None:
+        if len(_SCATTER_INDEXES) >= 64:  # batches of many sizes: keep the latest only
+            _SCATTER_INDEXES.clear()
+        channels, kh, kw, out_h, out_w, batch = windows_shape
+        _, height, width, _ = shape
+        (sh, sw), (dh, dw) = stride, dilation
+        c, m, n, i, j, b = numpy.ogrid[:channels, :kh, :kw, :out_h, :out_w, :batch]
+        rows, columns = sh * i + dh * m, sw * j + dw * n
+        index = (((c * height + rows) * width + columns) * batch + b).ravel()
+        _SCATTER_INDEXES[key] = index
+    return index
 
 
 class Programs(NamedTuple):

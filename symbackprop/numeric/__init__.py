@@ -48,9 +48,11 @@ STYLES = ("nodes", "layers")
 BACKENDS = ("numpy", "jax")
 REDUCTIONS = (None, "sum", "mean")
 # Measured (one thread, CPU time): on the article's network (75 edges) the per-node program
-# takes 21 µs for one sample on python floats, the per-layer code 106 µs; on network B of
-# benchmarks/numeric.py (4 458 edges) 300 µs against 120 µs. On numpy arrays (B,), one per
-# node, a batch of any size costs it over 200 µs even there: batches go to the per-layer code.
+# takes 16 µs for one sample on python floats, the per-layer code 43 µs; on network B of
+# benchmarks/numeric.py (4 458 edges) 272 µs against 68 µs: about 0.06 µs an edge, the
+# per-layer code's lead from about 500 edges. On numpy arrays (B,), one per node, a batch of
+# any size costs it about 200 µs even on the article's (the per-layer code 70–100 µs): batches
+# go to the per-layer code.
 NODES_EDGE_LIMIT = 500
 
 NumericFunction = Callable[[Any, Any, Mapping[str, Any]], Any]  # (x, y, params) -> Result

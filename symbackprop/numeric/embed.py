@@ -25,9 +25,10 @@ def _definitions(path: Path) -> tuple[dict[str, tuple[int, str, frozenset[str]]]
     statements (calls at the top level, such as jax's configuration)."""
     text = path.read_text(encoding="utf-8")
     tree = ast.parse(text)
+    lines = text.splitlines(keepends=True)
     definitions, imports, setup = {}, [], []
     for position, node in enumerate(tree.body):
-        source = ast.get_source_segment(text, node, padded=False)
+        source = _segment(lines, node)
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             own = isinstance(node, ast.ImportFrom) and (node.level or node.module == "__future__")
             if not own:
@@ -48,6 +49,16 @@ def _definitions(path: Path) -> tuple[dict[str, tuple[int, str, frozenset[str]]]
         for name in names:
             definitions[name] = (position, comment + source, used)
     return definitions, imports, setup
+
+
+def _segment(lines: list[str], node: ast.stmt) -> str:
+    """A top-level statement's text, as ``ast.get_source_segment`` gives it (which splits the
+    whole file again for each statement). Its offsets count UTF-8 bytes."""
+    first, last = node.lineno - 1, node.end_lineno - 1
+    end = lines[last].encode()[: node.end_col_offset].decode()
+    if first == last:
+        return end[node.col_offset :]
+    return lines[first][node.col_offset :] + "".join(lines[first + 1 : last]) + end
 
 
 def _comment_above(text: str, node: ast.AST) -> str:

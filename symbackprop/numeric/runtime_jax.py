@@ -18,9 +18,31 @@ import jax
 import jax.numpy as jnp
 import numpy
 
-from .runtime import Result, _empty, checked, choose
+from .runtime import Result, _conv_matrix_index, _empty, checked, choose
 
 jax.config.update("jax_enable_x64", True)  # float64, as the numpy code
+
+# ---- products ----------------------------------------------------------------------------------
+
+
+def _outer_sum(rows, columns):
+    """Σ_b rows[:, b] columns[:, b]ᵀ, (F, N) from rows (F, B) and columns (N, B)."""
+    return rows @ columns.T
+
+
+def _conv_matrix(weights, input_shape, stride, padding, dilation):
+    """The convolution as one matrix T (O·OH·OW, C·H·W), weights taken to their places."""
+    take = _conv_matrix_index(weights.shape, input_shape, stride, padding, dilation)[0]
+    return jnp.concatenate([weights.ravel(), jnp.zeros(1)])[take]
+
+
+def _conv_matrix_grad(dz, flat, weight_shape, input_shape, stride, padding, dilation):
+    """∂L/∂W of a convolution run as its matrix: ∂L/∂T = dz flatᵀ summed where T holds each
+    weight."""
+    _, positions, weights = _conv_matrix_index(weight_shape, input_shape, stride, padding, dilation)
+    shares = (dz @ flat.T).ravel()[positions]
+    return jnp.zeros(int(numpy.prod(weight_shape))).at[weights].add(shares).reshape(weight_shape)
+
 
 # ---- windows of a batch held last: (C, H, W, B) ------------------------------------------------
 
@@ -54,6 +76,13 @@ def _windows(x, kernel, stride, dilation):
     return jnp.stack(rows, axis=1)
 
 
+def _columns(x, kernel, stride, dilation):
+    """The windows of x (C, H, W, B) as columns (C·kh·kw, OH·OW·B)."""
+    windows = _windows(x, kernel, stride, dilation)
+    channels, kh, kw = windows.shape[:3]
+    return windows.reshape(channels * kh * kw, -1)
+
+
 def _add_windows(d_windows, shape, stride, dilation):
     """The adjoint of ``_windows``: each window's gradient added back where it was read."""
     out = jnp.zeros(shape)
@@ -67,9 +96,16 @@ def _add_windows(d_windows, shape, stride, dilation):
     return out
 
 
-def _sum_windows(windows):
-    """Σ over each window's places of (C, kh, kw, OH, OW, B)."""
-    return windows.sum(axis=(1, 2))
+def _sum_windows(x, kernel, stride):
+    """Σ over each window's places of x (C, H, W, B)."""
+    return _windows(x, kernel, stride, (1, 1)).sum(axis=(1, 2))
+
+
+def _spread_windows(d, shape, kernel, stride):
+    """The adjoint of ``_sum_windows``: each window's d added at every place it covers."""
+    channels, out_h, out_w, batch = d.shape
+    d_windows = jnp.broadcast_to(d[:, None, None], (channels, *kernel, out_h, out_w, batch))
+    return _add_windows(d_windows, shape, stride, (1, 1))
 
 
 # ---- activations and losses ---------------------------------------------------------------------

@@ -163,6 +163,10 @@ class Dense(Op):
 
     # ---- the numeric-code face ----------------------------------------------------------------
 
+    def code_values(self, input_shape: Shape) -> int:
+        """The most values per sample an array of its code holds: its input or output."""
+        return max(prod(input_shape), self.units)
+
     def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
         """z = W flat (+ b), flat the input as a column per sample, in (channel, row, column)
         order as PyTorch's; ∂L/∂W = ∂L/∂z flatᵀ (an outer product per sample) and
@@ -183,10 +187,10 @@ class Dense(Op):
         backward = [
             f"# dL/d{weight}[f,n] = dL/d{z}[f,b] * {flat}[n,b], summed over b unless per sample",
             "if per_sample:  # an outer product per sample, into grads",
-            f"    numpy.multiply({dz}.T[:, :, None], {flat}.T[:, None, :], out=grads[{weight!r}])",
+            f"    _outer_per_sample({dz}, {flat}, out=grads[{weight!r}])",
             *([f"    grads[{bias!r}][...] = {dz}.T"] if self.bias else []),
-            "else:",
-            f"    grads[{weight!r}] = {dz} @ {flat}.T",
+            f"else:  # summed over the batch: {dz} {flat}ᵀ",
+            f"    grads[{weight!r}] = _outer_sum({dz}, {flat})",
             *([f"    grads[{bias!r}] = {dz}.sum(axis=1)"] if self.bias else []),
             f"# dL/d{x}[n,b] = sum_f {weight}[f,n] * dL/d{z}[f,b]",
             f"{dx} = ({weight}.T @ {dz}){unflatten}" if unflatten else f"{dx} = {weight}.T @ {dz}",

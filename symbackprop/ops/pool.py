@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import product
+from math import prod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -259,6 +260,10 @@ class MaxPool2D(_Pool):
 
     # ---- the numeric-code face ----------------------------------------------------------------
 
+    def code_values(self, input_shape: Shape) -> int:
+        """The most values per sample an array of its code holds: its windows, copied."""
+        return self.window(input_shape) * prod(self.output_shape(input_shape))
+
     def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
         """The windows as a view; argmax finds each window's first maximum, and the gradient
         goes back to it alone."""
@@ -371,23 +376,29 @@ class AvgPool2D(_Pool):
 
     # ---- the numeric-code face ----------------------------------------------------------------
 
+    def code_values(self, input_shape: Shape) -> int:
+        """The most values per sample an array of its code holds: its input (the windows are
+        views)."""
+        return prod(input_shape)
+
     def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
-        """The windows as a view, summed over the window's area; the gradient spreads evenly."""
+        """The windows summed over the window's area; the gradient spreads evenly."""
         _, x, z, dz, dx = names
         p = self._code_parts(input_shape, names, "0.0")
         area = p["area"]
+        channels, height, width = input_shape
+        (ph, pw), kernel, stride = self.padding, self.kernel_size, self.stride
+        padded = x if (ph, pw) == (0, 0) else f"_pad({x}, {self.padding})"
         forward = [
             f"# {z}[c,i,j,b] = (1/{area}) sum_(m,n) {x}[c, {p['row']}, {p['col']}, b]"
             + (" (the zero padding counted, as PyTorch)" if self.padding != (0, 0) else ""),
-            f"{z} = _sum_windows({p['windows']}) / {area}",
+            f"{z} = _sum_windows({padded}, {kernel}, {stride}) / {area}",
         ]
+        padded_shape = f"({channels}, {height + 2 * ph}, {width + 2 * pw}, B)"
+        spread = f"_spread_windows({dz} / {area}, {padded_shape}, {kernel}, {stride})"
         backward = [
             f"# dL/d{x}: each window's dL/d{z} / {area}, spread evenly over the places it covers",
-            (
-                f"d_windows = numpy.broadcast_to(({dz} / {area})[:, None, None], "
-                f"({p['channels']}, {p['kernel']}, {p['places']}))"
-            ),
-            f"{dx} = {p['input_grad']}",
+            f"{dx} = {spread}" if (ph, pw) == (0, 0) else f"{dx} = _unpad({spread}, {self.padding})",
         ]
         return LayerCode(forward, backward)
 
