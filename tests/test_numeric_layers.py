@@ -18,7 +18,6 @@ import symbackprop as sb
 from symbackprop import numeric, reference
 from symbackprop.network import Graph
 from symbackprop.numeric import layers
-from symbackprop.ops import OPS
 from symbackprop.verify import draw_point
 
 # One network per case: the operation on a 2x7x7 input, then a dense layer to three outputs.
@@ -167,9 +166,8 @@ def test_large_batches_run_a_chunk_at_a_time_with_the_same_result(rng, monkeypat
 
 
 def test_every_operation_says_how_many_values_a_sample_its_code_holds():
-    # batch_chunk asks each operation; an operation without code_values could not be printed.
-    for name, cls in OPS.items():
-        assert callable(getattr(cls, "code_values", None)), f"{name} has no code_values"
+    # batch_chunk asks each operation (code_values is in ops.base.FACES, so test_ops names
+    # an operation that lacks it)
     conv = sb.Conv2D(kernel_size=3, out_channels=4)
     assert conv.code_values((1, 8, 8)) == 144  # as its matrix: its output, 4 x 6 x 6
     assert conv.code_values((1, 30, 30)) == 9 * 28 * 28  # on windows: 9 values for each of 28 x 28

@@ -26,7 +26,8 @@ walks the registry and names any face an operation lacks):
 * the numeric-code face: ``layer_code``, the lines of whole-array numpy that the generated
   gradients modules run for its forward and backward pass (``LayerCode``; the variables it
   reads and writes are named by ``CodeNames``; the helpers it calls are those of
-  ``symbackprop.numeric.runtime``);
+  ``symbackprop.numeric.runtime``), and ``code_values``, how many values a sample's code
+  holds at most (what the batch is cut into chunks by);
 * the torch twin: ``torch_twin`` (the ``torch.nn`` modules that compute it: class names and
   arguments, the last holding its parameters) and
   ``from_torch`` (settings read off such a module). Only ``torch_bridge`` imports torch.
@@ -61,7 +62,7 @@ FACES = (
     "output_shape", "parameter_shapes", "window", "connections", "nodes",
     "describe", "table_cells", "size_formula", "forward_formula", "weight_formula",
     "upstream_formula", "tensor_form", "reference_forward", "reference_backward", "layer_code",
-    "torch_twin", "from_torch",
+    "code_values", "torch_twin", "from_torch",
 )
 
 
