@@ -281,11 +281,18 @@ def test_generated_modules_import_numpy_and_the_standard_library_only(net):
         tree = ast.parse(module_source(net.derive(), style=style))
         imported = {
             node.module if isinstance(node, ast.ImportFrom) else alias.name
-            for node in ast.walk(tree)
+            for node in tree.body
             if isinstance(node, (ast.Import, ast.ImportFrom))
             for alias in node.names
         }
-        assert imported <= {"math", "collections.abc", "typing", "numpy", "numpy.lib.stride_tricks"}
+        standard = {"concurrent.futures", "math", "collections.abc", "typing"}
+        assert imported <= standard | {"numpy", "numpy.lib.stride_tricks"}
+        # threadpoolctl, if installed, lets chunks of a batch run on threads; only tried
+        optional = [node for node in ast.walk(tree) if isinstance(node, ast.Try)]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "threadpoolctl":
+                guard = next(t for t in optional if node in t.body)
+                assert [h.type.id for h in guard.handlers] == ["ImportError"]
 
 
 def test_the_loss_is_a_call_to_the_stable_loss_of_the_runtime():
@@ -301,6 +308,7 @@ import importlib.util, json, sys
 import numpy as np
 sys.modules["sympy"] = None  # importing sympy (or symbackprop) now fails
 sys.modules["symbackprop"] = None
+sys.modules["threadpoolctl"] = None  # optional: without it, a batch's chunks run in turn
 spec = importlib.util.spec_from_file_location("gradients", sys.argv[1])
 gradients = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gradients)

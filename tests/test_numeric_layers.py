@@ -3,8 +3,11 @@ and PyTorch, per sample and reduced over a batch, for batches of 0, 1 and 5."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
+import threadpoolctl
 from hypothesis import given
 from oracle import (
     assert_same_gradients,
@@ -17,7 +20,7 @@ from strategies import networks
 import symbackprop as sb
 from symbackprop import numeric, reference
 from symbackprop.network import Graph
-from symbackprop.numeric import layers
+from symbackprop.numeric import layers, runtime
 from symbackprop.verify import draw_point
 
 # One network per case: the operation on a 2x7x7 input, then a dense layer to three outputs.
@@ -165,6 +168,73 @@ def test_large_batches_run_a_chunk_at_a_time_with_the_same_result(rng, monkeypat
         assert_same_gradients(module.loss_and_grads(x, y, params, reduce), *expected, rtol=1e-14)
 
 
+def test_chunks_on_threads_give_the_numbers_of_chunks_in_turn(rng, monkeypatch):
+    net = network(OPERATIONS["conv, dilation"])
+    _, _, params = draw_point(net, rng)
+    x, y = batch(net, rng, 9)
+    module = numeric.compiled(net.derive(), "layers")
+    # chunks of 2 samples, each as much work as a thread needs
+    programs = module._PROGRAMS._replace(batch_chunk=2, sample_bytes=module.THREADS_FROM_BYTES)
+    monkeypatch.setattr(module, "_PROGRAMS", programs)
+    monkeypatch.setitem(module._RUNNING, "controller", None)  # as without threadpoolctl
+    in_turn = {reduce: module.loss_and_grads(x, y, params, reduce) for reduce in (None, "sum")}
+    monkeypatch.delitem(module._RUNNING, "controller")
+    monkeypatch.setattr(module, "_blas_threads", lambda controller: 2)
+    for reduce, expected in in_turn.items():
+        out = module.loss_and_grads(x, y, params, reduce)
+        assert_same_gradients(out, *expected, rtol=0)  # the same sums in the same order
+    assert module._RUNNING["pool"][1] == 2
+
+
+def test_chunks_run_on_threads_each_with_a_one_thread_blas():
+    seen = []
+
+    def chunk(part):
+        blas = runtime._blas_controller().info()  # numpy's BLAS among them
+        seen.append((threading.current_thread().name, {info["num_threads"] for info in blas}))
+        return part.start
+
+    parts = [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert runtime._map_chunks(chunk, parts, runtime._blas_controller(), 2) == [0, 2, 4]
+    assert {name.split("_")[0] for name, _ in seen} == {"gradients"}
+    assert all(threads == {1} for _, threads in seen)
+    loaded = {info["filepath"] for info in threadpoolctl.threadpool_info()}
+    numpy_blas = {path for path in loaded if "numpy" in path}  # numpy's wheels ship theirs
+    assert numpy_blas <= {info["filepath"] for info in runtime._blas_controller().info()}
+
+
+def test_a_batch_is_cut_into_a_chunk_for_each_thread_at_least(rng, monkeypatch):
+    net = network(OPERATIONS["conv, dilation"])
+    _, _, params = draw_point(net, rng)
+    x, y = batch(net, rng, 5)
+    module = numeric.compiled(net.derive(), "layers")
+    assert module._PROGRAMS.batch_chunk >= 5
+    sizes = []
+    program = module._PROGRAMS.layers
+    counted = module._PROGRAMS._replace(
+        layers=lambda x, *rest: sizes.append(len(x)) or program(x, *rest),
+        sample_bytes=module.THREADS_FROM_BYTES // 2,  # 2 samples: as much work as a thread needs
+    )
+    monkeypatch.setattr(module, "_PROGRAMS", counted)
+    monkeypatch.setattr(module, "_blas_threads", lambda controller: 2)
+    module.loss_and_grads(x, y, params, "sum")
+    assert sizes == [3, 2]
+    monkeypatch.setattr(module, "_blas_threads", lambda controller: 1)  # OPENBLAS_NUM_THREADS=1
+    module.loss_and_grads(x, y, params, "sum")
+    assert sizes[2:] == [5]
+    monkeypatch.setattr(module, "_blas_threads", lambda controller: 2)
+    monkeypatch.setattr(module, "_PROGRAMS", counted._replace(sample_bytes=1000))  # too little
+    module.loss_and_grads(x, y, params, "sum")
+    assert sizes[3:] == [5]
+
+
+def test_chunks_run_in_turn_on_one_thread():
+    names = runtime._map_chunks(
+        lambda part: threading.current_thread().name, [slice(0, 1)] * 3, None, 1
+    )
+    assert names == [threading.current_thread().name] * 3
+
+
 def test_every_operation_says_how_many_values_a_sample_its_code_holds():
     # batch_chunk asks each operation (code_values is in ops.base.FACES, so test_ops names
     # an operation that lacks it)
@@ -173,16 +243,16 @@ def test_every_operation_says_how_many_values_a_sample_its_code_holds():
     assert conv.code_values((1, 30, 30)) == 9 * 28 * 28  # on windows: 9 values for each of 28 x 28
 
 
-def test_chunks_keep_the_largest_array_near_two_megabytes():
+def test_chunks_keep_the_largest_array_near_four_megabytes():
     def chunk(size: int, channels: int) -> int:
         conv = sb.Conv2D(kernel_size=3, out_channels=channels, activation="sigmoid")
         return layers.batch_chunk(sb.Network((1, size, size), [conv, sb.Dense(units=10)], "sse"))
 
     # 1x8x8 -> conv 3x3 x4: run as its matrix, 144 values a sample at most: all 1024 at once
     assert chunk(8, 4) == 1024
-    # 1x30x30 -> conv 3x3 x8 on windows: 9 x 784 values a sample, 56 kB: 32 fill 1.8 MB
-    assert chunk(30, 8) == 32
-    # LeNet-5's first windows take 157 kB a sample: 13 would fill 2 MB, but no fewer than 32
+    # 1x30x30 -> conv 3x3 x8 on windows: 9 x 784 values a sample, 56 kB: 64 fill 3.6 MB
+    assert chunk(30, 8) == 64
+    # LeNet-5's first windows take 157 kB a sample: 26 would fill 4 MB, but no fewer than 32
     assert layers.batch_chunk(sb.presets.lenet5()) == 32
 
 

@@ -239,11 +239,20 @@ def test_the_runtime_imports_numpy_and_the_standard_library_only():
     tree = ast.parse(inspect.getsource(runtime))
     imported = {
         node.module if isinstance(node, ast.ImportFrom) else alias.name
-        for node in ast.walk(tree)
+        for node in tree.body
         if isinstance(node, (ast.Import, ast.ImportFrom))
         for alias in node.names
     }
-    assert imported == {"__future__", "math", "collections.abc", "typing", "numpy", "numpy.lib.stride_tricks"}
+    assert imported == {
+        "__future__", "concurrent.futures", "math", "collections.abc", "typing",
+        "numpy", "numpy.lib.stride_tricks",
+    }
+    # and, where installed, threadpoolctl (to run a batch's chunks on threads), in one place
+    inner = [
+        node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+        and node not in tree.body
+    ]
+    assert [node.module for node in inner] == ["threadpoolctl"]
 
 
 def test_a_module_gets_the_definitions_it_uses_and_what_they_use():
@@ -255,7 +264,7 @@ def test_a_module_gets_the_definitions_it_uses_and_what_they_use():
     }
     assert names == {"softplus_prime", "sigmoid"}  # softplus′ is σ
     assert "_NUMBER = (int, float)" in copied  # the constant sigmoid reads
-    assert copied.startswith("import math\n")
+    assert copied.startswith("import concurrent.futures\nimport math\n")
     assert "def _windows(" not in copied
 
 

@@ -29,6 +29,7 @@ Generated code: do not edit; derive again instead.
 """
 
 
+import concurrent.futures
 import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -427,9 +428,10 @@ def _numbers(what, value):
 def _require_finite(arrays):
     """A ValueError naming the first of ``arrays`` (name -> array) holding nan or inf."""
     # A sum is finite when every value is: one pass over each array — python's sum for a
-    # few values, for the others the dot product of each with itself under one errstate
-    # (BLAS's: twice as fast as a numpy sum). Huge values can overflow it, so the values
-    # themselves are looked at before any is called non-finite.
+    # few values, numpy's for the others (not BLAS's dot product, twice as fast alone: it
+    # leaves BLAS's threads spinning on the cores the chunks then run on, 30% slower for
+    # network C at batch 1024). Huge values can overflow it, so the values themselves are
+    # looked at before any is called non-finite.
     total, large = 0.0, []
     for values in arrays.values():
         if values.size <= 64:
@@ -438,7 +440,7 @@ def _require_finite(arrays):
             large.append(values.ravel())
     if large:
         with numpy.errstate(over="ignore", invalid="ignore"):
-            total += sum(float(numpy.dot(flat, flat)) for flat in large)
+            total += sum(float(flat.sum()) for flat in large)
     if math.isfinite(total):
         return
     for what, values in arrays.items():
@@ -793,14 +795,16 @@ def _scatter_index(windows_shape, shape, stride, dilation):
 
 
 class Programs(NamedTuple):
-    """A module's programs — per node and/or per layer, None where it has none — and the
-    number of samples the per-layer program takes at a time (its arrays then stay small
-    enough for the cache). With both, the per-node program runs single samples, on python
+    """A module's programs — per node and/or per layer, None where it has none — the number
+    of samples the per-layer program takes at a time (its arrays then stay small enough for
+    the cache), and the bytes a sample takes in its largest array (whether a chunk is worth
+    a thread). With both programs, the per-node program runs single samples, on python
     floats, and the per-layer program every batch of two or more."""
 
     nodes: Any
     layers: Any
     batch_chunk: int = 64
+    sample_bytes: int = 0
 
 
 def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
@@ -835,31 +839,114 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
 
 
 def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
-    """The per-layer program on the batch, ``batch_chunk`` samples at a time: losses (B,),
-    the gradient of x per sample, the others per sample — each chunk writes its rows of
-    them — or summed over the chunks."""
-    size, chunk = len(x), programs.batch_chunk
+    """The per-layer program on the batch, ``batch_chunk`` samples at a time, the chunks
+    shared among threads (see ``_map_chunks``): losses (B,), the gradient of x per sample,
+    the others per sample — each chunk writes its rows of them — or summed over the
+    chunks."""
+    _warm_allocator()
+    size = len(x)
+    controller = _blas_controller() if size > 1 else None
+    workers = _blas_threads(controller) if controller else 1
+    chunk = min(programs.batch_chunk, -(-size // workers))  # a chunk for each thread at least
+    if chunk * programs.sample_bytes < THREADS_FROM_BYTES:  # too little work to share
+        workers, chunk = 1, programs.batch_chunk
     if size == 1 and per_sample:  # one sample's gradients are its batch's: the quicker code
         losses, grads = programs.layers(x, y, params, *chosen, {}, False, scale)
         return losses, {name: g if name == "x" else g[None] for name, g in grads.items()}
     losses, dx = numpy.empty(size), numpy.empty(x.shape)
     shapes = layout.parameters.items() if per_sample else ()
     rows = {name: numpy.empty((size, *shape)) for name, shape in shapes}
-    summed = {}
-    for start in range(0, size, chunk):
-        part = slice(start, start + chunk)
-        grads = {name: array[part] for name, array in rows.items()} if per_sample else {}
+
+    def run_chunk(part):
+        grads = {name: array[part] for name, array in rows.items()}
         losses[part], grads = programs.layers(
             x[part], y[part], params, *chosen, grads, per_sample, scale
         )
         dx[part] = grads.pop("x")
-        if not per_sample:
-            for name, grad in grads.items():
-                if name in summed:
-                    summed[name] += grad
-                else:
-                    summed[name] = grad
-    return losses, {"x": dx, **(rows if per_sample else summed)}
+        return grads
+
+    parts = [slice(start, start + chunk) for start in range(0, size, chunk)]
+    results = _map_chunks(run_chunk, parts, controller, workers)
+    if per_sample:
+        return losses, {"x": dx, **rows}
+    summed = results[0]
+    for grads in results[1:]:
+        for name, grad in grads.items():
+            summed[name] += grad
+    return losses, {"x": dx, **summed}
+
+
+# Chunks whose largest array is smaller than this run in one thread: a thread's hand-over and
+# the GIL between numpy's calls then cost more than the second core gains (measured: the
+# article's network, 16 values a sample, at no batch size; network B, 1.2 kB a sample, slower
+# or even at batches of 128 to 1024; network C, 21 kB a sample, 1.3x faster at 1024).
+THREADS_FROM_BYTES = 2**20
+
+
+def _map_chunks(function, parts, controller, workers):
+    """[function(part) for part in parts], on this many threads (one: in this thread), each
+    thread's matrix products held to one core by threadpoolctl's ``controller`` of the BLAS
+    meanwhile: two threads each calling a multi-threaded BLAS run slower than one. numpy lets
+    go of the GIL in its loops, so a second thread runs a chunk's elementwise work on the
+    second core, which BLAS alone would leave idle (network C of benchmarks/numeric.py, batch
+    1024: 1.4x faster on 2 cores)."""
+    workers = min(workers, len(parts))
+    if workers < 2:
+        return [function(part) for part in parts]
+    pool = _chunk_pool(workers)
+    with controller.limit(limits=1, user_api="blas"):
+        return list(pool.map(function, parts))
+
+
+# What running chunks keeps between calls: "controller", threadpoolctl's view of the BLAS
+# (None: none); "pool", (a thread pool, its size); "warm", once the allocator is.
+_RUNNING = {}
+
+
+def _blas_controller():
+    """threadpoolctl's controller of the loaded BLAS libraries, found once; None without
+    threadpoolctl or when it finds no BLAS."""
+    if "controller" not in _RUNNING:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            controller = None
+        else:
+            controller = ThreadpoolController().select(user_api="blas") or None
+        _RUNNING["controller"] = controller
+    return _RUNNING["controller"]
+
+
+def _blas_threads(controller):
+    """The number of threads the BLAS is set to use now (OPENBLAS_NUM_THREADS and the like;
+    by default, one per core): a batch's chunks run on as many. Without threadpoolctl, the
+    chunks run one after another."""
+    return max(info["num_threads"] for info in controller.info())
+
+
+def _chunk_pool(workers):
+    """A pool of this many threads, kept for the next call (a new pool costs ~100 µs)."""
+    pool, size = _RUNNING.get("pool", (None, 0))
+    if size != workers:
+        pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="gradients")
+        _RUNNING["pool"] = pool, workers
+    return pool
+
+
+def _warm_allocator():
+    """Allocate and free a 30 MB block, once per process. glibc's malloc serves blocks from
+    fresh mmap'ed memory until a freed block raises its threshold (up to 32 MB), and hands
+    freed memory back to the system past twice that; a chunk's arrays, allocated and freed
+    on every call, then each cost page faults: network C at batch 1024 ran 2.7x slower
+    until a block that size had been freed (importing torch does it too). Elsewhere a
+    no-op."""
+    if "warm" not in _RUNNING:
+        block = numpy.empty(WARM_BYTES // 8)
+        del block
+        _RUNNING["warm"] = True
+
+
+WARM_BYTES = 30 * 2**20
 
 
 def _empty(layout, reduce):
@@ -913,4 +1000,4 @@ def _rows(values, size):
 
 
 _LAYOUT = Layout(INPUT_SHAPE, OUTPUT_SIZE, PARAMETERS, generic_g=True, loss=None)
-_PROGRAMS = Programs(nodes=_nodes, layers=_layers, batch_chunk=1024)
+_PROGRAMS = Programs(nodes=_nodes, layers=_layers, batch_chunk=1024, sample_bytes=128)

@@ -178,7 +178,7 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str) -> str:
         f"_PROGRAMS = Programs("
         f"nodes={nodes.PROGRAM if 'nodes' in styles else None}, "
         f"layers={layers.PROGRAM if 'layers' in styles else None}, "
-        f"batch_chunk={layers.batch_chunk(net)})"
+        f"batch_chunk={layers.batch_chunk(net)}, sample_bytes={layers.sample_bytes(net)})"
     )
     code = "\n\n\n".join([entry, *programs, wiring])
     imports, definitions = runtime_source(code, backend).split("\n\n\n", 1)  # imports first
