@@ -228,6 +228,45 @@ def test_a_batch_is_cut_into_a_chunk_for_each_thread_at_least(rng, monkeypatch):
     assert sizes[3:] == [5]
 
 
+def test_calls_from_several_threads_at_once_leave_the_blas_as_they_found_it(rng, monkeypatch):
+    net = network(OPERATIONS["conv, dilation"])
+    _, _, params = draw_point(net, rng)
+    x, y = batch(net, rng, 8)
+    module = numeric.compiled(net.derive(), "layers")
+    programs = module._PROGRAMS._replace(batch_chunk=2, sample_bytes=module.THREADS_FROM_BYTES)
+    monkeypatch.setattr(module, "_PROGRAMS", programs)
+    expected = module.loss_and_grads(x, y, params, "sum")
+    blas = module._blas_controller()
+    before = [info["num_threads"] for info in blas.info()]
+    results = []
+
+    def train():
+        results.extend(module.loss_and_grads(x, y, params, "sum") for _ in range(20))
+
+    callers = [threading.Thread(target=train) for _ in range(3)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert len(results) == 60
+    for out in results:
+        assert_same_gradients(out, expected.loss, expected.grads, rtol=1e-13)
+    assert [info["num_threads"] for info in blas.info()] == before
+
+
+def test_while_another_call_holds_the_blas_a_call_runs_its_chunks_in_turn():
+    blas = runtime._blas_controller()
+    names = []
+    # as another thread's call does
+    with runtime._HOLDING_BLAS, blas.limit(limits=1, user_api="blas"):
+        runtime._map_chunks(
+            lambda part: names.append(threading.current_thread().name), [slice(0, 1)] * 3,
+            blas, 2,
+        )
+        assert {info["num_threads"] for info in blas.info()} == {1}  # the holder's limit
+    assert names == [threading.current_thread().name] * 3
+
+
 def test_chunks_run_in_turn_on_one_thread():
     names = runtime._map_chunks(
         lambda part: threading.current_thread().name, [slice(0, 1)] * 3, None, 1

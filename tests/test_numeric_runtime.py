@@ -244,7 +244,7 @@ def test_the_runtime_imports_numpy_and_the_standard_library_only():
         for alias in node.names
     }
     assert imported == {
-        "__future__", "concurrent.futures", "math", "collections.abc", "typing",
+        "__future__", "concurrent.futures", "math", "threading", "collections.abc", "typing",
         "numpy", "numpy.lib.stride_tricks",
     }
     # and, where installed, threadpoolctl (to run a batch's chunks on threads), in one place

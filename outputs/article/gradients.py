@@ -31,6 +31,7 @@ Generated code: do not edit; derive again instead.
 
 import concurrent.futures
 import math
+import threading
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -891,11 +892,19 @@ def _map_chunks(function, parts, controller, workers):
     second core, which BLAS alone would leave idle (network C of benchmarks/numeric.py, batch
     1024: 1.4x faster on 2 cores)."""
     workers = min(workers, len(parts))
-    if workers < 2:
+    # One call at a time holds the BLAS to one thread: threadpoolctl restores the number it
+    # found, so overlapping holds could restore one hold's 1 for good. A call from another
+    # thread meanwhile runs its chunks in turn.
+    if workers < 2 or not _HOLDING_BLAS.acquire(blocking=False):
         return [function(part) for part in parts]
-    pool = _chunk_pool(workers)
-    with controller.limit(limits=1, user_api="blas"):
-        return list(pool.map(function, parts))
+    try:
+        with controller.limit(limits=1, user_api="blas"):
+            return list(_chunk_pool(workers).map(function, parts))
+    finally:
+        _HOLDING_BLAS.release()
+
+
+_HOLDING_BLAS = threading.Lock()
 
 
 # What running chunks keeps between calls: "controller", threadpoolctl's view of the BLAS
