@@ -25,6 +25,8 @@ How it runs: _layers computes each layer on the whole batch at once with numpy
 (a block per layer, its formula in a comment); _nodes is the derivation written
 out, one line per node, on python floats: faster on this small network for a
 single sample, which it runs.
+Large batches run a chunk at a time, the chunks on as many threads as numpy's BLAS
+is set to use when threadpoolctl is installed (OPENBLAS_NUM_THREADS=1: one).
 Generated code: do not edit; derive again instead.
 """
 

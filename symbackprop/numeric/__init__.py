@@ -230,6 +230,11 @@ def _docstring(net: Network, styles: tuple[str, ...], backend: str) -> str:
             "single sample, which it runs."
         ),
     }[styles]
+    if "layers" in styles and backend == "numpy":
+        how += (
+            "\nLarge batches run a chunk at a time, the chunks on as many threads as numpy's BLAS\n"
+            "is set to use when threadpoolctl is installed (OPENBLAS_NUM_THREADS=1: one)."
+        )
     if backend == "jax":
         how += (
             "\nWith jax.numpy (jnp) for numpy, under jax.jit: compiled once per choice and batch\n"

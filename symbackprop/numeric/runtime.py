@@ -22,9 +22,12 @@ Sections, in the order a module needs them:
   read (in one ``bincount`` when few values, else one kernel place at a time) and the
   spread of each window's sum;
 * running a module's programs: ``run`` checks the arguments, picks the program, and
-  returns per-sample results (``reduce=None``) or the batch's sum or mean.
+  returns per-sample results (``reduce=None``) or the batch's sum or mean; the per-layer
+  program runs large batches a chunk at a time, the chunks on threads where threadpoolctl
+  is installed (the BLAS held to one thread meanwhile).
 
-Imports numpy and the standard library only: the exported modules need nothing else. It
+Imports numpy and the standard library only (threadpoolctl, where installed, inside a
+function): the exported modules need nothing else. It
 shares no code with ``symbackprop.reference``, which checks it.
 """
 
