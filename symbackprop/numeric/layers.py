@@ -53,7 +53,7 @@ def program_source(network: Any, backend: str = "numpy") -> str:
         body.append("    x = x.T  # (N, B): a column per sample")
     body.append("    y = y.T  # (K, B)")
 
-    blocks = []  # per layer: its names and code
+    blocks = []  # per layer: the operation and its code
     for number, (op, shape) in enumerate(zip(network.layers, network.shapes), start=1):
         previous = "x" if number == 1 else f"a{number - 1}"
         activated = op.has_activation
@@ -64,14 +64,14 @@ def program_source(network: Any, backend: str = "numpy") -> str:
             output_grad=f"dz{number}" if activated else f"da{number}",
             input_grad=f"d{previous}",
         )
-        blocks.append((op, shape, names, op.layer_code(shape, names)))
+        blocks.append((op, op.layer_code(shape, names)))
 
-    for number, (op, shape, names, code) in enumerate(blocks, start=1):
+    for number, (op, code) in enumerate(blocks, start=1):
         out = network.shapes[number]
         body += ["", f"    # ---- layer {number} forward: {op.describe()} -> {_shape(out)}"]
         body += _indent(code.forward)
         if op.has_activation:
-            body.append(f"    a{number} = {_activation(op.activation, generic_g)}(z{number})")
+            body.append(f"    a{number} = {_activation(op.activation)}(z{number})")
 
     last = len(blocks)
     out_shape = network.shapes[-1]
@@ -89,13 +89,13 @@ def program_source(network: Any, backend: str = "numpy") -> str:
         ]
 
     for number in range(last, 0, -1):
-        op, shape, names, code = blocks[number - 1]
+        op, code = blocks[number - 1]
         body += ["", f"    # ---- layer {number} backward: {op.describe()}"]
         if op.has_activation:
             if op.activation == "identity":
                 body.append(f"    dz{number} = da{number}  # identity: dL/dz = dL/da")
             else:
-                prime = f"{_activation(op.activation, generic_g)}_prime"
+                prime = f"{_activation(op.activation)}_prime"
                 body.append(f"    dz{number} = {prime}(z{number}, a{number})  # g'(z), a new array")
                 body.append(f"    dz{number} *= da{number}  # dL/dz = g'(z) dL/da, in place")
         body += _indent(code.backward if backend != "jax" else _summed_only(code.backward))
@@ -131,7 +131,7 @@ def batch_chunk(network: Any) -> int:
     return chunk
 
 
-def _activation(name: str, generic_g: bool) -> str:
+def _activation(name: str) -> str:
     """The runtime function computing an activation (``g`` for the generic one)."""
     if name == "g":
         return "g"
