@@ -40,12 +40,12 @@ def _definitions(path: Path) -> tuple[dict[str, tuple[int, str, frozenset[str]]]
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names = [t.id for t in targets if isinstance(t, ast.Name)]
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
-            setup.append(_comment_above(text, node) + source)
+            setup.append(_comment_above(lines, node) + source)
             continue
         else:
             continue  # the module docstring
         used = frozenset(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
-        comment = _comment_above(text, node)
+        comment = _comment_above(lines, node)
         for name in names:
             definitions[name] = (position, comment + source, used)
     return definitions, imports, setup
@@ -61,17 +61,16 @@ def _segment(lines: list[str], node: ast.stmt) -> str:
     return lines[first][node.col_offset :] + "".join(lines[first + 1 : last]) + end
 
 
-def _comment_above(text: str, node: ast.AST) -> str:
-    """The comment lines right above a definition (what a table's keys mean, say)."""
-    lines = text.splitlines()
-    start = node.lineno - 1
-    comments: list[str] = []
+def _comment_above(lines: list[str], node: ast.AST) -> str:
+    """The comment lines right above a definition (what a table's keys mean, say), from the
+    file's lines (ends kept)."""
+    start = end = node.lineno - 1
     while start > 0 and lines[start - 1].startswith("# ") and not lines[start - 1].startswith("# ----"):
-        comments.insert(0, lines[start - 1])
         start -= 1
-    return "".join(line + "\n" for line in comments)
+    return "".join(lines[start:end])
 
 
+@cache
 def runtime_names() -> frozenset[str]:
     """The names the runtime defines."""
     return frozenset(_definitions(RUNTIME)[0])
