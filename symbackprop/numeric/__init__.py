@@ -22,7 +22,8 @@ activations and losses, windows), copied into the module (``numeric.embed``).
 ``backend="jax"`` prints the per-layer program with jax.numpy, run under ``jax.jit`` on
 the helpers of ``numeric.runtime_jax`` (needs jax: ``pip install -e '.[jax]'``).
 
-Imports ``nodes`` and ``layers`` of this package (sympy through the per-node printer).
+Imports ``nodes``, ``layers`` and ``runtime`` (its reductions) of this package (sympy through
+the per-node printer).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ..activations import ACTIVATIONS
 from ..losses import LOSSES
 from . import layers, nodes
 from .embed import runtime_source
+from .runtime import REDUCTIONS
 
 if TYPE_CHECKING:
     from ..derive import Derivation
@@ -46,7 +48,6 @@ if TYPE_CHECKING:
 
 STYLES = ("nodes", "layers")
 BACKENDS = ("numpy", "jax")
-REDUCTIONS = (None, "sum", "mean")
 # Measured (one thread, CPU time): on the article's network (75 edges) the per-node program
 # takes 16 µs for one sample on python floats, the per-layer code 43 µs; on network B of
 # benchmarks/numeric.py (4 458 edges) 272 µs against 68 µs: about 0.06 µs an edge, the
