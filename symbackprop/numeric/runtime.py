@@ -667,6 +667,13 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
     else:
         scale = 1.0 if reduce != "mean" else 1 / size
         losses, grads = _run_layers(programs, layout, x, y, params, chosen, reduce is None, scale)
+    return _result(losses, grads, reduce, one)
+
+
+def _result(losses, grads, reduce, one):
+    """A program's losses (B,) and gradients — per sample, or the parameters' summed over
+    the batch — as the caller asked: one sample's own, per sample, or the batch's sum or
+    mean (see ``Result``)."""
     if reduce is None:
         if one:
             return Result(float(losses[0]), {name: grad[0] for name, grad in grads.items()})

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy
 
-from .runtime import Result, _conv_matrix_index, _empty, checked, choose
+from .runtime import _conv_matrix_index, _empty, _result, checked, choose
 
 jax.config.update("jax_enable_x64", True)  # float64, as the numpy code
 
@@ -222,12 +222,7 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
     step = _compiled(programs.layers, chosen, reduce is None)
     losses, grads = step(x, y, params, scale)
     losses, grads = numpy.asarray(losses), {name: numpy.asarray(v) for name, v in grads.items()}
-    if reduce is None:
-        if one:
-            return Result(float(losses[0]), {name: grad[0] for name, grad in grads.items()})
-        return Result(losses, grads)
-    total = float(losses.sum() if reduce == "sum" else losses.mean())
-    return Result(total, {**grads, "x": grads["x"][0] if one else grads["x"]})
+    return _result(losses, grads, reduce, one)
 
 
 def _compiled(program, chosen, per_sample):
