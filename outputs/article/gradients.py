@@ -855,14 +855,17 @@ def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
     chunks."""
     _warm_allocator()
     size = len(x)
-    controller = _blas_controller() if size > 1 else None
-    workers = _blas_threads(controller) if controller else 1
-    chunk = min(programs.batch_chunk, -(-size // workers))  # a chunk for each thread at least
-    if chunk * programs.sample_bytes < THREADS_FROM_BYTES:  # too little work to share
-        workers, chunk = 1, programs.batch_chunk
     if size == 1 and per_sample:  # one sample's gradients are its batch's: the quicker code
         losses, grads = programs.layers(x, y, params, *chosen, {}, False, scale)
         return losses, {name: g if name == "x" else g[None] for name, g in grads.items()}
+    controller, workers, chunk = None, 1, programs.batch_chunk
+    # The BLAS is asked for its threads (10 µs) only where a chunk can be worth a thread.
+    if size > 1 and min(size, chunk) * programs.sample_bytes >= THREADS_FROM_BYTES:
+        controller = _blas_controller()
+        workers = _blas_threads(controller) if controller else 1
+        chunk = min(chunk, -(-size // workers))  # a chunk for each thread at least
+        if chunk * programs.sample_bytes < THREADS_FROM_BYTES:  # too little work to share
+            workers, chunk = 1, programs.batch_chunk
     losses, dx = numpy.empty(size), numpy.empty(x.shape)
     shapes = layout.parameters.items() if per_sample else ()
     rows = {name: numpy.empty((size, *shape)) for name, shape in shapes}
