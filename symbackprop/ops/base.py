@@ -264,10 +264,27 @@ def weight_formula_tex(
     return equation, bias
 
 
-def index_text(stride: int, dilation: int, padding: int, out: str, kernel: str) -> str:
-    """Where an output index and a kernel place read the input, as text: "2i + m - 1"."""
-    text = f"{stride if stride != 1 else ''}{out} + {dilation if dilation != 1 else ''}{kernel}"
-    return text + (f" - {padding}" if padding else "")
+def read_text(stride: Pair, dilation: Pair, padding: Pair) -> str:
+    """Where output (i, j) reads the input at kernel place (m, n), row and column, as the
+    comments of generated code write it: "2i + m - 1, j + n"."""
+    return ", ".join(
+        f"{s if s != 1 else ''}{out} + {d if d != 1 else ''}{kernel}" + (f" - {p}" if p else "")
+        for s, d, p, out, kernel in zip(stride, dilation, padding, "ij", "mn")
+    )
+
+
+def padded_text(x: str, padding: Pair, fill: str | None = None) -> str:
+    """Generated code for x (C, H, W, B) with ``padding`` around it (zeros, or ``fill``):
+    x itself when there is none."""
+    if padding == (0, 0):
+        return x
+    return f"_pad({x}, {padding})" if fill is None else f"_pad({x}, {padding}, {fill})"
+
+
+def unpadded_text(grad: str, padding: Pair) -> str:
+    """Generated code for ``grad`` of a padded input cut back to the input: the padding's rows
+    and columns dropped."""
+    return grad if padding == (0, 0) else f"_unpad({grad}, {padding})"
 
 
 def weighted_sums(
