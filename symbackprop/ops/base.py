@@ -219,6 +219,19 @@ def sliding_output(
     return ((padded[0] - span[0]) // stride[0] + 1, (padded[1] - span[1]) // stride[1] + 1)
 
 
+def sliding_size_tex(
+    size: Pair, out: Pair, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair, padded: bool
+) -> list[str]:
+    """Formula (1) with the layer's numbers, one line per axis: M_z = ⌊(M (+ 2P) − K) / S⌋ + 1,
+    K written d·(K − 1) + 1 where the kernel is dilated."""
+    sides = []
+    for letter, m, result, k, s, p, d in zip("MN", size, out, kernel, stride, padding, dilation):
+        pad = rf" + 2 \cdot {p}" if padded else ""
+        span = str(k) if d == 1 else rf"({d} \cdot {k - 1} + 1)"
+        sides.append(rf"{letter}_z = \left\lfloor \frac{{{m}{pad} - {span}}}{{{s}}} \right\rfloor + 1 = {result}")
+    return sides
+
+
 def pair_text(values: Pair) -> str:
     """"2" for (2, 2), "2, 3" otherwise: how tables show a setting."""
     return str(values[0]) if values[0] == values[1] else f"{values[0]}, {values[1]}"
@@ -231,6 +244,15 @@ def shape_tex(shape: Sequence[int]) -> str:
 def upstream_tex(layer: int, index: str) -> str:
     """∂L/∂a^{(l)}_{index}."""
     return rf"\frac{{\partial L}}{{\partial a^{{({layer})}}_{{{index}}}}}"
+
+
+def window_upstream_tex(layer: int) -> str:
+    """The head of the upstream formula of a layer that reads windows (its position sets):
+    ∂L/∂a^{(l−1)}_j = Σ_{i : j ∈ p^{(l)}_i} ∂L/∂a^{(l)}_i · (what follows is the layer's own)."""
+    return (
+        rf"{upstream_tex(layer - 1, 'j')} = \sum_{{i \,:\, j \in p^{{({layer})}}_{{i}}}} "
+        rf"{upstream_tex(layer, 'i')} \cdot "
+    )
 
 
 def read_attribute(module: Any, name: str) -> Any:

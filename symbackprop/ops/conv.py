@@ -37,10 +37,11 @@ from .base import (
     same_or_pair,
     shape_tex,
     sliding_output,
+    sliding_size_tex,
     unpadded_text,
-    upstream_tex,
     weight_formula_tex,
     weighted_sums,
+    window_upstream_tex,
 )
 
 
@@ -147,16 +148,9 @@ class Conv2D(Op):
 
     def size_formula(self, input_shape: Shape, padded: bool) -> list[str]:
         out = self.output_shape(input_shape)
-        sides = []
-        for letter, size, k, s, p, d, result in zip(
-            "MN", input_shape[1:], self.kernel_size, self.stride, self.padding, self.dilation, out[1:]
-        ):
-            pad = rf" + 2 \cdot {p}" if padded else ""
-            span = str(k) if d == 1 else rf"({d} \cdot {k - 1} + 1)"
-            sides.append(
-                rf"{letter}_z = \left\lfloor \frac{{{size}{pad} - {span}}}{{{s}}} \right\rfloor + 1 = {result}"
-            )
-        return sides
+        return sliding_size_tex(
+            input_shape[1:], out[1:], self.kernel_size, self.stride, self.padding, self.dilation, padded
+        )
 
     def forward_formula(self, n: Notation) -> dict[str, str]:
         l, a = n.number, n.input_letter
@@ -190,10 +184,7 @@ class Conv2D(Op):
 
     def upstream_formula(self, n: Notation) -> dict[str, str]:
         k, l = n.number, n.number - 1
-        equation = (
-            rf"{upstream_tex(l, 'j')} = \sum_{{i \,:\, j \in p^{{({k})}}_{{i}}}} "
-            rf"{upstream_tex(k, 'i')} \cdot {n.local('i')}w^{{({k})}}_{{n(i,j)}}"
-        )
+        equation = rf"{window_upstream_tex(k)}{n.local('i')}w^{{({k})}}_{{n(i,j)}}"
         note = (
             rf"the sum runs over the positions $i$ of layer {k} whose position set contains $j$, "
             rf"and $n(i, j)$ is the place of $j$ in $p^{{({k})}}_{{i}}$: the weight that multiplied "

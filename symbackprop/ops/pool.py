@@ -40,8 +40,9 @@ from .base import (
     same_or_pair,
     shape_tex,
     sliding_output,
+    sliding_size_tex,
     unpadded_text,
-    upstream_tex,
+    window_upstream_tex,
 )
 
 
@@ -108,15 +109,9 @@ class _Pool(Op):
 
     def size_formula(self, input_shape: Shape, padded: bool) -> list[str]:
         out = self.output_shape(input_shape)
-        sides = []
-        for letter, size, k, s, p, result in zip(
-            "MN", input_shape[1:], self.kernel_size, self.stride, self.padding, out[1:]
-        ):
-            pad_ = rf" + 2 \cdot {p}" if padded else ""
-            sides.append(
-                rf"{letter}_z = \left\lfloor \frac{{{size}{pad_} - {k}}}{{{s}}} \right\rfloor + 1 = {result}"
-            )
-        return sides
+        return sliding_size_tex(
+            input_shape[1:], out[1:], self.kernel_size, self.stride, self.padding, (1, 1), padded
+        )
 
     def weight_formula(self, n: Notation) -> None:
         return None  # no weights
@@ -191,8 +186,7 @@ class MaxPool2D(_Pool):
     def upstream_formula(self, n: Notation) -> dict[str, str]:
         k, l = n.number, n.number - 1
         equation = (
-            rf"{upstream_tex(l, 'j')} = \sum_{{i \,:\, j \in p^{{({k})}}_{{i}}}} "
-            rf"{upstream_tex(k, 'i')} \cdot \left[a^{{({l})}}_{{j}} \text{{ is the first maximum of }} "
+            rf"{window_upstream_tex(k)}\left[a^{{({l})}}_{{j}} \text{{ is the first maximum of }} "
             rf"p^{{({k})}}_{{i}}\right]"
         )
         note = (
@@ -321,12 +315,8 @@ class AvgPool2D(_Pool):
         return {"equation": equation, "note": note}
 
     def upstream_formula(self, n: Notation) -> dict[str, str]:
-        k, l = n.number, n.number - 1
-        kh, kw = self.kernel_size
-        equation = (
-            rf"{upstream_tex(l, 'j')} = \sum_{{i \,:\, j \in p^{{({k})}}_{{i}}}} "
-            rf"{upstream_tex(k, 'i')} \cdot \frac{{1}}{{{kh * kw}}}"
-        )
+        k, (kh, kw) = n.number, self.kernel_size
+        equation = rf"{window_upstream_tex(k)}\frac{{1}}{{{kh * kw}}}"
         note = (
             rf"each window averages its {kh * kw} places, padding included, so it spreads its "
             rf"gradient evenly: $\frac{{1}}{{{kh * kw}}}$ to every input it covers"
