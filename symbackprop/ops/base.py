@@ -169,7 +169,7 @@ class Op:
 
 def integer(owner: str, key: str, value: object, minimum: int) -> int:
     """``value`` as an int ≥ minimum (numpy integers accepted, bools and floats refused)."""
-    number = _as_int(value)
+    number = as_int(value)
     if number is None or number < minimum:
         what = "a positive integer" if minimum == 1 else "a non-negative integer"
         raise SpecError(f"{owner}: {key} must be {what}, got {shown(value)}")
@@ -179,14 +179,14 @@ def integer(owner: str, key: str, value: object, minimum: int) -> int:
 def pair(owner: str, key: str, value: object, minimum: int) -> Pair:
     """An int or an [h, w] pair of ints ≥ minimum, as a tuple (h, w)."""
     items = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-    numbers = [_as_int(v) for v in items]
+    numbers = [as_int(v) for v in items]
     if len(numbers) != 2 or any(n is None or n < minimum for n in numbers):
         what = "a positive integer" if minimum == 1 else "a non-negative integer"
         raise SpecError(f"{owner}: {key} must be {what} or a pair of them, got {shown(value)}")
     return (numbers[0], numbers[1])
 
 
-def _as_int(value: object) -> int | None:
+def as_int(value: object) -> int | None:
     """An int from anything that is one (numpy integers included); None for bools and the rest."""
     if isinstance(value, bool):
         return None
