@@ -46,6 +46,7 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from itertools import product
+from math import prod
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -135,13 +136,7 @@ class Op:
         return replace(self, activation=name) if self.has_activation else self
 
     def parameter_count(self, input_shape: Shape) -> int:
-        total = 0
-        for shape in self.parameter_shapes(input_shape).values():
-            count = 1
-            for n in shape:
-                count *= n
-            total += count
-        return total
+        return sum(prod(shape) for shape in self.parameter_shapes(input_shape).values())
 
     def flat_weights(self, input_shape: Shape) -> bool:
         """Whether documents number its weights flat: w_1, w_2, … (else w_{o,c,m,n})."""
