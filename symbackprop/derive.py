@@ -433,7 +433,8 @@ class Derivation:
         closed = [self.closed(e) for e in _flat(chain)]
         if simplify:
             too_large = [k for k, e in enumerate(closed) if not small_enough(e)]
-            closed = [e if k in too_large else tidy(e) for k, e in enumerate(closed)]
+            skipped = set(too_large)  # a list's `in` would make a large array quadratic
+            closed = [e if k in skipped else tidy(e) for k, e in enumerate(closed)]
             if too_large:
                 first = too_large[0]
                 element = _flat(self._symbols_of(name))[first]
