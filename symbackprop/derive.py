@@ -20,7 +20,6 @@ Imports ``network`` (and what it builds on) and ``simplify``.
 
 from __future__ import annotations
 
-import operator
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +32,7 @@ import sympy
 
 from .network import Graph, LayerGraph, Network
 from .nodes import weighted_size
+from .ops.base import as_int
 from .simplify import MAX_SIZE, SimplifyWarning, small_enough, tidy
 
 
@@ -139,12 +139,8 @@ class Derivation:
         >>> sb.presets.article().derive().layer(3).upstream
         (dL_da3_1, dL_da3_2)
         """
-        count = len(self.graph.layers)
-        try:
-            index = operator.index(number)
-        except TypeError:
-            index = 0
-        if isinstance(number, bool) or not 1 <= index <= count:
+        count, index = len(self.graph.layers), as_int(number)
+        if index is None or not 1 <= index <= count:
             raise IndexError(f"layer must be 1..{count}, got {number!r}")
         return self.graph.layers[index - 1]
 
@@ -437,7 +433,8 @@ class Derivation:
         closed = [self.closed(e) for e in _flat(chain)]
         if simplify:
             too_large = [k for k, e in enumerate(closed) if not small_enough(e)]
-            closed = [e if k in too_large else tidy(e) for k, e in enumerate(closed)]
+            skipped = set(too_large)  # a list's `in` would make a large array quadratic
+            closed = [e if k in skipped else tidy(e) for k, e in enumerate(closed)]
             if too_large:
                 first = too_large[0]
                 element = _flat(self._symbols_of(name))[first]

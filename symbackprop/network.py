@@ -32,6 +32,7 @@ from .losses import loss as _known_loss
 from .naming import Names
 from .nodes import Elementwise, Node
 from .ops import OPS, Op, Shape
+from .ops.base import as_int
 
 if TYPE_CHECKING:
     from .derive import Derivation
@@ -325,18 +326,10 @@ def _input_shape(value: object) -> Shape:
     )
     if not isinstance(value, (list, tuple)) or len(value) not in (1, 3):
         raise problem
-    shape = []
-    for n in value:
-        try:
-            if isinstance(n, bool):
-                raise TypeError
-            n = operator.index(n)
-        except TypeError:
-            raise problem from None
-        if n < 1:
-            raise problem
-        shape.append(n)
-    return tuple(shape)
+    shape = tuple(as_int(n) for n in value)
+    if any(n is None or n < 1 for n in shape):
+        raise problem
+    return shape
 
 
 def _item_choices() -> str:

@@ -223,15 +223,15 @@ def _op_from_torch(op: type[Op], child: Any, where: str) -> Op:
 
 def _check_twin(op: Op, child: Any, shape: Shape, where: str) -> None:
     """The module's own sizes (in_channels, in_features, …) agree with the input it gets."""
-    for _, kwargs in op.torch_twin(shape)[-1:]:
-        for key, expected in kwargs.items():
-            if key == "bias" or not hasattr(child, key):
-                continue
-            actual = getattr(child, key)
-            if isinstance(actual, str):  # padding="valid": read as numbers by the op itself
-                continue
-            if _normal(actual) != _normal(expected):
-                raise SpecError(f"{where}: {key} is {actual}, but its input {shape} needs {expected}")
+    _, kwargs = op.torch_twin(shape)[-1]  # the module that holds its parameters
+    for key, expected in kwargs.items():
+        if key == "bias" or not hasattr(child, key):
+            continue
+        actual = getattr(child, key)
+        if isinstance(actual, str):  # padding="valid": read as numbers by the op itself
+            continue
+        if _normal(actual) != _normal(expected):
+            raise SpecError(f"{where}: {key} is {actual}, but its input {shape} needs {expected}")
 
 
 def _normal(value: Any) -> Any:

@@ -46,6 +46,7 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from itertools import product
+from math import prod
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -135,13 +136,7 @@ class Op:
         return replace(self, activation=name) if self.has_activation else self
 
     def parameter_count(self, input_shape: Shape) -> int:
-        total = 0
-        for shape in self.parameter_shapes(input_shape).values():
-            count = 1
-            for n in shape:
-                count *= n
-            total += count
-        return total
+        return sum(prod(shape) for shape in self.parameter_shapes(input_shape).values())
 
     def flat_weights(self, input_shape: Shape) -> bool:
         """Whether documents number its weights flat: w_1, w_2, … (else w_{o,c,m,n})."""
@@ -169,7 +164,7 @@ class Op:
 
 def integer(owner: str, key: str, value: object, minimum: int) -> int:
     """``value`` as an int ≥ minimum (numpy integers accepted, bools and floats refused)."""
-    number = _as_int(value)
+    number = as_int(value)
     if number is None or number < minimum:
         what = "a positive integer" if minimum == 1 else "a non-negative integer"
         raise SpecError(f"{owner}: {key} must be {what}, got {shown(value)}")
@@ -179,14 +174,14 @@ def integer(owner: str, key: str, value: object, minimum: int) -> int:
 def pair(owner: str, key: str, value: object, minimum: int) -> Pair:
     """An int or an [h, w] pair of ints ≥ minimum, as a tuple (h, w)."""
     items = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-    numbers = [_as_int(v) for v in items]
+    numbers = [as_int(v) for v in items]
     if len(numbers) != 2 or any(n is None or n < minimum for n in numbers):
         what = "a positive integer" if minimum == 1 else "a non-negative integer"
         raise SpecError(f"{owner}: {key} must be {what} or a pair of them, got {shown(value)}")
     return (numbers[0], numbers[1])
 
 
-def _as_int(value: object) -> int | None:
+def as_int(value: object) -> int | None:
     """An int from anything that is one (numpy integers included); None for bools and the rest."""
     if isinstance(value, bool):
         return None
@@ -219,6 +214,19 @@ def sliding_output(
     return ((padded[0] - span[0]) // stride[0] + 1, (padded[1] - span[1]) // stride[1] + 1)
 
 
+def sliding_size_tex(
+    size: Pair, out: Pair, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair, padded: bool
+) -> list[str]:
+    """Formula (1) with the layer's numbers, one line per axis: M_z = ⌊(M (+ 2P) − K) / S⌋ + 1,
+    K written d·(K − 1) + 1 where the kernel is dilated."""
+    sides = []
+    for letter, m, result, k, s, p, d in zip("MN", size, out, kernel, stride, padding, dilation):
+        pad = rf" + 2 \cdot {p}" if padded else ""
+        span = str(k) if d == 1 else rf"({d} \cdot {k - 1} + 1)"
+        sides.append(rf"{letter}_z = \left\lfloor \frac{{{m}{pad} - {span}}}{{{s}}} \right\rfloor + 1 = {result}")
+    return sides
+
+
 def pair_text(values: Pair) -> str:
     """"2" for (2, 2), "2, 3" otherwise: how tables show a setting."""
     return str(values[0]) if values[0] == values[1] else f"{values[0]}, {values[1]}"
@@ -231,6 +239,15 @@ def shape_tex(shape: Sequence[int]) -> str:
 def upstream_tex(layer: int, index: str) -> str:
     """∂L/∂a^{(l)}_{index}."""
     return rf"\frac{{\partial L}}{{\partial a^{{({layer})}}_{{{index}}}}}"
+
+
+def window_upstream_tex(layer: int) -> str:
+    """The head of the upstream formula of a layer that reads windows (its position sets):
+    ∂L/∂a^{(l−1)}_j = Σ_{i : j ∈ p^{(l)}_i} ∂L/∂a^{(l)}_i · (what follows is the layer's own)."""
+    return (
+        rf"{upstream_tex(layer - 1, 'j')} = \sum_{{i \,:\, j \in p^{{({layer})}}_{{i}}}} "
+        rf"{upstream_tex(layer, 'i')} \cdot "
+    )
 
 
 def read_attribute(module: Any, name: str) -> Any:
@@ -264,10 +281,27 @@ def weight_formula_tex(
     return equation, bias
 
 
-def index_text(stride: int, dilation: int, padding: int, out: str, kernel: str) -> str:
-    """Where an output index and a kernel place read the input, as text: "2i + m - 1"."""
-    text = f"{stride if stride != 1 else ''}{out} + {dilation if dilation != 1 else ''}{kernel}"
-    return text + (f" - {padding}" if padding else "")
+def read_text(stride: Pair, dilation: Pair, padding: Pair) -> str:
+    """Where output (i, j) reads the input at kernel place (m, n), row and column, as the
+    comments of generated code write it: "2i + m - 1, j + n"."""
+    return ", ".join(
+        f"{s if s != 1 else ''}{out} + {d if d != 1 else ''}{kernel}" + (f" - {p}" if p else "")
+        for s, d, p, out, kernel in zip(stride, dilation, padding, "ij", "mn")
+    )
+
+
+def padded_text(x: str, padding: Pair, fill: str | None = None) -> str:
+    """Generated code for x (C, H, W, B) with ``padding`` around it (zeros, or ``fill``):
+    x itself when there is none."""
+    if padding == (0, 0):
+        return x
+    return f"_pad({x}, {padding})" if fill is None else f"_pad({x}, {padding}, {fill})"
+
+
+def unpadded_text(grad: str, padding: Pair) -> str:
+    """Generated code for ``grad`` of a padded input cut back to the input: the padding's rows
+    and columns dropped."""
+    return grad if padding == (0, 0) else f"_unpad({grad}, {padding})"
 
 
 def weighted_sums(

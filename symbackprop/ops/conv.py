@@ -28,17 +28,20 @@ from .base import (
     Pair,
     Shape,
     check_bias_and_activation,
-    index_text,
     integer,
+    padded_text,
     pair,
     pair_text,
     read_attribute,
+    read_text,
     same_or_pair,
     shape_tex,
     sliding_output,
-    upstream_tex,
+    sliding_size_tex,
+    unpadded_text,
     weight_formula_tex,
     weighted_sums,
+    window_upstream_tex,
 )
 
 
@@ -145,16 +148,9 @@ class Conv2D(Op):
 
     def size_formula(self, input_shape: Shape, padded: bool) -> list[str]:
         out = self.output_shape(input_shape)
-        sides = []
-        for letter, size, k, s, p, d, result in zip(
-            "MN", input_shape[1:], self.kernel_size, self.stride, self.padding, self.dilation, out[1:]
-        ):
-            pad = rf" + 2 \cdot {p}" if padded else ""
-            span = str(k) if d == 1 else rf"({d} \cdot {k - 1} + 1)"
-            sides.append(
-                rf"{letter}_z = \left\lfloor \frac{{{size}{pad} - {span}}}{{{s}}} \right\rfloor + 1 = {result}"
-            )
-        return sides
+        return sliding_size_tex(
+            input_shape[1:], out[1:], self.kernel_size, self.stride, self.padding, self.dilation, padded
+        )
 
     def forward_formula(self, n: Notation) -> dict[str, str]:
         l, a = n.number, n.input_letter
@@ -188,10 +184,7 @@ class Conv2D(Op):
 
     def upstream_formula(self, n: Notation) -> dict[str, str]:
         k, l = n.number, n.number - 1
-        equation = (
-            rf"{upstream_tex(l, 'j')} = \sum_{{i \,:\, j \in p^{{({k})}}_{{i}}}} "
-            rf"{upstream_tex(k, 'i')} \cdot {n.local('i')}w^{{({k})}}_{{n(i,j)}}"
-        )
+        equation = rf"{window_upstream_tex(k)}{n.local('i')}w^{{({k})}}_{{n(i,j)}}"
         note = (
             rf"the sum runs over the positions $i$ of layer {k} whose position set contains $j$, "
             rf"and $n(i, j)$ is the place of $j$ in $p^{{({k})}}_{{i}}$: the weight that multiplied "
@@ -341,7 +334,7 @@ class Conv2D(Op):
             + (f" + {bias}[:, None, None, None]" if self.bias else ""),
         ]
         backward = [
-            *self._weight_grad_comment(names),
+            self._weight_grad_comment(names),
             "if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads",
             *self._per_sample_lines(input_shape, names, padded),
             "else:  # (c·m·n, i·j·b) @ (i·j·b, o), transposed: more rows than o for BLAS's threads",
@@ -359,7 +352,7 @@ class Conv2D(Op):
                 f"d_windows = ({kernel}.T @ {dz}.reshape({out_channels}, {places} * B))"
                 f".reshape({channels}, {kh}, {kw}, {out_h}, {out_w}, B)"
             ),
-            f"{dx} = {added}" if padding == (0, 0) else f"{dx} = _unpad({added}, {padding})",
+            f"{dx} = {unpadded_text(added, padding)}",
         ]
         return LayerCode(forward, backward)
 
@@ -380,10 +373,10 @@ class Conv2D(Op):
             f"{z} = ({matrix} @ {flat}).reshape({out_channels}, {out_h}, {out_w}, B)"
             + (f" + {bias}[:, None, None, None]" if self.bias else ""),
         ]
-        padded = x if self.padding == (0, 0) else f"_pad({x}, {self.padding})"
+        padded = padded_text(x, self.padding)
         weight_shape = (out_channels, channels, *self.kernel_size)
         backward = [
-            *self._weight_grad_comment(names),
+            self._weight_grad_comment(names),
             "if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads",
             *self._per_sample_lines(input_shape, names, padded),
             "else:  # each weight's share of dL/dT = dL/dz flatᵀ, where T holds it",
@@ -401,18 +394,15 @@ class Conv2D(Op):
 
     def _formula_comment(self, names: CodeNames) -> str:
         l, x, z = names.number, names.input, names.output
-        row = index_text(self.stride[0], self.dilation[0], self.padding[0], "i", "m")
-        col = index_text(self.stride[1], self.dilation[1], self.padding[1], "j", "n")
-        return (
-            f"# {z}[o,i,j,b] = sum_(c,m,n) W{l}[o,c,m,n] * {x}[c, {row}, {col}, b]"
-            + (f" + b{l}[o]" if self.bias else "")
+        reads = read_text(self.stride, self.dilation, self.padding)
+        return f"# {z}[o,i,j,b] = sum_(c,m,n) W{l}[o,c,m,n] * {x}[c, {reads}, b]" + (
+            f" + b{l}[o]" if self.bias else ""
         )
 
-    def _weight_grad_comment(self, names: CodeNames) -> list[str]:
+    def _weight_grad_comment(self, names: CodeNames) -> str:
         l, x, z = names.number, names.input, names.output
-        row = index_text(self.stride[0], self.dilation[0], self.padding[0], "i", "m")
-        col = index_text(self.stride[1], self.dilation[1], self.padding[1], "j", "n")
-        return [f"# dL/dW{l}[o,c,m,n] = sum_(i,j,b) dL/d{z}[o,i,j,b] * {x}[c, {row}, {col}, b]"]
+        reads = read_text(self.stride, self.dilation, self.padding)
+        return f"# dL/dW{l}[o,c,m,n] = sum_(i,j,b) dL/d{z}[o,i,j,b] * {x}[c, {reads}, b]"
 
     def _per_sample_lines(self, input_shape: Shape, names: CodeNames, padded: str) -> list[str]:
         """The per-sample ∂L/∂W (and ∂L/∂b): a product per sample of ∂L/∂z (o, i·j) and that

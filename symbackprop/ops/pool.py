@@ -32,14 +32,17 @@ from .base import (
     Op,
     Pair,
     Shape,
-    index_text,
+    padded_text,
     pair,
     pair_text,
     read_attribute,
+    read_text,
     same_or_pair,
     shape_tex,
     sliding_output,
-    upstream_tex,
+    sliding_size_tex,
+    unpadded_text,
+    window_upstream_tex,
 )
 
 
@@ -93,27 +96,9 @@ class _Pool(Op):
             result.append(Connection(tuple(inputs), tuple(slots), None, None))
         return result
 
-    def _code_parts(self, input_shape: Shape, names: CodeNames, fill: str) -> dict[str, Any]:
-        """What the numeric code of both poolings shares: the window as text and sizes."""
-        channels, height, width = input_shape
-        _, out_h, out_w = self.output_shape(input_shape)
-        (kh, kw), stride, padding = self.kernel_size, self.stride, self.padding
-        x = names.input
-        padded = x if padding == (0, 0) else f"_pad({x}, {padding}, {fill})"
-        added = (
-            f"_add_windows(d_windows, ({channels}, {height + 2 * padding[0]}, "
-            f"{width + 2 * padding[1]}, B), {stride}, (1, 1))"
-        )
-        return {
-            "row": index_text(stride[0], 1, padding[0], "i", "m"),
-            "col": index_text(stride[1], 1, padding[1], "j", "n"),
-            "windows": f"_windows({padded}, {self.kernel_size}, {stride}, (1, 1))",
-            "places": f"{out_h}, {out_w}, B",
-            "channels": channels,
-            "kernel": f"{kh}, {kw}",
-            "area": kh * kw,
-            "input_grad": added if padding == (0, 0) else f"_unpad({added}, {padding})",
-        }
+    def _reads(self) -> str:
+        """Where output (i, j) reads its input at window place (m, n), for code comments."""
+        return read_text(self.stride, (1, 1), self.padding)
 
     def describe(self) -> str:
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
@@ -124,15 +109,9 @@ class _Pool(Op):
 
     def size_formula(self, input_shape: Shape, padded: bool) -> list[str]:
         out = self.output_shape(input_shape)
-        sides = []
-        for letter, size, k, s, p, result in zip(
-            "MN", input_shape[1:], self.kernel_size, self.stride, self.padding, out[1:]
-        ):
-            pad_ = rf" + 2 \cdot {p}" if padded else ""
-            sides.append(
-                rf"{letter}_z = \left\lfloor \frac{{{size}{pad_} - {k}}}{{{s}}} \right\rfloor + 1 = {result}"
-            )
-        return sides
+        return sliding_size_tex(
+            input_shape[1:], out[1:], self.kernel_size, self.stride, self.padding, (1, 1), padded
+        )
 
     def weight_formula(self, n: Notation) -> None:
         return None  # no weights
@@ -207,8 +186,7 @@ class MaxPool2D(_Pool):
     def upstream_formula(self, n: Notation) -> dict[str, str]:
         k, l = n.number, n.number - 1
         equation = (
-            rf"{upstream_tex(l, 'j')} = \sum_{{i \,:\, j \in p^{{({k})}}_{{i}}}} "
-            rf"{upstream_tex(k, 'i')} \cdot \left[a^{{({l})}}_{{j}} \text{{ is the first maximum of }} "
+            rf"{window_upstream_tex(k)}\left[a^{{({l})}}_{{j}} \text{{ is the first maximum of }} "
             rf"p^{{({k})}}_{{i}}\right]"
         )
         note = (
@@ -268,13 +246,17 @@ class MaxPool2D(_Pool):
         """The windows as a view; argmax finds each window's first maximum, and the gradient
         goes back to it alone."""
         l, x, z, dz, dx = names
-        p = self._code_parts(input_shape, names, "-numpy.inf")
-        kept, first = f"windows{l}", f"first{l}"
-        channels, area = p["channels"], p["area"]
+        channels, height, width = input_shape
+        _, out_h, out_w = self.output_shape(input_shape)
+        (kh, kw), stride, padding = self.kernel_size, self.stride, self.padding
+        kept, first, area, places = f"windows{l}", f"first{l}", kh * kw, f"{out_h}, {out_w}, B"
+        window_view = f"_windows({padded_text(x, padding, '-numpy.inf')}, {self.kernel_size}, {stride}, (1, 1))"
+        padded_shape = f"({channels}, {height + 2 * padding[0]}, {width + 2 * padding[1]}, B)"
+        added = f"_add_windows(d_windows, {padded_shape}, {stride}, (1, 1))"
         forward = [
-            f"# {z}[c,i,j,b] = max_(m,n) {x}[c, {p['row']}, {p['col']}, b]"
-            + (" (the padding, -inf, never wins)" if self.padding != (0, 0) else ""),
-            f"{kept} = {p['windows']}.reshape({channels}, {area}, {p['places']})",
+            f"# {z}[c,i,j,b] = max_(m,n) {x}[c, {self._reads()}, b]"
+            + (" (the padding, -inf, never wins)" if padding != (0, 0) else ""),
+            f"{kept} = {window_view}.reshape({channels}, {area}, {places})",
             f"{first} = {kept}.argmax(axis=1)  # each window's first maximum, in window order",
             f"{z} = {kept}.max(axis=1)",
         ]
@@ -282,8 +264,8 @@ class MaxPool2D(_Pool):
             f"# dL/d{x}: each window's dL/d{z} goes to its first maximum alone (PyTorch's rule)",
             f"places = numpy.arange({area}).reshape({area}, 1, 1, 1)",
             f"d_windows = ({first}[:, None] == places) * {dz}[:, None]",
-            f"d_windows = d_windows.reshape({channels}, {p['kernel']}, {p['places']})",
-            f"{dx} = {p['input_grad']}",
+            f"d_windows = d_windows.reshape({channels}, {kh}, {kw}, {places})",
+            f"{dx} = {unpadded_text(added, padding)}",
         ]
         return LayerCode(forward, backward)
 
@@ -333,12 +315,8 @@ class AvgPool2D(_Pool):
         return {"equation": equation, "note": note}
 
     def upstream_formula(self, n: Notation) -> dict[str, str]:
-        k, l = n.number, n.number - 1
-        kh, kw = self.kernel_size
-        equation = (
-            rf"{upstream_tex(l, 'j')} = \sum_{{i \,:\, j \in p^{{({k})}}_{{i}}}} "
-            rf"{upstream_tex(k, 'i')} \cdot \frac{{1}}{{{kh * kw}}}"
-        )
+        k, (kh, kw) = n.number, self.kernel_size
+        equation = rf"{window_upstream_tex(k)}\frac{{1}}{{{kh * kw}}}"
         note = (
             rf"each window averages its {kh * kw} places, padding included, so it spreads its "
             rf"gradient evenly: $\frac{{1}}{{{kh * kw}}}$ to every input it covers"
@@ -384,21 +362,19 @@ class AvgPool2D(_Pool):
     def layer_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
         """The windows summed over the window's area; the gradient spreads evenly."""
         _, x, z, dz, dx = names
-        p = self._code_parts(input_shape, names, "0.0")
-        area = p["area"]
         channels, height, width = input_shape
         (ph, pw), kernel, stride = self.padding, self.kernel_size, self.stride
-        padded = x if (ph, pw) == (0, 0) else f"_pad({x}, {self.padding})"
+        area = kernel[0] * kernel[1]
         forward = [
-            f"# {z}[c,i,j,b] = (1/{area}) sum_(m,n) {x}[c, {p['row']}, {p['col']}, b]"
+            f"# {z}[c,i,j,b] = (1/{area}) sum_(m,n) {x}[c, {self._reads()}, b]"
             + (" (the zero padding counted, as PyTorch)" if self.padding != (0, 0) else ""),
-            f"{z} = _sum_windows({padded}, {kernel}, {stride}) / {area}",
+            f"{z} = _sum_windows({padded_text(x, self.padding)}, {kernel}, {stride}) / {area}",
         ]
         padded_shape = f"({channels}, {height + 2 * ph}, {width + 2 * pw}, B)"
         spread = f"_spread_windows({dz} / {area}, {padded_shape}, {kernel}, {stride})"
         backward = [
             f"# dL/d{x}: each window's dL/d{z} / {area}, spread evenly over the places it covers",
-            f"{dx} = {spread}" if (ph, pw) == (0, 0) else f"{dx} = _unpad({spread}, {self.padding})",
+            f"{dx} = {unpadded_text(spread, self.padding)}",
         ]
         return LayerCode(forward, backward)
 
