@@ -187,8 +187,9 @@ class _Handout:
             worked_section(self.example, self.detail),
         ]
         appendices = [self.chain_rule()]
-        if self.detail.appendix and self._rest_rows():
-            appendices.append(self.rest())
+        rest = self._rest_rows() if self.detail.appendix else []
+        if rest:
+            appendices.append(self.rest(rest))
         return Document(
             title="Backpropagation, derived symbolically",
             subtitle=subtitle,
@@ -944,7 +945,7 @@ class _Handout:
                     )
         return rows
 
-    def rest(self) -> Section:
+    def rest(self, rows: list) -> Section:
         body = [
             Paragraph(
                 "The gradient of each weight not derived in full in section ",
@@ -959,7 +960,7 @@ class _Handout:
             Table(
                 (Column("l"), Column("r"), Column("l", 11.4)),
                 (("Weight",), ("Terms",), (Math(r"\partial L / \partial w"),)),
-                tuple(self._rest_rows()),
+                tuple(rows),
             ),
         ]
         return Section(("The other weights",), tuple(body), label="app:rest")
