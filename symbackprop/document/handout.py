@@ -681,9 +681,8 @@ class _Handout:
             ]
             if len(elements) > 4:
                 shown += [r"\ldots", partial(self.d, elements[-1])]
-            letter = "W" if kind == "W" else "b"
             rows.append(
-                rf"\frac{{\partial L}}{{\partial {letter}^{{({lg.number})}}}} &= \left["
+                rf"\frac{{\partial L}}{{\partial {kind}^{{({lg.number})}}}} &= \left["
                 + ", ".join(shown)
                 + r"\right]"
             )
@@ -747,7 +746,7 @@ class _Handout:
                     if min(counts) == max(counts)
                     else f"{min(counts):,} to {max(counts):,}"
                 )
-                tex_name = f"{'W' if kind == 'W' else 'b'}^{{({lg.number})}}"
+                tex_name = f"{kind}^{{({lg.number})}}"
                 rows.append(((Math(tex_name),), (f"{len(elements):,}",), (span,)))
             if rows:
                 blocks += [
@@ -770,7 +769,7 @@ class _Handout:
                 s for s in elements if s in self.detailed and not (kind == "W" and s == elements[0])
             ]
             hidden = len(elements) - len([s for s in elements if s in self.detailed])
-            tex_name = f"{'W' if kind == 'W' else 'b'}^{{({lg.number})}}"
+            tex_name = f"{kind}^{{({lg.number})}}"
             if hidden:
                 count = len(elements) - hidden
                 blocks.append(
@@ -782,11 +781,12 @@ class _Handout:
                         ").",
                     )
                 )
+            p = printer(d)  # one printer: it remembers what it printed
             derivations = [
                 (
                     s,
                     sum_rows(
-                        elide([term_latex(t, printer(d)) for t in d.terms(s)], *self.detail.terms)
+                        elide([term_latex(t, p) for t in d.terms(s)], *self.detail.terms)
                     ),
                 )
                 for s in shown
