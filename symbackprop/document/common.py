@@ -400,6 +400,23 @@ def labelled(tex: str, values: np.ndarray, fmt: NumberFormat, rows: int = 12) ->
     return f"{tex} = {tex_matrix}", tex_width(tex) + 1.4 + width
 
 
+def whole_matrix(values: np.ndarray, fmt: NumberFormat) -> tuple[str, float]:
+    """A pmatrix of every value of a matrix small enough to be given whole, and its width."""
+    cells = [[fmt(v) for v in row] for row in values]
+    return matrix(cells, 30.0, len(cells))
+
+
+def labelled_whole(tex: str, values: np.ndarray, fmt: NumberFormat) -> tuple[str, float]:
+    """``tex = (matrix)`` of every value (see ``whole_matrix``), and its width."""
+    tex_matrix, width = whole_matrix(values, fmt)
+    return f"{tex} = {tex_matrix}", tex_width(tex) + 1.4 + width
+
+
+def subscripted(tex: str) -> Callable[[str | None], str]:
+    """A label for ``arrays``: ``tex`` alone, or ``tex`` with the channel's subscript."""
+    return lambda sub: tex if sub is None else f"{tex}_{{{sub}}}"
+
+
 def lines(items: list[tuple[str, float]]) -> list[str]:
     """Displays placed side by side, as many as fit in a line."""
     result: list[tuple[list[str], float]] = []
@@ -419,6 +436,7 @@ __all__ = [
     "elide",
     "input_letter",
     "labelled",
+    "labelled_whole",
     "layer_table",
     "lines",
     "listed",
@@ -431,7 +449,9 @@ __all__ = [
     "position_set_tex",
     "position_table",
     "shape_tex",
+    "subscripted",
     "term_numbers",
     "term_parts",
     "text",
+    "whole_matrix",
 ]

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..activations import activation as _activation
 from ..derive import _flat
-from ..latex import Row, aligned, partial, printer, sum_rows, term_latex, tex_width
+from ..latex import Row, aligned, partial, printer, sum_rows, term_latex
 from ..network import LayerGraph, Network
 from . import markdown, tex
 from .common import (
@@ -37,16 +37,18 @@ from .common import (
     elide,
     formula_row,
     input_letter,
+    labelled_whole,
     layer_table,
     lines,
-    matrix,
     node_numbers,
     node_rows,
     position_set_tex,
     position_table,
     prose,
+    subscripted,
     term_numbers,
     term_parts,
+    whole_matrix,
 )
 from .example import WorkedExample, worked_example
 from .nodes import (
@@ -126,13 +128,10 @@ def _document(chosen: ExerciseSet, solutions: bool) -> Document:
     net = chosen.network
     d = ex.derivation
     fmt_v = ex.formats.value
-    givens = arrays(ex.x, lambda sub: "X" if sub is None else f"X_{{{sub}}}", fmt_v)
+    givens = arrays(ex.x, subscripted("X"), fmt_v)
     givens += arrays(ex.y, lambda _: "y", fmt_v)
     for name in net.parameters:
-        tex_name = f"{name[0]}^{{({name[1:]})}}"
-        givens += arrays(
-            ex.params[name], lambda sub, t=tex_name: t if sub is None else f"{t}_{{{sub}}}", fmt_v
-        )
+        givens += arrays(ex.params[name], subscripted(f"{name[0]}^{{({name[1:]})}}"), fmt_v)
     activations = list(
         dict.fromkeys(layer.activation for layer in net.layers if layer.has_activation)
     )
@@ -510,8 +509,8 @@ class _Maker:
             padded = r"_{\text{padded}}" if (ph, pw) != (0, 0) else ""
             givens = lines(
                 [
-                    _display(letter + padded, input_map, self.fv),
-                    _display(delta_tex, delta_map, self.fg),
+                    labelled_whole(letter + padded, input_map, self.fv),
+                    labelled_whole(delta_tex, delta_map, self.fg),
                 ]
             )
             question = [
@@ -552,7 +551,7 @@ class _Maker:
                             [
                                 (
                                     rf"\frac{{\partial L}}{{\partial W^{{({l})}}}} = {letter} \star {delta_tex} = "
-                                    + _display("", answer_matrix, self.fg)[0].removeprefix(" = "),
+                                    + whole_matrix(answer_matrix, self.fg)[0],
                                     12.0,
                                 )
                             ]
@@ -595,8 +594,10 @@ class _Maker:
             )
             givens = lines(
                 [
-                    _display(delta_name, delta[:rows].reshape(-1, 1), self.fg),
-                    _display(input_name, source[start : start + columns].reshape(-1, 1), self.fv),
+                    labelled_whole(delta_name, delta[:rows].reshape(-1, 1), self.fg),
+                    labelled_whole(
+                        input_name, source[start : start + columns].reshape(-1, 1), self.fv
+                    ),
                 ]
             )
             question = [
@@ -614,9 +615,7 @@ class _Maker:
                 ),
                 Displays(tuple(givens)),
             ]
-            shown = _display("", block, self.fg)[0].removeprefix(" = ") + (
-                "" if whole else r" \;\ldots"
-            )
+            shown = whole_matrix(block, self.fg)[0] + ("" if whole else r" \;\ldots")
             answer = [
                 Paragraph(
                     "Weight ",
@@ -691,15 +690,6 @@ def _value_lines(pairs: list[tuple[str, str]], per_line: int = 4) -> Displays:
     return Displays(
         tuple(r" \qquad ".join(cells[k : k + per_line]) for k in range(0, len(cells), per_line))
     )
-
-
-def _display(label: str, values: np.ndarray, fmt) -> tuple[str, float]:
-    """``label = (matrix)`` of every value, for a matrix small enough to be given whole."""
-    cells = [[fmt(v) for v in row] for row in values]
-    tex_matrix, width = matrix(cells, 30.0, len(cells))
-    return (f"{label} = {tex_matrix}" if label else f" = {tex_matrix}"), tex_width(
-        label
-    ) + 1.4 + width
 
 
 def _eq(row: Row | str) -> Row:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..activations import activation as _activation
 from ..derive import _flat
-from ..latex import Row, aligned, partial, printer, sum_rows, term_latex, tex_width
+from ..latex import Row, aligned, partial, printer, sum_rows, term_latex
 from ..network import LayerGraph
 from .common import (
     Detail,
@@ -27,15 +27,17 @@ from .common import (
     elide,
     formula_row,
     input_letter,
+    labelled_whole,
     lines,
-    matrix,
     node_numbers,
     node_rows,
     op_notation,
     plural,
     prose,
+    subscripted,
     term_numbers,
     text,
+    whole_matrix,
 )
 from .example import WorkedExample, layer_values, weight_scale
 from .nodes import Code, Column, Displays, Equation, Inline, Math, Paragraph, Ref, Section, Table
@@ -115,13 +117,13 @@ class _Worked:
                 "pass can be followed by hand. " + rounded,
             )
         )
-        inputs = arrays(ex.x, _label("X"), fmt_v, detail.matrix_rows, detail.matrices)
+        inputs = arrays(ex.x, subscripted("X"), fmt_v, detail.matrix_rows, detail.matrices)
         inputs += arrays(ex.y, lambda _: "y", fmt_v, detail.matrix_rows)
         params = []
         for name in ex.network.parameters:
             params += arrays(
                 ex.params[name],
-                _label(f"{name[0]}^{{({name[1:]})}}"),
+                subscripted(f"{name[0]}^{{({name[1:]})}}"),
                 fmt_v,
                 detail.matrix_rows,
                 detail.matrices,
@@ -402,14 +404,14 @@ class _Worked:
         delta_tex = rf"\delta^{{({l})}}"
         displays = lines(
             [
-                _matrix_display(letter + (r"_{\text{padded}}" if padded else ""), source, fmt_v),
-                _matrix_display(delta_tex, delta, fmt_g),
+                labelled_whole(letter + (r"_{\text{padded}}" if padded else ""), source, fmt_v),
+                labelled_whole(delta_tex, delta, fmt_g),
             ]
         ) + lines(
             [
                 (
                     rf"\frac{{\partial L}}{{\partial W^{{({l})}}}} = {letter} \star {delta_tex} = "
-                    + _matrix_display("", gradient, fmt_g)[0].removeprefix(" = "),
+                    + whole_matrix(gradient, fmt_g)[0],
                     12.0,
                 )
             ]
@@ -451,19 +453,6 @@ class _Worked:
                 )
             ),
         ]
-
-
-def _label(tex_: str):
-    return lambda sub: tex_ if sub is None else f"{tex_}_{{{sub}}}"
-
-
-def _matrix_display(label: str, values: np.ndarray, fmt) -> tuple[str, float]:
-
-    cells = [[fmt(v) for v in row] for row in values]
-    tex_matrix, width = matrix(cells, 30.0, len(cells))
-    return (f"{label} = {tex_matrix}" if label else f" = {tex_matrix}"), tex_width(
-        label
-    ) + 1.4 + width
 
 
 __all__ = ["worked_section"]
