@@ -34,6 +34,7 @@ from ..network import LayerGraph, Network
 from . import markdown, tex
 from .common import (
     arrays,
+    correlates,
     elide,
     formula_row,
     input_letter,
@@ -485,7 +486,7 @@ class _Maker:
         simple = [
             lg
             for lg in weighted
-            if (_correlation(lg) and max(lg.input_shape[1:]) <= 8)
+            if (correlates(lg) and max(lg.input_shape[1:]) <= 8)
             or not lg.layer.shows_position_sets
         ]
         if not simple:
@@ -651,16 +652,6 @@ class _Maker:
 def _prefer(items: list, good) -> list:
     """The items that are ``good``, or all of them when none is."""
     return [item for item in items if good(item)] or items
-
-
-def _correlation(lg: LayerGraph) -> bool:
-    """A convolution whose weight gradient is a plain cross-correlation: stride 1, no dilation."""
-    return (
-        lg.layer.shows_position_sets
-        and lg.layer.parameter_shapes(lg.input_shape) != {}
-        and getattr(lg.layer, "stride", None) == (1, 1)
-        and getattr(lg.layer, "dilation", (1, 1)) == (1, 1)
-    )
 
 
 def _tensor_formulas(d, l: int) -> list:

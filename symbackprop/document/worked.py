@@ -24,6 +24,7 @@ from ..network import LayerGraph
 from .common import (
     Detail,
     arrays,
+    correlates,
     elide,
     formula_row,
     input_letter,
@@ -368,10 +369,7 @@ class _Worked:
         if not convs:
             return []
         lg = convs[0]
-        if getattr(lg.layer, "stride", None) != (1, 1) or getattr(lg.layer, "dilation", (1, 1)) != (
-            1,
-            1,
-        ):
+        if not correlates(lg):
             return []
         ex, l = self.example, lg.number
         _, height, width = lg.output_shape
