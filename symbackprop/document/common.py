@@ -19,7 +19,7 @@ import sympy
 
 from ..activations import ACTIVATIONS
 from ..derive import Derivation, Term
-from ..latex import NotationPrinter, Row, sum_rows, tex_width
+from ..latex import NotationPrinter, Row, printer, sum_rows, term_latex, tex_width
 from ..network import LayerGraph
 from ..ops import Notation
 from .nodes import Column, Equation, Inline, Math, Paragraph, Table
@@ -327,6 +327,18 @@ def node_numbers(
     return rows + [Row(f"= {fmt(value(node.symbol))}")]
 
 
+def node_by_hand(
+    d: Derivation,
+    node,
+    value: Callable,
+    fmt: NumberFormat,
+    limits: tuple[int, int, int] = (24, 16, 4),
+) -> list[Row]:
+    """A node's formula (``node_rows``), then the same with the numbers in it, then its value."""
+    numbers = node_numbers(d, node, value, fmt, limits)
+    return node_rows(d, node, limits) + [Row("= " + numbers[0].tex)] + numbers[1:]
+
+
 def _bracket(tex: str) -> str:
     return f"({tex})" if tex.startswith("-") else tex
 
@@ -345,6 +357,22 @@ def term_numbers(term: Term, value: Callable, formats) -> str:
         fmt = formats.gradient if part == term.upstream else formats.value
         texts.append(f"({fmt(value(part))})")
     return r" \cdot ".join(texts) or "1"
+
+
+def terms_by_hand(
+    d: Derivation,
+    terms: Sequence[Term],
+    value: Callable,
+    formats,
+    result: str,
+    limits: tuple[int, int, int] = (24, 16, 4),
+) -> list[Row]:
+    """A gradient's chain-rule terms (``term_latex``), then the same with their numbers
+    (``term_numbers``), then ``= result``."""
+    p = printer(d)
+    chain = sum_rows(elide([term_latex(t, p) for t in terms], *limits))
+    numbers = sum_rows(elide([term_numbers(t, value, formats) for t in terms], *limits))
+    return chain + [Row("= " + numbers[0].tex)] + numbers[1:] + [Row(f"= {result}")]
 
 
 # ---- matrices of numbers -----------------------------------------------------------------------
@@ -453,6 +481,7 @@ __all__ = [
     "listed",
     "local_tex",
     "matrix",
+    "node_by_hand",
     "node_numbers",
     "node_rows",
     "op_notation",
@@ -463,6 +492,7 @@ __all__ = [
     "subscripted",
     "term_numbers",
     "term_parts",
+    "terms_by_hand",
     "text",
     "whole_matrix",
 ]

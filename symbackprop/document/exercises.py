@@ -41,14 +41,13 @@ from .common import (
     labelled_whole,
     layer_table,
     lines,
-    node_numbers,
-    node_rows,
+    node_by_hand,
     position_set_tex,
     position_table,
     prose,
     subscripted,
-    term_numbers,
     term_parts,
+    terms_by_hand,
     whole_matrix,
 )
 from .example import WorkedExample, worked_example
@@ -254,8 +253,7 @@ class _Maker:
         answer: list = [Table(spec, tuple(header), tuple(filled))]
         for i in chosen:
             node = lg.z[i]
-            numbers = node_numbers(d, node, ex.value, self.fv, TERMS)
-            rows = node_rows(d, node, TERMS) + [_eq(numbers[0])] + numbers[1:]
+            rows = node_by_hand(d, node, ex.value, self.fv, TERMS)
             answer.append(Equation(aligned(d.tex_names[node.symbol], rows)))
         facts = {
             "layer": l,
@@ -362,7 +360,6 @@ class _Maker:
         d, ex, l = self.d, self.ex, lg.number
         weight = self._choose(_flat(d.graph.params[f"W{l}"]))
         terms = d.terms(weight)
-        p = printer(d)
         index = {n.symbol: k for k, n in enumerate(lg.z)}
         rows = []
         for t in terms:
@@ -403,17 +400,9 @@ class _Maker:
             ),
             Table(tuple(Column("r") for _ in header), header, tuple(rows)),
         ]
-        chain = sum_rows(elide([term_latex(t, p) for t in terms], *TERMS))
-        numbers = sum_rows(elide([term_numbers(t, ex.value, ex.formats) for t in terms], *TERMS))
         value = ex.gradients[f"W{l}"].reshape(-1)[_flat(d.graph.params[f"W{l}"]).index(weight)]
-        answer = [
-            Equation(
-                aligned(
-                    partial(d, weight),
-                    chain + [_eq(numbers[0])] + numbers[1:] + [_eq(self.fg(value))],
-                )
-            )
-        ]
+        rows = terms_by_hand(d, terms, ex.value, ex.formats, self.fg(value), TERMS)
+        answer = [Equation(aligned(partial(d, weight), rows))]
         facts = {
             "layer": l,
             "weight": str(weight),

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..activations import activation as _activation
 from ..derive import _flat
-from ..latex import Row, aligned, partial, printer, sum_rows, term_latex
+from ..latex import Row, aligned, partial, printer, sum_rows
 from ..network import LayerGraph
 from .common import (
     Detail,
@@ -30,13 +30,12 @@ from .common import (
     input_letter,
     labelled_whole,
     lines,
-    node_numbers,
-    node_rows,
+    node_by_hand,
     op_notation,
     plural,
     prose,
     subscripted,
-    term_numbers,
+    terms_by_hand,
     text,
     whole_matrix,
 )
@@ -203,9 +202,8 @@ class _Worked:
 
     def by_hand(self, node) -> list[Row]:
         """A node's formula, then the same with the example's numbers, then its value."""
-        ex, terms = self.example, self.detail.terms
-        numbers = node_numbers(ex.derivation, node, ex.value, ex.formats.value, terms)
-        return node_rows(ex.derivation, node, terms) + [Row("= " + numbers[0].tex)] + numbers[1:]
+        ex = self.example
+        return node_by_hand(ex.derivation, node, ex.value, ex.formats.value, self.detail.terms)
 
     def example_table(self, lg: LayerGraph) -> list:
         ex, l = self.example, lg.number
@@ -246,14 +244,8 @@ class _Worked:
         ex, d = self.example, self.example.derivation
         lg = weighted[-1]
         weight = _flat(d.graph.params[f"W{lg.number}"])[0]
-        terms = d.terms(weight)
-        p = printer(d)
-        chain = sum_rows(elide([term_latex(t, p) for t in terms], *self.detail.terms))
-        numbers = sum_rows(
-            elide([term_numbers(t, ex.value, ex.formats) for t in terms], *self.detail.terms)
-        )
         result = ex.formats.gradient(ex.gradients[f"W{lg.number}"].reshape(-1)[0])
-        rows = chain + [Row("= " + numbers[0].tex)] + numbers[1:] + [Row(f"= {result}")]
+        rows = terms_by_hand(d, d.terms(weight), ex.value, ex.formats, result, self.detail.terms)
         return [
             Paragraph(
                 "For instance, for ",
