@@ -282,11 +282,7 @@ def node_rows(d: Derivation, node, limits: tuple[int, int, int] = (24, 16, 4)) -
     constant = {c for c, _ in node.terms if not c.is_Symbol}
     if constant:
         (coefficient,) = constant
-        rows = sum_rows(elide([names[v] for _, v in node.terms], *limits))
-        head = NotationPrinter({}).doprint(coefficient)
-        if len(rows) == 1:
-            return [Row(rf"{head} \left({rows[0].tex}\right)")]
-        return [Row(rf"{head} \Bigl({rows[0].tex}")] + rows[1:-1] + [Row(rf"{rows[-1].tex} \Bigr)")]
+        return _scaled(coefficient, sum_rows(elide([names[v] for _, v in node.terms], *limits)))
     pieces = [f"{names[w]} {names[v]}" for w, v in node.terms]
     if node.bias is not None:
         pieces.append(names[node.bias])
@@ -311,14 +307,7 @@ def node_numbers(
             (coefficient,) = constant
             items = [fmt(value(v)) for _, v in node.terms]
             inner = sum_rows(elide(items[:1] + [_bracket(t) for t in items[1:]], *limits))
-            head = NotationPrinter({}).doprint(coefficient)
-            rows = (
-                [Row(rf"{head} \left({inner[0].tex}\right)")]
-                if len(inner) == 1
-                else [Row(rf"{head} \Bigl({inner[0].tex}")]
-                + inner[1:-1]
-                + [Row(rf"{inner[-1].tex} \Bigr)")]
-            )
+            rows = _scaled(coefficient, inner)
         else:
             pieces = [f"({fmt(value(w))})({fmt(value(v))})" for w, v in node.terms]
             if node.bias is not None:
@@ -337,6 +326,14 @@ def node_by_hand(
     """A node's formula (``node_rows``), then the same with the numbers in it, then its value."""
     numbers = node_numbers(d, node, value, fmt, limits)
     return node_rows(d, node, limits) + [Row("= " + numbers[0].tex)] + numbers[1:]
+
+
+def _scaled(coefficient: sympy.Expr, rows: list[Row]) -> list[Row]:
+    """``coefficient (sum)``, the parentheses spanning the sum's rows when it has several."""
+    head = NotationPrinter({}).doprint(coefficient)
+    if len(rows) == 1:
+        return [Row(rf"{head} \left({rows[0].tex}\right)")]
+    return [Row(rf"{head} \Bigl({rows[0].tex}")] + rows[1:-1] + [Row(rf"{rows[-1].tex} \Bigr)")]
 
 
 def _bracket(tex: str) -> str:
