@@ -143,10 +143,17 @@ def tensor_blocks(formulas: Sequence, lead: str = "The tensor view.") -> list:
     for note in dict.fromkeys(notes):
         blocks.append(Paragraph(*prose(note[0].upper() + note[1:] + ".")))
     for fact in (f for f in formulas if f.kind == "fact"):
-        blocks.append(Paragraph(*prose(fact.statement[0].upper() + fact.statement[1:] + ":")))
-        rows = [formula_row(fact.latex())] + [formula_row(w) for w in fact.where_latex()]
-        blocks.append(Equation(" \\\\\n".join(rows)))
+        blocks += fact_blocks(fact)
     return blocks
+
+
+def fact_blocks(fact) -> list:
+    """A fact of the tensor view: its statement, then what it restates and its where-clauses."""
+    rows = [formula_row(fact.latex())] + [formula_row(w) for w in fact.where_latex()]
+    return [
+        Paragraph(*prose(fact.statement[0].upper() + fact.statement[1:] + ":")),
+        Equation(" \\\\\n".join(rows)),
+    ]
 
 
 def correlates(lg: LayerGraph) -> bool:
@@ -470,6 +477,7 @@ __all__ = [
     "arrays",
     "correlates",
     "elide",
+    "fact_blocks",
     "input_letter",
     "labelled",
     "labelled_whole",

@@ -36,6 +36,7 @@ from .common import (
     arrays,
     correlates,
     elide,
+    fact_blocks,
     formula_row,
     input_letter,
     labelled_whole,
@@ -44,7 +45,6 @@ from .common import (
     node_by_hand,
     position_set_tex,
     position_table,
-    prose,
     subscripted,
     term_parts,
     terms_by_hand,
@@ -656,11 +656,7 @@ def _tensor_formulas(d, l: int) -> list:
         Equation(formula_row(weight[0].latex())),
     ]
     for fact in weight[1:]:
-        rows = [formula_row(fact.latex())] + [formula_row(w) for w in fact.where_latex()]
-        blocks += [
-            Paragraph(*prose(fact.statement[0].upper() + fact.statement[1:] + ":")),
-            Equation(" \\\\\n".join(rows)),
-        ]
+        blocks += fact_blocks(fact)
     return blocks
 
 
