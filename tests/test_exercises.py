@@ -209,6 +209,9 @@ def test_the_tensor_view_answers(case):
         np.testing.assert_allclose(
             np.ravel(f["delta"]), delta[: np.size(f["delta"])], rtol=1e-10, atol=1e-14
         )
+        inputs = reference.layer_inputs(net, ex.x[None], ex.params)[l - 1][0, 0]
+        (ph, pw) = net.layers[l - 1].padding  # the input map the question gives, zero-padded
+        np.testing.assert_allclose(f["input"], np.pad(inputs, ((ph, ph), (pw, pw))), rtol=1e-12)
     else:
         rows, columns = np.shape(f["gradient"])
         start = f["columns_from"]

@@ -359,6 +359,14 @@ def test_average_pooling_spreads_its_gradient_evenly():
         .split(r"\end{longtable}")[0]
     )
     assert routing.count("$0.25$") == 4
+    example = worked_example(network("avgpool"))
+    d = example.derivation
+    upstream = example.values[d.graph.layers[1].upstream[0]]
+    for symbol in d.graph.layers[1].z[0].inputs:  # each input gets a quarter of the upstream
+        assert (
+            f"{d.tex_names[symbol]} = {example.formats.value(example.values[symbol])}$ & "
+            f"$0.25$ & ${example.formats.gradient(upstream / 4)}$"
+        ) in routing
 
 
 def test_a_vector_input_network_talks_about_neurons_not_kernels():

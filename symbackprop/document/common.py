@@ -19,7 +19,7 @@ import sympy
 
 from ..activations import ACTIVATIONS
 from ..derive import Derivation, Term
-from ..latex import NotationPrinter, Row, sum_rows, tex_width
+from ..latex import NotationPrinter, Row, printer, sum_rows, term_latex, tex_width
 from ..network import LayerGraph
 from ..ops import Notation
 from .nodes import Column, Equation, Inline, Math, Paragraph, Table
@@ -143,10 +143,27 @@ def tensor_blocks(formulas: Sequence, lead: str = "The tensor view.") -> list:
     for note in dict.fromkeys(notes):
         blocks.append(Paragraph(*prose(note[0].upper() + note[1:] + ".")))
     for fact in (f for f in formulas if f.kind == "fact"):
-        blocks.append(Paragraph(*prose(fact.statement[0].upper() + fact.statement[1:] + ":")))
-        rows = [formula_row(fact.latex())] + [formula_row(w) for w in fact.where_latex()]
-        blocks.append(Equation(" \\\\\n".join(rows)))
+        blocks += fact_blocks(fact)
     return blocks
+
+
+def fact_blocks(fact) -> list:
+    """A fact of the tensor view: its statement, then what it restates and its where-clauses."""
+    rows = [formula_row(fact.latex())] + [formula_row(w) for w in fact.where_latex()]
+    return [
+        Paragraph(*prose(fact.statement[0].upper() + fact.statement[1:] + ":")),
+        Equation(" \\\\\n".join(rows)),
+    ]
+
+
+def correlates(lg: LayerGraph) -> bool:
+    """A convolution whose weight gradient is a plain cross-correlation: stride 1, no dilation."""
+    return (
+        lg.layer.shows_position_sets
+        and lg.layer.parameter_shapes(lg.input_shape) != {}
+        and getattr(lg.layer, "stride", None) == (1, 1)
+        and getattr(lg.layer, "dilation", (1, 1)) == (1, 1)
+    )
 
 
 def layer_table(layers: Sequence[LayerGraph]) -> Table:
@@ -272,11 +289,7 @@ def node_rows(d: Derivation, node, limits: tuple[int, int, int] = (24, 16, 4)) -
     constant = {c for c, _ in node.terms if not c.is_Symbol}
     if constant:
         (coefficient,) = constant
-        rows = sum_rows(elide([names[v] for _, v in node.terms], *limits))
-        head = NotationPrinter({}).doprint(coefficient)
-        if len(rows) == 1:
-            return [Row(rf"{head} \left({rows[0].tex}\right)")]
-        return [Row(rf"{head} \Bigl({rows[0].tex}")] + rows[1:-1] + [Row(rf"{rows[-1].tex} \Bigr)")]
+        return _scaled(coefficient, sum_rows(elide([names[v] for _, v in node.terms], *limits)))
     pieces = [f"{names[w]} {names[v]}" for w, v in node.terms]
     if node.bias is not None:
         pieces.append(names[node.bias])
@@ -301,20 +314,33 @@ def node_numbers(
             (coefficient,) = constant
             items = [fmt(value(v)) for _, v in node.terms]
             inner = sum_rows(elide(items[:1] + [_bracket(t) for t in items[1:]], *limits))
-            head = NotationPrinter({}).doprint(coefficient)
-            rows = (
-                [Row(rf"{head} \left({inner[0].tex}\right)")]
-                if len(inner) == 1
-                else [Row(rf"{head} \Bigl({inner[0].tex}")]
-                + inner[1:-1]
-                + [Row(rf"{inner[-1].tex} \Bigr)")]
-            )
+            rows = _scaled(coefficient, inner)
         else:
             pieces = [f"({fmt(value(w))})({fmt(value(v))})" for w, v in node.terms]
             if node.bias is not None:
                 pieces.append(f"({fmt(value(node.bias))})")
             rows = sum_rows(elide(pieces, *limits))
     return rows + [Row(f"= {fmt(value(node.symbol))}")]
+
+
+def node_by_hand(
+    d: Derivation,
+    node,
+    value: Callable,
+    fmt: NumberFormat,
+    limits: tuple[int, int, int] = (24, 16, 4),
+) -> list[Row]:
+    """A node's formula (``node_rows``), then the same with the numbers in it, then its value."""
+    numbers = node_numbers(d, node, value, fmt, limits)
+    return node_rows(d, node, limits) + [Row("= " + numbers[0].tex)] + numbers[1:]
+
+
+def _scaled(coefficient: sympy.Expr, rows: list[Row]) -> list[Row]:
+    """``coefficient (sum)``, the parentheses spanning the sum's rows when it has several."""
+    head = NotationPrinter({}).doprint(coefficient)
+    if len(rows) == 1:
+        return [Row(rf"{head} \left({rows[0].tex}\right)")]
+    return [Row(rf"{head} \Bigl({rows[0].tex}")] + rows[1:-1] + [Row(rf"{rows[-1].tex} \Bigr)")]
 
 
 def _bracket(tex: str) -> str:
@@ -335,6 +361,22 @@ def term_numbers(term: Term, value: Callable, formats) -> str:
         fmt = formats.gradient if part == term.upstream else formats.value
         texts.append(f"({fmt(value(part))})")
     return r" \cdot ".join(texts) or "1"
+
+
+def terms_by_hand(
+    d: Derivation,
+    terms: Sequence[Term],
+    value: Callable,
+    formats,
+    result: str,
+    limits: tuple[int, int, int] = (24, 16, 4),
+) -> list[Row]:
+    """A gradient's chain-rule terms (``term_latex``), then the same with their numbers
+    (``term_numbers``), then ``= result``."""
+    p = printer(d)
+    chain = sum_rows(elide([term_latex(t, p) for t in terms], *limits))
+    numbers = sum_rows(elide([term_numbers(t, value, formats) for t in terms], *limits))
+    return chain + [Row("= " + numbers[0].tex)] + numbers[1:] + [Row(f"= {result}")]
 
 
 # ---- matrices of numbers -----------------------------------------------------------------------
@@ -400,6 +442,23 @@ def labelled(tex: str, values: np.ndarray, fmt: NumberFormat, rows: int = 12) ->
     return f"{tex} = {tex_matrix}", tex_width(tex) + 1.4 + width
 
 
+def whole_matrix(values: np.ndarray, fmt: NumberFormat) -> tuple[str, float]:
+    """A pmatrix of every value of a matrix small enough to be given whole, and its width."""
+    cells = [[fmt(v) for v in row] for row in values]
+    return matrix(cells, 30.0, len(cells))
+
+
+def labelled_whole(tex: str, values: np.ndarray, fmt: NumberFormat) -> tuple[str, float]:
+    """``tex = (matrix)`` of every value (see ``whole_matrix``), and its width."""
+    tex_matrix, width = whole_matrix(values, fmt)
+    return f"{tex} = {tex_matrix}", tex_width(tex) + 1.4 + width
+
+
+def subscripted(tex: str) -> Callable[[str | None], str]:
+    """A label for ``arrays``: ``tex`` alone, or ``tex`` with the channel's subscript."""
+    return lambda sub: tex if sub is None else f"{tex}_{{{sub}}}"
+
+
 def lines(items: list[tuple[str, float]]) -> list[str]:
     """Displays placed side by side, as many as fit in a line."""
     result: list[tuple[list[str], float]] = []
@@ -416,14 +475,18 @@ __all__ = [
     "LINE_WIDTH",
     "Detail",
     "arrays",
+    "correlates",
     "elide",
+    "fact_blocks",
     "input_letter",
     "labelled",
+    "labelled_whole",
     "layer_table",
     "lines",
     "listed",
     "local_tex",
     "matrix",
+    "node_by_hand",
     "node_numbers",
     "node_rows",
     "op_notation",
@@ -431,7 +494,10 @@ __all__ = [
     "position_set_tex",
     "position_table",
     "shape_tex",
+    "subscripted",
     "term_numbers",
     "term_parts",
+    "terms_by_hand",
     "text",
+    "whole_matrix",
 ]

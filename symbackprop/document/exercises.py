@@ -29,24 +29,26 @@ import numpy as np
 
 from ..activations import activation as _activation
 from ..derive import _flat
-from ..latex import Row, aligned, partial, printer, sum_rows, term_latex, tex_width
+from ..latex import Row, aligned, partial, printer, sum_rows, term_latex
 from ..network import LayerGraph, Network
 from . import markdown, tex
 from .common import (
     arrays,
+    correlates,
     elide,
+    fact_blocks,
     formula_row,
     input_letter,
+    labelled_whole,
     layer_table,
     lines,
-    matrix,
-    node_numbers,
-    node_rows,
+    node_by_hand,
     position_set_tex,
     position_table,
-    prose,
-    term_numbers,
+    subscripted,
     term_parts,
+    terms_by_hand,
+    whole_matrix,
 )
 from .example import WorkedExample, worked_example
 from .nodes import (
@@ -126,13 +128,10 @@ def _document(chosen: ExerciseSet, solutions: bool) -> Document:
     net = chosen.network
     d = ex.derivation
     fmt_v = ex.formats.value
-    givens = arrays(ex.x, lambda sub: "X" if sub is None else f"X_{{{sub}}}", fmt_v)
+    givens = arrays(ex.x, subscripted("X"), fmt_v)
     givens += arrays(ex.y, lambda _: "y", fmt_v)
     for name in net.parameters:
-        tex_name = f"{name[0]}^{{({name[1:]})}}"
-        givens += arrays(
-            ex.params[name], lambda sub, t=tex_name: t if sub is None else f"{t}_{{{sub}}}", fmt_v
-        )
+        givens += arrays(ex.params[name], subscripted(f"{name[0]}^{{({name[1:]})}}"), fmt_v)
     activations = list(
         dict.fromkeys(layer.activation for layer in net.layers if layer.has_activation)
     )
@@ -254,8 +253,7 @@ class _Maker:
         answer: list = [Table(spec, tuple(header), tuple(filled))]
         for i in chosen:
             node = lg.z[i]
-            numbers = node_numbers(d, node, ex.value, self.fv, TERMS)
-            rows = node_rows(d, node, TERMS) + [_eq(numbers[0])] + numbers[1:]
+            rows = node_by_hand(d, node, ex.value, self.fv, TERMS)
             answer.append(Equation(aligned(d.tex_names[node.symbol], rows)))
         facts = {
             "layer": l,
@@ -362,7 +360,6 @@ class _Maker:
         d, ex, l = self.d, self.ex, lg.number
         weight = self._choose(_flat(d.graph.params[f"W{l}"]))
         terms = d.terms(weight)
-        p = printer(d)
         index = {n.symbol: k for k, n in enumerate(lg.z)}
         rows = []
         for t in terms:
@@ -403,17 +400,9 @@ class _Maker:
             ),
             Table(tuple(Column("r") for _ in header), header, tuple(rows)),
         ]
-        chain = sum_rows(elide([term_latex(t, p) for t in terms], *TERMS))
-        numbers = sum_rows(elide([term_numbers(t, ex.value, ex.formats) for t in terms], *TERMS))
         value = ex.gradients[f"W{l}"].reshape(-1)[_flat(d.graph.params[f"W{l}"]).index(weight)]
-        answer = [
-            Equation(
-                aligned(
-                    partial(d, weight),
-                    chain + [_eq(numbers[0])] + numbers[1:] + [_eq(self.fg(value))],
-                )
-            )
-        ]
+        rows = terms_by_hand(d, terms, ex.value, ex.formats, self.fg(value), TERMS)
+        answer = [Equation(aligned(partial(d, weight), rows))]
         facts = {
             "layer": l,
             "weight": str(weight),
@@ -486,7 +475,7 @@ class _Maker:
         simple = [
             lg
             for lg in weighted
-            if (_correlation(lg) and max(lg.input_shape[1:]) <= 8)
+            if (correlates(lg) and max(lg.input_shape[1:]) <= 8)
             or not lg.layer.shows_position_sets
         ]
         if not simple:
@@ -510,8 +499,8 @@ class _Maker:
             padded = r"_{\text{padded}}" if (ph, pw) != (0, 0) else ""
             givens = lines(
                 [
-                    _display(letter + padded, input_map, self.fv),
-                    _display(delta_tex, delta_map, self.fg),
+                    labelled_whole(letter + padded, input_map, self.fv),
+                    labelled_whole(delta_tex, delta_map, self.fg),
                 ]
             )
             question = [
@@ -552,7 +541,7 @@ class _Maker:
                             [
                                 (
                                     rf"\frac{{\partial L}}{{\partial W^{{({l})}}}} = {letter} \star {delta_tex} = "
-                                    + _display("", answer_matrix, self.fg)[0].removeprefix(" = "),
+                                    + whole_matrix(answer_matrix, self.fg)[0],
                                     12.0,
                                 )
                             ]
@@ -595,8 +584,10 @@ class _Maker:
             )
             givens = lines(
                 [
-                    _display(delta_name, delta[:rows].reshape(-1, 1), self.fg),
-                    _display(input_name, source[start : start + columns].reshape(-1, 1), self.fv),
+                    labelled_whole(delta_name, delta[:rows].reshape(-1, 1), self.fg),
+                    labelled_whole(
+                        input_name, source[start : start + columns].reshape(-1, 1), self.fv
+                    ),
                 ]
             )
             question = [
@@ -614,9 +605,7 @@ class _Maker:
                 ),
                 Displays(tuple(givens)),
             ]
-            shown = _display("", block, self.fg)[0].removeprefix(" = ") + (
-                "" if whole else r" \;\ldots"
-            )
+            shown = whole_matrix(block, self.fg)[0] + ("" if whole else r" \;\ldots")
             answer = [
                 Paragraph(
                     "Weight ",
@@ -654,16 +643,6 @@ def _prefer(items: list, good) -> list:
     return [item for item in items if good(item)] or items
 
 
-def _correlation(lg: LayerGraph) -> bool:
-    """A convolution whose weight gradient is a plain cross-correlation: stride 1, no dilation."""
-    return (
-        lg.layer.shows_position_sets
-        and lg.layer.parameter_shapes(lg.input_shape) != {}
-        and getattr(lg.layer, "stride", None) == (1, 1)
-        and getattr(lg.layer, "dilation", (1, 1)) == (1, 1)
-    )
-
-
 def _tensor_formulas(d, l: int) -> list:
     """The weight gradient's formula in the tensor view, with this layer's numbers for its
     settings, and the fact that restates it, as the engine derived them."""
@@ -677,11 +656,7 @@ def _tensor_formulas(d, l: int) -> list:
         Equation(formula_row(weight[0].latex())),
     ]
     for fact in weight[1:]:
-        rows = [formula_row(fact.latex())] + [formula_row(w) for w in fact.where_latex()]
-        blocks += [
-            Paragraph(*prose(fact.statement[0].upper() + fact.statement[1:] + ":")),
-            Equation(" \\\\\n".join(rows)),
-        ]
+        blocks += fact_blocks(fact)
     return blocks
 
 
@@ -691,15 +666,6 @@ def _value_lines(pairs: list[tuple[str, str]], per_line: int = 4) -> Displays:
     return Displays(
         tuple(r" \qquad ".join(cells[k : k + per_line]) for k in range(0, len(cells), per_line))
     )
-
-
-def _display(label: str, values: np.ndarray, fmt) -> tuple[str, float]:
-    """``label = (matrix)`` of every value, for a matrix small enough to be given whole."""
-    cells = [[fmt(v) for v in row] for row in values]
-    tex_matrix, width = matrix(cells, 30.0, len(cells))
-    return (f"{label} = {tex_matrix}" if label else f" = {tex_matrix}"), tex_width(
-        label
-    ) + 1.4 + width
 
 
 def _eq(row: Row | str) -> Row:

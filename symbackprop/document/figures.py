@@ -268,8 +268,6 @@ class _Graph:
         ]
         return Diagram(tuple(nodes), tuple(edges), direction="TD")
 
-    # ---- 4: backpropagation -------------------------------------------------------------------
-
 
 def chain_rule_diagrams() -> tuple[Diagram, Diagram]:
     """The appendix's two pictures: a single and a double dependency; the gradients at a node,

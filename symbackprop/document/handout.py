@@ -187,8 +187,9 @@ class _Handout:
             worked_section(self.example, self.detail),
         ]
         appendices = [self.chain_rule()]
-        if self.detail.appendix and self._rest_rows():
-            appendices.append(self.rest())
+        rest = self._rest_rows() if self.detail.appendix else []
+        if rest:
+            appendices.append(self.rest(rest))
         return Document(
             title="Backpropagation, derived symbolically",
             subtitle=subtitle,
@@ -680,9 +681,8 @@ class _Handout:
             ]
             if len(elements) > 4:
                 shown += [r"\ldots", partial(self.d, elements[-1])]
-            letter = "W" if kind == "W" else "b"
             rows.append(
-                rf"\frac{{\partial L}}{{\partial {letter}^{{({lg.number})}}}} &= \left["
+                rf"\frac{{\partial L}}{{\partial {kind}^{{({lg.number})}}}} &= \left["
                 + ", ".join(shown)
                 + r"\right]"
             )
@@ -746,7 +746,7 @@ class _Handout:
                     if min(counts) == max(counts)
                     else f"{min(counts):,} to {max(counts):,}"
                 )
-                tex_name = f"{'W' if kind == 'W' else 'b'}^{{({lg.number})}}"
+                tex_name = f"{kind}^{{({lg.number})}}"
                 rows.append(((Math(tex_name),), (f"{len(elements):,}",), (span,)))
             if rows:
                 blocks += [
@@ -769,7 +769,7 @@ class _Handout:
                 s for s in elements if s in self.detailed and not (kind == "W" and s == elements[0])
             ]
             hidden = len(elements) - len([s for s in elements if s in self.detailed])
-            tex_name = f"{'W' if kind == 'W' else 'b'}^{{({lg.number})}}"
+            tex_name = f"{kind}^{{({lg.number})}}"
             if hidden:
                 count = len(elements) - hidden
                 blocks.append(
@@ -781,11 +781,12 @@ class _Handout:
                         ").",
                     )
                 )
+            p = printer(d)  # one printer: it remembers what it printed
             derivations = [
                 (
                     s,
                     sum_rows(
-                        elide([term_latex(t, printer(d)) for t in d.terms(s)], *self.detail.terms)
+                        elide([term_latex(t, p) for t in d.terms(s)], *self.detail.terms)
                     ),
                 )
                 for s in shown
@@ -833,8 +834,6 @@ class _Handout:
                 elements[round(k * (len(elements) - 1) / max(1, count - 1))] for k in range(count)
             }
         return chosen
-
-    # ---- 5: the worked example ----------------------------------------------------------------
 
     # ---- appendices ---------------------------------------------------------------------------
 
@@ -944,7 +943,7 @@ class _Handout:
                     )
         return rows
 
-    def rest(self) -> Section:
+    def rest(self, rows: list) -> Section:
         body = [
             Paragraph(
                 "The gradient of each weight not derived in full in section ",
@@ -959,7 +958,7 @@ class _Handout:
             Table(
                 (Column("l"), Column("r"), Column("l", 11.4)),
                 (("Weight",), ("Terms",), (Math(r"\partial L / \partial w"),)),
-                tuple(self._rest_rows()),
+                tuple(rows),
             ),
         ]
         return Section(("The other weights",), tuple(body), label="app:rest")

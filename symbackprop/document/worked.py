@@ -19,23 +19,25 @@ import numpy as np
 
 from ..activations import activation as _activation
 from ..derive import _flat
-from ..latex import Row, aligned, partial, printer, sum_rows, term_latex, tex_width
+from ..latex import Row, aligned, partial, printer, sum_rows
 from ..network import LayerGraph
 from .common import (
     Detail,
     arrays,
+    correlates,
     elide,
     formula_row,
     input_letter,
+    labelled_whole,
     lines,
-    matrix,
-    node_numbers,
-    node_rows,
+    node_by_hand,
     op_notation,
     plural,
     prose,
-    term_numbers,
+    subscripted,
+    terms_by_hand,
     text,
+    whole_matrix,
 )
 from .example import WorkedExample, layer_values, weight_scale
 from .nodes import Code, Column, Displays, Equation, Inline, Math, Paragraph, Ref, Section, Table
@@ -115,13 +117,13 @@ class _Worked:
                 "pass can be followed by hand. " + rounded,
             )
         )
-        inputs = arrays(ex.x, _label("X"), fmt_v, detail.matrix_rows, detail.matrices)
+        inputs = arrays(ex.x, subscripted("X"), fmt_v, detail.matrix_rows, detail.matrices)
         inputs += arrays(ex.y, lambda _: "y", fmt_v, detail.matrix_rows)
         params = []
         for name in ex.network.parameters:
             params += arrays(
                 ex.params[name],
-                _label(f"{name[0]}^{{({name[1:]})}}"),
+                subscripted(f"{name[0]}^{{({name[1:]})}}"),
                 fmt_v,
                 detail.matrix_rows,
                 detail.matrices,
@@ -200,9 +202,8 @@ class _Worked:
 
     def by_hand(self, node) -> list[Row]:
         """A node's formula, then the same with the example's numbers, then its value."""
-        ex, terms = self.example, self.detail.terms
-        numbers = node_numbers(ex.derivation, node, ex.value, ex.formats.value, terms)
-        return node_rows(ex.derivation, node, terms) + [Row("= " + numbers[0].tex)] + numbers[1:]
+        ex = self.example
+        return node_by_hand(ex.derivation, node, ex.value, ex.formats.value, self.detail.terms)
 
     def example_table(self, lg: LayerGraph) -> list:
         ex, l = self.example, lg.number
@@ -243,14 +244,8 @@ class _Worked:
         ex, d = self.example, self.example.derivation
         lg = weighted[-1]
         weight = _flat(d.graph.params[f"W{lg.number}"])[0]
-        terms = d.terms(weight)
-        p = printer(d)
-        chain = sum_rows(elide([term_latex(t, p) for t in terms], *self.detail.terms))
-        numbers = sum_rows(
-            elide([term_numbers(t, ex.value, ex.formats) for t in terms], *self.detail.terms)
-        )
         result = ex.formats.gradient(ex.gradients[f"W{lg.number}"].reshape(-1)[0])
-        rows = chain + [Row("= " + numbers[0].tex)] + numbers[1:] + [Row(f"= {result}")]
+        rows = terms_by_hand(d, d.terms(weight), ex.value, ex.formats, result, self.detail.terms)
         return [
             Paragraph(
                 "For instance, for ",
@@ -366,10 +361,7 @@ class _Worked:
         if not convs:
             return []
         lg = convs[0]
-        if getattr(lg.layer, "stride", None) != (1, 1) or getattr(lg.layer, "dilation", (1, 1)) != (
-            1,
-            1,
-        ):
+        if not correlates(lg):
             return []
         ex, l = self.example, lg.number
         _, height, width = lg.output_shape
@@ -402,14 +394,14 @@ class _Worked:
         delta_tex = rf"\delta^{{({l})}}"
         displays = lines(
             [
-                _matrix_display(letter + (r"_{\text{padded}}" if padded else ""), source, fmt_v),
-                _matrix_display(delta_tex, delta, fmt_g),
+                labelled_whole(letter + (r"_{\text{padded}}" if padded else ""), source, fmt_v),
+                labelled_whole(delta_tex, delta, fmt_g),
             ]
         ) + lines(
             [
                 (
                     rf"\frac{{\partial L}}{{\partial W^{{({l})}}}} = {letter} \star {delta_tex} = "
-                    + _matrix_display("", gradient, fmt_g)[0].removeprefix(" = "),
+                    + whole_matrix(gradient, fmt_g)[0],
                     12.0,
                 )
             ]
@@ -451,19 +443,6 @@ class _Worked:
                 )
             ),
         ]
-
-
-def _label(tex_: str):
-    return lambda sub: tex_ if sub is None else f"{tex_}_{{{sub}}}"
-
-
-def _matrix_display(label: str, values: np.ndarray, fmt) -> tuple[str, float]:
-
-    cells = [[fmt(v) for v in row] for row in values]
-    tex_matrix, width = matrix(cells, 30.0, len(cells))
-    return (f"{label} = {tex_matrix}" if label else f" = {tex_matrix}"), tex_width(
-        label
-    ) + 1.4 + width
 
 
 __all__ = ["worked_section"]
