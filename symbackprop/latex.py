@@ -11,7 +11,8 @@
   ``Derivation.latex``, ``latex_derivation`` and ``_repr_latex_``.
 
 Imports ``derive`` (and what it builds on) and sympy; nothing imports it but the
-``document`` package, ``cli`` and ``Derivation``'s printing methods (late).
+``document`` package, ``cli``, ``record``, ``tensor`` (whose ``TensorPrinter`` extends
+``NotationPrinter``) and ``Derivation``'s printing methods (late).
 """
 
 from __future__ import annotations

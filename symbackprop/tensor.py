@@ -505,8 +505,10 @@ def _rebind(expr: sympy.Expr, keep: set[Symbol]) -> sympy.Expr:
 
 def _entries(matrix: sympy.MatrixExpr, letters: Sequence[Symbol],
              matrices: Mapping[sympy.MatrixSymbol, tuple[IndexedBase, bool]]) -> sympy.Expr:
-    """A matrix expression's entry at ``letters`` (a column vector's at letters[0]) in index form."""
-    entry = matrix[letters[0], letters[1] if len(letters) > 1 else 0]
+    """A matrix expression's entry at ``letters`` (a column vector's at letters[0]) in index form,
+    a product's sum kept as a ``Sum`` (``at`` writes it out; ``matrix[i, j]`` would write its
+    terms out here, 120 of them for LeNet-5's Wᵀ δ)."""
+    entry = matrix._entry(letters[0], letters[1] if len(letters) > 1 else 0, expand=False)
 
     def indexed(e: MatrixElement) -> sympy.Indexed:
         base, vector = matrices[e.parent]

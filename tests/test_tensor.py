@@ -345,7 +345,7 @@ def test_formulas_and_facts_agree_with_the_reference_at_random_points(name, rng)
             want = {"forward": z, "input": expected["x"]}.get(kind, expected.get(f"{kind}1"))
             np.testing.assert_allclose(got, np.ravel(want), rtol=1e-9, atol=1e-12, err_msg=formula.latex())
             checked.add(formula.kind)
-        assert checked >= {"forward", "input"}
+        assert checked >= {"forward", "input"} | {n[0] for n in net.parameters}  # W, b
         assert ("fact" in checked) == (not name.startswith(("max", "avg")))
 
 
