@@ -54,6 +54,44 @@ def test_a_flipped_sign_is_caught_by_every_method():
     assert [name for name, row in rows.items() if not row.agree] == ["W1"]
 
 
+class _Transposed(sb.Derivation):
+    """A test double: W1's kernel gradient transposed (kh and kw swapped) in one of the codes
+    ``check`` runs — the per-layer or the per-node code, per sample or summed over a batch."""
+
+    wrong_code: tuple[str, str | None] = ("layers", None)
+
+    def numeric(self, g=None, loss=None, reduce=None, style=None, backend="numpy"):
+        f = super().numeric(g=g, loss=loss, reduce=reduce, style=style, backend=backend)
+        if (style, reduce) != self.wrong_code:
+            return f
+
+        def transposed(x, y, params):
+            out = f(x, y, params)
+            return reference.Result(out.loss, {**out.grads, "W1": np.swapaxes(out.grads["W1"], -1, -2)})
+
+        return transposed
+
+
+@pytest.mark.parametrize(
+    ("wrong_code", "caught_by"),
+    [
+        (("layers", None), ["reference", "finite differences", "torch"]),
+        (("nodes", None), ["reference", "finite differences", "torch"]),
+        (("layers", "sum"), ["reference"]),  # the batch of all the points: the reference alone
+        (("nodes", "sum"), ["reference"]),
+    ],
+    ids=["per-layer", "per-node", "per-layer summed batch", "per-node summed batch"],
+)
+def test_a_transposed_kernel_in_any_code_checked_is_caught(wrong_code, caught_by):
+    d = _Transposed(SMALL)
+    d.wrong_code = wrong_code
+    report = check(d, samples=2, seed=0)
+    rows = {row.name: row for row in report.runs[0].rows}
+    assert rows["W1"].disagreeing == caught_by
+    assert rows["W1"].comparisons["reference"].rel_error > 0.01
+    assert [name for name, row in rows.items() if not row.agree] == ["W1"]
+
+
 def test_a_flipped_input_gradient_is_caught_too():
     report = check(sign_flipped(SMALL, "x", (0, 1, 1)), samples=1, seed=1)
     assert [row.name for row in report.runs[0].rows if not row.agree] == ["x"]
@@ -171,8 +209,10 @@ def test_large_parameters_get_finite_differences_on_a_seeded_sample(monkeypatch)
     np.testing.assert_allclose(approx.grads["W1"].ravel()[[0, 7]], exact[[0, 7]], atol=1e-8)
 
 
-def test_both_codes_are_checked_on_a_small_network_the_per_layer_one_on_a_large_one():
+def test_both_codes_are_checked_on_a_small_network_the_per_layer_one_on_a_large_one(monkeypatch):
     assert check(SMALL.derive(), samples=1).styles == ["layers", "nodes"]
+    monkeypatch.setattr(verify, "NODES_LIMIT", 10)  # SMALL's graph as if it were large
+    assert check(SMALL.derive(), samples=1).styles == ["layers"]
 
 
 @pytest.mark.slow
