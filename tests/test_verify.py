@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from oracle import sign_flipped, torch_loss_and_grads
+from oracle import assert_same_gradients, sign_flipped, torch_loss_and_grads
 
 import symbackprop as sb
 from symbackprop import reference, verify
@@ -176,6 +176,19 @@ def test_torch_in_verify_matches_the_test_oracle(rng):
     loss, grads = torch_loss_and_grads(SMALL, x, y, params)
     assert mine.loss == loss
     assert all(np.array_equal(mine.grads[n], grads[n]) for n in grads)
+
+
+@pytest.mark.parametrize(("g", "loss"), [("softplus", "cross_entropy"), ("leaky_relu", "mse")])
+def test_torch_in_verify_agrees_with_the_reference_for_a_chosen_g_and_loss(rng, g, loss):
+    from symbackprop.verify import torch_loss_and_grads as verify_torch
+
+    article = sb.presets.article()
+    x, y, params = draw_point(article, rng, g, loss)
+    mine = verify_torch(article, x, y, params, g, loss)
+    exact = reference.loss_and_grads(article, x, y, params, g=g, loss=loss)
+    assert_same_gradients(mine, exact.loss, exact.grads)
+    other = reference.loss_and_grads(article, x, y, params, g="sigmoid", loss=loss)
+    assert abs(mine.grads["W1"] - other.grads["W1"]).max() > 1e-3  # the choice of g matters
 
 
 def test_samples_must_be_positive_and_the_seed_not_negative():
