@@ -101,7 +101,7 @@ class Plan:
             for n, sets in self._position_sets.items()
         }
         self.upstream = {n: self._upstream(n) for n in self.layers}
-        lists = [
+        self._lists = lists = [
             *self.parameters.values(),
             self.inputs,
             *self.sets.values(),
@@ -127,13 +127,7 @@ class Plan:
     @property
     def entries(self) -> int:
         """How many entries ``build`` writes (its progress steps)."""
-        lists = [
-            *self.parameters.values(),
-            self.inputs,
-            *self.sets.values(),
-            *self.upstream.values(),
-        ]
-        return sum(len(lst.listed) for lst in lists) + 1  # + the loss
+        return sum(len(lst.listed) for lst in self._lists) + 1  # + the loss
 
     def _closed_candidates(self) -> list[sympy.Expr]:
         chains = [

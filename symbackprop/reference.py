@@ -106,12 +106,20 @@ def _layer_params(params: Mapping[str, Array], number: int) -> dict[str, Array]:
 
 def forward(net: Any, x: Array, params: Mapping[str, Array], g: str | None = None) -> list[Array]:
     """Each layer's z (before its activation; a pool's output) for a batch x, first layer first."""
-    return _forward(net, np.asarray(x, dtype=float), params, g)[1]
+    return forward_pass(net, x, params, g)[1]
 
 
 def layer_inputs(net: Any, x: Array, params: Mapping[str, Array], g: str | None = None) -> list[Array]:
     """Each layer's input (x, then each layer's output a) for a batch x, first layer first."""
-    return _forward(net, np.asarray(x, dtype=float), params, g)[0]
+    return forward_pass(net, x, params, g)[0]
+
+
+def forward_pass(
+    net: Any, x: Array, params: Mapping[str, Array], g: str | None = None
+) -> tuple[list[Array], list[Array]]:
+    """Each layer's input and its z, from one forward pass over a batch x, first layer first."""
+    inputs, zs, _ = _forward(net, np.asarray(x, dtype=float), params, g)
+    return inputs, zs
 
 
 def _forward(net: Any, x: Array, params: Mapping[str, Array], g: str | None):

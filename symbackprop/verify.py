@@ -280,8 +280,7 @@ def draw_point(
 def _near_kink(
     net: Network, x: np.ndarray, params: Mapping[str, np.ndarray], g: str | None
 ) -> bool:
-    zs = reference.forward(net, x[None], params, g)
-    inputs = reference.layer_inputs(net, x[None], params, g)
+    inputs, zs = reference.forward_pass(net, x[None], params, g)
     for layer, h, z in zip(net.layers, inputs, zs):
         if layer.reference_near_kink(h, KINK_MARGIN):
             return True

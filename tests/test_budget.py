@@ -35,6 +35,19 @@ def test_graph_edges_count_the_padding_places_too(net):
         assert budget.graph_edges(net) == exact_edges(net)
 
 
+def test_graph_edges_stay_exact_past_what_int64_holds():
+    # 10^19 outputs of a 1x1 conv, each reading one pixel and activated, all read by one
+    # dense unit: 3·10^19 + 2 edges, where a numpy int64 product would wrap around.
+    net = sb.Network(
+        (1, 10**6, 10**6),
+        [sb.Conv2D(kernel_size=1, out_channels=10**7, activation="relu"), sb.Dense(units=1)],
+        loss="sse",
+    )
+    assert budget.graph_edges(net) == 3 * 10**19 + 2
+    with pytest.raises(OverBudget, match=r"3\.0e\+19 edges .* far too large to do at any limit"):
+        budget.enforce("derive", [budget.scalar_graph(net)])
+
+
 def test_work_within_its_limits_goes_ahead():
     budget.enforce("derive", [Work("build a scalar graph of", "edges", 1_000_000, 11.0)])
     budget.enforce("derive", [Work("build a scalar graph of", "edges", 5, 0.1)], {"edges": 5})

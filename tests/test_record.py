@@ -73,6 +73,14 @@ def test_past_the_budget_each_list_shows_a_spread_sample_and_long_forms_are_cut(
     assert len(data["layers"][0]["upstream"]["formulas"]) == 16
 
 
+def test_build_steps_its_progress_once_per_entry_the_plan_counted():
+    plan = Plan(sb.presets.article().derive(), "none")
+    steps: list[int] = []
+    plan.build(progress=steps.append)
+    # the loss, 16 weights, 16 input pixels, 9 + 4 position sets, 9 + 4 + 2 upstream formulas
+    assert sum(steps) == plan.entries == 1 + 16 + 16 + 13 + 15
+
+
 def test_the_written_file_matches_the_plan_and_lists_numbers_on_one_line():
     text = dumps(Plan(sb.presets.article().derive(), "none").build())
     assert '"1": [1, 2, 5, 6],' in text

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from oracle import sign_flipped, torch_loss_and_grads
+from oracle import assert_same_gradients, sign_flipped, torch_loss_and_grads
 
 import symbackprop as sb
 from symbackprop import reference, verify
@@ -50,6 +50,44 @@ def test_a_flipped_sign_is_caught_by_every_method():
     assert not report.agree
     rows = {row.name: row for row in report.runs[0].rows}
     assert rows["W1"].disagreeing == ["reference", "finite differences", "torch"]
+    assert rows["W1"].comparisons["reference"].rel_error > 0.01
+    assert [name for name, row in rows.items() if not row.agree] == ["W1"]
+
+
+class _Transposed(sb.Derivation):
+    """A test double: W1's kernel gradient transposed (kh and kw swapped) in one of the codes
+    ``check`` runs — the per-layer or the per-node code, per sample or summed over a batch."""
+
+    wrong_code: tuple[str, str | None] = ("layers", None)
+
+    def numeric(self, g=None, loss=None, reduce=None, style=None, backend="numpy"):
+        f = super().numeric(g=g, loss=loss, reduce=reduce, style=style, backend=backend)
+        if (style, reduce) != self.wrong_code:
+            return f
+
+        def transposed(x, y, params):
+            out = f(x, y, params)
+            return reference.Result(out.loss, {**out.grads, "W1": np.swapaxes(out.grads["W1"], -1, -2)})
+
+        return transposed
+
+
+@pytest.mark.parametrize(
+    ("wrong_code", "caught_by"),
+    [
+        (("layers", None), ["reference", "finite differences", "torch"]),
+        (("nodes", None), ["reference", "finite differences", "torch"]),
+        (("layers", "sum"), ["reference"]),  # the batch of all the points: the reference alone
+        (("nodes", "sum"), ["reference"]),
+    ],
+    ids=["per-layer", "per-node", "per-layer summed batch", "per-node summed batch"],
+)
+def test_a_transposed_kernel_in_any_code_checked_is_caught(wrong_code, caught_by):
+    d = _Transposed(SMALL)
+    d.wrong_code = wrong_code
+    report = check(d, samples=2, seed=0)
+    rows = {row.name: row for row in report.runs[0].rows}
+    assert rows["W1"].disagreeing == caught_by
     assert rows["W1"].comparisons["reference"].rel_error > 0.01
     assert [name for name, row in rows.items() if not row.agree] == ["W1"]
 
@@ -140,6 +178,19 @@ def test_torch_in_verify_matches_the_test_oracle(rng):
     assert all(np.array_equal(mine.grads[n], grads[n]) for n in grads)
 
 
+@pytest.mark.parametrize(("g", "loss"), [("softplus", "cross_entropy"), ("leaky_relu", "mse")])
+def test_torch_in_verify_agrees_with_the_reference_for_a_chosen_g_and_loss(rng, g, loss):
+    from symbackprop.verify import torch_loss_and_grads as verify_torch
+
+    article = sb.presets.article()
+    x, y, params = draw_point(article, rng, g, loss)
+    mine = verify_torch(article, x, y, params, g, loss)
+    exact = reference.loss_and_grads(article, x, y, params, g=g, loss=loss)
+    assert_same_gradients(mine, exact.loss, exact.grads)
+    other = reference.loss_and_grads(article, x, y, params, g="sigmoid", loss=loss)
+    assert abs(mine.grads["W1"] - other.grads["W1"]).max() > 1e-3  # the choice of g matters
+
+
 def test_samples_must_be_positive_and_the_seed_not_negative():
     with pytest.raises(ValueError, match="samples must be at least 1"):
         check(SMALL.derive(), samples=0)
@@ -171,8 +222,10 @@ def test_large_parameters_get_finite_differences_on_a_seeded_sample(monkeypatch)
     np.testing.assert_allclose(approx.grads["W1"].ravel()[[0, 7]], exact[[0, 7]], atol=1e-8)
 
 
-def test_both_codes_are_checked_on_a_small_network_the_per_layer_one_on_a_large_one():
+def test_both_codes_are_checked_on_a_small_network_the_per_layer_one_on_a_large_one(monkeypatch):
     assert check(SMALL.derive(), samples=1).styles == ["layers", "nodes"]
+    monkeypatch.setattr(verify, "NODES_LIMIT", 10)  # SMALL's graph as if it were large
+    assert check(SMALL.derive(), samples=1).styles == ["layers"]
 
 
 @pytest.mark.slow
