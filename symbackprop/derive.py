@@ -529,8 +529,10 @@ def substitute(expr: sympy.Basic, mapping: dict[sympy.Symbol, sympy.Expr]) -> sy
 
 
 def _flat(array: sympy.Array) -> list:
-    """The elements of a sympy Array in row-major order (PyTorch's flattening)."""
-    return list(sympy.flatten(array.tolist())) if array.rank() else [array[()]]
+    """The elements of a sympy Array in row-major order (PyTorch's flattening): the flat
+    tuple an immutable Array holds as its first argument (``tolist()`` reads element by
+    element: 0.8 s for LeNet-5's W5, against 0.5 ms)."""
+    return list(array.as_immutable().args[0])
 
 
 def expression_size(expr: sympy.Basic, memo: dict[sympy.Basic, int] | None = None) -> int:

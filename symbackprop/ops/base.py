@@ -36,7 +36,7 @@ Besides ``FACES``, ``Op`` has ``reference_near_kink`` (numpy, no branch by defau
 max pooling needs it), which ``verify`` asks so that its finite differences never
 straddle a kink.
 
-Imports numpy, sympy, ``errors``, ``activations`` (for the names) and ``nodes``; the
+Imports numpy, ``errors``, ``activations`` (for the names) and ``nodes``; the
 operations also import ``indexed`` for their tensor face.
 """
 
@@ -50,7 +50,6 @@ from math import prod
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
-import sympy
 
 from ..activations import activation as _known_activation
 from ..errors import SpecError, shown
@@ -326,4 +325,4 @@ def weighted_sums(
 def _lookup(array: Any) -> dict[tuple[int, ...], Any]:
     """A sympy Array's elements by index tuple (indexing the Array itself is slow)."""
     indices = product(*(range(n) for n in array.shape))
-    return dict(zip(indices, sympy.flatten(array.tolist()) if array.rank() else [array[()]]))
+    return dict(zip(indices, array.as_immutable().args[0]))  # its elements, row-major
