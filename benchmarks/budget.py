@@ -82,7 +82,7 @@ def main() -> None:
         f"{'ratio':>6} {'json MB':>8} {'json s':>7}"
     )
     for label, net in networks(args.quick).items():
-        counted, wired = budget.graph_edges(net), wired_edges(net)
+        counted, wired = net.graph_edges, wired_edges(net)
         estimate = budget.scalar_graph(net).seconds
         clear_cache()
         start = time.perf_counter()

@@ -107,20 +107,9 @@ COMPILE_SECONDS = 150e-6
 EVALUATION_LAYER_SECONDS, EVALUATION_EDGE_SECONDS = 60e-6, 0.5e-9
 
 
-def graph_edges(network: Network) -> int:
-    """Edges of the scalar graph: for every node, one per input it reads — an output of a
-    layer reads its window (padding places counted, so a padded layer's count is a close
-    upper bound), an activation its z, the loss every output. From shapes alone."""
-    edges = network.output_size
-    for layer, before, after in zip(network.layers, network.shapes, network.shapes[1:]):
-        nodes = prod(after)
-        edges += nodes * layer.window(before) + (nodes if layer.has_activation else 0)
-    return edges
-
-
 def scalar_graph(network: Network, copies: int = 1) -> Work:
     """The scalar graph and its backward pass (``copies`` of them: a handout builds two)."""
-    edges = graph_edges(network)
+    edges = network.graph_edges
     n = _capped(edges)
     return Work(
         "build a scalar graph of",
@@ -133,7 +122,7 @@ def scalar_graph(network: Network, copies: int = 1) -> Work:
 
 def per_node_program(network: Network, compiled: bool = False) -> Work:
     """The straight-line program of every node, printed as Python (and compiled, to run it)."""
-    edges = graph_edges(network)
+    edges = network.graph_edges
     n = _capped(edges)
     seconds = n * (PROGRAM_SECONDS + (COMPILE_SECONDS if compiled else 0.0))
     return Work(
@@ -161,7 +150,7 @@ def finite_differences(network: Network, samples: int) -> Work:
     count = len(choices(network)) * samples * per_point
     per_evaluation = (
         len(network.layers) * EVALUATION_LAYER_SECONDS
-        + _capped(graph_edges(network)) * EVALUATION_EDGE_SECONDS
+        + _capped(network.graph_edges) * EVALUATION_EDGE_SECONDS
     )
     return Work("run finite differences of", "evaluations", count, _capped(count) * per_evaluation)
 

@@ -231,6 +231,19 @@ class Network:
     def output_size(self) -> int:
         return prod(self.shapes[-1])
 
+    @property
+    def graph_edges(self) -> int:
+        """Edges of the scalar graph, counted from the shapes without building it: for every
+        node, one per input it reads — an output of a layer reads its window (padding places
+        counted, so a padded layer's count is a close upper bound), an activation its z, the
+        loss every output. What the graph's work, the per-node program and every estimate of
+        ``budget`` grow with; exact past what an int64 holds."""
+        edges = self.output_size
+        for layer, before, after in zip(self.layers, self.shapes, self.shapes[1:]):
+            nodes = prod(after)
+            edges += nodes * layer.window(before) + (nodes if layer.has_activation else 0)
+        return edges
+
     def position_sets(self, layer: int) -> list[tuple[int, ...]]:
         """The article's p: for each output node of layer ``layer`` (1-based, flat order), the
         1-based flat indices of the input nodes it used, in the order of the kernel's places.

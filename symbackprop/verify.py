@@ -38,7 +38,6 @@ import numpy as np
 from . import reference
 from .activations import ACTIVATIONS
 from .losses import LOSSES
-from .numeric.nodes import graph_edges
 
 if TYPE_CHECKING:
     from .derive import Derivation
@@ -195,7 +194,7 @@ def check(
     methods = [m for m in METHODS if m != "torch" or torch is not None]
     skipped = {} if torch is not None else {"torch": "not installed"}
     net = d.network
-    styles = ["layers", "nodes"] if graph_edges(net) <= NODES_LIMIT else ["layers"]
+    styles = ["layers", "nodes"] if net.graph_edges <= NODES_LIMIT else ["layers"]
     rng = np.random.default_rng(seed)
     sizes = {"x": prod(net.input_shape), **{n: prod(s) for n, s in net.parameters.items()}}
     # The elements finite differences look at: all, or a seeded sample of FD_ELEMENTS.

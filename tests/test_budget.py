@@ -22,17 +22,17 @@ def exact_edges(net: sb.Network) -> int:
 
 
 def test_graph_edges_of_the_presets():
-    assert budget.graph_edges(sb.presets.article()) == 9 * 4 + 9 + 4 * 4 + 4 + 2 * 4 + 2 + 2 == 77
-    assert budget.graph_edges(sb.presets.lenet5()) == exact_edges(sb.presets.lenet5()) == 429_352
+    assert sb.presets.article().graph_edges == 9 * 4 + 9 + 4 * 4 + 4 + 2 * 4 + 2 + 2 == 77
+    assert sb.presets.lenet5().graph_edges == exact_edges(sb.presets.lenet5()) == 429_352
 
 
 @given(net=networks())
 def test_graph_edges_count_the_padding_places_too(net):
     padded = any(getattr(layer, "padding", (0, 0)) != (0, 0) for layer in net.layers)
     if padded:
-        assert budget.graph_edges(net) >= exact_edges(net)
+        assert net.graph_edges >= exact_edges(net)
     else:
-        assert budget.graph_edges(net) == exact_edges(net)
+        assert net.graph_edges == exact_edges(net)
 
 
 def test_graph_edges_stay_exact_past_what_int64_holds():
@@ -43,7 +43,7 @@ def test_graph_edges_stay_exact_past_what_int64_holds():
         [sb.Conv2D(kernel_size=1, out_channels=10**7, activation="relu"), sb.Dense(units=1)],
         loss="sse",
     )
-    assert budget.graph_edges(net) == 3 * 10**19 + 2
+    assert net.graph_edges == 3 * 10**19 + 2
     with pytest.raises(OverBudget, match=r"3\.0e\+19 edges .* far too large to do at any limit"):
         budget.enforce("derive", [budget.scalar_graph(net)])
 

@@ -116,7 +116,7 @@ def resolve_style(network: Network, style: str | None, backend: str = "numpy") -
             raise ValueError(f"style={style!r}: backend='jax' runs the per-layer code only")
         return ("layers",)
     if style is None:
-        small = nodes.graph_edges(network) <= NODES_EDGE_LIMIT
+        small = network.graph_edges <= NODES_EDGE_LIMIT
         return ("nodes", "layers") if small else ("layers",)
     if style not in STYLES:
         raise ValueError(f"style={style!r}; choose 'layers', 'nodes' or None (the faster)")

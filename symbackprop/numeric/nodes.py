@@ -195,16 +195,6 @@ def program_source(d: Derivation) -> str:
     return "\n\n\n".join(["\n".join(lines), *[h.rstrip("\n") for h in helpers]])
 
 
-def graph_edges(network: Any) -> int:
-    """How many input-to-node edges the scalar graph has — what the per-node program's size
-    grows with — counted from the shapes, without building the graph."""
-    total = 0
-    for layer, shape, out in zip(network.layers, network.shapes, network.shapes[1:]):
-        size = int(np.prod(out))
-        total += size * layer.window(shape) + (size if layer.has_activation else 0)
-    return total
-
-
 # ---- line wrapping ----------------------------------------------------------------------------
 
 
