@@ -1,4 +1,4 @@
-"""LaTeX for derivations: the notation printer, line breaking, numbers, LaTeX logs.
+"""LaTeX for derivations: the notation printer, line breaking, LaTeX logs.
 
 * ``NotationPrinter`` is sympy's LaTeX printer told each symbol's TeX name
   (``Derivation.tex_names``), so every expression reads in the article's notation;
@@ -439,20 +439,6 @@ def derivation_summary_latex(d: Derivation, limit: int = 12) -> str:
     return "$$\\begin{aligned}\n" + " \\\\\n".join(blocks) + "\n\\end{aligned}$$"
 
 
-# ---- numbers ------------------------------------------------------------------------------
-
-
-def number(value: float, digits: int = 4) -> str:
-    """``value`` to ``digits`` significant digits, in LaTeX: 0.1235, -2.5, 1.2 \\times 10^{-5}."""
-    text = f"{value:.{digits}g}"
-    if text in ("-0", "0"):
-        return "0"
-    if "e" in text:
-        mantissa, exponent = text.split("e")
-        return rf"{mantissa} \times 10^{{{int(exponent)}}}"
-    return text
-
-
 # ---- reading a LaTeX log ------------------------------------------------------------------------
 
 _ERROR_START = re.compile(r"^(! |.*:\d+: )")  # plain and -file-line-error messages
@@ -491,7 +477,6 @@ __all__ = [
     "derivation_summary_latex",
     "gradient_latex",
     "latex_errors",
-    "number",
     "overfull_boxes",
     "pack",
     "partial",

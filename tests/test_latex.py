@@ -19,7 +19,6 @@ from symbackprop.latex import (
     chain_rows,
     closed_form,
     latex_errors,
-    number,
     overfull_boxes,
     pack,
     partial,
@@ -185,14 +184,7 @@ def test_latex_derivation_and_jupyter_display(article):
     assert "4 more" in shown  # 16 weights, 12 shown
 
 
-# ---- numbers and logs -------------------------------------------------------
-
-
-@pytest.mark.parametrize("value, text", [
-    (0.123456, "0.1235"), (-2.5, "-2.5"), (1.2345e-05, r"1.234 \times 10^{-5}"), (-0.0, "0"), (12345.6, "1.235 \\times 10^{4}"),
-])
-def test_number(value, text):
-    assert number(value) == text
+# ---- logs -------------------------------------------------------
 
 
 def test_latex_errors_keep_only_the_relevant_lines():
