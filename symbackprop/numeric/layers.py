@@ -18,7 +18,7 @@ import re
 from math import prod
 from typing import Any
 
-from ..ops import CodeNames
+from ..ops import CodeNames, ParameterGrads
 from . import runtime
 
 PROGRAM = "_layers"  # the name of the printed function
@@ -98,7 +98,7 @@ def program_source(network: Any, backend: str = "numpy") -> str:
                 prime = f"{_activation(op.activation)}_prime"
                 body.append(f"    dz{number} = {prime}(z{number}, a{number})  # g'(z), a new array")
                 body.append(f"    dz{number} *= da{number}  # dL/dz = g'(z) dL/da, in place")
-        body += _indent(code.backward if backend != "jax" else _summed_only(code.backward))
+        body += _indent(_parameter_grads(code.parameter_grads, backend) + code.backward)
 
     body += [""]
     body.append('    grads["x"] = dx.transpose(3, 0, 1, 2)' if image else '    grads["x"] = dx.T')
@@ -140,22 +140,20 @@ def _activation(name: str) -> str:
     return name
 
 
-def _summed_only(lines: list[str]) -> list[str]:
-    """The lines without their ``if per_sample:`` branches, the ``else:`` bodies dedented:
-    under jax the program runs summed, per-sample gradients coming from jax.vmap."""
-    result, branch = [], None
-    for line in lines:
-        if line.startswith("if per_sample:"):
-            branch = "per sample"
-        elif branch == "per sample" and line.split("#")[0].rstrip() == "else:":
-            branch = "summed"
-        elif branch is not None and line.startswith(INDENT):
-            if branch == "summed":
-                result.append(line[len(INDENT) :])
-        else:
-            branch = None
-            result.append(line)
-    return result
+def _parameter_grads(grads: ParameterGrads | None, backend: str) -> list[str]:
+    """A layer's parameter gradients, per sample or summed as the call asks; under jax the
+    summed lines alone (the program runs summed, per-sample gradients come from jax.vmap)."""
+    if grads is None:
+        return []
+    if backend == "jax":
+        return [grads.comment, *grads.summed.lines]
+    return [
+        grads.comment,
+        f"if per_sample:  # {grads.per_sample.note}",
+        *_indent(grads.per_sample.lines),
+        f"else:  # {grads.summed.note}",
+        *_indent(grads.summed.lines),
+    ]
 
 
 def _indent(lines: list[str]) -> list[str]:

@@ -8,7 +8,17 @@ entry below; ``tests/test_ops.py`` names any face it still lacks.
 
 from __future__ import annotations
 
-from .base import FACES, CodeNames, Connection, LayerCode, Notation, Op, Shape
+from .base import (
+    FACES,
+    Branch,
+    CodeNames,
+    Connection,
+    LayerCode,
+    Notation,
+    Op,
+    ParameterGrads,
+    Shape,
+)
 from .conv import Conv2D
 from .dense import Dense
 from .pool import AvgPool2D, MaxPool2D
@@ -16,6 +26,6 @@ from .pool import AvgPool2D, MaxPool2D
 OPS: dict[str, type[Op]] = {op.key: op for op in (Conv2D, Dense, MaxPool2D, AvgPool2D)}
 
 __all__ = [
-    "FACES", "OPS", "AvgPool2D", "CodeNames", "Connection", "Conv2D", "Dense", "LayerCode",
-    "MaxPool2D", "Notation", "Op", "Shape",
+    "FACES", "OPS", "AvgPool2D", "Branch", "CodeNames", "Connection", "Conv2D", "Dense", "LayerCode",
+    "MaxPool2D", "Notation", "Op", "ParameterGrads", "Shape",
 ]

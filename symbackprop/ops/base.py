@@ -81,11 +81,30 @@ class CodeNames(NamedTuple):
     input_grad: str  # ∂L/∂input, that its backward lines assign: "dx", "da2"
 
 
+class Branch(NamedTuple):
+    """Lines of numpy for one way of running, and what they do (the comment on their line)."""
+
+    note: str
+    lines: list[str]
+
+
+class ParameterGrads(NamedTuple):
+    """A layer's parameter gradients, from output_grad: per sample, written into grads'
+    arrays (B, *shape), or summed over the batch and assigned to grads. The printer puts
+    them under ``if per_sample:`` / ``else:`` — or, where only sums are asked for (jax),
+    the summed lines alone."""
+
+    comment: str  # the formula both compute
+    per_sample: Branch
+    summed: Branch
+
+
 class LayerCode(NamedTuple):
     """A layer's lines of numpy, each block opening with a comment saying what it computes."""
 
     forward: list[str]  # output from input (and the parameters)
-    backward: list[str]  # grads[...] of its parameters and input_grad, from output_grad
+    backward: list[str]  # input_grad from output_grad
+    parameter_grads: ParameterGrads | None = None  # None: a layer without parameters
 
 
 class Connection(NamedTuple):

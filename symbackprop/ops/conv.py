@@ -20,12 +20,14 @@ from ..errors import SpecError
 from ..indexed import Bases, Claim, IndexForm, Settings, Spread, index
 from .arrays import dilated_kernel, pad, windows
 from .base import (
+    Branch,
     CodeNames,
     Connection,
     LayerCode,
     Notation,
     Op,
     Pair,
+    ParameterGrads,
     Shape,
     check_bias_and_activation,
     integer,
@@ -333,20 +335,19 @@ class Conv2D(Op):
             f"{z} = ({kernel} @ {cols}).reshape({out_channels}, {out_h}, {out_w}, B)"
             + (f" + {bias}[:, None, None, None]" if self.bias else ""),
         ]
-        backward = [
-            self._weight_grad_comment(names),
-            "if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads",
-            *self._per_sample_lines(input_shape, names, padded),
-            "else:  # (c·m·n, i·j·b) @ (i·j·b, o), transposed: more rows than o for BLAS's threads",
-            (
-                f"    grads[{weight!r}] = ({cols} @ {dz}.reshape({out_channels}, {places} * B).T)"
-                f".T.reshape({out_channels}, {channels}, {kh}, {kw})"
-            ),
-            *([f"    grads[{bias!r}] = {dz}.sum(axis=(1, 2, 3))"] if self.bias else []),
-        ]
+        parameter_grads = self._parameter_grads(input_shape, names, padded, Branch(
+            "(c·m·n, i·j·b) @ (i·j·b, o), transposed: more rows than o for BLAS's threads",
+            [
+                (
+                    f"grads[{weight!r}] = ({cols} @ {dz}.reshape({out_channels}, {places} * B).T)"
+                    f".T.reshape({out_channels}, {channels}, {kh}, {kw})"
+                ),
+                *([f"grads[{bias!r}] = {dz}.sum(axis=(1, 2, 3))"] if self.bias else []),
+            ],
+        ))
         padded_shape = f"({channels}, {height + 2 * padding[0]}, {width + 2 * padding[1]}, B)"
         added = f"_add_windows(d_windows, {padded_shape}, {stride}, {dilation})"
-        backward += [
+        backward = [
             f"# dL/d{x}: each window's share, the kernel times dL/d{z}, added back where it was read",
             (
                 f"d_windows = ({kernel}.T @ {dz}.reshape({out_channels}, {places} * B))"
@@ -354,7 +355,7 @@ class Conv2D(Op):
             ),
             f"{dx} = {unpadded_text(added, padding)}",
         ]
-        return LayerCode(forward, backward)
+        return LayerCode(forward, backward, parameter_grads)
 
     def _matrix_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
         """The convolution as its matrix T (o·i·j rows, c·h·w columns), built from W."""
@@ -375,22 +376,23 @@ class Conv2D(Op):
         ]
         padded = padded_text(x, self.padding)
         weight_shape = (out_channels, channels, *self.kernel_size)
+        parameter_grads = self._parameter_grads(input_shape, names, padded, Branch(
+            "each weight's share of dL/dT = dL/dz flatᵀ, where T holds it",
+            [
+                f"grads[{weight!r}] = _conv_matrix_grad(",
+                f"    {dz}.reshape({outputs}, B), {flat}, {weight_shape}, {settings}",
+                ")",
+                *([f"grads[{bias!r}] = {dz}.sum(axis=(1, 2, 3))"] if self.bias else []),
+            ],
+        ))
         backward = [
-            self._weight_grad_comment(names),
-            "if per_sample:  # a product per sample: (o, i·j) @ (i·j, c·m·n), into grads",
-            *self._per_sample_lines(input_shape, names, padded),
-            "else:  # each weight's share of dL/dT = dL/dz flatᵀ, where T holds it",
-            f"    grads[{weight!r}] = _conv_matrix_grad(",
-            f"        {dz}.reshape({outputs}, B), {flat}, {weight_shape}, {settings}",
-            "    )",
-            *([f"    grads[{bias!r}] = {dz}.sum(axis=(1, 2, 3))"] if self.bias else []),
             f"# dL/d{x} = {matrix}ᵀ dL/d{z}: each input gets its share of every output it feeds",
             (
                 f"{dx} = ({matrix}.T @ {dz}.reshape({outputs}, B))"
                 f".reshape({channels}, {height}, {width}, B)"
             ),
         ]
-        return LayerCode(forward, backward)
+        return LayerCode(forward, backward, parameter_grads)
 
     def _formula_comment(self, names: CodeNames) -> str:
         l, x, z = names.number, names.input, names.output
@@ -399,29 +401,32 @@ class Conv2D(Op):
             f" + b{l}[o]" if self.bias else ""
         )
 
-    def _weight_grad_comment(self, names: CodeNames) -> str:
-        l, x, z = names.number, names.input, names.output
-        reads = read_text(self.stride, self.dilation, self.padding)
-        return f"# dL/dW{l}[o,c,m,n] = sum_(i,j,b) dL/d{z}[o,i,j,b] * {x}[c, {reads}, b]"
-
-    def _per_sample_lines(self, input_shape: Shape, names: CodeNames, padded: str) -> list[str]:
-        """The per-sample ∂L/∂W (and ∂L/∂b): a product per sample of ∂L/∂z (o, i·j) and that
-        sample's windows (i·j, c·m·n), written into grads."""
+    def _parameter_grads(
+        self, input_shape: Shape, names: CodeNames, padded: str, summed: Branch
+    ) -> ParameterGrads:
+        """∂L/∂W (and ∂L/∂b), summed as ``summed`` computes them, and per sample: a product per
+        sample of ∂L/∂z (o, i·j) and that sample's windows (i·j, c·m·n), written into grads."""
         out_channels, out_h, out_w = self.output_shape(input_shape)
-        l, dz = names.number, names.output_grad
+        l, x, z, dz = names.number, names.input, names.output, names.output_grad
         weight, bias = f"W{l}", f"b{l}"
         size, places = input_shape[0] * self.kernel_size[0] * self.kernel_size[1], out_h * out_w
         window = f"{self.kernel_size}, {self.stride}, {self.dilation}"
-        return [
+        reads = read_text(self.stride, self.dilation, self.padding)
+        per_sample = [
             (
-                f"    rows = numpy.ascontiguousarray({dz}.reshape({out_channels}, {places}, B)"
+                f"rows = numpy.ascontiguousarray({dz}.reshape({out_channels}, {places}, B)"
                 ".transpose(2, 0, 1))"
             ),
-            f"    columns = _columns_by_sample({padded}, {window})  # (B, {size}, {places})",
-            f"    per_sample_grad = grads[{weight!r}].reshape(B, {out_channels}, {size})",
-            "    numpy.matmul(rows, columns.transpose(0, 2, 1), out=per_sample_grad)",
-            *([f"    grads[{bias!r}][...] = {dz}.sum(axis=(1, 2)).T"] if self.bias else []),
+            f"columns = _columns_by_sample({padded}, {window})  # (B, {size}, {places})",
+            f"per_sample_grad = grads[{weight!r}].reshape(B, {out_channels}, {size})",
+            "numpy.matmul(rows, columns.transpose(0, 2, 1), out=per_sample_grad)",
+            *([f"grads[{bias!r}][...] = {dz}.sum(axis=(1, 2)).T"] if self.bias else []),
         ]
+        return ParameterGrads(
+            f"# dL/dW{l}[o,c,m,n] = sum_(i,j,b) dL/d{z}[o,i,j,b] * {x}[c, {reads}, b]",
+            Branch("a product per sample: (o, i·j) @ (i·j, c·m·n), into grads", per_sample),
+            summed,
+        )
 
     # ---- the torch twin ---------------------------------------------------------------------
 

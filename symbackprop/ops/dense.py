@@ -15,11 +15,13 @@ from sympy import Sum
 
 from ..indexed import Bases, Claim, IndexForm, index
 from .base import (
+    Branch,
     CodeNames,
     Connection,
     LayerCode,
     Notation,
     Op,
+    ParameterGrads,
     Shape,
     check_bias_and_activation,
     integer,
@@ -184,18 +186,22 @@ class Dense(Op):
             *flatten,
             f"{z} = {weight} @ {flat}" + (f" + {bias}[:, None]" if self.bias else ""),
         ]
-        backward = [
+        parameter_grads = ParameterGrads(
             f"# dL/d{weight}[f,n] = dL/d{z}[f,b] * {flat}[n,b], summed over b unless per sample",
-            "if per_sample:  # an outer product per sample, into grads",
-            f"    _outer_per_sample({dz}, {flat}, out=grads[{weight!r}])",
-            *([f"    grads[{bias!r}][...] = {dz}.T"] if self.bias else []),
-            f"else:  # summed over the batch: {dz} {flat}ᵀ",
-            f"    grads[{weight!r}] = _outer_sum({dz}, {flat})",
-            *([f"    grads[{bias!r}] = {dz}.sum(axis=1)"] if self.bias else []),
+            Branch("an outer product per sample, into grads", [
+                f"_outer_per_sample({dz}, {flat}, out=grads[{weight!r}])",
+                *([f"grads[{bias!r}][...] = {dz}.T"] if self.bias else []),
+            ]),
+            Branch(f"summed over the batch: {dz} {flat}ᵀ", [
+                f"grads[{weight!r}] = _outer_sum({dz}, {flat})",
+                *([f"grads[{bias!r}] = {dz}.sum(axis=1)"] if self.bias else []),
+            ]),
+        )
+        backward = [
             f"# dL/d{x}[n,b] = sum_f {weight}[f,n] * dL/d{z}[f,b]",
             f"{dx} = ({weight}.T @ {dz}){unflatten}" if unflatten else f"{dx} = {weight}.T @ {dz}",
         ]
-        return LayerCode(forward, backward)
+        return LayerCode(forward, backward, parameter_grads)
 
     # ---- the torch twin ---------------------------------------------------------------------
 
