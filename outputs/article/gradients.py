@@ -862,10 +862,10 @@ def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
     # The BLAS is asked for its threads (10 µs) only where a chunk can be worth a thread.
     if size > 1 and min(size, chunk) * programs.sample_bytes >= THREADS_FROM_BYTES:
         controller = _blas_controller()
-        workers = _blas_threads(controller) if controller else 1
-        chunk = min(chunk, -(-size // workers))  # a chunk for each thread at least
-        if chunk * programs.sample_bytes < THREADS_FROM_BYTES:  # too little work to share
-            workers, chunk = 1, programs.batch_chunk
+        threads = _blas_threads(controller) if controller else 1
+        shared = min(chunk, -(-size // threads))  # a chunk for each thread at least
+        if shared * programs.sample_bytes >= THREADS_FROM_BYTES:  # still worth a thread
+            workers, chunk = threads, shared
     losses, dx = numpy.empty(size), numpy.empty(x.shape)
     shapes = layout.parameters.items() if per_sample else ()
     rows = {name: numpy.empty((size, *shape)) for name, shape in shapes}
@@ -949,6 +949,8 @@ def _chunk_pool(workers):
     """A pool of this many threads, kept for the next call (a new pool costs ~100 µs)."""
     pool, size = _RUNNING.get("pool", (None, 0))
     if size != workers:
+        if pool is not None:
+            pool.shutdown(wait=False)  # its threads end once idle
         pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="gradients")
         _RUNNING["pool"] = pool, workers
     return pool
