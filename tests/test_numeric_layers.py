@@ -278,7 +278,8 @@ def test_every_operation_says_how_many_values_a_sample_its_code_holds():
     # batch_chunk asks each operation (code_values is in ops.base.FACES, so test_ops names
     # an operation that lacks it)
     conv = sb.Conv2D(kernel_size=3, out_channels=4)
-    assert conv.code_values((1, 8, 8)) == 144  # as its matrix: its output, 4 x 6 x 6
+    # as its matrix, its windows' values all the same: its products do that work
+    assert conv.runs_as_matrix((1, 8, 8)) and conv.code_values((1, 8, 8)) == 9 * 6 * 6
     assert conv.code_values((1, 30, 30)) == 9 * 28 * 28  # on windows: 9 values for each of 28 x 28
 
 
@@ -287,7 +288,8 @@ def test_chunks_keep_the_largest_array_near_four_megabytes():
         conv = sb.Conv2D(kernel_size=3, out_channels=channels, activation="sigmoid")
         return layers.batch_chunk(sb.Network((1, size, size), [conv, sb.Dense(units=10)], "sse"))
 
-    # 1x8x8 -> conv 3x3 x4: run as its matrix, 144 values a sample at most: all 1024 at once
+    # 1x8x8 -> conv 3x3 x4, run as its matrix: its windows' 9 x 36 values a sample, 2.6 kB:
+    # all 1024 at once
     assert chunk(8, 4) == 1024
     # 1x30x30 -> conv 3x3 x8 on windows: 9 x 784 values a sample, 56 kB: 64 fill 3.6 MB
     assert chunk(30, 8) == 64
