@@ -20,7 +20,9 @@ Networks: A the article's (g = sigmoid, loss = sse); B = 1x8x8 -> conv 3x3 x4 ->
 sse); LeNet-5 (the preset). It also prints the achieved GFLOP/s beside this machine's
 float64 matmul rate (the practical limit), the generated module's size and generation time,
 and LeNet-5's peak memory at batch 1024. Times are the best of 5 rounds that go round the
-methods in turn, so a burst of load elsewhere hits them all alike.
+methods in turn, so a burst of load elsewhere hits them all alike, each timed after a
+quarter of a second of its own calls (so that the previous method's spinning threads have
+stopped).
 """
 
 from __future__ import annotations
@@ -76,17 +78,28 @@ def networks() -> dict[str, tuple[sb.Network, dict[str, str]]]:
 
 
 def best_times(calls: dict, budget: float) -> dict[str, float]:
-    """The best time per call of each method over 5 rounds of ~budget/5 seconds each."""
+    """The best time per call of each method over 5 rounds of ~budget/5 seconds each, each
+    round timed after SETTLE seconds of the same method's calls, untimed (see SETTLE)."""
     timers = {method: timeit.Timer(call) for method, call in calls.items()}
-    numbers = {}
+    numbers, settling = {}, {}
     for method, timer in timers.items():
         number, elapsed = timer.autorange()
-        numbers[method] = max(1, int(number * budget / 5 / max(elapsed, 1e-9)))
+        per_call = max(elapsed, 1e-9) / number
+        numbers[method] = max(1, int(budget / 5 / per_call))
+        settling[method] = max(1, int(SETTLE / per_call))
     best = dict.fromkeys(calls, float("inf"))
     for _ in range(5):
         for method, timer in timers.items():
+            timer.timeit(settling[method])
             best[method] = min(best[method], timer.timeit(numbers[method]) / numbers[method])
     return best
+
+
+# After a call, OpenBLAS's threads spin for up to ~0.1 s (2^28 cycles) before they sleep, and
+# take a core from whatever runs next: torch's backward of network B measured right after
+# numpy's 2-thread BLAS took 6.9 ms against 5.2 alone. Each method first runs this long
+# untimed, so that it is timed on cores the previous method has let go of.
+SETTLE = 0.25
 
 
 def flops(net: sb.Network, batch: int) -> int:
