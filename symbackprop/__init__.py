@@ -7,6 +7,7 @@ a2_1*dL_da3_1*g_prime(z3_1)
 """
 
 from . import presets
+from .budget import OverBudget
 from .derive import Derivation
 from .errors import SpecError
 from .network import Network
@@ -15,6 +16,6 @@ from .spec import load_spec
 from .torch_bridge import from_torch, to_torch
 
 __all__ = [
-    "AvgPool2D", "Conv2D", "Dense", "Derivation", "MaxPool2D", "Network", "SpecError",
+    "AvgPool2D", "Conv2D", "Dense", "Derivation", "MaxPool2D", "Network", "OverBudget", "SpecError",
     "from_torch", "load_spec", "presets", "to_torch",
 ]

@@ -15,7 +15,7 @@ The result is kept in the article's chain form, over the intermediate symbols
 z, a and ∂L/∂a. Closed forms in x, y and the weights are built from it on
 request, by substituting each intermediate symbol's own closed form, once.
 
-Imports ``network`` (and what it builds on) and ``simplify``.
+Imports ``network`` (and what it builds on), ``simplify`` and ``budget``.
 """
 
 from __future__ import annotations
@@ -30,10 +30,19 @@ from typing import Any, NamedTuple
 
 import sympy
 
+from .budget import OverBudget, count
 from .network import Graph, LayerGraph, Network
 from .nodes import weighted_size
 from .ops.base import as_int
 from .simplify import MAX_SIZE, SimplifyWarning, small_enough, tidy
+
+# The most closed-form tree nodes ``gradient`` and ``loss`` build unless told otherwise. sympy
+# holds a closed form's shared parts once, so its tree size is not its memory: a 1x7x7 net
+# with two 2x2 convolutions has a W1 of 64 million tree nodes, built in 0.2 s, and the tests
+# evaluate forms of millions of nodes, walking them as the graphs they are. Past a billion,
+# though, building takes minutes (LeNet-5: its W7 has 7e15) and only such a walk can use the
+# result: the chain form and the numeric code serve better.
+MAX_CLOSED_SIZE = 10**9
 
 
 class Term(NamedTuple):
@@ -408,6 +417,26 @@ class Derivation:
             return parts[0][1]
         return 1 + sum(size - 1 if expr.is_Mul else size for expr, size in parts)
 
+    def _require_within(self, what: str, exprs: list, max_size: int, lift: str,
+                        instead: str) -> None:
+        """``OverBudget`` if the closed forms of ``exprs`` would pass ``max_size`` tree nodes
+        in all, counted element by element until they do (one element of a deep network
+        can have 10^25: the rest need not be counted). The message says how to ``lift``
+        the limit, and what to use ``instead``."""
+        total = 0
+        for k, expr in enumerate(exprs, start=1):
+            total += self.closed_size_estimate(expr)
+            if total > max_size:
+                part = f" (its first {k:,} of {len(exprs):,} elements)" if k < len(exprs) else ""
+                advice = f"{lift}, or use {instead}"
+                if total > 10**15:
+                    advice = f"far too large to build at any limit: use {instead}"
+                raise OverBudget(
+                    f"{what} would write closed forms of {'at least ' if part else ''}"
+                    f"{count(total)} tree nodes{part}, more than max_size allows "
+                    f"({max_size:,}); {advice}"
+                )
+
     def closed_size(self, expr: sympy.Expr) -> int:
         """Tree nodes of ``closed(expr)`` written out; cheap to ask for every element in turn."""
         return expression_size(self.closed(expr), self._sizes)
@@ -418,11 +447,22 @@ class Derivation:
 
     @cached_property
     def loss(self) -> sympy.Expr:
-        """The closed-form loss L in x, y and the weights."""
+        """The closed-form loss L in x, y and the weights. Past MAX_CLOSED_SIZE tree nodes
+        (estimated first) ``OverBudget`` is raised instead; ``d.closed(d.graph.loss)``
+        builds it at any size."""
+        self._require_within("loss", [self.graph.loss], MAX_CLOSED_SIZE,
+                             "d.closed(d.graph.loss) builds it at any size", "d.numeric()")
         return self.closed(self.graph.loss)
 
-    def gradient(self, name: str, simplify: bool = False) -> sympy.Array:
+    def gradient(self, name: str, simplify: bool = False,
+                 max_size: int | None = MAX_CLOSED_SIZE) -> sympy.Array:
         """Closed-form ∂L/∂(parameter ``name`` or ``"x"``), shaped like it.
+
+        Closed forms grow fast with depth and width (LeNet-5's W7: 7e15 tree nodes, far
+        past any memory): past ``max_size`` tree nodes in all (MAX_CLOSED_SIZE by default;
+        estimated first, without building them) ``OverBudget`` is raised instead, naming
+        the size; ``max_size=None`` builds any size. ``d.chain(name)`` is the same gradient
+        in the chain form, and ``d.numeric()`` its numbers, at any size.
 
         ``simplify=True`` tidies each element with bounded rewrites
         (``symbackprop.simplify.tidy``); an element too large to tidy quickly
@@ -430,7 +470,11 @@ class Derivation:
         names it, with its size and how many more were too large.
         """
         chain = self.chain(name)
-        closed = [self.closed(e) for e in _flat(chain)]
+        elements = _flat(chain)
+        if max_size is not None:
+            self._require_within(f"gradient({name!r})", elements, max_size,
+                                 "pass max_size=None to build it", f"d.chain({name!r}) and d.numeric()")
+        closed = [self.closed(e) for e in elements]
         if simplify:
             too_large = [k for k, e in enumerate(closed) if not small_enough(e)]
             skipped = set(too_large)  # a list's `in` would make a large array quadratic

@@ -12,6 +12,7 @@ from strategies import CONCRETE_ACTIVATIONS, CONCRETE_LOSSES, networks
 
 import symbackprop as sb
 from symbackprop.activations import g, g_prime, relu_step, sigmoid
+from symbackprop.budget import OverBudget
 from symbackprop.derive import expression_size
 from symbackprop.simplify import SimplifyWarning, tidy
 
@@ -224,6 +225,29 @@ def test_simplify_pulls_a_shared_error_out_of_a_shared_weights_gradient():
         + S("W2_0_2") * sigmoid(d.closed(S("z1_3"))) + S("W2_0_3") * sigmoid(d.closed(S("z1_4"))) - S("y_1")
     assert tidied.is_Mul and error in tidied.args
     assert sympy.simplify(raw - tidied) == 0
+
+
+def test_a_closed_form_too_large_to_use_is_refused_before_it_is_built():
+    # Two 3x3 convolutions over 10x10: the first element of W1 alone has 5e9 tree nodes.
+    net = sb.Network((1, 10, 10), [sb.Conv2D(kernel_size=3, out_channels=3, activation="tanh"),
+                                   sb.Conv2D(kernel_size=3, out_channels=3, activation="tanh"),
+                                   sb.Dense(units=3, activation="tanh"), sb.Dense(units=2)],
+                     loss="cross_entropy")
+    d = net.derive()
+    with pytest.raises(OverBudget) as refused:
+        d.gradient("W1")
+    assert str(refused.value) == (
+        "gradient('W1') would write closed forms of at least 5,033,414,037 tree nodes (its "
+        "first 1 of 27 elements), more than max_size allows (1,000,000,000); pass "
+        "max_size=None to build it, or use d.chain('W1') and d.numeric()"
+    )
+
+
+def test_max_size_counts_every_element_of_the_gradient(article):
+    with pytest.raises(OverBudget, match=r"^gradient\('W1'\) would write closed forms of 111,000 tree "
+                       r"nodes, more than max_size allows \(100,000\); pass max_size=None"):
+        article.gradient("W1", max_size=100_000)
+    assert article.gradient("W1", max_size=111_000) == article.gradient("W1", max_size=None)
 
 
 def test_layers_count_from_1_as_parameters_do(article):
