@@ -43,6 +43,10 @@ from .simplify import MAX_SIZE, SimplifyWarning, small_enough, tidy
 # though, building takes minutes (LeNet-5: its W7 has 7e15) and only such a walk can use the
 # result: the chain form and the numeric code serve better.
 MAX_CLOSED_SIZE = 10**9
+# The most tree nodes ``latex`` prints unless told otherwise: printing takes each node in
+# turn (one element of 1,048,521 nodes: 38 s and 16 MB of LaTeX; the article's W1, 111,000
+# in all: 0.7 s).
+MAX_PRINTED_SIZE = 10**6
 
 
 class Term(NamedTuple):
@@ -529,10 +533,18 @@ class Derivation:
 
     # ---- printing (symbackprop.latex builds on this module, so it is imported late) --------
 
-    def latex(self, name: str, simplify: bool = False) -> str:
-        """The LaTeX of closed-form ∂L/∂(parameter ``name``), in the network's notation."""
-        from .latex import gradient_latex
+    def latex(self, name: str, simplify: bool = False,
+              max_size: int | None = MAX_PRINTED_SIZE) -> str:
+        """The LaTeX of closed-form ∂L/∂(parameter or element ``name``), in the network's
+        notation. Past ``max_size`` tree nodes in all (MAX_PRINTED_SIZE by default),
+        ``OverBudget`` instead; ``max_size=None`` prints any size."""
+        from .latex import element_of, gradient_latex
 
+        if max_size is not None:
+            chains = [self.chain_of(element) for element in element_of(self, name)[1]]
+            self._require_within(f"latex({name!r})", chains, max_size,
+                                 "pass max_size=None to print it",
+                                 f"d.latex_derivation({name!r}) for its chain form")
         return gradient_latex(self, name, simplify=simplify)
 
     def latex_derivation(self, name: str | None = None) -> str:

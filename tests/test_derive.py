@@ -248,6 +248,10 @@ def test_max_size_counts_every_element_of_the_gradient(article):
                        r"nodes, more than max_size allows \(100,000\); pass max_size=None"):
         article.gradient("W1", max_size=100_000)
     assert article.gradient("W1", max_size=111_000) == article.gradient("W1", max_size=None)
+    with pytest.raises(OverBudget, match=r"^latex\('W1_0_0_0_0'\) would write closed forms of "
+                       r"27,\d{3} tree nodes, .*; pass max_size=None to print it, or use "
+                       r"d\.latex_derivation\('W1_0_0_0_0'\) for its chain form$"):
+        article.latex("W1_0_0_0_0", max_size=20_000)
 
 
 def test_layers_count_from_1_as_parameters_do(article):
