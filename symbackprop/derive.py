@@ -40,8 +40,9 @@ from .simplify import MAX_SIZE, SimplifyWarning, small_enough, tidy
 # holds a closed form's shared parts once, so its tree size is not its memory: a 1x7x7 net
 # with two 2x2 convolutions has a W1 of 64 million tree nodes, built in 0.2 s, and the tests
 # evaluate forms of millions of nodes, walking them as the graphs they are. Past a billion,
-# though, building takes minutes (LeNet-5: its W7 has 7e15) and only such a walk can use the
-# result: the chain form and the numeric code serve better.
+# though, building takes minutes (one element of LeNet-5's W7, 8.6e12 nodes, was not built
+# after ten) and only such a walk can use the result: the chain form and the numeric code
+# serve better.
 MAX_CLOSED_SIZE = 10**9
 # The most tree nodes ``latex`` prints unless told otherwise: printing takes each node in
 # turn (one element of 1,048,521 nodes: 38 s and 16 MB of LaTeX; the article's W1, 111,000
