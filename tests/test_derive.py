@@ -243,6 +243,18 @@ def test_a_closed_form_too_large_to_use_is_refused_before_it_is_built():
     )
 
 
+def test_a_closed_form_loss_too_large_to_use_is_refused_too():
+    # Four dense layers of 8 on two convolutions: each multiplies the forward's tree by 8.
+    net = sb.Network((1, 10, 10), [sb.Conv2D(kernel_size=3, out_channels=3, activation="tanh"),
+                                   sb.Conv2D(kernel_size=3, out_channels=3, activation="tanh"),
+                                   *[sb.Dense(units=8, activation="tanh") for _ in range(4)],
+                                   sb.Dense(units=2)], loss="cross_entropy")
+    with pytest.raises(OverBudget, match=r"^loss would write closed forms of 2,2\d\d,\d{3},\d{3} tree "
+                       r"nodes, .*; d\.closed\(d\.graph\.loss\) builds it at any size, or use "
+                       r"d\.numeric\(\)$"):
+        _ = net.derive().loss
+
+
 def test_max_size_counts_every_element_of_the_gradient(article):
     with pytest.raises(OverBudget, match=r"^gradient\('W1'\) would write closed forms of 111,000 tree "
                        r"nodes, more than max_size allows \(100,000\); pass max_size=None"):
