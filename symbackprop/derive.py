@@ -463,11 +463,12 @@ class Derivation:
                  max_size: int | None = MAX_CLOSED_SIZE) -> sympy.Array:
         """Closed-form ∂L/∂(parameter ``name`` or ``"x"``), shaped like it.
 
-        Closed forms grow fast with depth and width (LeNet-5's W7: 7e15 tree nodes, far
-        past any memory): past ``max_size`` tree nodes in all (MAX_CLOSED_SIZE by default;
-        estimated first, without building them) ``OverBudget`` is raised instead, naming
-        the size; ``max_size=None`` builds any size. ``d.chain(name)`` is the same gradient
-        in the chain form, and ``d.numeric()`` its numbers, at any size.
+        Closed forms grow fast with depth and width (LeNet-5's W7: 7e15 tree nodes, its
+        first element not built in ten minutes): past ``max_size`` tree nodes in all
+        (MAX_CLOSED_SIZE by default; estimated first, without building them)
+        ``OverBudget`` is raised instead, naming the size; ``max_size=None`` builds any
+        size. ``d.chain(name)`` is the same gradient in the chain form, and ``d.numeric()``
+        its numbers, at any size.
 
         ``simplify=True`` tidies each element with bounded rewrites
         (``symbackprop.simplify.tidy``); an element too large to tidy quickly

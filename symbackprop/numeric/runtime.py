@@ -726,7 +726,7 @@ def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
 # Chunks whose largest array is smaller than this run in one thread: a thread's hand-over and
 # the GIL between numpy's calls then cost more than the second core gains (measured: the
 # article's network, 16 values a sample, 1.7x slower on two threads at batch 1024; network B,
-# 4.6 kB a sample, 1.5x slower at 256, even summed and 1.3x faster per sample at 512, 1.2x
+# 4.6 kB a sample, 1.4x slower at 256, even summed and 1.3x faster per sample at 512, 1.2x
 # and 1.4x faster at 1024; network C, 21 kB a sample, 1.2x faster at 128 and 1.3x at 1024).
 THREADS_FROM_BYTES = 2**20
 
