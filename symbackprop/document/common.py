@@ -156,16 +156,6 @@ def fact_blocks(fact) -> list:
     ]
 
 
-def correlates(lg: LayerGraph) -> bool:
-    """A convolution whose weight gradient is a plain cross-correlation: stride 1, no dilation."""
-    return (
-        lg.layer.shows_position_sets
-        and lg.layer.parameter_shapes(lg.input_shape) != {}
-        and getattr(lg.layer, "stride", None) == (1, 1)
-        and getattr(lg.layer, "dilation", (1, 1)) == (1, 1)
-    )
-
-
 def layer_table(layers: Sequence[LayerGraph]) -> Table:
     """The network, a row per layer: its type, kernel, stride and padding (when some layer slides
     a window), bias, activation, shapes and number of weights."""
@@ -475,7 +465,6 @@ __all__ = [
     "LINE_WIDTH",
     "Detail",
     "arrays",
-    "correlates",
     "elide",
     "fact_blocks",
     "input_letter",

@@ -34,7 +34,6 @@ from ..network import LayerGraph, Network
 from . import markdown, tex
 from .common import (
     arrays,
-    correlates,
     elide,
     fact_blocks,
     formula_row,
@@ -475,7 +474,7 @@ class _Maker:
         simple = [
             lg
             for lg in weighted
-            if (correlates(lg) and max(lg.input_shape[1:]) <= 8)
+            if (lg.layer.correlates() and max(lg.input_shape[1:]) <= 8)
             or not lg.layer.shows_position_sets
         ]
         if not simple:

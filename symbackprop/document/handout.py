@@ -365,7 +365,7 @@ class _Handout:
 
     def size_formula(self) -> list:
         """Formula (1), in general (with P when some layer pads) and for each sliding layer."""
-        padded = any(getattr(layer, "padding", (0, 0)) != (0, 0) for layer in self.network.layers)
+        padded = any(layer.pads() for layer in self.network.layers)
         rows = []
         for lg in self.layers:
             sides = lg.layer.size_formula(lg.input_shape, padded)
@@ -421,7 +421,7 @@ class _Handout:
             )
         )
         body: list = [intro]
-        if any(getattr(layer, "padding", (0, 0)) != (0, 0) for layer in self.network.layers):
+        if any(layer.pads() for layer in self.network.layers):
             body.append(
                 Paragraph(
                     "Where the kernel lies on the zero padding the entry is a dot (",

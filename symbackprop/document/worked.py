@@ -24,7 +24,6 @@ from ..network import LayerGraph
 from .common import (
     Detail,
     arrays,
-    correlates,
     elide,
     formula_row,
     input_letter,
@@ -361,7 +360,7 @@ class _Worked:
         if not convs:
             return []
         lg = convs[0]
-        if not correlates(lg):
+        if not lg.layer.correlates():
             return []
         ex, l = self.example, lg.number
         _, height, width = lg.output_shape

@@ -160,6 +160,17 @@ class Op:
         """Whether documents number its weights flat: w_1, w_2, … (else w_{o,c,m,n})."""
         return True
 
+    def pads(self) -> bool:
+        """Whether its windows reach into padding (documents then write formula (1) with P
+        and mark the padded places); an operation without windows never does."""
+        return False
+
+    def correlates(self) -> bool:
+        """Whether its weight gradient is a plain cross-correlation of its input with
+        ∂L/∂z (documents then say so and check it); only a convolution of stride 1 without
+        dilation."""
+        return False
+
     def reference_near_kink(self, x: np.ndarray, margin: float) -> bool:
         """Whether a step smaller than ``margin`` in the input x (B, *input) could switch the
         branch this operation takes, so that finite differences would straddle a kink.

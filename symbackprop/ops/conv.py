@@ -107,6 +107,12 @@ class Conv2D(Op):
     def flat_weights(self, input_shape: Shape) -> bool:
         return (self.out_channels, input_shape[0]) == (1, 1)
 
+    def pads(self) -> bool:
+        return self.padding != (0, 0)
+
+    def correlates(self) -> bool:
+        return self.stride == (1, 1) and self.dilation == (1, 1)
+
     # ---- the scalar face --------------------------------------------------------------------
 
     def connections(self, input_shape: Shape) -> list[Connection]:

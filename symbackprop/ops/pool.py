@@ -100,6 +100,9 @@ class _Pool(Op):
         """Where output (i, j) reads its input at window place (m, n), for code comments."""
         return read_text(self.stride, (1, 1), self.padding)
 
+    def pads(self) -> bool:
+        return self.padding != (0, 0)
+
     def describe(self) -> str:
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         return f"{self.key} {kh}x{kw}, stride {sh}x{sw}, padding {ph}x{pw}"
