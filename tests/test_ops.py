@@ -68,6 +68,17 @@ def test_a_half_written_operation_is_told_every_face_it_lacks():
     assert "reference_backward" in missing_faces(Half) and "from_torch" in missing_faces(Half)
 
 
+def test_operations_say_whether_they_pad_and_whether_their_weight_gradient_correlates():
+    # what documents ask of a layer, answered by the operation itself
+    assert sb.Conv2D(kernel_size=2, padding=1).pads() and sb.MaxPool2D(kernel_size=2, padding=1).pads()
+    assert not any(op.pads() for op in (sb.Conv2D(kernel_size=2), sb.AvgPool2D(kernel_size=2),
+                                        sb.Dense(units=2)))
+    assert sb.Conv2D(kernel_size=2, padding=1).correlates()  # stride 1, no dilation
+    assert not any(op.correlates() for op in (sb.Conv2D(kernel_size=2, stride=2),
+                                              sb.Conv2D(kernel_size=2, dilation=2),
+                                              sb.MaxPool2D(kernel_size=2), sb.Dense(units=2)))
+
+
 def test_the_registry_is_keyed_by_each_operations_own_key():
     import torch
 
