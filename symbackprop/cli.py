@@ -425,30 +425,44 @@ def compile_pdf(tex: Path, command: list[str]) -> tuple[bytes, str]:
 
 
 def run_handout(args: argparse.Namespace) -> int:
+    def render(network: Network) -> tuple[str, Callable[[], dict[str, str]]]:
+        detail = args.detail or default_detail(network)
+        return f"typesetting ({detail})", lambda: render_handout(network, detail)
+
+    return _run_documents("handout", args, render, ["handout"])
+
+
+def _run_documents(
+    command_name: str, args: argparse.Namespace,
+    render: Callable[[Network], tuple[str, Callable[[], dict[str, str]]]], stems: list[str],
+) -> int:
+    """What handout and exercises share: the network within budget, its documents rendered
+    (``render`` gives the progress label and the call that makes the files) and written all
+    or nothing, ``stems`` compiled to PDF where TeX is installed, and a warning for lines
+    that stick out of a page."""
     network = _network(args)
-    budget.enforce("handout", [budget.scalar_graph(network, copies=2)], _limits(args))
+    budget.enforce(command_name, [budget.scalar_graph(network, copies=2)], _limits(args))
     target = _output_dir(args, network)
     progress = Progress(args.quiet)
     start = time.perf_counter()
     command = None if args.no_pdf else _tex_compiler()
-    detail = args.detail or default_detail(network)
     with staged_output(target) as staging:  # checks the output folder before any work
         print(_summary(network))
-        with progress.bar(f"typesetting ({detail})", 1, "document") as bar:
-            files = render_handout(network, detail)
+        label, make_files = render(network)
+        with progress.bar(label, 1, "document") as bar:
+            files = make_files()
             bar.update(1)
-        written, logs = _write_documents(staging, files, ["handout"] if command else [], command, args, progress)
+        written, logs = _write_documents(staging, files, stems if command else [], command, args, progress)
     print(f"wrote {', '.join(str(target / name) for name in written)} "
           f"in {time.perf_counter() - start:.1f} s")
-    log = logs.get("handout", "")
     if command is None and not args.no_pdf:
         print(f"symbackprop: {TEX_INSTALL_HINT}", file=sys.stderr)
-    wide = [(width, where) for width, where in overfull_boxes(log) if width > OVERFULL_TOLERANCE]
-    if wide:
-        widest = max(width for width, _ in wide)
-        where = target / "handout.log" if args.keep_log else "rerun with --keep-log to see where"
-        print(f"symbackprop: warning: {len(wide)} line(s) stick out of the page "
-              f"(up to {widest:.0f}pt); {where}", file=sys.stderr)
+    for stem, log in logs.items():
+        wide = [width for width, _ in overfull_boxes(log) if width > OVERFULL_TOLERANCE]
+        if wide:
+            where = target / f"{stem}.log" if args.keep_log else "rerun with --keep-log to see where"
+            print(f"symbackprop: warning: {len(wide)} line(s) of {stem}.pdf stick out of the page "
+                  f"(up to {max(wide):.0f}pt); {where}", file=sys.stderr)
     return 0
 
 
@@ -495,23 +509,11 @@ def _latex_failure(error: LatexError, stem: str = "handout") -> str:
 
 
 def run_exercises(args: argparse.Namespace) -> int:
-    network = _network(args)
-    budget.enforce("exercises", [budget.scalar_graph(network, copies=2)], _limits(args))
-    target = _output_dir(args, network)
-    progress = Progress(args.quiet)
-    start = time.perf_counter()
-    command = None if args.no_pdf else _tex_compiler()
-    with staged_output(target) as staging:  # checks the output folder before any work
-        print(_summary(network))
-        with progress.bar(f"choosing the exercises (seed {args.seed})", 1, "sheet") as bar:
-            files = render_exercises(network, seed=args.seed)
-            bar.update(1)
-        stems = ["exercises", "solutions"] if command else []
-        written, _ = _write_documents(staging, files, stems, command, args, progress)
-    print(f"wrote {', '.join(str(target / name) for name in written)} in {time.perf_counter() - start:.1f} s")
-    if command is None and not args.no_pdf:
-        print(f"symbackprop: {TEX_INSTALL_HINT}", file=sys.stderr)
-    return 0
+    def render(network: Network) -> tuple[str, Callable[[], dict[str, str]]]:
+        label = f"choosing the exercises (seed {args.seed})"
+        return label, lambda: render_exercises(network, seed=args.seed)
+
+    return _run_documents("exercises", args, render, ["exercises", "solutions"])
 
 
 # ---- entry point ----------------------------------------------------------------------------

@@ -253,6 +253,22 @@ def test_handout_leaves_no_log_on_success_unless_asked(tmp_path, monkeypatch):
     assert (tmp_path / "b" / "handout.log").read_text() == "the log"
 
 
+def test_handout_and_exercises_warn_of_lines_that_stick_out_of_a_page(tmp_path, monkeypatch, capsys):
+    log = "Overfull \\hbox (25.0pt too wide) in paragraph at lines 7--9\nOverfull \\hbox (3.0pt too wide)\n"
+    monkeypatch.setattr(cli, "compile_pdf", lambda tex, command: (b"%PDF-1.5 fake", log))
+    monkeypatch.setattr(cli, "_tex_compiler", lambda: ["pdflatex"])
+    assert main(["handout", "-q", "-o", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().err == (
+        "symbackprop: warning: 1 line(s) of handout.pdf stick out of the page (up to 25pt); "
+        "rerun with --keep-log to see where\n"  # 3 pt is within the tolerance
+    )
+    assert main(["exercises", "-q", "--keep-log", "-o", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"symbackprop: warning: 1 line(s) of {stem}.pdf stick out of the page (up to 25pt); "
+        f"{tmp_path / 'b' / stem}.log" for stem in ("exercises", "solutions")
+    ]
+
+
 # ---- exit statuses other than 2 ------------------------------------------------------------------
 
 
