@@ -156,12 +156,17 @@ def test_max_pooling_sends_a_tied_window_gradient_to_its_first_maximum():
     assert out.grads["x"][0].tolist() == [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
 
 
-def test_large_batches_run_a_chunk_at_a_time_with_the_same_result(rng, monkeypatch):
+def dilated_conv_module(rng, size: int):
+    """The per-layer module of a dilated convolution's network, its parameters and a batch
+    of ``size``: what the tests of chunks and threads run."""
     net = network(OPERATIONS["conv, dilation"])
-    d = net.derive()
     _, _, params = draw_point(net, rng)
-    x, y = batch(net, rng, 5)
-    module = numeric.compiled(d, "layers")
+    x, y = batch(net, rng, size)
+    return numeric.compiled(net.derive(), "layers"), x, y, params
+
+
+def test_large_batches_run_a_chunk_at_a_time_with_the_same_result(rng, monkeypatch):
+    module, x, y, params = dilated_conv_module(rng, 5)
     whole = {reduce: module.loss_and_grads(x, y, params, reduce) for reduce in (None, "sum", "mean")}
     monkeypatch.setattr(module, "_PROGRAMS", module._PROGRAMS._replace(batch_chunk=2))
     for reduce, expected in whole.items():
@@ -169,10 +174,7 @@ def test_large_batches_run_a_chunk_at_a_time_with_the_same_result(rng, monkeypat
 
 
 def test_chunks_on_threads_give_the_numbers_of_chunks_in_turn(rng, monkeypatch):
-    net = network(OPERATIONS["conv, dilation"])
-    _, _, params = draw_point(net, rng)
-    x, y = batch(net, rng, 9)
-    module = numeric.compiled(net.derive(), "layers")
+    module, x, y, params = dilated_conv_module(rng, 9)
     # chunks of 2 samples, each as much work as a thread needs
     programs = module._PROGRAMS._replace(batch_chunk=2, sample_bytes=module.THREADS_FROM_BYTES)
     monkeypatch.setattr(module, "_PROGRAMS", programs)
@@ -204,10 +206,7 @@ def test_chunks_run_on_threads_each_with_a_one_thread_blas():
 
 
 def test_a_batch_is_cut_into_a_chunk_for_each_thread_at_least(rng, monkeypatch):
-    net = network(OPERATIONS["conv, dilation"])
-    _, _, params = draw_point(net, rng)
-    x, y = batch(net, rng, 5)
-    module = numeric.compiled(net.derive(), "layers")
+    module, x, y, params = dilated_conv_module(rng, 5)
     assert module._PROGRAMS.batch_chunk >= 5
     sizes = []
     program = module._PROGRAMS.layers
@@ -229,10 +228,7 @@ def test_a_batch_is_cut_into_a_chunk_for_each_thread_at_least(rng, monkeypatch):
 
 
 def test_calls_from_several_threads_at_once_leave_the_blas_as_they_found_it(rng, monkeypatch):
-    net = network(OPERATIONS["conv, dilation"])
-    _, _, params = draw_point(net, rng)
-    x, y = batch(net, rng, 8)
-    module = numeric.compiled(net.derive(), "layers")
+    module, x, y, params = dilated_conv_module(rng, 8)
     programs = module._PROGRAMS._replace(batch_chunk=2, sample_bytes=module.THREADS_FROM_BYTES)
     monkeypatch.setattr(module, "_PROGRAMS", programs)
     expected = module.loss_and_grads(x, y, params, "sum")
