@@ -7,9 +7,8 @@ a2_1*dL_da3_1*g_prime(z3_1)
 """
 
 from . import presets
-from .budget import OverBudget
-from .derive import Derivation
-from .errors import SpecError
+from .derivation import Derivation
+from .errors import OverBudget, SpecError
 from .network import Network
 from .ops import AvgPool2D, Conv2D, Dense, MaxPool2D
 from .spec import load_spec

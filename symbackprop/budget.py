@@ -15,16 +15,18 @@ The seconds and bytes per unit are rough, measured on a 2-core machine
 (``benchmarks/budget.py`` prints estimate against measurement): they make the message
 useful, while the counts, which are exact or close upper bounds, decide.
 
-Imports ``network`` (shapes only: nothing here builds a graph) and ``verify`` late.
+Imports ``errors``, ``network`` (shapes only: nothing here builds a graph) and ``verify``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from math import floor, log10, prod
+from math import prod
 
+from .errors import OverBudget, count
 from .network import Network
+from .verify import FD_ELEMENTS, choices
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,6 @@ class Work:
     amount: int
     seconds: float
     bytes: float = 0.0
-
-
-class OverBudget(Exception):
-    """A command's work would pass a limit; the message is one line and names the flag."""
 
 
 def enforce(command: str, works: Sequence[Work], limits: Mapping[str, int] | None = None) -> None:
@@ -144,8 +142,6 @@ def finite_differences(network: Network, samples: int) -> Work:
     """Central differences of the reference loss, two evaluations per parameter element
     (at most ``verify.FD_ELEMENTS`` of each parameter, sampled) at each sample and choice of
     the generic g and loss (the input's all at once)."""
-    from .verify import FD_ELEMENTS, choices  # late: the checking machinery, only for this estimate
-
     per_point = 1 + 2 * sum(min(prod(shape), FD_ELEMENTS) for shape in network.parameters.values())
     count = len(choices(network)) * samples * per_point
     per_evaluation = (
@@ -156,16 +152,6 @@ def finite_differences(network: Network, samples: int) -> Work:
 
 
 # ---- how estimates read -------------------------------------------------------------------------
-
-
-def count(n: int) -> str:
-    """'1,234,567', or '3.1e+45' past a trillion (closed forms can be astronomically large,
-    beyond the digits Python turns into text)."""
-    if n < 10**12:
-        return f"{n:,}"
-    exponent = (n.bit_length() - 1) * log10(2) + log10(n / 2 ** (n.bit_length() - 1))
-    whole = floor(exponent)
-    return f"{10 ** (exponent - whole):.1f}e+{whole}"
 
 
 def _capped(n: int) -> float:

@@ -6,6 +6,7 @@ Imports nothing of the package, so every layer of it can raise SpecError.
 from __future__ import annotations
 
 import reprlib
+from math import floor, log10
 
 
 class SpecError(ValueError):
@@ -36,3 +37,18 @@ def shown(value: object) -> str:
         return _SHORT.repr(value)
     except ValueError:  # an int past Python's limit on digits it converts to text
         return "<a number of thousands of digits>"
+
+
+class OverBudget(Exception):
+    """Work that would pass a limit: a command's estimate, or a closed form too large to build.
+    The message is one line, says how large, and names the flag or argument that lifts it."""
+
+
+def count(n: int) -> str:
+    """'1,234,567', or '3.1e+45' past a trillion (closed forms can be astronomically large,
+    beyond the digits Python turns into text)."""
+    if n < 10**12:
+        return f"{n:,}"
+    exponent = (n.bit_length() - 1) * log10(2) + log10(n / 2 ** (n.bit_length() - 1))
+    whole = floor(exponent)
+    return f"{10 ** (exponent - whole):.1f}e+{whole}"

@@ -10,9 +10,9 @@
 * ``gradient_latex``, ``derivation_latex`` and ``derivation_summary_latex`` back
   ``Derivation.latex``, ``latex_derivation`` and ``_repr_latex_``.
 
-Imports ``derive`` (and what it builds on) and sympy; nothing imports it but the
+Imports ``engine`` (and what it builds on) and sympy; nothing imports it but the
 ``document`` package, ``cli``, ``record``, ``tensor`` (whose ``TensorPrinter`` extends
-``NotationPrinter``) and ``Derivation``'s printing methods (late).
+``NotationPrinter``) and ``derivation``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import sympy
 from sympy.printing.latex import LatexPrinter
 
-from .derive import Derivation, Term, _flat
+from .engine import Engine as Derivation
+from .engine import Term, _flat
 from .simplify import tidy
 
 ROW_WIDTH = 31.0  # em available to one row of a broken formula, after its left-hand side

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from math import prod
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import sympy
 
@@ -33,9 +33,6 @@ from .naming import Names
 from .nodes import Elementwise, Node
 from .ops import OPS, Op, Shape
 from .ops.base import as_int
-
-if TYPE_CHECKING:
-    from .derive import Derivation
 
 
 @dataclass(frozen=True)
@@ -274,11 +271,13 @@ class Network:
         """The scalar computational graph (its layers built when first used)."""
         return Graph(self)
 
-    def derive(self) -> Derivation:
-        """Backpropagate symbolically: see ``symbackprop.derive.Derivation``."""
-        from .derive import Derivation  # derive builds on this module
+    # The class derive() returns, symbackprop.Derivation: it builds on this module, so it
+    # names itself here when the package is imported (symbackprop.derivation).
+    derivation: ClassVar[Callable[[Network], Any]]
 
-        return Derivation(self)
+    def derive(self) -> Any:
+        """Backpropagate symbolically: a ``symbackprop.Derivation`` of this network."""
+        return self.derivation(self)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec of this network, as ``from_dict`` reads it (pairs written out)."""

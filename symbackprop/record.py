@@ -40,7 +40,8 @@ import sympy
 
 from .activations import ACTIVATIONS
 from .budget import count
-from .derive import Derivation, _flat, expression_size
+from .derivation import Derivation
+from .engine import _flat, expression_size
 from .latex import NotationPrinter
 from .ops import Notation, Op
 

@@ -23,7 +23,7 @@ remember — the weight gradient is a cross-correlation, the input gradient a fu
 convolution, δ aᵀ and Wᵀ δ, softmax − y — are ``Fact`` entries that ``check()`` themselves
 against the formula they restate. Indices count from 0, as in PyTorch.
 
-Imports sympy, numpy, ``indexed``, ``activations``, ``derive`` and ``latex`` (the printer);
+Imports sympy, numpy, ``indexed``, ``activations``, ``engine`` and ``latex`` (the printer);
 ``latex`` must not import this module.
 """
 
@@ -42,7 +42,7 @@ from sympy import Add, Dummy, Indexed, IndexedBase, KroneckerDelta, Mul, Pow, Su
 from sympy.matrices.expressions.matexpr import MatrixElement
 
 from .activations import activation
-from .derive import Derivation
+from .engine import Engine as Derivation
 from .indexed import Bases, Claim, IndexForm, IsFirstMax, Maximum, Spread, index
 from .latex import NotationPrinter
 from .nodes import window_max

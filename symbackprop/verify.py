@@ -40,7 +40,7 @@ from .activations import ACTIVATIONS
 from .losses import LOSSES
 
 if TYPE_CHECKING:
-    from .derive import Derivation
+    from .derivation import Derivation
     from .network import Network
 
 METHODS = ("reference", "finite differences", "torch")

@@ -13,7 +13,7 @@ from strategies import CONCRETE_ACTIVATIONS, CONCRETE_LOSSES, networks
 import symbackprop as sb
 from symbackprop.activations import g, g_prime, relu_step, sigmoid
 from symbackprop.budget import OverBudget
-from symbackprop.derive import expression_size
+from symbackprop.engine import expression_size
 from symbackprop.simplify import SimplifyWarning, tidy
 
 

@@ -121,7 +121,7 @@ def test_a_small_closed_form_is_printed():
 def test_a_large_closed_form_gives_only_its_size(article):
     closed = closed_form(article, weight(article, "W1", 0, 0, 0, 0))
     assert closed.rows is None and closed.simplified is None
-    assert closed.size == sb.derive.expression_size(article.gradient("W1")[0, 0, 0, 0])
+    assert closed.size == sb.engine.expression_size(article.gradient("W1")[0, 0, 0, 0])
 
 
 def test_long_expressions_break_into_rows_that_fit(article):

@@ -15,7 +15,7 @@ from strategies import networks
 
 import symbackprop as sb
 from symbackprop import reference
-from symbackprop.derive import Derivation
+from symbackprop.derivation import Derivation
 from symbackprop.latex import latex_errors
 from symbackprop.ops import FACES, OPS
 from symbackprop.tensor import Fact, Formula, scalar_values

@@ -18,7 +18,8 @@ import numpy as np
 import sympy
 
 from ..activations import ACTIVATIONS
-from ..derive import Derivation, Term
+from ..derivation import Derivation
+from ..engine import Term
 from ..latex import NotationPrinter, Row, printer, sum_rows, term_latex, tex_width
 from ..network import LayerGraph
 from ..ops import Notation

@@ -25,7 +25,8 @@ import numpy as np
 import sympy
 
 from ..activations import activation as _activation
-from ..derive import LOSS, Derivation, _flat
+from ..derivation import Derivation
+from ..engine import LOSS, _flat
 from ..network import LayerGraph, Network
 from .numbers import GRADIENT_RANGE, Formats, NumberFormat
 

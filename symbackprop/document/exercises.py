@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..activations import activation as _activation
-from ..derive import _flat
+from ..engine import _flat
 from ..latex import Row, aligned, partial, printer, sum_rows, term_latex
 from ..network import LayerGraph, Network
 from . import markdown, tex

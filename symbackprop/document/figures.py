@@ -16,7 +16,8 @@ from math import prod
 
 import sympy
 
-from ..derive import Derivation, _flat
+from ..derivation import Derivation
+from ..engine import _flat
 from ..network import LayerGraph, Network
 from .common import Detail, shape_tex
 from .nodes import (

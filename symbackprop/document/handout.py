@@ -27,7 +27,8 @@ from math import prod
 import sympy
 
 from ..activations import activation as _activation
-from ..derive import Derivation, _flat
+from ..derivation import Derivation
+from ..engine import _flat
 from ..latex import (
     NotationPrinter,
     Row,

@@ -18,7 +18,7 @@ from itertools import product
 import numpy as np
 
 from ..activations import activation as _activation
-from ..derive import _flat
+from ..engine import _flat
 from ..latex import Row, aligned, partial, printer, sum_rows
 from ..network import LayerGraph
 from .common import (

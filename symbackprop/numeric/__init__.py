@@ -43,7 +43,7 @@ from .embed import runtime_source
 from .runtime import REDUCTIONS
 
 if TYPE_CHECKING:
-    from ..derive import Derivation
+    from ..engine import Engine as Derivation
     from ..network import Network
 
 STYLES = ("nodes", "layers")

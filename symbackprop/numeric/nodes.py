@@ -40,7 +40,7 @@ from ..nodes import window_max
 from .embed import runtime_names
 
 if TYPE_CHECKING:
-    from ..derive import Derivation
+    from ..engine import Engine as Derivation
 
 WIDTH = 100  # the generated module's line length
 PROGRAM = "_nodes"  # the name of the printed function

@@ -1,6 +1,6 @@
 """Reverse mode over the scalar computational graph — this project's engine.
 
-``Derivation(network)`` walks the graph from the loss back to the input, a layer at a
+``Engine(network)`` walks the graph from the loss back to the input, a layer at a
 time, when a result first needs that layer:
 
 * the upstream gradient of every output a_i is the sum of the downstream gradients from
@@ -15,7 +15,8 @@ The result is kept in the article's chain form, over the intermediate symbols
 z, a and ∂L/∂a. Closed forms in x, y and the weights are built from it on
 request, by substituting each intermediate symbol's own closed form, once.
 
-Imports ``network`` (and what it builds on), ``simplify`` and ``budget``.
+Imports ``network`` (and what it builds on), ``errors`` and ``simplify``; nothing it
+exports: those build on it (``symbackprop.derivation`` gathers them).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any, NamedTuple
 
 import sympy
 
-from .budget import OverBudget, count
+from .errors import OverBudget, count
 from .network import Graph, LayerGraph, Network
 from .nodes import weighted_size
 from .ops.base import as_int
@@ -108,8 +109,11 @@ class LayerBackward(NamedTuple):
     input_terms: dict[sympy.Symbol, list[Term]]  # each input of the layer → its terms
 
 
-class Derivation:
-    """Every ∂L/∂w of a network, in chain form and (on request) closed form.
+class Engine:
+    """Every ∂L/∂w of a network, in chain form and (on request) closed form: reverse mode.
+
+    ``symbackprop.Derivation`` (what ``Network.derive()`` returns) is this engine with its
+    exporters: numeric code, the tensor view and LaTeX.
 
     >>> import symbackprop as sb
     >>> d = sb.presets.article().derive()
@@ -496,70 +500,6 @@ class Derivation:
                     SimplifyWarning, stacklevel=2,
                 )
         return sympy.Array(closed, chain.shape)
-
-    # ---- numbers (symbackprop.numeric builds on this module, so it is imported late) --------
-
-    def numeric(self, g=None, loss=None, reduce=None, style=None, backend="numpy"):
-        """Fast ``loss_and_grads(x, y, params)``, generic g/loss chosen by name, per sample or
-        reduced over a batch (``reduce="sum"``/``"mean"``); see ``symbackprop.numeric.numeric``."""
-        from .numeric import numeric
-
-        return numeric(self, g=g, loss=loss, reduce=reduce, style=style, backend=backend)
-
-    def export_module(self, path, style=None, backend="numpy"):
-        """Write the standalone numpy module with ``loss_and_grads``; returns its path."""
-        from .numeric import export_module
-
-        return export_module(self, path, style=style, backend=backend)
-
-    # ---- the tensor view (symbackprop.tensor builds on this module, so it is imported late) --
-
-    def formulas(self, number: int, general: bool = True) -> list:
-        """Layer ``number``'s general formulas (1-based), derived from its operation's index
-        form: forward, δ, ∂L/∂W, ∂L/∂b, ∂L/∂(input) and the facts that restate them, each with
-        ``.latex()``; ``general=False`` writes the settings as numbers. See
-        ``symbackprop.tensor.formulas``.
-
-        >>> import symbackprop as sb
-        >>> d = sb.presets.article().derive()
-        >>> [f.kind for f in d.formulas(1)]
-        ['forward', 'activation', 'delta', 'W', 'fact', 'input', 'fact']
-        >>> print(d.formulas(1)[3].latex())
-        \\frac{\\partial L}{\\partial W^{(1)}_{o,c,m,n}} = \\sum_{i,j} \\delta^{(1)}_{o,i,j} \\cdot x_{c,s i + d m - p,s j + d n - p}
-        >>> print(d.formulas(1, general=False)[3].latex())  # stride 1, no dilation, no padding
-        \\frac{\\partial L}{\\partial W^{(1)}_{o,c,m,n}} = \\sum_{i,j} \\delta^{(1)}_{o,i,j} \\cdot x_{c,i + m,j + n}
-        """
-        from .tensor import formulas
-
-        return formulas(self, number, general=general)
-
-    # ---- printing (symbackprop.latex builds on this module, so it is imported late) --------
-
-    def latex(self, name: str, simplify: bool = False,
-              max_size: int | None = MAX_PRINTED_SIZE) -> str:
-        """The LaTeX of closed-form ∂L/∂(parameter or element ``name``), in the network's
-        notation. Past ``max_size`` tree nodes in all (MAX_PRINTED_SIZE by default),
-        ``OverBudget`` instead; ``max_size=None`` prints any size."""
-        from .latex import element_of, gradient_latex
-
-        if max_size is not None:
-            chains = [self.chain_of(element) for element in element_of(self, name)[1]]
-            self._require_within(f"latex({name!r})", chains, max_size,
-                                 "pass max_size=None to print it",
-                                 f"d.latex_derivation({name!r}) for its chain form")
-        return gradient_latex(self, name, simplify=simplify)
-
-    def latex_derivation(self, name: str | None = None) -> str:
-        """The step-by-step derivation of ``name`` (every parameter when None) as LaTeX."""
-        from .latex import derivation_latex
-
-        return derivation_latex(self, name)
-
-    def _repr_latex_(self) -> str:
-        from .latex import derivation_summary_latex
-
-        return derivation_summary_latex(self)
-
 
 def substitute(expr: sympy.Basic, mapping: dict[sympy.Symbol, sympy.Expr]) -> sympy.Basic:
     """``expr.xreplace(mapping)``, without letting sympy evaluate functions of the result.
