@@ -10,11 +10,27 @@ from . import presets
 from .derivation import Derivation
 from .errors import OverBudget, SpecError
 from .network import Network
-from .ops import AvgPool2D, Conv2D, Dense, MaxPool2D
+from .ops import (
+    Activation,
+    Add,
+    AvgPool2D,
+    Concat,
+    Conv2D,
+    Dense,
+    GlobalAvgPool2D,
+    Input,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    Softplus,
+    Tanh,
+)
 from .spec import load_spec
 from .torch_bridge import from_torch, to_torch
 
 __all__ = [
-    "AvgPool2D", "Conv2D", "Dense", "Derivation", "MaxPool2D", "Network", "OverBudget", "SpecError",
-    "from_torch", "load_spec", "presets", "to_torch",
+    "Activation", "Add", "AvgPool2D", "Concat", "Conv2D", "Dense", "Derivation", "GlobalAvgPool2D",
+    "Input", "LeakyReLU", "MaxPool2D", "Network", "OverBudget", "ReLU", "Sigmoid", "Softplus",
+    "SpecError", "Tanh", "from_torch", "load_spec", "presets", "to_torch",
 ]

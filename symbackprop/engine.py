@@ -32,7 +32,8 @@ from typing import Any, NamedTuple
 import sympy
 
 from .errors import OverBudget, count
-from .network import Graph, LayerGraph, Network
+from .graph import Graph, LayerGraph
+from .network import Network
 from .nodes import weighted_size
 from .ops.base import as_int
 from .simplify import MAX_SIZE, SimplifyWarning, small_enough, tidy
@@ -126,7 +127,7 @@ class Engine:
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self.graph: Graph = network.graph
+        self.graph: Graph = Graph(network)
         g = self.graph
         self.symbols = SimpleNamespace(
             x=sympy.Array(list(g.x), network.input_shape),
@@ -168,11 +169,12 @@ class Engine:
         """Reverse mode through layer ``number``: each output's upstream gradient ∂L/∂a_i times
         the local gradient of its a over its z (its activation's derivative, or 1), times
         each node's own local gradients — sent to the weights, and to the inputs, where they
-        add up to the previous layer's upstream gradients (the article's 12 and 17)."""
+        add up, with those of every other layer that reads them, to the upstream gradients of
+        the layers it reads (the article's 12, 17 and 20)."""
         if number in self._backward:
             return self._backward[number]
         layer = self.graph.layers[number - 1]
-        inputs = set(layer.inputs)
+        inputs = set(layer.read)
         local: dict[sympy.Symbol, sympy.Expr] = {}
         parameter_terms: dict[sympy.Symbol, list[Term]] = defaultdict(list)
         input_terms: dict[sympy.Symbol, list[Term]] = defaultdict(list)
@@ -191,12 +193,21 @@ class Engine:
         return {z: e for n in range(1, len(self.graph.layers) + 1) for z, e in self.backward(n).local.items()}
 
     def upstream_terms_of(self, symbol: sympy.Symbol) -> list[Term]:
-        """The terms of ∂L/∂a^{(l)}_i: one per node of layer l + 1 that a^{(l)}_i feeds."""
+        """The terms of ∂L/∂a^{(l)}_i: one per node that a^{(l)}_i feeds, in every layer that
+        reads layer l — the article's rule (20): a node used by several others gets the sum of
+        what each sends back."""
         number, index = self._upstream_place[symbol]
         if number == len(self.graph.layers):
             raise KeyError(f"{symbol} is the loss's own derivative: see upstream()")
-        source = self.graph.outputs_of(number)[index]
-        return list(self.backward(number + 1).input_terms.get(source, []))
+        return self._consumer_terms(number, self.graph.outputs_of(number)[index])
+
+    def _consumer_terms(self, number: int, source: sympy.Symbol) -> list[Term]:
+        """Every term that the layers reading layer ``number`` (0: the input) send ``source``."""
+        return [
+            term
+            for consumer in self.network.consumers(number)
+            for term in self.backward(consumer).input_terms.get(source, [])
+        ]
 
     @property
     def upstream_terms(self) -> Mapping[sympy.Symbol, list[Term]]:
@@ -238,9 +249,10 @@ class Engine:
         none for an input every kernel place met only as padding."""
         owner = self.graph.names.parameter_of.get(element)
         if owner is not None:
-            return list(self.backward(int(owner[1:])).parameter_terms.get(element, []))
+            number, _ = self.network.parameter_owner[owner]
+            return list(self.backward(number).parameter_terms.get(element, []))
         if element in self._inputs:
-            return list(self.backward(1).input_terms.get(element, []))
+            return self._consumer_terms(0, element)
         raise KeyError(f"{element} is not a parameter or input of this network")
 
     @cached_property
@@ -304,18 +316,18 @@ class Engine:
         dz_of: dict[sympy.Symbol, sympy.Symbol] = {}
         for layer in reversed(g.layers):
             local = self.backward(layer.number).local
-            for k, (z, upstream) in enumerate(zip(layer.z, layer.upstream)):
+            for upstream in layer.upstream:  # every layer reading this one is done: sum theirs
                 if layer.number == last:
                     assignments.append((upstream, self.upstream(upstream)))
+                else:
+                    total = sympy.Add(*[dz_of[t.z] * t.factor for t in self.upstream_terms_of(upstream)])
+                    assignments.append((upstream, total))
+            for k, (z, upstream) in enumerate(zip(layer.z, layer.upstream)):
                 if layer.activated:
                     assignments.append((layer.z_upstream[k], upstream * local[z.symbol]))
                     dz_of[z.symbol] = layer.z_upstream[k]
                 else:  # the layer's own nodes are its outputs: ∂L/∂z is ∂L/∂a
                     dz_of[z.symbol] = upstream
-            if layer.number > 1:
-                for upstream in g.upstream_of(layer.number - 1):
-                    total = sympy.Add(*[dz_of[t.z] * t.factor for t in self.upstream_terms_of(upstream)])
-                    assignments.append((upstream, total))
 
         def gradient(element: sympy.Symbol) -> sympy.Expr:
             return sympy.Add(*[dz_of[t.z] * t.factor for t in self.terms(element)])

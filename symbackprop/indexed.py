@@ -153,6 +153,8 @@ class Bases:
     # each matrix → its tensor and whether it is a column vector (indexed by its row alone)
     matrices: dict[sympy.MatrixSymbol, tuple[IndexedBase, bool]] = field(default_factory=dict)
     hats: dict[IndexedBase, IndexedBase] = field(default_factory=dict)  # δ̂ → δ, Ŵ → W
+    # an operation of several inputs reads each of these (``input`` is the first)
+    inputs: tuple[IndexedBase, ...] = ()
 
     def hat(self, base: IndexedBase) -> IndexedBase:
         """A new tensor named after ``base`` with a hat: δ̂, Ŵ."""
@@ -224,6 +226,8 @@ class IndexForm:
     settings: dict[Symbol, int]
     outside: sympy.Expr = sympy.S.Zero
     claims: tuple[Claim, ...] = ()
+    # an operation of several inputs: the generic element of each (``input`` is the first)
+    inputs: tuple[sympy.Indexed, ...] = ()
 
     def shape(self, element: sympy.Indexed) -> tuple[int, ...]:
         """The shape of the tensor ``element`` belongs to, from its letters' sizes."""

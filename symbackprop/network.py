@@ -1,228 +1,173 @@
-"""A network: its operations, shapes and parameters, and its scalar computational graph.
+"""A network: a graph of operations, its shapes and parameters, and how specs describe it.
 
-``Network`` checks a description and infers every shape; ``Network.graph`` is the
-article's computational graph (its figure 8) in sympy symbols, built one layer at a time
-when first asked for: each layer adds the nodes its operation makes (weighted sums z of
-the inputs its position sets name, or a pool's a = max / mean over its window), then an
-a = g(z) node per z when the operation has an activation; the loss closes the graph.
+``Network`` checks a description and infers every shape. A network is a directed acyclic
+graph of layers, each one operation (``symbackprop.ops``) reading the outputs of earlier
+layers — or the network's input — and numbered from 1 in an order where every layer comes
+after what it reads (the article's l). It is written either
 
-Layers are numbered from 1 in order, pooling layers included; a layer's parameters carry
-its number (W1, b1, W3, …). Nothing here asks which operation a layer is: what differs
-is in ``symbackprop.ops``.
+* as a chain, ``Network(input_shape, layers=[...])``: each layer reads the one before it;
+* with the functional API, ``Network(inputs=x, outputs=out)``: ``x = Input(shape)``, then
+  ``h = Conv2D(...)(x)``, ``h = Add()(h, r)``, … (``ops.wiring``);
+* as a spec (``from_dict``, YAML/JSON files through ``spec``): a list of layers, each
+  reading the previous one unless it says ``inputs: [names]``.
 
-Imports ``errors``, ``naming``, ``activations``, ``losses``, ``nodes`` and ``ops``.
+A layer's parameters carry its number (W1, b1, W3, …), whatever reads what. The last layer
+is the output, the loss reads it; a layer that nothing leads from to the output is refused.
+Nothing here asks which operation a layer is: what differs is in ``symbackprop.ops``.
+
+Imports ``errors``, ``losses`` and ``ops``.
 """
 
 from __future__ import annotations
 
-import operator
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from math import prod
 from typing import Any, ClassVar
 
-import sympy
-
-from .activations import activation
 from .errors import SpecError, shown
 from .losses import Loss
 from .losses import loss as _known_loss
-from .naming import Names
-from .nodes import Elementwise, Node
 from .ops import OPS, Op, Shape
-from .ops.base import as_int
+from .ops.wiring import Input, Tensor, apply, input_shape
 
-
-@dataclass(frozen=True)
-class LayerGraph:
-    """Layer l's part of the graph.
-
-    ``z`` are the nodes its operation makes from its inputs (weighted sums, or a pool's max
-    or mean), ``a`` the activations a = g(z) that follow them — empty when the operation has
-    no activation, its own nodes being then the layer's outputs a^{(l)}.
-    """
-
-    number: int
-    layer: Op
-    input_shape: Shape
-    output_shape: Shape
-    inputs: tuple[sympy.Symbol, ...]  # x for layer 1, the previous layer's outputs otherwise
-    z: tuple[Node, ...]
-    a: tuple[Elementwise, ...]
-    upstream: tuple[sympy.Symbol, ...]  # ∂L/∂a_i, one per output
-    z_upstream: tuple[sympy.Symbol, ...]  # ∂L/∂z_i, one per z node of a layer with activations
-
-    @property
-    def outputs(self) -> tuple[Node, ...]:
-        """The nodes whose values leave the layer: its a nodes."""
-        return self.a or self.z
-
-    @property
-    def activated(self) -> bool:
-        return bool(self.a)
-
-
-class _LazyLayers(Sequence):
-    """The graph's layers, each built on first use (a large network's graph is big)."""
-
-    def __init__(self, graph: Graph) -> None:
-        self._graph = graph
-        self._built: dict[int, LayerGraph] = {}
-
-    def __len__(self) -> int:
-        return len(self._graph.network.layers)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        index = operator.index(index)
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"layer index {index} out of range")
-        if index not in self._built:
-            self._built[index] = self._graph._build_layer(index + 1)
-        return self._built[index]
-
-
-class _LazyParameters(Mapping):
-    """Parameter name → sympy Array of its symbols, each made on first use."""
-
-    def __init__(self, graph: Graph) -> None:
-        self._graph = graph
-        self._built: dict[str, sympy.Array] = {}
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._graph.network.parameters)
-
-    def __len__(self) -> int:
-        return len(self._graph.network.parameters)
-
-    def __getitem__(self, name: str) -> sympy.Array:
-        if name not in self._built:
-            net = self._graph.network
-            shape = net.parameters[name]  # KeyError for an unknown name
-            number = int(name[1:])
-            flat = net.layers[number - 1].flat_weights(net.shapes[number - 1])
-            self._built[name] = self._graph.names.parameter(name, number, shape, flat)
-        return self._built[name]
-
-
-class Graph:
-    """The scalar computational graph of a network, with its symbols' names.
-
-    ``layers`` and ``params`` build what is asked for, when it is first asked for."""
-
-    def __init__(self, network: Network) -> None:
-        self.network = network
-        self.names = Names()
-        self.x: tuple[sympy.Symbol, ...] = tuple(self.names.nodes("x", prod(network.input_shape)))
-        self.y: tuple[sympy.Symbol, ...] = tuple(self.names.nodes("y", network.output_size))
-        self.params: Mapping[str, sympy.Array] = _LazyParameters(self)
-        self.layers: Sequence[LayerGraph] = _LazyLayers(self)
-        self._outputs: dict[int, tuple[sympy.Symbol, ...]] = {0: self.x}
-        self._upstream: dict[int, tuple[sympy.Symbol, ...]] = {}
-
-    def outputs_of(self, number: int) -> tuple[sympy.Symbol, ...]:
-        """The symbols of layer ``number``'s outputs (x for 0), without building the layer."""
-        if number not in self._outputs:
-            size = prod(self.network.shapes[number])
-            self._outputs[number] = tuple(self.names.nodes("a", size, number))
-        return self._outputs[number]
-
-    def upstream_of(self, number: int) -> tuple[sympy.Symbol, ...]:
-        """∂L/∂a of layer ``number``'s outputs, without building the layer."""
-        if number not in self._upstream:
-            size = prod(self.network.shapes[number])
-            self._upstream[number] = tuple(self.names.gradients("a", number, size))
-        return self._upstream[number]
-
-    def _build_layer(self, number: int) -> LayerGraph:
-        net, names = self.network, self.names
-        op, in_shape, out_shape = net.layers[number - 1], net.shapes[number - 1], net.shapes[number]
-        size = prod(out_shape)
-        inputs = self.outputs_of(number - 1)
-        params = {kind: self.params[f"{kind}{number}"] for kind in op.parameter_shapes(in_shape)}
-        if op.has_activation:
-            z_symbols = names.nodes("z", size, number)
-            act = activation(op.activation)
-            a_symbols = self.outputs_of(number)
-            a_nodes = tuple(Elementwise(a, z, act) for a, z in zip(a_symbols, z_symbols))
-            z_upstream = tuple(names.gradients("z", number, size))
-        else:
-            z_symbols, a_nodes, z_upstream = self.outputs_of(number), (), ()
-        z_nodes = op.nodes(in_shape, inputs, params, z_symbols)
-        return LayerGraph(
-            number, op, in_shape, out_shape, inputs, z_nodes, a_nodes,
-            self.upstream_of(number), z_upstream,
-        )
-
-    @cached_property
-    def loss(self) -> sympy.Expr:
-        """L in the last layer's outputs and y."""
-        last = len(self.network.layers)
-        return self.network.loss_function.value(self.outputs_of(last), self.y, last)
-
-    @cached_property
-    def loss_gradient(self) -> tuple[sympy.Expr, ...]:
-        """∂L/∂a_k of the last layer, in its outputs and y: where backpropagation starts."""
-        last = len(self.network.layers)
-        return tuple(self.network.loss_function.gradient(self.outputs_of(last), self.y, last))
+INPUT = "input"  # how a spec's inputs: [...] names the network's input
 
 
 class Network:
-    """A feed-forward network of operations (``symbackprop.ops``) with a loss.
+    """A network of operations (``symbackprop.ops``) with a loss: a chain of ``layers``, or
+    the graph from ``inputs`` to ``outputs`` written with the functional API.
 
-    >>> from symbackprop.ops import Conv2D, Dense
+    >>> from symbackprop.ops import Add, Conv2D, Dense, Input
     >>> net = Network(input_shape=(1, 4, 4), layers=[Conv2D(kernel_size=2), Dense(units=2)])
     >>> dict(net.parameters)
     {'W1': (1, 1, 2, 2), 'W2': (2, 9)}
+    >>> x = Input((1, 4, 4))
+    >>> h = Conv2D(kernel_size=3, padding=1)(x)
+    >>> skip = Network(inputs=x, outputs=Dense(units=2)(Add()(x, h)), loss="sse")
+    >>> skip.sources, skip.consumers(0)
+    (((0,), (0, 1), (2,)), (1, 2))
     """
 
+    # The class derive() returns, symbackprop.Derivation: it builds on this module, so it
+    # names itself here when the package is imported (symbackprop.derivation).
+    derivation: ClassVar[Callable[[Network], Any]]
+
     def __init__(
-        self, input_shape: Shape, layers: list[Op], loss: str = "generic", name: str = "network"
+        self,
+        input_shape: Shape | None = None,
+        layers: Sequence[Op] | None = None,
+        loss: str = "generic",
+        name: str = "network",
+        *,
+        inputs: Tensor | None = None,
+        outputs: Tensor | None = None,
     ) -> None:
-        input_shape = _input_shape(input_shape)
-        if not isinstance(layers, (list, tuple)) or not layers:
-            raise SpecError("layers: the network has no layers; give at least one")
-        shapes = [input_shape]
-        for number, layer in enumerate(layers, start=1):
-            if not isinstance(layer, Op):
-                choices = ", ".join(op.__name__ for op in OPS.values())
-                raise SpecError(f"layer {number}: expected one of {choices}, got {shown(layer)}")
-            try:
-                shapes.append(layer.output_shape(shapes[-1]))
-            except SpecError as error:
-                raise SpecError(f"layer {number} ({layer.key}): {error}") from None
+        if inputs is not None or outputs is not None:
+            if input_shape is not None or layers is not None:
+                raise SpecError(
+                    "give either input_shape and layers (a chain) or inputs and outputs (a graph), not both"
+                )
+            x, out = _graph_ends(inputs, outputs)
+        else:
+            x, out = _chain(input_shape, layers)
+        tensors = _tensors_between(x, out)
         try:
             self.loss_function: Loss = _known_loss(loss)
         except SpecError as error:
             raise SpecError(f"loss: {error}") from None
         check_name(name)
-        self.input_shape: Shape = input_shape
-        self.layers: tuple[Op, ...] = tuple(layers)
+        number = {id(t): l for l, t in enumerate(tensors, start=1)} | {id(x): 0}
+        self.input_shape: Shape = x.shape
+        self.layers: tuple[Op, ...] = tuple(t.op for t in tensors)
+        # the layers each layer reads, in its operation's order; 0 is the network's input
+        self.sources: tuple[tuple[int, ...], ...] = tuple(
+            tuple(number[id(s)] for s in t.inputs) for t in tensors
+        )
+        self.layer_names: tuple[str | None, ...] = tuple(t.name for t in tensors)
+        self.shapes: tuple[Shape, ...] = (x.shape, *(t.shape for t in tensors))  # input, then each output
         self.loss: str = loss
         self.name: str = name
-        self.shapes: tuple[Shape, ...] = tuple(shapes)  # input, then each layer's output
+        _check_layer_names(self.layer_names)
 
     def __repr__(self) -> str:
-        return f"Network(input_shape={self.input_shape}, layers={list(self.layers)}, loss={self.loss!r})"
+        if self.is_chain:
+            return f"Network(input_shape={self.input_shape}, layers={list(self.layers)}, loss={self.loss!r})"
+        layers = ", ".join(
+            f"{l}: {op!r} <- {', '.join(map(str, sources))}"
+            for l, (op, sources) in enumerate(zip(self.layers, self.sources), start=1)
+        )
+        return f"Network(input_shape={self.input_shape}, graph=[{layers}], loss={self.loss!r})"
+
+    # ---- the graph ----------------------------------------------------------------------
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether every layer reads the one before it alone (the article's networks)."""
+        return all(sources == (l - 1,) for l, sources in enumerate(self.sources, start=1))
+
+    def input_shape_of(self, number: int) -> Any:
+        """What layer ``number``'s operation takes for its input shape: the shape of the
+        layer it reads, or one per input (``Op.given``)."""
+        op = self.layers[number - 1]
+        return op.given([self.shapes[source] for source in self.sources[number - 1]])
+
+    def consumers(self, number: int) -> tuple[int, ...]:
+        """The layers that read layer ``number``'s output (0: the network's input), in order."""
+        return self._consumers[number]
+
+    @cached_property
+    def _consumers(self) -> dict[int, tuple[int, ...]]:
+        readers: dict[int, list[int]] = {l: [] for l in range(len(self.layers) + 1)}
+        for l, sources in enumerate(self.sources, start=1):
+            for source in dict.fromkeys(sources):
+                readers[source].append(l)
+        return {l: tuple(found) for l, found in readers.items()}
+
+    def reference_name(self, number: int) -> str:
+        """How ``to_dict`` and messages name layer ``number``: its name, or ``layer{l}``
+        (``input`` for 0)."""
+        if number == 0:
+            return INPUT
+        own = self.layer_names[number - 1]
+        if own:
+            return own
+        taken = set(self.layer_names)
+        made = f"layer{number}"
+        while made in taken:
+            made += "_"
+        return made
+
+    # ---- parameters ---------------------------------------------------------------------
 
     @cached_property
     def parameters(self) -> dict[str, Shape]:
         """Parameter name → shape, in PyTorch layouts: W{l} (conv (o, c, kh, kw); dense (out, in)),
-        b{l}, l the layer's number."""
-        result = {}
-        for number, (layer, shape) in enumerate(zip(self.layers, self.shapes), start=1):
-            for kind, param_shape in layer.parameter_shapes(shape).items():
-                result[f"{kind}{number}"] = param_shape
-        return result
+        b{l}, l the layer's number — each operation's ``parameters`` prefix and its number."""
+        return {
+            name: self.layers[number - 1].parameter_shapes(self.input_shape_of(number))[prefix]
+            for name, (number, prefix) in self.parameter_owner.items()
+        }
+
+    @cached_property
+    def parameter_owner(self) -> dict[str, tuple[int, str]]:
+        """Parameter name → (its layer's number, its operation's prefix for it): "W3" → (3, "W")."""
+        owners = {}
+        for number, op in enumerate(self.layers, start=1):
+            for prefix in op.parameter_shapes(self.input_shape_of(number)):
+                owners[f"{prefix}{number}"] = (number, prefix)
+        return owners
+
+    def layer_parameters(self, number: int) -> dict[str, str]:
+        """Layer ``number``'s parameters: its operation's prefix → the network's name ("W" → "W3")."""
+        return {prefix: name for name, (owner, prefix) in self.parameter_owner.items() if owner == number}
 
     @property
     def parameter_count(self) -> int:
         return sum(prod(shape) for shape in self.parameters.values())
+
+    # ---- sizes ----------------------------------------------------------------------------
 
     @property
     def output_size(self) -> int:
@@ -236,22 +181,25 @@ class Network:
         loss every output. What the graph's work, the per-node program and every estimate of
         ``budget`` grow with; exact past what an int64 holds."""
         edges = self.output_size
-        for layer, before, after in zip(self.layers, self.shapes, self.shapes[1:]):
-            nodes = prod(after)
-            edges += nodes * layer.window(before) + (nodes if layer.has_activation else 0)
+        for number, layer in enumerate(self.layers, start=1):
+            nodes = prod(self.shapes[number])
+            edges += nodes * layer.window(self.input_shape_of(number)) + (nodes if layer.has_activation else 0)
         return edges
 
     def position_sets(self, layer: int) -> list[tuple[int, ...]]:
         """The article's p: for each output node of layer ``layer`` (1-based, flat order), the
-        1-based flat indices of the input nodes it used, in the order of the kernel's places.
+        1-based flat indices of the input nodes it used, in the order of the kernel's places
+        (an operation of several inputs counts them laid end to end).
 
         Positions that fall on the padding add nothing and are left out, so a border
         node's set is shorter than the kernel.
         """
         if not (isinstance(layer, int) and 1 <= layer <= len(self.layers)):
             raise ValueError(f"layer must be 1..{len(self.layers)}, got {shown(layer)}")
-        connections = self.layers[layer - 1].connections(self.shapes[layer - 1])
+        connections = self.layers[layer - 1].connections(self.input_shape_of(layer))
         return [tuple(i + 1 for i in c.inputs) for c in connections]
+
+    # ---- variants -------------------------------------------------------------------------
 
     def with_choices(self, g: str | None = None, loss: str | None = None) -> Network:
         """The same network with the generic g and/or the generic loss made concrete."""
@@ -260,33 +208,37 @@ class Network:
             for layer in self.layers
         ]
         chosen_loss = loss if loss is not None and self.loss == "generic" else self.loss
-        return Network(self.input_shape, layers, chosen_loss, self.name)
+        x, out = _wired(self.input_shape, layers, self.sources, self.layer_names)
+        return Network(inputs=x, outputs=out, loss=chosen_loss, name=self.name)
 
     @property
     def generic_activation(self) -> bool:
         return any(layer.activation == "g" for layer in self.layers)
 
-    @cached_property
-    def graph(self) -> Graph:
-        """The scalar computational graph (its layers built when first used)."""
-        return Graph(self)
-
-    # The class derive() returns, symbackprop.Derivation: it builds on this module, so it
-    # names itself here when the package is imported (symbackprop.derivation).
-    derivation: ClassVar[Callable[[Network], Any]]
-
     def derive(self) -> Any:
         """Backpropagate symbolically: a ``symbackprop.Derivation`` of this network."""
         return self.derivation(self)
 
+    # ---- specs ----------------------------------------------------------------------------
+
     def to_dict(self) -> dict[str, Any]:
-        """The spec of this network, as ``from_dict`` reads it (pairs written out)."""
-        layers = [{layer.key: layer.settings()} for layer in self.layers]
-        return {"name": self.name, "input": list(self.input_shape), "layers": layers, "loss": self.loss}
+        """The spec of this network, as ``from_dict`` reads it (pairs written out; a layer's
+        ``name`` and ``inputs`` where it has a name or reads other than the layer before it)."""
+        referenced = {s for sources in self.sources for s in sources}
+        items = []
+        for number, (layer, sources) in enumerate(zip(self.layers, self.sources), start=1):
+            item: dict[str, Any] = {layer.key: layer.settings()}
+            if self.layer_names[number - 1] or (number in referenced and not self.is_chain):
+                item["name"] = self.reference_name(number)
+            if sources != (number - 1,):
+                item["inputs"] = [self.reference_name(s) for s in sources]
+            items.append(item)
+        return {"name": self.name, "input": list(self.input_shape), "layers": items, "loss": self.loss}
 
     @classmethod
     def from_dict(cls, spec: object, name: str = "network") -> Network:
-        """Build a network from a parsed spec: ``{input, layers: [{conv|dense|…: {...}}], loss}``."""
+        """Build a network from a parsed spec: ``{input, layers: [{conv|dense|…: {...},
+        name?, inputs?}], loss, name}``."""
         if not isinstance(spec, dict):
             raise SpecError("the spec must be a mapping with keys input and layers (loss and name optional)")
         unknown = set(spec) - {"input", "layers", "loss", "name"}
@@ -300,8 +252,168 @@ class Network:
         items = spec.get("layers")
         if not isinstance(items, list) or not items:
             raise SpecError(f"layers: the network has no layers; give a list of {_item_choices()} items")
-        layers = [_layer_from_item(number, item) for number, item in enumerate(items, start=1)]
-        return cls(spec["input"], layers, spec.get("loss", "generic"), spec.get("name", name))
+        ops, sources, names = [], [], []
+        known = {INPUT: 0}
+        for number, item in enumerate(items, start=1):
+            op, layer_name, reads = _layer_from_item(number, item, known)
+            ops.append(op)
+            sources.append(reads)
+            names.append(layer_name)
+            if layer_name is not None:
+                known[layer_name] = number
+        x, out = _wired(spec["input"], ops, sources, names)
+        return cls(inputs=x, outputs=out, loss=spec.get("loss", "generic"), name=spec.get("name", name))
+
+
+# ---- building the graph -------------------------------------------------------------------
+
+
+def _applied(number: int, op: Any, inputs: tuple[Tensor, ...], name: str | None = None) -> Tensor:
+    """Layer ``number``: ``op`` on ``inputs``, a SpecError naming the layer when it does not fit."""
+    if not isinstance(op, Op):
+        choices = ", ".join(kind.__name__ for kind in OPS.values())
+        raise SpecError(f"layer {number}: expected one of {choices}, got {shown(op)}")
+    try:
+        return apply(op, inputs, name)
+    except SpecError as error:
+        raise SpecError(f"layer {number} ({op.key}): {error}") from None
+
+
+def _chain(input_shape: object, layers: object) -> tuple[Tensor, Tensor]:
+    if input_shape is None:
+        raise SpecError("input_shape: missing; give (channels, height, width) or (features,), or inputs= and outputs=")
+    if not isinstance(layers, (list, tuple)) or not layers:
+        raise SpecError("layers: the network has no layers; give at least one")
+    return _wired(input_shape, layers, [(l - 1,) for l in range(1, len(layers) + 1)], [None] * len(layers))
+
+
+def _wired(
+    shape: object, ops: Sequence[Any], sources: Sequence[tuple[int, ...]], names: Sequence[str | None]
+) -> tuple[Tensor, Tensor]:
+    """The input and the output of layers given as operations and what each reads (0: the
+    input); the last is the output, and every other must lead to it."""
+    try:
+        x = Input(input_shape(shape))
+    except SpecError as error:
+        raise SpecError(str(error)) from None
+    tensors = [x]
+    for number, (op, reads, layer_name) in enumerate(zip(ops, sources, names), start=1):
+        tensors.append(_applied(number, op, tuple(tensors[s] for s in reads), layer_name))
+    used = {id(t) for t in _tensors_between(x, tensors[-1])}
+    for number, tensor in enumerate(tensors[1:-1], start=1):
+        if id(tensor) not in used:
+            raise SpecError(
+                f"layer {number} ({tensor.op.key}): nothing reads its output on the way to the "
+                "last layer; give it to a later layer's inputs, or remove it"
+            )
+    return x, tensors[-1]
+
+
+def _graph_ends(inputs: object, outputs: object) -> tuple[Tensor, Tensor]:
+    if isinstance(inputs, (list, tuple)):
+        if len(inputs) != 1:
+            raise SpecError(f"inputs: a network has one input tensor, got {len(inputs)}")
+        (inputs,) = inputs
+    if isinstance(outputs, (list, tuple)):
+        if len(outputs) != 1:
+            raise SpecError(f"outputs: the loss reads one output tensor, got {len(outputs)}")
+        (outputs,) = outputs
+    if not isinstance(inputs, Tensor) or inputs.op is not None:
+        raise SpecError(f"inputs: expected the tensor of sb.Input(shape), got {shown(inputs)}")
+    if not isinstance(outputs, Tensor):
+        raise SpecError(f"outputs: expected the tensor an operation returned, got {shown(outputs)}")
+    return inputs, outputs
+
+
+def _tensors_between(x: Tensor, out: Tensor) -> list[Tensor]:
+    """The tensors ``out`` is computed from, ``out`` included and ``x`` not, in the order they
+    were made (every one after what it reads); a SpecError when ``out`` does not come from
+    ``x`` alone."""
+    if out is x:
+        raise SpecError("layers: the network has no layers; give at least one")
+    seen: dict[int, Tensor] = {}
+    stack = [out]
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in seen:
+            continue
+        seen[id(tensor)] = tensor
+        if tensor.op is None and tensor is not x:
+            raise SpecError("outputs: computed from an Input other than inputs; a network has one input")
+        stack.extend(tensor.inputs)
+    if id(x) not in seen:
+        raise SpecError("outputs: not computed from inputs")
+    return sorted((t for t in seen.values() if t is not x), key=lambda t: t.order)
+
+
+LAYER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+def _check_layer_names(names: Sequence[str | None]) -> None:
+    seen: dict[str, int] = {}
+    for number, name in enumerate(names, start=1):
+        if name is None:
+            continue
+        if not LAYER_NAME.fullmatch(name) or name == INPUT:
+            raise SpecError(
+                f"layer {number}: name must be 1 to 64 ASCII letters, digits, - or _, starting "
+                f"with a letter or _, and not {INPUT!r}; got {shown(name)}"
+            )
+        if name in seen:
+            raise SpecError(f"layer {number}: name {name!r} is layer {seen[name]}'s already")
+        seen[name] = number
+
+
+def _item_choices() -> str:
+    return "/".join(OPS)
+
+
+def _layer_from_item(number: int, item: object, known: dict[str, int]) -> tuple[Op, str | None, tuple[int, ...]]:
+    """A spec item's operation, its name and the layers it reads."""
+    where = f"layer {number}"
+    kinds = [key for key in item if key not in ("name", "inputs")] if isinstance(item, dict) else []
+    if not isinstance(item, dict) or len(kinds) != 1:
+        examples = " or ".join(f"{{{key}: {{...}}}}" for key in OPS)
+        raise SpecError(f"{where}: expected one of {examples} (with name: and inputs: if needed), got {shown(item)}")
+    (kind,) = kinds
+    settings = item[kind]
+    if kind not in OPS:
+        raise SpecError(f"{where}: unknown layer type {shown(kind)}; choose one of {', '.join(OPS)}")
+    op = OPS[kind]
+    where = f"layer {number} ({kind})"
+    settings = {} if settings is None else settings
+    if not isinstance(settings, dict):
+        raise SpecError(f"{where}: settings must be a mapping, got {shown(settings)}")
+    allowed = op.setting_names()
+    for key in settings:
+        if key not in allowed:
+            raise SpecError(f"{where}: unknown key {shown(key)}; allowed: {', '.join(allowed)}")
+    missing = [key for key in op.required if key not in settings]
+    if missing:
+        raise SpecError(f"{where}: missing {', '.join(missing)}")
+    name = item.get("name")
+    if name is not None and not isinstance(name, str):
+        raise SpecError(f"{where}: name must be a string, got {shown(name)}")
+    reads = (number - 1,)
+    if "inputs" in item:
+        names = item["inputs"]
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, list) or not names:
+            raise SpecError(f"{where}: inputs must be a list of layer names (or {INPUT!r}), got {shown(names)}")
+        for source in names:
+            if not isinstance(source, str) or source not in known:
+                earlier = ", ".join(known)
+                raise SpecError(
+                    f"{where}: inputs names {shown(source)}, which is not an earlier layer's name; "
+                    f"known here: {earlier}"
+                )
+        reads = tuple(known[source] for source in names)
+    try:
+        return op(**settings), name, reads
+    except SpecError as error:
+        message = str(error).split(": ", 1)[-1]
+        raise SpecError(f"{where}: {message}") from None
 
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -330,46 +442,3 @@ def safe_name(text: str) -> str:
     return cleaned or "network"
 
 
-def _input_shape(value: object) -> Shape:
-    """A (channels, height, width) or (features,) shape of positive ints, or a SpecError."""
-    problem = SpecError(
-        "input: the input shape must be [channels, height, width] or [features] of positive "
-        f"integers, got {shown(value)}"
-    )
-    if not isinstance(value, (list, tuple)) or len(value) not in (1, 3):
-        raise problem
-    shape = tuple(as_int(n) for n in value)
-    if any(n is None or n < 1 for n in shape):
-        raise problem
-    return shape
-
-
-def _item_choices() -> str:
-    return "/".join(OPS)
-
-
-def _layer_from_item(number: int, item: object) -> Op:
-    where = f"layer {number}"
-    if not isinstance(item, dict) or len(item) != 1:
-        examples = " or ".join(f"{{{key}: {{...}}}}" for key in OPS)
-        raise SpecError(f"{where}: expected one of {examples}, got {shown(item)}")
-    ((kind, settings),) = item.items()
-    if kind not in OPS:
-        raise SpecError(f"{where}: unknown layer type {shown(kind)}; choose one of {', '.join(OPS)}")
-    op = OPS[kind]
-    where = f"layer {number} ({kind})"
-    settings = {} if settings is None else settings
-    if not isinstance(settings, dict):
-        raise SpecError(f"{where}: settings must be a mapping, got {shown(settings)}")
-    allowed = op.setting_names()
-    for key in settings:
-        if key not in allowed:
-            raise SpecError(f"{where}: unknown key {shown(key)}; allowed: {', '.join(allowed)}")
-    missing = [key for key in op.required if key not in settings]
-    if missing:
-        raise SpecError(f"{where}: missing {', '.join(missing)}")
-    try:
-        return op(**settings)
-    except SpecError as error:
-        message = str(error).split(": ", 1)[-1]
-        raise SpecError(f"{where}: {message}") from None

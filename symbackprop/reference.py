@@ -5,17 +5,20 @@ layer-level formulas a textbook gives rather than node by node. Each operation's
 own formulas are its reference face (``reference_forward``, ``reference_backward`` in
 ``symbackprop/ops/``: a convolution's input gradient as the full correlation with the
 rotated kernel, a max pool's as the gradient routed to each window's first maximum, a
-dense layer's as Wᵀ ∂L/∂z); this module chains them through the activations and the loss.
+dense layer's as Wᵀ ∂L/∂z); this module chains them through the activations and the loss,
+over the network's graph: forward in layer order, backward in reverse, each layer's
+upstream gradient the sum of what the layers reading it send back.
 
-Activations and losses have their own numpy definitions here, with PyTorch's
-conventions: ReLU′(0) = 0, leaky ReLU′(0) = 0.01 (slope 0.01), ``mse`` the mean
-over outputs, ``cross_entropy`` with probability targets, softplus the exact
-log(1 + e^z).
+Activations (in ``ops/arrays.py``, shared with the activation operation's reference face)
+and losses have their own numpy definitions, with PyTorch's conventions: ReLU′(0) = 0,
+leaky ReLU′(0) = 0.01 (slope 0.01), ``mse`` the mean over outputs, ``cross_entropy`` with
+probability targets, softplus the exact log(1 + e^z).
 
-Reads only a network's settings — its operations, activation names, input shape and
-loss name — and imports numpy alone: nothing of symbackprop's activations, losses,
-graph or derivation, so that a mistake there cannot hide here (and the reference
-faces of the operations are held to numpy alone by a test).
+Reads only a network's settings — its operations, what each reads, activation names, input
+shape and loss name — and imports numpy alone (and ``ops/arrays.py``, numpy alone too):
+nothing of symbackprop's activations, losses, graph or derivation, so that a mistake there
+cannot hide here (and the reference faces of the operations are held to numpy alone by a
+test).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from .ops.arrays import ACTIVATIONS, KINKED  # noqa: F401 - numpy alone, PyTorch's conventions
 
 Array = np.ndarray
 
@@ -37,27 +42,6 @@ class Result(NamedTuple):
 
 
 # ---- activations and losses, in numpy ---------------------------------------------------------
-
-
-def _sigmoid(z: Array) -> Array:
-    return np.exp(-np.logaddexp(0.0, -z))  # 1 / (1 + e^-z) without overflow
-
-
-LEAKY_SLOPE = 0.01
-
-# name -> (a(z), da/dz(z))
-ACTIVATIONS: dict[str, tuple[Callable[[Array], Array], Callable[[Array], Array]]] = {
-    "identity": (lambda z: z, np.ones_like),
-    "sigmoid": (_sigmoid, lambda z: _sigmoid(z) * (1 - _sigmoid(z))),
-    "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
-    "relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float)),
-    "softplus": (lambda z: np.logaddexp(0.0, z), _sigmoid),
-    "leaky_relu": (
-        lambda z: np.where(z > 0, z, LEAKY_SLOPE * z),
-        lambda z: np.where(z > 0, 1.0, LEAKY_SLOPE),
-    ),
-}
-KINKED = {"relu", "leaky_relu"}  # their derivative jumps at z = 0
 
 
 def _log_softmax(a: Array) -> Array:
@@ -99,9 +83,9 @@ def _loss(name: str, loss: str | None) -> tuple[Callable, Callable]:
 # ---- the network ----------------------------------------------------------------------------
 
 
-def _layer_params(params: Mapping[str, Array], number: int) -> dict[str, Array]:
+def _layer_params(net: Any, params: Mapping[str, Array], number: int) -> dict[str, Array]:
     """Layer ``number``'s parameters under the names its operation knows them by ("W", "b")."""
-    return {kind: params[f"{kind}{number}"] for kind in "Wb" if f"{kind}{number}" in params}
+    return {prefix: params[name] for prefix, name in net.layer_parameters(number).items()}
 
 
 def forward(net: Any, x: Array, params: Mapping[str, Array], g: str | None = None) -> list[Array]:
@@ -109,27 +93,32 @@ def forward(net: Any, x: Array, params: Mapping[str, Array], g: str | None = Non
     return forward_pass(net, x, params, g)[1]
 
 
-def layer_inputs(net: Any, x: Array, params: Mapping[str, Array], g: str | None = None) -> list[Array]:
-    """Each layer's input (x, then each layer's output a) for a batch x, first layer first."""
+def layer_inputs(net: Any, x: Array, params: Mapping[str, Array], g: str | None = None) -> list[Any]:
+    """Each layer's input for a batch x, first layer first: the output a of the layer it reads
+    (x for the input), or a tuple of them for an operation of several inputs (``Op.given``)."""
     return forward_pass(net, x, params, g)[0]
 
 
 def forward_pass(
     net: Any, x: Array, params: Mapping[str, Array], g: str | None = None
-) -> tuple[list[Array], list[Array]]:
+) -> tuple[list[Any], list[Array]]:
     """Each layer's input and its z, from one forward pass over a batch x, first layer first."""
     inputs, zs, _ = _forward(net, np.asarray(x, dtype=float), params, g)
     return inputs, zs
 
 
 def _forward(net: Any, x: Array, params: Mapping[str, Array], g: str | None):
-    inputs, zs, h = [], [], x
+    """Each layer's input (as its operation takes it) and z, and the network's output (B, K):
+    the layers in order, each reading the outputs of the layers it names (0: x)."""
+    outputs: list[Array] = [x]  # a of every layer, x first
+    inputs, zs = [], []
     for number, layer in enumerate(net.layers, start=1):
-        inputs.append(h)
-        z = layer.reference_forward(h, _layer_params(params, number))
+        given = layer.given([outputs[source] for source in net.sources[number - 1]])
+        inputs.append(given)
+        z = layer.reference_forward(given, _layer_params(net, params, number))
         zs.append(z)
-        h = _activation(layer.activation, g)[0](z) if layer.has_activation else z
-    return inputs, zs, h.reshape(len(h), -1)
+        outputs.append(_activation(layer.activation, g)[0](z) if layer.has_activation else z)
+    return inputs, zs, outputs[-1].reshape(len(x), -1)
 
 
 def loss_value(
@@ -141,6 +130,7 @@ def loss_value(
     loss: str | None = None,
 ) -> Any:
     """The loss at one sample (a float) or per sample of a batch (shape (B,))."""
+    net = _concrete(net, g)
     x, y, single = _batched(net, x, y)
     value = _loss(net.loss, loss)[0](_forward(net, x, params, g)[2], y)
     return float(value[0]) if single else value
@@ -157,30 +147,44 @@ def loss_and_grads(
     """The loss and the gradients of "x" and every parameter, for one sample x (C, H, W)
     or per sample of a batch x (B, C, H, W); g= and loss= choose a generic activation and loss.
 
+    Backward, the layers in reverse: a layer's upstream gradient is the sum of what every
+    layer reading it sent back (all of them come later).
+
     >>> import numpy as np, symbackprop as sb
     >>> net = sb.Network((1, 2, 2), [sb.Dense(units=1)], loss="sse")
     >>> out = loss_and_grads(net, np.ones((1, 2, 2)), np.zeros(1), {"W1": np.ones((1, 4))})
     >>> out.loss, out.grads["W1"].tolist()
     (8.0, [[4.0, 4.0, 4.0, 4.0]])
     """
+    net = _concrete(net, g)
     x, y, single = _batched(net, x, y)
     params = {name: np.asarray(value, dtype=float) for name, value in params.items()}
     value_of, gradient_of = _loss(net.loss, loss)
     inputs, zs, out = _forward(net, x, params, g)
-    upstream = gradient_of(out, y)  # ∂L/∂a of the last layer, then of each layer below
+    last = len(net.layers)
+    upstream: dict[int, Array] = {last: gradient_of(out, y)}  # ∂L/∂a of each layer, summed
     grads: dict[str, Array] = {}
-    for number in range(len(net.layers), 0, -1):
-        layer, z, h = net.layers[number - 1], zs[number - 1], inputs[number - 1]
-        dz = upstream.reshape(z.shape)
+    for number in range(last, 0, -1):
+        layer, z = net.layers[number - 1], zs[number - 1]
+        dz = upstream.pop(number).reshape(z.shape)
         if layer.has_activation:
             dz = dz * _activation(layer.activation, g)[1](z)
-        upstream, layer_grads = layer.reference_backward(dz, h, _layer_params(params, number))
-        grads.update({f"{kind}{number}": grad for kind, grad in layer_grads.items()})
+        taken, layer_grads = layer.reference_backward(dz, inputs[number - 1], _layer_params(net, params, number))
+        for source, gradient in zip(net.sources[number - 1], layer.per_input(taken)):
+            upstream[source] = upstream[source] + gradient if source in upstream else gradient
+        grads.update({net.layer_parameters(number)[prefix]: grad for prefix, grad in layer_grads.items()})
+    upstream = upstream.get(0, np.zeros_like(x))
     grads = {"x": upstream, **{name: grads[name] for name in net.parameters}}
     value = value_of(out, y)
     if single:
         return Result(float(value[0]), {name: grad[0] for name, grad in grads.items()})
     return Result(value, grads)
+
+
+def _concrete(net: Any, g: str | None) -> Any:
+    """The network with a generic activation made ``g`` (the operations' reference faces then
+    know every function they apply)."""
+    return net.with_choices(g=g) if g is not None and net.generic_activation else net
 
 
 def _batched(net: Any, x: Array, y: Array) -> tuple[Array, Array, bool]:

@@ -219,17 +219,21 @@ def scalar_values(d: Derivation, number: int) -> dict[str, list[sympy.Symbol]]:
     g = d.graph
     lg = g.layers[number - 1]
     values = {
-        "input": list(g.outputs_of(number - 1)),
+        **{_input_role(k): list(g.outputs_of(s)) for k, s in enumerate(d.network.sources[number - 1])},
         "output": [node.symbol for node in lg.z],
         "activation": list(g.outputs_of(number)),
         "upstream": list(lg.upstream),
         "delta": list(lg.z_upstream if lg.activated else lg.upstream),
         "y": list(g.y),
     }
-    for kind in ("W", "b"):
-        if f"{kind}{number}" in g.params:
-            values[kind] = sympy.flatten(g.params[f"{kind}{number}"].tolist())
+    for prefix, name in d.network.layer_parameters(number).items():
+        values[prefix] = sympy.flatten(g.params[name].tolist())
     return values
+
+
+def _input_role(place: int) -> str:
+    """The role of a layer's input at ``place`` for ``Formula.at``: "input", then "input2", …"""
+    return "input" if place == 0 else f"input{place + 1}"
 
 
 # ---- one layer ------------------------------------------------------------------------------
@@ -247,9 +251,11 @@ class _Layer:
         l = number
         self.tex: dict[Any, str] = {}
         self.partial: set[Symbol] = set()
-        source = ("x", "x") if l == 1 else (f"a{l - 1}", f"a^{{({l - 1})}}")
+        sources = [("x", "x") if s == 0 else (f"a{s}", f"a^{{({s})}}") for s in net.sources[l - 1]]
+        inputs = tuple(self._base(*source) for source in sources)
         self.bases = Bases(
-            input=self._base(*source),
+            input=inputs[0],
+            inputs=inputs if len(inputs) > 1 else (),
             output=self._base(f"z{l}", f"z^{{({l})}}") if self.activated else self._base(f"a{l}", f"a^{{({l})}}"),
             W=self._base(f"W{l}", f"W^{{({l})}}"),
             b=self._base(f"b{l}", f"b^{{({l})}}"),
@@ -259,7 +265,9 @@ class _Layer:
         self.activation = self._base(f"a{l}", f"a^{{({l})}}")
         self.upstream = self._gradient(self.activation)
         self.y = self._base("y", "y")
-        in_shape = net.shapes[l - 1] if self.op.image_input else (prod(net.shapes[l - 1]),)
+        in_shape = net.input_shape_of(l)
+        if self.op.arity == 1 and not self.op.image_input:  # it reads its input flattened
+            in_shape = (prod(in_shape),)
         self.form: IndexForm = self.op.tensor_form(in_shape, self.bases)
 
     def _base(self, label: str, tex: str) -> IndexedBase:
@@ -286,7 +294,7 @@ class _Layer:
         form = self.form
         out_shape = form.shape(form.output)
         tensors = {
-            self.bases.input: ("input", form.shape(form.input)),
+            **{e.base: (_input_role(k), form.shape(e)) for k, e in enumerate(form.inputs or (form.input,))},
             self.bases.output: ("output", out_shape),
             self.bases.delta: ("delta", out_shape),
             self.upstream: ("upstream", out_shape),
@@ -314,7 +322,8 @@ class _Layer:
         for name, element in form.parameters.items():
             result.append(self._parameter(name, element))
         inside = "for indices inside the input: padded places get no gradient" if padded else ""
-        result.append(self._parameter("input", form.input, inside))
+        for element in form.inputs or (form.input,):
+            result.append(self._parameter("input", element, inside))
         return self._with_facts(result)
 
     def _padding_note(self) -> str:

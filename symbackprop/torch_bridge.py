@@ -1,12 +1,22 @@
 """PyTorch and symbackprop, both ways — the only module that imports torch, and only when asked.
 
-* ``to_torch(network, params)``: an ``nn.Sequential`` (float64) computing the network,
-  holding those weights, built from each operation's ``torch_twin`` and each activation's
-  twin; ``torch_loss(network)`` its loss per sample.
-* ``from_torch(module, input_shape, loss=...)``: the network an ``nn.Sequential`` of
-  ``Conv2d``, ``Linear``, ``MaxPool2d``, ``AvgPool2d``, ``Flatten`` and activation modules
-  computes, and its parameters in the order of ``module.parameters()``. Anything else is
-  a ``SpecError`` naming the module and why.
+* ``to_torch(network, params)``: a module (float64, a ``torch.fx.GraphModule``) computing
+  the network, holding those weights: each layer's operation builds its twin modules
+  (``Op.torch_twin``) and says how they compute from its inputs (``Op.torch_apply``: one
+  after another, or an addition, or ``torch.cat``); ``torch_loss(network)`` its loss per
+  sample.
+* ``from_torch(module, input_shape, loss=...)``: the network any ``nn.Module`` computes that
+  ``torch.fx.symbolic_trace`` can trace — its modules (``Conv2d``, ``Linear``, ``MaxPool2d``,
+  ``AvgPool2d``, ``AdaptiveAvgPool2d(1)``, ``Flatten``, the activations), ``+``/``torch.add``,
+  ``torch.cat(dim=1)``, the activation functions and methods, ``flatten``/``view(B, -1)`` and
+  ``mean((2, 3))`` — with its parameters. An activation right after the ``Conv2d`` or
+  ``Linear`` whose output it alone reads folds into that layer (the article's z, then a =
+  g(z)); elsewhere it is a layer of its own. Anything else is a ``SpecError`` naming the fx
+  node, its op and its target.
+
+Modules are matched by type, never by name: a subclass that changes ``forward`` (a
+fake-quantised ``Linear``), a module with forward hooks and a module with parameters called
+twice (weights shared by two layers) are refused, so that nothing is read wrong in silence.
 
 Softplus: torch's returns z itself once z > 20 (its ``threshold``); symbackprop's is
 the exact log(1 + e^z). ``to_torch(..., exact=True)`` — what ``check`` and the tests use —
@@ -19,17 +29,20 @@ Imports ``errors``, ``activations``, ``losses``, ``network`` and ``ops``; torch 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from math import prod
 from typing import Any
 
 import numpy as np
 
 from .activations import ACTIVATIONS
-from .errors import SpecError
+from .errors import SpecError, shown
 from .losses import LOSSES
-from .network import Network, _input_shape
-from .ops import OPS, Op, Shape
+from .network import Network
+from .ops import OPS, Activation, Add, Concat, GlobalAvgPool2D, Input, Op, Shape
+from .ops.wiring import input_shape as _input_shape
 
 
 def _torch() -> Any:
@@ -46,9 +59,10 @@ def _torch() -> Any:
 
 
 def to_torch(network: Network, params: Mapping[str, Any] | None = None, exact: bool = False) -> Any:
-    """The network as an ``nn.Sequential`` in float64, holding ``params`` (by name, PyTorch
-    layouts) or torch's own initial weights when None. ``exact`` swaps torch's thresholded
-    Softplus for the exact function.
+    """The network as a ``torch.fx.GraphModule`` in float64, holding ``params`` (by name,
+    PyTorch layouts, every parameter and nothing else) or torch's own initial weights when
+    None. Its parameters come in the network's order (layer by layer, W before b); ``exact``
+    swaps torch's thresholded Softplus for the exact function.
 
     A network with the generic g must choose it first (``network.with_choices(g=...)``).
     """
@@ -56,20 +70,74 @@ def to_torch(network: Network, params: Mapping[str, Any] | None = None, exact: b
     nn = torch.nn
     if network.generic_activation:
         raise ValueError("the network leaves its activation g generic; choose it with with_choices(g=...)")
-    modules, holders = [], {}
-    for number, (op, shape) in enumerate(zip(network.layers, network.shapes), start=1):
-        twins = [getattr(nn, name)(**kwargs) for name, kwargs in op.torch_twin(shape)]
-        holders.update({f"{kind}{number}": (twins[-1], kind) for kind in op.parameter_shapes(shape)})
-        modules += twins
+    arrays = _checked_params(network, params) if params is not None else None
+    twins, holders = [], {}
+    for number, op in enumerate(network.layers, start=1):
+        shape = network.input_shape_of(number)
+        modules = [getattr(nn, name)(**kwargs) for name, kwargs in op.torch_twin(shape)]
+        for parameter in op.parameters:
+            name = network.layer_parameters(number).get(parameter.prefix)
+            if name is not None:
+                holders[name] = (modules[-1], parameter.torch)
         if op.has_activation and op.activation != "identity":
             modules.append(_activation_module(op.activation, exact))
-    model = nn.Sequential(*modules).to(torch.float64)
-    if params is not None:
+        if exact:
+            modules = [_exact_softplus() if type(m) is nn.Softplus else m for m in modules]
+        twins.append(modules)
+    model = _interpreter()(network, twins).to(torch.float64)
+    if arrays is not None:
         with torch.no_grad():
-            for name, (module, kind) in holders.items():
-                target = module.weight if kind == "W" else module.bias
-                target.copy_(torch.as_tensor(np.asarray(params[name], dtype=np.float64)))
-    return model
+            for name, (module, attribute) in holders.items():
+                getattr(module, attribute).copy_(torch.as_tensor(arrays[name]))
+    return torch.fx.symbolic_trace(model)
+
+
+def _checked_params(network: Network, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """``params`` as float64 arrays, every one of the network's and of its shape, or a
+    ValueError saying which is missing, unknown or misshapen (no broadcasting)."""
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must map each parameter's name to an array, got {shown(params)}")
+    missing = [name for name in network.parameters if name not in params]
+    unknown = [str(name) for name in params if name not in network.parameters]
+    if missing or unknown:
+        parts = [f"missing {', '.join(missing)}" if missing else "", f"unknown {', '.join(unknown)}" if unknown else ""]
+        raise ValueError(
+            f"params: {'; '.join(p for p in parts if p)}; the network's are {', '.join(network.parameters) or 'none'}"
+        )
+    arrays = {}
+    for name, shape in network.parameters.items():
+        value = np.asarray(params[name], dtype=np.float64)
+        if value.shape != tuple(shape):
+            raise ValueError(f"params: {name} has shape {value.shape}, the network's is {tuple(shape)}")
+        arrays[name] = value
+    return arrays
+
+
+def _interpreter() -> type:
+    """The class of the module ``to_torch`` traces: the network's layers in order, each on
+    the outputs of the layers it reads, as its operation says (``Op.torch_apply``)."""
+    torch = _torch()
+
+    class NetworkModule(torch.nn.Module):
+        """Layer l's modules are ``layer{l}_0``, ``layer{l}_1``, … (its activation last)."""
+
+        def __init__(self, network: Network, twins: list[list[Any]]) -> None:
+            super().__init__()
+            self.network = network
+            self.names = []
+            for number, modules in enumerate(twins, start=1):
+                self.names.append([f"layer{number}_{k}" for k in range(len(modules))])
+                for name, module in zip(self.names[-1], modules):
+                    self.add_module(name, module)
+
+        def forward(self, x: Any) -> Any:
+            outputs = [x]
+            for op, sources, names in zip(self.network.layers, self.network.sources, self.names):
+                modules = [getattr(self, name) for name in names]
+                outputs.append(op.torch_apply(torch, modules, [outputs[s] for s in sources]))
+            return outputs[-1]
+
+    return NetworkModule
 
 
 def _activation_module(name: str, exact: bool) -> Any:
@@ -87,7 +155,7 @@ def _exact_softplus() -> Any:
         """log(1 + e^z) for every z, without torch's threshold at 20."""
 
         def forward(self, z):
-            return torch.logaddexp(z, torch.zeros((), dtype=z.dtype))
+            return torch.logaddexp(z, torch.zeros_like(z))
 
     return ExactSoftplus()
 
@@ -143,111 +211,390 @@ def loss_and_grads(
 # ---- torch → symbackprop ----------------------------------------------------------------------
 
 
+@dataclass
+class _Layer:
+    """A layer read off the traced graph, before the network numbers it."""
+
+    op: Op
+    inputs: list[_Value]
+    name: str
+    module: Any = None  # the torch module holding its parameters, if any
+    readers: int = 0  # how many layers read its output
+
+
+@dataclass
+class _Value:
+    """What an fx node computes: a layer's output (or the input: layer None), ``flat`` once it
+    was flattened (only a dense layer may read it then), or the batch size (``x.size(0)``)."""
+
+    layer: _Layer | None
+    flat: bool = False
+    shape: Shape = ()
+    batch: bool = False
+    nodes: list[str] = field(default_factory=list)
+
+
 def from_torch(
     module: Any, input_shape: Shape, loss: str = "cross_entropy", name: str = "network"
 ) -> tuple[Network, dict[str, np.ndarray]]:
     """The network ``module`` computes on inputs of ``input_shape`` ((C, H, W) or (n,)), with
-    ``loss``, and its parameters as float64 arrays named W{l}/b{l}, in the order of
-    ``module.parameters()``.
+    ``loss``, and its parameters as float64 arrays named W{l}/b{l}, in the network's order
+    (layer by layer, W before b: ``module.parameters()``'s for an ``nn.Sequential``).
 
-    Activation modules fold into the Conv2d or Linear before them; ``Flatten`` goes before a
-    ``Linear`` on an image (symbackprop's dense layers flatten their input themselves)."""
+    ``module`` is traced with ``torch.fx.symbolic_trace``; its layers are numbered in the
+    order the traced graph runs them. See the module's docstring for what is read."""
     torch = _torch()
-    if not isinstance(module, torch.nn.Sequential):
-        raise SpecError(f"{type(module).__name__}: from_torch reads an nn.Sequential of layers")
-    by_torch_name = {op.torch_name: op for op in OPS.values()}
-    layers: list[Op] = []
-    params: dict[str, np.ndarray] = {}
-    shape = input_shape = _input_shape(input_shape)
-    flat = len(shape) == 1
-    activated = True  # nothing to fold an activation into yet
-    previous = None  # the torch class of the last layer read
-    for position, child in enumerate(module.children()):
-        kind = type(child).__name__
-        where = f"module {position} ({kind})"
-        if kind == "Flatten":
-            if (child.start_dim, child.end_dim) != (1, -1):
-                raise SpecError(f"{where}: only Flatten(start_dim=1, end_dim=-1) is supported")
-            flat = True
-            continue
-        if kind in by_torch_name:
-            op = _op_from_torch(by_torch_name[kind], child, where)
-            if kind == "Linear" and not flat:
-                raise SpecError(f"{where}: its input has shape {shape}; put an nn.Flatten() before it")
-            if kind != "Linear" and flat:
-                raise SpecError(f"{where}: its input is flat, shape {(prod(shape),)}; it needs an image")
-            _check_twin(op, child, shape, where)
-            try:
-                next_shape = op.output_shape(shape)
-            except SpecError as error:
-                raise SpecError(f"{where}: {error}") from None
-            layers.append(op)
-            number = len(layers)
-            for param_kind in op.parameter_shapes(shape):
-                tensor = child.weight if param_kind == "W" else child.bias
-                params[f"{param_kind}{number}"] = tensor.detach().cpu().numpy().astype(np.float64)
-            shape, activated, previous = next_shape, not op.has_activation, kind
-            continue
-        activation = _activation_name(child, where)
-        if activation is not None:
-            if activated:
-                if previous is None:
-                    problem = "an activation with no layer before it"
-                elif layers[-1].has_activation:
-                    problem = "a second activation in a row"
-                else:
-                    problem = f"follows a {previous}, which takes no activation"
-                raise SpecError(f"{where}: {problem}; an activation must follow a Conv2d or Linear")
-            layers[-1] = layers[-1].with_activation(activation)
-            activated = True
-            continue
-        raise SpecError(
-            f"{where}: not supported; symbackprop reads Conv2d, Linear, MaxPool2d, AvgPool2d, "
-            "Flatten and the activations Sigmoid, Tanh, ReLU, Softplus, LeakyReLU(0.01), Identity"
-        )
-    if not layers:
-        raise SpecError("the module has no Conv2d, Linear or pooling layer")
+    if not isinstance(module, torch.nn.Module):
+        raise SpecError(f"from_torch reads a torch.nn.Module, got {shown(module)}")
+    shape = _input_shape(input_shape)
     if loss not in LOSSES or LOSSES[loss].generic:
         choices = ", ".join(n for n, entry in LOSSES.items() if not entry.generic)
         raise SpecError(f"loss: {loss!r} has no torch counterpart; choose one of {choices}")
-    return Network(input_shape, layers, loss, name), params
-
-
-def _op_from_torch(op: type[Op], child: Any, where: str) -> Op:
+    for path, sub in module.named_modules():
+        hooks = [kind for kind in ("_forward_hooks", "_forward_pre_hooks") if getattr(sub, kind, None)]
+        if hooks:
+            where = f"module {path or '(the root)'} ({type(sub).__name__})"
+            raise SpecError(f"{where}: has {' and '.join(h.strip('_').replace('_', ' ') for h in hooks)}; "
+                            "a hook can change what it computes, so it is not read")
+    if any(issubclass(type(module), kind) for kind in _Reader.leaf_types(torch)):
+        module = torch.nn.Sequential(module)  # fx traces into the root: a lone layer is read as one
     try:
-        return op.from_torch(child)
-    except SpecError as error:
-        message = str(error).split(": ", 1)[-1]
-        raise SpecError(f"{where}: {message}") from None
+        traced = torch.fx.symbolic_trace(module)
+    except Exception as error:  # fx raises many kinds: say which and why, on one line
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise SpecError(
+            f"{type(module).__name__}: torch.fx.symbolic_trace cannot trace it ({type(error).__name__}"
+            f"{': ' + reason if reason else ''}); from_torch reads modules that fx can trace"
+        ) from None
+    reader = _Reader(torch, traced, shape)
+    out = reader.read()
+    layers = _folded(reader.layers, out)
+    x = Input(shape)
+    tensors: dict[int, Any] = {}
+    for layer in layers:
+        inputs = tuple(x if v.layer is None else tensors[id(v.layer)] for v in layer.inputs)
+        try:
+            tensors[id(layer)] = layer.op(*inputs, name=layer.name)
+        except SpecError as error:
+            raise SpecError(f"fx node {layer.name}: {error!s}") from None
+    if out.layer is None:
+        raise SpecError(f"{type(module).__name__}: computes nothing from its input (no layer symbackprop reads)")
+    net = Network(inputs=x, outputs=tensors[id(out.layer)], loss=loss, name=name)
+    params: dict[str, np.ndarray] = {}
+    numbers = {layer_name: number for number, layer_name in enumerate(net.layer_names, start=1)}
+    by_name = {layer.name: layer for layer in layers}
+    for number_name, number in numbers.items():
+        layer = by_name[number_name]
+        for parameter in layer.op.parameters:
+            param_name = net.layer_parameters(number).get(parameter.prefix)
+            if param_name is not None:
+                tensor = getattr(layer.module, parameter.torch)
+                params[param_name] = tensor.detach().cpu().numpy().astype(np.float64)
+    return net, {name: params[name] for name in net.parameters}
 
 
-def _check_twin(op: Op, child: Any, shape: Shape, where: str) -> None:
-    """The module's own sizes (in_channels, in_features, …) agree with the input it gets."""
-    _, kwargs = op.torch_twin(shape)[-1]  # the module that holds its parameters
-    for key, expected in kwargs.items():
-        if key == "bias" or not hasattr(child, key):
+def _folded(layers: list[_Layer], out: _Value) -> list[_Layer]:
+    """The layers with each activation that alone reads a fresh Conv2d's or Linear's output
+    folded into it (z, then a = g(z), as the article writes a layer)."""
+    kept = []
+    for layer in layers:
+        source = layer.inputs[0].layer if len(layer.inputs) == 1 else None
+        function = layer.op.folds_as()
+        if (
+            function is not None
+            and source is not None
+            and source.op.has_activation
+            and source.op.activation == "identity"
+            and source.readers == 1
+            and out.layer is not source
+        ):
+            source.op = source.op.with_activation(function)
+            source.readers = layer.readers
+            for other in layers:  # the layers reading the activation now read the layer itself
+                other.inputs = [_Value(source, v.flat, v.shape) if v.layer is layer else v for v in other.inputs]
+            if out.layer is layer:
+                out.layer = source
             continue
-        actual = getattr(child, key)
-        if isinstance(actual, str):  # padding="valid": read as numbers by the op itself
-            continue
-        if _normal(actual) != _normal(expected):
-            raise SpecError(f"{where}: {key} is {actual}, but its input {shape} needs {expected}")
+        kept.append(layer)
+    return kept
+
+
+class _Reader:
+    """Walks a traced graph, node by node, into ``_Layer`` records."""
+
+    def __init__(self, torch: Any, traced: Any, shape: Shape) -> None:
+        self.torch, self.traced, self.shape = torch, traced, shape
+        self.layers: list[_Layer] = []
+        self.values: dict[Any, _Value] = {}
+        self.called: dict[str, str] = {}  # module target -> the fx node that first called it
+        nn, functional = torch.nn, torch.nn.functional
+        self.modules: dict[type, Callable[[Any], Op]] = {
+            getattr(nn, op.torch_name): op.from_torch
+            for op in OPS.values()
+            if hasattr(nn, op.torch_name)
+        }
+        for entry in ACTIVATIONS.values():
+            if entry.torch is not None and entry.name != "identity":
+                self.modules[getattr(nn, entry.torch[0])] = Activation.from_torch
+        activation_functions = {
+            torch.relu: "relu", functional.relu: "relu", torch.sigmoid: "sigmoid",
+            functional.sigmoid: "sigmoid", torch.tanh: "tanh", functional.tanh: "tanh",
+            functional.softplus: "softplus", functional.leaky_relu: "leaky_relu",
+        }
+        self.functions: dict[Any, Callable[[Any, list, dict], _Value]] = {
+            operator.add: self._add, torch.add: self._add, torch.cat: self._cat,
+            torch.flatten: self._flatten, torch.mean: self._mean, operator.getitem: self._getitem,
+            getattr: self._getattr, functional.adaptive_avg_pool2d: self._adaptive_pool,
+        }
+        self.functions.update({f: self._activation_function(name) for f, name in activation_functions.items()})
+        self.methods: dict[str, Callable[[Any, list, dict], _Value]] = {
+            "add": self._add, "flatten": self._flatten, "view": self._view, "reshape": self._view,
+            "mean": self._mean, "size": self._size, "relu": self._activation_function("relu"),
+            "sigmoid": self._activation_function("sigmoid"), "tanh": self._activation_function("tanh"),
+        }
+
+    @staticmethod
+    def leaf_types(torch: Any) -> list[type]:
+        """The torch.nn modules read as one layer each (or, Flatten and Identity, as none)."""
+        nn = torch.nn
+        kinds = [getattr(nn, op.torch_name) for op in OPS.values() if hasattr(nn, op.torch_name)]
+        kinds += [getattr(nn, entry.torch[0]) for entry in ACTIVATIONS.values() if entry.torch is not None]
+        return kinds + [nn.Flatten]
+
+    def read(self) -> _Value:
+        placeholders = 0
+        for node in self.traced.graph.nodes:
+            if node.op == "placeholder":
+                placeholders += 1
+                if placeholders > 1:
+                    raise SpecError(f"fx node {node.name} (placeholder): a second input; a network has one")
+                self.values[node] = _Value(None, len(self.shape) == 1, self.shape)
+            elif node.op == "output":
+                result = self._arg(node, node.args[0])
+                if not isinstance(result, _Value) or result.batch:
+                    raise SpecError(f"fx node {node.name} (output): returns {shown(node.args[0])}; one tensor only")
+                return result
+            elif node.op == "call_module":
+                self.values[node] = self._call_module(node)
+            elif node.op == "call_function":
+                self.values[node] = self._call(node, self.functions.get(node.target), _target(node.target))
+            elif node.op == "call_method":
+                self.values[node] = self._call(node, self.methods.get(node.target), node.target)
+            else:
+                raise SpecError(f"fx node {node.name} ({node.op} {node.target}): not supported; "
+                                "symbackprop reads modules, functions and methods on tensors")
+        raise SpecError("the traced graph has no output")
+
+    # ---- nodes ----------------------------------------------------------------------------
+
+    def _where(self, node: Any, kind: str) -> str:
+        return f"fx node {node.name} ({node.op} {kind})"
+
+    def _call_module(self, node: Any) -> _Value:
+        sub = self.traced.get_submodule(node.target)
+        kind = type(sub)
+        where = self._where(node, f"{node.target}: {kind.__name__}")
+        nn = self.torch.nn
+        args = [self._arg(node, a) for a in node.args]
+        if kind is nn.Identity:
+            return self._one(args, where)
+        if kind is nn.Flatten:
+            if (sub.start_dim, sub.end_dim) != (1, -1):
+                raise SpecError(f"{where}: only Flatten(start_dim=1, end_dim=-1) is supported")
+            return self._flat(self._one(args, where))
+        read = self.modules.get(kind) or self._subclass(kind, where)
+        if read is None:
+            raise SpecError(
+                f"{where}: not supported; symbackprop reads Conv2d, Linear, MaxPool2d, AvgPool2d, "
+                "AdaptiveAvgPool2d(1), Flatten, Identity, the activations Sigmoid, Tanh, ReLU, "
+                "Softplus, LeakyReLU(0.01), and +, torch.cat(dim=1), mean((2, 3))"
+            )
+        try:
+            op = read(sub)
+        except SpecError as error:
+            raise SpecError(f"{where}: {str(error).split(': ', 1)[-1]}") from None
+        if any(True for _ in sub.parameters()):
+            if node.target in self.called:
+                raise SpecError(
+                    f"{where}: called a second time (first by fx node {self.called[node.target]}); its "
+                    "weights would be shared by two layers, which symbackprop does not support"
+                )
+            self.called[node.target] = node.name
+        value = self._one(args, where)
+        self._check_twin(op, sub, value, where)
+        return self._layer(op, [value], node.name, where, sub)
+
+    def _subclass(self, kind: type, where: str) -> Callable[[Any], Op] | None:
+        """A subclass of a module read here, refused when it changes ``forward``."""
+        for base, read in self.modules.items():
+            if issubclass(kind, base):
+                if kind.forward is not base.forward:
+                    raise SpecError(
+                        f"{where}: a subclass of {base.__name__} with its own forward(); "
+                        "symbackprop reads the torch.nn modules themselves"
+                    )
+                return read
+        return None
+
+    def _call(self, node: Any, handler: Callable | None, name: str) -> _Value:
+        where = self._where(node, name)
+        if handler is None:
+            raise SpecError(
+                f"{where}: not supported; symbackprop reads +, torch.add, torch.cat(dim=1), "
+                "flatten, view(B, -1), mean((2, 3)) and the activation functions"
+            )
+        args = [self._arg(node, a) for a in node.args]
+        kwargs = {key: self._arg(node, value) for key, value in node.kwargs.items()}
+        return handler(node, args, kwargs)
+
+    def _arg(self, node: Any, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._arg(node, v) for v in value)
+        if type(value).__name__ == "Node":
+            return self.values[value]
+        return value
+
+    # ---- what nodes compute ---------------------------------------------------------------
+
+    def _one(self, args: list, where: str) -> _Value:
+        if len(args) != 1 or not isinstance(args[0], _Value) or args[0].batch:
+            raise SpecError(f"{where}: expected one tensor argument, got {shown(args)}")
+        return args[0]
+
+    def _layer(self, op: Op, inputs: list[_Value], name: str, where: str, module: Any = None) -> _Value:
+        for value in inputs:
+            if value.flat and op.image_input:
+                raise SpecError(f"{where}: its input is flat, shape {(prod(value.shape),)}; it needs an image")
+        try:
+            shape = op.output_shape(op.given([v.shape if not v.flat else (prod(v.shape),) for v in inputs]))
+        except SpecError as error:
+            raise SpecError(f"{where}: {error}") from None
+        layer = _Layer(op, inputs, name, module)
+        for value in inputs:
+            if value.layer is not None:
+                value.layer.readers += 1
+        self.layers.append(layer)
+        return _Value(layer, len(shape) == 1, shape)
+
+    def _flat(self, value: _Value) -> _Value:
+        return _Value(value.layer, True, value.shape)
+
+    def _check_twin(self, op: Op, module: Any, value: _Value, where: str) -> None:
+        """The module's own sizes (in_channels, in_features, …) agree with the input it gets."""
+        if value.flat and op.image_input:
+            raise SpecError(f"{where}: its input is flat, shape {(prod(value.shape),)}; it needs an image")
+        shape = (prod(value.shape),) if value.flat else value.shape
+        try:
+            twins = op.torch_twin(shape)
+        except SpecError as error:
+            raise SpecError(f"{where}: {error}") from None
+        if len(twins) > 1 and twins[0][0] == "Flatten":  # its twin flattens; the module needs it done
+            raise SpecError(f"{where}: its input has shape {value.shape}; put an nn.Flatten() before it")
+        held = [(name, kwargs) for name, kwargs in twins if name == type(module).__name__]
+        if not held:
+            return
+        ((_, kwargs),) = held
+        for key, expected in kwargs.items():
+            if key == "bias" or not hasattr(module, key):
+                continue
+            actual = getattr(module, key)
+            if isinstance(actual, str):  # padding="valid": read as numbers by the op itself
+                continue
+            if _normal(actual) != _normal(expected):
+                raise SpecError(f"{where}: {key} is {actual}, but its input {value.shape} needs {expected}")
+
+    def _add(self, node: Any, args: list, kwargs: dict) -> _Value:
+        where = self._where(node, _target(node.target))
+        if kwargs.get("alpha", 1) != 1:
+            raise SpecError(f"{where}: alpha={kwargs['alpha']}; only a plain sum is supported")
+        tensors = [a for a in args if isinstance(a, _Value) and not a.batch]
+        if len(tensors) != len(args) or len(tensors) < 2:
+            raise SpecError(f"{where}: adds {shown(args)}; symbackprop adds tensors to tensors, not numbers")
+        flat = {v.flat for v in tensors}
+        if len(flat) > 1:
+            raise SpecError(f"{where}: adds a flattened tensor to an image")
+        return self._layer(Add(), tensors, node.name, where)
+
+    def _cat(self, node: Any, args: list, kwargs: dict) -> _Value:
+        where = self._where(node, "cat")
+        tensors = args[0] if args else kwargs.get("tensors")
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        if not isinstance(tensors, (list, tuple)) or not all(isinstance(t, _Value) for t in tensors):
+            raise SpecError(f"{where}: expected a list of tensors")
+        rank = 1 + (1 if tensors[0].flat else len(tensors[0].shape))
+        if dim not in (1, 1 - rank):
+            raise SpecError(f"{where}: dim={dim}; only dim=1 (channels, or features) is supported")
+        if len(tensors) == 1:
+            return tensors[0]
+        return self._layer(Concat(), list(tensors), node.name, where)
+
+    def _flatten(self, node: Any, args: list, kwargs: dict) -> _Value:
+        where = self._where(node, "flatten")
+        start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
+        end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
+        if (start, end) != (1, -1):
+            raise SpecError(f"{where}: start_dim={start}, end_dim={end}; only flatten(x, 1) is supported")
+        return self._flat(self._one(args[:1], where))
+
+    def _view(self, node: Any, args: list, kwargs: dict) -> _Value:
+        where = self._where(node, node.target)
+        sizes = args[1:] if len(args) > 2 else (list(args[1]) if len(args) == 2 else [])
+        if len(sizes) != 2 or not isinstance(sizes[0], _Value) or not sizes[0].batch or sizes[1] != -1:
+            raise SpecError(f"{where}: {node.target}{tuple(args[1:])}; only {node.target}(x.size(0), -1) is supported")
+        return self._flat(self._one(args[:1], where))
+
+    def _size(self, node: Any, args: list, kwargs: dict) -> _Value:
+        if len(args) == 2 and args[1] == 0:
+            return _Value(None, batch=True)
+        raise SpecError(f"{self._where(node, 'size')}: only x.size(0), the batch size, is supported")
+
+    def _getattr(self, node: Any, args: list, kwargs: dict) -> _Value:
+        if len(args) == 2 and args[1] == "shape" and isinstance(args[0], _Value):
+            return _Value(None, shape=("shape",))
+        raise SpecError(f"{self._where(node, 'getattr')}: only x.shape[0], the batch size, is supported")
+
+    def _getitem(self, node: Any, args: list, kwargs: dict) -> _Value:
+        if len(args) == 2 and isinstance(args[0], _Value) and args[0].shape == ("shape",) and args[1] == 0:
+            return _Value(None, batch=True)
+        raise SpecError(f"{self._where(node, 'getitem')}: indexing tensors is not supported")
+
+    def _mean(self, node: Any, args: list, kwargs: dict) -> _Value:
+        where = self._where(node, "mean")
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        keep = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
+        if dims is None or sorted(d % 4 for d in (dims if isinstance(dims, (list, tuple)) else (dims,))) != [2, 3] or keep:
+            raise SpecError(f"{where}: only mean((2, 3)) over height and width, global average pooling, is supported")
+        value = self._one(args[:1], where)
+        return self._layer(GlobalAvgPool2D(), [value], node.name, where)
+
+    def _adaptive_pool(self, node: Any, args: list, kwargs: dict) -> _Value:
+        where = self._where(node, "adaptive_avg_pool2d")
+        size = args[1] if len(args) > 1 else kwargs.get("output_size")
+        if size not in (1, (1, 1), [1, 1]):
+            raise SpecError(f"{where}: output_size={size}; only 1, global average pooling, is supported")
+        value = self._one(args[:1], where)
+        return self._layer(GlobalAvgPool2D(), [value], node.name, where)
+
+    def _activation_function(self, name: str) -> Callable[[Any, list, dict], _Value]:
+        entry = ACTIVATIONS[name]
+
+        def read(node: Any, args: list, kwargs: dict) -> _Value:
+            where = self._where(node, _target(node.target))
+            defaults = dict(entry.torch[1])
+            values = dict(zip(list(defaults), args[1:])) | {k: v for k, v in kwargs.items() if k != "inplace"}
+            for key, value in values.items():
+                if key not in defaults or defaults[key] != value:
+                    raise SpecError(f"{where}: {key}={value}; symbackprop's {name} takes only {defaults or 'no settings'}")
+            return self._layer(Activation(name), [self._one(args[:1], where)], node.name, where)
+
+        return read
+
+
+def _target(target: Any) -> str:
+    return getattr(target, "__name__", str(target))
 
 
 def _normal(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return tuple(value) if len(set(value)) > 1 else value[0]
     return value
-
-
-def _activation_name(child: Any, where: str) -> str | None:
-    """The registered activation a torch module is, or None when it is not an activation."""
-    kind = type(child).__name__
-    for name, entry in ACTIVATIONS.items():
-        if entry.torch is None or entry.torch[0] != kind:
-            continue
-        for key, value in entry.torch[1].items():
-            if getattr(child, key) != value:
-                raise SpecError(f"{where}: {key}={getattr(child, key)}; only {key}={value} is supported")
-        return name
-    return None

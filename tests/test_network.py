@@ -51,7 +51,7 @@ def test_several_channels_number_inputs_channel_then_row_then_column():
 
 def test_dense_flattens_channel_row_column():
     net = sb.Network((2, 1, 2), [sb.Dense(units=1)])
-    z = net.graph.layers[0].z[0]
+    z = net.derive().graph.layers[0].z[0]
     assert [str(w) + "*" + str(v) for w, v in z.terms] == [
         "W1_0_0*x_1", "W1_0_1*x_2", "W1_0_2*x_3", "W1_0_3*x_4",
     ]

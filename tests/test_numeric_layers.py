@@ -19,7 +19,7 @@ from strategies import networks
 
 import symbackprop as sb
 from symbackprop import numeric, reference
-from symbackprop.network import Graph
+from symbackprop.graph import Graph
 from symbackprop.numeric import layers, runtime
 from symbackprop.verify import draw_point
 

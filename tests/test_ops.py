@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from graphs import GRAPHS
 from hypothesis import given
 from oracle import (
     assert_close,
@@ -82,10 +83,15 @@ def test_operations_say_whether_they_pad_and_whether_their_weight_gradient_corre
 def test_the_registry_is_keyed_by_each_operations_own_key():
     import torch
 
-    assert list(OPS) == ["conv", "dense", "maxpool", "avgpool"]
+    assert list(OPS) == [
+        "conv", "dense", "maxpool", "avgpool", "global_avgpool", "activation", "add", "concat",
+    ]
     for key, op in OPS.items():
         assert op.key == key
-        assert op.title and hasattr(torch.nn, op.torch_name), op.torch_name
+        # a module of torch.nn, or a function of torch (addition, concatenation), or, for an
+        # activation, each function's own module (its registry entry's)
+        assert op.title and (hasattr(torch.nn, op.torch_name) or hasattr(torch, op.torch_name)
+                             or key == "activation"), op.torch_name
         assert set(op.required) <= set(op.setting_names())
 
 
@@ -231,6 +237,7 @@ CASES = {
         sb.Dense(units=3, bias=True, activation="leaky_relu"),
         sb.Dense(units=2),
     ], "cross_entropy"),
+    **{name: build() for name, build in GRAPHS.items()},
 }
 
 
@@ -397,7 +404,7 @@ def test_pooling_layers_are_numbered_and_have_position_sets():
     ])
     assert net.parameters == {"W1": (1, 1, 1, 1), "b1": (1,), "W3": (1, 4), "b3": (1,)}
     assert net.position_sets(2) == [(1, 2, 5, 6), (3, 4, 7, 8), (9, 10, 13, 14), (11, 12, 15, 16)]
-    layer = net.graph.layers[1]
+    layer = net.derive().graph.layers[1]
     assert layer.a == () and not layer.activated  # a pool has no activation: its nodes are a^(2)
     assert [str(s) for s in layer.z[0].inputs] == ["a1_1", "a1_2", "a1_5", "a1_6"]
     assert str(layer.z[0].symbol) == "a2_1"
@@ -408,7 +415,7 @@ def test_an_average_pool_weighs_each_input_by_one_over_the_whole_window():
     # padding 1 around 2x2: four windows, each holding one real input and three padding
     # places; count_include_pad: each still divides by 4
     assert net.position_sets(1) == [(1,), (2,), (3,), (4,)]
-    assert [str(node.expr) for node in net.graph.layers[0].z] == ["x_1/4", "x_2/4", "x_3/4", "x_4/4"]
+    assert [str(node.expr) for node in net.derive().graph.layers[0].z] == ["x_1/4", "x_2/4", "x_3/4", "x_4/4"]
 
 
 # ---- LeNet-5 ---------------------------------------------------------------------------------

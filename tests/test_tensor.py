@@ -293,11 +293,18 @@ def test_padding_is_stated_where_a_window_reaches_it():
 def test_every_operation_has_a_tensor_face():
     assert "tensor_form" in FACES
     examples = {"conv": {"kernel_size": 2}, "dense": {"units": 2}, "maxpool": {"kernel_size": 2},
-                "avgpool": {"kernel_size": 2}}
+                "avgpool": {"kernel_size": 2}, "global_avgpool": {}, "activation": {"function": "tanh"},
+                "add": {}, "concat": {}}
     assert set(examples) == set(OPS)
     for key, example in examples.items():
-        formulas = sb.Network((1, 4, 4), [OPS[key](**example)], loss="sse").derive().formulas(1)
+        op = OPS[key](**example)
+        x = sb.Input((1, 4, 4))
+        inputs = (x,) if op.arity == 1 else (x, sb.Conv2D(kernel_size=1)(x))
+        net = sb.Network(inputs=x, outputs=op(*inputs), loss="sse")
+        formulas = net.derive().formulas(len(net.layers))
+        inputs_read = [f for f in formulas if f.kind == "input"]
         assert {"forward", "delta", "input"} <= {f.kind for f in formulas}, key
+        assert len(inputs_read) == len(inputs), key  # a gradient for each input it reads
 
 
 def test_bad_layer_numbers_and_missing_values_say_what_is_wrong():

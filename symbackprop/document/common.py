@@ -20,8 +20,8 @@ import sympy
 from ..activations import ACTIVATIONS
 from ..derivation import Derivation
 from ..engine import Term
+from ..graph import LayerGraph
 from ..latex import NotationPrinter, Row, printer, sum_rows, term_latex, tex_width
-from ..network import LayerGraph
 from ..ops import Notation
 from .nodes import Column, Equation, Inline, Math, Paragraph, Table
 from .numbers import NumberFormat

@@ -27,7 +27,8 @@ import sympy
 from ..activations import activation as _activation
 from ..derivation import Derivation
 from ..engine import LOSS, _flat
-from ..network import LayerGraph, Network
+from ..graph import LayerGraph
+from ..network import Network
 from .numbers import GRADIENT_RANGE, Formats, NumberFormat
 
 DRAWS = 20  # draws tried with one seed, to keep ReLUs alive

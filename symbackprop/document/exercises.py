@@ -29,8 +29,9 @@ import numpy as np
 
 from ..activations import activation as _activation
 from ..engine import _flat
+from ..graph import LayerGraph
 from ..latex import Row, aligned, partial, printer, sum_rows, term_latex
-from ..network import LayerGraph, Network
+from ..network import Network
 from . import markdown, tex
 from .common import (
     arrays,

@@ -18,7 +18,8 @@ import sympy
 
 from ..derivation import Derivation
 from ..engine import _flat
-from ..network import LayerGraph, Network
+from ..graph import LayerGraph
+from ..network import Network
 from .common import Detail, shape_tex
 from .nodes import (
     Diagram,

@@ -29,6 +29,7 @@ import sympy
 from ..activations import activation as _activation
 from ..derivation import Derivation
 from ..engine import _flat
+from ..graph import LayerGraph
 from ..latex import (
     NotationPrinter,
     Row,
@@ -41,7 +42,7 @@ from ..latex import (
     term_latex,
     tex_width,
 )
-from ..network import LayerGraph, Network
+from ..network import Network
 from . import markdown, tex
 from .common import (
     Detail,

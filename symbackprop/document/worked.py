@@ -19,8 +19,8 @@ import numpy as np
 
 from ..activations import activation as _activation
 from ..engine import _flat
+from ..graph import LayerGraph
 from ..latex import Row, aligned, partial, printer, sum_rows
-from ..network import LayerGraph
 from .common import (
     Detail,
     arrays,

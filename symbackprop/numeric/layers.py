@@ -19,6 +19,7 @@ from math import prod
 from typing import Any
 
 from ..ops import CodeNames, ParameterGrads
+from ..ops.base import activation_code
 from . import runtime
 
 PROGRAM = "_layers"  # the name of the printed function
@@ -53,25 +54,28 @@ def program_source(network: Any, backend: str = "numpy") -> str:
         body.append("    x = x.T  # (N, B): a column per sample")
     body.append("    y = y.T  # (K, B)")
 
+    gradients = _gradient_names(network)
     blocks = []  # per layer: the operation and its code
-    for number, (op, shape) in enumerate(zip(network.layers, network.shapes), start=1):
-        previous = "x" if number == 1 else f"a{number - 1}"
+    for number, op in enumerate(network.layers, start=1):
+        sources = network.sources[number - 1]
         activated = op.has_activation
         names = CodeNames(
             number=number,
-            input=previous,
+            input=op.given([_value(source) for source in sources]),
             output=f"z{number}" if activated else f"a{number}",
             output_grad=f"dz{number}" if activated else f"da{number}",
-            input_grad=f"d{previous}",
+            input_grad=op.given([gradients[number, k] for k in range(len(sources))]),
         )
-        blocks.append((op, op.layer_code(shape, names)))
+        blocks.append((op, op.layer_code(network.input_shape_of(number), names)))
 
     for number, (op, code) in enumerate(blocks, start=1):
         out = network.shapes[number]
-        body += ["", f"    # ---- layer {number} forward: {op.describe()} -> {_shape(out)}"]
+        sources = network.sources[number - 1]
+        reads = "" if sources == (number - 1,) else ", from " + ", ".join(map(_value, sources))
+        body += ["", f"    # ---- layer {number} forward: {op.describe()} -> {_shape(out)}{reads}"]
         body += _indent(code.forward)
         if op.has_activation:
-            body.append(f"    a{number} = {_activation(op.activation)}(z{number})")
+            body += _indent(activation_code(_activation(op.activation), f"z{number}", f"a{number}", "", "")[0])
 
     last = len(blocks)
     out_shape = network.shapes[-1]
@@ -91,15 +95,13 @@ def program_source(network: Any, backend: str = "numpy") -> str:
     for number in range(last, 0, -1):
         op, code = blocks[number - 1]
         body += ["", f"    # ---- layer {number} backward: {op.describe()}"]
+        body += _indent(_gathered(network, number, gradients))
         if op.has_activation:
-            if op.activation == "identity":
-                body.append(f"    dz{number} = da{number}  # identity: dL/dz = dL/da")
-            else:
-                prime = f"{_activation(op.activation)}_prime"
-                body.append(f"    dz{number} = {prime}(z{number}, a{number})  # g'(z), a new array")
-                body.append(f"    dz{number} *= da{number}  # dL/dz = g'(z) dL/da, in place")
+            function = _activation(op.activation)
+            body += _indent(activation_code(function, f"z{number}", f"a{number}", f"da{number}", f"dz{number}")[1])
         body += _indent(_parameter_grads(code.parameter_grads, backend) + code.backward)
 
+    body += _indent(_gathered(network, 0, gradients))
     body += [""]
     body.append('    grads["x"] = dx.transpose(3, 0, 1, 2)' if image else '    grads["x"] = dx.T')
     body.append("    return losses, grads")
@@ -118,7 +120,9 @@ CHUNK_LIMITS = (32, 1024)
 def sample_bytes(network: Any) -> int:
     """The bytes a sample takes in the per-layer program's largest array: each operation says
     how many values per sample its code holds at most (``code_values``)."""
-    return 8 * max(op.code_values(shape) for op, shape in zip(network.layers, network.shapes))
+    return 8 * max(
+        op.code_values(network.input_shape_of(number)) for number, op in enumerate(network.layers, start=1)
+    )
 
 
 def batch_chunk(network: Any) -> int:
@@ -129,6 +133,43 @@ def batch_chunk(network: Any) -> int:
     while chunk * 2 <= CHUNK_LIMITS[1] and chunk * 2 * largest <= CHUNK_BYTES:
         chunk *= 2
     return chunk
+
+
+def _value(number: int) -> str:
+    """The variable holding layer ``number``'s output: ``x`` for 0, else ``a{number}``."""
+    return "x" if number == 0 else f"a{number}"
+
+
+def _gradient_names(network: Any) -> dict[tuple[int, int], str]:
+    """(layer, input place) → the variable its backward lines assign ∂L/∂(that input) to:
+    ``da3`` where layer 3's output is read once in the whole network, else one variable per
+    read, ``da3_5`` (read by layer 5) or ``da3_5_1`` (its second input too), that
+    ``_gathered`` adds up."""
+    reads: dict[int, list[tuple[int, int]]] = {}
+    for number, sources in enumerate(network.sources, start=1):
+        for place, source in enumerate(sources):
+            reads.setdefault(source, []).append((number, place))
+    names = {}
+    for source, readers in reads.items():
+        for number, place in readers:
+            name = f"d{_value(source)}"
+            if len(readers) > 1:
+                twice = network.sources[number - 1].count(source) > 1
+                name += f"_{number}" + (f"_{place}" if twice else "")
+            names[number, place] = name
+    return names
+
+
+def _gathered(network: Any, number: int, gradients: dict[tuple[int, int], str]) -> list[str]:
+    """∂L/∂(layer ``number``'s output) as the sum of what each layer reading it sent back (the
+    article's rule (20)), where more than one did; a new array, none of them changed."""
+    parts = [name for (reader, place), name in gradients.items() if network.sources[reader - 1][place] == number]
+    if len(parts) <= 1:
+        return []
+    return [
+        f"# dL/d{_value(number)}: the sum of what each of the {len(parts)} places reading it sent back",
+        f"d{_value(number)} = {' + '.join(parts)}",
+    ]
 
 
 def _activation(name: str) -> str:

@@ -8,6 +8,8 @@ entry below; ``tests/test_ops.py`` names any face it still lacks.
 
 from __future__ import annotations
 
+from .activation import Activation, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
+from .add import Add
 from .base import (
     FACES,
     Branch,
@@ -16,16 +18,47 @@ from .base import (
     LayerCode,
     Notation,
     Op,
+    Parameter,
     ParameterGrads,
     Shape,
 )
+from .concat import Concat
 from .conv import Conv2D
 from .dense import Dense
+from .global_pool import GlobalAvgPool2D
 from .pool import AvgPool2D, MaxPool2D
+from .wiring import Input, Tensor
 
-OPS: dict[str, type[Op]] = {op.key: op for op in (Conv2D, Dense, MaxPool2D, AvgPool2D)}
+OPS: dict[str, type[Op]] = {
+    op.key: op
+    for op in (Conv2D, Dense, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Activation, Add, Concat)
+}
 
 __all__ = [
-    "FACES", "OPS", "AvgPool2D", "Branch", "CodeNames", "Connection", "Conv2D", "Dense", "LayerCode",
-    "MaxPool2D", "Notation", "Op", "ParameterGrads", "Shape",
+    "FACES",
+    "OPS",
+    "Activation",
+    "Add",
+    "AvgPool2D",
+    "Branch",
+    "CodeNames",
+    "Concat",
+    "Connection",
+    "Conv2D",
+    "Dense",
+    "GlobalAvgPool2D",
+    "Input",
+    "LayerCode",
+    "LeakyReLU",
+    "MaxPool2D",
+    "Notation",
+    "Op",
+    "Parameter",
+    "ParameterGrads",
+    "ReLU",
+    "Shape",
+    "Sigmoid",
+    "Softplus",
+    "Tanh",
+    "Tensor",
 ]

@@ -1,4 +1,5 @@
-"""numpy helpers of the operations' reference faces: windows, padding, dilated kernels.
+"""numpy helpers of the operations' reference faces: windows, padding, dilated kernels, and
+the activations with PyTorch's conventions (the reference backprop's too).
 
 Imports numpy alone, like the reference faces that use it (a test holds them to it).
 """
@@ -28,3 +29,40 @@ def dilated_kernel(weight: np.ndarray, dilation: tuple[int, int]) -> np.ndarray:
     dilated = np.zeros((out, channels, dh * (kh - 1) + 1, dw * (kw - 1) + 1))
     dilated[:, :, ::dh, ::dw] = weight
     return dilated
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -z))  # 1 / (1 + e^-z) without overflow
+
+
+LEAKY_SLOPE = 0.01
+
+# name -> (a(z), da/dz(z)), as PyTorch computes them: ReLU′(0) = 0, leaky ReLU′(0) = 0.01
+# (slope 0.01); softplus the exact log(1 + e^z) (torch's returns z past 20)
+ACTIVATIONS = {
+    "identity": (lambda z: z, np.ones_like),
+    "sigmoid": (_sigmoid, lambda z: _sigmoid(z) * (1 - _sigmoid(z))),
+    "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
+    "relu": (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float)),
+    "softplus": (lambda z: np.logaddexp(0.0, z), _sigmoid),
+    "leaky_relu": (
+        lambda z: np.where(z > 0, z, LEAKY_SLOPE * z),
+        lambda z: np.where(z > 0, 1.0, LEAKY_SLOPE),
+    ),
+}
+KINKED = {"relu", "leaky_relu"}  # their derivative jumps at z = 0
+
+
+def activate(name: str, z: np.ndarray) -> np.ndarray:
+    """The activation ``name`` of z, element by element."""
+    return ACTIVATIONS[name][0](z)
+
+
+def activation_slope(name: str, z: np.ndarray) -> np.ndarray:
+    """Its derivative at z, element by element."""
+    return ACTIVATIONS[name][1](z)
+
+
+def near_kink(name: str, z: np.ndarray, margin: float) -> bool:
+    """Whether some z lies within ``margin`` of where the activation bends."""
+    return name in KINKED and bool((np.abs(z) < margin).any())

@@ -54,6 +54,7 @@ import numpy as np
 from ..activations import activation as _known_activation
 from ..errors import SpecError, shown
 from ..nodes import Linear
+from .wiring import Tensor, apply
 
 Shape = tuple[int, ...]
 Pair = tuple[int, int]
@@ -75,10 +76,12 @@ class CodeNames(NamedTuple):
     block assigns them, summed over the batch."""
 
     number: int  # l: the parameters are W{l} and b{l}
-    input: str  # the layer's input, assigned before its block, batch last: "x", "a2"
+    # the layer's input, assigned before its block, batch last: "x", "a2" (one per input for an
+    # operation of several: ``Op.given``)
+    input: Any
     output: str  # what the operation computes, to assign: its z, or a pool's a ("z3", "a2")
     output_grad: str  # ∂L/∂output, assigned before its backward lines: "dz3", "da2"
-    input_grad: str  # ∂L/∂input, that its backward lines assign: "dx", "da2"
+    input_grad: Any  # ∂L/∂input, that its backward lines assign: "dx", "da2" (one per input)
 
 
 class Branch(NamedTuple):
@@ -107,10 +110,24 @@ class LayerCode(NamedTuple):
     parameter_grads: ParameterGrads | None = None  # None: a layer without parameters
 
 
+class Parameter(NamedTuple):
+    """A parameter an operation declares: layer l's is named ``{prefix}{l}`` (W3, b3)."""
+
+    prefix: str  # "W": the name's letters, before the layer's number
+    role: str  # what documents call it: "weights", "bias"
+    torch: str  # the attribute of the torch twin that holds it: "weight", "bias"
+
+
+WEIGHTS = Parameter("W", "weights", "weight")
+BIAS = Parameter("b", "bias", "bias")
+
+
 class Connection(NamedTuple):
     """How one output node reads its inputs, in the order of the kernel's places."""
 
-    inputs: tuple[int, ...]  # 0-based flat input indices; places on the padding are left out
+    # 0-based flat input indices (an operation of several inputs counts them laid end to end:
+    # the first input's values, then the second's); places on the padding are left out
+    inputs: tuple[int, ...]
     slots: tuple[int, ...]  # each input's place in the kernel, 0-based in kernel order
     weights: tuple[tuple[int, ...], ...] | None  # each input's index into W; None: no weights
     bias: tuple[int, ...] | None  # index into the bias, or None
@@ -121,10 +138,17 @@ class Notation:
     """What a document tells an operation about its layer, to write its general formulas."""
 
     number: int  # l
-    input_letter: str  # "x" for layer 1, "a^{(l-1)}" after it
+    input_letter: str  # what it reads: "x" (the input), "a^{(k)}" (layer k's output)
     input_count: int
     local: Callable[[str], str]  # the activation's derivative at an index, "… \cdot ", or ""
     flat: bool  # the layer's weights are numbered flat (w_1, w_2, …)
+    sources: tuple[int, ...] = ()  # the layers it reads (0: x); () for the one before it
+    input_letters: tuple[str, ...] = ()  # one letter per input, for an operation of several
+
+    @property
+    def source(self) -> int:
+        """The layer its (first) input comes from: 0 for x."""
+        return self.sources[0] if self.sources else self.number - 1
 
 
 class Op:
@@ -139,6 +163,45 @@ class Op:
     required: ClassVar[tuple[str, ...]] = ()  # settings without a default
     activation: ClassVar[str | None] = None  # overridden by a field where there is one
     bias: ClassVar[bool] = False
+    # How many inputs it reads: 1, or None for two or more (Add, Concat). Its faces take
+    # what ``given`` makes of one item per input (shapes, symbols, arrays, variable names).
+    arity: ClassVar[int | None] = 1
+    # The parameters it may have, in the order of its torch twin's; ``parameter_shapes`` gives
+    # the shapes of those it has, by prefix.
+    parameters: ClassVar[tuple[Parameter, ...]] = ()
+
+    def __call__(self, *inputs: Tensor, name: str | None = None) -> Tensor:
+        """The functional API: this operation applied to tensors, ``Conv2D(8, 3)(x)``; the
+        result's shape is inferred at once (see ``ops.wiring``)."""
+        try:
+            return apply(self, inputs, name)
+        except SpecError as error:
+            raise SpecError(f"{self.key}: {error}") from None
+
+    @staticmethod
+    def torch_apply(torch: Any, modules: list[Any], inputs: list[Any]) -> Any:
+        """How its torch twin computes its output from its inputs: its modules (built from
+        ``torch_twin``) one after another on its one input. ``torch`` is the module itself,
+        passed in (only ``torch_bridge`` imports it)."""
+        (value,) = inputs
+        for module in modules:
+            value = module(value)
+        return value
+
+    def folds_as(self) -> str | None:
+        """The activation it is, when it could fold into the layer before it as that layer's
+        ``activation=`` (the article's a = g(z)); None for every operation but an activation."""
+        return None
+
+    def given(self, per_input: Sequence[Any]) -> Any:
+        """What its faces take for its inputs, from one item per input (shapes, symbols,
+        arrays, names): the item itself for an operation of one input, else all of them."""
+        return per_input[0] if self.arity == 1 else tuple(per_input)
+
+    def per_input(self, taken: Any) -> tuple[Any, ...]:
+        """The other way round: one item per input from what its faces give back (the input
+        gradients of ``reference_backward``)."""
+        return (taken,) if self.arity == 1 else tuple(taken)
 
     @classmethod
     def setting_names(cls) -> list[str]:
@@ -270,11 +333,12 @@ def upstream_tex(layer: int, index: str) -> str:
     return rf"\frac{{\partial L}}{{\partial a^{{({layer})}}_{{{index}}}}}"
 
 
-def window_upstream_tex(layer: int) -> str:
-    """The head of the upstream formula of a layer that reads windows (its position sets):
-    ∂L/∂a^{(l−1)}_j = Σ_{i : j ∈ p^{(l)}_i} ∂L/∂a^{(l)}_i · (what follows is the layer's own)."""
+def window_upstream_tex(layer: int, source: int) -> str:
+    """The head of the upstream formula of a layer that reads windows (its position sets) of
+    layer ``source``'s output: ∂L/∂a^{(k)}_j = Σ_{i : j ∈ p^{(l)}_i} ∂L/∂a^{(l)}_i · (what
+    follows is the layer's own)."""
     return (
-        rf"{upstream_tex(layer - 1, 'j')} = \sum_{{i \,:\, j \in p^{{({layer})}}_{{i}}}} "
+        rf"{upstream_tex(source, 'j')} = \sum_{{i \,:\, j \in p^{{({layer})}}_{{i}}}} "
         rf"{upstream_tex(layer, 'i')} \cdot "
     )
 
@@ -308,6 +372,21 @@ def weight_formula_tex(
     local_z = (r" \cdot " + local.removesuffix(r" \cdot ")) if local else ""
     bias = rf"\frac{{\partial L}}{{\partial b^{{({n.number})}}_{{{bias_index}}}}} = {over}{upstream}{local_z}"
     return equation, bias
+
+
+def activation_code(function: str, z: str, a: str, da: str, dz: str) -> tuple[list[str], list[str]]:
+    """Generated code for a = g(z) and dL/dz = g′(z, a) · dL/da, with the runtime's functions
+    (``relu``, ``relu_prime``, …; ``g`` and ``g_prime`` for the generic one, chosen at run
+    time). g′ is given a too, so that σ′ is a(1 − a), not a second exp; dL/dz is a new array,
+    never dL/da changed in place (another layer may hold it)."""
+    if function == "identity":
+        return [f"{a} = {z}  # identity"], [f"{dz} = {da}  # identity: dL/dz = dL/da"]
+    forward = [f"{a} = {function}({z})"]
+    backward = [
+        f"{dz} = {function}_prime({z}, {a})  # g'(z), a new array",
+        f"{dz} *= {da}  # dL/dz = g'(z) dL/da, in place",
+    ]
+    return forward, backward
 
 
 def read_text(stride: Pair, dilation: Pair, padding: Pair) -> str:

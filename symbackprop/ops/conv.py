@@ -20,6 +20,8 @@ from ..errors import SpecError
 from ..indexed import Bases, Claim, IndexForm, Settings, Spread, index
 from .arrays import dilated_kernel, pad, windows
 from .base import (
+    BIAS,
+    WEIGHTS,
     Branch,
     CodeNames,
     Connection,
@@ -27,6 +29,7 @@ from .base import (
     Notation,
     Op,
     Pair,
+    Parameter,
     ParameterGrads,
     Shape,
     check_bias_and_activation,
@@ -70,6 +73,7 @@ class Conv2D(Op):
     title: ClassVar[str] = "convolution"
     torch_name: ClassVar[str] = "Conv2d"
     required: ClassVar[tuple[str, ...]] = ("kernel_size",)
+    parameters: ClassVar[tuple[Parameter, ...]] = (WEIGHTS, BIAS)
 
     def __post_init__(self) -> None:
         owner = "conv"
@@ -191,8 +195,8 @@ class Conv2D(Op):
         return {"equation": equation, "note": note, "bias": bias}
 
     def upstream_formula(self, n: Notation) -> dict[str, str]:
-        k, l = n.number, n.number - 1
-        equation = rf"{window_upstream_tex(k)}{n.local('i')}w^{{({k})}}_{{n(i,j)}}"
+        k, l = n.number, n.source
+        equation = rf"{window_upstream_tex(k, n.source)}{n.local('i')}w^{{({k})}}_{{n(i,j)}}"
         note = (
             rf"the sum runs over the positions $i$ of layer {k} whose position set contains $j$, "
             rf"and $n(i, j)$ is the place of $j$ in $p^{{({k})}}_{{i}}$: the weight that multiplied "

@@ -15,12 +15,15 @@ from sympy import Sum
 
 from ..indexed import Bases, Claim, IndexForm, index
 from .base import (
+    BIAS,
+    WEIGHTS,
     Branch,
     CodeNames,
     Connection,
     LayerCode,
     Notation,
     Op,
+    Parameter,
     ParameterGrads,
     Shape,
     check_bias_and_activation,
@@ -49,6 +52,7 @@ class Dense(Op):
     image_input: ClassVar[bool] = False
     shows_position_sets: ClassVar[bool] = False  # every neuron reads every input
     required: ClassVar[tuple[str, ...]] = ("units",)
+    parameters: ClassVar[tuple[Parameter, ...]] = (WEIGHTS, BIAS)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "units", integer("dense", "units", self.units, 1))
@@ -112,7 +116,7 @@ class Dense(Op):
         return {"equation": equation, "note": note, "bias": bias}
 
     def upstream_formula(self, n: Notation) -> dict[str, str]:
-        k, l = n.number, n.number - 1
+        k, l = n.number, n.source
         equation = (
             rf"{upstream_tex(l, 'i')} = \sum_{{f}} {upstream_tex(k, 'f')} \cdot "
             rf"{n.local('f')}w^{{({k})}}_{{f,i}}"

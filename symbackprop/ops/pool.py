@@ -187,9 +187,9 @@ class MaxPool2D(_Pool):
         return {"equation": equation, "note": note}
 
     def upstream_formula(self, n: Notation) -> dict[str, str]:
-        k, l = n.number, n.number - 1
+        k, l = n.number, n.source
         equation = (
-            rf"{window_upstream_tex(k)}\left[a^{{({l})}}_{{j}} \text{{ is the first maximum of }} "
+            rf"{window_upstream_tex(k, n.source)}\left[a^{{({l})}}_{{j}} \text{{ is the first maximum of }} "
             rf"p^{{({k})}}_{{i}}\right]"
         )
         note = (
@@ -319,7 +319,7 @@ class AvgPool2D(_Pool):
 
     def upstream_formula(self, n: Notation) -> dict[str, str]:
         k, (kh, kw) = n.number, self.kernel_size
-        equation = rf"{window_upstream_tex(k)}\frac{{1}}{{{kh * kw}}}"
+        equation = rf"{window_upstream_tex(k, n.source)}\frac{{1}}{{{kh * kw}}}"
         note = (
             rf"each window averages its {kh * kw} places, padding included, so it spreads its "
             rf"gradient evenly: $\frac{{1}}{{{kh * kw}}}$ to every input it covers"
