@@ -1,12 +1,13 @@
 """Built-in networks. ``article`` is the network of the reference article, exactly;
-``lenet5`` is LeCun et al.'s LeNet-5 as it is taught today."""
+``lenet5`` is LeCun et al.'s LeNet-5 as it is taught today; ``resnet_tiny`` is a residual
+network of two of ResNet's basic blocks, a graph with an identity and a projection shortcut."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from .network import Network
-from .ops import AvgPool2D, Conv2D, Dense
+from .ops import Add, AvgPool2D, Conv2D, Dense, GlobalAvgPool2D, Input, ReLU
 
 
 def article() -> Network:
@@ -51,4 +52,31 @@ def lenet5() -> Network:
     )
 
 
-PRESETS: dict[str, Callable[[], Network]] = {"article": article, "lenet5": lenet5}
+def resnet_tiny() -> Network:
+    """Two of ResNet's basic blocks on a 3x16x16 image: a stem conv 8@3x3 (padding 1, relu);
+    block 1, conv 8@3x3 (relu) → conv 8@3x3, added to the stem's output (the identity
+    shortcut), then ReLU; block 2, conv 16@3x3 stride 2 (relu) → conv 16@3x3, added to a
+    1x1 stride-2 conv 16 of block 1's output (the projection shortcut), then ReLU; global
+    average pooling → dense 10 → cross-entropy. Every convolution pads by 1 but the 1x1; a
+    bias everywhere: 5,194 parameters.
+
+    >>> net = resnet_tiny()
+    >>> net.parameter_count, net.shapes[-3:], net.sources[8]
+    (5194, ((16, 8, 8), (16,), (10,)), (7, 8))
+    """
+    x = Input((3, 16, 16))
+    stem = Conv2D(out_channels=8, kernel_size=3, padding=1, bias=True, activation="relu")(x)
+    h = Conv2D(out_channels=8, kernel_size=3, padding=1, bias=True, activation="relu")(stem)
+    h = Conv2D(out_channels=8, kernel_size=3, padding=1, bias=True)(h)
+    block1 = ReLU()(Add()(stem, h))
+    h = Conv2D(out_channels=16, kernel_size=3, stride=2, padding=1, bias=True, activation="relu")(block1)
+    h = Conv2D(out_channels=16, kernel_size=3, padding=1, bias=True)(h)
+    shortcut = Conv2D(out_channels=16, kernel_size=1, stride=2, bias=True)(block1)
+    block2 = ReLU()(Add()(h, shortcut))
+    logits = Dense(units=10, bias=True)(GlobalAvgPool2D()(block2))
+    return Network(inputs=x, outputs=logits, loss="cross_entropy", name="resnet_tiny")
+
+
+PRESETS: dict[str, Callable[[], Network]] = {
+    "article": article, "lenet5": lenet5, "resnet_tiny": resnet_tiny,
+}
