@@ -335,26 +335,26 @@ def _tensors_between(x: Tensor, out: Tensor) -> list[Tensor]:
     stack = [out]
     while stack:
         tensor = stack.pop()
-        if id(tensor) in seen:
-            continue
-        seen[id(tensor)] = tensor
-        if tensor.op is None and tensor is not x:
-            raise SpecError("outputs: computed from an Input other than inputs; a network has one input")
-        stack.extend(tensor.inputs)
+        if id(tensor) not in seen:
+            seen[id(tensor)] = tensor
+            stack.extend(tensor.inputs)
     if id(x) not in seen:
         raise SpecError("outputs: not computed from inputs")
+    if any(t.op is None and t is not x for t in seen.values()):
+        raise SpecError("outputs: computed from inputs and from another Input; a network has one input")
     return sorted((t for t in seen.values() if t is not x), key=lambda t: t.order)
 
 
 LAYER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 
 
-def _check_layer_names(names: Sequence[str | None]) -> None:
-    seen: dict[str, int] = {}
+def _check_layer_names(names: Sequence[object], taken: dict[str, int] | None = None) -> None:
+    """Each name a valid one, ``input`` left to the network's input, none given twice."""
+    seen: dict[str, int] = {k: v for k, v in (taken or {}).items() if k != INPUT}
     for number, name in enumerate(names, start=1):
         if name is None:
             continue
-        if not LAYER_NAME.fullmatch(name) or name == INPUT:
+        if not isinstance(name, str) or not LAYER_NAME.fullmatch(name) or name == INPUT:
             raise SpecError(
                 f"layer {number}: name must be 1 to 64 ASCII letters, digits, - or _, starting "
                 f"with a letter or _, and not {INPUT!r}; got {shown(name)}"
@@ -392,8 +392,8 @@ def _layer_from_item(number: int, item: object, known: dict[str, int]) -> tuple[
     if missing:
         raise SpecError(f"{where}: missing {', '.join(missing)}")
     name = item.get("name")
-    if name is not None and not isinstance(name, str):
-        raise SpecError(f"{where}: name must be a string, got {shown(name)}")
+    if name is not None:
+        _check_layer_names([*([None] * (number - 1)), name], taken=known)
     reads = (number - 1,)
     if "inputs" in item:
         names = item["inputs"]
