@@ -85,6 +85,7 @@ def test_the_registry_is_keyed_by_each_operations_own_key():
 
     assert list(OPS) == [
         "conv", "dense", "maxpool", "avgpool", "global_avgpool", "activation", "add", "concat",
+        "conv_transpose", "upsample",
     ]
     for key, op in OPS.items():
         assert op.key == key
@@ -235,6 +236,23 @@ CASES = {
     "dense, an MLP on a vector input": sb.Network((5,), [
         sb.Dense(units=4, bias=True, activation="tanh"),
         sb.Dense(units=3, bias=True, activation="leaky_relu"),
+        sb.Dense(units=2),
+    ], "cross_entropy"),
+    "conv transpose, stride 2, padding 1, output padding 1": sb.Network((2, 2, 3), [
+        sb.ConvTranspose2D(out_channels=2, kernel_size=3, stride=2, padding=1, output_padding=1,
+                           activation="tanh"),
+        sb.Dense(units=2),
+    ], "sse"),
+    "conv transpose, pairs, dilation, no bias": sb.Network((1, 3, 2), [
+        sb.ConvTranspose2D(out_channels=1, kernel_size=(2, 3), stride=(1, 2), padding=(0, 1),
+                           dilation=(2, 1), bias=False),
+        sb.Dense(units=2, bias=True),
+    ], "mse"),
+    "upsample nearest x2, then a conv": sb.Network((1, 2, 2), [
+        sb.Upsample(2), sb.Conv2D(kernel_size=2, bias=True, activation="sigmoid"), sb.Dense(units=2),
+    ], "sse"),
+    "upsample bilinear x(2, 3)": sb.Network((2, 2, 3), [
+        sb.Conv2D(out_channels=1, kernel_size=1, activation="relu"), sb.Upsample((2, 3), "bilinear"),
         sb.Dense(units=2),
     ], "cross_entropy"),
     **{name: build() for name, build in GRAPHS.items()},

@@ -294,7 +294,8 @@ def test_every_operation_has_a_tensor_face():
     assert "tensor_form" in FACES
     examples = {"conv": {"kernel_size": 2}, "dense": {"units": 2}, "maxpool": {"kernel_size": 2},
                 "avgpool": {"kernel_size": 2}, "global_avgpool": {}, "activation": {"function": "tanh"},
-                "add": {}, "concat": {}}
+                "add": {}, "concat": {}, "conv_transpose": {"out_channels": 2, "kernel_size": 2},
+                "upsample": {"scale_factor": 2}}
     assert set(examples) == set(OPS)
     for key, example in examples.items():
         op = OPS[key](**example)

@@ -24,14 +24,19 @@ from .base import (
 )
 from .concat import Concat
 from .conv import Conv2D
+from .conv_transpose import ConvTranspose2D
 from .dense import Dense
 from .global_pool import GlobalAvgPool2D
 from .pool import AvgPool2D, MaxPool2D
+from .upsample import Upsample
 from .wiring import Input, Tensor
 
 OPS: dict[str, type[Op]] = {
     op.key: op
-    for op in (Conv2D, Dense, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Activation, Add, Concat)
+    for op in (
+        Conv2D, Dense, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Activation, Add, Concat, ConvTranspose2D,
+        Upsample,
+    )
 }
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "Concat",
     "Connection",
     "Conv2D",
+    "ConvTranspose2D",
     "Dense",
     "GlobalAvgPool2D",
     "Input",
@@ -61,4 +67,5 @@ __all__ = [
     "Softplus",
     "Tanh",
     "Tensor",
+    "Upsample",
 ]
