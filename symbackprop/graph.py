@@ -10,7 +10,7 @@ Layer l's outputs are a^(l) (x for l = 0) whoever reads them: a layer read by se
 others is one set of symbols with several consumers, which the engine sums over. Nothing
 here asks which operation a layer is: what differs is in ``symbackprop.ops``.
 
-Imports ``activations``, ``naming``, ``nodes``, ``ops`` and ``network``.
+Imports ``activations``, ``losses``, ``naming``, ``nodes``, ``ops`` and ``network``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import sympy
 
 from .activations import activation
+from .losses import groups as loss_groups
 from .naming import Names
 from .network import Network
 from .nodes import Elementwise, Node
@@ -166,10 +167,15 @@ class Graph:
     def loss(self) -> sympy.Expr:
         """L in the last layer's outputs and y."""
         last = len(self.network.layers)
-        return self.network.loss_function.value(self.outputs_of(last), self.y, last)
+        return self.network.loss_function.value(self.outputs_of(last), self.y, last, self._groups)
 
     @cached_property
     def loss_gradient(self) -> tuple[sympy.Expr, ...]:
         """∂L/∂a_k of the last layer, in its outputs and y: where backpropagation starts."""
         last = len(self.network.layers)
-        return tuple(self.network.loss_function.gradient(self.outputs_of(last), self.y, last))
+        return tuple(self.network.loss_function.gradient(self.outputs_of(last), self.y, last, self._groups))
+
+    @property
+    def _groups(self) -> list[list[int]]:
+        """The outputs each softmax runs over: all of them, or each pixel's channels."""
+        return loss_groups(self.network.shapes[-1])

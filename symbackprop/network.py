@@ -27,7 +27,7 @@ from math import prod
 from typing import Any, ClassVar
 
 from .errors import SpecError, shown
-from .losses import Loss
+from .losses import Loss, check_output
 from .losses import loss as _known_loss
 from .ops import OPS, Op, Shape
 from .ops.wiring import Input, Tensor, apply, input_shape
@@ -75,6 +75,7 @@ class Network:
         tensors = _tensors_between(x, out)
         try:
             self.loss_function: Loss = _known_loss(loss)
+            check_output(loss, out.shape)
         except SpecError as error:
             raise SpecError(f"loss: {error}") from None
         check_name(name)

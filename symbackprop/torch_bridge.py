@@ -161,19 +161,30 @@ def _exact_softplus() -> Any:
 
 
 def torch_loss(network: Network, loss: str | None = None) -> Callable[[Any, Any], Any]:
-    """The network's loss (or ``loss`` for a generic one) per sample: (B, K), (B, K) → (B,)."""
+    """The network's loss (or ``loss`` for a generic one) per sample: (B, K), (B, K) → (B,),
+    with outputs and targets shaped like the network's output inside — a map (B, C, H, W) is
+    scored per pixel, as torch's CrossEntropyLoss scores it — and summed per sample."""
     name = loss if network.loss_function.generic else network.loss
     if name is None:
         raise ValueError("the network leaves its loss generic; pass loss=NAME")
-    return _torch_losses()[name]
+    per_element, shape = _torch_losses()[name], tuple(network.shapes[-1])
+
+    def per_sample(a: Any, y: Any) -> Any:
+        values = per_element(a.reshape(len(a), *shape), y.reshape(len(y), *shape))
+        return values.reshape(len(a), prod(values.shape[1:])).sum(dim=1)
+
+    return per_sample
 
 
 def _torch_losses() -> dict[str, Callable[[Any, Any], Any]]:
+    """Each loss as torch computes it, on outputs and targets (B, *shape), before the sum over
+    a sample's outputs (or pixels)."""
     functional = _torch().nn.functional
     return {
-        "sse": lambda a, y: 0.5 * ((a - y) ** 2).sum(dim=1),
-        "mse": lambda a, y: ((a - y) ** 2).mean(dim=1),
+        "sse": lambda a, y: 0.5 * (a - y) ** 2,
+        "mse": lambda a, y: (a - y) ** 2 / a[0].numel(),
         "cross_entropy": lambda a, y: functional.cross_entropy(a, y, reduction="none"),
+        "binary_cross_entropy": lambda a, y: functional.binary_cross_entropy_with_logits(a, y, reduction="none"),
     }
 
 

@@ -35,9 +35,9 @@ def test_the_article_agrees_with_every_method_for_every_choice():
         ("identity", "sse"),
         ("sigmoid", "mse"),
         ("tanh", "cross_entropy"),
-        ("relu", "sse"),
-        ("softplus", "mse"),
-        ("leaky_relu", "cross_entropy"),
+        ("relu", "binary_cross_entropy"),
+        ("softplus", "sse"),
+        ("leaky_relu", "mse"),
     ]
     rows = report.runs[0].rows
     assert [row.name for row in rows] == ["loss", "x", "W1", "W2", "W3"]
@@ -99,11 +99,13 @@ def test_a_flipped_input_gradient_is_caught_too():
 
 def test_choices_pair_each_generic_option_without_the_full_product():
     article = sb.presets.article()
-    assert len(choices(article)) == 6  # 6 activations, the 3 losses cycled
+    assert len(choices(article)) == 6  # 6 activations, the 4 losses cycled
     g_only = article.with_choices(loss="sse")
     assert choices(g_only)[:2] == [("identity", None), ("sigmoid", None)]
     loss_only = article.with_choices(g="relu")
-    assert choices(loss_only) == [(None, "sse"), (None, "mse"), (None, "cross_entropy")]
+    assert choices(loss_only) == [
+        (None, "sse"), (None, "mse"), (None, "cross_entropy"), (None, "binary_cross_entropy"),
+    ]
     assert choices(SMALL) == [(None, None)]
 
 

@@ -80,16 +80,17 @@ def program_source(network: Any, backend: str = "numpy") -> str:
     last = len(blocks)
     out_shape = network.shapes[-1]
     body += ["", f"    # ---- the loss: {network.loss}, one value per sample"]
+    channels = out_shape[0]  # a map's softmax runs over its channels, pixel by pixel
     if len(out_shape) == 3:
         body.append(f"    out = a{last}.reshape({prod(out_shape)}, B)  # (channel, row, column) order")
         body += [
-            "    losses = loss_value(out, y)",
-            f"    da{last} = (loss_gradient(out, y) * scale).reshape({_args(out_shape)}, B)",
+            f"    losses = loss_value(out, y, {channels})",
+            f"    da{last} = (loss_gradient(out, y, {channels}) * scale).reshape({_args(out_shape)}, B)",
         ]
     else:
         body += [
-            f"    losses = loss_value(a{last}, y)",
-            f"    da{last} = loss_gradient(a{last}, y) * scale",
+            f"    losses = loss_value(a{last}, y, {channels})",
+            f"    da{last} = loss_gradient(a{last}, y, {channels}) * scale",
         ]
 
     for number in range(last, 0, -1):

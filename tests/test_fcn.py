@@ -1,0 +1,86 @@
+"""Fully convolutional pieces: outputs that are maps, scored per pixel, and the binary
+cross-entropy — each checked against torch's own losses on the same weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from oracle import assert_close, torch_batch_loss_and_grads
+
+import symbackprop as sb
+from symbackprop import reference
+
+
+def segmenter(classes: int = 3, loss: str = "cross_entropy") -> sb.Network:
+    """1x4x4 → conv 2@3x3 (padding 1, tanh) → conv `classes`@1x1: a score map per class."""
+    return sb.Network((1, 4, 4), [
+        sb.Conv2D(out_channels=2, kernel_size=3, padding=1, bias=True, activation="tanh"),
+        sb.Conv2D(out_channels=classes, kernel_size=1, bias=True),
+    ], loss=loss)
+
+
+def point(net: sb.Network, rng: np.random.Generator, batch: int = 3):
+    params = {name: rng.normal(size=shape) for name, shape in net.parameters.items()}
+    x = rng.normal(size=(batch, *net.input_shape))
+    channels, *pixels = net.shapes[-1]
+    labels = rng.integers(0, channels, size=(batch, *pixels))
+    y = np.moveaxis(np.eye(channels)[labels], -1, 1).reshape(batch, -1)  # one-hot per pixel
+    return x, y, params, labels
+
+
+def test_a_map_is_scored_with_a_softmax_over_its_channels_at_every_pixel(rng):
+    net = segmenter()
+    x, y, params, labels = point(net, rng)
+    out = net.derive().numeric()(x, y, params)
+    model = sb.to_torch(net, params)
+    with torch.no_grad():
+        scores = model(torch.tensor(x))  # (B, 3, 4, 4)
+        by_index = torch.nn.functional.cross_entropy(scores, torch.tensor(labels), reduction="none")
+    assert_close(out.loss, by_index.sum(dim=(1, 2)).numpy())  # torch's, with class indices
+    one_softmax = -(y * torch.log_softmax(scores.reshape(3, -1), dim=1).numpy()).sum(axis=1)
+    assert np.abs(out.loss - one_softmax).min() > 1.0  # not one softmax over all 48 values
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy", "sse", "mse"])
+def test_map_losses_equal_torch_on_every_face(loss, rng):
+    net = segmenter(loss=loss)
+    x, y, params, _ = point(net, rng)
+    if loss != "cross_entropy":
+        y = rng.random(size=y.shape)  # soft targets in [0, 1]
+    losses, grads = torch_batch_loss_and_grads(net, x, y, params)
+    d = net.derive()
+    for out in (d.numeric(style="layers")(x, y, params), d.numeric(style="nodes")(x, y, params),
+                reference.loss_and_grads(net, x, y, params)):
+        assert_close(out.loss, losses)
+        for name, grad in grads.items():
+            assert_close(out.grads[name], grad)
+
+
+def test_the_closed_form_loss_of_a_map_sums_a_softmax_per_pixel():
+    net = sb.Network((1, 1, 2), [sb.Conv2D(out_channels=2, kernel_size=1)], loss="cross_entropy")
+    text = str(net.derive().graph.loss)
+    assert "log(exp(a1_1) + exp(a1_3))" in text and "log(exp(a1_2) + exp(a1_4))" in text
+
+
+@pytest.mark.parametrize("logit", [1e4, -1e4])
+def test_binary_cross_entropy_stays_finite_at_logits_far_out(logit):
+    net = sb.Network((2,), [sb.Dense(units=1, bias=True)], loss="binary_cross_entropy")
+    params = {"W1": np.array([[logit, 0.0]]), "b1": np.zeros(1)}
+    x, wrong = np.array([1.0, 0.0]), np.array([0.0 if logit > 0 else 1.0])
+    out = net.derive().numeric()(x, wrong, params)
+    assert out.loss == pytest.approx(abs(logit), rel=1e-15)  # −log σ(−|a|) = |a| + e^−|a|
+    assert out.grads["b1"].tolist() == [1.0 if logit > 0 else -1.0]  # σ(a) − y
+    losses, grads = torch_batch_loss_and_grads(net, x[None], wrong[None], params)
+    assert losses[0] == pytest.approx(out.loss, rel=1e-15)
+    assert_close(out.grads["W1"], grads["W1"][0])
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([sb.Dense(units=1)], "loss: cross_entropy on one unit: a softmax over one output is always 1"),
+    ([sb.Conv2D(kernel_size=1)], "loss: cross_entropy on a map of one channel"),
+])
+def test_cross_entropy_over_one_output_is_refused_pointing_to_binary(layers, message):
+    with pytest.raises(sb.SpecError) as error:
+        sb.Network((1, 2, 2), layers, loss="cross_entropy")
+    assert str(error.value).startswith(message) and "use binary_cross_entropy" in str(error.value)
