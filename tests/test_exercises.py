@@ -130,7 +130,7 @@ def test_the_position_set_answers(case):
     places hold 1, 2, 3, … light up exactly the outputs that read it, with its place."""
     _, facts, net, _ = case
     if "positions" not in facts:
-        assert not any(op.shows_position_sets for op in net.layers)
+        assert not any(op.position_note() for op in net.layers)
         return
     f = facts["positions"]
     op, shape = net.layers[f["layer"] - 1], net.shapes[f["layer"] - 1]
