@@ -113,7 +113,8 @@ class _Layer:
                 )
             )
         body += self.other_weights()
-        body += tensor_blocks(d.formulas(l))
+        # the tensor view names a parameter's formulas by its prefix, the input's "input"
+        body += tensor_blocks(d.formulas(l), (*self.c.network.layer_parameters(l), "input"))
         return Section(
             (f"Layer {l} ({lg.layer.title})",), tuple(body), label=f"sec:backward{l}", level=2
         )

@@ -10,7 +10,7 @@ and the document's ``numbers``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from itertools import product
 from math import prod
@@ -119,10 +119,13 @@ def formula_row(tex: str) -> str:
     return f"{lhs} &= {rhs}"
 
 
-def tensor_blocks(formulas: Sequence, lead: str = "The tensor view.") -> list:
+def tensor_blocks(
+    formulas: Sequence, gradients: Collection[str], lead: str = "The tensor view."
+) -> list:
     """A layer's general formulas (``Derivation.formulas``) as a document: one display of the
-    derived formulas, the settings they are written with, what their notes say, then each fact
-    with what it restates in words."""
+    derived formulas, the settings they are written with, what the notes of the formulas of
+    kind ``gradients`` say (its parameters' prefixes and "input"), then each fact with what it
+    restates in words."""
     if not formulas:
         return []
     derived = [f for f in formulas if f.kind != "fact"]
@@ -142,7 +145,7 @@ def tensor_blocks(formulas: Sequence, lead: str = "The tensor view.") -> list:
         Paragraph(*said, "):", lead=lead),
         Equation(paired([f.latex() for f in derived])),
     ]
-    notes = [f.note for f in derived if f.note and f.kind in ("W", "b", "input")]
+    notes = [f.note for f in derived if f.note and f.kind in gradients]
     for note in dict.fromkeys(notes):
         blocks.append(Paragraph(*prose(note[0].upper() + note[1:] + ".")))
     for fact in (f for f in formulas if f.kind == "fact"):

@@ -788,7 +788,11 @@ def _tensor_formulas(d, l: int) -> list:
     """The weight gradient's formula in the tensor view, with this layer's numbers for its
     settings, and the fact that restates it, as the engine derived them."""
     formulas = d.formulas(l, general=False)
-    weight = [f for f in formulas if f.kind == "W" or (f.kind == "fact" and f.restates.kind == "W")]
+    # the tensor view names a parameter's formulas by its operation's prefix for it
+    _, prefix = d.network.parameter_owner[weights_of(d, l).name]
+    weight = [
+        f for f in formulas if f.kind == prefix or (f.kind == "fact" and f.restates.kind == prefix)
+    ]
     blocks: list = [
         Paragraph(
             "In the tensor view (indices from 0), as symbackprop derives it from the "

@@ -433,10 +433,11 @@ class _Worked:
         )
         if max(source.shape) > 8 or delta.size > 36:
             return []  # too big to follow by hand; the formula says it all
+        _, prefix = ex.network.parameter_owner[weights_of(ex.derivation, l).name]
         fact = next(
             f
             for f in ex.derivation.formulas(l, general=False)
-            if f.kind == "fact" and f.restates.kind == "W"
+            if f.kind == "fact" and f.restates.kind == prefix
         )
         gradient = np.array(
             [
