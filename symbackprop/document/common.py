@@ -163,9 +163,9 @@ def fact_blocks(fact) -> list:
 
 
 def layer_table(layers: Sequence[LayerGraph]) -> Table:
-    """The network, a row per layer: its type, what it reads (when the network is not a
-    chain), kernel, stride and padding (when some layer has them), bias, activation, shapes
-    and number of weights."""
+    """The network, a row per layer: its type, kernel, stride and padding (when some layer has
+    them), bias, activation, shapes and number of weights; for a network that is not a chain,
+    what each layer reads in place of its input's shape (the output of what it reads)."""
     chain = all(lg.sources == (lg.number - 1,) for lg in layers)
     windows = any(set(lg.layer.table_cells()) != {"--"} for lg in layers)
     header = [
@@ -175,7 +175,7 @@ def layer_table(layers: Sequence[LayerGraph]) -> Table:
         *(["Kernel", "Stride", "Padding"] if windows else []),
         "Bias",
         "$g$",
-        "Input",
+        *(["Input"] if chain else []),  # a graph's: the outputs its Reads column names
         "Output",
         "Weights",
     ]
@@ -184,22 +184,21 @@ def layer_table(layers: Sequence[LayerGraph]) -> Table:
         layer = lg.layer
         cells = [str(lg.number), layer.key]
         if not chain:
-            cells.append(", ".join(f"${source_letter(s)}$" for s in lg.sources))
+            cells.append(", ".join("$x$" if s == 0 else str(s) for s in lg.sources))
         if windows:
             cells += list(layer.table_cells())
         activation = ACTIVATIONS[layer.activation].label if layer.activation else "--"
         roles = [p.role for p in layer.parameter_declared(lg.input_shape)]
         bias = ("yes" if BIAS.role in roles else "no") if roles else "--"
-        inputs = dict.fromkeys(shape_tex(s) for s in layer.per_input(lg.input_shape))
+        cells += [bias, activation]
+        if chain:
+            cells.append(f"${shape_tex(lg.input_shape)}$")
         cells += [
-            bias,
-            activation,
-            ", ".join(f"${shape}$" for shape in inputs),
             f"${shape_tex(lg.output_shape)}$",
             f"{layer.parameter_count(lg.input_shape):,}",
         ]
         rows.append(tuple(text(c.replace("--", "–")) or ("",) for c in cells))
-    aligns = "cl" + ("" if chain else "l") + ("ccc" if windows else "") + "cccc" + "r"
+    aligns = "cl" + ("" if chain else "l") + ("ccc" if windows else "") + ("cccc" if chain else "ccc") + "r"
     return Table(tuple(Column(a) for a in aligns), tuple(text(h) for h in header), tuple(rows))
 
 

@@ -517,10 +517,12 @@ class _Maker:
             )
             - 1
         ]
-        alive = [
-            j for j, s in enumerate(lg.upstream) if all(abs(v) > 1e-12 for v in sums(s).values())
-        ]
-        j = self._choose(alive or list(range(len(lg.upstream))))
+        # a node every reader reads (a strided shortcut skips some), where every path brings
+        # back something (not a dead ReLU's zero)
+        readers = len(d.network.consumers(lg.number))
+        forked = [j for j, s in enumerate(lg.upstream) if len(paths(s)) == readers]
+        alive = [j for j in forked if all(abs(v) > 1e-12 for v in sums(lg.upstream[j]).values())]
+        j = self._choose(alive or forked or list(range(len(lg.upstream))))
         symbol, l = lg.upstream[j], lg.number
         output = d.tex_names[lg.outputs[j].symbol]
         grouped, values = paths(symbol), sums(symbol)

@@ -35,7 +35,7 @@ from .nodes import (
 
 GRAPH_MAX_COLUMN = 24  # nodes in one column of the drawn graph; beyond, a layer-level graph
 GRAPH_MAX_EDGES = 300
-SKIP_BOW = 60  # degrees: a layer-level arrow that skips boxes bows out this far
+SKIP_BOW = -60  # degrees: a layer-level arrow that skips boxes bows out this far, to the left
 SKIP_BEND = 18  # degrees: how far an edge that skips columns bows away from the nodes between
 EDGE_COLOURS = [
     "1F77B4",
@@ -285,13 +285,16 @@ class _Graph:
             else:
                 boxes.append((f"A{l}", f"a^{{({l})}}", f"a({l})", lg.output_shape))
                 step, first = lg.layer.describe(), f"A{l}"
-            for k, source in enumerate(dict.fromkeys(lg.sources)):
+            # the arrow from the nearest of what it reads carries the operation's name
+            sources = sorted(dict.fromkeys(lg.sources), reverse=True)
+            for k, source in enumerate(sources):
                 edges.append(_arrow(output[source], first, step if k == 0 else "", 0))
             if lg.activated:
                 edges.append(_arrow(f"Z{l}", f"A{l}", lg.layer.activation, 0))
             output[l] = f"A{l}"
         place = {b[0]: k for k, b in enumerate(boxes)}
-        # an arrow that skips boxes (a shortcut) bows out to the left, its label beside it
+        # an arrow that skips boxes (a shortcut) bows out to the left, away from the labels of
+        # the others on the right, its own label (if any) beside it
         edges = [
             e if place[e.dst] - place[e.src] == 1 else _arrow(e.src, e.dst, e.text or "", SKIP_BOW)
             for e in edges

@@ -13,7 +13,7 @@ Imports ``activations``, ``ops`` (and what they build on) and the document's ``c
 from __future__ import annotations
 
 from ..activations import activation as _activation
-from .common import layer_table, listed, source_letter, text
+from .common import layer_table, listed, shape_tex, source_letter, text
 from .context import Context
 from .nodes import Code, Column, Equation, Inline, Math, Paragraph, Section, Table
 
@@ -101,7 +101,7 @@ def notation_section(c: Context) -> Section:
     if not c.chain:
         rows.append(
             (
-                r"\left.\partial L / \partial a^{(l)}_{i}\right|_{\text{via }k}",
+                r"\left.\partial L / \partial a^{(l)}_{i}\right\vert_{\text{via }k}",
                 text(
                     "the part of it that comes back through layer $k$, one of the layers reading "
                     "$a^{(l)}$"
@@ -124,7 +124,7 @@ def notation_section(c: Context) -> Section:
                 if vector
                 else ("channels ", Math(r"\times"), " height ", Math(r"\times"), " width")
             ),
-            ":" if c.chain else " (a layer reads the outputs its Reads column names):",
+            ":" if c.chain else " (a layer reads the outputs of the layers its Reads column names):",
         ),
         layer_table(layers),
     ]
@@ -150,15 +150,20 @@ def notation_section(c: Context) -> Section:
 def _forks_and_joins(c: Context) -> Paragraph:
     """Where the graph forks (an output read by several layers) and joins (a layer reading
     several), in words."""
-    said: list[Inline] = ["The network is a graph, not a chain. "]
+    said: list[Inline] = [
+        "The input ",
+        Math("x"),
+        " is ",
+        Math(shape_tex(c.network.input_shape)),
+        ", and the network is a graph, not a chain: ",
+    ]
     forks = [l for l in range(len(c.layers)) if len(c.readers(l)) > 1]
     for l in forks:
         readers = c.readers(l)
         said += [
             Math(source_letter(l)),
             " is read by layers " + _and([str(k) for k in readers]),
-            " (a fork): ",
-            "its upstream gradient will be the sum of what each sends back. ",
+            " (a fork), so its upstream gradient will be the sum of what each sends back. ",
         ]
     for lg in c.layers:
         if len(lg.sources) > 1:

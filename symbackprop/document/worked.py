@@ -251,12 +251,20 @@ class _Worked:
         def paths(symbol) -> dict[int, list]:
             return paths_of(d, d.upstream_terms_of(symbol))
 
-        def alive(symbol) -> bool:  # every path brings back something (no dead ReLU on it)
-            return all(
+        readers = len(d.network.consumers(lg.number))
+
+        def forked(symbol) -> bool:  # every reader reads it (a strided shortcut skips some)
+            return len(paths(symbol)) == readers
+
+        def alive(symbol) -> bool:  # and every path brings back something (no dead ReLU on it)
+            return forked(symbol) and all(
                 abs(sum(ex.value(t.expr) for t in terms)) > 1e-12 for terms in paths(symbol).values()
             )
 
-        symbol = next((s for s in lg.upstream if alive(s)), lg.upstream[0])
+        symbol = next(
+            (s for s in lg.upstream if alive(s)),
+            next((s for s in lg.upstream if forked(s)), lg.upstream[0]),
+        )
         name = d.tex_names[symbol]
         output = d.tex_names[lg.outputs[lg.upstream.index(symbol)].symbol]
         grouped = paths(symbol)

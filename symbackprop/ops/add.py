@@ -102,7 +102,7 @@ class Add(Op):
         equation = rf"{upstream_tex(k, 'i')} = {upstream_tex(l, 'i')} \cdot 1"
         note = (
             "an addition passes its gradient unchanged to each of its inputs; an input that also "
-            "feeds other layers adds their gradients to this one (rule (20))"
+            "feeds other layers adds their gradients to this one (the rule for several dependencies)"
         )
         return {"equation": equation, "note": note, "feeds": f"the node $a^{{({l})}}_{{i}}$"}
 

@@ -76,7 +76,7 @@ class GlobalAvgPool2D(Op):
         return "global avgpool"
 
     def table_cells(self) -> tuple[str, str, str]:
-        return "whole map", "--", "--"
+        return "all", "--", "--"  # its window is the whole map
 
     def size_formula(self, input_shape: Shape, padded: bool) -> None:
         return None  # one value per channel
