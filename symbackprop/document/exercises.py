@@ -27,6 +27,7 @@ rest of the document package.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
@@ -532,13 +533,16 @@ class _Maker:
         rows = []
         for k, terms in grouped.items():
             for t in terms:
-                cells = [(str(k),), (Math(d.tex_names[t.z]),), (Math(fg(ex.values[t.upstream])),)]
+                # ∂L/∂a written inline (a fraction would shrink to nothing in a table's row)
+                slashed = re.sub(r"^\\frac\{(.*?)\}\{(.*)\}$", r"\1 / \2", d.tex_names[t.upstream])
+                upstream = f"{slashed} = {fg(ex.values[t.upstream])}"
+                cells = [(str(k),), (Math(d.tex_names[t.z]),), (Math(upstream),)]
                 if has_local:
                     cells.append((Math(fv(ex.value(t.local))),))
                 factor = "1" if t.factor == 1 else f"{p.doprint(t.factor)} = {fv(ex.value(t.factor))}"
                 cells.append((Math(factor),))
                 rows.append(tuple(cells))
-        header = [("via layer",), ("node",), (Math(r"\partial L / \partial \text{node}"),)]
+        header = [("via layer",), ("node",), ("its upstream gradient",)]
         if has_local:
             header.append(("local",))
         header.append((Math(rf"\partial \text{{node}} / \partial {output}"),))
