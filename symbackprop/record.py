@@ -94,8 +94,8 @@ class Plan:
             name: self._elements(_flat(d.symbols.params[name])) for name in net.parameters
         }
         self.inputs = self._elements(_flat(d.symbols.x))
-        self._position_sets = {  # dense layers read every input: nothing to list
-            n: net.position_sets(n) for n in self.layers if net.layers[n - 1].shows_position_sets
+        self._position_sets = {  # only where the operation has sets worth listing (Op.position_note)
+            n: net.position_sets(n) for n in self.layers if net.layers[n - 1].position_note()
         }
         self.sets = {
             n: _List(list(range(1, len(sets) + 1)), [len(s) for s in sets])

@@ -269,8 +269,9 @@ def draw_point(
         y = rng.dirichlet(np.ones(k)) if loss_name == "cross_entropy" else rng.normal(size=k)
         params = {}
         for name, shape in net.parameters.items():
-            weight_shape = net.parameters["W" + name[1:]]
-            params[name] = rng.normal(size=shape) / np.sqrt(prod(weight_shape[1:]))
+            number, _ = net.parameter_owner[name]
+            fan_in = net.layers[number - 1].window(net.input_shape_of(number))  # inputs per node
+            params[name] = rng.normal(size=shape) / np.sqrt(fan_in)
         if not _near_kink(net, x, params, g):
             break
     return x, y, params

@@ -135,7 +135,10 @@ class Connection(NamedTuple):
 
 @dataclass(frozen=True)
 class Notation:
-    """What a document tells an operation about its layer, to write its general formulas."""
+    """What a document tells an operation about its layer, to write its general formulas.
+
+    ``sources`` and ``input_letters`` name every input, in the operation's order; for
+    ``upstream_formula`` the input asked about comes first (``source``, ``input_letter``)."""
 
     number: int  # l
     input_letter: str  # what it reads: "x" (the input), "a^{(k)}" (layer k's output)
@@ -159,7 +162,6 @@ class Op:
     torch_name: ClassVar[str]  # the torch.nn class of its twin: "Conv2d"
     has_activation: ClassVar[bool] = True  # a = g(z) follows its sums
     image_input: ClassVar[bool] = True  # its input must be (channels, height, width)
-    shows_position_sets: ClassVar[bool] = True  # documents list its p sets (dense: all inputs)
     required: ClassVar[tuple[str, ...]] = ()  # settings without a default
     activation: ClassVar[str | None] = None  # overridden by a field where there is one
     bias: ClassVar[bool] = False
@@ -222,6 +224,36 @@ class Op:
     def flat_weights(self, input_shape: Shape) -> bool:
         """Whether documents number its weights flat: w_1, w_2, … (else w_{o,c,m,n})."""
         return True
+
+    # ---- teaching: what documents say about it, beyond its formulas ----------------------
+
+    def position_note(self) -> str | None:
+        """What the position set p^{(l)}_i of one of its nodes holds, as documents introduce
+        it ("the inputs its kernel covered"); None when its nodes have no position sets worth
+        listing (a neuron reads every input, an addition one value of each)."""
+        return None
+
+    def weight_note(self) -> str | None:
+        """Why ∂L/∂w of one of its weights has the terms it has, in a sentence or two for the
+        backward section; None for an operation without weights."""
+        return None
+
+    def output_note(self) -> str | None:
+        """What output i of its layer holds when it has no activation of its own (the
+        notation table's a^{(l)}_i): "the largest input of its window"; None for an operation
+        with an activation, whose outputs are a = g(z)."""
+        return None
+
+    def parameter_declared(self, input_shape: Any) -> tuple[Parameter, ...]:
+        """The declared parameters it has for this input, in their order (those
+        ``parameter_shapes`` gives): documents name them by role ("weights", "bias")."""
+        shapes = self.parameter_shapes(input_shape)
+        return tuple(p for p in self.parameters if p.prefix in shapes)
+
+    def outer_product(self) -> bool:
+        """Whether its weight gradient is the outer product δ aᵀ of ∂L/∂z and its flattened
+        input (documents then ask for it as one); only a dense layer's."""
+        return False
 
     def pads(self) -> bool:
         """Whether its windows reach into padding (documents then write formula (1) with P

@@ -177,6 +177,16 @@ class ConvTranspose2D(Op):
             sides.append(rf"{letter}_z = ({m} - 1) \cdot {s} - 2 \cdot {p} + {span}{added} = {result}")
         return sides
 
+    def position_note(self) -> str:
+        return "the inputs whose kernel reached it, in the order of the kernel's weights"
+
+    def weight_note(self) -> str:
+        return (
+            "The kernel is shared: each input spread it over the output, so each weight's "
+            "gradient collects one term per output it reached, the upstream gradient there times "
+            "the input that carried it."
+        )
+
     def forward_formula(self, n: Notation) -> dict[str, str]:
         l, a = n.number, n.input_letter
         bias = (f" + b^{{({l})}}" if n.flat else f" + b^{{({l})}}_{{o}}") if self.bias else ""
@@ -210,8 +220,7 @@ class ConvTranspose2D(Op):
             "each input collects the gradients of the outputs its kernel reached, each times the "
             "weight that carried it there: a plain convolution of the upstream gradient"
         )
-        return {"equation": equation, "note": note, "feeds": f"the outputs of layer {k} its kernel reaches",
-                "kind": "conv_transpose"}
+        return {"equation": equation, "note": note, "feeds": f"the outputs of layer {k} its kernel reaches"}
 
     # ---- the tensor face --------------------------------------------------------------------
 

@@ -76,10 +76,13 @@ class GlobalAvgPool2D(Op):
         return "global avgpool"
 
     def table_cells(self) -> tuple[str, str, str]:
-        return "whole map", "--", "--"
+        return "all", "--", "--"  # its window is the whole map
 
     def size_formula(self, input_shape: Shape, padded: bool) -> None:
         return None  # one value per channel
+
+    def output_note(self) -> str:
+        return "the mean of one whole channel"
 
     def forward_formula(self, n: Notation) -> dict[str, str]:
         l = n.number
@@ -95,7 +98,7 @@ class GlobalAvgPool2D(Op):
         l, k = n.number, n.source
         equation = rf"{upstream_tex(k, 'j')} = {upstream_tex(l, 'c(j)')} \cdot \frac{{1}}{{H W}}"
         note = "each channel's mean spreads its gradient evenly over the channel's places"
-        return {"equation": equation, "note": note, "feeds": f"one node of layer {l}", "kind": "global_avgpool"}
+        return {"equation": equation, "note": note, "feeds": f"one node of layer {l}"}
 
     # ---- the tensor face --------------------------------------------------------------------
 

@@ -72,7 +72,6 @@ class Upsample(Op):
     title: ClassVar[str] = "upsampling"
     torch_name: ClassVar[str] = "Upsample"
     has_activation: ClassVar[bool] = False
-    shows_position_sets: ClassVar[bool] = True
     required: ClassVar[tuple[str, ...]] = ("scale_factor",)
 
     def __post_init__(self) -> None:
@@ -132,6 +131,14 @@ class Upsample(Op):
         return [rf"{letter}_a = {m} \cdot {s} = {result}"
                 for letter, m, s, result in zip("MN", input_shape[1:], self.scale_factor, out[1:])]
 
+    def position_note(self) -> str:
+        return ("the input its block stands on" if self.mode == "nearest"
+                else "the (at most four) inputs around its source point")
+
+    def output_note(self) -> str:
+        return ("a copy of the input under its block" if self.mode == "nearest"
+                else "a weighted mean of the inputs around its source point")
+
     def forward_formula(self, n: Notation) -> dict[str, str]:
         l = n.number
         if self.mode == "nearest":
@@ -154,8 +161,7 @@ class Upsample(Op):
         equation = rf"{upstream_tex(l, 'j')} = \sum_{{i \,:\, j \in p^{{({k})}}_{{i}}}} {upstream_tex(k, 'i')}{weight}"
         note = ("each input collects the gradients of the outputs it filled" if self.mode == "nearest"
                 else "each input collects the gradients of the outputs that read it, each with its weight")
-        return {"equation": equation, "note": note, "feeds": f"the outputs of layer {k} that read it",
-                "kind": "upsample"}
+        return {"equation": equation, "note": note, "feeds": f"the outputs of layer {k} that read it"}
 
     # ---- the tensor face --------------------------------------------------------------------
 
