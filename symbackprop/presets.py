@@ -1,13 +1,16 @@
 """Built-in networks. ``article`` is the network of the reference article, exactly;
 ``lenet5`` is LeCun et al.'s LeNet-5 as it is taught today; ``resnet_tiny`` is a residual
-network of two of ResNet's basic blocks, a graph with an identity and a projection shortcut."""
+network of two of ResNet's basic blocks, a graph with an identity and a projection shortcut;
+``fcn_tiny`` and ``unet_tiny`` are fully convolutional: they downsample with strided
+convolutions, upsample with transposed ones and score every pixel of a 16x16 map (the U-Net
+with a skip that joins the two halves)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from .network import Network
-from .ops import Add, AvgPool2D, Conv2D, Dense, GlobalAvgPool2D, Input, ReLU
+from .ops import Add, AvgPool2D, Concat, Conv2D, ConvTranspose2D, Dense, GlobalAvgPool2D, Input, ReLU
 
 
 def article() -> Network:
@@ -77,6 +80,43 @@ def resnet_tiny() -> Network:
     return Network(inputs=x, outputs=logits, loss="cross_entropy", name="resnet_tiny")
 
 
+def fcn_tiny() -> Network:
+    """A fully convolutional network on a 1x16x16 image: conv 8@3x3 stride 2 (padding 1, relu) →
+    conv 16@3x3 stride 2 (padding 1, relu) → transposed conv 8@4x4 stride 2 (padding 1, relu) →
+    transposed conv 2@4x4 stride 2 (padding 1): a 2x16x16 score map, cross-entropy per pixel
+    over the 2 classes. 3,562 parameters.
+
+    >>> net = fcn_tiny()
+    >>> net.parameter_count, net.shapes
+    (3562, ((1, 16, 16), (8, 8, 8), (16, 4, 4), (8, 8, 8), (2, 16, 16)))
+    """
+    x = Input((1, 16, 16))
+    down = Conv2D(out_channels=8, kernel_size=3, stride=2, padding=1, bias=True, activation="relu")(x)
+    h = Conv2D(out_channels=16, kernel_size=3, stride=2, padding=1, bias=True, activation="relu")(down)
+    up = ConvTranspose2D(out_channels=8, kernel_size=4, stride=2, padding=1, activation="relu")(h)
+    scores = ConvTranspose2D(out_channels=2, kernel_size=4, stride=2, padding=1)(up)
+    return Network(inputs=x, outputs=scores, loss="cross_entropy", name="fcn_tiny")
+
+
+def unet_tiny() -> Network:
+    """``fcn_tiny`` with U-Net's skip: the first layer's output (8x8x8) is concatenated with the
+    first transposed convolution's (8x8x8) before the last layer, which reads 16 channels.
+    3,818 parameters.
+
+    >>> net = unet_tiny()
+    >>> net.parameter_count, net.sources[3], net.shapes[4:]
+    (3818, (1, 3), ((16, 8, 8), (2, 16, 16)))
+    """
+    x = Input((1, 16, 16))
+    down = Conv2D(out_channels=8, kernel_size=3, stride=2, padding=1, bias=True, activation="relu")(x)
+    h = Conv2D(out_channels=16, kernel_size=3, stride=2, padding=1, bias=True, activation="relu")(down)
+    up = ConvTranspose2D(out_channels=8, kernel_size=4, stride=2, padding=1, activation="relu")(h)
+    joined = Concat()(down, up)
+    scores = ConvTranspose2D(out_channels=2, kernel_size=4, stride=2, padding=1)(joined)
+    return Network(inputs=x, outputs=scores, loss="cross_entropy", name="unet_tiny")
+
+
 PRESETS: dict[str, Callable[[], Network]] = {
-    "article": article, "lenet5": lenet5, "resnet_tiny": resnet_tiny,
+    "article": article, "lenet5": lenet5, "resnet_tiny": resnet_tiny, "fcn_tiny": fcn_tiny,
+    "unet_tiny": unet_tiny,
 }

@@ -84,3 +84,23 @@ def test_cross_entropy_over_one_output_is_refused_pointing_to_binary(layers, mes
     with pytest.raises(sb.SpecError) as error:
         sb.Network((1, 2, 2), layers, loss="cross_entropy")
     assert str(error.value).startswith(message) and "use binary_cross_entropy" in str(error.value)
+
+
+# ---- the presets -------------------------------------------------------------------------------
+
+
+def test_the_fully_convolutional_presets_end_in_a_score_map():
+    fcn, unet = sb.presets.fcn_tiny(), sb.presets.unet_tiny()
+    assert fcn.parameter_count == 3562 and unet.parameter_count == 3818
+    assert fcn.shapes[-1] == unet.shapes[-1] == (2, 16, 16)
+    assert unet.sources == ((0,), (1,), (2,), (1, 3), (4,))  # the skip: layer 1 joins layer 3
+    assert unet.parameters["W5"] == (16, 2, 4, 4)  # (in_channels, out_channels, kh, kw), as torch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["fcn_tiny", "unet_tiny"])
+def test_check_of_the_fully_convolutional_presets_agrees(preset):
+    from symbackprop.verify import check
+
+    report = check(sb.presets.PRESETS[preset]().derive(), samples=2, seed=0)
+    assert report.agree and report.methods == ["reference", "finite differences", "torch"]
