@@ -77,7 +77,7 @@ class NodeGradient:
     """
 
     node: sympy.Symbol
-    kind: str  # "loss", "a", "z" or "x"
+    kind: str  # "loss", "a", "z", "stage" (a node inside a layer: batch norm's μ, σ², x̂) or "x"
     layer: int | None
     upstream_symbol: sympy.Symbol | None
     upstream: sympy.Expr
@@ -108,6 +108,8 @@ class LayerBackward(NamedTuple):
     local: dict[sympy.Symbol, sympy.Expr]  # each z node → da/dz (1 without an activation)
     parameter_terms: dict[sympy.Symbol, list[Term]]  # each weight and bias → its terms
     input_terms: dict[sympy.Symbol, list[Term]]  # each input of the layer → its terms
+    # each node inside the layer (batch normalisation's μ, σ², x̂) → the terms it gets back
+    inner_terms: dict[sympy.Symbol, list[Term]] = {}
 
 
 class Engine:
@@ -125,13 +127,23 @@ class Engine:
     layer l alone, the upstream formula of a^{(l)} layer l + 1.
     """
 
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: Network, batch: int | None = None, reduce: str = "sum") -> None:
+        if batch is not None and (as_int(batch) is None or batch < 1):
+            raise ValueError(f"batch must be a positive integer or None, got {batch!r}")
+        if reduce not in ("sum", "mean"):
+            raise ValueError(f"reduce={reduce!r}; a batch's loss is its samples' 'sum' or 'mean'")
+        if batch is None and network.couples_samples:
+            raise ValueError(
+                "a batch-normalisation layer in train mode mixes the samples of a batch: derive "
+                "a batch, net.derive(batch=N), or the network in eval mode, net.with_mode('eval')"
+            )
         self.network = network
-        self.graph: Graph = Graph(network)
+        self.batch, self.reduce = batch, reduce
+        self.graph: Graph = Graph(network, batch, reduce)
         g = self.graph
         self.symbols = SimpleNamespace(
-            x=sympy.Array(list(g.x), network.input_shape),
-            y=sympy.Array(list(g.y), (len(g.y),)),
+            x=sympy.Array(list(g.x), (*([batch] if batch else []), *network.input_shape)),
+            y=sympy.Array(list(g.y), (*([batch] if batch else []), network.output_size)),
             params=g.params,
         )
         self.tex_names: dict[sympy.Symbol, str] = g.names.tex  # grows as layers are built
@@ -142,6 +154,7 @@ class Engine:
             for index, s in enumerate(g.upstream_of(number))
         }
         self._backward: dict[int, LayerBackward] = {}
+        self._inner_place: dict[sympy.Symbol, tuple[int, sympy.Symbol]] = {}  # ∂L/∂μ → (l, μ)
 
     def __repr__(self) -> str:
         net = self.network
@@ -174,17 +187,30 @@ class Engine:
         if number in self._backward:
             return self._backward[number]
         layer = self.graph.layers[number - 1]
-        inputs = set(layer.read)
+        inputs, inner = set(layer.read), {node.symbol for node in layer.inner}
         local: dict[sympy.Symbol, sympy.Expr] = {}
         parameter_terms: dict[sympy.Symbol, list[Term]] = defaultdict(list)
         input_terms: dict[sympy.Symbol, list[Term]] = defaultdict(list)
+        inner_terms: dict[sympy.Symbol, list[Term]] = defaultdict(list)
+
+        def send(variable: sympy.Symbol, term: Term) -> None:
+            kind = input_terms if variable in inputs else inner_terms if variable in inner else parameter_terms
+            kind[variable].append(term)
+
         for k, (node, upstream) in enumerate(zip(layer.z, layer.upstream)):
             da_dz = next(layer.a[k].local())[1] if layer.activated else sympy.S.One
             local[node.symbol] = da_dz
             for variable, factor in node.local():
-                terms = input_terms if variable in inputs else parameter_terms
-                terms[variable].append(Term(upstream, da_dz, factor, node.symbol))
-        self._backward[number] = LayerBackward(local, dict(parameter_terms), dict(input_terms))
+                send(variable, Term(upstream, da_dz, factor, node.symbol))
+        # the nodes inside the layer, last first: each has all its terms by the time it sends
+        for node, upstream in reversed(list(zip(layer.inner, layer.inner_upstream))):
+            for variable, factor in node.local():
+                send(variable, Term(upstream, sympy.S.One, factor, node.symbol))
+        self._backward[number] = LayerBackward(
+            local, dict(parameter_terms), dict(input_terms), dict(inner_terms)
+        )
+        for node, upstream in zip(layer.inner, layer.inner_upstream):
+            self._inner_place[upstream] = (number, node.symbol)
         return self._backward[number]
 
     @property
@@ -216,8 +242,17 @@ class Engine:
         keys = [s for s, (n, _) in self._upstream_place.items() if n < last]
         return _Lazy(keys, self.upstream_terms_of)
 
+    def inner_terms_of(self, symbol: sympy.Symbol) -> list[Term]:
+        """The terms of ∂L/∂s for a node s inside a layer (batch normalisation's μ, σ², x̂):
+        one per node of its layer that reads it."""
+        number, node = self._inner_place[symbol]
+        return list(self.backward(number).inner_terms.get(node, []))
+
     def upstream(self, symbol: sympy.Symbol) -> sympy.Expr:
-        """The formula of an upstream-gradient symbol ∂L/∂a_i (the article's 12 and 17)."""
+        """The formula of an upstream-gradient symbol ∂L/∂a_i (the article's 12 and 17), or of
+        a node inside a layer."""
+        if symbol in self._inner_place:
+            return sympy.Add(*[t.expr for t in self.inner_terms_of(symbol)])
         if symbol not in self._upstream_place:
             raise KeyError(f"{symbol} is not an upstream-gradient symbol of this network")
         number, index = self._upstream_place[symbol]
@@ -294,6 +329,12 @@ class Engine:
                 result.append(NodeGradient(
                     z.symbol, "z", layer.number, None, dz, local, {s: dz * v for s, v in local.items()},
                 ))
+            for node, upstream in reversed(list(zip(layer.inner, layer.inner_upstream))):
+                local = dict(node.local())
+                result.append(NodeGradient(
+                    node.symbol, "stage", layer.number, upstream, self.upstream(upstream),
+                    local, {s: upstream * v for s, v in local.items()},
+                ))
         for x in g.x:
             result.append(NodeGradient(x, "x", None, None, self.chain_of(x), {}, {}))
         return result
@@ -308,6 +349,7 @@ class Engine:
         last = len(g.layers)
         assignments: list[tuple[sympy.Symbol, sympy.Expr]] = []
         for layer in g.layers:
+            assignments += [(node.symbol, node.expr) for node in layer.inner]
             for k, z in enumerate(layer.z):
                 assignments.append((z.symbol, z.expr))
                 if layer.activated:
@@ -328,6 +370,10 @@ class Engine:
                     dz_of[z.symbol] = layer.z_upstream[k]
                 else:  # the layer's own nodes are its outputs: ∂L/∂z is ∂L/∂a
                     dz_of[z.symbol] = upstream
+            for node, upstream in reversed(list(zip(layer.inner, layer.inner_upstream))):
+                total = sympy.Add(*[dz_of[t.z] * t.factor for t in self.inner_terms_of(upstream)])
+                assignments.append((upstream, total))
+                dz_of[node.symbol] = upstream
 
         def gradient(element: sympy.Symbol) -> sympy.Expr:
             return sympy.Add(*[dz_of[t.z] * t.factor for t in self.terms(element)])
@@ -342,19 +388,21 @@ class Engine:
         """Every z and a node of the graph by its symbol (formulas are built when asked for)."""
         table: dict[sympy.Symbol, Any] = {}
         for layer in self.graph.layers:
-            table.update((node.symbol, node) for node in (*layer.z, *layer.a))
+            table.update((node.symbol, node) for node in (*layer.inner, *layer.z, *layer.a))
+            self.backward(layer.number)  # so that its inner upstream symbols are known
         return table
 
     def _definition(self, symbol: sympy.Symbol) -> sympy.Expr | None:
         """The formula of an intermediate symbol (z, a, ∂L/∂a); None for x, y and the weights."""
-        if symbol in self._upstream_place:
+        if symbol in self._upstream_place or symbol in self._inner_place:
             return self.upstream(symbol)
         node = self._nodes_by_symbol.get(symbol)
         return None if node is None else node.expr
 
     def _intermediates(self, expr: sympy.Basic) -> list[sympy.Symbol]:
         nodes = self._nodes_by_symbol
-        return [s for s in expr.free_symbols if s in self._upstream_place or s in nodes]
+        return [s for s in expr.free_symbols
+                if s in self._upstream_place or s in self._inner_place or s in nodes]
 
     def _resolve(self, root: sympy.Symbol, memo: dict, combine: Callable[[sympy.Expr, dict], Any]) -> Any:
         """``memo[root]`` = ``combine(formula of root, memo)``, after every intermediate symbol of
@@ -408,6 +456,8 @@ class Engine:
         count 1): forward through the nodes, then backward through the terms, once."""
         sizes: dict[sympy.Basic, int] = {}
         for layer in self.graph.layers:
+            for node in layer.inner:
+                sizes[node.symbol] = node.tree_size(sizes)
             for k, z in enumerate(layer.z):
                 sizes[z.symbol] = z.tree_size(sizes)
                 if layer.activated:
@@ -416,11 +466,20 @@ class Engine:
         for symbol, formula in zip(self.graph.upstream_of(last), self.graph.loss_gradient):
             sizes[symbol] = weighted_size(formula, sizes)
         locals_: dict[sympy.Expr, int] = {}
-        for number in range(last - 1, 0, -1):
-            for symbol in self.graph.upstream_of(number):
-                parts = [self._term_size(t, sizes, locals_) for t in self.upstream_terms_of(symbol)]
-                parts = [p for p in parts if p]  # terms known to be zero drop out
-                sizes[symbol] = (parts[0] if parts else 0) if len(parts) <= 1 else 1 + sum(parts)
+
+        def add_up(symbol: sympy.Symbol, terms: list[Term]) -> None:
+            parts = [self._term_size(t, sizes, locals_) for t in terms]
+            parts = [p for p in parts if p]  # terms known to be zero drop out
+            sizes[symbol] = (parts[0] if parts else 0) if len(parts) <= 1 else 1 + sum(parts)
+
+        for number in range(last, 0, -1):  # a layer's upstream, then its inner nodes', last first
+            if number < last:
+                for symbol in self.graph.upstream_of(number):
+                    add_up(symbol, self.upstream_terms_of(symbol))
+            layer = self.graph.layers[number - 1]
+            self.backward(number)
+            for symbol in reversed(layer.inner_upstream):
+                add_up(symbol, self.inner_terms_of(symbol))
         return sizes
 
     @staticmethod

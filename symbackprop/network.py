@@ -33,6 +33,7 @@ from .ops import OPS, Op, Shape
 from .ops.wiring import Input, Tensor, apply, input_shape
 
 INPUT = "input"  # how a spec's inputs: [...] names the network's input
+MODES = ("train", "eval")  # as torch's module.train() and module.eval()
 
 
 class Network:
@@ -63,6 +64,7 @@ class Network:
         *,
         inputs: Tensor | None = None,
         outputs: Tensor | None = None,
+        mode: str = "train",
     ) -> None:
         if inputs is not None or outputs is not None:
             if input_shape is not None or layers is not None:
@@ -79,9 +81,13 @@ class Network:
         except SpecError as error:
             raise SpecError(f"loss: {error}") from None
         check_name(name)
+        if mode not in MODES:
+            raise SpecError(f"mode: must be one of {', '.join(MODES)}, got {shown(mode)}")
         number = {id(t): l for l, t in enumerate(tensors, start=1)} | {id(x): 0}
         self.input_shape: Shape = x.shape
-        self.layers: tuple[Op, ...] = tuple(t.op for t in tensors)
+        # each operation as it runs in this mode (batch normalisation: batch or running statistics)
+        self.layers: tuple[Op, ...] = tuple(t.op.in_mode(mode) for t in tensors)
+        self.mode: str = mode
         # the layers each layer reads, in its operation's order; 0 is the network's input
         self.sources: tuple[tuple[int, ...], ...] = tuple(
             tuple(number[id(s)] for s in t.inputs) for t in tensors
@@ -164,6 +170,34 @@ class Network:
         """Layer ``number``'s parameters: its operation's prefix → the network's name ("W" → "W3")."""
         return {prefix: name for name, (owner, prefix) in self.parameter_owner.items() if owner == number}
 
+    @cached_property
+    def buffers(self) -> dict[str, Shape]:
+        """Buffer name → shape: constants a layer reads that are not trained (batch
+        normalisation's running statistics, ``running_mean{l}`` and ``running_var{l}``)."""
+        return {
+            name: self.layers[number - 1].buffer_shapes(self.input_shape_of(number))[prefix]
+            for name, (number, prefix) in self.buffer_owner.items()
+        }
+
+    @cached_property
+    def buffer_owner(self) -> dict[str, tuple[int, str]]:
+        """Buffer name → (its layer's number, its operation's prefix for it)."""
+        owners = {}
+        for number, op in enumerate(self.layers, start=1):
+            for prefix in op.buffer_shapes(self.input_shape_of(number)):
+                owners[f"{prefix}{number}"] = (number, prefix)
+        return owners
+
+    def layer_buffers(self, number: int) -> dict[str, str]:
+        """Layer ``number``'s buffers: its operation's prefix → the network's name."""
+        return {prefix: name for name, (owner, prefix) in self.buffer_owner.items() if owner == number}
+
+    @property
+    def couples_samples(self) -> bool:
+        """Whether a layer mixes the samples of a batch (batch normalisation in train mode):
+        gradients are then those of a whole batch, never of one sample alone."""
+        return any(op.couples_samples() for op in self.layers)
+
     @property
     def parameter_count(self) -> int:
         return sum(prod(shape) for shape in self.parameters.values())
@@ -210,15 +244,24 @@ class Network:
         ]
         chosen_loss = loss if loss is not None and self.loss == "generic" else self.loss
         x, out = _wired(self.input_shape, layers, self.sources, self.layer_names)
-        return Network(inputs=x, outputs=out, loss=chosen_loss, name=self.name)
+        return Network(inputs=x, outputs=out, loss=chosen_loss, name=self.name, mode=self.mode)
+
+    def with_mode(self, mode: str) -> Network:
+        """The same network in ``mode``: "train" (batch normalisation on the batch's statistics)
+        or "eval" (on its running statistics)."""
+        x, out = _wired(self.input_shape, self.layers, self.sources, self.layer_names)
+        return Network(inputs=x, outputs=out, loss=self.loss, name=self.name, mode=mode)
 
     @property
     def generic_activation(self) -> bool:
         return any(layer.activation == "g" for layer in self.layers)
 
-    def derive(self) -> Any:
-        """Backpropagate symbolically: a ``symbackprop.Derivation`` of this network."""
-        return self.derivation(self)
+    def derive(self, batch: int | None = None, reduce: str = "sum") -> Any:
+        """Backpropagate symbolically: a ``symbackprop.Derivation`` of this network — of one
+        sample, or of a batch of ``batch`` samples sharing every weight, its loss their sum
+        (``reduce="mean"``: their mean). A network whose layers couple the samples (batch
+        normalisation in train mode) needs a batch."""
+        return self.derivation(self, batch=batch, reduce=reduce)
 
     # ---- specs ----------------------------------------------------------------------------
 
@@ -234,7 +277,8 @@ class Network:
             if sources != (number - 1,):
                 item["inputs"] = [self.reference_name(s) for s in sources]
             items.append(item)
-        return {"name": self.name, "input": list(self.input_shape), "layers": items, "loss": self.loss}
+        spec = {"name": self.name, "input": list(self.input_shape), "layers": items, "loss": self.loss}
+        return spec if self.mode == "train" else {**spec, "mode": self.mode}
 
     @classmethod
     def from_dict(cls, spec: object, name: str = "network") -> Network:
@@ -242,11 +286,11 @@ class Network:
         name?, inputs?}], loss, name}``."""
         if not isinstance(spec, dict):
             raise SpecError("the spec must be a mapping with keys input and layers (loss and name optional)")
-        unknown = set(spec) - {"input", "layers", "loss", "name"}
+        unknown = set(spec) - {"input", "layers", "loss", "name", "mode"}
         if unknown:
             raise SpecError(
                 f"unknown key {min(map(str, unknown))!r} at the top level; "
-                "allowed: input, layers, loss, name"
+                "allowed: input, layers, loss, name, mode"
             )
         if "input" not in spec:
             raise SpecError("input: missing; give the input shape as [channels, height, width] or [features]")
@@ -263,7 +307,8 @@ class Network:
             if layer_name is not None:
                 known[layer_name] = number
         x, out = _wired(spec["input"], ops, sources, names)
-        return cls(inputs=x, outputs=out, loss=spec.get("loss", "generic"), name=spec.get("name", name))
+        return cls(inputs=x, outputs=out, loss=spec.get("loss", "generic"), name=spec.get("name", name),
+                   mode=spec.get("mode", "train"))
 
 
 # ---- building the graph -------------------------------------------------------------------

@@ -216,3 +216,37 @@ def test_every_graph_equals_torch_through_every_reduce(name, rng):
     for key, grad in per_sample.grads.items():
         expected = grad if key == "x" else grad.sum(axis=0)
         np.testing.assert_allclose(summed.grads[key], expected, rtol=1e-9, atol=1e-12)
+
+
+# ---- a batch in the scalar graph ---------------------------------------------------------------
+
+
+def test_a_batch_derivation_sums_the_samples_gradients(rng):
+    # Without a layer that couples the samples, derive(batch=2) gives each weight the sum of the
+    # two samples' gradients: N separate derivations, added.
+    net = GRAPHS["a residual MLP"]()
+    d = net.derive(batch=2)
+    x, y, params = random_point(net, rng)
+    x2, y2, _ = random_point(net, rng)
+    values = dict(zip(d.graph.x, [*x, *x2])) | dict(zip(d.graph.y, [*y, *y2]))
+    for name, array in params.items():
+        values |= dict(zip(sympy.flatten(d.symbols.params[name].tolist()), array.ravel()))
+    per_sample = reference.loss_and_grads(net, np.stack([x, x2]), np.stack([y, y2]), params)
+    for name in params:
+        closed = [float(e.xreplace(values)) for e in sympy.flatten(d.gradient(name).tolist())]
+        np.testing.assert_allclose(closed, per_sample.grads[name].sum(axis=0).ravel(), rtol=1e-12)
+    assert float(d.loss.xreplace(values)) == pytest.approx(per_sample.loss.sum(), rel=1e-12)
+    assert d.symbols.x.shape == (2, 4) and str(d.graph.x[5]) == "x_2__2"
+    mean = net.derive(batch=2, reduce="mean")
+    assert float(mean.loss.xreplace(values)) == pytest.approx(per_sample.loss.mean(), rel=1e-12)
+
+
+def test_a_batch_derivation_runs_the_per_layer_code(rng):
+    net = GRAPHS["a residual MLP"]()
+    x, y, params = random_point(net, rng)
+    out = net.derive(batch=3).numeric(reduce="sum")(np.stack([x, x]), np.stack([y, y]), params)
+    assert out.grads["W1"].shape == (4, 4)
+    with pytest.raises(ValueError, match="style='nodes' is the program of one sample"):
+        net.derive(batch=3).numeric(style="nodes")
+    with pytest.raises(ValueError, match="batch must be a positive integer"):
+        net.derive(batch=0)

@@ -116,10 +116,11 @@ class Parameter(NamedTuple):
     prefix: str  # "W": the name's letters, before the layer's number
     role: str  # what documents call it: "weights", "bias"
     torch: str  # the attribute of the torch twin that holds it: "weight", "bias"
+    tex: str = ""  # its letter in formulas: "w" (by default the prefix's first, lowercase)
 
 
-WEIGHTS = Parameter("W", "weights", "weight")
-BIAS = Parameter("b", "bias", "bias")
+WEIGHTS = Parameter("W", "weights", "weight", "w")
+BIAS = Parameter("b", "bias", "bias", "b")
 
 
 class Connection(NamedTuple):
@@ -171,6 +172,9 @@ class Op:
     # The parameters it may have, in the order of its torch twin's; ``parameter_shapes`` gives
     # the shapes of those it has, by prefix.
     parameters: ClassVar[tuple[Parameter, ...]] = ()
+    # Constants it reads that are not trained (batch normalisation's running statistics):
+    # declared as parameters are, named by prefix and layer, their shapes by ``buffer_shapes``
+    buffers: ClassVar[tuple[Parameter, ...]] = ()
 
     def __call__(self, *inputs: Tensor, name: str | None = None) -> Tensor:
         """The functional API: this operation applied to tensors, ``Conv2D(8, 3)(x)``; the
@@ -189,6 +193,28 @@ class Op:
         for module in modules:
             value = module(value)
         return value
+
+    def buffer_shapes(self, input_shape: Any) -> dict[str, Shape]:
+        """The shapes of its buffers, by prefix: none for most operations."""
+        return {}
+
+    def in_mode(self, mode: str) -> Op:
+        """The operation as a network in ``mode`` ("train" or "eval") runs it: itself for every
+        operation but those that behave differently (batch normalisation)."""
+        return self
+
+    def couples_samples(self) -> bool:
+        """Whether each output depends on every sample of the batch (batch normalisation in
+        train mode): the scalar graph then needs a batch, and ``batch_nodes`` builds it."""
+        return False
+
+    def batch_nodes(
+        self, input_shape: Any, inputs: list[Any], params: dict[str, Any], outputs: list[Any], names: Any
+    ) -> tuple[tuple, tuple]:
+        """For an operation that couples the samples: the nodes inside its layer (each a new
+        symbol from ``names.symbol(code, tex)``) and its output nodes, from every sample's
+        inputs (one ``given`` per sample) to every sample's outputs."""
+        raise NotImplementedError(f"{self.key} does not couple the samples of a batch")
 
     def folds_as(self) -> str | None:
         """The activation it is, when it could fold into the layer before it as that layer's
