@@ -109,7 +109,7 @@ class LayerBackward(NamedTuple):
     parameter_terms: dict[sympy.Symbol, list[Term]]  # each weight and bias → its terms
     input_terms: dict[sympy.Symbol, list[Term]]  # each input of the layer → its terms
     # each node inside the layer (batch normalisation's μ, σ², x̂) → the terms it gets back
-    inner_terms: dict[sympy.Symbol, list[Term]] = {}
+    inner_terms: dict[sympy.Symbol, list[Term]]
 
 
 class Engine:

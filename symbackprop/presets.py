@@ -10,7 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .network import Network
-from .ops import Add, AvgPool2D, Concat, Conv2D, ConvTranspose2D, Dense, GlobalAvgPool2D, Input, ReLU
+from .ops import (
+    Add,
+    AvgPool2D,
+    Concat,
+    Conv2D,
+    ConvTranspose2D,
+    Dense,
+    GlobalAvgPool2D,
+    Input,
+    ReLU,
+)
 
 
 def article() -> Network:
