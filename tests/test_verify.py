@@ -387,10 +387,3 @@ def test_a_fork_summed_over_one_reader_too_few_is_caught():
     # the per-node program is wrong before the fork; the per-layer code, written apart, is right
     assert [name for name, row in rows.items() if not row.agree] == ["x", "W1"]
     assert rows["W1"].disagreeing == ["reference", "finite differences", "torch"]
-
-
-@pytest.mark.slow
-def test_resnet_tiny_checks_out():
-    report = check(sb.presets.resnet_tiny().derive(), samples=1, seed=0)
-    assert report.agree and report.styles == ["layers"]  # 5,194 parameters: too large for the per-node program
-    assert report.sampled["W7"] == (200, 2304)
