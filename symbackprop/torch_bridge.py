@@ -44,7 +44,7 @@ import numpy as np
 from .activations import ACTIVATIONS
 from .errors import SpecError, shown
 from .losses import LOSSES
-from .network import Network
+from .network import INPUT, LAYER_NAME, Network
 from .ops import OPS, Activation, Add, Concat, GlobalAvgPool2D, Input, Op, Shape
 from .ops.wiring import input_shape as _input_shape
 
@@ -277,17 +277,16 @@ def from_torch(
     for layer in layers:
         inputs = tuple(x if v.layer is None else tensors[id(v.layer)] for v in layer.inputs)
         try:
-            tensors[id(layer)] = layer.op(*inputs, name=layer.name)
+            tensors[id(layer)] = layer.op(*inputs, name=_layer_name(layer.name))
         except SpecError as error:
             raise SpecError(f"fx node {layer.name}: {error!s}") from None
     if out.layer is None:
         raise SpecError(f"{type(module).__name__}: computes nothing from its input (no layer symbackprop reads)")
     net = Network(inputs=x, outputs=tensors[id(out.layer)], loss=loss, name=name)
     params: dict[str, np.ndarray] = {}
-    numbers = {layer_name: number for number, layer_name in enumerate(net.layer_names, start=1)}
-    by_name = {layer.name: layer for layer in layers}
-    for number_name, number in numbers.items():
-        layer = by_name[number_name]
+    # the network numbers the layers the output is computed from, in the order they were made
+    used = _computed_from(out.layer)
+    for number, layer in enumerate((layer for layer in layers if id(layer) in used), start=1):
         for parameter in layer.op.parameters:
             param_name = net.layer_parameters(number).get(parameter.prefix)
             if param_name is not None:
@@ -299,6 +298,24 @@ def from_torch(
                     )
                 params[param_name] = value
     return net, {name: params[name] for name in net.parameters}
+
+
+def _computed_from(last: _Layer) -> set[int]:
+    """The ids of the layers ``last`` is computed from, itself included (a layer whose output
+    nothing uses, which fx keeps, is no layer of the network)."""
+    seen, stack = set(), [last]
+    while stack:
+        layer = stack.pop()
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            stack.extend(v.layer for v in layer.inputs if v.layer is not None)
+    return seen
+
+
+def _layer_name(node: str) -> str | None:
+    """The fx node's name as the layer's (``stem``, ``add_1``), or none where a network's
+    layer cannot be called that (past 64 characters, or ``input``): a name is only a label."""
+    return node if LAYER_NAME.fullmatch(node) and node != INPUT else None
 
 
 def _refuse_hooks(torch: Any, module: Any) -> None:

@@ -786,3 +786,32 @@ def test_a_node_read_wrong_is_caught_where_torch_computes_another_shape(monkeypa
     with pytest.raises(sb.SpecError) as error:
         sb.from_torch(Then(lambda h: h.flatten(0)), (4,), loss="sse")
     assert str(error.value) == "fx node flatten (call_method flatten): torch computes shape () here, but it was read as (4,)"
+
+
+class UnusedBranch(nn.Module):
+    """A Linear whose output forward throws away: fx keeps its node; the network has no such layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.unused, self.b = nn.Linear(4, 3), nn.Linear(4, 5), nn.Linear(3, 2)
+
+    def forward(self, x):
+        self.unused(x)
+        return self.b(torch.tanh(self.a(x)))
+
+
+def test_a_layer_whose_output_nothing_uses_is_left_out():
+    module = UnusedBranch()
+    net, params = sb.from_torch(module, (4,), loss="sse")
+    assert net.layer_names == ("a", "b")
+    assert {name: value.shape for name, value in params.items()} == {"W1": (3, 4), "b1": (3,), "W2": (2, 3), "b2": (2,)}
+    assert np.array_equal(params["W2"], module.b.weight.detach().numpy())
+
+
+def test_a_module_name_too_long_for_a_layer_leaves_the_layer_unnamed():
+    module = nn.Sequential()
+    module.add_module("first_fully_connected_layer_of_the_encoder_of_a_very_deep_network", nn.Linear(4, 3))
+    module.add_module("head", nn.Linear(3, 2))
+    net, params = sb.from_torch(module, (4,), loss="sse")
+    assert net.layer_names == (None, "head")
+    assert list(params) == ["W1", "b1", "W2", "b2"]
