@@ -18,9 +18,13 @@ Nothing is read wrong in silence. Modules are matched by type, never by name: a 
 of a module read here is kept whole by the tracer and read as that module only when it keeps
 its ``forward`` (a fake-quantised ``Linear`` has its own: refused); a module with forward
 hooks or pre-hooks, a module with parameters called twice and two modules holding one
-parameter (weights shared by two layers) are refused. Each node, once read, is run by torch
-on a sample of one: where torch fails, or computes a shape other than the one read, the
-node is refused (``AdaptiveAvgPool2d(1)``'s (C, 1, 1) stays an image until flattened).
+parameter (weights shared by two layers) are refused, and so is an operation in place
+(``inplace=True``) on a tensor that another node reads after it. Each node, once read, is
+run by torch on a sample of one: where torch fails, or computes a shape other than the one
+read, the node is refused (``AdaptiveAvgPool2d(1)``'s (C, 1, 1) stays an image until
+flattened). Last, the network read and the module are run on one seeded random batch: what
+fx does not record (a tensor changed in place through an alias) makes them differ, and the
+module is refused. A layer fx keeps but whose output nothing uses is no layer of the network.
 
 Softplus: torch's returns z itself once z > 20 (its ``threshold``); symbackprop's is
 the exact log(1 + e^z). ``to_torch(..., exact=True)`` — what ``check`` and the tests use —
@@ -297,7 +301,33 @@ def from_torch(
                         f"read needs {net.parameters[param_name]}"
                     )
                 params[param_name] = value
-    return net, {name: params[name] for name in net.parameters}
+    params = {name: params[name] for name in net.parameters}
+    _refuse_unless_the_same(torch, module, net, params, reader.dtype)
+    return net, params
+
+
+def _refuse_unless_the_same(torch: Any, module: Any, net: Network, params: dict[str, np.ndarray], dtype: Any) -> None:
+    """The last guard: the network read, run by torch (``to_torch``), must compute what the
+    module computes on a seeded random batch of two, to the module's precision — else a
+    SpecError (something fx does not record, such as a tensor changed in place through an
+    alias, was read wrong)."""
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn((2, *net.input_shape), generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        expected = module(sample.to(dtype)).to(torch.float64).reshape(2, -1)
+        computed = to_torch(net, params)(sample.clone()).reshape(2, -1)
+    if expected.shape != computed.shape:
+        raise SpecError(f"{type(module).__name__}: returns {tuple(expected.shape[1:])} values per sample, "
+                        f"the network read {tuple(computed.shape[1:])}")
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    error = float((expected - computed).abs().max()) if expected.numel() else 0.0
+    tolerance = 1000 * torch.finfo(dtype).eps * max(scale, 1.0)
+    if not error <= tolerance:  # a nan fails too
+        raise SpecError(
+            f"{type(module).__name__}: the network read computes other values than the module ({error:.2g} "
+            f"apart on a random input, more than its precision allows); an operation fx does not record "
+            "(a tensor changed in place through an alias?) was read wrong"
+        )
 
 
 def _computed_from(last: _Layer) -> set[int]:
@@ -538,7 +568,22 @@ class _Reader:
                 self.owners[id(parameter)] = f"{node.target}.{name}"
         value = self._one(args, where)
         self._check_twin(op, sub, base, value, where)
+        if getattr(sub, "inplace", False):
+            self._refuse_overwritten(node, where)
         return self._layer(op, [value], node.name, where, sub)
+
+    def _refuse_overwritten(self, node: Any, where: str) -> None:
+        """A node working in place (``inplace=True``) overwrites the tensor it reads: a
+        SpecError when another node reads that tensor after it (it would get the new values,
+        where a layer reads the old ones). Before it, or nowhere else, it changes nothing."""
+        (target, *_) = node.args
+        order = {n: k for k, n in enumerate(self.traced.graph.nodes)}
+        later = [user for user in getattr(target, "users", ()) if user is not node and order[user] > order[node]]
+        if later:
+            raise SpecError(
+                f"{where}: works in place (inplace=True) on {target}, which fx node {later[0].name} reads "
+                "afterwards; symbackprop would read the value from before; use inplace=False"
+            )
 
     def _base(self, kind: type, where: str) -> type | None:
         """The module type read here that ``kind`` subclasses, when it keeps that type's
@@ -701,10 +746,15 @@ class _Reader:
         def read(node: Any, args: list, kwargs: dict) -> _Value:
             where = self._where(node, _target(node.target))
             defaults = dict(entry.torch[1])
+            extra = args[1 + len(defaults):]  # F.relu(x, True): in place
             values = dict(zip(list(defaults), args[1:])) | {k: v for k, v in kwargs.items() if k != "inplace"}
             for key, value in values.items():
                 if key not in defaults or defaults[key] != value:
                     raise SpecError(f"{where}: {key}={value}; symbackprop's {name} takes only {defaults or 'no settings'}")
+            if len(extra) > 1:
+                raise SpecError(f"{where}: called with {len(args)} arguments; symbackprop's {name} takes {defaults or 'no settings'}")
+            if kwargs.get("inplace", extra[0] if extra else False):
+                self._refuse_overwritten(node, where)
             return self._layer(Activation(name), [self._one(args[:1], where)], node.name, where)
 
         return read

@@ -232,6 +232,20 @@ def sequential_reusing(module: nn.Module) -> nn.Sequential:
     return nn.Sequential(module, nn.Tanh(), module)
 
 
+class InPlace(nn.Module):
+    """torchvision's style: nn.ReLU(inplace=True) and +=, each on a tensor nothing else reads after."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.relu = nn.ReLU(inplace=True)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.fc2(self.relu(self.fc1(x)))
+        h += x
+        return self.fc3(self.relu(h))
+
+
 class PlainLinear(nn.Linear):
     """A subclass that keeps nn.Linear's forward: it computes what a Linear computes."""
 
@@ -306,6 +320,9 @@ GRAPH_MODULES = {
         (4,), "sse", ["dense 4, bias, relu", "dense 4, bias, relu", "dense 2, bias, identity"],
         ((0,), (1,), (2,)),
     ),
+    "in place, on tensors read by nothing after": (InPlace(), (4,), "sse", [
+        "dense 4, bias, relu", "dense 4, bias, identity", "add", "relu", "dense 2, bias, identity",
+    ], ((0,), (1,), (2, 0), (3,), (4,))),
     "a subclass of nn.Linear keeping its forward": (
         nn.Sequential(PlainLinear(4, 3), nn.Tanh(), PlainLinear(3, 2)), (4,), "sse",
         ["dense 3, bias, tanh", "dense 2, bias, identity"], ((0,), (1,)),
@@ -637,6 +654,34 @@ class PooledNotFlattened(nn.Module):
         return self.fc(self.pool(self.conv(x)))
 
 
+class Overwritten(nn.Module):
+    """``activation`` in place on fc's output, which the addition reads afterwards: torch adds
+    the new values."""
+
+    def __init__(self, activation) -> None:
+        super().__init__()
+        self.fc, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+        self.activation = activation
+
+    def forward(self, x):
+        h = self.fc(x)
+        return self.out(self.activation(h) + h)
+
+
+class ThroughAnAlias(nn.Module):
+    """h += x changes g too (one tensor): fx records a new value for h alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.fc(x)
+        g = h
+        h += x
+        return self.out(h + g)
+
+
 def qat_linear() -> nn.Module:
     """torch's fake-quantised Linear: a subclass of nn.Linear, named Linear too."""
     return torch.ao.nn.qat.Linear(4, 2, qconfig=torch.ao.quantization.get_default_qat_qconfig())
@@ -689,6 +734,13 @@ GRAPHS_REFUSED = {
         "fx node getitem (call_function getitem): indexing tensors is not supported"),
     "a Linear on an unflattened pool": (PooledNotFlattened(), (1, 3, 3),
         "fx node fc (call_module fc: Linear): its input has shape (2, 1, 1); put an nn.Flatten() before it"),
+    "nn.ReLU(inplace=True) on a tensor read after": (Overwritten(nn.ReLU(inplace=True)), (4,),
+        ("fx node activation (call_module activation: ReLU): works in place (inplace=True) on fc, which fx "
+         "node add reads afterwards; symbackprop would read the value from before; use inplace=False")),
+    "F.relu(x, True) on a tensor read after": (Overwritten(lambda h: F.relu(h, True)), (4,),
+        "fx node relu (call_function relu): works in place (inplace=True) on fc, which fx node add reads afterwards"),
+    "+= through an alias": (ThroughAnAlias(), (4,),
+        ("ThroughAnAlias: the network read computes other values than the module (")),
     "two inputs": (TwoInputs(), (4,), "fx node y (placeholder): a second input; a network has one"),
     "two outputs": (Then(lambda h: (h, h)), (4,), "fx node output (output): returns (fc, fc); one tensor only"),
 }
@@ -815,3 +867,13 @@ def test_a_module_name_too_long_for_a_layer_leaves_the_layer_unnamed():
     net, params = sb.from_torch(module, (4,), loss="sse")
     assert net.layer_names == (None, "head")
     assert list(params) == ["W1", "b1", "W2", "b2"]
+
+
+def test_a_module_read_as_another_function_is_caught_by_running_both(monkeypatch):
+    # were an activation to be misread (a Tanh as a sigmoid: the same shapes), the network read
+    # and the module, run on one random batch, would disagree
+    from symbackprop.ops import Activation
+
+    monkeypatch.setattr(Activation, "from_torch", classmethod(lambda cls, m: cls("sigmoid")))
+    with pytest.raises(sb.SpecError, match=r"^Sequential: the network read computes other values than the module \("):
+        sb.from_torch(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), (4,), loss="sse")
