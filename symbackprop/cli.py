@@ -233,13 +233,29 @@ def _reason(error: OSError) -> str:
 
 
 def _summary(network: Network) -> str:
+    """The network, a line per layer; for a graph, what each layer reads and, where several
+    layers read it, which."""
     lines = [f"network {network.name}: input {_shape(network.input_shape)}, loss {network.loss}"]
     for number, (layer, shape) in enumerate(zip(network.layers, network.shapes[1:]), start=1):
-        lines.append(f"  layer {number}: {layer.describe()} -> {_shape(shape)}")
+        name = network.layer_names[number - 1]
+        line = f"  layer {number}{f' ({name})' if name else ''}: {layer.describe()} -> {_shape(shape)}"
+        if not network.is_chain:
+            wiring = [f"reads {_layers(network.sources[number - 1])}"]
+            if len(network.consumers(number)) > 1:
+                wiring.append(f"read by {_layers(network.consumers(number))}")
+            line += f" ({'; '.join(wiring)})"
+        lines.append(line)
     params = network.parameters
     counts = ", ".join(f"{name} {_shape(shape)}" for name, shape in params.items())
     lines.append(f"  {sum(prod(s) for s in params.values()):,} weights: {counts}")
     return "\n".join(lines)
+
+
+def _layers(numbers: tuple[int, ...]) -> str:
+    """How the summary names the layers a layer reads, in its operation's order: "x",
+    "layer 3", "layer 1 and layer 3", "layer 1, x and layer 1"."""
+    names = ["x" if n == 0 else f"layer {n}" for n in numbers]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -279,8 +295,8 @@ def run_derive(args: argparse.Namespace) -> int:
     with staged_output(target) as staging:  # checks the output folder before any work
         print(_summary(network))
         d = network.derive()
-        edges = [prod(after) * layer.window(before)
-                 for layer, before, after in zip(network.layers, network.shapes, network.shapes[1:])]
+        edges = [prod(network.shapes[number]) * layer.window(network.input_shape_of(number))
+                 for number, layer in enumerate(network.layers, start=1)]
         with progress.bar("backpropagating", sum(edges), "edge") as bar:
             for number, count in enumerate(edges, start=1):
                 d.backward(number)

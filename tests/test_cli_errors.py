@@ -25,6 +25,13 @@ BIG = (  # 3x64x64, two 16-channel 3x3 convs with padding 1 and relu, dense 10: 
     "  - conv: {kernel_size: 3, out_channels: 16, padding: 1, activation: relu}\n"
     "  - dense: {units: 10}\nloss: sse\n"
 )
+GRAPH = (  # a residual block: the stem read by the body and by the addition
+    "name: skip\ninput: [1, 4, 4]\nlayers:\n"
+    "  - conv: {out_channels: 2, kernel_size: 1, activation: tanh}\n    name: stem\n"
+    "  - conv: {out_channels: 2, kernel_size: 3, padding: 1}\n    name: body\n"
+    "  - add: {}\n    inputs: [stem, body]\n"
+    "  - dense: {units: 2}\nloss: sse\n"
+)
 
 # (files to create: name → text, the command line, words the one line must hold)
 MISUSES = [
@@ -89,6 +96,37 @@ MISUSES = [
         {"tiny.yaml": TINY},
         ["check", "tiny.yaml", "--samples", "100000"],
         "check would run finite differences of 1,700,000 loss evaluations",
+    ),
+    (
+        {"graph.yaml": GRAPH.replace("inputs: [stem, body]", "inputs: [stem, bodyy]")},
+        ["derive", "graph.yaml"],
+        (
+            "graph.yaml: layer 3 (add): inputs names 'bodyy', which is not an earlier layer's name; "
+            "known here: input, stem, body"
+        ),
+    ),
+    (
+        {"graph.yaml": GRAPH.replace("[stem, body]", "[stem, late]").replace("{units: 2}", "{units: 2}\n    name: late")},
+        ["check", "graph.yaml"],
+        "layer 3 (add): inputs names 'late', which is not an earlier layer's name",
+    ),
+    (
+        {"graph.yaml": GRAPH.replace("inputs: [stem, body]", "inputs: [stem, stem]")},
+        ["derive", "graph.yaml"],
+        (
+            "graph.yaml: layer 2 (conv): nothing reads its output on the way to the last layer; give it "
+            "to a later layer's inputs, or remove it"
+        ),
+    ),
+    (
+        {"graph.yaml": GRAPH.replace("out_channels: 2, kernel_size: 3", "out_channels: 1, kernel_size: 3")},
+        ["check", "graph.yaml"],
+        "graph.yaml: layer 3 (add): its inputs have shapes 2x4x4 and 1x4x4; an addition needs one shape",
+    ),
+    (
+        {"graph.yaml": GRAPH.replace("name: body", "name: stem").replace("[stem, body]", "[stem, stem]")},
+        ["derive", "graph.yaml"],
+        "graph.yaml: layer 2: name 'stem' is layer 1's already",
     ),
     ({"file": "occupied"}, ["derive", "-o", "file"], "file exists and is not a folder"),
     ({}, ["handout", "--no-pdf", "-o", "/proc/nope"], "cannot create the output folder /proc/nope"),

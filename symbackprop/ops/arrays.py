@@ -77,5 +77,7 @@ def activation_slope(name: str, z: np.ndarray) -> np.ndarray:
 
 
 def near_kink(name: str, z: np.ndarray, margin: float) -> bool:
-    """Whether some z lies within ``margin`` of where the activation bends."""
-    return name in KINKED and bool((np.abs(z) < margin).any())
+    """Whether some z lies within ``margin`` of where the activation bends, but not on it: a z
+    of exactly 0 is one that no small step moves (a ReLU's zeros, added or pooled), as a max
+    pool's exact ties are."""
+    return name in KINKED and bool(((np.abs(z) < margin) & (z != 0)).any())
