@@ -41,6 +41,7 @@ import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from math import prod
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,7 @@ from .activations import ACTIVATIONS
 from .errors import SpecError, shown
 from .losses import LOSSES
 from .network import INPUT, LAYER_NAME, Network
-from .ops import OPS, Activation, Add, Concat, GlobalAvgPool2D, Input, Op, Shape
+from .ops import OPS, Activation, Add, Concat, GlobalAvgPool2D, Input, Op, Shape, Upsample
 from .ops.wiring import input_shape as _input_shape
 
 
@@ -389,7 +390,8 @@ def _traced(torch: Any, module: Any, leaves: tuple[type, ...]) -> Any:
         def is_leaf_module(self, sub: Any, qualified_name: str) -> bool:
             return isinstance(sub, leaves) or super().is_leaf_module(sub, qualified_name)
 
-    tracer = Tracer()
+    # F.interpolate branches on its input's size: kept as one call, as nn.Upsample is
+    tracer = Tracer(autowrap_functions=(torch.nn.functional.interpolate,))
     graph = tracer.trace(module)
     return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
 
@@ -450,6 +452,7 @@ class _Reader:
             operator.add: self._add, torch.add: self._add, torch.cat: self._cat,
             torch.flatten: self._flatten, torch.mean: self._mean, operator.getitem: self._getitem,
             getattr: self._getattr, functional.adaptive_avg_pool2d: self._adaptive_pool,
+            functional.interpolate: self._interpolate,
         }
         self.functions.update({f: self._activation_function(name) for f, name in activation_functions.items()})
         self.methods: dict[str, Callable[[Any, list, dict], _Value]] = {
@@ -673,8 +676,8 @@ class _Reader:
             if key == "bias" or not hasattr(module, key):
                 continue
             actual = getattr(module, key)
-            if isinstance(actual, str):  # padding="valid": read as numbers by the op itself
-                continue
+            if actual is None or isinstance(actual, str):  # torch's default, or padding="valid":
+                continue  # read by the op itself
             if _normal(actual) != _normal(expected):
                 raise SpecError(f"{where}: {key} is {actual}, but its input {value.shape} needs {expected}")
 
@@ -750,6 +753,24 @@ class _Reader:
             raise SpecError(f"{where}: output_size={size}; only 1, global average pooling, is supported")
         value = self._one(args[:1], where)
         return self._layer(GlobalAvgPool2D(), [value], node.name, where)
+
+    def _interpolate(self, node: Any, args: list, kwargs: dict) -> _Value:
+        """F.interpolate(x, scale_factor=s, mode=...): an Upsample, read as nn.Upsample is."""
+        where = self._where(node, "interpolate")
+        names = ("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias")
+        given = dict(zip(names, args)) | kwargs
+        if given.get("antialias"):
+            raise SpecError(f"{where}: antialias=True is not supported")
+        settings = SimpleNamespace(
+            size=given.get("size"), scale_factor=given.get("scale_factor"),
+            mode=given.get("mode", "nearest"), align_corners=given.get("align_corners"),
+            recompute_scale_factor=given.get("recompute_scale_factor"),
+        )
+        try:
+            op = Upsample.from_torch(settings)
+        except SpecError as error:
+            raise SpecError(f"{where}: {str(error).split(': ', 1)[-1]}") from None
+        return self._layer(op, [self._one([given.get("input")], where)], node.name, where)
 
     def _activation_function(self, name: str) -> Callable[[Any, list, dict], _Value]:
         entry = ACTIVATIONS[name]

@@ -104,3 +104,53 @@ def test_check_of_the_fully_convolutional_presets_agrees(preset):
 
     report = check(sb.presets.PRESETS[preset]().derive(), samples=2, seed=0)
     assert report.agree and report.methods == ["reference", "finite differences", "torch"]
+
+
+# ---- from and to torch -------------------------------------------------------------------------
+
+
+class Decoder(torch.nn.Module):
+    """A conv, F.interpolate (bilinear) and a transposed conv: a decoder's pieces under fx."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+        self.up = torch.nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1, output_padding=0)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.up(torch.nn.functional.interpolate(h, scale_factor=2, mode="bilinear"))
+
+
+FCN_MODULES = {
+    "nn.Upsample bilinear then a linear layer": torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Upsample(scale_factor=2, mode="bilinear"),
+        torch.nn.Flatten(), torch.nn.Linear(2 * 8 * 8, 3)),
+    "ConvTranspose2d with output padding, UpsamplingNearest2d": torch.nn.Sequential(
+        torch.nn.ConvTranspose2d(1, 2, 3, stride=2, padding=1, output_padding=1),
+        torch.nn.UpsamplingNearest2d(scale_factor=2)),
+    "F.interpolate under fx, a decoder": Decoder(),
+}
+
+
+@pytest.mark.parametrize("name", list(FCN_MODULES))
+def test_fully_convolutional_modules_are_read_as_torch_computes_them(name, rng):
+    module = FCN_MODULES[name].double()
+    net, params = sb.from_torch(module, (1, 4, 4), loss="sse")
+    x = rng.normal(size=(2, 1, 4, 4))
+    y = rng.normal(size=(2, net.output_size))
+    out = net.derive().numeric(reduce="sum")(x, y, params)
+    inputs = torch.tensor(x, requires_grad=True)
+    loss = 0.5 * ((module(inputs).reshape(2, -1) - torch.tensor(y)) ** 2).sum()
+    loss.backward()
+    assert out.loss == pytest.approx(loss.item(), rel=1e-12)
+    assert_close(out.grads["x"], inputs.grad.numpy())
+    with torch.no_grad():
+        assert_close(sb.to_torch(net, params)(torch.tensor(x)).numpy(), module(torch.tensor(x)).numpy())
+
+
+def test_align_corners_true_is_refused_saying_so():
+    with pytest.raises(sb.SpecError, match=r"UpsamplingBilinear2d\): align_corners=True; only align_corners=False"):
+        sb.from_torch(torch.nn.Sequential(torch.nn.UpsamplingBilinear2d(scale_factor=2)), (1, 4, 4), loss="sse")
+    with pytest.raises(sb.SpecError, match=r"scale_factor=1.5; only whole factors"):
+        sb.from_torch(torch.nn.Sequential(torch.nn.Upsample(scale_factor=1.5)), (1, 4, 4), loss="sse")
