@@ -327,8 +327,9 @@ def run_check(args: argparse.Namespace) -> int:
 
     network = _network(args)
     # The per-layer code needs no scalar graph; the per-node program is checked too only for
-    # small networks (verify.NODES_LIMIT edges), so finite differences are what can grow.
-    budget.enforce("check", [budget.finite_differences(network, args.samples)], _limits(args))
+    # small networks (verify.NODES_LIMIT edges): memory and finite differences are what grow.
+    work = [budget.check_memory(network, args.samples), budget.finite_differences(network, args.samples)]
+    budget.enforce("check", work, _limits(args))
     progress = Progress(args.quiet)
     progress.note("deriving ...")
     d = network.derive()
@@ -569,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate the derived gradients at random points and compare them with an "
         "independent numpy backprop, finite differences and PyTorch autograd (if installed). "
         "Exit status 0 when all agree, 1 when any disagree, 2 for a problem to fix.",
-        limits=("edges", "evaluations"),
+        limits=("memory", "evaluations"),
     )
     check.add_argument("--samples", type=_count(1), default=3, metavar="N", help="random points (default 3)")
     check.add_argument("--seed", type=_count(0), default=0, metavar="S", help="random seed, 0 or more (default 0)")

@@ -76,6 +76,8 @@ class Derivation(Engine):
         notation. Past ``max_size`` tree nodes in all (MAX_PRINTED_SIZE by default),
         ``OverBudget`` instead; ``max_size=None`` prints any size."""
         if max_size is not None:
+            self._require_graph(f"latex({name!r})", "pass max_size=None to print it",
+                                f"d.latex_derivation({name!r}) for its chain form")
             chains = [self.chain_of(element) for element in element_of(self, name)[1]]
             self._require_within(f"latex({name!r})", chains, max_size,
                                  "pass max_size=None to print it",

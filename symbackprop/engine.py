@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import sympy
 
-from .errors import OverBudget, count
+from .errors import OverBudget, capped, count, duration, size
 from .graph import Graph, LayerGraph
 from .network import Network
 from .nodes import weighted_size
@@ -50,6 +50,13 @@ MAX_CLOSED_SIZE = 10**9
 # turn (one element of 1,048,521 nodes: 38 s and 16 MB of LaTeX; the article's W1, 111,000
 # in all: 0.7 s).
 MAX_PRINTED_SIZE = 10**6
+# Sizing closed forms walks the whole scalar graph: past this many edges (the command line's
+# --max-edges default) ``gradient``, ``loss`` and ``latex`` refuse before building it, as the
+# commands do (the README's 3x64x64 network, 12 million edges, would take an hour and 19 GB).
+MAX_GRAPH_EDGES = 10**6
+# Per edge, measured on LeNet-5 (423k edges) with 2 cores: building the graph and its backward
+# pass (``budget`` estimates the commands' work with them too).
+GRAPH_SECONDS, GRAPH_BYTES = 11e-6, 600
 
 
 class Term(NamedTuple):
@@ -242,6 +249,13 @@ class Engine:
         keys = [s for s, (n, _) in self._upstream_place.items() if n < last]
         return _Lazy(keys, self.upstream_terms_of)
 
+    def compact(self, number: int) -> list[Any] | None:
+        """Layer ``number``'s input gradient in its compact form, simplified from the staged
+        chain form its inner nodes give (batch normalisation in train mode: one ``CompactForm``
+        per input value, (γ / (M σ)) (M g_i − Σ g_j − x̂_i Σ g_j x̂_j)); None for a layer without
+        inner nodes."""
+        return self.network.layers[number - 1].compact(self, number)
+
     def inner_terms_of(self, symbol: sympy.Symbol) -> list[Term]:
         """The terms of ∂L/∂s for a node s inside a layer (batch normalisation's μ, σ², x̂):
         one per node of its layer that reads it."""
@@ -251,6 +265,9 @@ class Engine:
     def upstream(self, symbol: sympy.Symbol) -> sympy.Expr:
         """The formula of an upstream-gradient symbol ∂L/∂a_i (the article's 12 and 17), or of
         a node inside a layer."""
+        if symbol not in self._upstream_place and symbol not in self._inner_place:
+            for number in range(1, len(self.graph.layers) + 1):  # inner symbols: known once built
+                self.backward(number)
         if symbol in self._inner_place:
             return sympy.Add(*[t.expr for t in self.inner_terms_of(symbol)])
         if symbol not in self._upstream_place:
@@ -497,6 +514,18 @@ class Engine:
             return parts[0][1]
         return 1 + sum(size - 1 if expr.is_Mul else size for expr, size in parts)
 
+    def _require_graph(self, what: str, lift: str, instead: str) -> None:
+        """``OverBudget`` before anything is built when sizing the closed forms would build a
+        scalar graph of more than MAX_GRAPH_EDGES edges (counted from the shapes)."""
+        edges = self.network.graph_edges
+        if edges > MAX_GRAPH_EDGES and "_size_estimates" not in self.__dict__:
+            n = capped(edges)
+            raise OverBudget(
+                f"{what} would first build a scalar graph of {count(edges)} edges (estimated "
+                f"{duration(n * GRAPH_SECONDS)}, {size(n * GRAPH_BYTES)}) to count its closed forms, "
+                f"more than {MAX_GRAPH_EDGES:,}; {lift}, or use {instead}"
+            )
+
     def _require_within(self, what: str, exprs: list, max_size: int, lift: str,
                         instead: str) -> None:
         """``OverBudget`` if the closed forms of ``exprs`` would pass ``max_size`` tree nodes
@@ -530,8 +559,9 @@ class Engine:
         """The closed-form loss L in x, y and the weights. Past MAX_CLOSED_SIZE tree nodes
         (estimated first) ``OverBudget`` is raised instead; ``d.closed(d.graph.loss)``
         builds it at any size."""
-        self._require_within("loss", [self.graph.loss], MAX_CLOSED_SIZE,
-                             "d.closed(d.graph.loss) builds it at any size", "d.numeric()")
+        lift = "d.closed(d.graph.loss) builds it at any size"
+        self._require_graph("loss", lift, "d.numeric()")
+        self._require_within("loss", [self.graph.loss], MAX_CLOSED_SIZE, lift, "d.numeric()")
         return self.closed(self.graph.loss)
 
     def gradient(self, name: str, simplify: bool = False,
@@ -550,6 +580,9 @@ class Engine:
         (``simplify.MAX_SIZE`` tree nodes) is returned as it is, and a ``SimplifyWarning``
         names it, with its size and how many more were too large.
         """
+        if max_size is not None:
+            self._require_graph(f"gradient({name!r})", "pass max_size=None to build it",
+                                f"d.chain({name!r}) and d.numeric()")
         chain = self.chain(name)
         elements = _flat(chain)
         if max_size is not None:

@@ -206,7 +206,9 @@ class Graph:
             z_symbols, a_nodes, z_upstream = self.outputs_of(number), (), ()
         inner: tuple = ()
         if op.couples_samples():
-            inner, z_nodes = op.batch_nodes(in_shape, per_sample, params, self.by_sample(z_symbols), names)
+            inner, z_nodes = op.batch_nodes(
+                in_shape, per_sample, params, self.by_sample(z_symbols), names, number
+            )
         else:
             z_nodes = tuple(
                 node

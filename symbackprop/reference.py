@@ -98,8 +98,10 @@ def _loss(name: str, loss: str | None) -> tuple[Callable, Callable]:
 
 
 def _layer_params(net: Any, params: Mapping[str, Array], number: int) -> dict[str, Array]:
-    """Layer ``number``'s parameters under the names its operation knows them by ("W", "b")."""
-    return {prefix: params[name] for prefix, name in net.layer_parameters(number).items()}
+    """Layer ``number``'s parameters and buffers (batch normalisation's running statistics, in
+    eval mode) under the names its operation knows them by ("W", "b", "running_mean")."""
+    names = {**net.layer_parameters(number), **net.layer_buffers(number)}
+    return {prefix: np.asarray(params[name], dtype=float) for prefix, name in names.items()}
 
 
 def forward(net: Any, x: Array, params: Mapping[str, Array], g: str | None = None) -> list[Array]:

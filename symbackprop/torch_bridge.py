@@ -20,7 +20,7 @@ its ``forward`` (a fake-quantised ``Linear`` has its own: refused); a module wit
 hooks or pre-hooks, a module with parameters called twice and two modules holding one
 parameter (weights shared by two layers) are refused, and so is an operation in place
 (``inplace=True``) on a tensor that another node reads after it. Each node, once read, is
-run by torch on a sample of one: where torch fails, or computes a shape other than the one
+run by torch on a batch of two: where torch fails, or computes a shape other than the one
 read, the node is refused (``AdaptiveAvgPool2d(1)``'s (C, 1, 1) stays an image until
 flattened). Last, the network read and the module are run on one seeded random batch: what
 fx does not record (a tensor changed in place through an alias) makes them differ, and the
@@ -37,6 +37,7 @@ Imports ``errors``, ``activations``, ``losses``, ``network`` and ``ops``; torch 
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -84,8 +85,9 @@ def to_torch(network: Network, params: Mapping[str, Any] | None = None, exact: b
     for number, op in enumerate(network.layers, start=1):
         shape = network.input_shape_of(number)
         modules = [getattr(nn, name)(**kwargs) for name, kwargs in op.torch_twin(shape)]
-        for parameter in op.parameters:
-            name = network.layer_parameters(number).get(parameter.prefix)
+        held = {**network.layer_parameters(number), **network.layer_buffers(number)}
+        for parameter in (*op.parameters, *op.buffers):
+            name = held.get(parameter.prefix)
             if name is not None:
                 holders[name] = (modules[-1], parameter.torch)
         if op.has_activation and op.activation != "identity":
@@ -94,11 +96,13 @@ def to_torch(network: Network, params: Mapping[str, Any] | None = None, exact: b
             modules = [_exact_softplus() if type(m) is nn.Softplus else m for m in modules]
         twins.append(modules)
     model = _interpreter()(network, twins).to(torch.float64)
+    model.train(network.mode == "train")  # batch normalisation: batch or running statistics
     if arrays is not None:
         with torch.no_grad():
             for name, (module, attribute) in holders.items():
                 getattr(module, attribute).copy_(torch.as_tensor(arrays[name]))
-    return torch.fx.symbolic_trace(model)
+    traced = torch.fx.symbolic_trace(model)
+    return traced.train(network.mode == "train")
 
 
 def _checked_params(network: Network, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -107,15 +111,16 @@ def _checked_params(network: Network, params: Mapping[str, Any]) -> dict[str, np
     when it is no mapping."""
     if not isinstance(params, Mapping):
         raise TypeError(f"params must map each parameter's name to an array, got {_shown(params)}")
-    missing = [name for name in network.parameters if name not in params]
-    unknown = [str(name) for name in params if name not in network.parameters]
+    wanted = {**network.parameters, **network.buffers}  # running statistics in eval mode
+    missing = [name for name in wanted if name not in params]
+    unknown = [str(name) for name in params if name not in wanted]
     if missing or unknown:
         parts = [f"missing {', '.join(missing)}" if missing else "", f"unknown {', '.join(unknown)}" if unknown else ""]
         raise ValueError(
-            f"params: {'; '.join(p for p in parts if p)}; the network's are {', '.join(network.parameters) or 'none'}"
+            f"params: {'; '.join(p for p in parts if p)}; the network's are {', '.join(wanted) or 'none'}"
         )
     arrays = {}
-    for name, shape in network.parameters.items():
+    for name, shape in wanted.items():
         value = np.asarray(params[name], dtype=np.float64)
         if value.shape != tuple(shape):
             raise ValueError(f"params: {name} has shape {value.shape}, the network's is {tuple(shape)}")
@@ -298,7 +303,12 @@ def from_torch(
             raise SpecError(f"fx node {layer.name}: {error!s}") from None
     if out.layer is None:
         raise SpecError(f"{type(module).__name__}: computes nothing from its input (no layer symbackprop reads)")
-    net = Network(inputs=x, outputs=tensors[id(out.layer)], loss=loss, name=name)
+    modes = {sub.training for sub in module.modules()}
+    if len(modes) > 1:
+        raise SpecError(f"{type(module).__name__}: some of its modules are in train mode and some in eval "
+                        "mode; put them all in one, module.train() or module.eval()")
+    mode = "train" if module.training else "eval"
+    net = Network(inputs=x, outputs=tensors[id(out.layer)], loss=loss, name=name, mode=mode)
     params: dict[str, np.ndarray] = {}
     # the network numbers the layers the output is computed from, in the order they were made
     used = _computed_from(out.layer)
@@ -313,7 +323,11 @@ def from_torch(
                         f"read needs {net.parameters[param_name]}"
                     )
                 params[param_name] = value
-    params = {name: params[name] for name in net.parameters}
+        for buffer in layer.op.buffers:  # running statistics, read in eval mode
+            buffer_name = net.layer_buffers(number).get(buffer.prefix)
+            if buffer_name is not None:
+                params[buffer_name] = getattr(layer.module, buffer.torch).detach().cpu().numpy().astype(np.float64)
+    params = {name: params[name] for name in [*net.parameters, *net.buffers]}
     _refuse_unless_the_same(torch, module, net, params, reader.dtype)
     return net, params
 
@@ -325,8 +339,8 @@ def _refuse_unless_the_same(torch: Any, module: Any, net: Network, params: dict[
     alias, was read wrong)."""
     generator = torch.Generator().manual_seed(0)
     sample = torch.randn((2, *net.input_shape), generator=generator, dtype=torch.float64)
-    with torch.no_grad():
-        expected = module(sample.to(dtype)).to(torch.float64).reshape(2, -1)
+    with torch.no_grad():  # on a copy: in train mode batch norm would move the module's statistics
+        expected = copy.deepcopy(module)(sample.to(dtype)).to(torch.float64).reshape(2, -1)
         computed = to_torch(net, params)(sample.clone()).reshape(2, -1)
     if expected.shape != computed.shape:
         raise SpecError(f"{type(module).__name__}: returns {tuple(expected.shape[1:])} values per sample, "
@@ -431,7 +445,7 @@ class _Reader:
         self.values: dict[Any, _Value] = {}
         self.called: dict[str, str] = {}  # module target -> the fx node that first called it
         self.owners: dict[int, str] = {}  # id of a parameter read -> "target.weight" that held it
-        self.real: dict[Any, Any] = {}  # fx node -> what torch computes there, on a sample of one
+        self.real: dict[Any, Any] = {}  # fx node -> what torch computes there, on two zero samples
         floats = [p.dtype for p in traced.parameters() if p.is_floating_point()]
         self.dtype = floats[0] if floats else torch.get_default_dtype()
         nn, functional = torch.nn, torch.nn.functional
@@ -495,7 +509,7 @@ class _Reader:
         raise SpecError("the traced graph has no output")
 
     def _as_torch_computes(self, node: Any, value: _Value) -> _Value:
-        """``value`` once torch has run ``node`` on a sample of one (nothing it was not read
+        """``value`` once torch has run ``node`` on a batch of two zeros (nothing it was not read
         as runs: no module with state): a SpecError where torch fails or its shape is not the
         one read. A layer whose module leaves its output unflattened (AdaptiveAvgPool2d's
         (C, 1, 1)) keeps torch's shape, so that only a flatten makes it a vector again."""
@@ -503,12 +517,12 @@ class _Reader:
         real = self.real
 
         def run() -> Any:
-            if node.op == "placeholder":
-                return torch.zeros((1, *self.shape), dtype=self.dtype)
+            if node.op == "placeholder":  # two samples: batch norm in train mode wants more than one
+                return torch.zeros((2, *self.shape), dtype=self.dtype)
             args = torch.fx.node.map_arg(node.args, lambda n: real[n])
             kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: real[n])
-            if node.op == "call_module":
-                return self.traced.get_submodule(node.target)(*args, **kwargs)
+            if node.op == "call_module":  # a copy: batch norm in train mode moves its statistics
+                return copy.deepcopy(self.traced.get_submodule(node.target))(*args, **kwargs)
             if node.op == "call_method":
                 return getattr(args[0], node.target)(*args[1:], **kwargs)
             return node.target(*args, **kwargs)

@@ -11,6 +11,7 @@ import errno
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,25 @@ def test_check_of_the_big_net_is_done_in_bounded_time(tmp_path, monkeypatch, cap
     out = capsys.readouterr().out
     assert "all agree" in out
     assert "finite differences on a seeded sample of elements: x 200 of 12288" in out
+
+
+def test_check_of_a_huge_input_is_refused_before_it_eats_the_memory(tmp_path, capsys):
+    # a 1x2000x2000 input once grew check to 24 GB before the kernel killed it, after 137 s
+    (tmp_path / "huge.yaml").write_text(
+        "input: [1, 2000, 2000]\nlayers:\n  - conv: {out_channels: 2, kernel_size: 3, activation: relu}\n"
+        "  - conv: {out_channels: 2, kernel_size: 3}\n  - dense: {units: 10}\nloss: cross_entropy\n"
+    )
+    started = time.perf_counter()
+    assert main(["check", str(tmp_path / "huge.yaml")]) == 2
+    assert time.perf_counter() - started < 10
+    error = capsys.readouterr().err
+    assert "check would hold arrays of 100,698 MB" in error
+    assert "more than --max-memory allows (8,000); rerun with --max-memory 100698 to go ahead" in error
+
+
+def test_check_takes_no_max_edges_it_would_not_enforce(capsys):
+    assert main(["check", "--max-edges", "5"]) == 2
+    assert "unrecognized arguments: --max-edges" in capsys.readouterr().err
 
 
 def test_raising_the_limit_lets_the_work_go_ahead(tmp_path, capsys):

@@ -209,12 +209,18 @@ class Op:
         return False
 
     def batch_nodes(
-        self, input_shape: Any, inputs: list[Any], params: dict[str, Any], outputs: list[Any], names: Any
+        self, input_shape: Any, inputs: list[Any], params: dict[str, Any], outputs: list[Any], names: Any,
+        number: int,
     ) -> tuple[tuple, tuple]:
         """For an operation that couples the samples: the nodes inside its layer (each a new
-        symbol from ``names.symbol(code, tex)``) and its output nodes, from every sample's
-        inputs (one ``given`` per sample) to every sample's outputs."""
+        symbol from ``names.symbol(code, tex)``, named for layer ``number``) and its output
+        nodes, from every sample's inputs (one ``given`` per sample) to every sample's outputs."""
         raise NotImplementedError(f"{self.key} does not couple the samples of a batch")
+
+    def compact(self, d: Any, number: int) -> list[Any] | None:
+        """Its input gradient simplified from the engine's staged result into a compact form
+        (batch normalisation in train mode); None for the operations that have no stages."""
+        return None
 
     def folds_as(self) -> str | None:
         """The activation it is, when it could fold into the layer before it as that layer's
