@@ -31,7 +31,8 @@ from typing import Any, NamedTuple
 
 import sympy
 
-from .errors import OverBudget, capped, count, duration, size
+from .errors import OverBudget, capped, count, duration
+from .errors import size as size_text
 from .graph import Graph, LayerGraph
 from .network import Network
 from .nodes import weighted_size
@@ -522,7 +523,7 @@ class Engine:
             n = capped(edges)
             raise OverBudget(
                 f"{what} would first build a scalar graph of {count(edges)} edges (estimated "
-                f"{duration(n * GRAPH_SECONDS)}, {size(n * GRAPH_BYTES)}) to count its closed forms, "
+                f"{duration(n * GRAPH_SECONDS)}, {size_text(n * GRAPH_BYTES)}) to count its closed forms, "
                 f"more than {MAX_GRAPH_EDGES:,}; {lift}, or use {instead}"
             )
 

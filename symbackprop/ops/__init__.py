@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .activation import Activation, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
 from .add import Add
+from .batchnorm import BatchNorm1D, BatchNorm2D
 from .base import (
     FACES,
     Branch,
@@ -35,7 +36,7 @@ OPS: dict[str, type[Op]] = {
     op.key: op
     for op in (
         Conv2D, Dense, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Activation, Add, Concat, ConvTranspose2D,
-        Upsample,
+        Upsample, BatchNorm2D, BatchNorm1D,
     )
 }
 
@@ -45,6 +46,8 @@ __all__ = [
     "Activation",
     "Add",
     "AvgPool2D",
+    "BatchNorm1D",
+    "BatchNorm2D",
     "Branch",
     "CodeNames",
     "Concat",
