@@ -30,9 +30,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -613,8 +615,28 @@ def _version() -> str:
         return "unknown"
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that its scratch folders are cleaned up."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
+    # SIGTERM would end the process where it stands, leaving a half-written staging folder:
+    # raised as an exception instead, it unwinds through staged_output like an interrupt
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
@@ -630,6 +652,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("symbackprop: interrupted; nothing written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("symbackprop: terminated; nothing written", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except MemoryError:
         print("symbackprop: error: out of memory; nothing written (a smaller network, or a "
               "lower --max-edges to be told in advance)", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -354,3 +355,21 @@ def test_interrupting_leaves_nothing(tmp_path, monkeypatch, capsys):
 
 def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.slow
+def test_sigterm_while_deriving_leaves_no_staging_folder(tmp_path):
+    # SIGTERM once ended the process where it stood, a half-written .staging-* folder left behind
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "symbackprop.cli", "derive", "--preset", "lenet5", "-o", str(out), "-q"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".staging-*")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert list(out.glob(".staging-*")), "the command finished before it could be terminated"
+    process.send_signal(signal.SIGTERM)
+    _, error = process.communicate(timeout=60)
+    assert process.returncode == 143 and "terminated; nothing written" in error
+    assert not out.exists()  # the folder made for the files is gone with them
