@@ -1,0 +1,202 @@
+"""One layer's tensors, its operation's index form, and the general formulas derived from it:
+forward, activation, the loss's gradient (last layer), δ, ∂L/∂W, ∂L/∂b and ∂L/∂(input), each
+fact after the formula it restates.
+
+Imports sympy, ``activations``, ``engine`` (the type of what it reads), ``indexed``,
+``calculus``, ``evaluate``, ``formula`` and ``printer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import prod
+from typing import Any
+
+import sympy
+from sympy import Indexed, IndexedBase, Symbol
+
+from ..activations import activation
+from ..engine import Engine as Derivation
+from ..indexed import Bases, Claim, IndexForm, IsFirstMax, index
+from .calculus import backward, bounds, entries
+from .evaluate import numbers
+from .formula import Fact, Formula
+from .printer import Names
+
+
+def input_role(place: int) -> str:
+    """The role of a layer's input at ``place`` for ``Formula.at``: "input", then "input2", …"""
+    return "input" if place == 0 else f"input{place + 1}"
+
+
+class LayerFormulas:
+    """Layer l's tensors, its operation's index form, and the formulas derived from it."""
+
+    def __init__(self, d: Derivation, number: int) -> None:
+        net = d.network
+        self.number, self.op = number, net.layers[number - 1]
+        self.last = number == len(net.layers)
+        self.loss = net.loss_function
+        self.activated = self.op.has_activation
+        l = number
+        self.tex: dict[Any, str] = {}
+        self.partial: set[Symbol] = set()
+        sources = [("x", "x") if s == 0 else (f"a{s}", f"a^{{({s})}}") for s in net.sources[l - 1]]
+        inputs = tuple(self._base(*source) for source in sources)
+        self.bases = Bases(
+            input=inputs[0],
+            inputs=inputs if len(inputs) > 1 else (),
+            output=self._base(f"z{l}", f"z^{{({l})}}") if self.activated else self._base(f"a{l}", f"a^{{({l})}}"),
+            W=self._base(f"W{l}", f"W^{{({l})}}"),
+            b=self._base(f"b{l}", f"b^{{({l})}}"),
+            delta=self._base(f"delta{l}", rf"\delta^{{({l})}}"),
+            tex=self.tex,
+        )
+        self.activation = self._base(f"a{l}", f"a^{{({l})}}")
+        self.upstream = self._gradient(self.activation)
+        self.y = self._base("y", "y")
+        in_shape = net.input_shape_of(l)
+        if self.op.arity == 1 and not self.op.image_input:  # it reads its input flattened
+            in_shape = (prod(in_shape),)
+        self.form: IndexForm = self.op.tensor_form(in_shape, self.bases)
+
+    def _base(self, label: str, tex: str) -> IndexedBase:
+        base = IndexedBase(Symbol(label))
+        self.tex[base.label] = tex
+        return base
+
+    def _gradient(self, base: IndexedBase) -> IndexedBase:
+        """∂L/∂(base), printed as such."""
+        gradient = self._base(f"dL_d{base.label}", self.tex[base.label])
+        self.partial.add(gradient.label)
+        return gradient
+
+    @property
+    def names(self) -> Names:
+        bases = self.bases
+        rank = {bases.delta: 0, bases.W: 1, bases.b: 1}
+        rank.update({hat: rank[base] for hat, base in bases.hats.items() if base in rank})
+        labels = {base.label: r for base, r in rank.items()} | dict.fromkeys(self.partial, 0)
+        return Names(self.tex, frozenset(self.partial), labels)
+
+    def _formula(self, kind: str, lhs: sympy.Expr, rhs: sympy.Expr, letters: Sequence[Symbol],
+                 note: str = "", cls: type[Formula] = Formula, **more: Any) -> Formula:
+        form = self.form
+        out_shape = form.shape(form.output)
+        tensors = {
+            **{e.base: (input_role(k), form.shape(e)) for k, e in enumerate(form.inputs or (form.input,))},
+            self.bases.output: ("output", out_shape),
+            self.bases.delta: ("delta", out_shape),
+            self.upstream: ("upstream", out_shape),
+            self.y: ("y", (prod(out_shape),)),
+            **{e.base: (name, form.shape(e)) for name, e in form.parameters.items()},
+        }
+        if self.activated:
+            tensors[self.activation] = ("activation", out_shape)
+        tensors.update(more.pop("tensors", {}))
+        sizes = {**form.sizes, **more.pop("sizes", {})}
+        return cls(kind, lhs, rhs, tuple((x, sizes[x]) for x in letters), tensors,
+                   form.settings, self.names, note, **more)
+
+    def formulas(self) -> list[Formula]:
+        form, bases = self.form, self.bases
+        out = form.output.indices
+        padded = self._padding_note()
+        result = [self._formula("forward", form.output, form.expr, out, "indices count from 0" + padded)]
+        if self.activated:
+            g = activation(self.op.activation).apply
+            result.append(self._formula("activation", self.activation[out], g(bases.output[out]), out))
+        if self.last and self.loss.index_form is not None:
+            result += self._loss()
+        result.append(self._delta())
+        for name, element in form.parameters.items():
+            result.append(self._parameter(name, element))
+        inside = "for indices inside the input: padded places get no gradient" if padded else ""
+        for element in form.inputs or (form.input,):
+            result.append(self._parameter("input", element, inside))
+        return self._with_facts(result)
+
+    def _padding_note(self) -> str:
+        """How the input reads outside its bounds, when some output's window reaches there."""
+        form, values = self.form, numbers(self.form.settings)
+        shape = form.shape(form.input)
+        for read in form.expr.atoms(Indexed):
+            if read.base != self.bases.input:
+                continue
+            for axis, size in zip(read.indices, shape):
+                low, high = bounds(axis.xreplace(values), form.sizes)
+                if low < 0 or high >= size:
+                    value = "0 (zero padding)" if form.outside == 0 else "minus infinity (padding never wins the max)"
+                    return f"; the input reads {value} at indices outside its bounds"
+        return ""
+
+    def _delta(self) -> Formula:
+        """δ = ∂L/∂z: the upstream gradient times the activation's derivative (or ∂L/∂a itself
+        for a layer without activation)."""
+        out, bases = self.form.output.indices, self.bases
+        if not self.activated:
+            return self._formula("delta", bases.delta[out], self.upstream[out], out,
+                                 "the gradient at the layer's outputs")
+        g = activation(self.op.activation).apply
+        applied = g(bases.output[out])
+        rhs = backward(applied, out, self.form.sizes, self.upstream, bases.output[out])
+        rhs = rhs.xreplace({applied: self.activation[out]})  # σ′ written σ(1 − σ) = a(1 − a)
+        return self._formula("delta", self._gradient(bases.output)[out], rhs, out,
+                             "the gradient at the layer's weighted sums", alias=bases.delta[out])
+
+    def _parameter(self, name: str, element: sympy.Indexed, note: str = "") -> Formula:
+        """∂L/∂(element): Σ over the outputs of δ times the output's derivative."""
+        rhs = backward(self.form.expr, self.form.output.indices, self.form.sizes, self.bases.delta, element)
+        if rhs.has(IsFirstMax):
+            note += ("; the bracket is 1 where (m, n) holds the window's first maximum in row-by-row "
+                     "order (PyTorch's choice when values tie) and 0 elsewhere")
+        return self._formula(name, self._gradient(element.base)[element.indices], rhs, element.indices,
+                             note.lstrip("; "))
+
+    def _loss(self) -> list[Formula]:
+        """∂L/∂a^{(L)}_k of the loss's index form, over the outputs flattened (and its facts)."""
+        size = prod(self.form.shape(self.form.output))
+        a = self.activation if self.activated else self.bases.output
+        (k,) = index("k")
+        role = "activation" if self.activated else "output"
+        more = {"tensors": {a: (role, (size,))}, "sizes": {k: size}}
+        rhs = backward(self.loss.index_form(a, self.y, size), (), {k: size}, None, a[k])
+        formula = self._formula("loss", self._gradient(a)[k], rhs, (k,),
+                                "the outputs flattened in (channel, row, column) order", **more)
+        claims = self.loss.index_claims(a, self.y, size) if self.loss.index_claims else ()
+        facts = [self._fact(claim, formula, **more) for claim in claims]
+        return [formula, *facts]
+
+    def _with_facts(self, result: list[Formula]) -> list[Formula]:
+        """Each of the operation's claims, as a fact after the formula it restates."""
+        out = []
+        for formula in result:
+            out.append(formula)
+            out += [self._fact(c, formula) for c in self.form.claims if c.kind == formula.kind]
+        return out
+
+    def _fact(self, claim: Claim, restated: Formula, **more: Any) -> Fact:
+        letters = [x for x, _ in restated.letters]
+        lhs, index_rhs = restated.lhs, None
+        if claim.rhs.is_Matrix:  # a matrix statement: the whole gradient, read entry by entry
+            gradient = restated.lhs.base
+            lhs = sympy.MatrixSymbol(str(gradient.label), *claim.rhs.shape)
+            self.tex[lhs] = rf"\frac{{\partial L}}{{\partial {self.tex[gradient.label]}}}"
+            index_rhs = entries(claim.rhs, letters, self.bases.matrices)
+        where = tuple(s.equation(self._letters_of(s.base)) for s in claim.spreads)
+        return self._formula(
+            "fact", lhs, claim.rhs, letters, claim.statement, cls=Fact, index_rhs=index_rhs,
+            spreads=claim.spreads, statement=claim.statement, restates=restated, where=where,
+            condition=claim.condition, **more,
+        )
+
+    def _letters_of(self, base: IndexedBase) -> tuple[Symbol, ...]:
+        """The letters the index form writes ``base`` with: W[o, c, m, n], δ[o, i, j]."""
+        if base == self.bases.delta:
+            return self.form.output.indices
+        for element in self.form.parameters.values():
+            if element.base == base:
+                return element.indices
+        raise KeyError(base)
+
+
