@@ -29,6 +29,12 @@ def input_role(place: int) -> str:
     return "input" if place == 0 else f"input{place + 1}"
 
 
+def listed(numbers: Sequence[int]) -> str:
+    """2; 2 and 3; 2, 3 and 4."""
+    words = [str(n) for n in numbers]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 class LayerFormulas:
     """Layer l's tensors, its operation's index form, and the formulas derived from it."""
 
@@ -55,10 +61,11 @@ class LayerFormulas:
         self.activation = self._base(f"a{l}", f"a^{{({l})}}")
         self.upstream = self._gradient(self.activation)
         self.y = self._base("y", "y")
-        in_shape = net.input_shape_of(l)
-        if self.op.arity == 1 and not self.op.image_input:  # it reads its input flattened
-            in_shape = (prod(in_shape),)
-        self.form: IndexForm = self.op.tensor_form(in_shape, self.bases)
+        # the operation takes its input as it is (a dense layer flattens an image itself)
+        self.form: IndexForm = self.op.tensor_form(net.input_shape_of(l), self.bases)
+        self.source_of = dict(zip(inputs, net.sources[l - 1]))  # each input tensor → its layer
+        self.readers_of = {base: net.consumers(s) for base, s in self.source_of.items()}
+        self.part_of: dict[Symbol, int] = {}  # gradient labels that are this layer's part alone
 
     def _base(self, label: str, tex: str) -> IndexedBase:
         base = IndexedBase(Symbol(label))
@@ -71,20 +78,40 @@ class LayerFormulas:
         self.partial.add(gradient.label)
         return gradient
 
+    def _part(self, base: IndexedBase) -> IndexedBase:
+        """This layer's part of ∂L/∂(base), for a tensor other layers read too: printed
+        ∂L/∂(base) |_{layer l}."""
+        part = self._base(f"dL_d{base.label}_part{self.number}", self.tex[base.label])
+        self.partial.add(part.label)
+        self.part_of[part.label] = self.number
+        return part
+
+    @property
+    def inputs(self) -> list[sympy.Indexed]:
+        """The generic element of each tensor the layer reads, once each: an addition that
+        reads one tensor twice has one gradient for it, holding both parts."""
+        first: dict[IndexedBase, sympy.Indexed] = {}
+        for element in self.form.inputs or (self.form.input,):
+            first.setdefault(element.base, element)
+        return list(first.values())
+
     @property
     def names(self) -> Names:
         bases = self.bases
         rank = {bases.delta: 0, bases.W: 1, bases.b: 1}
         rank.update({hat: rank[base] for hat, base in bases.hats.items() if base in rank})
         labels = {base.label: r for base, r in rank.items()} | dict.fromkeys(self.partial, 0)
-        return Names(self.tex, frozenset(self.partial), labels)
+        order = {element.base.label: place for place, element in enumerate(self.inputs)}
+        return Names(self.tex, frozenset(self.partial), labels, order, dict(self.part_of))
 
     def _formula(self, kind: str, lhs: sympy.Expr, rhs: sympy.Expr, letters: Sequence[Symbol],
                  note: str = "", cls: type[Formula] = Formula, **more: Any) -> Formula:
         form = self.form
         out_shape = form.shape(form.output)
-        tensors = {
-            **{e.base: (input_role(k), form.shape(e)) for k, e in enumerate(form.inputs or (form.input,))},
+        tensors: dict[IndexedBase, tuple[str, tuple[int, ...]]] = {}
+        for place, element in enumerate(form.inputs or (form.input,)):  # a tensor read twice: its first role
+            tensors.setdefault(element.base, (input_role(place), form.shape(element)))
+        tensors |= {
             self.bases.output: ("output", out_shape),
             self.bases.delta: ("delta", out_shape),
             self.upstream: ("upstream", out_shape),
@@ -110,22 +137,46 @@ class LayerFormulas:
             result += self._loss()
         result.append(self._delta())
         for name, element in form.parameters.items():
-            result.append(self._parameter(name, element))
-        inside = "for indices inside the input: padded places get no gradient" if padded else ""
-        for element in form.inputs or (form.input,):
-            result.append(self._parameter("input", element, inside))
+            result.append(self._parameter(name, element, self._gradient(element.base)))
+        padding = padded and len(self.inputs) == 1
+        inside = "for indices inside the input: padded places get no gradient" if padding else ""
+        for element in self.inputs:
+            result.append(self._input(element, inside))
         return self._with_facts(result)
 
+    def input_formula(self, source: int) -> Formula:
+        """The formula of the gradient this layer sends back to layer ``source``'s output
+        (0: the input x): ∂L/∂(input), or its part of it when other layers read it too."""
+        for element in self.inputs:
+            if self.source_of[element.base] == source:
+                return self._with_facts([self._input(element)])[0]
+        raise ValueError(f"layer {self.number} does not read layer {source}")
+
+    def _input(self, element: sympy.Indexed, note: str = "") -> Formula:
+        """∂L/∂(input), or this layer's part of it (printed |_{layer l}) where other layers
+        read the same tensor: their parts add up (the article's rule (20))."""
+        readers = self.readers_of[element.base]
+        if len(readers) == 1:
+            return self._parameter("input", element, self._gradient(element.base), note)
+        others = [r for r in readers if r != self.number]
+        reads = f"layers {listed(others)} read" if len(others) > 1 else f"layer {others[0]} reads"
+        share = (f"this layer's part of the gradient: {reads} the same tensor, and its gradient is "
+                 "the sum of the parts of every layer reading it (the article's rule (20))")
+        return self._parameter("input", element, self._part(element.base), "; ".join(filter(None, [note, share])))
+
     def _padding_note(self) -> str:
-        """How the input reads outside its bounds, when some output's window reaches there."""
+        """How the inputs read outside their bounds, when some output's window reaches there."""
         form, values = self.form, numbers(self.form.settings)
-        shape = form.shape(form.input)
+        shapes = {element.base: form.shape(element) for element in self.inputs}
         for read in form.expr.atoms(Indexed):
-            if read.base != self.bases.input:
+            if read.base not in shapes:
                 continue
-            for axis, size in zip(read.indices, shape):
+            for axis, size in zip(read.indices, shapes[read.base]):
                 low, high = bounds(axis.xreplace(values), form.sizes)
                 if low < 0 or high >= size:
+                    if len(shapes) > 1:
+                        value = "0" if form.outside == 0 else "minus infinity"
+                        return f"; each input reads {value} at indices outside its bounds"
                     value = "0 (zero padding)" if form.outside == 0 else "minus infinity (padding never wins the max)"
                     return f"; the input reads {value} at indices outside its bounds"
         return ""
@@ -139,19 +190,23 @@ class LayerFormulas:
                                  "the gradient at the layer's outputs")
         g = activation(self.op.activation).apply
         applied = g(bases.output[out])
-        rhs = backward(applied, out, self.form.sizes, self.upstream, bases.output[out])
+        rhs = backward(applied, out, self.form.sizes, self.upstream, bases.output[out], self.form.settings)
         rhs = rhs.xreplace({applied: self.activation[out]})  # σ′ written σ(1 − σ) = a(1 − a)
         return self._formula("delta", self._gradient(bases.output)[out], rhs, out,
                              "the gradient at the layer's weighted sums", alias=bases.delta[out])
 
-    def _parameter(self, name: str, element: sympy.Indexed, note: str = "") -> Formula:
-        """∂L/∂(element): Σ over the outputs of δ times the output's derivative."""
-        rhs = backward(self.form.expr, self.form.output.indices, self.form.sizes, self.bases.delta, element)
+    def _parameter(self, name: str, element: sympy.Indexed, gradient: IndexedBase, note: str = "") -> Formula:
+        """∂L/∂(element), written as ``gradient``: Σ over the outputs of δ times the output's
+        derivative."""
+        form = self.form
+        rhs = backward(form.expr, form.output.indices, form.sizes, self.bases.delta, element, form.settings)
+        # the forward's value written as the output where the derivative holds it, as the graph's
+        # nodes write their local gradients: an activation's tanh′ is 1 − a², not 1 − tanh²(x)
+        rhs = rhs.xreplace({form.expr: form.output})
         if rhs.has(IsFirstMax):
             note += ("; the bracket is 1 where (m, n) holds the window's first maximum in row-by-row "
                      "order (PyTorch's choice when values tie) and 0 elsewhere")
-        return self._formula(name, self._gradient(element.base)[element.indices], rhs, element.indices,
-                             note.lstrip("; "))
+        return self._formula(name, gradient[element.indices], rhs, element.indices, note.lstrip("; "))
 
     def _loss(self) -> list[Formula]:
         """∂L/∂a^{(L)}_k of the loss's index form, over the outputs flattened (and its facts)."""
@@ -160,7 +215,7 @@ class LayerFormulas:
         (k,) = index("k")
         role = "activation" if self.activated else "output"
         more = {"tensors": {a: (role, (size,))}, "sizes": {k: size}}
-        rhs = backward(self.loss.index_form(a, self.y, size), (), {k: size}, None, a[k])
+        rhs = backward(self.loss.index_form(a, self.y, size), (), {k: size}, None, a[k], self.form.settings)
         formula = self._formula("loss", self._gradient(a)[k], rhs, (k,),
                                 "the outputs flattened in (channel, row, column) order", **more)
         claims = self.loss.index_claims(a, self.y, size) if self.loss.index_claims else ()
@@ -182,6 +237,8 @@ class LayerFormulas:
             gradient = restated.lhs.base
             lhs = sympy.MatrixSymbol(str(gradient.label), *claim.rhs.shape)
             self.tex[lhs] = rf"\frac{{\partial L}}{{\partial {self.tex[gradient.label]}}}"
+            if gradient.label in self.part_of:
+                self.tex[lhs] = rf"\left.{self.tex[lhs]}\right|_{{\text{{layer }} {self.number}}}"
             index_rhs = entries(claim.rhs, letters, self.bases.matrices)
         where = tuple(s.equation(self._letters_of(s.base)) for s in claim.spreads)
         return self._formula(

@@ -34,7 +34,12 @@ class Names:
     partial: frozenset = frozenset()
     # where a tensor goes in a printed product, by label (others 2): δ · W · a
     rank: Mapping[Symbol, int] = field(default_factory=dict)
-
+    # where a term goes in a printed sum, by the labels it reads (the least wins; others
+    # last): an addition's inputs in the order it reads them, a fork's readers in order
+    order: Mapping[Symbol, int] = field(default_factory=dict)
+    # gradient labels that stand for one reader's part of a gradient, with that reader's
+    # number: ∂L/∂a^{(1)} |_{layer 3}, what layer 3 sends back to a^{(1)}
+    part_of: Mapping[Symbol, int] = field(default_factory=dict)
 
 
 class TensorPrinter(NotationPrinter):
@@ -50,9 +55,17 @@ class TensorPrinter(NotationPrinter):
         label = expr.base.label
         tex = self.names.tex.get(label, str(label))
         indices = ",".join(self._index(i) for i in expr.indices)
+        if label in self.names.part_of:
+            gradient = rf"\frac{{\partial L}}{{\partial {tex}_{{{indices}}}}}"
+            return rf"\left.{gradient}\right|_{{\text{{layer }} {self.names.part_of[label]}}}"
         if label in self.names.partial:
             return rf"\frac{{\partial L}}{{\partial {tex}_{{{indices}}}}}"
         return f"{tex}_{{{indices}}}"
+
+    def _print_tanh(self, expr: sympy.tanh, exp: Any = None) -> str:
+        """tanh(x) as every other activation prints, \\tanh\\left(x\\right)."""
+        power = "" if exp is None else f"^{{{exp}}}"
+        return rf"\tanh{power}\left({self._print(expr.args[0])}\right)"
 
     def _print_MatrixSymbol(self, expr: sympy.MatrixSymbol) -> str:
         return self.names.tex.get(expr, str(expr.name))
@@ -62,9 +75,10 @@ class TensorPrinter(NotationPrinter):
 
     def _index(self, e: sympy.Expr) -> str:
         """An index expression with its letters first, in ``LETTER_ORDER``: s i + d m − p."""
-        def rank(term: sympy.Expr) -> int:
+        def rank(term: sympy.Expr) -> int:  # letters in LETTER_ORDER, other letters, numbers
             names = [x.name.rstrip("'") for x in term.free_symbols if isinstance(x, Symbol)]
-            return min((LETTER_ORDER.index(n) for n in names if n in LETTER_ORDER), default=len(LETTER_ORDER))
+            known = [LETTER_ORDER.index(n) for n in names if n in LETTER_ORDER]
+            return min(known) if known else len(LETTER_ORDER) + (not names)
 
         terms = sorted(Add.make_args(e), key=rank)
         positive = [t for t in terms if not t.could_extract_minus_sign()]
@@ -85,9 +99,13 @@ class TensorPrinter(NotationPrinter):
         return tex.strip().replace("- ", "-", 1) if tex.startswith("- ") else tex.strip()
 
     def _print_Add(self, expr: sympy.Add, order: Any = None) -> str:
-        """Sums and maxima first: Σ W · a + b."""
+        """Sums and maxima first: Σ W · a + b; a sum of tensors from several places of
+        ``Names.order`` in that order (an addition's inputs as it reads them, a fork's
+        readers), not sympy's alphabetical one."""
         terms = list(self._as_ordered_terms(expr, order=order))
-        terms.sort(key=lambda t: not t.has(Sum, Maximum))
+        places = {t: self._place(t) for t in terms}
+        ordered = sum(place < len(self.names.order) for place in places.values()) > 1
+        terms.sort(key=lambda t: (places[t] if ordered else 0, not t.has(Sum, Maximum)))
         tex = ""
         for term in terms:
             if tex and term.could_extract_minus_sign():
@@ -95,6 +113,12 @@ class TensorPrinter(NotationPrinter):
             else:
                 tex += (" + " if tex else "") + self._print(term)
         return tex
+
+    def _place(self, term: sympy.Expr) -> int:
+        """Where ``term`` goes in a sum: the least ``Names.order`` of the tensors it reads."""
+        order = self.names.order
+        return min((order[e.base.label] for e in term.atoms(Indexed) if e.base.label in order),
+                   default=len(order))
 
     def _print_Pow(self, expr: sympy.Pow) -> str:
         if isinstance(expr.base, Indexed) and expr.exp.is_positive:  # a^{(1)}_{k}^{2} would not typeset
