@@ -21,6 +21,7 @@ from symbackprop.derivation import Derivation
 from symbackprop.latex import latex_errors
 from symbackprop.ops import FACES, OPS
 from symbackprop.tensor import Fact, Formula, scalar_values, upstream_formula
+from symbackprop.tensor.evaluate import evaluate
 
 # Small networks covering every operation and setting: stride, padding, dilation, channels,
 # pools overlapping and padded, dense on an image; generic and concrete activations and losses.
@@ -207,6 +208,25 @@ def test_an_upstream_missing_a_reader_would_fail():
         without = replace(upstream, rhs=upstream.rhs - part)
         with pytest.raises(AssertionError, match="upstream"):
             assert_formula_is_the_engines(without, values, "layer 1", d, 1)
+
+
+def test_a_sum_with_conditions_is_written_out_as_every_place_would_give():
+    # at() solves each condition for one summed letter rather than trying every value: here
+    # i + m = u fixes i given m, and 2 m + n − 1 = v then fixes m given n; twice a letter's
+    # coefficient and an out-of-range solution must drop terms exactly as trying them would
+    i, m, n, u, v = sympy.symbols("i m n u v", integer=True)
+    f = sympy.IndexedBase("f")
+    conditions = sympy.KroneckerDelta(i + m, u) * sympy.KroneckerDelta(2 * m + n - 1, v)
+    total = sympy.Sum(f[i, m, n] * conditions, (i, 0, 3), (m, 0, 2), (n, 0, 1))
+    entries = np.arange(24.0) + 1
+
+    def read(base, at):
+        return entries[np.ravel_multi_index(at, (4, 3, 2))]
+
+    for u_value, v_value in [(0, 0), (2, 1), (3, 4), (5, 3), (6, 5), (4, 2)]:
+        tried = sum(read(f, (a, b, c)) for a in range(4) for b in range(3) for c in range(2)
+                    if a + b == u_value and 2 * b + c - 1 == v_value)
+        assert evaluate(total, {u: u_value, v: v_value}, read, numeric=True) == tried
 
 
 # ---- the formulas, written out ------------------------------------------------------------------

@@ -139,15 +139,17 @@ def _sum_envs(limits: Sequence, function: sympy.Expr, env: Mapping[Symbol, int])
     letters = [x for x, *_ in limits]
     ranges = {x: range(integer(lo, env), integer(hi, env) + 1) for x, lo, hi in limits}
     solved: dict[Symbol, tuple] = {}  # letter → the delta's terms that fix it, in solving order
+    needed: set[Symbol] = set()  # the letters the deltas solved so far read: known before them
     for delta in (f for f in Mul.make_args(function) if isinstance(f, KroneckerDelta)):
         terms = _polynomial(delta.args[0] - delta.args[1])
         inside = [[x for x in term if x in ranges] for _, term in terms]
         if any(len(found) > 1 for found in inside):
             continue  # a product of summed letters: not solved, every value tried
-        chosen = next((x for found in inside for x in found if x not in solved), None)
-        others = {x for found in inside for x in found} - {chosen}
-        if chosen is not None and others <= set(letters) - set(solved):  # none fixed after it
+        held = list(dict.fromkeys(x for found in inside for x in found))
+        chosen = next((x for x in held if x not in solved and x not in needed), None)
+        if chosen is not None:
             solved[chosen] = terms
+            needed.update(x for x in held if x != chosen)
     tried = [x for x in letters if x not in solved]
     for values in product(*(ranges[x] for x in tried)):
         yield from _solved(list(solved.items()), {**env, **dict(zip(tried, values))}, ranges)

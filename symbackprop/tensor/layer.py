@@ -1,6 +1,7 @@
 """One layer's tensors, its operation's index form, and the general formulas derived from it:
-forward, activation, the loss's gradient (last layer), δ, ∂L/∂W, ∂L/∂b and ∂L/∂(input), each
-fact after the formula it restates.
+forward, activation, the loss's gradient (last layer), δ, ∂L/∂W, ∂L/∂b and ∂L/∂(input) — one
+per tensor the layer reads, its part alone (printed |_{layer l}) of a tensor other layers read
+too — each fact after the formula it restates.
 
 Imports sympy, ``activations``, ``engine`` (the type of what it reads), ``indexed``,
 ``calculus``, ``evaluate``, ``formula`` and ``printer``.
@@ -149,7 +150,7 @@ class LayerFormulas:
         (0: the input x): ∂L/∂(input), or its part of it when other layers read it too."""
         for element in self.inputs:
             if self.source_of[element.base] == source:
-                return self._with_facts([self._input(element)])[0]
+                return self._input(element)
         raise ValueError(f"layer {self.number} does not read layer {source}")
 
     def _input(self, element: sympy.Indexed, note: str = "") -> Formula:

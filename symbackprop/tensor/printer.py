@@ -98,14 +98,18 @@ class TensorPrinter(NotationPrinter):
             tex += (f"{sign} " if tex or sign == "-" else "") + body + " "
         return tex.strip().replace("- ", "-", 1) if tex.startswith("- ") else tex.strip()
 
-    def _print_Add(self, expr: sympy.Add, order: Any = None) -> str:
-        """Sums and maxima first: Σ W · a + b; a sum of tensors from several places of
-        ``Names.order`` in that order (an addition's inputs as it reads them, a fork's
-        readers), not sympy's alphabetical one."""
-        terms = list(self._as_ordered_terms(expr, order=order))
+    def _as_ordered_terms(self, expr: sympy.Expr, order: Any = None) -> list[sympy.Expr]:
+        """A sum's terms as they print (and as ``latex.break_expr`` breaks them): sums and
+        maxima first, Σ W · a + b; a sum of tensors from several places of ``Names.order``
+        in that order (an addition's inputs as it reads them, a fork's readers), not sympy's
+        alphabetical one."""
+        terms = list(super()._as_ordered_terms(expr, order=order))
         places = {t: self._place(t) for t in terms}
         ordered = sum(place < len(self.names.order) for place in places.values()) > 1
-        terms.sort(key=lambda t: (places[t] if ordered else 0, not t.has(Sum, Maximum)))
+        return sorted(terms, key=lambda t: (places[t] if ordered else 0, not t.has(Sum, Maximum)))
+
+    def _print_Add(self, expr: sympy.Add, order: Any = None) -> str:
+        terms = self._as_ordered_terms(expr, order=order)
         tex = ""
         for term in terms:
             if tex and term.could_extract_minus_sign():
