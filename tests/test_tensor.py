@@ -647,18 +647,21 @@ def reference_expected(net: sb.Network, ref: SimpleNamespace, number: int, kind:
     return {"forward": ref.z, "activation": ref.a, "loss": ref.upstream, "delta": ref.delta}[kind][number]
 
 
-@pytest.mark.parametrize("name", GRAPH_NAMES)
-def test_graph_formulas_and_facts_agree_with_the_reference_at_random_points(name, rng):
-    net = GRAPHS[name]()
+def assert_formulas_agree_with_the_reference(net: sb.Network, rng: np.random.Generator,
+                                            sample: int | None = None) -> set[str]:
+    """Every formula and fact of every layer (and the input's upstream, where several layers
+    read x) at one random point, written out at every index (or at ``sample`` of them) over
+    the reference's numbers; the kinds of formula checked."""
     d = net.derive()
     x = rng.standard_normal(net.input_shape)
     y = rng.dirichlet(np.ones(net.output_size))  # a probability vector: softmax − y's condition holds
-    params = {n: rng.standard_normal(shape) for n, shape in net.parameters.items()}
+    # weights of about 1/√(fan-in) keep a deep network's logits small: e^a stays a float
+    params = {n: rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:] or (1,))) for n, shape in net.parameters.items()}
     ref = reference_layers(net, x, y, params)
     truth = reference.loss_and_grads(net, x, y, params).grads  # the chained parts are the reference's
     np.testing.assert_allclose(ref.upstream[0], truth["x"], rtol=1e-12)
-    for name_, gradient in ref.grads.items():
-        np.testing.assert_allclose(gradient, truth[name_], rtol=1e-12)
+    for name, gradient in ref.grads.items():
+        np.testing.assert_allclose(gradient, truth[name], rtol=1e-12)
     checked = set()
     for number in range(len(net.layers) + 1):
         if number == 0:
@@ -672,13 +675,40 @@ def test_graph_formulas_and_facts_agree_with_the_reference_at_random_points(name
             if formula.kind == "input":
                 source_of[id(formula)] = next(sources)
             restated = formula.restates if isinstance(formula, Fact) else formula
-            want = reference_expected(net, ref, number, restated.kind, source_of.get(id(restated)))
-            got = np.array([float(formula.at(p, values)) for p in formula.positions()])
-            np.testing.assert_allclose(got, np.ravel(want), rtol=1e-9, atol=1e-12,
+            want = np.ravel(reference_expected(net, ref, number, restated.kind, source_of.get(id(restated))))
+            positions = list(formula.positions())
+            chosen = range(len(positions))
+            if sample is not None and len(positions) > sample:
+                chosen = sorted(rng.choice(len(positions), sample, replace=False))
+            got = np.array([float(formula.at(positions[k], values)) for k in chosen])
+            assert len(positions) == len(want)
+            np.testing.assert_allclose(got, want[list(chosen)], rtol=1e-9, atol=1e-12,
                                        err_msg=f"layer {number}: {formula.latex()}")
             checked.add(formula.kind)
+    return checked
+
+
+@pytest.mark.parametrize("name", GRAPH_NAMES)
+def test_graph_formulas_and_facts_agree_with_the_reference_at_random_points(name, rng):
+    net = GRAPHS[name]()
+    checked = assert_formulas_agree_with_the_reference(net, rng)
     forked = any(len(net.consumers(n)) > 1 for n in range(len(net.layers)))
     assert {"forward", "delta", "input", *(["upstream"] if forked else [])} <= checked
+
+
+@pytest.mark.slow
+def test_resnet_tiny_formulas_and_facts_agree_with_the_reference_at_sampled_indices(rng):
+    checked = assert_formulas_agree_with_the_reference(sb.presets.resnet_tiny(), rng, sample=12)
+    assert checked == {"forward", "activation", "upstream", "delta", "W", "b", "input", "fact", "loss"}
+
+
+def test_a_value_too_large_for_a_float_is_an_error_not_a_wrong_number():
+    net = sb.Network((2,), [sb.Dense(units=2)], loss="cross_entropy")
+    loss = next(f for f in net.derive().formulas(1) if f.kind == "loss")
+    assert float(loss.at((0,), {"activation": [1.0, 0.0], "y": [0.5, 0.5]})) == pytest.approx(
+        np.e / (np.e + 1) - 0.5)
+    with pytest.raises(OverflowError, match="exp of these values is not a finite float: inf"):
+        loss.at((0,), {"activation": [800.0, 0.0], "y": [0.5, 0.5]})
 
 
 def test_max_pooling_routes_ties_to_the_first_maximum_as_the_reference_does(rng):

@@ -100,7 +100,11 @@ def evaluate(expr: sympy.Expr, env: Mapping[Symbol, int], read: Reader, numeric:
             # nodes.window_max's brackets, [v_j > v_k] before the place and [v_j ≥ v_k] after it
             return window_max(*values, evaluate=False).fdiff(places.index(place) + 1)
         result = e.func(*[value(a, env) for a in e.args])
-        return float(result) if numeric else result
+        if not numeric:
+            return result
+        if not np.isfinite(float(result)):  # e^800: inf, and inf · 0 would pass for a number
+            raise OverflowError(f"{e.func.__name__} of these values is not a finite float: {float(result)}")
+        return float(result)
 
     result = value(expr, env)
     return float(result) if numeric else sympy.sympify(result)
