@@ -436,6 +436,19 @@ def test_the_input_read_by_several_layers_has_an_upstream_formula_too():
         upstream_formula(d, 3)
 
 
+def test_the_upstream_of_a_layer_one_layer_reads_is_that_layers_input_formula():
+    d = NETWORKS["article"].derive()
+    upstream = upstream_formula(d, 2)
+    (read,) = [f for f in d.formulas(3) if f.kind == "input"]
+    # the dense layer reads the 1x2x2 image flattened: its i is 4 c + 2 u + v
+    assert read.latex() == r"\frac{\partial L}{\partial a^{(2)}_{i}} = \sum_{f} \delta^{(3)}_{f} \cdot W^{(3)}_{f,i}"
+    assert upstream.latex() == (
+        r"\frac{\partial L}{\partial a^{(2)}_{c,u,v}} = \sum_{f} \delta^{(3)}_{f} \cdot W^{(3)}_{f,4 c + 2 u + v}"
+    )
+    assert upstream.note == "layer 3 alone reads it: its input gradient"
+    assert "upstream" not in [f.kind for f in d.formulas(2)]  # a layer's list holds it for a fork alone
+
+
 def test_a_dense_reader_reads_the_forked_image_flattened():
     d = dense_beside_pool().derive()
     upstream = upstream_formula(d, 1)

@@ -13,8 +13,8 @@ number (s^{(2)}, p^{(3)}): two convolutions reading one tensor may have differen
 The tensors of several layers meet in the formula, so ``Formula.at`` reads each by its name
 (``"a1"``, ``"delta2"``, ``"W2"``, ``"x"``), not by a role of one layer.
 
-Imports sympy, ``engine`` (the type of what it reads), ``indexed``, ``calculus``, ``formula``,
-``layer`` and ``printer``.
+Imports sympy, ``engine`` (the type of what it reads), ``indexed``, ``latex`` (to print a
+settings symbol), ``calculus``, ``formula``, ``layer`` and ``printer``.
 """
 
 from __future__ import annotations
