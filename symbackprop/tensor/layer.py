@@ -54,9 +54,9 @@ class LayerFormulas:
             input=inputs[0],
             inputs=inputs if len(inputs) > 1 else (),
             output=self._base(f"z{l}", f"z^{{({l})}}") if self.activated else self._base(f"a{l}", f"a^{{({l})}}"),
-            W=self._base(f"W{l}", f"W^{{({l})}}"),
-            b=self._base(f"b{l}", f"b^{{({l})}}"),
             delta=self._base(f"delta{l}", rf"\delta^{{({l})}}"),
+            # W^{(l)}, b^{(l)}: each parameter the operation declares, named as the network names it
+            parameters={p.prefix: self._base(f"{p.prefix}{l}", f"{p.prefix}^{{({l})}}") for p in self.op.parameters},
             tex=self.tex,
         )
         self.activation = self._base(f"a{l}", f"a^{{({l})}}")
@@ -99,7 +99,7 @@ class LayerFormulas:
     @property
     def names(self) -> Names:
         bases = self.bases
-        rank = {bases.delta: 0, bases.W: 1, bases.b: 1}
+        rank = {bases.delta: 0, **dict.fromkeys(bases.parameters.values(), 1)}
         rank.update({hat: rank[base] for hat, base in bases.hats.items() if base in rank})
         labels = {base.label: r for base, r in rank.items()} | dict.fromkeys(self.partial, 0)
         order = {element.base.label: place for place, element in enumerate(self.inputs)}
