@@ -6,7 +6,7 @@ A formula prints with ``.latex()`` (``printer.TensorPrinter``) and expands at co
 with ``.at()`` (``evaluate``): over the scalar graph's symbols to compare with the chain form,
 over numbers to compare with the reference.
 
-Imports sympy, ``printer`` and ``evaluate``.
+Imports sympy, ``latex`` (line breaking), ``printer`` and ``evaluate``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import sympy
 from sympy import Indexed, IndexedBase, Symbol
 
 from ..indexed import Spread
+from ..latex import ROW_WIDTH, Row, aligned, break_expr
 from .evaluate import Shape, evaluate, flat, numbers, reader
 from .printer import Names, TensorPrinter
 
@@ -71,6 +72,14 @@ class Formula:
         if self.alias is not None:
             sides.insert(0, p.doprint(self.alias))
         return " = ".join(sides)
+
+    def aligned(self, width: float = ROW_WIDTH) -> str:
+        r"""The formula as ``align`` rows, ``lhs &= …``, its rhs broken into rows of at most
+        ``width`` em where it is longer (``latex.break_expr``: a fork's upstream, one reader's
+        part to a row)."""
+        p = self.printer
+        lhs = " = ".join(p.doprint(side) for side in (self.alias, self.lhs) if side is not None)
+        return aligned(lhs, break_expr(self.rhs, p, width) or [Row(p.doprint(self.rhs))])
 
     def positions(self) -> Iterator[tuple[int, ...]]:
         """Every concrete value of the free letters, in row-major order."""
