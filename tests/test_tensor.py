@@ -418,11 +418,26 @@ def test_a_forked_layer_gets_its_upstream_formula_before_its_delta():
     # each reader's own input formula is its part, marked with the reader
     (part,) = [f for f in d.formulas(3) if f.kind == "input" and "a^{(1)}" in f.latex()]
     assert part.latex() == (
-        r"\left.\frac{\partial L}{\partial a^{(1)}_{c,i,j}}\right|_{\text{layer } 3} = \delta^{(3)}_{c,i,j}"
+        r"\left.\frac{\partial L}{\partial a^{(1)}_{c,i,j}}\right|_{\text{via }3} = \delta^{(3)}_{c,i,j}"
     )
     assert part.note == (
         "this layer's part of the gradient: layer 2 reads the same tensor, and its gradient is the "
         "sum of the parts of every layer reading it (the article's rule (20))"
+    )
+
+
+def test_a_wide_upstream_breaks_into_a_row_per_reader_for_documents():
+    d = GRAPHS["residual, projection shortcut"]().derive()
+    upstream, delta = [f for f in d.formulas(1) if f.kind in ("upstream", "delta")]
+    assert upstream.aligned() == (
+        r"\frac{\partial L}{\partial a^{(1)}_{c,u,v}} &= \sum_{\substack{o,i,j,m,n \\ s^{(2)} i + d^{(2)} m - "
+        r"p^{(2)} = u \\ s^{(2)} j + d^{(2)} n - p^{(2)} = v}} \delta^{(2)}_{o,i,j} \cdot W^{(2)}_{o,c,m,n} \\" "\n"
+        r"&\quad {}+ \sum_{\substack{o,i,j,m,n \\ s^{(3)} i + d^{(3)} m - p^{(3)} = u \\ s^{(3)} j + d^{(3)} n - "
+        r"p^{(3)} = v}} \delta^{(3)}_{o,i,j} \cdot W^{(3)}_{o,c,m,n}"
+    )
+    assert delta.aligned() == (  # short: one row, its alias before the aligned equals sign
+        r"\delta^{(1)}_{o,i,j} = \frac{\partial L}{\partial z^{(1)}_{o,i,j}} &= "
+        r"\frac{\partial L}{\partial a^{(1)}_{o,i,j}} \cdot \left(1 - \left(a^{(1)}_{o,i,j}\right)^{2}\right)"
     )
 
 
@@ -469,7 +484,7 @@ def test_an_addition_keeps_its_inputs_in_order_and_passes_delta_to_each():
     assert tex["forward"] == [r"a^{(6)}_{c,i,j} = a^{(5)}_{c,i,j} + a^{(3)}_{c,i,j}"]
     assert tex["input"] == [
         r"\frac{\partial L}{\partial a^{(5)}_{c,i,j}} = \delta^{(6)}_{c,i,j}",
-        r"\left.\frac{\partial L}{\partial a^{(3)}_{c,i,j}}\right|_{\text{layer } 6} = \delta^{(6)}_{c,i,j}",
+        r"\left.\frac{\partial L}{\partial a^{(3)}_{c,i,j}}\right|_{\text{via }6} = \delta^{(6)}_{c,i,j}",
     ]
     assert scalar_values(d, 6)["input2"] == list(d.graph.outputs_of(3))  # the roles follow the sources
     upstream = next(f for f in d.formulas(3) if f.kind == "upstream")
@@ -488,7 +503,7 @@ def test_an_addition_reading_a_tensor_twice_sends_it_twice_delta():
     assert tex["forward"] == r"a^{(2)}_{c,i,j} = 2 a^{(1)}_{c,i,j} + x_{c,i,j}"
     assert tex["input"].splitlines() == [
         r"\frac{\partial L}{\partial a^{(1)}_{c,i,j}} = 2 \delta^{(2)}_{c,i,j}",
-        r"\left.\frac{\partial L}{\partial x_{c,i,j}}\right|_{\text{layer } 2} = \delta^{(2)}_{c,i,j}",
+        r"\left.\frac{\partial L}{\partial x_{c,i,j}}\right|_{\text{via }2} = \delta^{(2)}_{c,i,j}",
     ]
 
 

@@ -19,7 +19,7 @@ them: padded places get no gradient.
 On a graph, a layer may read several tensors (an addition, a concatenation: one input
 formula per tensor, roles "input", "input2", … in the order it reads them) and its output
 may be read by several layers. Each reader's input formula is then its part of the gradient,
-printed ∂L/∂a^{(k)} |_{layer r}, and ``formulas(d, k)`` gains an "upstream" formula after
+printed ∂L/∂a^{(k)} |_{via r}, and ``formulas(d, k)`` gains an "upstream" formula after
 the activation: ∂L/∂a^{(k)} = the sum of those parts, derived from the readers' formulas (the
 article's rule (20); ``upstream_formula(d, 0)`` for the input x). It reads the tensors of
 several layers, each by its name ("a1", "delta2", "W2").

@@ -3,7 +3,7 @@ it, of the part each sends back — the article's rule (20) for a tensor read by
 
 A layer l read by layers r₁, r₂, … gets
 
-    ∂L/∂a^{(l)}_{c,u,v} = ∂L/∂a^{(l)}_{c,u,v} |_{layer r₁} + ∂L/∂a^{(l)}_{c,u,v} |_{layer r₂} + …
+    ∂L/∂a^{(l)}_{c,u,v} = ∂L/∂a^{(l)}_{c,u,v} |_{via r₁} + ∂L/∂a^{(l)}_{c,u,v} |_{via r₂} + …
 
 where each part is the reader's own input formula (``LayerFormulas.input_formula``), derived
 from its operation's index form: nothing here is typed. Each part is written with the letters

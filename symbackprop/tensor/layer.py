@@ -1,6 +1,6 @@
 """One layer's tensors, its operation's index form, and the general formulas derived from it:
 forward, activation, the loss's gradient (last layer), δ, ∂L/∂W, ∂L/∂b and ∂L/∂(input) — one
-per tensor the layer reads, its part alone (printed |_{layer l}) of a tensor other layers read
+per tensor the layer reads, its part alone (printed |_{via l}) of a tensor other layers read
 too — each fact after the formula it restates.
 
 Imports sympy, ``activations``, ``engine`` (the type of what it reads), ``indexed``,
@@ -81,7 +81,7 @@ class LayerFormulas:
 
     def _part(self, base: IndexedBase) -> IndexedBase:
         """This layer's part of ∂L/∂(base), for a tensor other layers read too: printed
-        ∂L/∂(base) |_{layer l}."""
+        ∂L/∂(base) |_{via l}."""
         part = self._base(f"dL_d{base.label}_part{self.number}", self.tex[base.label])
         self.partial.add(part.label)
         self.part_of[part.label] = self.number
@@ -154,7 +154,7 @@ class LayerFormulas:
         raise ValueError(f"layer {self.number} does not read layer {source}")
 
     def _input(self, element: sympy.Indexed, note: str = "") -> Formula:
-        """∂L/∂(input), or this layer's part of it (printed |_{layer l}) where other layers
+        """∂L/∂(input), or this layer's part of it (printed |_{via l}) where other layers
         read the same tensor: their parts add up (the article's rule (20))."""
         readers = self.readers_of[element.base]
         if len(readers) == 1:
@@ -239,7 +239,7 @@ class LayerFormulas:
             lhs = sympy.MatrixSymbol(str(gradient.label), *claim.rhs.shape)
             self.tex[lhs] = rf"\frac{{\partial L}}{{\partial {self.tex[gradient.label]}}}"
             if gradient.label in self.part_of:
-                self.tex[lhs] = rf"\left.{self.tex[lhs]}\right|_{{\text{{layer }} {self.number}}}"
+                self.tex[lhs] = rf"\left.{self.tex[lhs]}\right|_{{\text{{via }}{self.number}}}"
             index_rhs = entries(claim.rhs, letters, self.bases.matrices)
         where = tuple(s.equation(self._letters_of(s.base)) for s in claim.spreads)
         return self._formula(

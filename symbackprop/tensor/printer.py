@@ -38,7 +38,7 @@ class Names:
     # last): an addition's inputs in the order it reads them, a fork's readers in order
     order: Mapping[Symbol, int] = field(default_factory=dict)
     # gradient labels that stand for one reader's part of a gradient, with that reader's
-    # number: ∂L/∂a^{(1)} |_{layer 3}, what layer 3 sends back to a^{(1)}
+    # number: ∂L/∂a^{(1)} |_{via 3}, what layer 3 sends back to a^{(1)}
     part_of: Mapping[Symbol, int] = field(default_factory=dict)
 
 
@@ -57,7 +57,7 @@ class TensorPrinter(NotationPrinter):
         indices = ",".join(self._index(i) for i in expr.indices)
         if label in self.names.part_of:
             gradient = rf"\frac{{\partial L}}{{\partial {tex}_{{{indices}}}}}"
-            return rf"\left.{gradient}\right|_{{\text{{layer }} {self.names.part_of[label]}}}"
+            return rf"\left.{gradient}\right|_{{\text{{via }}{self.names.part_of[label]}}}"
         if label in self.names.partial:
             return rf"\frac{{\partial L}}{{\partial {tex}_{{{indices}}}}}"
         return f"{tex}_{{{indices}}}"
