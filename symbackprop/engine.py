@@ -140,11 +140,6 @@ class Engine:
             raise ValueError(f"batch must be a positive integer or None, got {batch!r}")
         if reduce not in ("sum", "mean"):
             raise ValueError(f"reduce={reduce!r}; a batch's loss is its samples' 'sum' or 'mean'")
-        if batch is None and network.couples_samples:
-            raise ValueError(
-                "a batch-normalisation layer in train mode mixes the samples of a batch: derive "
-                "a batch, net.derive(batch=N), or the network in eval mode, net.with_mode('eval')"
-            )
         self.network = network
         self.batch, self.reduce = batch, reduce
         self.graph: Graph = Graph(network, batch, reduce)

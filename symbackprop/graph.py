@@ -205,6 +205,11 @@ class Graph:
         else:
             z_symbols, a_nodes, z_upstream = self.outputs_of(number), (), ()
         inner: tuple = ()
+        if op.couples_samples() and self.batch is None:
+            raise ValueError(
+                f"layer {number}: batch normalisation in train mode mixes the samples of a batch: "
+                "derive a batch, net.derive(batch=N), or the network in eval mode, net.with_mode('eval')"
+            )
         if op.couples_samples():
             inner, z_nodes = op.batch_nodes(
                 in_shape, per_sample, params, self.by_sample(z_symbols), names, number

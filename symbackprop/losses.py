@@ -135,28 +135,40 @@ def _binary_gradient(a: Exprs, y: Exprs, output_layer: int, groups: Groups = ())
     return [sigmoid(ak) - yk for ak, yk in zip(a, y)]
 
 
-def _sse_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int) -> sympy.Expr:
+def _sse_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int, channels: int = 0) -> sympy.Expr:
     (k,) = index("k")
     return Rational(1, 2) * sympy.Sum((a[k] - y[k]) ** 2, (k, 0, size - 1))
 
 
-def _mse_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int) -> sympy.Expr:
+def _mse_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int, channels: int = 0) -> sympy.Expr:
     (k,) = index("k")
     return Rational(1, size) * sympy.Sum((a[k] - y[k]) ** 2, (k, 0, size - 1))
 
 
-def _cross_entropy_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int) -> sympy.Expr:
+def _cross_entropy_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int, channels: int = 0) -> sympy.Expr:
+    """Over the outputs flattened; for a map of ``channels`` channels and P pixels, output
+    k = c·P + p, with a softmax over each pixel's channels, summed over the pixels."""
     k, j = index("k j")
-    log_partition = log(sympy.Sum(exp(a[j]), (j, 0, size - 1)))
-    return -sympy.Sum(y[k] * (a[k] - log_partition), (k, 0, size - 1))
+    pixels = size // (channels or size)
+    if pixels == 1:
+        log_partition = log(sympy.Sum(exp(a[j]), (j, 0, size - 1)))
+        return -sympy.Sum(y[k] * (a[k] - log_partition), (k, 0, size - 1))
+    c, p = index("c p")
+    log_partition = log(sympy.Sum(exp(a[j * pixels + p]), (j, 0, channels - 1)))
+    return -sympy.Sum(y[c * pixels + p] * (a[c * pixels + p] - log_partition),
+                      (c, 0, channels - 1), (p, 0, pixels - 1))
 
 
-def _binary_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int) -> sympy.Expr:
+def _binary_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int, channels: int = 0) -> sympy.Expr:
     (k,) = index("k")
     return sympy.Sum(softplus(a[k]) - y[k] * a[k], (k, 0, size - 1))
 
 
-def _cross_entropy_claims(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int) -> tuple[Claim, ...]:
+def _cross_entropy_claims(
+    a: sympy.IndexedBase, y: sympy.IndexedBase, size: int, channels: int = 0
+) -> tuple[Claim, ...]:
+    if size // (channels or size) > 1:
+        return ()  # a map: softmax − y holds pixel by pixel, each pixel's target summing to one
     k, j = index("k j")
     softmax = exp(a[k]) / sympy.Sum(exp(a[j]), (j, 0, size - 1))
     return (
@@ -180,10 +192,11 @@ class Loss:
     formula: str  # TeX, with a_k for the outputs and y_k for the targets
     generic: bool = False
     grouped: bool = False  # a softmax over each group (per pixel), summed over the groups
-    # L over the outputs a[k] and targets y[k], k < K: (a, y, K) → index form; None when generic
-    index_form: Callable[[sympy.IndexedBase, sympy.IndexedBase, int], sympy.Expr] | None = None
-    # facts about its gradient, (a, y, K) → claims of kind "loss", in the same letters
-    index_claims: Callable[[sympy.IndexedBase, sympy.IndexedBase, int], tuple[Claim, ...]] | None = None
+    # L over the outputs a[k] and targets y[k], k < K, of an output of C channels:
+    # (a, y, K, C) → index form; None when generic
+    index_form: Callable[[sympy.IndexedBase, sympy.IndexedBase, int, int], sympy.Expr] | None = None
+    # facts about its gradient, (a, y, K, C) → claims of kind "loss", in the same letters
+    index_claims: Callable[[sympy.IndexedBase, sympy.IndexedBase, int, int], tuple[Claim, ...]] | None = None
 
 
 LOSSES: dict[str, Loss] = {

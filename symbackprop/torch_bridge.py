@@ -572,9 +572,10 @@ class _Reader:
         base = kind if kind in self.modules else self._base(kind, where)
         if base is None:
             raise SpecError(
-                f"{where}: not supported; symbackprop reads Conv2d, Linear, MaxPool2d, AvgPool2d, "
-                "AdaptiveAvgPool2d(1), Flatten, Identity, the activations Sigmoid, Tanh, ReLU, "
-                "Softplus, LeakyReLU(0.01), and +, torch.cat(dim=1), mean((2, 3))"
+                f"{where}: not supported; symbackprop reads Conv2d, ConvTranspose2d, Linear, MaxPool2d, "
+                "AvgPool2d, AdaptiveAvgPool2d(1), BatchNorm1d, BatchNorm2d, Upsample, Flatten, Identity, "
+                "the activations Sigmoid, Tanh, ReLU, Softplus, LeakyReLU(0.01), and +, "
+                "torch.cat(dim=1), mean((2, 3)), F.interpolate"
             )
         try:
             op = self.modules[base](sub)

@@ -307,7 +307,7 @@ def flat(array: sympy.Array) -> list:
 def point_values(d: sb.Derivation, x, y, params) -> dict[sympy.Symbol, float]:
     values = dict(zip(flat(d.symbols.x), x.ravel()))
     values.update(zip(flat(d.symbols.y), y.ravel()))
-    for name, symbols in d.symbols.params.items():
+    for name, symbols in [*d.symbols.params.items(), *d.graph.buffers.items()]:  # and running statistics
         values.update(zip(flat(symbols), params[name].ravel()))
     return values
 

@@ -453,8 +453,8 @@ def test_to_torch_then_from_torch_gives_back_each_graph_network():
 # ---- refused, with the module and the reason -------------------------------------------------
 
 REFUSED = [
-    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)), (1, 5, 5),
-     "fx node _1 (call_module 1: BatchNorm2d): not supported; symbackprop reads Conv2d, Linear"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.GroupNorm(1, 2)), (1, 5, 5),
+     "fx node _1 (call_module 1: GroupNorm): not supported; symbackprop reads Conv2d, ConvTranspose2d"),
     (nn.Sequential(nn.Linear(4, 2), nn.Dropout()), (4,), "fx node _1 (call_module 1: Dropout): not supported"),
     (nn.Sequential(nn.MaxPool2d(2, ceil_mode=True)), (1, 5, 5),
      "fx node _0 (call_module 0: MaxPool2d): ceil_mode=True; only ceil_mode=False is supported"),
@@ -787,11 +787,15 @@ def test_a_global_forward_hook_is_refused():
     sb.from_torch(nn.Sequential(nn.Linear(4, 2)), (4,), loss="sse")  # read again once it is gone
 
 
-def test_a_refused_module_is_left_as_it_was():
-    module = nn.Sequential(nn.Linear(4, 2), nn.BatchNorm1d(2))
+@pytest.mark.parametrize("train", [True, False])
+def test_a_module_read_is_left_as_it_was(train):
+    # running it in train mode, as reading does, would move batch norm's running statistics
+    module = nn.Sequential(nn.Linear(4, 2), nn.BatchNorm1d(2), nn.GroupNorm(1, 2)).train(train)
     before = {k: v.clone() for k, v in module.state_dict().items()}
-    with pytest.raises(sb.SpecError, match="BatchNorm1d"):
+    with pytest.raises(sb.SpecError, match="GroupNorm"):
         sb.from_torch(module, (4,), loss="sse")
+    net, _ = sb.from_torch(module[:2].train(train), (4,), loss="sse")
+    assert net.mode == ("train" if train else "eval")
     after = module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # its running statistics untouched
 

@@ -113,6 +113,27 @@ def paired(formulas: Sequence[str], short: float = 17.0) -> str:
     return " \\\\\n".join(rows)
 
 
+def tensor_rows(formulas: Sequence, wide: float = 40.0) -> str:
+    """A layer's derived formulas as ``align`` rows: short ones two to a row (``paired``), one
+    wider than ``wide`` em broken into rows of its own where its rhs breaks (a fork's upstream,
+    one reader's part to a row)."""
+    rows: list[str] = []
+    short: list[str] = []
+    for formula in formulas:
+        tex = formula.latex()
+        broken = formula.aligned() if tex_width(tex) > wide else ""
+        if "\\\\" in broken:
+            if short:
+                rows.append(paired(short))
+                short = []
+            rows.append(broken)
+        else:
+            short.append(tex)
+    if short:
+        rows.append(paired(short))
+    return " \\\\\n".join(rows)
+
+
 def formula_row(tex: str) -> str:
     """``lhs = rhs`` as an ``align`` row, aligned at its first equals sign."""
     lhs, rhs = tex.split(" = ", 1)
@@ -143,7 +164,7 @@ def tensor_blocks(
         said += [", here ", Math(shown)]
     blocks: list = [
         Paragraph(*said, "):", lead=lead),
-        Equation(paired([f.latex() for f in derived])),
+        Equation(tensor_rows(derived)),
     ]
     notes = [f.note for f in derived if f.note and f.kind in gradients]
     for note in dict.fromkeys(notes):

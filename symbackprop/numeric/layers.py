@@ -42,7 +42,7 @@ def program_source(network: Any, backend: str = "numpy") -> str:
         '    mean). Returns the losses (B,) and grads, with "x" (B, *INPUT_SHAPE) added."""',
         "    B = len(x)",
     ]
-    body += [f"    {name} = params[{name!r}]" for name in network.parameters]
+    body += [f"    {name} = params[{name!r}]" for name in [*network.parameters, *network.buffers]]
     image = len(network.input_shape) == 3
     if image:
         body.append("    # (C, H, W, B): the batch last and contiguous, so that windows copy whole rows of it")

@@ -151,7 +151,7 @@ def program_source(d: Derivation) -> str:
     ]
     lines += _wrap_names([str(s) for s in graph.x], "    ", " = x", tuple_=True)
     lines += _wrap_names([str(s) for s in graph.y], "    ", " = y", tuple_=True)
-    for name, symbols in d.symbols.params.items():
+    for name, symbols in [*d.symbols.params.items(), *d.graph.buffers.items()]:  # weights, statistics
         names = [str(s) for s in sympy.flatten(symbols.tolist())]
         lines += _wrap_names(names, "    ", f" = params[{name!r}]", tuple_=True)
 

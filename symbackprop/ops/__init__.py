@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from .activation import Activation, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
 from .add import Add
-from .batchnorm import BatchNorm1D, BatchNorm2D
 from .base import (
     FACES,
     Branch,
@@ -23,6 +22,7 @@ from .base import (
     ParameterGrads,
     Shape,
 )
+from .batchnorm import BatchNorm1D, BatchNorm2D
 from .concat import Concat
 from .conv import Conv2D
 from .conv_transpose import ConvTranspose2D

@@ -103,13 +103,16 @@ class GlobalAvgPool2D(Op):
     # ---- the tensor face --------------------------------------------------------------------
 
     def tensor_form(self, input_shape: Shape, t: Bases) -> IndexForm:
-        """a[c] = (1 / (H·W)) Σ_{i,j} input[c, i, j]."""
+        """a[c] = (1 / (M·N)) Σ_{i,j} input[c, i, j], M × N the channel's size (the article's
+        names for a map's height and width; W is the weights')."""
         c, i, j, u, v = index("c i j u v")
         channels, height, width = input_shape
-        expr = sympy.Sum(t.input[c, i, j], (i, 0, height - 1), (j, 0, width - 1)) / (height * width)
+        rows, columns = (sympy.Symbol(name, integer=True, positive=True) for name in "MN")
+        expr = sympy.Sum(t.input[c, i, j], (i, 0, rows - 1), (j, 0, columns - 1)) / (rows * columns)
         return IndexForm(
             output=t.output[c], expr=expr, input=t.input[c, u, v], parameters={},
-            sizes={c: channels, i: height, j: width, u: height, v: width}, settings={},
+            sizes={c: channels, i: height, j: width, u: height, v: width},
+            settings={rows: height, columns: width},
         )
 
     # ---- the reference face (numpy alone) ---------------------------------------------------
