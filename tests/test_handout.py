@@ -198,25 +198,19 @@ def test_no_dates_paths_or_stray_characters_in_the_documents():
 def test_the_articles_formulas_are_numbered_in_order():
     tex = texts("article")["handout.tex"]
     tags = re.findall(r"\\tag\{(\d+)\}", tex)
-    assert tags == [
-        "1",
-        "2",
-        "3",
-        "4",
-        "5",
-        "6",
-        "10",
-        "11",
-        "12",
-        "13",
-        "14",
-        "15",
-        "16",
-        "17",
-        "18",
-        "19",
-        "20",
-    ]
+    assert tags == [str(n) for n in range(1, 21)]  # (1) to (20), no gap
+    # (7) to (9), between the article's (6) and (10) (its figure 9): the downstream gradient
+    # z^{(3)}_1 sends back to a^{(2)}_1, step by step
+    assert (
+        r"\frac{\partial L}{\partial z^{(3)}_{1}} = \frac{\partial L}{\partial a^{(3)}_{1}} \cdot "
+        r"g'\left(z^{(3)}_{1}\right)" "\n\\end{aligned} \\tag{7}"
+    ) in tex
+    assert r"\frac{\partial z^{(3)}_{1}}{\partial a^{(2)}_{1}} = w^{(3)}_{1}" "\n\\end{aligned} \\tag{8}" in tex
+    assert (
+        r"\right|_{\text{from } z^{(3)}_{1}} = \frac{\partial L}{\partial z^{(3)}_{1}} \cdot "
+        r"\frac{\partial z^{(3)}_{1}}{\partial a^{(2)}_{1}} = \frac{\partial L}{\partial a^{(3)}_{1}} \cdot "
+        r"g'\left(z^{(3)}_{1}\right) \cdot w^{(3)}_{1}" "\n\\end{aligned} \\tag{9}"
+    ) in tex
     # (3), (6), (14): the gradient vectors of W3, W2, W1
     assert (
         r"\frac{\partial L}{\partial W^{(3)}} &= \left[\frac{\partial L}{\partial w^{(3)}_{1}}, "
@@ -232,6 +226,18 @@ def test_the_articles_formulas_are_numbered_in_order():
         "\n\\end{aligned} \\tag{4}"
     ) in tex
     assert all(f"(generalising ({n}))" in prose(tex) for n in (4, 10, 11, 15, 16))
+
+
+def test_the_readmes_formula_numbers_are_the_handouts():
+    """The README cites formula (13) for w^(2)_1's chain form and (12) for dL/da^(2)_1: the
+    handout's (13) is the gradient of w^(2)_n, and its (12) the upstream gradient of a^(2)_i."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "the article's formula (13) for w^(2)_1" in readme and "formula (12): ∂L/∂a^(2)_1" in readme
+    tex = texts("article")["handout.tex"]
+    (thirteen,) = re.findall(r"\\begin\{aligned\}\n([^\n]*)\n\\end\{aligned\} \\tag\{13\}", tex)
+    assert thirteen.startswith(r"\frac{\partial L}{\partial w^{(2)}_{n}} = \sum_{i}")
+    (twelve,) = re.findall(r"\\begin\{aligned\}\n([^\n]*)\n\\end\{aligned\} \\tag\{12\}", tex)
+    assert twelve.startswith(r"\frac{\partial L}{\partial a^{(2)}_{i}} = \sum_{f}")
 
 
 def test_article_tex_has_the_articles_formulas():
@@ -358,14 +364,14 @@ def test_average_pooling_spreads_its_gradient_evenly():
         .split("Backwards through the average pooling layer 2")[1]
         .split(r"\end{longtable}")[0]
     )
-    assert routing.count("$0.25$") == 4
+    assert routing.count(r"& $\frac{1}{4}$ &") == 4  # exact: a quarter, not 0.2500
     example = worked_example(network("avgpool"))
     d = example.derivation
     upstream = example.values[d.graph.layers[1].upstream[0]]
     for symbol in d.graph.layers[1].z[0].inputs:  # each input gets a quarter of the upstream
         assert (
             f"{d.tex_names[symbol]} = {example.formats.value(example.values[symbol])}$ & "
-            f"$0.25$ & ${example.formats.gradient(upstream / 4)}$"
+            f"$\\frac{{1}}{{4}}$ & ${example.formats.gradient(upstream / 4)}$"
         ) in routing
 
 
@@ -494,19 +500,26 @@ def test_user_strings_are_escaped():
 def test_every_layer_shows_its_tensor_view_as_the_engine_derives_it():
     tex = texts("article")["handout.tex"]
     layer1 = tex.split(r"\subsection{Layer 1 (convolution)}")[1].split(r"\section")[0]
-    assert "here $s = 1, d = 1, p = 0, K = 2$" in prose(layer1)
+    # with the layer's own numbers: no s, d, p where they are 1, 1 and 0
     assert (
         r"\frac{\partial L}{\partial W^{(1)}_{o,c,m,n}} &= \sum_{i,j} \delta^{(1)}_{o,i,j} \cdot "
-        r"x_{c,s i + d m - p,s j + d n - p}"
+        r"x_{c,i + m,j + n}"
     ) in layer1
+    view = layer1.split("The tensor view.")[1]
+    assert not re.search(r"\bs i\b|\bd m\b|- p\b", view)
+    assert "Its indices count from 0, as in PyTorch, where the nodes above count from 1" in prose(layer1)
     assert (
         "The weight gradient is the cross-correlation of the layer's (zero-padded) input with $\\delta$"
         in prose(layer1)
     )
     assert "a full convolution" in prose(layer1) and r"180^{\circ}" in layer1
+    # the full convolution's sum says its range, and a spread with nothing to spread is plainly it
+    assert "The sum runs over $o = 0$, $m = 0, \\ldots, 1$ and $n = 0, \\ldots, 1$" in prose(layer1)
+    assert r"here $\hat{\delta}^{(1)} = \delta^{(1)}$ and $\hat{W}^{(1)} = W^{(1)}$" in prose(layer1)
     mlp = prose(texts("mlp")["handout.tex"])
     assert "The weight gradient is the outer product of $\\delta$ and the layer's input" in mlp
     assert r"\frac{\partial L}{\partial W^{(2)}} &= \delta^{(2)} {a^{(1)}}^{T}" in mlp
+    assert "entry $i$ is node $i + 1$" in mlp
     pooled = prose(texts("maxpool")["handout.tex"])
     assert "the gradient at the logits is the softmax minus the target" in pooled
 
@@ -771,7 +784,7 @@ def test_a_residual_network_table_says_what_each_layer_reads():
 def test_the_backward_pass_sums_both_paths_of_a_fork_by_the_rule_for_several_dependencies():
     tex = graph_texts("residual_small")["handout.tex"]
     layer1 = tex.split(r"\subsection{Layer 1 (convolution)}")[1].split(r"\subsection")[0]
-    assert "By the rule for several dependencies, (23) in appendix" in prose(layer1)
+    assert "By the rule for several dependencies, (25) in appendix" in prose(layer1)
     assert (
         r"\frac{\partial L}{\partial a^{(1)}_{j}} = \left.\frac{\partial L}{\partial a^{(1)}_{j}}"
         r"\right|_{\text{via }2} + \left.\frac{\partial L}{\partial a^{(1)}_{j}}\right|_{\text{via }3}"
@@ -792,7 +805,7 @@ def test_the_backward_pass_sums_both_paths_of_a_fork_by_the_rule_for_several_dep
         r"\left.\frac{\partial L}{\partial a^{(1)}_{i}}\right|_{\text{via }3} = "
         r"\frac{\partial L}{\partial a^{(3)}_{i}} \cdot 1"
     ) in layer1
-    assert "\\tag{23}" in tex.split(r"\section{The chain rule")[1]  # (20) of the article, here 23
+    assert "\\tag{25}" in tex.split(r"\section{The chain rule")[1]  # (20) of the article, here 25
 
 
 def test_the_worked_fork_adds_up_both_paths_as_the_reference_computes_them():
@@ -823,7 +836,10 @@ def test_the_graph_draws_the_fork_and_the_join():
     # resnet_tiny, layer by layer: each shortcut bows out from the block's input to its addition
     tiny = graph_texts("resnet_tiny")["handout.tex"]
     assert r"\draw[->, line width=0.5pt] (A1) to[bend left=-60] (A4);" in tiny
-    assert re.search(r"\\draw\[->, line width=0\.5pt\] \(A5\) to\[bend left=-60\] node\[lab, left\] \{conv 16x1x1", tiny)
+    assert re.search(
+        r"\\draw\[->, line width=0\.5pt\] \(A5\) to\[bend left=-60\] node\[lab, left, xshift=-0\.12cm\] "
+        r"\{conv 16x1x1", tiny
+    )
 
 
 def test_resnet_tiny_summary_writes_each_fork_as_a_sum_over_its_readers():

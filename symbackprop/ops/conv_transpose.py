@@ -178,7 +178,17 @@ class ConvTranspose2D(Op):
         return sides
 
     def position_note(self) -> str:
-        return "the inputs whose kernel reached it, in the order of the kernel's weights"
+        return "the pairs (input, kernel place) whose kernel reached it, in the order of the kernel's places"
+
+    def window_shape(self, input_shape: Shape) -> tuple[int, int, int]:
+        return (input_shape[0], *self.kernel_size)
+
+    def position_set_tex(self, number: int, index: int, entries) -> str:
+        """The pairs (input j, kernel place n) that reach output i — most places reach none
+        (the stride leaves gaps), so the pairs, not a list of dots."""
+        pairs = [f"({j}, {n})" for n, j in enumerate(entries, start=1) if j is not None]
+        pieces = [", ".join(pairs[k : k + 6]) for k in range(0, len(pairs), 6)]
+        return rf"p^{{({number})}}_{{{index}}} = \lbrace " + (",$ $".join(pieces) or r"\,") + r" \rbrace"
 
     def weight_note(self) -> str:
         return (
