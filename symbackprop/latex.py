@@ -430,13 +430,33 @@ def derivation_latex(d: Derivation, name: str | None = None) -> str:
     return "\\begin{aligned}\n" + " \\\\[1ex]\n".join(blocks) + "\n\\end{aligned}"
 
 
-def derivation_summary_latex(d: Derivation, limit: int = 12) -> str:
-    """What a ``Derivation`` shows in Jupyter: the chain form of the first ``limit`` gradients."""
-    elements = [s for array in d.symbols.params.values() for s in _flat(array)]
-    blocks = [aligned(partial(d, s), chain_rows(d, s)) for s in elements[:limit]]
-    more = len(elements) - limit
+SUMMARY_TERMS = (8, 6, 1)  # an element's chain form in a summary: up to 8 terms, else 6, ⋯, the last
+
+
+def derivation_summary_latex(d: Derivation, limit: int = 12, terms: tuple[int, int, int] = SUMMARY_TERMS) -> str:
+    """What a ``Derivation`` shows in Jupyter: the chain form of the first ``limit`` gradients,
+    a long one as its first and last terms around ⋯ (``terms``: more than [0] terms show [1]
+    and [2]), then how many more there are and how to see one parameter in full — small
+    enough for a notebook's MathJax (LeNet-5's is a few kB; every term of it would be 1 MB)."""
+    shown: list[sympy.Symbol] = []
+    for name in d.network.parameters:  # only the first ones: making all of LeNet-5's takes a second
+        if len(shown) >= limit:
+            break
+        shown += _flat(d.symbols.params[name])[: limit - len(shown)]
+    p = printer(d)
+    limit_, head, tail = terms
+    blocks = []
+    for element in shown:
+        pieces = [term_latex(t, p) for t in d.terms(element)]
+        if len(pieces) > limit_:
+            pieces = [*pieces[:head], r"\cdots", *pieces[len(pieces) - tail :]]
+        blocks.append(aligned(partial(d, element), sum_rows(pieces)))
+    more = d.network.parameter_count - len(shown)
     if more > 0:
-        blocks.append(rf"&\ldots\ \text{{and {more} more}}")
+        blocks.append(rf"&\ldots\ \text{{and {more:,} more}}")
+    first = next(iter(d.network.parameters), None)
+    if first is not None:
+        blocks.append(rf"&\text{{every term of one parameter: d.latex\_derivation('{first}')}}")
     return "$$\\begin{aligned}\n" + " \\\\\n".join(blocks) + "\n\\end{aligned}$$"
 
 

@@ -68,7 +68,8 @@ def downstream_blocks(c: Context, number: int) -> list:
     d = c.d
     lg = c.layers[number - 1]
     symbol = lg.upstream[0]
-    term = d.upstream_terms_of(symbol)[0]
+    terms = d.upstream_terms_of(symbol)
+    term = next((t for t in terms if t.factor != 1), terms[0])  # a weight, not a copy's 1
     p = printer(d)
     reader = c.layers[c.paths([term]).popitem()[0] - 1]
     z, output = d.tex_names[term.z], d.tex_names[lg.outputs[0].symbol]
@@ -81,12 +82,12 @@ def downstream_blocks(c: Context, number: int) -> list:
             "gradient: its own upstream gradient, taken to its weighted sum, times its local "
             "gradient with respect to that input (appendix ",
             Ref("app:chain"),
-            "). For the first node, ",
+            "). For the node ",
             Math(z),
-            ", and the first output of layer ",
+            " and the first output of layer ",
             f"{number}, ",
             Math(output),
-            ":",
+            ", which it reads:",
             lead="Downstream gradients.",
         )
     ]
@@ -163,9 +164,13 @@ class _Layer:
         # the tensor view names a parameter's formulas by its prefix, the input's "input"
         shapes = self.c.network.shapes
         image = any(len(shapes[k]) == 3 for k in (l, *lg.sources))
-        body += tensor_blocks(
-            d.formulas(l, general=False), (*self.c.network.layer_parameters(l), "input"), image=image
-        )
+        formulas = d.formulas(l, general=False)
+        net = self.c.network
+        if net.loss_function.grouped and len(shapes[-1]) == 3:
+            # the tensor view's loss is one softmax over the flattened map, not one per pixel:
+            # the per-pixel formula above stands for it
+            formulas = [f for f in formulas if f.kind != "loss" and getattr(getattr(f, "restates", None), "kind", None) != "loss"]
+        body += tensor_blocks(formulas, (*net.layer_parameters(l), "input"), image=image)
         return Section(
             (f"Layer {l} ({lg.layer.title})",), tuple(body), label=f"sec:backward{l}", level=2
         )

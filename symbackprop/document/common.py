@@ -197,6 +197,9 @@ def tensor_blocks(
     if not formulas:
         return []
     derived = [f for f in formulas if f.kind != "fact"]
+    printed = [f for f in derived if tex_width(f.latex()) <= TENSOR_MAX_WIDTH]
+    too_long = [f for f in derived if f not in printed]
+    derived = printed
     blocks: list = [
         Paragraph(
             "The same layer for every index at once, derived by differentiating the index form of "
@@ -206,12 +209,35 @@ def tensor_blocks(
         ),
         Equation(paired([f.latex() for f in derived])),
     ]
+    if too_long:
+        blocks.append(
+            Paragraph(
+                "Written out for every index, "
+                + _and_words([_formula_words(f) for f in too_long])
+                + " would run for pages (a sum of "
+                + "one term per entry, its weights all different): the routing table of section 2 "
+                "says the same."
+            )
+        )
     notes = [f.note for f in derived if f.note and f.kind in gradients]
     for note in dict.fromkeys(notes):
         blocks.append(Paragraph(*prose(note[0].upper() + note[1:] + ".")))
     for fact in (f for f in formulas if f.kind == "fact"):
         blocks += fact_blocks(fact)
     return blocks
+
+
+TENSOR_MAX_WIDTH = 3 * LINE_WIDTH  # em; a tensor-view formula wider than this is not printed
+
+
+def _formula_words(formula) -> str:
+    return {"forward": "the forward formula", "input": "the input gradient"}.get(
+        formula.kind, f"the formula of {formula.kind}"
+    )
+
+
+def _and_words(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def fact_blocks(fact) -> list:
@@ -279,7 +305,7 @@ def layer_table(layers: Sequence[LayerGraph]) -> Table:
         "Output",
         "Weights",
     ]
-    rows = []
+    rows, layer_rows = [], []
     for lg in layers:
         layer = lg.layer
         cells = [str(lg.number), layer.key]
@@ -298,8 +324,21 @@ def layer_table(layers: Sequence[LayerGraph]) -> Table:
             f"{layer.parameter_count(lg.input_shape):,}",
         ]
         rows.append(tuple(text(c.replace("--", "–")) or ("",) for c in cells))
+        layer_rows.append(cells)
     aligns = "cl" + ("" if chain else "l") + ("ccc" if windows else "") + ("cccc" if chain else "ccc") + "r"
-    return Table(tuple(Column(a) for a in aligns), tuple(text(h) for h in header), tuple(rows))
+    columns = list(zip(header, *[[c for c in r] for r in _plain_cells(layer_rows)]))
+    width = sum(max(len(cell) for cell in column) * 0.5 + 0.75 for column in columns)  # em, roughly
+    return Table(
+        tuple(Column(a) for a in aligns), tuple(text(h) for h in header), tuple(rows), small=width > TABLE_WIDTH
+    )
+
+
+TABLE_WIDTH = 41.5  # em a table's cells may take in the normal font; a wider one is set smaller
+
+
+def _plain_cells(rows: list[list[str]]) -> list[list[str]]:
+    """The cells' text as printed, roughly: math and its commands left out, "\\times" as one sign."""
+    return [[re.sub(r"\\[a-z]+|[${}]", "", cell.replace(r"\times", "x")).replace(" ", "") for cell in row] for row in rows]
 
 
 def shape_tex(shape: Sequence[int]) -> str:
@@ -405,32 +444,20 @@ def position_set_tex(lg: LayerGraph, index: int, entries: Sequence[int | None]) 
 POSITION_TABLE_ABOVE = 30  # places; a longer position set is laid out as a table
 
 
-def runs(entries: Sequence[int | None]) -> str:
-    """A row of a position set, short: "197–201" for consecutive inputs, else them listed (a dot
-    for an empty place)."""
-    present = [e for e in entries if e is not None]
-    if len(present) == len(entries) > 2 and present == list(range(present[0], present[0] + len(present))):
-        return f"{present[0]}\u2013{present[-1]}"
-    return ", ".join("$\\cdot$" if e is None else str(e) for e in entries)
-
-
 def position_grid(lg: LayerGraph, index: int, entries: Sequence[int | None]) -> Table | None:
-    """A long position set as a table, a row per channel and a column per row of the kernel (its
-    inputs in a cell, a run as first–last); None when the set is short or the operation has no
-    window shape."""
-    shape = lg.layer.window_shape(lg.input_shape)
-    if shape is None or len(entries) <= POSITION_TABLE_ABOVE:
+    """A long position set as a table, laid out as its operation lays out its window
+    (``Op.position_grid``: for a convolution a row per channel and a column per row of the kernel,
+    a run as first–last); None when the set is short or the operation has no such layout."""
+    if len(entries) <= POSITION_TABLE_ABOVE:
         return None
-    channels, rows, columns = shape
-    header = [(Math(f"p^{{({lg.number})}}_{{{index}}}"),), *((f"row {m + 1}",) for m in range(rows))]
-    body = []
-    for c in range(channels):
-        cells = [(f"channel {c + 1}",)]
-        for m in range(rows):
-            start = (c * rows + m) * columns
-            cells.append(text(runs(entries[start : start + columns])) or ("",))
-        body.append(tuple(cells))
-    return Table(tuple(Column("l") for _ in header), tuple(header), tuple(body))
+    grid = lg.layer.position_grid(entries, lg.input_shape)
+    if grid is None:
+        return None
+    heads, body = grid
+    header = [(Math(f"p^{{({lg.number})}}_{{{index}}}"),), *((head,) for head in heads)]
+    rows = tuple(tuple(text(cell) or ("",) for cell in row) for row in body)
+    widths = [Column("l")] + [Column("l", 12.0) if len(heads) == 1 else Column("l") for _ in heads]
+    return Table(tuple(widths), tuple(header), rows)
 
 
 def node_rows(d: Derivation, node, limits: tuple[int, int, int] = (24, 16, 4)) -> list[Row]:

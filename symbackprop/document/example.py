@@ -29,6 +29,7 @@ from ..activations import activation as _activation
 from ..derivation import Derivation
 from ..engine import LOSS, _flat
 from ..graph import LayerGraph
+from ..losses import groups as loss_groups
 from ..network import Network
 from ..ops.base import BIAS
 from .numbers import GRADIENT_RANGE, Formats, NumberFormat
@@ -89,8 +90,12 @@ class WorkedExample:
         return self.formats.gradient if _is_gradient(expr) else self.formats.value
 
     def show(self, expr: sympy.Expr) -> str:
-        """``expr``'s number as the document writes it (``format_of``)."""
-        return self.format_of(expr)(self.value(expr))
+        """``expr``'s number as the document writes it (``format_of``); a local gradient that is
+        exactly 0 or 1 (an Iverson bracket's, a copy's) as that, not 1.000."""
+        value = self.value(expr)
+        if not expr.is_Symbol and value in (0.0, 1.0):
+            return str(int(value))
+        return self.format_of(expr)(value)
 
     @property
     def dead(self) -> tuple[int, int]:
@@ -107,7 +112,8 @@ def draw_values(
     network: Network, seed: int, draw: int = 0
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Seeded round numbers: inputs in [0, 1] and weights in ±[0.1, 1], one decimal each;
-    targets one decimal in [0, 1], or a one-hot class for cross-entropy.
+    targets one decimal in [0, 1], or a one-hot class for cross-entropy (one per pixel when a
+    softmax scores each pixel of a map).
 
     A layer whose nodes sum many inputs has its weights (not its bias) scaled down by a power
     of ten near the square root of that number (``weight_scale``), so that its sums stay of
@@ -120,9 +126,10 @@ def draw_values(
     for name, shape in network.parameters.items():
         drawn = rng.integers(1, 11, size=shape) / 10 * rng.choice([-1.0, 1.0], size=shape)
         params[name] = drawn if is_bias(network, name) else drawn * weight_scale(shape)
-    if network.loss == "cross_entropy":
+    if network.loss_function.grouped:  # a class per softmax: per pixel for a map
         y = np.zeros(network.output_size)
-        y[rng.integers(network.output_size)] = 1.0
+        for group in loss_groups(network.shapes[-1]):
+            y[group[rng.integers(len(group))]] = 1.0
     else:
         y = rng.integers(0, 11, size=network.output_size) / 10
     return x, y, params

@@ -606,7 +606,10 @@ class _Maker:
                     factors.append((self.show(part), numbers[part]))
                 else:  # a local gradient: from the printed numbers it reads
                     local = self.ex.value_with(part, numbers)
-                    factors.append((self.fv(local), self.fv.rounded(local)))
+                    if local in (0.0, 1.0):  # an Iverson bracket's (or a copy's) exact 0 or 1
+                        factors.append((str(int(local)), local))
+                    else:
+                        factors.append((self.fv(local), self.fv.rounded(local)))
             factors_of.append(factors)
         result = float(sum(prod(n for _, n in factors) for factors in factors_of))
         chain = sum_rows(elide([term_latex(t, p) for t in terms], *TERMS))
@@ -689,7 +692,8 @@ class _Maker:
         simple = [
             lg
             for lg in self._weighted()
-            if (lg.layer.correlates() and max(lg.input_shape[1:]) <= 8) or lg.layer.outer_product()
+            if (lg.layer.correlates() and max(lg.input_shape[1:]) <= 8 and self._delta_fits(lg))
+            or lg.layer.outer_product()
         ]
         if not simple:
             return None
@@ -697,6 +701,13 @@ class _Maker:
         if lg.layer.correlates():
             return self._correlation(lg)
         return self._outer(lg)
+
+    def _delta_fits(self, lg: LayerGraph) -> bool:
+        """Whether the map of δ, as printed, fits a line beside nothing else."""
+        height, width = lg.output_shape[1:]
+        deltas = list(lg.z_upstream or lg.upstream)[: height * width]
+        cells = [[self.show(deltas[i * width + j]) for j in range(width)] for i in range(height)]
+        return labelled_cells(r"\delta^{(1)}", cells)[1] <= LINE_WIDTH
 
     def _correlation(self, lg: LayerGraph) -> Exercise:
         d, ex, l = self.d, self.ex, lg.number
@@ -1032,12 +1043,8 @@ class _Maker:
             ),
             Table((Column("l"), Column("r")), (("output",), ("its upstream gradient",)), tuple(upstream_rows)),
         ]
-        table = tuple(
-            ((Math(d.tex_names[lg.z[i].symbol]),), (Math(NotationPrinter({}).doprint(w)),)) for i, w in readers[j]
-        )
-        terms = [
-            rf"{NotationPrinter({}).doprint(w)} \cdot {slashed(d.tex_names[lg.upstream[i]])}" for i, w in readers[j]
-        ]
+        table = tuple(((Math(d.tex_names[lg.z[i].symbol]),), (_fraction(w),)) for i, w in readers[j])
+        terms = [rf"{NotationPrinter({}).doprint(w)} \cdot {d.tex_names[lg.upstream[i]]}" for i, w in readers[j]]
         with_numbers = [f"{NotationPrinter({}).doprint(w)} \\cdot ({self.show(lg.upstream[i])})" for i, w in readers[j]]
         answer = [
             Paragraph("(a) Its routing table, read backwards:"),
@@ -1065,6 +1072,12 @@ class _Maker:
             "printed": self.fg(total),
         }
         return Exercise("routing", "routing through an upsampling", question, answer, facts)
+
+
+def _fraction(value: sympy.Expr) -> str:
+    """A constant weight as running text writes it: 9/16, 1."""
+    number = sympy.Rational(value)
+    return str(number.p) if number.q == 1 else f"{number.p}/{number.q}"
 
 
 def _routes(lg: LayerGraph) -> bool:

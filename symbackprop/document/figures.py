@@ -35,9 +35,9 @@ from .nodes import (
 
 GRAPH_MAX_COLUMN = 24  # nodes in one column of the drawn graph; beyond, a layer-level graph
 GRAPH_MAX_EDGES = 300
-SKIP_BOW = -60  # degrees: a layer-level arrow that skips boxes bows out this far, to the left
 SKIP_BEND = 18  # degrees: how far an edge that skips columns bows away from the nodes between
-LAYER_STEP = 1.05  # cm between the boxes of the layer-level graph
+LAYER_STEP = 1.3  # cm between the boxes of the layer-level graph
+AROUND = 0.45  # cm left of the boxes that a shortcut runs, per shortcut running beside it
 EDGE_COLOURS = [
     "1F77B4",
     "D62728",
@@ -284,25 +284,34 @@ class _Graph:
             # the arrow from the nearest of what it reads carries the operation's name
             sources = sorted(dict.fromkeys(lg.sources), reverse=True)
             for k, source in enumerate(sources):
-                edges.append(_arrow("X" if source == 0 else f"A{source}", f"A{l}", step if k == 0 else "", 0))
+                edges.append(_arrow("X" if source == 0 else f"A{source}", f"A{l}", step if k == 0 else ""))
         place = {b[0]: k for k, b in enumerate(boxes)}
-        # an arrow that skips boxes (a shortcut) bows out to the left, away from the labels of
-        # the others on the right, its own label (if any) beside it
-        edges = [
-            e if place[e.dst] - place[e.src] == 1 else _arrow(e.src, e.dst, e.text or "", SKIP_BOW)
-            for e in edges
-        ]
-        edges.append(_arrow(f"A{len(self.layers)}", "L", f"loss: {net.loss}", 0))
+        # an arrow that skips boxes (a shortcut) goes around them on the left, away from the
+        # labels of the others on the right, its own label (if any) beside it
+        # (further out where it runs beside another one)
+        spans: list[tuple[int, int, int]] = []  # (from, to, level) of the shortcuts so far
+        routed = []
+        for e in edges:
+            low, high = place[e.src], place[e.dst]
+            if high - low == 1:
+                routed.append(e)
+                continue
+            level = 1 + max((k for a, b, k in spans if a < high and low < b), default=0)
+            spans.append((low, high, level))
+            routed.append(_arrow(e.src, e.dst, e.text or "", around=AROUND * level))
+        edges = routed
+        edges.append(_arrow(f"A{len(self.layers)}", "L", f"loss: {net.loss}"))
         nodes = [box(*b, -LAYER_STEP * k) for k, b in enumerate(boxes)]
         nodes.append(DiagramNode("L", "L", "L", 0.0, -LAYER_STEP * len(boxes), "loss"))
         return Diagram(tuple(nodes), tuple(edges), direction="TD")
 
 
-def _arrow(src: str, dst: str, step: str, bend: int) -> DiagramEdge:
-    """An arrow of the layer-level graph, labelled with the operation it stands for."""
+def _arrow(src: str, dst: str, step: str, around: float = 0.0) -> DiagramEdge:
+    """An arrow of the layer-level graph, labelled with the operation it stands for; ``around``
+    (cm): a shortcut, drawn around the boxes it skips, that far on their left."""
     return DiagramEdge(
         src, dst, text=step.replace("_", " ") or None, arrow=True,
-        side="left" if bend else "right", bend=bend,
+        side="left" if around else "right", around=around,
     )
 
 

@@ -14,6 +14,7 @@ import sympy
 from ..graph import LayerGraph
 from ..latex import NotationPrinter, tex_width
 from .common import (
+    input_letter,
     listed,
     node_rows,
     op_notation,
@@ -105,12 +106,12 @@ def _position_sets(c: Context, lg: LayerGraph) -> list:
         which = ", ".join(str(i + 1) for i in chosen)
         intro = [Paragraph(f"The {_sets_word(lg)} of nodes {which} of the {count:,}:")]
     if routes(lg):
-        return intro + [routing_table(c, lg, chosen)]
+        return intro + routing_table(c, lg, chosen)
     grids = [position_grid(lg, i + 1, table[i]) for i in chosen]
     if all(grids):
         where = text(
-            "Each set is long, so it is laid out as the kernel is: a row per input channel, a column "
-            "per row of the kernel, the inputs under that row in a cell (a–b: from a to b)."
+            "Each set is long, so it is laid out as a table, a row per input channel (a–b: the inputs "
+            "from a to b)."
         )
         return intro + [Paragraph(*where)] + grids
     cells = [position_set_tex(lg, i + 1, table[i]) for i in chosen]
@@ -127,8 +128,11 @@ def _position_sets(c: Context, lg: LayerGraph) -> list:
             )
         )
     # Laid out like the feature map when its rows fit on the page, one set a row otherwise.
-    width = lg.output_shape[-1]
-    columns = width if len(chosen) == count and width * (tex_width(cells[-1]) + 3) <= 41 else 1
+    width, widest = lg.output_shape[-1], max(tex_width(cell) for cell in cells) + 3
+    if len(chosen) == count and width * widest <= 41:
+        columns = width
+    else:  # as many to a row as fit
+        columns = max(1, min(len(cells), int(41 // widest)))
     rows = [cells[k : k + columns] for k in range(0, len(cells), columns)]
     rows[-1] = rows[-1] + [""] * (columns - len(rows[-1]))
     spec = tuple(Column("l") for _ in range(columns)) if columns > 1 else (Column("l", 15.0),)
@@ -153,21 +157,35 @@ def routes(lg: LayerGraph) -> bool:
     return len(weights) > 1 and all(node.kind == "linear" and node.bias is None for node in lg.z)
 
 
-def routing_table(c: Context, lg: LayerGraph, chosen: list[int]) -> Table:
-    """Output i, and the inputs it reads with their weights: forwards, what each output mixes;
-    backwards, the same weights carry each output's gradient to those inputs."""
-    names = c.d.tex_names
-    p = NotationPrinter({})
+def routing_table(c: Context, lg: LayerGraph, chosen: list[int]) -> list:
+    """Output i, and the inputs it reads with their weights (j: λ): forwards, what each output
+    mixes; backwards, the same weights carry each output's gradient to those inputs."""
+    position = {symbol: k + 1 for k, symbol in enumerate(lg.read)}
     rows = []
     for i in chosen:
         node = lg.z[i]
-        reads = [f"{p.doprint(w)} \\, {names[v]}" for w, v in node.terms]
-        rows.append(((Math(names[node.symbol]),), (Math(" + ".join(reads)),)))
-    return Table(
-        (Column("l"), Column("l", 12.0)),
-        (("output",), ("reads, with its weights",)),
-        tuple(rows),
-    )
+        reads = ", ".join(f"{position[v]}: {fraction(w)}" for w, v in node.terms)
+        rows.append(((str(i + 1),), (reads,)))
+    letter = input_letter(lg)
+    return [
+        Paragraph(
+            "Its routing table: for each output ",
+            Math("i"),
+            ", the inputs ",
+            Math(f"{letter}_{{j}}"),
+            " it reads and their weights, written ",
+            Math(r"j: \lambda_{i,j}"),
+            ". Backwards, each input collects the upstream gradients of the outputs that read it, "
+            "times the same weights.",
+        ),
+        Table((Column("r"), Column("l", 12.0)), (("output",), (Math(r"j: \lambda_{i,j}"),)), tuple(rows)),
+    ]
+
+
+def fraction(value) -> str:
+    """A constant weight as a reader writes it: 9/16, 1."""
+    number = sympy.Rational(value)
+    return str(number.p) if number.q == 1 else f"{number.p}/{number.q}"
 
 
 __all__ = ["forward_section"]

@@ -134,6 +134,7 @@ class Table:
     columns: tuple[Column, ...]
     header: tuple[Cell, ...]
     rows: tuple[tuple[Cell, ...], ...]
+    small: bool = False  # set in a smaller font (print): a wide table that must fit the page
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ class DiagramEdge:
     back: bool = False  # a gradient flowing backwards: drawn in red, apart from the forward edge
     side: str = "above"  # where the label sits: "above", "below", "left", "right"
     bend: int = 0  # degrees; a bent edge leaves room for its label beside a straight one
+    around: float = 0.0  # cm: drawn around the nodes between, this far to their left (a shortcut)
 
 
 @dataclass(frozen=True)

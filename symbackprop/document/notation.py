@@ -172,40 +172,42 @@ def notation_section(c: Context) -> Section:
     if net.loss_function.generic:
         said += [" Loss: ", Math("L(a, y)"), ", left generic as in the article."]
     elif net.loss_function.grouped and len(net.shapes[-1]) == 3:
-        said += [" Loss (", Code(net.loss), "), scored per pixel: "] + list(per_pixel(c))
+        said += [" Loss (", Code(net.loss), "), scored per pixel:"]
     else:
         said += [" Loss (", Code(net.loss), "): ", Math(loss_formula(net)), "."]
     body.append(Paragraph(*said))
+    if net.loss_function.grouped and len(net.shapes[-1]) == 3:
+        body += per_pixel(c)
     body += size_formula(c)
     return Section(("Notation and the network",), tuple(body), label="sec:notation")
 
 
-def per_pixel(c: Context) -> tuple[Inline, ...]:
-    """A softmax loss on a map, in words and symbols: a softmax over the C channels of each pixel,
+def per_pixel(c: Context) -> list:
+    """A softmax loss on a map, in symbols and words: a softmax over the C channels of each pixel,
     the pixels' losses summed, and how the flat outputs a_k are numbered."""
     channels, height, width = c.network.shapes[-1]
     l, pixels = len(c.layers), height * width
     a = f"a^{{({l})}}"
-    return (
-        Math(
+    return [
+        Equation(
             rf"L = -\sum_{{p=1}}^{{{pixels}}} \sum_{{c=1}}^{{{channels}}} y_{{c,p}} \log "
-            rf"\frac{{e^{{{a}_{{c,p}}}}}}{{\sum_{{c'}} e^{{{a}_{{c',p}}}}}}"
+            rf"\frac{{e^{{{a}_{{c,p}}}}}}{{\sum_{{c'=1}}^{{{channels}}} e^{{{a}_{{c',p}}}}}}"
         ),
-        (
-            f", a softmax over the {channels} channels (classes) of each of the {pixels} pixels, the "
-            "pixels' losses added; "
+        Paragraph(
+            f"a softmax over the {channels} channels (classes) of each of the {pixels} pixels, the "
+            "pixels' losses added: ",
+            Math(f"{a}_{{c,p}}"),
+            " is the score of class ",
+            Math("c"),
+            " at pixel ",
+            Math("p"),
+            ", the output ",
+            Math(f"{a}_{{(c-1) \\cdot {pixels} + p}}"),
+            " (channel by channel, each numbered row by row), and ",
+            Math("y_{c,p}"),
+            " its target (one-hot: the pixel's class).",
         ),
-        Math(f"{a}_{{c,p}}"),
-        " is the score of class ",
-        Math("c"),
-        " at pixel ",
-        Math("p"),
-        ", the output ",
-        Math(f"{a}_{{(c-1) \\cdot {pixels} + p}}"),
-        " (channel by channel, each numbered row by row), and ",
-        Math("y_{c,p}"),
-        " its target (one-hot: the pixel's class).",
-    )
+    ]
 
 
 def _forks_and_joins(c: Context) -> Paragraph:

@@ -48,7 +48,7 @@ NODE_STYLES = {  # TikZ styles of diagram nodes, by their style name
     "focus": "node, fill=blue!8",
     "plain": "node",
     "loss": "node, rectangle, rounded corners=2pt, fill=red!12",
-    "box": "node, rectangle, rounded corners=2pt, fill=blue!6, minimum width=4.4cm, minimum height=0.75cm",
+    "box": "node, rectangle, rounded corners=2pt, fill=blue!6, minimum width=4.4cm, minimum height=0.6cm",
 }
 
 
@@ -171,7 +171,7 @@ class _Writer:
         )
         # A little more room between rows, for indices and superscripts.
         lines = [
-            r"{\renewcommand{\arraystretch}{1.25}",
+            r"{\renewcommand{\arraystretch}{1.25}" + (r"\small" if table.small else ""),
             rf"\begin{{longtable}}{{{spec}}}",
             r"\toprule",
             " & ".join(self.inline(cell) for cell in table.header) + r" \\",
@@ -238,13 +238,18 @@ def tikz(diagram: Diagram) -> str:
         if not e.back:
             options.append("line width=0.5pt")
         path = f"to[bend left={e.bend}]" if e.bend else "--"
+        src, dst = e.src, e.dst
+        if e.around:  # out of the west side, down past the boxes between, into the west side
+            path, src, dst = f"-- ++({-e.around:.2f}, 0) |-", f"{e.src}.west", f"{e.dst}.west"
         label = ""
         if e.tex or e.text:
             content = f"${e.tex}$" if e.tex else tex_escape(e.text or "")
             colour = ", text=red!70!black" if e.back else ""
             shift = {"left": ", xshift=-0.12cm", "right": ", xshift=0.12cm"}.get(e.side, "")
+            if e.around:  # a shortcut's label, beside its vertical run: wrapped, to the left
+                shift += r", pos=0.25, text width=2.6cm, align=right, font=\scriptsize"
             label = f" node[lab, {e.side}{shift}{colour}] {{{content}}}"
-        lines.append(rf"\draw[{', '.join(options)}] ({e.src}) {path}{label} ({e.dst});")
+        lines.append(rf"\draw[{', '.join(options)}] ({src}) {path}{label} ({dst});")
     lines.append(r"\end{tikzpicture}")
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ from ..graph import LayerGraph
 from ..latex import NotationPrinter, Row, aligned, partial, sum_rows
 from ..losses import groups as loss_groups
 from .common import (
+    LINE_WIDTH,
     Detail,
     arrays,
     capital_letter,
@@ -49,7 +50,19 @@ from .common import (
 )
 from .context import forks, parameter_tex, paths_of, via_tex, weights_of
 from .example import WorkedExample, is_bias, layer_values, weight_scale
-from .nodes import Code, Column, Displays, Equation, Inline, Math, Paragraph, Ref, Section, Table
+from .nodes import (
+    Code,
+    Column,
+    Displays,
+    Equation,
+    Inline,
+    Keep,
+    Math,
+    Paragraph,
+    Ref,
+    Section,
+    Table,
+)
 
 
 def worked_section(example: WorkedExample, detail: Detail) -> Section:
@@ -66,7 +79,10 @@ class _Worked:
         d = ex.derivation
         body: list = [self.choices(), self.values()]
         inputs = arrays(ex.x, subscripted("X"), ex.formats.given, detail.matrix_rows, detail.matrices)
-        inputs += arrays(ex.y, lambda _: "y", ex.formats.given, detail.matrix_rows)
+        out = ex.network.shapes[-1]
+        targets = ex.y.reshape(out) if len(out) == 3 else ex.y  # a map's targets, as maps
+        inputs += arrays(targets, subscripted("y") if len(out) == 3 else (lambda _: "y"), ex.formats.given,
+                         detail.matrix_rows, detail.matrices)
         params = []
         for name in ex.network.parameters:
             params += arrays(
@@ -266,7 +282,8 @@ class _Worked:
         total = sum(ex.value(y) for y in targets)
         fmt_v, fmt_g = ex.formats.value, ex.formats.gradient
         name = d.tex_names[outputs[0]]
-        exps = " + ".join(f"e^{{{d.tex_names[a]}}}" for a in outputs)
+        exps = " + ".join(elide([f"e^{{{d.tex_names[a]}}}" for a in outputs], 5, 3, 1))
+        sum_y = " + ".join(elide([ex.show(y) for y in targets], 5, 3, 1))
         upstream = last.upstream[group[0]]
         where = (
             f"pixel 1 of the {net.shapes[-1][0]} score maps: its {len(group)} scores, one per class"
@@ -274,18 +291,16 @@ class _Worked:
             else f"the {len(group)} outputs"
         )
         rows = [
-            Row(rf"\frac{{e^{{{name}}}}}{{{exps}}} \cdot {' + '.join(ex.show(y) for y in targets)} - {ex.show(targets[0])}"),
+            Row(rf"\frac{{e^{{{name}}}}}{{{exps}}} \cdot \left({sum_y}\right) - {ex.show(targets[0])}"),
             Row(rf"= {fmt_v(softmax[0])} \cdot {fmt_v(total)} - {ex.show(targets[0])}"),
             Row(f"= {fmt_g(ex.values[upstream])}"),
         ]
-        values = ", ".join(f"{d.tex_names[a]} = {ex.show(a)}" for a in outputs)
+        pairs = [f"{d.tex_names[a]} = {ex.show(a)}" for a in outputs]
         return [
+            Paragraph("The backward pass starts at the loss. The softmax runs over ", where, ":"),
+            Displays(tuple(r" \qquad ".join(pairs[k : k + 5]) for k in range(0, len(pairs), 5))),
             Paragraph(
-                "The backward pass starts at the loss. The softmax runs over ",
-                where,
-                ", ",
-                Math(values),
-                "; the gradient at a score is the softmax there times the sum of the targets, minus "
+                "the gradient at a score is the softmax there times the sum of the targets, minus "
                 "its own target (the softmax minus the target, for targets that sum to one):",
             ),
             Equation(aligned(d.tex_names[upstream], rows)),
@@ -418,7 +433,7 @@ class _Worked:
         sums = sum_rows(elide(products, *self.detail.terms))
         cut = len(shown) < len(terms)
         head = shown.index(r"\cdots") if cut else len(shown)
-        return [
+        return [Keep(
             Paragraph(
                 "A shared weight collects one term per position where it was used. The first weight "
                 f"of layer {l}'s kernel, ",
@@ -428,6 +443,7 @@ class _Worked:
                 + ", upstream gradient times local gradient:",
             ),
             Table(tuple(Column(a) for a in aligns), tuple(header), tuple(rows)),
+        ),
             Paragraph(
                 "and the sum of the products is the gradient"
                 + (" (the rows left out above are the terms left out below):" if cut else ":")
@@ -443,8 +459,10 @@ class _Worked:
             return []
         ex, d = self.example, self.example.derivation
         lg = pools[0]
-        l, node = lg.number, lg.z[0]
-        upstream = lg.upstream[0]
+        widest = max(len(node.inputs) for node in lg.z)  # an output that reads the most
+        k = next(k for k, node in enumerate(lg.z) if len(node.inputs) == widest)
+        l, node = lg.number, lg.z[k]
+        upstream = lg.upstream[k]
         fmt_g = ex.formats.gradient
         rows = []
         for variable, local in node.local():
@@ -456,9 +474,10 @@ class _Worked:
                 )
             )
         following = lg.layer.upstream_formula(op_notation(lg, lg.sources[0]))
-        return [
+        which = "first output" if k == 0 else "output"
+        return [Keep(
             Paragraph(
-                f"Backwards through the {lg.layer.title} layer {l}: its first output ",
+                f"Backwards through the {lg.layer.title} layer {l}: its {which} ",
                 Math(d.tex_names[node.symbol]),
                 " has the upstream gradient ",
                 Math(f"{slashed(d.tex_names[upstream])} = {ex.show(upstream)}"),
@@ -478,7 +497,7 @@ class _Worked:
                 ),
                 tuple(rows),
             ),
-        ]
+        )]
 
     def exact(self, local: sympy.Expr) -> str:
         """A local gradient that is exact — a constant (1/4, an interpolation's 3/16) or an
@@ -536,6 +555,9 @@ class _Worked:
             return "0" if symbol is None else ex.show(symbol)
 
         letter = capital_letter(lg.sources[0])
+        delta_cells = [[ex.show(s) for s in row] for row in delta_map]
+        if labelled_cells(r"\delta^{(1)}", delta_cells)[1] > LINE_WIDTH:
+            return []  # δ too wide for the page in this notation: the formula says it all
         one = lg.output_shape[0] == 1 and lg.input_shape[0] == 1
         channel = "" if one else ", for output channel 0 and input channel 0"
         padded = (pad_h, pad_w) != (0, 0)
@@ -545,7 +567,7 @@ class _Worked:
                 labelled_cells(
                     letter + (r"_{\text{padded}}" if padded else ""), [[shown(s) for s in row] for row in padded_symbols]
                 ),
-                labelled_cells(delta_tex, [[ex.show(s) for s in row] for row in delta_map]),
+                labelled_cells(delta_tex, delta_cells),
             ]
         ) + lines(
             [

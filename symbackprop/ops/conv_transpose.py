@@ -160,7 +160,7 @@ class ConvTranspose2D(Op):
         )
 
     def table_cells(self) -> tuple[str, str, str]:
-        kernel = f"${shape_tex(self.kernel_size)}$ (transposed)"
+        kernel = f"${shape_tex(self.kernel_size)}$"  # the Type column says it is transposed
         if self.dilation != (1, 1):
             kernel += f", dilation {pair_text(self.dilation)}"
         return kernel, pair_text(self.stride), pair_text(self.padding)
@@ -182,6 +182,22 @@ class ConvTranspose2D(Op):
 
     def window_shape(self, input_shape: Shape) -> tuple[int, int, int]:
         return (input_shape[0], *self.kernel_size)
+
+    def position_grid(self, entries, input_shape: Shape) -> tuple[list[str], list[list[str]]]:
+        """A long set as a row per input channel, the pairs (input, kernel place) of that
+        channel in it; a channel whose kernel reaches nothing here is left out."""
+        channels = input_shape[0]
+        places = self.kernel_size[0] * self.kernel_size[1]
+        rows = []
+        for c in range(channels):
+            pairs = [
+                f"({j}, {n})"
+                for n, j in enumerate(entries[c * places : (c + 1) * places], start=c * places + 1)
+                if j is not None
+            ]
+            if pairs:
+                rows.append([f"channel {c + 1}", ", ".join(pairs)])
+        return ["(input, kernel place)"], rows
 
     def position_set_tex(self, number: int, index: int, entries) -> str:
         """The pairs (input j, kernel place n) that reach output i — most places reach none
