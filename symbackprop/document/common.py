@@ -333,7 +333,7 @@ def layer_table(layers: Sequence[LayerGraph]) -> Table:
     )
 
 
-TABLE_WIDTH = 41.5  # em a table's cells may take in the normal font; a wider one is set smaller
+TABLE_WIDTH = 40.0  # em a table's cells may take in the normal font; a wider one is set smaller
 
 
 def _plain_cells(rows: list[list[str]]) -> list[list[str]]:
