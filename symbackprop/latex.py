@@ -505,21 +505,39 @@ def derivation_latex(d: Derivation, name: str | None = None) -> str:
     return "\\begin{aligned}\n" + " \\\\[1ex]\n".join(blocks) + "\n\\end{aligned}"
 
 
-def derivation_summary_latex(d: Derivation, limit: int = 12) -> str:
+SUMMARY_TERMS = (8, 6, 1)  # an element's chain form in a summary: up to 8 terms, else 6, ⋯, the last
+
+
+def derivation_summary_latex(d: Derivation, limit: int = 12, terms: tuple[int, int, int] = SUMMARY_TERMS) -> str:
     """What a ``Derivation`` shows in Jupyter: the chain form of the first ``limit`` gradients,
-    and, where several layers read a layer they use, the first of its upstream gradients as the
-    sum over its readers."""
-    elements = [(name, s) for name, array in d.symbols.params.items() for s in _flat(array)]
-    blocks = [aligned(partial(d, s), chain_rows(d, s)) for _, s in elements[:limit]]
-    more = len(elements) - limit
+    a long one as its first and last terms around ⋯ (``terms``: more than [0] terms show [1]
+    and [2]), then how many more there are, a few of the upstream gradients they use summed over
+    their readers where several layers read them, and how to see one parameter in full — small
+    enough for a notebook's MathJax (LeNet-5's is a few kB; every term of it would be 1 MB)."""
+    shown: list[tuple[str, sympy.Symbol]] = []
+    for name in d.network.parameters:  # only the first ones: making all of LeNet-5's takes a second
+        if len(shown) >= limit:
+            break
+        shown += [(name, s) for s in _flat(d.symbols.params[name])[: limit - len(shown)]]
+    p = printer(d)
+    limit_, head, tail = terms
+    blocks = []
+    for _, element in shown:
+        pieces = [term_latex(t, p) for t in d.terms(element)]
+        if len(pieces) > limit_:
+            pieces = [*pieces[:head], r"\cdots", *pieces[len(pieces) - tail :]]
+        blocks.append(aligned(partial(d, element), sum_rows(pieces)))
+    more = d.network.parameter_count - len(shown)
     if more > 0:
-        blocks.append(rf"&\ldots\ \text{{and {more} more}}")
-    # a few of the upstream gradients they use, summed over readers where several layers read them
-    upstreams = list(dict.fromkeys(u for name, s in elements[:limit] for u in forked_upstreams(d, name, [s])))
+        blocks.append(rf"&\ldots\ \text{{and {more:,} more}}")
+    upstreams = list(dict.fromkeys(u for name, s in shown for u in forked_upstreams(d, name, [s])))
     few = max(1, limit // 3)
     blocks += upstream_blocks(d, upstreams[:few])
     if len(upstreams) > few:
         blocks.append(rf"&\ldots\ \text{{and {len(upstreams) - few} more}}")
+    first = next(iter(d.network.parameters), None)
+    if first is not None:
+        blocks.append(rf"&\text{{every term of one parameter: d.latex\_derivation('{first}')}}")
     return "$$\\begin{aligned}\n" + " \\\\\n".join(blocks) + "\n\\end{aligned}$$"
 
 

@@ -20,6 +20,8 @@ from symbackprop.document.nodes import (
     EqRef,
     Equation,
     Figure,
+    Keep,
+    Link,
     Math,
     Paragraph,
     Ref,
@@ -85,6 +87,9 @@ def small_document(tags: dict[str, str] | None = None) -> Document:
 def test_numbering_counts_sections_figures_and_equations_in_order():
     numbers = numbering(small_document())
     assert numbers.sections == {"sec:one": "1", "sec:two": "2", "fig:one": "1", "app:x": "A"}
+    # an equation inside a kept block is numbered like any other
+    kept = Document("t", (), (), (Section(("S",), (Keep(Paragraph("q"), Equation("a", "inside")),)),))
+    assert numbering(kept).equations == {"inside": "1"}
     assert numbers.equations == {"first": "1", "second": "2"}
     # fixed tags (the article's numbers) win, and the others follow the largest so far
     assert numbering(small_document({"first": "4"})).equations == {"first": "4", "second": "5"}
@@ -111,6 +116,46 @@ def test_the_latex_writer():
     assert r"\caption{A drawing.}\label{fig:one}" in text
     assert "\\appendix\n\n\\section{Extra}" in text
     assert "\\begin{gather*}\nx = 1 \\\\\ny = 2\n\\end{gather*}" in text
+
+
+def test_a_display_after_a_paragraph_is_written_into_it_and_never_parted_from_it():
+    doc = Document(
+        "t", (), (), (
+            Section(("S",), (
+                Paragraph("In closed form:"),
+                Equation(" \\\\\n".join(["a &= b"] * 8), breakable=False),  # long, yet one piece
+                Paragraph("Next."),
+                Equation(" \\\\\n".join(["c &= d"] * 8)),  # long and breakable
+                Displays(()),  # nothing to show: nothing written (an empty gather* fails)
+            )),
+        ),
+    )
+    text = tex.render(doc)
+    assert "In closed form:\n\\begin{equation*}\n\\begin{aligned}\na &= b" in text  # no blank line
+    assert "Next.\n\\begin{align*}\nc &= d" in text
+    assert "gather" not in text
+    assert markdown.render(doc).count("$$") == 4  # two displays, and no empty third
+
+
+def test_a_kept_block_is_one_minipage_with_its_table_whole_and_a_link_is_an_address():
+    doc = Document(
+        "t", (), (Paragraph("See ", Link("https://example.org/a-long-address"), "."),), (
+            Section(("Exercise",), (
+                Keep(
+                    Paragraph("Fill in the table."),
+                    Table((Column("r"),), (("i",),), ((("1",),),)),
+                    Displays(("x = 1",)),
+                ),
+            ), numbered=False),
+        ),
+    )
+    text = tex.render(doc)
+    kept = text.split("\\begin{minipage}{\\linewidth}")[1].split("\\end{minipage}")[0]
+    assert "\\begin{tabular}{r}" in kept and "longtable" not in kept and "x = 1" in kept
+    assert "See \\url{https://example.org/a-long-address}." in text
+    md = markdown.render(doc)
+    assert "See <https://example.org/a-long-address>." in md and "| 1 |" in md
+    parse(md)
 
 
 def test_the_markdown_writer_and_github():
@@ -148,20 +193,30 @@ def test_the_github_check_catches_what_github_would_not_show():
 
 
 @pytest.mark.parametrize(
-    "value, fixed, scientific",
+    "value, fixed, scientific, given",
     [
-        (0.123456, "0.1235", r"1.235 \times 10^{-1}"),
-        (-2.5, "-2.5", "-2.5"),
-        (1.2345e-05, "0.00001234", r"1.234 \times 10^{-5}"),
-        (-0.0, "0", "0"),
-        (12345.6, "12350", r"1.235 \times 10^{4}"),
-        (0.9, "0.9", r"9 \times 10^{-1}"),
-        (-2.7755575615628914e-17, "0", "0"),  # rounding noise of a sum that is 0
+        (0.123456, "0.1235", r"1.235 \times 10^{-1}", "0.1235"),
+        (-2.5, "-2.500", "-2.500", "-2.5"),  # four significant digits: the zeros count
+        (0.24003, "0.2400", r"2.400 \times 10^{-1}", "0.24"),
+        (1.2345e-05, "0.00001234", r"1.234 \times 10^{-5}", "0.00001234"),
+        (-0.0, "0", "0", "0"),
+        (12345.6, "12350", r"1.235 \times 10^{4}", "12350"),
+        (0.9, "0.9000", r"9.000 \times 10^{-1}", "0.9"),
+        (-2.7755575615628914e-17, "0", "0", "0"),  # rounding noise of a sum that is 0
     ],
 )
-def test_number_formats(value, fixed, scientific):
+def test_number_formats(value, fixed, scientific, given):
     assert NumberFormat()(value) == fixed
     assert NumberFormat(scientific=True)(value) == scientific
+    assert NumberFormat.given()(value) == given  # a drawn input or weight, as it was drawn
+
+
+def test_the_printed_number_read_back_is_what_a_student_holds():
+    fmt = NumberFormat()
+    assert fmt.rounded(-0.7362 * 0.8826) == -0.6498 and fmt(-0.7362 * 0.8826) == "-0.6498"
+    assert fmt.rounded(-0.73624) * fmt.rounded(0.88262) == pytest.approx(-0.64977012)
+    assert NumberFormat(scientific=True).rounded(2.9438e-2) == 0.02944
+    assert fmt.rounded(1e-20) == 0.0
 
 
 def test_one_format_per_kind_of_number():
@@ -169,7 +224,7 @@ def test_one_format_per_kind_of_number():
     gradients = NumberFormat.fitting([-5.935e-5, -0.00059, 0.04], GRADIENT_RANGE)
     assert gradients.many([-5.935e-5, -0.00059]) == [
         r"-5.935 \times 10^{-5}",
-        r"-5.9 \times 10^{-4}",
+        r"-5.900 \times 10^{-4}",
     ]
     assert not NumberFormat.fitting([0.9, -0.03, 0.4925]).scientific
     assert not NumberFormat.fitting([0.9, 2.8e-17]).scientific  # noise does not count

@@ -61,6 +61,12 @@ NETWORKS = {
         loss="sse",
         name="avgpool",
     ),
+    "issue19": lambda: sb.Network(  # issue 19's 1x6x6 net: conv 3x3 x2 relu, maxpool, dense 3
+        (1, 6, 6),
+        [sb.Conv2D(out_channels=2, kernel_size=3, activation="relu"), sb.MaxPool2D(kernel_size=2), sb.Dense(units=3)],
+        loss="cross_entropy",
+        name="issue19",
+    ),
     "mlp": lambda: sb.Network(
         (5,),
         [
@@ -229,7 +235,7 @@ def test_the_tensor_view_answers(case):
 
 def test_every_kind_of_exercise_is_asked():
     kinds = {e.kind for name in NETWORKS for e in exercise_set(NETWORKS[name](), 0).exercises}
-    assert kinds == {"forward", "positions", "gradient", "dependencies", "tensor"}
+    assert kinds == {"forward", "positions", "gradient", "dependencies", "tensor"}  # chains: no join, no routing
     article = [e.kind for e in exercise_set(sb.presets.article(), 0).exercises]
     assert article == ["forward", "positions", "gradient", "dependencies", "tensor"]
 
@@ -251,7 +257,7 @@ def test_the_sheet_has_blanks_and_the_key_has_the_answers():
     assert r"\paragraph{Answer.}" in key and "Answer." not in sheet
     chosen = exercise_set(sb.presets.article(), 0)
     gradient = next(e for e in chosen.exercises if e.kind == "gradient")
-    assert f"= {chosen.example.formats.gradient(gradient.facts['value'])}" in key
+    assert f"= {gradient.facts['printed']}" in key
     for kind in ("exercises", "solutions"):
         parsed = parse(files[f"{kind}.md"])
         assert [h for h in parsed.headings if h.startswith("Exercise ")] == [
@@ -370,3 +376,228 @@ def test_a_residual_sheet_compiles_without_lines_sticking_out(tmp_path):
         log = (tmp_path / "out" / f"{name}.log").read_text()
         assert not re.search(r"^! ", log, re.MULTILINE)
         assert not [box for box in overfull_boxes(log) if box[0] > 10], name
+
+
+# ---- issue 19: every number on the sheet, every cell in the key, keys from printed numbers ------
+
+
+def test_the_front_of_a_sheet_prints_no_numbers_and_each_question_what_it_reads():
+    """LeNet-5 seed 0: the front gives the network, not 3.5 pages of weights; exercise 1 prints,
+    for each node asked, the input patch under its window and its kernel, and the key's z is the
+    sum of their products (the key once used x_57…x_189, which the sheet never printed)."""
+    chosen = exercise_set(sb.presets.lenet5(), 0)
+    files = render(sb.presets.lenet5(), 0)
+    sheet = files["exercises.tex"]
+    front = sheet.split("\\maketitle")[1].split("\\section*")[0]
+    assert "pmatrix" not in front and "W^{(5)}" not in sheet
+    forward = chosen.exercises[0]
+    assert forward.kind == "forward" and forward.facts["nodes"] == [2404, 2995, 3999]
+    ex = chosen.example
+    question = sheet.split("\\section*{Exercise 1")[1].split("\\section*")[0]
+    for node, z_printed in zip(forward.facts["nodes"], forward.facts["z_printed"]):
+        channel, place = divmod(node, 28 * 28)
+        row, column = divmod(place, 28)
+        patch = ex.x[0, row : row + 5, column : column + 5]  # what the window covers, by numpy
+        kernel = ex.params["W1"][channel, 0]
+        for matrix in (patch, kernel):
+            body = " \\\\ ".join(" & ".join(ex.formats.given(v) for v in line) for line in matrix)
+            assert f"\\begin{{pmatrix}} {body} \\end{{pmatrix}}" in question
+        assert f"b^{{(1)}}_{{{channel + 1}}} = {ex.formats.given(ex.params['b1'][channel])}" in question
+        # the key adds up exactly these products: the given numbers are exact
+        assert z_printed == pytest.approx(float(np.sum(patch * kernel) + ex.params["b1"][channel]), abs=5e-5)
+        assert f"z^{{(1)}}_{{{node + 1}}}" in question
+
+
+def test_keys_show_every_cell_asked_for_computed_from_the_printed_numbers():
+    """The 1x6x6 net of issue 19 (seed 0): asked for 3 rows and 6 columns, the key shows 3 x 6
+    cells, the sixth column 0.02965, -0.7798, 0.7501 (0.02720 x 1.090, -0.7154 x 1.090 and
+    0.6882 x 1.090, the printed numbers), and no stray dots."""
+    net = NETWORKS["issue19"]()
+    chosen = exercise_set(net, 0)
+    tensor = next(e for e in chosen.exercises if e.kind == "tensor")
+    assert tensor.facts["kind"] == "outer" and np.shape(tensor.facts["printed"]) == (3, 6)
+    assert [row[5] for row in tensor.facts["printed"]] == ["0.02965", "-0.7798", "0.7501"]
+    key = render(net, 0)["solutions.tex"].split("Exercise 5")[1]
+    answer = key.split("Answer.")[1]
+    matrix = answer.split("\\begin{pmatrix}")[1].split("\\end{pmatrix}")[0]
+    assert [len(row.split("&")) for row in matrix.split("\\\\")] == [6, 6, 6]
+    assert "\\cdots" not in matrix and "\\ldots" not in answer.split("\\end{pmatrix}")[1].split("\n")[0]
+    assert "the first 3 rows and 6 columns" in " ".join(key.split())
+    # LeNet-5: -0.7362 x 0.8826 = -0.6498 (the key once said -0.6497, from unrounded numbers)
+    lenet = next(e for e in exercise_set(sb.presets.lenet5(), 0).exercises if e.kind == "tensor")
+    assert lenet.facts["printed"][0][0] == r"-6.498 \times 10^{-1}"
+    rows, columns = np.shape(lenet.facts["printed"])
+    assert f"the first {rows} rows and {columns} columns" in " ".join(render(sb.presets.lenet5(), 0)["exercises.tex"].split())
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{n}-{s}" for n, s in CASES])
+def printed_case(request):
+    name, seed = request.param
+    return exercise_set(NETWORKS[name](), seed)
+
+
+def test_a_student_who_works_with_the_printed_numbers_gets_the_keys_answers(printed_case):
+    """Each key's number is the computation from the numbers its question prints, each step
+    rounded as printed; and it stays within rounding of the exact (reference-checked) value."""
+    ex = printed_case.example
+    for exercise in printed_case.exercises:
+        f = exercise.facts
+        if exercise.kind == "tensor":
+            if f["kind"] == "outer":
+                delta = [ex.formats.gradient.rounded(v) for v in f["delta"]]
+                inputs = [ex.printed(s) for s in _sources(ex, f["layer"])[f["columns_from"]:][: len(f["input"])]]
+                expected = np.outer(delta, inputs)
+            else:
+                delta = np.vectorize(ex.formats.gradient.rounded)(np.array(f["delta"]))
+                source = np.array(f["input"])
+                kh, kw = f["shape"]
+                h, w = delta.shape
+                rounded = np.vectorize(lambda v: 0.0 if v == 0 else _given_or_value(ex, v))(source)
+                expected = np.array([[np.sum(delta * rounded[m : m + h, n : n + w]) for n in range(kw)] for m in range(kh)])
+            np.testing.assert_allclose(f["from_printed"], expected, rtol=1e-12, atol=1e-15)
+            assert f["printed"] == [[ex.formats.gradient(v) for v in row] for row in expected]
+            scale = np.max(np.abs(f["gradient"])) or 1.0
+            np.testing.assert_allclose(f["from_printed"], f["gradient"], atol=2e-3 * scale)
+        elif "from_printed" in f:
+            assert f["printed"] == ex.formats.gradient(f["from_printed"])
+            assert abs(f["from_printed"] - f["value"]) <= 2e-3 * max(abs(f["value"]), 1e-3)
+    forward = next(e for e in printed_case.exercises if e.kind == "forward").facts
+    for z_exact, z_printed in zip(forward["z"], forward["z_printed"]):
+        assert z_printed == ex.formats.value.rounded(z_printed)  # as printed
+        assert abs(z_printed - z_exact) <= 1e-3 * max(1.0, abs(z_exact))
+
+
+def _sources(ex, layer: int) -> list:
+    return list(ex.derivation.graph.layers[layer - 1].read)
+
+
+def _given_or_value(ex, value: float) -> float:
+    """A number of a correlation's input map as printed: given inputs as they are, computed ones
+    rounded to four significant digits."""
+    exact = ex.formats.given.rounded(value)
+    return value if abs(exact - value) < 1e-12 and round(value * 10) == value * 10 else ex.formats.value.rounded(value)
+
+
+def test_questions_stay_on_one_page_and_read_right():
+    files = render(sb.presets.lenet5(), 0)
+    for kind in ("exercises", "solutions"):
+        tex = files[f"{kind}.tex"]
+        for section in tex.split("\\section*")[1:]:  # each question in one minipage, tables whole
+            kept = section.split("\\begin{minipage}{\\linewidth}")
+            assert len(kept) == 2 and "longtable" not in kept[1].split("\\end{minipage}")[0]
+    text = " ".join(files["exercises.tex"].split())
+    assert "Layer 2 is an average pooling layer (avgpool 2x2, stride 2x2, padding 0x0)" in text
+    assert "At which window place of each?" in text  # a pool's window has places, not weights
+    assert "a dot where a place lies on the padding" not in text  # no padding here
+    assert "computes each node from the input." in text and "the outputs of the input" not in text
+    assert "\\frac{\\partial L}{\\partial a" not in text.split("\\section*")[4].split("\\begin{")[0]
+
+
+def test_a_first_convolution_that_reads_padding_alone_gives_a_sheet_without_a_traceback():
+    """Issue 19: 1x1x1 → conv 1x1 stride 2 padding 1 reads only padding (its input sits between
+    the strides): no position set to ask about, no shared weight in use; the rest is asked."""
+    net = sb.Network((1, 1, 1), [sb.Conv2D(kernel_size=1, padding=1, stride=2), sb.Dense(units=2)], "sse", name="void")
+    chosen = exercise_set(net, 0)
+    kinds = [e.kind for e in chosen.exercises]
+    assert "positions" not in kinds and {"forward", "gradient"} <= set(kinds)
+    files = render(net, 0)
+    parse(files["exercises.md"])
+
+
+def test_the_document_functions_take_what_the_command_line_will_pass():
+    """--seed, --values FILE, --only KINDS and --layers N: a seed, given values, kinds, layers."""
+    net = sb.presets.article()
+    drawn = exercise_set(net, 3)
+    x, y, params = drawn.example.x, drawn.example.y, drawn.example.params
+    given = exercise_set(net, 3, values=(x, y, params))
+    assert given.seed is None and [e.facts for e in given.exercises] == [e.facts for e in drawn.exercises]
+    assert "given numbers" in render(net, 3, values=(x, y, params))["exercises.tex"]
+    only = exercise_set(net, 0, kinds=["tensor", "forward"])
+    assert [e.kind for e in only.exercises] == ["forward", "tensor"]  # in the sheet's order
+    assert {e.facts["layer"] for e in exercise_set(net, 0, layers=[2]).exercises} == {2}
+    with pytest.raises(ValueError, match="no exercise kind 'nope'; choose from forward, positions"):
+        exercise_set(net, 0, kinds=["nope"])
+    with pytest.raises(ValueError, match="no layer 9 in this network: its layers are 1 to 3"):
+        exercise_set(net, 0, layers=[9])
+    with pytest.raises(ValueError, match="values: W1 has shape"):
+        exercise_set(net, 0, values=(x, y, {**params, "W1": np.zeros((2, 2))}))
+
+
+# ---- fully convolutional networks: the routing exercise, and transposed position sets ---------
+
+
+def fcn_small() -> sb.Network:
+    """fcn_tiny's shape, small enough for --detail full: 1x4x4 → conv 2@2x2 stride 2 (relu) →
+    transposed conv 2@2x2 stride 2 → a 2x4x4 score map, cross-entropy per pixel."""
+    return sb.Network((1, 4, 4), [
+        sb.Conv2D(out_channels=2, kernel_size=2, stride=2, activation="relu"),
+        sb.ConvTranspose2D(out_channels=2, kernel_size=2, stride=2),
+    ], loss="cross_entropy", name="fcn_small")
+
+
+def fcn_upsample() -> sb.Network:
+    """The same, upsampled: conv 2@2x2 stride 2 (relu) → bilinear upsampling x2 → 2x4x4 scores."""
+    return sb.Network((1, 4, 4), [
+        sb.Conv2D(out_channels=2, kernel_size=2, stride=2, activation="relu"),
+        sb.Upsample(2, "bilinear"),
+    ], loss="cross_entropy", name="fcn_upsample")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_routing_answer_is_the_upsamplings_weights_and_the_gradient_the_reference_gives(seed):
+    chosen = exercise_set(fcn_upsample(), seed)
+    ex, net = chosen.example, chosen.example.network
+    f = next(e for e in chosen.exercises if e.kind == "routing").facts
+    op, shape = net.layers[f["layer"] - 1], net.shapes[f["layer"] - 1]
+    lit = np.zeros(int(np.prod(shape)))
+    lit[f["input"]] = 1.0
+    out = op.reference_forward(lit.reshape(1, *shape), {}).reshape(-1)  # numpy's interpolation
+    assert [i for i in np.flatnonzero(out)] == f["readers"]
+    np.testing.assert_allclose(out[f["readers"]], f["weights"], rtol=1e-12)
+    total = upstream_by_reference(net, ex.x, ex.y, ex.params, f["layer"] - 1)[f["input"]]
+    assert f["value"] == pytest.approx(total, rel=1e-10, abs=1e-14)
+    assert abs(f["from_printed"] - total) <= 2e-3 * max(abs(total), 1e-3)
+    key = render(fcn_upsample(), seed)["solutions.tex"]
+    assert "Exercise 4: routing through an upsampling" in key and f"= {f['printed']}" in key
+
+
+def test_a_transposed_convolutions_position_sets_are_its_input_and_kernel_place_pairs():
+    """Probed through numpy: with one kernel place (c, m, n) set to 1 and one input lit, the
+    outputs that light up are those whose set pairs that input with that place."""
+    chosen = exercise_set(fcn_small(), 1)
+    f = next(e for e in chosen.exercises if e.kind == "positions").facts
+    net = chosen.example.network
+    assert f["layer"] == 2
+    op, shape = net.layers[1], net.shapes[1]
+    channels, (kh, kw) = shape[0], op.kernel_size
+    for node, entries in zip(f["nodes"], f["sets"]):
+        for slot, j in enumerate(entries):
+            c, place = divmod(slot, kh * kw)
+            weights = np.zeros(op.parameter_shapes(shape)["W"])
+            weights[c, :, place // kw, place % kw] = 1.0
+            for input_ in range(1, int(np.prod(shape)) + 1):
+                x = np.zeros(int(np.prod(shape)))
+                x[input_ - 1] = 1.0
+                value = op.reference_forward(x.reshape(1, *shape), {"W": weights, "b": np.zeros(2)}).reshape(-1)[node]
+                assert (value == 1.0) == (input_ == j), (node, slot, input_)
+    assert channels == 2
+    key = render(fcn_small(), 1)["solutions.tex"]
+    assert r"p^{(2)}_{" in key and r"\lbrace (" in key  # written as (input, place) pairs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, make, pages", [
+    ("lenet5", sb.presets.lenet5, (3, 7)),
+    ("issue19", NETWORKS["issue19"], (3, 5)),
+    ("fcn_upsample", fcn_upsample, (2, 5)),
+])
+def test_sheets_compile_short_with_nothing_sticking_out(tmp_path, name, make, pages):
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(yaml.safe_dump(make().to_dict()), encoding="utf-8")
+    assert cli.main(["exercises", str(spec), "--keep-log", "-o", str(tmp_path / "out")]) == 0
+    for kind, most in zip(("exercises", "solutions"), pages):
+        log = (tmp_path / "out" / f"{kind}.log").read_text()
+        assert not re.search(r"^! ", log, re.MULTILINE)
+        assert not [box for box in overfull_boxes(log) if box[0] > 10], kind
+        info = subprocess.run(["pdfinfo", str(tmp_path / "out" / f"{kind}.pdf")], capture_output=True, text=True, check=True)
+        assert int(re.search(r"^Pages:\s+(\d+)", info.stdout, re.MULTILINE).group(1)) <= most, kind

@@ -198,25 +198,19 @@ def test_no_dates_paths_or_stray_characters_in_the_documents():
 def test_the_articles_formulas_are_numbered_in_order():
     tex = texts("article")["handout.tex"]
     tags = re.findall(r"\\tag\{(\d+)\}", tex)
-    assert tags == [
-        "1",
-        "2",
-        "3",
-        "4",
-        "5",
-        "6",
-        "10",
-        "11",
-        "12",
-        "13",
-        "14",
-        "15",
-        "16",
-        "17",
-        "18",
-        "19",
-        "20",
-    ]
+    assert tags == [str(n) for n in range(1, 21)]  # (1) to (20), no gap
+    # (7) to (9), between the article's (6) and (10) (its figure 9): the downstream gradient
+    # z^{(3)}_1 sends back to a^{(2)}_1, step by step
+    assert (
+        r"\frac{\partial L}{\partial z^{(3)}_{1}} = \frac{\partial L}{\partial a^{(3)}_{1}} \cdot "
+        r"g'\left(z^{(3)}_{1}\right)" "\n\\end{aligned} \\tag{7}"
+    ) in tex
+    assert r"\frac{\partial z^{(3)}_{1}}{\partial a^{(2)}_{1}} = w^{(3)}_{1}" "\n\\end{aligned} \\tag{8}" in tex
+    assert (
+        r"\right|_{\text{from } z^{(3)}_{1}} = \frac{\partial L}{\partial z^{(3)}_{1}} \cdot "
+        r"\frac{\partial z^{(3)}_{1}}{\partial a^{(2)}_{1}} = \frac{\partial L}{\partial a^{(3)}_{1}} \cdot "
+        r"g'\left(z^{(3)}_{1}\right) \cdot w^{(3)}_{1}" "\n\\end{aligned} \\tag{9}"
+    ) in tex
     # (3), (6), (14): the gradient vectors of W3, W2, W1
     assert (
         r"\frac{\partial L}{\partial W^{(3)}} &= \left[\frac{\partial L}{\partial w^{(3)}_{1}}, "
@@ -232,6 +226,18 @@ def test_the_articles_formulas_are_numbered_in_order():
         "\n\\end{aligned} \\tag{4}"
     ) in tex
     assert all(f"(generalising ({n}))" in prose(tex) for n in (4, 10, 11, 15, 16))
+
+
+def test_the_readmes_formula_numbers_are_the_handouts():
+    """The README cites formula (13) for w^(2)_1's chain form and (12) for dL/da^(2)_1: the
+    handout's (13) is the gradient of w^(2)_n, and its (12) the upstream gradient of a^(2)_i."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "the article's formula (13) for w^(2)_1" in readme and "formula (12): ∂L/∂a^(2)_1" in readme
+    tex = texts("article")["handout.tex"]
+    (thirteen,) = re.findall(r"\\begin\{aligned\}\n([^\n]*)\n\\end\{aligned\} \\tag\{13\}", tex)
+    assert thirteen.startswith(r"\frac{\partial L}{\partial w^{(2)}_{n}} = \sum_{i}")
+    (twelve,) = re.findall(r"\\begin\{aligned\}\n([^\n]*)\n\\end\{aligned\} \\tag\{12\}", tex)
+    assert twelve.startswith(r"\frac{\partial L}{\partial a^{(2)}_{i}} = \sum_{f}")
 
 
 def test_article_tex_has_the_articles_formulas():
@@ -358,14 +364,14 @@ def test_average_pooling_spreads_its_gradient_evenly():
         .split("Backwards through the average pooling layer 2")[1]
         .split(r"\end{longtable}")[0]
     )
-    assert routing.count("$0.25$") == 4
+    assert routing.count(r"& $\frac{1}{4}$ &") == 4  # exact: a quarter, not 0.2500
     example = worked_example(network("avgpool"))
     d = example.derivation
     upstream = example.values[d.graph.layers[1].upstream[0]]
     for symbol in d.graph.layers[1].z[0].inputs:  # each input gets a quarter of the upstream
         assert (
             f"{d.tex_names[symbol]} = {example.formats.value(example.values[symbol])}$ & "
-            f"$0.25$ & ${example.formats.gradient(upstream / 4)}$"
+            f"$\\frac{{1}}{{4}}$ & ${example.formats.gradient(upstream / 4)}$"
         ) in routing
 
 
@@ -454,7 +460,7 @@ def test_the_markdown_shows_on_github():
         )
         assert displays and all(d in md for d in displays)
         assert len(parsed.mermaid) == tex.count(r"\begin{tikzpicture}")
-        assert parsed.tables == tex.count(r"\begin{longtable}")
+        assert parsed.tables == tex.count(r"\begin{longtable}") + tex.count(r"\begin{tabular}")
 
 
 def test_large_networks_in_full_derive_a_few_weights_and_list_the_rest():
@@ -494,19 +500,26 @@ def test_user_strings_are_escaped():
 def test_every_layer_shows_its_tensor_view_as_the_engine_derives_it():
     tex = texts("article")["handout.tex"]
     layer1 = tex.split(r"\subsection{Layer 1 (convolution)}")[1].split(r"\section")[0]
-    assert "here $s = 1, d = 1, p = 0, K = 2$" in prose(layer1)
+    # with the layer's own numbers: no s, d, p where they are 1, 1 and 0
     assert (
         r"\frac{\partial L}{\partial W^{(1)}_{o,c,m,n}} &= \sum_{i,j} \delta^{(1)}_{o,i,j} \cdot "
-        r"x_{c,s i + d m - p,s j + d n - p}"
+        r"x_{c,i + m,j + n}"
     ) in layer1
+    view = layer1.split("The tensor view.")[1]
+    assert not re.search(r"\bs i\b|\bd m\b|- p\b", view)
+    assert "Its indices count from 0, as in PyTorch, where the nodes above count from 1" in prose(layer1)
     assert (
         "The weight gradient is the cross-correlation of the layer's (zero-padded) input with $\\delta$"
         in prose(layer1)
     )
     assert "a full convolution" in prose(layer1) and r"180^{\circ}" in layer1
+    # the full convolution's sum says its range, and a spread with nothing to spread is plainly it
+    assert "The sum runs over $o = 0$, $m = 0, \\ldots, 1$ and $n = 0, \\ldots, 1$" in prose(layer1)
+    assert r"here $\hat{\delta}^{(1)} = \delta^{(1)}$ and $\hat{W}^{(1)} = W^{(1)}$" in prose(layer1)
     mlp = prose(texts("mlp")["handout.tex"])
     assert "The weight gradient is the outer product of $\\delta$ and the layer's input" in mlp
     assert r"\frac{\partial L}{\partial W^{(2)}} &= \delta^{(2)} {a^{(1)}}^{T}" in mlp
+    assert "entry $i$ is node $i + 1$" in mlp
     pooled = prose(texts("maxpool")["handout.tex"])
     assert "the gradient at the logits is the softmax minus the target" in pooled
 
@@ -618,15 +631,19 @@ def test_article_pdf_carries_the_articles_formula_numbers(handouts):
     text = _pdf_text(handouts["article"] / "handout.pdf")
     # (1), (2), (3) also read like the layers' superscripts: the numbers above them, in order
     tags = [int(n) for n in re.findall(r"^\((\d+)\)$", text, re.MULTILINE) if int(n) > 3]
-    assert tags == [4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+    assert tags == list(range(4, 21))
     assert "(generalising (4))" in prose(text)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, detail, pages", [("b820", None, 15), ("lenet5", "summary", 30)])
+@pytest.mark.parametrize(
+    "name, detail, pages",
+    [("b820", None, 15), ("lenet5", "summary", 30), ("fcn_tiny", None, 24), ("unet_tiny", None, 28)],
+)
 def test_summaries_stay_short(tmp_path, name, detail, pages):
+    presets = ("lenet5", "fcn_tiny", "unet_tiny")
     args = ["handout", "--keep-log", "-o", str(tmp_path)] + (
-        ["--preset", "lenet5"] if name == "lenet5" else [str(_spec(tmp_path, name))]
+        ["--preset", name] if name in presets else [str(_spec(tmp_path, name))]
     )
     assert cli.main(args + (["--detail", detail] if detail else [])) == 0
     info = subprocess.run(
@@ -771,7 +788,7 @@ def test_a_residual_network_table_says_what_each_layer_reads():
 def test_the_backward_pass_sums_both_paths_of_a_fork_by_the_rule_for_several_dependencies():
     tex = graph_texts("residual_small")["handout.tex"]
     layer1 = tex.split(r"\subsection{Layer 1 (convolution)}")[1].split(r"\subsection")[0]
-    assert "By the rule for several dependencies, (23) in appendix" in prose(layer1)
+    assert "By the rule for several dependencies, (25) in appendix" in prose(layer1)
     assert (
         r"\frac{\partial L}{\partial a^{(1)}_{j}} = \left.\frac{\partial L}{\partial a^{(1)}_{j}}"
         r"\right|_{\text{via }2} + \left.\frac{\partial L}{\partial a^{(1)}_{j}}\right|_{\text{via }3}"
@@ -792,7 +809,7 @@ def test_the_backward_pass_sums_both_paths_of_a_fork_by_the_rule_for_several_dep
         r"\left.\frac{\partial L}{\partial a^{(1)}_{i}}\right|_{\text{via }3} = "
         r"\frac{\partial L}{\partial a^{(3)}_{i}} \cdot 1"
     ) in layer1
-    assert "\\tag{23}" in tex.split(r"\section{The chain rule")[1]  # (20) of the article, here 23
+    assert "\\tag{25}" in tex.split(r"\section{The chain rule")[1]  # (20) of the article, here 25
 
 
 def test_the_worked_fork_adds_up_both_paths_as_the_reference_computes_them():
@@ -820,10 +837,15 @@ def test_the_graph_draws_the_fork_and_the_join():
     assert re.search(r"\\draw\[black!30, line width=0.5pt\] \(a1n1\) to\[bend left=18\] \(a3n1\);", graph)
     assert re.search(r"\\draw\[black!30, line width=0.5pt\] \(a2n1\) -- \(a3n1\);", graph)
     assert "a node with edges from two layers joins them" in prose(graph)
-    # resnet_tiny, layer by layer: each shortcut bows out from the block's input to its addition
+    # resnet_tiny, layer by layer: each shortcut runs around the boxes it skips, on their left,
+    # further out where it runs beside another, its label wrapped beside it
     tiny = graph_texts("resnet_tiny")["handout.tex"]
-    assert r"\draw[->, line width=0.5pt] (A1) to[bend left=-60] (A4);" in tiny
-    assert re.search(r"\\draw\[->, line width=0\.5pt\] \(A5\) to\[bend left=-60\] node\[lab, left\] \{conv 16x1x1", tiny)
+    assert r"\draw[->, line width=0.5pt] (A1.west) -- ++(-0.45, 0) |- (A4.west);" in tiny
+    assert (
+        r"\draw[->, line width=0.5pt] (A5.west) -- ++(-0.45, 0) |- node[lab, left, xshift=-0.12cm, pos=0.25, "
+        r"text width=2.6cm, align=right, font=\scriptsize] {conv 16x1x1" in tiny
+    )
+    assert r"\draw[->, line width=0.5pt] (A7.west) -- ++(-0.90, 0) |- (A9.west);" in tiny
 
 
 def test_resnet_tiny_summary_writes_each_fork_as_a_sum_over_its_readers():
@@ -852,3 +874,221 @@ def test_graph_handouts_compile_without_errors_or_wide_lines(tmp_path, name, pag
     assert (tmp_path / "out" / "handout.tex").read_text() == graph_texts(name)["handout.tex"]
     info = subprocess.run(["pdfinfo", str(tmp_path / "out" / "handout.pdf")], capture_output=True, text=True, check=True)
     assert int(re.search(r"^Pages:\s+(\d+)", info.stdout, re.MULTILINE).group(1)) <= pages
+
+
+# ---- issue 19: one notation, layout, and the handouts of networks that were refused --------------
+
+
+def _doc_paragraph_math(doc) -> list[str]:
+    """Every inline formula of the document's running text (paragraphs)."""
+    from symbackprop.document.nodes import Math, Paragraph, walk
+
+    found = []
+    for block in walk([*doc.front, *doc.sections, *doc.appendices]):
+        if isinstance(block, Paragraph):
+            found += [part.tex for part in block.parts if isinstance(part, Math)]
+    return found
+
+
+def test_no_fraction_shrinks_inline_in_running_text():
+    from test_exercises import fcn_upsample
+
+    from symbackprop.document import exercises, handout
+
+    for net in (network("maxpool"), residual_small(), fcn_upsample(), sb.presets.article()):
+        docs = [handout(net), *exercises(net, 0)]
+        for doc in docs:
+            assert not [tex for tex in _doc_paragraph_math(doc) if "\\frac{\\partial" in tex], net.name
+
+
+def test_one_meaning_per_symbol_and_every_symbol_in_the_notation_table():
+    tex = texts("channels")["handout.tex"]  # mse over 2 outputs, and a 3x3 kernel
+    assert r"L = \frac{1}{2}\sum_{k} (a_k - y_k)^2" in tex and r"\frac{1}{K}" not in tex
+    table = tex.split(r"\section{Notation and the network}")[1].split(r"\end{longtable}")[0]
+    for symbol in (r"$\delta^{(l)}$", r"$o, c;\ i, j;\ m, n$", r"$\hat{\delta}^{(l)},\ \hat{W}^{(l)}$"):
+        assert symbol in table
+    assert "$f,\\ i$" in texts("mlp")["handout.tex"]  # a dense network's tensor view: neuron, input
+
+
+def test_sums_are_in_natural_order_and_no_row_starts_with_a_lone_minus_y():
+    tex = render_handout(sb.presets.lenet5(), "summary")["handout.tex"]
+    assert r"\left(y_{1} + y_{2} + \cdots + y_{10}\right) e^{a^{(7)}_{1}}" in tex
+    assert "y_{1} + y_{10}" not in tex
+    assert not re.search(r"&= -y_\{1\}\s*\\\\", tex) and not re.search(r"&= -y_\{1\}\n", tex)
+
+
+def test_the_article_is_cited_and_its_figures_said_what_they_show():
+    text = prose(texts("article")["handout.tex"])
+    assert (
+        r"\emph{Backpropagation in Fully Convolutional Networks (FCNs)} (Towards Data Science, "
+        r"\url{https://towardsdatascience.com/backpropagation-in-fully-convolutional-networks-fcns-1a13b75fb56a})"
+    ) in text
+    assert "on the network of its figure 7 (a $4 \\times 4$ image, two convolutions" in text
+    assert "computational graph (the article's figure 8 draws the same graph)" in text
+    md = texts("article")["handout.md"]
+    assert "<https://towardsdatascience.com/backpropagation-in-fully-convolutional-networks-fcns-1a13b75fb56a>" in md
+
+
+def test_the_worked_correlation_counts_from_zero_as_its_tensor_view_says():
+    text = prose(texts("article")["handout.tex"])
+    worked = text.split("The same gradient for the whole kernel at once")[1]
+    assert "Its indices count from 0, as in PyTorch, where the nodes above count from 1" in worked
+    assert "at stride 1, where $\\hat{\\delta} = \\delta$" in worked
+    assert "Its entry $(0, 0)$, the gradient of $w^{(1)}_{1}$" in worked
+    assert r"\left(X \star \delta^{(1)}\right)_{0,0}" in worked and "_{1,1}" not in worked
+
+
+def test_a_closed_form_is_one_piece_with_its_sentence():
+    """A 2→2→1 dense net: the closed form and the sentence before it never part (they did, over
+    pages 3–4): the display is written into its paragraph, as one unbreakable piece."""
+    net = sb.Network((2,), [sb.Dense(units=2, activation="sigmoid"), sb.Dense(units=1, activation="sigmoid")],
+                     "sse", name="dense221")
+    tex = render_handout(net)["handout.tex"]
+    closed = tex.split("In closed form, in $x$, $y$ and the weights alone:")[1:]
+    assert closed and all(part.startswith("\n\\begin{equation*}\n\\begin{aligned}") for part in closed)
+
+
+def test_long_position_sets_are_tables_and_the_layer_graph_is_compact():
+    tex = render_handout(sb.presets.lenet5(), "summary")["handout.tex"]
+    layer3 = tex.split(r"\subsection{Layer 3: convolution}")[1].split(r"\subsection")[0]
+    assert r"p^{(3)}_{1} = \lbrace" not in layer3  # 150 numbers: no ragged lines
+    assert "$p^{(3)}_{1}$ & row 1 & row 2 & row 3 & row 4 & row 5" in layer3
+    assert "channel 2 & 197–201 & 211–215 & 225–229 & 239–243 & 253–257" in layer3
+    graph = tex.split(r"\section{The computational graph}")[1].split(r"\section")[0]
+    boxes = re.findall(r"\\node\[boxnode\] \((\w+)\) at \(0\.00, (-?[\d.]+)\)", graph)
+    assert len(boxes) == 8 and -float(boxes[-1][1]) < 10  # a box a layer, under 10 cm: part of a page
+    labels = re.findall(r"node\[lab, right, xshift=0\.12cm\] \{([^}]*)\}", graph)
+    assert labels[0] == "conv 6x5x5, stride 1x1, padding 0x0, bias, tanh"  # beside its arrow, clear of it
+
+
+def test_a_network_without_parameters_gets_a_handout():
+    """A pooling layer alone (issue 19: an empty gather* and a LaTeX error, blamed on the user)."""
+    net = sb.Network((1, 4, 4), [sb.MaxPool2D(kernel_size=2)], "sse", name="pool")
+    files = render_handout(net)
+    assert not re.search(r"\\begin\{gather\*\}\s*\\end\{gather\*\}", files["handout.tex"])
+    assert "the network has no weights to train" in prose(files["handout.tex"])
+    parse(files["handout.md"])
+
+
+def test_a_derivation_shows_notebooks_a_summary_and_how_to_see_more():
+    import time
+
+    d = sb.presets.lenet5().derive()
+    start = time.perf_counter()
+    shown = d._repr_latex_()
+    assert len(shown) < 100_000 and time.perf_counter() - start < 10
+    assert "and 61,694 more" in shown and "d.latex\\_derivation('W1')" in shown
+    assert shown.count(r"\frac{\partial L}{\partial w^{(1)}") == 12 and r"\cdots" in shown
+
+
+def test_the_handout_takes_given_values():
+    net = network("relu")
+    drawn = worked_example(net, 1)
+    files = render_handout(net, values=(drawn.x, drawn.y, drawn.params))
+    assert "The values are given" in prose(files["handout.tex"])
+    assert drawn.formats.gradient(drawn.gradients["W3"][0, 0]) in files["handout.tex"]
+
+
+# ---- fully convolutional networks: per-pixel loss, transposed position sets, routing table ------
+
+
+def _fcn_texts(name: str) -> dict[str, str]:
+    from test_exercises import fcn_small, fcn_upsample
+
+    if name not in _TEXTS:
+        _TEXTS[name] = render_handout({"fcn_small": fcn_small, "fcn_upsample": fcn_upsample}[name]())
+    return _TEXTS[name]
+
+
+def test_an_fcn_handout_writes_the_per_pixel_loss_and_its_gradient():
+    from test_exercises import fcn_small
+
+    assert default_detail(fcn_small()) == "full"
+    tex = _fcn_texts("fcn_small")["handout.tex"]
+    assert (
+        r"L = -\sum_{p=1}^{16} \sum_{c=1}^{2} y_{c,p} \log \frac{e^{a^{(2)}_{c,p}}}{\sum_{c'=1}^{2} "
+        r"e^{a^{(2)}_{c',p}}}"
+    ) in tex
+    assert (
+        r"\frac{\partial L}{\partial a^{(2)}_{c,p}} = \frac{e^{a^{(2)}_{c,p}}}{\sum_{c'} e^{a^{(2)}_{c',p}}} "
+        r"\sum_{c'} y_{c',p} - y_{c,p}"
+    ) in tex
+    assert "the softmax of the pixel's scores minus its target" in prose(tex).lower()
+    # pixel 1's two scores are outputs 1 and 17 (channel by channel): its gradient reads them alone
+    assert (
+        r"\frac{\partial L}{\partial a^{(2)}_{1}} &= \frac{\left(y_{1} + y_{17}\right) e^{a^{(2)}_{1}}}"
+        r"{e^{a^{(2)}_{1}} + e^{a^{(2)}_{17}}} - y_{1}"
+    ) in tex
+    # the tensor view's loss (one softmax over the flattened map) is not printed for a map
+    assert r"\frac{\partial L}{\partial a^{(2)}_{k}}" not in tex
+
+
+def test_an_fcn_handout_writes_the_transposed_convolutions_position_sets_as_its_connections():
+    from test_exercises import fcn_small
+
+    net = fcn_small()
+    tex = _fcn_texts("fcn_small")["handout.tex"]
+    op, shape = net.layers[1], net.shapes[1]
+    for i, connection in enumerate(op.connections(shape), start=1):  # every output, all 32
+        pairs = ", ".join(f"({j + 1}, {slot + 1})" for j, slot in zip(connection.inputs, connection.slots))
+        assert f"p^{{(2)}}_{{{i}}} = \\lbrace {pairs} \\rbrace" in tex
+    assert r"\sum_{(j, n) \in p^{(2)}_{i}} w^{(2)}_{c,o,m,n} \, a^{(1)}_{j}" in tex
+
+
+def test_an_upsampling_handout_writes_its_routing_table_with_the_bilinear_weights():
+    from test_exercises import fcn_upsample
+
+    net = fcn_upsample()
+    tex = _fcn_texts("fcn_upsample")["handout.tex"]
+    table = tex.split("Its routing table")[1].split(r"\end{longtable}")[0]
+    op, shape = net.layers[1], net.shapes[1]
+    reads = {}
+    for j in range(int(np.prod(shape))):  # numpy's interpolation, one input lit at a time
+        lit = np.zeros(int(np.prod(shape)))
+        lit[j] = 1.0
+        for i, weight in enumerate(op.reference_forward(lit.reshape(1, *shape), {}).reshape(-1)):
+            if weight:
+                reads.setdefault(i, []).append((j + 1, weight))
+    from fractions import Fraction
+
+    for i, pairs in reads.items():
+        row = ", ".join(f"{j}: {Fraction(w).limit_denominator(64)}" for j, w in pairs)
+        assert f"\n{i + 1} & {row} \\\\" in table
+    assert len(reads) == 32
+
+
+@pytest.mark.parametrize("name", ["fcn_small", "fcn_upsample"])
+def test_an_fcn_worked_example_is_what_the_numpy_reference_computes(name):
+    from test_exercises import fcn_small, fcn_upsample
+
+    net = {"fcn_small": fcn_small, "fcn_upsample": fcn_upsample}[name]()
+    example = worked_example(net)
+    assert example.y.reshape(2, 16).sum(axis=0).tolist() == [1.0] * 16  # a class per pixel
+    result = reference.loss_and_grads(example.network, example.x, example.y, example.params)
+    assert example.loss == pytest.approx(result.loss, rel=1e-12)
+    for parameter, value in result.grads.items():
+        np.testing.assert_allclose(example.gradients[parameter], value, rtol=1e-10, atol=1e-14)
+    # pixel 1's gradient by hand: the softmax over its two scores minus its target, by numpy
+    scores = reference.forward(example.network, example.x[None], example.params)[-1]
+    per_pixel = reference.LOSSES["cross_entropy"][1](scores, example.y.reshape(1, 2, 4, 4)).reshape(-1)
+    text = prose(_fcn_texts(name)["handout.tex"])
+    by_hand = text.split("The backward pass starts at the loss.")[1].split("For instance")[0]
+    assert by_hand.rstrip().endswith(f"&\\quad = {example.formats.gradient(per_pixel[0])} \\end{{aligned}} \\end{{equation*}}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fcn_small", "fcn_upsample", "pool"])
+def test_fcn_and_parameterless_handouts_compile_without_errors_or_wide_lines(tmp_path, name):
+    from test_exercises import fcn_small, fcn_upsample
+
+    net = {
+        "fcn_small": fcn_small,
+        "fcn_upsample": fcn_upsample,
+        "pool": lambda: sb.Network((1, 4, 4), [sb.MaxPool2D(kernel_size=2)], "sse", name="pool"),
+    }[name]()
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(yaml.safe_dump(net.to_dict()), encoding="utf-8")
+    assert cli.main(["handout", str(spec), "--keep-log", "-o", str(tmp_path / "out")]) == 0
+    log = (tmp_path / "out" / "handout.log").read_text()
+    assert not re.search(r"^! ", log, re.MULTILINE)
+    assert not [box for box in overfull_boxes(log) if box[0] > 10]

@@ -13,12 +13,13 @@ numpy, sympy and jinja2; nothing of symbackprop imports it but ``cli``.
 """
 
 from .example import WorkedExample, worked_example
+from .exercises import KINDS as EXERCISE_KINDS
 from .exercises import exercise_set, exercises
 from .exercises import render as render_exercises
 from .handout import default_detail, handout
 from .handout import render as render_handout
 
 __all__ = [
-    "WorkedExample", "default_detail", "exercise_set", "exercises", "handout", "render_exercises",
+    "EXERCISE_KINDS", "WorkedExample", "default_detail", "exercise_set", "exercises", "handout", "render_exercises",
     "render_handout", "worked_example",
 ]

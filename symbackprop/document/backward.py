@@ -19,8 +19,8 @@ from __future__ import annotations
 import sympy
 
 from ..graph import LayerGraph
-from ..latex import Row, aligned, break_expr, closed_form, partial, printer, sum_rows, term_latex
-from .common import elide, op_notation, plural, source_letter, tensor_blocks, text
+from ..latex import Row, aligned, break_expr, closed_form, partial, sum_rows, term_latex
+from .common import elide, op_notation, plural, printer, source_letter, tensor_blocks, text
 from .context import Context, LayerParameter, via_tex
 from .layout import budget, grid, spread
 from .nodes import Column, Emph, EqRef, Equation, Inline, Math, Paragraph, Ref, Section, Table
@@ -58,6 +58,54 @@ def backward_section(c: Context) -> Section:
     ]
     body += [_Layer(c, lg).section() for lg in reversed(c.layers)]
     return Section(("Backpropagation",), tuple(body), label="sec:backward")
+
+
+def downstream_blocks(c: Context, number: int) -> list:
+    """The downstream gradient one node sends back to one input, step by step (the article's
+    figure 9, its formulas (7) to (9)): the node's upstream gradient at its weighted sum, its
+    local gradient with respect to the input, and their product; written for layer
+    ``number``'s first output and the first node reading it."""
+    d = c.d
+    lg = c.layers[number - 1]
+    symbol = lg.upstream[0]
+    terms = d.upstream_terms_of(symbol)
+    term = next((t for t in terms if t.factor != 1), terms[0])  # a weight, not a copy's 1
+    p = printer(d)
+    reader = c.layers[c.paths([term]).popitem()[0] - 1]
+    z, output = d.tex_names[term.z], d.tex_names[lg.outputs[0].symbol]
+    at_z = rf"\frac{{\partial L}}{{\partial {z}}}"
+    local = rf"\frac{{\partial {z}}}{{\partial {output}}}"
+    factor = p.doprint(term.factor)
+    blocks: list = [
+        Paragraph(
+            f"Each node of layer {reader.number} sends back to every input it read a downstream "
+            "gradient: its own upstream gradient, taken to its weighted sum, times its local "
+            "gradient with respect to that input (appendix ",
+            Ref("app:chain"),
+            "). For the node ",
+            Math(z),
+            " and the first output of layer ",
+            f"{number}, ",
+            Math(output),
+            ", which it reads:",
+            lead="Downstream gradients.",
+        )
+    ]
+    if term.local != 1:
+        upstream = p.doprint(term.upstream)
+        activation = p.doprint(term.local)
+        blocks.append(Equation(f"{at_z} = {upstream} \\cdot {activation}", "downstream-upstream"))
+    else:
+        at_z = p.doprint(term.upstream)  # no activation: the upstream gradient is at z already
+    blocks += [
+        Equation(f"{local} = {factor}", "downstream-local"),
+        Equation(
+            rf"\left.\frac{{\partial L}}{{\partial {output}}}\right|_{{\text{{from }} {z}}} = "
+            rf"{at_z} \cdot {local} = {term_latex(term, p)}",
+            "downstream",
+        ),
+    ]
+    return blocks
 
 
 class _Layer:
@@ -114,7 +162,15 @@ class _Layer:
             )
         body += self.other_weights()
         # the tensor view names a parameter's formulas by its prefix, the input's "input"
-        body += tensor_blocks(d.formulas(l), (*self.c.network.layer_parameters(l), "input"))
+        shapes = self.c.network.shapes
+        image = any(len(shapes[k]) == 3 for k in (l, *lg.sources))
+        formulas = d.formulas(l, general=False)
+        net = self.c.network
+        if net.loss_function.grouped and len(shapes[-1]) == 3:
+            # the tensor view's loss is one softmax over the flattened map, not one per pixel:
+            # the per-pixel formula above stands for it
+            formulas = [f for f in formulas if f.kind != "loss" and getattr(getattr(f, "restates", None), "kind", None) != "loss"]
+        body += tensor_blocks(formulas, (*net.layer_parameters(l), "input"), image=image)
         return Section(
             (f"Layer {l} ({lg.layer.title})",), tuple(body), label=f"sec:backward{l}", level=2
         )
@@ -140,12 +196,14 @@ class _Layer:
     # ---- upstream gradients -----------------------------------------------------------------
 
     def upstream(self) -> list:
-        """The upstream gradients of the layer's outputs: the loss's, one reader's, or a fork's."""
+        """The upstream gradients of the layer's outputs: the loss's, one reader's, or a fork's;
+        the layer before the last first shows one downstream gradient step by step."""
         d, l, lg, detail = self.d, self.l, self.lg, self.detail
         if self.last:
             return self.loss_upstream()
+        steps = downstream_blocks(self.c, l) if l == len(self.c.layers) - 1 else []
         if len(self.readers) > 1:
-            return self.fork_upstream()
+            return steps + self.fork_upstream()
         (reader,) = self.readers
         following = self.c.layers[reader - 1]
         formula = following.layer.upstream_formula(op_notation(following, l))
@@ -165,7 +223,7 @@ class _Layer:
             if single
             else "so its upstream gradient is the sum of the downstream gradients it gets back from each"
         )
-        blocks: list = [
+        blocks: list = steps + [
             Paragraph(
                 *text(f"Each output of layer {l} feeds {formula['feeds']}, {gets}. "),
                 "For this network:",
@@ -194,7 +252,11 @@ class _Layer:
             for s in lg.upstream
         ]
         shown, more = budget(rows, max(self.detail.rows, 4))
-        blocks: list = [
+        blocks: list = []
+        net = self.c.network
+        if net.loss_function.grouped:
+            blocks += self.softmax_upstream()
+        blocks += [
             Paragraph(
                 "The upstream gradients of the last activations are the loss's own "
                 "partial derivatives:"
@@ -204,6 +266,35 @@ class _Layer:
         if more:
             blocks.append(Paragraph(f"… and {more:,} more of the same form."))
         return blocks
+
+    def softmax_upstream(self) -> list:
+        """A softmax loss's gradient in general: per group (a pixel's channels for a map, all the
+        outputs for a vector), the softmax times the group's target sum, minus the target."""
+        l = self.l
+        a = f"a^{{({l})}}"
+        if len(self.c.network.shapes[-1]) == 3:
+            lhs = rf"\frac{{\partial L}}{{\partial {a}_{{c,p}}}}"
+            rhs = (
+                rf"\frac{{e^{{{a}_{{c,p}}}}}}{{\sum_{{c'}} e^{{{a}_{{c',p}}}}}} \sum_{{c'}} y_{{c',p}} - y_{{c,p}}"
+            )
+            said = (
+                "Per pixel, the loss is a softmax over the pixel's channels, so the gradient at a "
+                "score involves the scores of its own pixel alone:"
+            )
+            after = (
+                "the softmax of the pixel's scores minus its target, for targets that sum to one at "
+                "every pixel (one-hot); the pixels do not mix."
+            )
+        else:
+            lhs = rf"\frac{{\partial L}}{{\partial {a}_{{k}}}}"
+            rhs = rf"\frac{{e^{{{a}_{{k}}}}}}{{\sum_{{j}} e^{{{a}_{{j}}}}}} \sum_{{j}} y_{{j}} - y_{{k}}"
+            said = "The softmax runs over all the outputs, so the gradient at an output involves all of them:"
+            after = "the softmax minus the target, for targets that sum to one (one-hot)."
+        return [
+            Paragraph(said),
+            Equation(f"{lhs} = {rhs}"),
+            Paragraph(after[0].upper() + after[1:]),
+        ]
 
     def fork_upstream(self) -> list:
         """A layer read by several: each output's upstream gradient is the sum over its readers
@@ -399,12 +490,12 @@ def derivation(c: Context, element: sympy.Symbol, key: str | None = None) -> lis
     if closed.rows:
         blocks += [
             Paragraph("In closed form, in ", Math("x"), ", ", Math("y"), " and the weights alone:"),
-            Equation(aligned(lhs, closed.rows)),
+            Equation(aligned(lhs, closed.rows), breakable=False),
         ]
         if closed.simplified:
             blocks += [
                 Paragraph("and with common factors pulled out:"),
-                Equation(aligned(lhs, closed.simplified)),
+                Equation(aligned(lhs, closed.simplified), breakable=False),
             ]
     else:
         size = f"{closed.size:,}" if closed.exact else f"more than {closed.size:,}"

@@ -10,6 +10,7 @@ and the document's ``numbers``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -22,7 +23,7 @@ from ..activations import ACTIVATIONS
 from ..derivation import Derivation
 from ..engine import Term
 from ..graph import LayerGraph
-from ..latex import NotationPrinter, Row, printer, sum_rows, term_latex, tex_width
+from ..latex import NotationPrinter, Row, sum_rows, term_latex, tex_width
 from ..ops import Notation
 from ..ops.base import BIAS
 from .nodes import Column, Equation, Inline, Math, Paragraph, Table
@@ -44,6 +45,46 @@ class Detail:
     node_graph: bool  # the graph may be drawn node by node
     closed_forms: bool  # closed forms are printed when short
     appendix: bool  # the weights not derived in full are listed in an appendix
+
+
+# ---- printing sympy expressions for readers -----------------------------------------------------
+
+ELIDED_SUM = 6  # a sum of this many like terms or more (y_1 + … + y_10) is written with ⋯
+
+
+def _natural(text: str) -> tuple:
+    """A sort key that reads numbers as numbers: y_2 before y_10."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
+class DocumentPrinter(NotationPrinter):
+    """The network's notation, as a reader expects sums: in natural order, positive terms first
+    (y_1 + y_2 + … + y_10, e^{a}/Σ − y_1 rather than −y_1 + …), and a long sum of like terms
+    (symbols, or one function of a symbol each) as its first two, ⋯ and its last."""
+
+    def _as_ordered_terms(self, expr, order=None):
+        terms = list(sympy.Add.make_args(expr))
+        return sorted(terms, key=lambda t: (t.could_extract_minus_sign(), _natural(str(-t if t.could_extract_minus_sign() else t))))
+
+    def _print_Add(self, expr, order=None):
+        terms = self._as_ordered_terms(expr)
+        like = all(t.is_Symbol or (isinstance(t, sympy.Function) and len(t.args) == 1 and t.args[0].is_Symbol)
+                   for t in terms)
+        if like and len(terms) >= ELIDED_SUM:
+            return " + ".join([self._print(terms[0]), self._print(terms[1]), r"\cdots", self._print(terms[-1])])
+        return super()._print_Add(expr, order)
+
+
+def printer(d: Derivation) -> DocumentPrinter:
+    """The printer documents write ``d``'s expressions with."""
+    return DocumentPrinter(d.tex_names)
+
+
+def slashed(tex: str) -> str:
+    """A fraction as running text writes it: ``\\frac{\\partial L}{\\partial a}`` →
+    ``\\partial L / \\partial a`` (a fraction inline shrinks to nothing); anything else as it is."""
+    match = re.fullmatch(r"\\frac\{(\\partial [^{}]*)\}\{(.*)\}", tex)
+    return f"{match.group(1)} / {match.group(2)}" if match else tex
 
 
 def plural(n: int, noun: str) -> str:
@@ -140,32 +181,66 @@ def formula_row(tex: str) -> str:
     return f"{lhs} &= {rhs}"
 
 
+def tensor_indices(image: bool = True) -> tuple[Inline, ...]:
+    """How the tensor view's indices relate to the node view's: the sentence documents print
+    where the view changes (for vectors alone when no map is involved)."""
+    if not image:
+        return (
+            "Its indices count from 0, as in PyTorch, where the nodes above count from 1: entry ",
+            Math("i"),
+            " is node ",
+            Math("i + 1"),
+            ".",
+        )
+    return (
+        "Its indices count from 0, as in PyTorch, where the nodes above count from 1: entry ",
+        Math("(c, i, j)"),
+        " of an ",
+        Math(r"M \times N"),
+        " map is node ",
+        Math("(c M + i) N + j + 1"),
+        ", and entry ",
+        Math("i"),
+        " of a vector node ",
+        Math("i + 1"),
+        ".",
+    )
+
+
 def tensor_blocks(
-    formulas: Sequence, gradients: Collection[str], lead: str = "The tensor view."
+    formulas: Sequence, gradients: Collection[str], lead: str = "The tensor view.", image: bool = True
 ) -> list:
-    """A layer's general formulas (``Derivation.formulas``) as a document: one display of the
-    derived formulas, the settings they are written with, what the notes of the formulas of
-    kind ``gradients`` say (its parameters' prefixes and "input"), then each fact with what it
+    """A layer's formulas in the tensor view (``Derivation.formulas(l, general=False)``: the
+    layer's own numbers in place of its settings) as a document: one display of the derived
+    formulas, how their indices relate to the nodes', what the notes of the formulas of kind
+    ``gradients`` say (its parameters' prefixes and "input"), then each fact with what it
     restates in words."""
     if not formulas:
         return []
     derived = [f for f in formulas if f.kind != "fact"]
-    settings = dict(derived[0].settings)
-    shown = ", ".join(
-        f"{NotationPrinter({}).doprint(symbol)} = {value}" for symbol, value in settings.items()
-    )
-    said: list[Inline] = [
-        (
-            "The same layer for every index at once, derived by differentiating the "
-            "index form of its forward pass (indices count from 0, as in PyTorch"
-        )
-    ]
-    if shown:
-        said += [", here ", Math(shown)]
+    # a wide formula is printed where it breaks into rows (a fork's upstream, a reader a row)
+    printed = [f for f in derived if tex_width(f.latex()) <= TENSOR_MAX_WIDTH or "\\\\" in f.aligned()]
+    too_long = [f for f in derived if f not in printed]
+    derived = printed
     blocks: list = [
-        Paragraph(*said, "):", lead=lead),
+        Paragraph(
+            "The same layer for every index at once, derived by differentiating the index form of "
+            "its forward pass, with this layer's numbers. ",
+            *tensor_indices(image),
+            lead=lead,
+        ),
         Equation(tensor_rows(derived)),
     ]
+    if too_long:
+        blocks.append(
+            Paragraph(
+                "Written out for every index, "
+                + _and_words([_formula_words(f) for f in too_long])
+                + " would run for pages (a sum of "
+                + "one term per entry, its weights all different): the routing table of section 2 "
+                "says the same."
+            )
+        )
     notes = [f.note for f in derived if f.note and f.kind in gradients]
     for note in dict.fromkeys(notes):
         blocks.append(Paragraph(*prose(note[0].upper() + note[1:] + ".")))
@@ -174,13 +249,65 @@ def tensor_blocks(
     return blocks
 
 
+TENSOR_MAX_WIDTH = 3 * LINE_WIDTH  # em; a tensor-view formula wider than this is not printed
+
+
+def _formula_words(formula) -> str:
+    return {"forward": "the forward formula", "input": "the input gradient"}.get(
+        formula.kind, f"the formula of {formula.kind}"
+    )
+
+
+def _and_words(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def fact_blocks(fact) -> list:
-    """A fact of the tensor view: its statement, then what it restates and its where-clauses."""
-    rows = [formula_row(fact.latex())] + [formula_row(w) for w in fact.where_latex()]
-    return [
+    """A fact of the tensor view: its statement, then the formula and its where-clauses: the
+    ranges of its sum's letters, and each tensor it introduces (δ̂, Ŵ) — said plainly to be
+    the tensor itself where there is nothing to spread out."""
+    rows = [formula_row(fact.latex())]
+    plain = []
+    for spread, where in zip(fact.spreads, fact.where_latex()):
+        if all(factor == 1 for factor in spread.factors):
+            plain.append(rf"{fact.printer.doprint(spread.hat)} = {fact.printer.doprint(spread.base)}")
+        else:
+            rows.append(formula_row(where))
+    blocks = [
         Paragraph(*prose(fact.statement[0].upper() + fact.statement[1:] + ":")),
         Equation(" \\\\\n".join(rows)),
     ]
+    said: list[Inline] = []
+    limits = getattr(fact.rhs, "limits", ())
+    if limits:
+        ranges = [
+            Math(
+                f"{fact.printer.doprint(letter)} = {fact.printer.doprint(low)}"
+                + ("" if low == high else f", \\ldots, {fact.printer.doprint(high)}")
+            )
+            for letter, low, high in limits
+        ]
+        said += ["The sum runs over ", *_listed_inline(ranges), " (entries outside a tensor read 0)"]
+    if plain:
+        said += ["; here " if said else "Here ", *_listed_inline([Math(p) for p in plain]), ": nothing is spread out"]
+    if said:
+        blocks.append(Paragraph(*said, "."))
+    return blocks
+
+
+def _listed_inline(items: list[Inline]) -> list[Inline]:
+    out: list[Inline] = []
+    for k, item in enumerate(items):
+        if k:
+            out.append(" and " if k == len(items) - 1 else ", ")
+        out.append(item)
+    return out
+
+
+def loss_formula(network) -> str:
+    """The network's loss as TeX, a count written as its number (the mean over 2 outputs is
+    1/2 Σ, not 1/K Σ: K is a kernel's size elsewhere)."""
+    return network.loss_function.formula.replace(r"\frac{1}{K}", rf"\frac{{1}}{{{network.output_size}}}")
 
 
 def layer_table(layers: Sequence[LayerGraph]) -> Table:
@@ -200,7 +327,7 @@ def layer_table(layers: Sequence[LayerGraph]) -> Table:
         "Output",
         "Weights",
     ]
-    rows = []
+    rows, layer_rows = [], []
     for lg in layers:
         layer = lg.layer
         cells = [str(lg.number), layer.key]
@@ -219,8 +346,21 @@ def layer_table(layers: Sequence[LayerGraph]) -> Table:
             f"{layer.parameter_count(lg.input_shape):,}",
         ]
         rows.append(tuple(text(c.replace("--", "–")) or ("",) for c in cells))
+        layer_rows.append(cells)
     aligns = "cl" + ("" if chain else "l") + ("ccc" if windows else "") + ("cccc" if chain else "ccc") + "r"
-    return Table(tuple(Column(a) for a in aligns), tuple(text(h) for h in header), tuple(rows))
+    columns = list(zip(header, *[[c for c in r] for r in _plain_cells(layer_rows)]))
+    width = sum(max(len(cell) for cell in column) * 0.5 + 0.75 for column in columns)  # em, roughly
+    return Table(
+        tuple(Column(a) for a in aligns), tuple(text(h) for h in header), tuple(rows), small=width > TABLE_WIDTH
+    )
+
+
+TABLE_WIDTH = 40.0  # em a table's cells may take in the normal font; a wider one is set smaller
+
+
+def _plain_cells(rows: list[list[str]]) -> list[list[str]]:
+    """The cells' text as printed, roughly: math and its commands left out, "\\times" as one sign."""
+    return [[re.sub(r"\\[a-z]+|[${}]", "", cell.replace(r"\times", "x")).replace(" ", "") for cell in row] for row in rows]
 
 
 def shape_tex(shape: Sequence[int]) -> str:
@@ -318,12 +458,28 @@ def position_table(lg: LayerGraph) -> list[list[int | None]]:
     return table
 
 
-def position_set_tex(number: int, index: int, entries: Sequence[int | None]) -> str:
-    """p^{(l)}_i = {…}, a dot where the kernel lay on the padding; a long set in pieces of ten,
-    each its own formula (separated by ``$ $``), so that it can wrap in a table cell."""
-    items = [r"\cdot" if e is None else str(e) for e in entries]
-    pieces = [", ".join(items[k : k + 10]) for k in range(0, len(items), 10)]
-    return rf"p^{{({number})}}_{{{index}}} = \lbrace " + ",$ $".join(pieces) + r" \rbrace"
+def position_set_tex(lg: LayerGraph, index: int, entries: Sequence[int | None]) -> str:
+    """p^{(l)}_i as layer ``lg``'s operation writes its position sets (``Op.position_set_tex``)."""
+    return lg.layer.position_set_tex(lg.number, index, entries)
+
+
+POSITION_TABLE_ABOVE = 30  # places; a longer position set is laid out as a table
+
+
+def position_grid(lg: LayerGraph, index: int, entries: Sequence[int | None]) -> Table | None:
+    """A long position set as a table, laid out as its operation lays out its window
+    (``Op.position_grid``: for a convolution a row per channel and a column per row of the kernel,
+    a run as first–last); None when the set is short or the operation has no such layout."""
+    if len(entries) <= POSITION_TABLE_ABOVE:
+        return None
+    grid = lg.layer.position_grid(entries, lg.input_shape)
+    if grid is None:
+        return None
+    heads, body = grid
+    header = [(Math(f"p^{{({lg.number})}}_{{{index}}}"),), *((head,) for head in heads)]
+    rows = tuple(tuple(text(cell) or ("",) for cell in row) for row in body)
+    widths = [Column("l")] + [Column("l", 12.0) if len(heads) == 1 else Column("l") for _ in heads]
+    return Table(tuple(widths), tuple(header), rows)
 
 
 def node_rows(d: Derivation, node, limits: tuple[int, int, int] = (24, 16, 4)) -> list[Row]:
@@ -342,54 +498,51 @@ def node_rows(d: Derivation, node, limits: tuple[int, int, int] = (24, 16, 4)) -
     if node.kind == "elementwise":
         return [Row(NotationPrinter({node.z: names[node.z]}).doprint(node.expr))]
     constant = {c for c, _ in node.terms if not c.is_Symbol}
-    if constant:
+    if len(constant) == 1:
         (coefficient,) = constant
         inputs = sum_rows(elide([names[v] for _, v in node.terms], *limits))
         return inputs if coefficient == 1 else _scaled(coefficient, inputs)
-    pieces = [f"{names[w]} {names[v]}" for w, v in node.terms]
+    p = NotationPrinter(names)
+    pieces = [f"{p.doprint(w)} \\, {names[v]}" if not w.is_Symbol else f"{names[w]} {names[v]}" for w, v in node.terms]
     if node.bias is not None:
         pieces.append(names[node.bias])
     return sum_rows(elide(pieces, *limits))
 
 
-def node_numbers(
-    d: Derivation,
-    node,
-    value: Callable,
-    fmt: NumberFormat,
-    limits: tuple[int, int, int] = (24, 16, 4),
-) -> list[Row]:
-    """The same formula with the numbers in it, then its value: rows ``(w)(v) + …`` and ``= z``
-    (the first row without its ``=``)."""
+Show = Callable[[sympy.Expr], str]  # an expression's number as the document writes it
+
+
+def node_numbers(d: Derivation, node, show: Show, limits: tuple[int, int, int] = (24, 16, 4)) -> list[Row]:
+    """The same formula with the numbers in it (``show``), then its value: rows ``(w)(v) + …``
+    and ``= z`` (the first row without its ``=``)."""
     if node.kind == "select":
-        inside = ", ".join(elide([fmt(value(v)) for v in node.inputs], *limits))
+        inside = ", ".join(elide([show(v) for v in node.inputs], *limits))
         rows = [Row(rf"\max\left({inside}\right)")]
     elif node.kind == "elementwise":
-        rows = [Row(NotationPrinter({node.z: fmt(value(node.z))}).doprint(node.expr))]
+        rows = [Row(NotationPrinter({node.z: show(node.z)}).doprint(node.expr))]
     else:
         constant = {c for c, _ in node.terms if not c.is_Symbol}
-        if constant:
+        if len(constant) == 1:
             (coefficient,) = constant
-            items = [fmt(value(v)) for _, v in node.terms]
+            items = [show(v) for _, v in node.terms]
             inner = sum_rows(elide(items[:1] + [_bracket(t) for t in items[1:]], *limits))
             rows = inner if coefficient == 1 else _scaled(coefficient, inner)
         else:
-            pieces = [f"({fmt(value(w))})({fmt(value(v))})" for w, v in node.terms]
+            pieces = [f"({_number(c, show)})({show(v)})" for c, v in node.terms]
             if node.bias is not None:
-                pieces.append(f"({fmt(value(node.bias))})")
+                pieces.append(f"({show(node.bias)})")
             rows = sum_rows(elide(pieces, *limits))
-    return rows + [Row(f"= {fmt(value(node.symbol))}")]
+    return rows + [Row(f"= {show(node.symbol)}")]
 
 
-def node_by_hand(
-    d: Derivation,
-    node,
-    value: Callable,
-    fmt: NumberFormat,
-    limits: tuple[int, int, int] = (24, 16, 4),
-) -> list[Row]:
+def _number(coefficient: sympy.Expr, show: Show) -> str:
+    """A weight's number, or a constant coefficient as a fraction (an interpolation's 3/16)."""
+    return show(coefficient) if coefficient.is_Symbol else NotationPrinter({}).doprint(coefficient)
+
+
+def node_by_hand(d: Derivation, node, show: Show, limits: tuple[int, int, int] = (24, 16, 4)) -> list[Row]:
     """A node's formula (``node_rows``), then the same with the numbers in it, then its value."""
-    numbers = node_numbers(d, node, value, fmt, limits)
+    numbers = node_numbers(d, node, show, limits)
     return node_rows(d, node, limits) + [Row("= " + numbers[0].tex)] + numbers[1:]
 
 
@@ -411,21 +564,16 @@ def term_parts(term: Term) -> list[sympy.Expr]:
     return [part for part in (term.upstream, term.local, term.factor) if part != 1]
 
 
-def term_numbers(term: Term, value: Callable, formats) -> str:
+def term_numbers(term: Term, show: Show) -> str:
     """One term with its numbers, factor for factor as ``term_latex`` writes it:
-    (upstream) · (local) · (input); the upstream a gradient, the others values."""
-    texts = []
-    for part in term_parts(term):
-        fmt = formats.gradient if part == term.upstream else formats.value
-        texts.append(f"({fmt(value(part))})")
-    return r" \cdot ".join(texts) or "1"
+    (upstream) · (local) · (input)."""
+    return r" \cdot ".join(f"({show(part)})" for part in term_parts(term)) or "1"
 
 
 def terms_by_hand(
     d: Derivation,
     terms: Sequence[Term],
-    value: Callable,
-    formats,
+    show: Show,
     result: str,
     limits: tuple[int, int, int] = (24, 16, 4),
 ) -> list[Row]:
@@ -433,7 +581,7 @@ def terms_by_hand(
     (``term_numbers``), then ``= result``."""
     p = printer(d)
     chain = sum_rows(elide([term_latex(t, p) for t in terms], *limits))
-    numbers = sum_rows(elide([term_numbers(t, value, formats) for t in terms], *limits))
+    numbers = sum_rows(elide([term_numbers(t, show) for t in terms], *limits))
     return chain + [Row("= " + numbers[0].tex)] + numbers[1:] + [Row(f"= {result}")]
 
 
@@ -501,14 +649,21 @@ def labelled(tex: str, values: np.ndarray, fmt: NumberFormat, rows: int = 12) ->
 
 
 def whole_matrix(values: np.ndarray, fmt: NumberFormat) -> tuple[str, float]:
-    """A pmatrix of every value of a matrix small enough to be given whole, and its width."""
+    """A pmatrix of every value of a matrix, never cut (the caller sees that it fits), and its
+    width."""
     cells = [[fmt(v) for v in row] for row in values]
-    return matrix(cells, 30.0, len(cells))
+    return matrix(cells, 1e9, len(cells))
 
 
 def labelled_whole(tex: str, values: np.ndarray, fmt: NumberFormat) -> tuple[str, float]:
     """``tex = (matrix)`` of every value (see ``whole_matrix``), and its width."""
     tex_matrix, width = whole_matrix(values, fmt)
+    return f"{tex} = {tex_matrix}", tex_width(tex) + 1.4 + width
+
+
+def labelled_cells(tex: str, cells: list[list[str]]) -> tuple[str, float]:
+    """``tex = (matrix)`` of TeX ``cells`` given whole, and its width."""
+    tex_matrix, width = matrix(cells, 1e9, len(cells))
     return f"{tex} = {tex_matrix}", tex_width(tex) + 1.4 + width
 
 
@@ -532,29 +687,40 @@ def lines(items: list[tuple[str, float]]) -> list[str]:
 __all__ = [
     "LINE_WIDTH",
     "Detail",
+    "DocumentPrinter",
+    "Show",
     "arrays",
     "capital_letter",
     "correlation_padding",
     "elide",
     "fact_blocks",
+    "formula_row",
     "input_letter",
     "labelled",
+    "labelled_cells",
     "labelled_whole",
     "layer_table",
     "lines",
     "listed",
     "local_tex",
+    "loss_formula",
     "matrix",
     "node_by_hand",
     "node_numbers",
     "node_rows",
     "op_notation",
     "plural",
+    "position_grid",
     "position_set_tex",
     "position_table",
+    "printer",
+    "prose",
     "shape_tex",
+    "slashed",
     "source_letter",
     "subscripted",
+    "tensor_blocks",
+    "tensor_indices",
     "term_numbers",
     "term_parts",
     "terms_by_hand",

@@ -17,6 +17,7 @@ Imports ``network``, ``derive``, ``nodes`` (and what they build on), numpy and s
 from __future__ import annotations
 
 import math
+from collections import ChainMap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -28,6 +29,7 @@ from ..activations import activation as _activation
 from ..derivation import Derivation
 from ..engine import LOSS, _flat
 from ..graph import LayerGraph
+from ..losses import groups as loss_groups
 from ..network import Network
 from ..ops.base import BIAS
 from .numbers import GRADIENT_RANGE, Formats, NumberFormat
@@ -43,7 +45,7 @@ class WorkedExample:
 
     network: Network  # the network, with the generic g and L made concrete
     derivation: Derivation  # of ``network``
-    seed: int  # the seed the values were drawn with
+    seed: int | None  # the seed the values were drawn with; None: they were given
     draw: int  # which draw of that seed: 0, or more when the first ones left too many ReLUs dead
     choices: dict[
         str, str
@@ -57,10 +59,12 @@ class WorkedExample:
     formats: Formats = field(init=False)
 
     def __post_init__(self) -> None:
-        gradient_symbols = [s for s in self.values if str(s).startswith("dL_")]
+        g = self.derivation.graph
+        self.given = frozenset([*g.x, *g.y, *(s for name in self.network.parameters for s in _flat(g.params[name]))])
+        gradient_symbols = [s for s in self.values if _is_gradient(s)]
         gradient_values = [self.values[s] for s in gradient_symbols]
         gradient_values += [v for array in self.gradients.values() for v in array.reshape(-1)]
-        values = [v for s, v in self.values.items() if not str(s).startswith("dL_")]
+        values = [v for s, v in self.values.items() if not _is_gradient(s) and s not in self.given]
         self.formats = Formats(
             NumberFormat.fitting(values), NumberFormat.fitting(gradient_values, GRADIENT_RANGE)
         )
@@ -69,17 +73,47 @@ class WorkedExample:
         """``expr`` (over the derivation's symbols) at these numbers."""
         return _Evaluator(self.values)(expr)
 
+    def value_with(self, expr: sympy.Expr, numbers: dict[sympy.Basic, float]) -> float:
+        """``expr`` at these numbers, with ``numbers`` in place of some of them (the rounded
+        numbers a sheet printed)."""
+        return _Evaluator(ChainMap(numbers, self.values))(expr)
+
+    def printed(self, expr: sympy.Expr) -> float:
+        """``expr``'s number as the document prints it, read back: what a reader holds."""
+        return self.format_of(expr).rounded(self.value(expr))
+
+    def format_of(self, expr: sympy.Expr) -> NumberFormat:
+        """How ``expr``'s number is written: as given (x, y, a weight), as a gradient (∂L/∂ of
+        anything) or as a computed value (z, a, a local derivative, the loss)."""
+        if expr in self.given:
+            return self.formats.given
+        return self.formats.gradient if _is_gradient(expr) else self.formats.value
+
+    def show(self, expr: sympy.Expr) -> str:
+        """``expr``'s number as the document writes it (``format_of``); a local gradient that is
+        exactly 0 or 1 (an Iverson bracket's, a copy's) as that, not 1.000."""
+        value = self.value(expr)
+        if not expr.is_Symbol and value in (0.0, 1.0):
+            return str(int(value))
+        return self.format_of(expr)(value)
+
     @property
     def dead(self) -> tuple[int, int]:
         """(ReLU nodes with z <= 0, ReLU nodes in all)."""
         return dead_relus(self.derivation, self.values)
 
 
+def _is_gradient(symbol: sympy.Basic) -> bool:
+    """Whether a symbol of the derivation is a gradient, ∂L/∂a or ∂L/∂z (named dL_…)."""
+    return str(symbol).startswith("dL_")
+
+
 def draw_values(
     network: Network, seed: int, draw: int = 0
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Seeded round numbers: inputs in [0, 1] and weights in ±[0.1, 1], one decimal each;
-    targets one decimal in [0, 1], or a one-hot class for cross-entropy.
+    targets one decimal in [0, 1], or a one-hot class for cross-entropy (one per pixel when a
+    softmax scores each pixel of a map).
 
     A layer whose nodes sum many inputs has its weights (not its bias) scaled down by a power
     of ten near the square root of that number (``weight_scale``), so that its sums stay of
@@ -92,9 +126,10 @@ def draw_values(
     for name, shape in network.parameters.items():
         drawn = rng.integers(1, 11, size=shape) / 10 * rng.choice([-1.0, 1.0], size=shape)
         params[name] = drawn if is_bias(network, name) else drawn * weight_scale(shape)
-    if network.loss == "cross_entropy":
+    if network.loss_function.grouped:  # a class per softmax: per pixel for a map
         y = np.zeros(network.output_size)
-        y[rng.integers(network.output_size)] = 1.0
+        for group in loss_groups(network.shapes[-1]):
+            y[group[rng.integers(len(group))]] = 1.0
     else:
         y = rng.integers(0, 11, size=network.output_size) / 10
     return x, y, params
@@ -125,22 +160,32 @@ def concrete(network: Network) -> tuple[Network, dict[str, str]]:
     return network.with_choices(**choices), choices
 
 
-def worked_example(network: Network, seed: int | None = None) -> WorkedExample:
+Values = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]  # x, y and the parameters
+
+
+def worked_example(network: Network, seed: int | None = None, values: Values | None = None) -> WorkedExample:
     """Seeded values for ``network`` (made concrete, see ``concrete``) and every number of its
     forward and backward pass.
 
     ``seed`` (default 0) draws the values; when they leave more than half of the ReLUs dead
     (z <= 0), the same seed draws again, up to ``DRAWS`` times, so that the example shows
-    gradients rather than zeros — and another seed still gives other numbers.
+    gradients rather than zeros — and another seed still gives other numbers. ``values``,
+    (x, y, {parameter: array}), gives the numbers instead (the seed is then None): each of
+    the network's shape, or a ValueError naming the one that is not.
     """
     net, choices = concrete(network)
     d = net.derive()
+    if values is not None:
+        x, y, params = _checked(net, values)
+        numbers = forward_values(d, x, y, params)
+        gradients = backward_values(d, numbers)
+        return WorkedExample(net, d, None, 0, choices, x, y, params, numbers, gradients, numbers[LOSS])
     seed = 0 if seed is None else seed
     chosen, best = 0, None
     for draw in range(DRAWS):
         x, y, params = draw_values(net, seed, draw)
-        values = forward_values(d, x, y, params)
-        dead, total = dead_relus(d, values)
+        numbers = forward_values(d, x, y, params)
+        dead, total = dead_relus(d, numbers)
         if best is None or dead < best[0]:
             best = (dead, draw)
         if dead <= DEAD_SHARE * total:
@@ -149,11 +194,41 @@ def worked_example(network: Network, seed: int | None = None) -> WorkedExample:
     else:
         chosen = best[1]  # never enough alive: the liveliest draw
         x, y, params = draw_values(net, seed, chosen)
-        values = forward_values(d, x, y, params)
-    gradients = backward_values(d, values)
+        numbers = forward_values(d, x, y, params)
+    gradients = backward_values(d, numbers)
     return WorkedExample(
-        net, d, seed, chosen, choices, x, y, params, values, gradients, values[LOSS]
+        net, d, seed, chosen, choices, x, y, params, numbers, gradients, numbers[LOSS]
     )
+
+
+def _checked(network: Network, values: Values) -> Values:
+    """Given values as float arrays of the network's shapes; a ValueError naming what does not fit."""
+    try:
+        x, y, params = values
+    except (TypeError, ValueError):
+        raise ValueError("values must be (x, y, {parameter: array})") from None
+    shapes = {"x": network.input_shape, "y": (network.output_size,), **network.parameters}
+    given = {"x": x, "y": y, **dict(params)}
+    missing = sorted(set(shapes) - set(given))
+    extra = sorted(set(given) - set(shapes))
+    if missing or extra:
+        raise ValueError(
+            "values: " + "; ".join(
+                ([f"missing {', '.join(missing)}"] if missing else [])
+                + ([f"no parameter {', '.join(extra)} in this network"] if extra else [])
+            )
+        )
+    arrays = {}
+    for name, shape in shapes.items():
+        array = np.asarray(given[name], dtype=float)
+        if array.size == int(np.prod(shape)) and name == "y":
+            array = array.reshape(shape)
+        if array.shape != tuple(shape):
+            raise ValueError(f"values: {name} has shape {array.shape}, the network needs {tuple(shape)}")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"values: {name} holds a number that is not finite")
+        arrays[name] = array
+    return arrays.pop("x"), arrays.pop("y"), arrays
 
 
 # ---- the engine's numbers ---------------------------------------------------------------------

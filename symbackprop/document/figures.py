@@ -35,8 +35,9 @@ from .nodes import (
 
 GRAPH_MAX_COLUMN = 24  # nodes in one column of the drawn graph; beyond, a layer-level graph
 GRAPH_MAX_EDGES = 300
-SKIP_BOW = -60  # degrees: a layer-level arrow that skips boxes bows out this far, to the left
 SKIP_BEND = 18  # degrees: how far an edge that skips columns bows away from the nodes between
+LAYER_STEP = 1.3  # cm between the boxes of the layer-level graph
+AROUND = 0.45  # cm left of the boxes that a shortcut runs, per shortcut running beside it
 EDGE_COLOURS = [
     "1F77B4",
     "D62728",
@@ -143,7 +144,7 @@ class _Graph:
             small=dy < 0.8,
             heads=tuple((k * dx, height, h) for k, h in enumerate(heads)),
         )
-        article = ", the article's figure 8" if self.article else ""
+        article = " (the article's figure 8 draws the same graph)" if self.article else ""
         sliding = any(lg.layer.position_note() for lg in self.layers)
         pools = any(not lg.activated for lg in self.layers)
         reads = (
@@ -255,11 +256,11 @@ class _Graph:
         return legend
 
     def layer_diagram(self) -> Diagram:
-        """A layer-level graph: the input, each layer's z and a maps, the loss, top to bottom."""
+        """A layer-level graph, top to bottom: the input, a box per layer (its z and a = g(z)
+        together), the loss; each arrow labelled with the operation it stands for, the label
+        beside it, clear of the line."""
 
-        def box(
-            node_id: str, tex_: str, plain: str, shape: tuple[int, ...], y: float
-        ) -> DiagramNode:
+        def box(node_id: str, tex_: str, plain: str, shape: tuple[int, ...], y: float) -> DiagramNode:
             size = "×".join(map(str, shape))
             return DiagramNode(
                 node_id,
@@ -273,43 +274,44 @@ class _Graph:
         net = self.network
         boxes = [("X", "x", "x", net.input_shape)]
         edges: list[DiagramEdge] = []
-        output = {0: "X"}  # each layer's last box: where what reads it starts
         for lg in self.layers:
             l = lg.number
             if lg.activated:
-                boxes += [
-                    (f"Z{l}", f"z^{{({l})}}", f"z({l})", lg.output_shape),
-                    (f"A{l}", f"a^{{({l})}}", f"a({l})", lg.output_shape),
-                ]
-                step, first = lg.layer.describe().rsplit(",", 1)[0], f"Z{l}"
+                boxes.append((f"A{l}", f"z^{{({l})}},\\ a^{{({l})}}", f"z({l}), a({l})", lg.output_shape))
             else:
                 boxes.append((f"A{l}", f"a^{{({l})}}", f"a({l})", lg.output_shape))
-                step, first = lg.layer.describe(), f"A{l}"
+            step = lg.layer.describe()
             # the arrow from the nearest of what it reads carries the operation's name
             sources = sorted(dict.fromkeys(lg.sources), reverse=True)
             for k, source in enumerate(sources):
-                edges.append(_arrow(output[source], first, step if k == 0 else "", 0))
-            if lg.activated:
-                edges.append(_arrow(f"Z{l}", f"A{l}", lg.layer.activation, 0))
-            output[l] = f"A{l}"
+                edges.append(_arrow("X" if source == 0 else f"A{source}", f"A{l}", step if k == 0 else ""))
         place = {b[0]: k for k, b in enumerate(boxes)}
-        # an arrow that skips boxes (a shortcut) bows out to the left, away from the labels of
-        # the others on the right, its own label (if any) beside it
-        edges = [
-            e if place[e.dst] - place[e.src] == 1 else _arrow(e.src, e.dst, e.text or "", SKIP_BOW)
-            for e in edges
-        ]
-        edges.append(_arrow(output[len(self.layers)], "L", f"loss: {net.loss}", 0))
-        nodes = [box(*b, -1.25 * k) for k, b in enumerate(boxes)]
-        nodes.append(DiagramNode("L", "L", "L", 0.0, -1.25 * len(boxes), "loss"))
+        # an arrow that skips boxes (a shortcut) goes around them on the left, away from the
+        # labels of the others on the right, its own label (if any) beside it
+        # (further out where it runs beside another one)
+        spans: list[tuple[int, int, int]] = []  # (from, to, level) of the shortcuts so far
+        routed = []
+        for e in edges:
+            low, high = place[e.src], place[e.dst]
+            if high - low == 1:
+                routed.append(e)
+                continue
+            level = 1 + max((k for a, b, k in spans if a < high and low < b), default=0)
+            spans.append((low, high, level))
+            routed.append(_arrow(e.src, e.dst, e.text or "", around=AROUND * level))
+        edges = routed
+        edges.append(_arrow(f"A{len(self.layers)}", "L", f"loss: {net.loss}"))
+        nodes = [box(*b, -LAYER_STEP * k) for k, b in enumerate(boxes)]
+        nodes.append(DiagramNode("L", "L", "L", 0.0, -LAYER_STEP * len(boxes), "loss"))
         return Diagram(tuple(nodes), tuple(edges), direction="TD")
 
 
-def _arrow(src: str, dst: str, step: str, bend: int) -> DiagramEdge:
-    """An arrow of the layer-level graph, labelled with the operation it stands for."""
+def _arrow(src: str, dst: str, step: str, around: float = 0.0) -> DiagramEdge:
+    """An arrow of the layer-level graph, labelled with the operation it stands for; ``around``
+    (cm): a shortcut, drawn around the boxes it skips, that far on their left."""
     return DiagramEdge(
         src, dst, text=step.replace("_", " ") or None, arrow=True,
-        side="left" if bend else "right", bend=bend,
+        side="left" if around else "right", around=around,
     )
 
 

@@ -38,10 +38,10 @@ from .appendix import chain_rule_section, rest_rows, rest_section
 from .backward import backward_section
 from .common import Detail
 from .context import Context
-from .example import worked_example
+from .example import Values, worked_example
 from .figures import graph_section
 from .forward import forward_section
-from .nodes import Code, Contents, Document, Emph, Inline, Paragraph
+from .nodes import Code, Contents, Document, Emph, Inline, Link, Math, Paragraph
 from .notation import notation_section
 from .worked import worked_section
 
@@ -77,7 +77,10 @@ FULL_MAX_WEIGHTS = 64  # a network with more weights, or with
 FULL_MAX_EDGES = 400  # more edges in its graph, gets the summary by default
 DETAILED_TOTAL = 24  # full detail: up to this many weights in all are all derived; beyond,
 DETAILED_PER_PARAMETER = 4  # a spread of this many per parameter, the others in an appendix
-# The article's formula numbers, by the key of the equation that shows each.
+ARTICLE_TITLE = "Backpropagation in Fully Convolutional Networks (FCNs)"
+ARTICLE_URL = "https://towardsdatascience.com/backpropagation-in-fully-convolutional-networks-fcns-1a13b75fb56a"
+# The article's formula numbers, by the key of the equation that shows each; (7) to (9), which
+# the article shows in its figure 9, are the downstream gradient one neuron of layer 3 sends back.
 ARTICLE_TAGS = {
     "size": "1",
     "gradient": "2",
@@ -85,6 +88,9 @@ ARTICLE_TAGS = {
     "example3": "4",
     "general3": "5",
     "vector2": "6",
+    "downstream-upstream": "7",
+    "downstream-local": "8",
+    "downstream": "9",
     "upstream-list2": "10",
     "example2": "11",
     "upstream2": "12",
@@ -109,13 +115,16 @@ def default_detail(network: Network) -> str:
     return "full" if small else "summary"
 
 
-def handout(network: Network, detail: str | None = None, seed: int | None = None) -> Document:
+def handout(
+    network: Network, detail: str | None = None, seed: int | None = None, values: Values | None = None
+) -> Document:
     """The handout of ``network`` as a document; ``detail`` "full" or "summary" (default: by
-    size), ``seed`` for the worked example's values (default: see ``worked_example``)."""
+    size), ``seed`` for the worked example's values (default: see ``worked_example``), or
+    ``values`` = (x, y, {parameter: array}) to work it with those numbers instead."""
     detail = default_detail(network) if detail is None else detail
     if detail not in DETAILS:
         raise ValueError(f"detail must be one of {', '.join(DETAILS)}, got {detail!r}")
-    example = worked_example(network, seed)
+    example = worked_example(network, seed, values)
     # The example's network is this one when nothing generic had to be made concrete:
     # then one derivation (and one scalar graph) serves both.
     d = network.derive() if example.choices else example.derivation
@@ -124,9 +133,11 @@ def handout(network: Network, detail: str | None = None, seed: int | None = None
     return _document(c)
 
 
-def render(network: Network, detail: str | None = None, seed: int | None = None) -> dict[str, str]:
-    """``{"handout.tex": ..., "handout.md": ...}`` for ``network``."""
-    doc = handout(network, detail, seed)
+def render(
+    network: Network, detail: str | None = None, seed: int | None = None, values: Values | None = None
+) -> dict[str, str]:
+    """``{"handout.tex": ..., "handout.md": ...}`` for ``network`` (see ``handout``)."""
+    doc = handout(network, detail, seed, values)
     return {"handout.tex": tex.render(doc), "handout.md": markdown.render(doc)}
 
 
@@ -139,7 +150,7 @@ def is_article(network: Network) -> bool:
 def _document(c: Context) -> Document:
     subtitle: tuple[Inline, ...] = ("the network ", Code(c.network.name))
     if c.article:
-        subtitle += (" of ", Emph("Backpropagation in Fully Convolutional Networks"))
+        subtitle += (" of ", Emph(ARTICLE_TITLE))
     sections = [
         notation_section(c),
         forward_section(c),
@@ -162,7 +173,7 @@ def _document(c: Context) -> Document:
 
 
 def _introduction(c: Context) -> Paragraph:
-    article = Emph("Backpropagation in Fully Convolutional Networks (FCNs)")
+    article = (Emph(ARTICLE_TITLE), " (Towards Data Science, ", Link(ARTICLE_URL), ")")
     checked = (
         "Every formula was derived and typeset by a program from the network alone, "
         "and checked against PyTorch."
@@ -182,10 +193,13 @@ def _introduction(c: Context) -> Paragraph:
     if c.article:
         return Paragraph(
             "This handout retraces the article ",
-            article,
-            " (Towards Data Science) on "
-            "its network of figure 7: in its notation, with its formula numbers, and "
-            "then with numbers. ",
+            *article,
+            " on the network of its figure 7 (a ",
+            Math(r"4 \times 4"),
+            " image, two convolutions with a ",
+            Math(r"2 \times 2"),
+            " kernel and a dense layer of two neurons, with no biases): in its notation, with its "
+            "formula numbers, and then with numbers. ",
             checked,
             *summary,
         )
@@ -193,8 +207,8 @@ def _introduction(c: Context) -> Paragraph:
         "This handout derives backpropagation for the network ",
         Code(c.network.name),
         " step by step, in the notation of the article ",
-        article,
-        " (Towards Data Science), and then works it through with numbers. ",
+        *article,
+        ", and then works it through with numbers. ",
         checked,
         *summary,
     )

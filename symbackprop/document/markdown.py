@@ -27,6 +27,8 @@ from .nodes import (
     Equation,
     Figure,
     Inline,
+    Keep,
+    Link,
     Math,
     Numbers,
     PageBreak,
@@ -80,6 +82,8 @@ class _Writer:
             return f"**{self.inline(part.parts)}**"
         if isinstance(part, Code):
             return f"`{part.text}`" if "`" not in part.text else md_escape(part.text)
+        if isinstance(part, Link):
+            return f"<{part.url}>"
         if isinstance(part, Ref):
             return self.numbers.sections[part.label]
         if isinstance(part, EqRef):
@@ -97,7 +101,11 @@ class _Writer:
         if isinstance(block, Equation):
             tag = f"\\qquad ({self.numbers.equations[block.key]})" if block.key else ""
             return f"$$\n\\begin{{aligned}}\n{block.body}\n\\end{{aligned}}{tag}\n$$"
+        if isinstance(block, Keep):
+            return "\n\n".join(part for part in (self.block(b) for b in block.blocks) if part)
         if isinstance(block, Displays):
+            if not block.lines:
+                return ""
             return "$$\n\\begin{gathered}\n" + " \\\\\n".join(block.lines) + "\n\\end{gathered}\n$$"
         if isinstance(block, Table):
             return self.table(block)
@@ -111,7 +119,7 @@ class _Writer:
         number = self.numbers.headings.get(id(section))
         prefix = "" if number is None else (f"Appendix {number} " if appendix else f"{number} ")
         head = "#" * (section.level + 1) + " " + prefix + self.inline(section.title)
-        return "\n\n".join([head] + [self.block(b) for b in section.body])
+        return "\n\n".join([head] + [part for part in (self.block(b) for b in section.body) if part])
 
     def table(self, table: Table) -> str:
         lines = [

@@ -4,13 +4,15 @@ A document is built once from these nodes and rendered by one writer per format
 (``tex``, ``markdown``), as pandoc and docutils do: a new section is written once.
 
 * Inline content is a sequence of ``str`` (prose, escaped by the writer), ``Math``
-  (inline LaTeX), ``Emph``, ``Strong``, ``Code``, ``Ref`` (a section's number) and
-  ``EqRef`` (an equation's number).
+  (inline LaTeX), ``Emph``, ``Strong``, ``Code``, ``Link`` (an address), ``Ref`` (a
+  section's number) and ``EqRef`` (an equation's number).
 * Blocks: ``Section`` (nested once: sections and subsections), ``Paragraph``,
   ``Equation`` (rows of an ``aligned`` display, optionally numbered), ``Displays``
   (several short displays, centred, as many to a line as the builder put there),
   ``Table``, ``Figure`` (a ``Diagram`` drawn in TikZ or Mermaid, with a caption or
-  none), ``Contents`` and ``PageBreak``.
+  none), ``Keep`` (blocks printed on one page: a question and its numbers), ``Contents``
+  and ``PageBreak``. A display that follows a paragraph belongs to it: printed, the two
+  are never parted by a page break.
 * ``Diagram``: nodes at positions (cm) and edges between them, each with a TeX label and a
   plain-text one, so that TikZ and Mermaid draw the same picture.
 
@@ -60,6 +62,13 @@ class Code:
 
 
 @dataclass(frozen=True)
+class Link:
+    """An address, printed as it is and followed in a viewer that can."""
+
+    url: str
+
+
+@dataclass(frozen=True)
 class Ref:
     """The number of the section or figure labelled ``label``: "3", "4.2", "A"."""
 
@@ -73,7 +82,7 @@ class EqRef:
     key: str
 
 
-Inline = str | Math | Emph | Strong | Code | Ref | EqRef
+Inline = str | Math | Emph | Strong | Code | Link | Ref | EqRef
 
 
 # ---- blocks -----------------------------------------------------------------------------------
@@ -94,10 +103,12 @@ class Paragraph:
 @dataclass(frozen=True)
 class Equation:
     """A display: rows of an ``aligned`` environment (``&`` and ``\\\\`` as LaTeX writes them),
-    numbered when it has a ``key`` (see ``numbering``)."""
+    numbered when it has a ``key`` (see ``numbering``). ``breakable``: whether print may
+    break it across pages (None: when it is long); a closed form never is."""
 
     body: str
     key: str | None = None
+    breakable: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,7 @@ class Table:
     columns: tuple[Column, ...]
     header: tuple[Cell, ...]
     rows: tuple[tuple[Cell, ...], ...]
+    small: bool = False  # set in a smaller font (print): a wide table that must fit the page
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,7 @@ class DiagramEdge:
     back: bool = False  # a gradient flowing backwards: drawn in red, apart from the forward edge
     side: str = "above"  # where the label sits: "above", "below", "left", "right"
     bend: int = 0  # degrees; a bent edge leaves room for its label beside a straight one
+    around: float = 0.0  # cm: drawn around the nodes between, this far to their left (a shortcut)
 
 
 @dataclass(frozen=True)
@@ -167,6 +180,17 @@ class Figure:
 
 
 @dataclass(frozen=True)
+class Keep:
+    """Blocks that print on one page (a question with its table and its numbers); in
+    Markdown, the blocks themselves. No sections inside."""
+
+    blocks: tuple[Block, ...]
+
+    def __init__(self, *blocks: Block) -> None:
+        object.__setattr__(self, "blocks", blocks)
+
+
+@dataclass(frozen=True)
 class Contents:
     """The table of contents."""
 
@@ -185,7 +209,7 @@ class Section:
     numbered: bool = True
 
 
-Block = Paragraph | Equation | Displays | Table | Figure | Contents | PageBreak | Section
+Block = Paragraph | Equation | Displays | Table | Figure | Keep | Contents | PageBreak | Section
 
 
 @dataclass(frozen=True)
@@ -218,6 +242,8 @@ def walk(blocks: Sequence[Block]) -> Iterator[Block]:
         yield block
         if isinstance(block, Section):
             yield from walk(block.body)
+        elif isinstance(block, Keep):
+            yield from walk(block.blocks)
 
 
 def numbering(doc: Document) -> Numbers:
@@ -276,6 +302,8 @@ __all__ = [
     "Equation",
     "Figure",
     "Inline",
+    "Keep",
+    "Link",
     "Math",
     "Numbers",
     "PageBreak",

@@ -13,7 +13,7 @@ Imports ``activations``, ``ops`` (and what they build on) and the document's ``c
 from __future__ import annotations
 
 from ..activations import activation as _activation
-from .common import layer_table, listed, shape_tex, source_letter, text
+from .common import layer_table, listed, loss_formula, shape_tex, source_letter, text
 from .context import Context
 from .nodes import Code, Column, Equation, Inline, Math, Paragraph, Section, Table
 
@@ -23,6 +23,7 @@ def notation_section(c: Context) -> Section:
     net, layers = c.network, c.layers
     vector = len(net.input_shape) == 1
     sliding = [lg for lg in layers if lg.layer.position_note()]
+    hats = any(f.spreads for lg in layers for f in c.d.formulas(lg.number, general=False) if f.kind == "fact")
     weighted = [lg for lg in layers if c.parameters(lg.number)]
     flat = all(lg.layer.flat_weights(lg.input_shape) for lg in weighted)
     channels = ", channel after channel" if not vector and net.input_shape[0] > 1 else ""
@@ -109,7 +110,37 @@ def notation_section(c: Context) -> Section:
             )
         )
     if sliding:
-        rows.append((r"M \times N,\ S,\ P", text(r"height $\times$ width, stride, padding")))
+        rows.append(
+            (r"M \times N,\ S,\ P", text(r"height $\times$ width, stride and padding in formula (1)"))
+        )
+    rows += [
+        (
+            r"\delta^{(l)}",
+            text(r"$\partial L / \partial z^{(l)}$, the gradient at the weighted sums of layer $l$ (the tensor view)"),
+        ),
+        (
+            (r"o, c;\ i, j;\ m, n", text(
+                "the tensor view's indices: output and input channel; an output's row and column; "
+                "a kernel place's row and column. They count from 0: entry $(c, i, j)$ of an "
+                r"$M \times N$ map is node $(c M + i) N + j + 1$"
+            ))
+            if sliding
+            else (r"f,\ i", text(
+                "the tensor view's indices: a neuron and an input. They count from 0: entry $i$ is "
+                "node $i + 1$"
+            ))
+        ),
+    ]
+    if hats:
+        rows.append(
+            (
+                r"\hat{\delta}^{(l)},\ \hat{W}^{(l)}",
+                text(
+                    r"$\delta^{(l)}$ spread out by the stride and the kernel by the dilation (zeros put "
+                    r"between entries); at stride and dilation 1, $\hat{\delta} = \delta$ and $\hat{W} = W$"
+                ),
+            )
+        )
     notation = Table(
         (Column("l", 4.3), Column("l", 10.6)),
         (("Symbol",), ("Meaning",)),
@@ -140,11 +171,43 @@ def notation_section(c: Context) -> Section:
         said += [Math(formula), "." if k == len(activations) - 1 else "; "]
     if net.loss_function.generic:
         said += [" Loss: ", Math("L(a, y)"), ", left generic as in the article."]
+    elif net.loss_function.grouped and len(net.shapes[-1]) == 3:
+        said += [" Loss (", Code(net.loss), "), scored per pixel:"]
     else:
-        said += [" Loss (", Code(net.loss), "): ", Math(net.loss_function.formula), "."]
+        said += [" Loss (", Code(net.loss), "): ", Math(loss_formula(net)), "."]
     body.append(Paragraph(*said))
+    if net.loss_function.grouped and len(net.shapes[-1]) == 3:
+        body += per_pixel(c)
     body += size_formula(c)
     return Section(("Notation and the network",), tuple(body), label="sec:notation")
+
+
+def per_pixel(c: Context) -> list:
+    """A softmax loss on a map, in symbols and words: a softmax over the C channels of each pixel,
+    the pixels' losses summed, and how the flat outputs a_k are numbered."""
+    channels, height, width = c.network.shapes[-1]
+    l, pixels = len(c.layers), height * width
+    a = f"a^{{({l})}}"
+    return [
+        Equation(
+            rf"L = -\sum_{{p=1}}^{{{pixels}}} \sum_{{c=1}}^{{{channels}}} y_{{c,p}} \log "
+            rf"\frac{{e^{{{a}_{{c,p}}}}}}{{\sum_{{c'=1}}^{{{channels}}} e^{{{a}_{{c',p}}}}}}"
+        ),
+        Paragraph(
+            f"a softmax over the {channels} channels (classes) of each of the {pixels} pixels, the "
+            "pixels' losses added: ",
+            Math(f"{a}_{{c,p}}"),
+            " is the score of class ",
+            Math("c"),
+            " at pixel ",
+            Math("p"),
+            ", the output ",
+            Math(f"{a}_{{(c-1) \\cdot {pixels} + p}}"),
+            " (channel by channel, each numbered row by row), and ",
+            Math("y_{c,p}"),
+            " its target (one-hot: the pixel's class).",
+        ),
+    ]
 
 
 def _forks_and_joins(c: Context) -> Paragraph:

@@ -1,12 +1,16 @@
 """How a document writes numbers: one format for each kind of quantity, throughout.
 
-A document shows two kinds of numbers: values (inputs, weights, z, a, local derivatives,
-the loss) and gradients (∂L/∂ of anything). Each kind is written in one format everywhere
-— tables, matrices, worked steps — four significant digits, fixed-point (0.4925, −0.03)
-unless some number of that kind is too small or too large for it, and then scientific for
-all of them (−5.935 × 10⁻⁵ and −5.9 × 10⁻⁴ side by side, never −0.00059 beside the first).
-Values are of order one and stay fixed-point down to 10⁻⁶; gradients shrink layer by
-layer and go scientific below 10⁻³.
+A document shows three kinds of numbers: the given ones (inputs, targets and weights, drawn
+with one decimal: written as drawn, 0.9, −0.05), values computed from them (z, a, local
+derivatives, the loss) and gradients (∂L/∂ of anything). A computed number is written with
+four significant digits, its trailing zeros kept (0.2400, 1.000: four digits, not two),
+fixed-point (0.4925, −0.03000) unless some number of that kind is too small or too large
+for it, and then scientific for all of them (−5.935 × 10⁻⁵ and −5.900 × 10⁻⁴ side by side,
+never −0.00059 beside the first). Values are of order one and stay fixed-point down to
+10⁻⁶; gradients shrink layer by layer and go scientific below 10⁻³.
+
+``NumberFormat.rounded`` is the number a format prints, as a float: what a reader who works
+with the printed numbers holds, so that a key can compute its answers from them.
 
 Imports numpy alone.
 """
@@ -31,6 +35,7 @@ class NumberFormat:
 
     scientific: bool = False
     digits: int = DIGITS
+    trailing: bool = True  # keep the zeros that count among the significant digits
 
     @classmethod
     def fitting(
@@ -44,6 +49,17 @@ class NumberFormat:
         low, high = fixed
         return cls(scientific=bool(np.any((rounded < low) | (rounded >= high))), digits=digits)
 
+    @classmethod
+    def given(cls) -> NumberFormat:
+        """Numbers written as they were given (one-decimal draws): 0.9, −0.05, no zeros added."""
+        return GIVEN
+
+    def rounded(self, value: float) -> float:
+        """The number this format prints for ``value``, as a float: 0.24003 → 0.24."""
+        if abs(value) <= NOISE:
+            return 0.0
+        return float(f"{value:.{self.digits - 1}e}")
+
     def __call__(self, value: float) -> str:
         if not math.isfinite(value):
             raise ValueError(f"cannot write {value} as a number of a document")
@@ -53,11 +69,12 @@ class NumberFormat:
         exponent_ = int(exponent)
         if float(mantissa) == 0:
             return "0"
+        trim = _trim if not self.trailing else _sign
         if self.scientific:
-            text = _trim(mantissa)
+            text = trim(mantissa)
             return text if exponent_ == 0 else rf"{text} \times 10^{{{exponent_}}}"
         decimals = max(0, self.digits - 1 - exponent_)
-        return _trim(f"{float(mantissa) * 10.0**exponent_:.{decimals}f}")
+        return trim(f"{float(mantissa) * 10.0**exponent_:.{decimals}f}")
 
     def many(self, values: Iterable[float]) -> list[str]:
         return [self(v) for v in values]
@@ -70,12 +87,22 @@ def _trim(text: str) -> str:
     return "0" if text in ("-0", "0") else text
 
 
+def _sign(text: str) -> str:
+    """The digits as they are; only a zero loses its sign."""
+    return "0" if text.lstrip("-").strip("0.") == "" else text
+
+
+GIVEN = NumberFormat(trailing=False)  # numbers as they were given
+
+
 @dataclass(frozen=True)
 class Formats:
-    """A document's two number formats: ``value`` and ``gradient``."""
+    """A document's number formats: ``value`` and ``gradient`` for what it computes, ``given``
+    for what it was given."""
 
     value: NumberFormat
     gradient: NumberFormat
+    given: NumberFormat = GIVEN
 
 
 __all__ = ["DIGITS", "GRADIENT_RANGE", "VALUE_RANGE", "Formats", "NumberFormat"]

@@ -1,8 +1,10 @@
 """The LaTeX writer: a ``Document`` as a ``.tex`` file, through ``templates/document.tex.j2``.
 
-Displays become ``equation*`` with an ``aligned`` body (``align*`` when long, so that they
-may break across pages), numbered with ``\\tag``; tables ``longtable`` with booktabs
-rules; diagrams TikZ pictures. Numbers of sections and equations come from
+Displays become ``equation*`` with an ``aligned`` body (``align*`` when long and breakable, so
+that they may break across pages), numbered with ``\\tag``, and a display that follows a
+paragraph is written into it, so that no page break parts them (TeX's
+``\\predisplaypenalty``); tables ``longtable`` with booktabs rules (``tabular`` inside a
+``Keep``, which is a ``minipage``: one page); diagrams TikZ pictures. Numbers of sections and equations come from
 ``nodes.numbering``, the same the Markdown writer uses.
 
 Imports ``nodes`` and ``template``.
@@ -22,6 +24,8 @@ from .nodes import (
     Equation,
     Figure,
     Inline,
+    Keep,
+    Link,
     Math,
     Numbers,
     PageBreak,
@@ -44,14 +48,14 @@ NODE_STYLES = {  # TikZ styles of diagram nodes, by their style name
     "focus": "node, fill=blue!8",
     "plain": "node",
     "loss": "node, rectangle, rounded corners=2pt, fill=red!12",
-    "box": "node, rectangle, rounded corners=2pt, fill=blue!6, minimum width=4.4cm, minimum height=0.75cm",
+    "box": "node, rectangle, rounded corners=2pt, fill=blue!6, minimum width=4.4cm, minimum height=0.6cm",
 }
 
 
 def render(doc: Document) -> str:
     """The document as LaTeX source."""
     writer = _Writer(numbering(doc))
-    body = [writer.block(b) for b in doc.front]
+    body = [writer.blocks(doc.front)]
     body += [writer.block(s) for s in doc.sections]
     if doc.appendices:
         body.append(r"\appendix")
@@ -90,6 +94,8 @@ class _Writer:
             return rf"\textbf{{{self.inline(part.parts)}}}"
         if isinstance(part, Code):
             return rf"\texttt{{{tex_escape(part.text)}}}"
+        if isinstance(part, Link):
+            return rf"\url{{{part.url}}}"
         if isinstance(part, Ref):
             return rf"\hyperref[{part.label}]{{{self.numbers.sections[part.label]}}}"
         if isinstance(part, EqRef):
@@ -98,7 +104,21 @@ class _Writer:
 
     # ---- blocks -------------------------------------------------------------------------
 
-    def block(self, block: Block) -> str:
+    def blocks(self, blocks, keep: bool = False) -> str:
+        """Blocks one after another; a display right after a paragraph is written into it."""
+        parts: list[str] = []
+        for k, block in enumerate(blocks):
+            text = self.block(block, keep)
+            if not text:
+                continue
+            glued = k and isinstance(block, (Equation, Displays)) and isinstance(blocks[k - 1], Paragraph)
+            if glued and parts:
+                parts[-1] += "\n" + text
+            else:
+                parts.append(text)
+        return "\n\n".join(parts)
+
+    def block(self, block: Block, keep: bool = False) -> str:
         if isinstance(block, Section):
             return self.section(block)
         if isinstance(block, Paragraph):
@@ -107,9 +127,17 @@ class _Writer:
         if isinstance(block, Equation):
             return self.equation(block)
         if isinstance(block, Displays):
+            if not block.lines:
+                return ""
             return "\\begin{gather*}\n" + " \\\\\n".join(block.lines) + "\n\\end{gather*}"
         if isinstance(block, Table):
-            return self.table(block)
+            return self.tabular(block) if keep else self.table(block)
+        if isinstance(block, Keep):
+            return (
+                "\\par\\noindent\\begin{minipage}{\\linewidth}\\setlength{\\parskip}{0.7ex}\n"
+                + self.blocks(block.blocks, keep=True)
+                + "\n\\end{minipage}\\par"
+            )
         if isinstance(block, Figure):
             return self.figure(block)
         if isinstance(block, Contents):
@@ -123,13 +151,13 @@ class _Writer:
         head = rf"\{command}{{{self.inline(section.title)}}}"
         if section.label:
             head += rf"\label{{{section.label}}}"
-        return "\n\n".join([head] + [self.block(b) for b in section.body])
+        body = self.blocks(section.body)
+        return head + ("\n\n" + body if body else "")
 
     def equation(self, equation: Equation) -> str:
         tag = f" \\tag{{{self.numbers.equations[equation.key]}}}" if equation.key else ""
-        if (
-            equation.body.count("\\\\") < LONG_DISPLAY_ROWS
-        ):  # short: kept on one page, as one display
+        long = equation.body.count("\\\\") >= LONG_DISPLAY_ROWS
+        if not (long if equation.breakable is None else equation.breakable):  # one piece
             return (
                 f"\\begin{{equation*}}\n\\begin{{aligned}}\n{equation.body}\n"
                 f"\\end{{aligned}}{tag}\n\\end{{equation*}}"
@@ -143,7 +171,7 @@ class _Writer:
         )
         # A little more room between rows, for indices and superscripts.
         lines = [
-            r"{\renewcommand{\arraystretch}{1.25}",
+            r"{\renewcommand{\arraystretch}{1.25}" + (r"\small" if table.small else ""),
             rf"\begin{{longtable}}{{{spec}}}",
             r"\toprule",
             " & ".join(self.inline(cell) for cell in table.header) + r" \\",
@@ -152,6 +180,23 @@ class _Writer:
         ]
         lines += [" & ".join(self.inline(cell) for cell in row) + r" \\" for row in table.rows]
         lines += [r"\bottomrule", r"\end{longtable}}"]
+        return "\n".join(lines)
+
+    def tabular(self, table: Table) -> str:
+        """A table that stays whole (inside a ``Keep``), centred."""
+        spec = "".join(
+            rf">{{\raggedright\arraybackslash}}p{{{c.width}cm}}" if c.width else c.align
+            for c in table.columns
+        )
+        lines = [
+            r"\begin{center}{\renewcommand{\arraystretch}{1.25}",
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            " & ".join(self.inline(cell) for cell in table.header) + r" \\",
+            r"\midrule",
+        ]
+        lines += [" & ".join(self.inline(cell) for cell in row) + r" \\" for row in table.rows]
+        lines += [r"\bottomrule", r"\end{tabular}}\end{center}"]
         return "\n".join(lines)
 
     def figure(self, figure: Figure) -> str:
@@ -193,12 +238,18 @@ def tikz(diagram: Diagram) -> str:
         if not e.back:
             options.append("line width=0.5pt")
         path = f"to[bend left={e.bend}]" if e.bend else "--"
+        src, dst = e.src, e.dst
+        if e.around:  # out of the west side, down past the boxes between, into the west side
+            path, src, dst = f"-- ++({-e.around:.2f}, 0) |-", f"{e.src}.west", f"{e.dst}.west"
         label = ""
         if e.tex or e.text:
             content = f"${e.tex}$" if e.tex else tex_escape(e.text or "")
             colour = ", text=red!70!black" if e.back else ""
-            label = f" node[lab, {e.side}{colour}] {{{content}}}"
-        lines.append(rf"\draw[{', '.join(options)}] ({e.src}) {path}{label} ({e.dst});")
+            shift = {"left": ", xshift=-0.12cm", "right": ", xshift=0.12cm"}.get(e.side, "")
+            if e.around:  # a shortcut's label, beside its vertical run: wrapped, to the left
+                shift += r", pos=0.25, text width=2.6cm, align=right, font=\scriptsize"
+            label = f" node[lab, {e.side}{shift}{colour}] {{{content}}}"
+        lines.append(rf"\draw[{', '.join(options)}] ({src}) {path}{label} ({dst});")
     lines.append(r"\end{tikzpicture}")
     return "\n".join(lines)
 

@@ -276,6 +276,44 @@ class Op:
         with an activation, whose outputs are a = g(z)."""
         return None
 
+    def window_shape(self, input_shape: Any) -> tuple[int, int, int] | None:
+        """The places of one node's window as (channels, rows, columns), in the order of its
+        position sets: how documents lay out a long set as a table (a row per channel, a
+        column per row of the kernel). None for an operation without windows."""
+        return None
+
+    def position_grid(self, entries: Sequence[int | None], input_shape: Any) -> tuple[list[str], list[list[str]]] | None:
+        """A long position set laid out as its window is, for a table: (column heads, rows) of
+        text with ``$…$`` math — by default a row per channel and a column per row of the window,
+        a cell holding that row's inputs (a–b for a run, a dot for an empty place). None without
+        ``window_shape``."""
+        shape = self.window_shape(input_shape)
+        if shape is None:
+            return None
+        channels, rows, columns = shape
+        body = []
+        for c in range(channels):
+            cells = [f"channel {c + 1}"]
+            for m in range(rows):
+                start = (c * rows + m) * columns
+                cells.append(runs(entries[start : start + columns]))
+            body.append(cells)
+        return [f"row {m + 1}" for m in range(rows)], body
+
+    def place_word(self) -> str:
+        """What documents call one place of its window: "kernel place" for a kernel of
+        weights, "window place" for a window without them."""
+        return "kernel place" if self.parameters else "window place"
+
+    def position_set_tex(self, number: int, index: int, entries: Sequence[int | None]) -> str:
+        """Its position set p^{(l)}_i as documents write it, from ``entries``: the 1-based input
+        each place read, in the order of its places, None where a place read none (the
+        padding). By default the inputs in order, a dot for an empty place, in pieces of ten
+        (each its own formula, separated by ``$ $``, so that a table cell can wrap it)."""
+        items = [r"\cdot" if e is None else str(e) for e in entries]
+        pieces = [", ".join(items[k : k + 10]) for k in range(0, len(items), 10)]
+        return rf"p^{{({number})}}_{{{index}}} = \lbrace " + ",$ $".join(pieces) + r" \rbrace"
+
     def parameter_declared(self, input_shape: Any) -> tuple[Parameter, ...]:
         """The declared parameters it has for this input, in their order (those
         ``parameter_shapes`` gives): documents name them by role ("weights", "bias")."""
@@ -316,6 +354,15 @@ class Op:
 
 
 # ---- checks of settings ---------------------------------------------------------------------
+
+
+def runs(entries: Sequence[int | None]) -> str:
+    """A row of a position set, short: "197–201" for consecutive inputs, else them listed (a dot,
+    ``$\\cdot$``, for an empty place)."""
+    present = [e for e in entries if e is not None]
+    if len(present) == len(entries) > 2 and present == list(range(present[0], present[0] + len(present))):
+        return f"{present[0]}\u2013{present[-1]}"
+    return ", ".join("$\\cdot$" if e is None else str(e) for e in entries)
 
 
 def integer(owner: str, key: str, value: object, minimum: int) -> int:

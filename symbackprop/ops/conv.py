@@ -167,6 +167,9 @@ class Conv2D(Op):
     def position_note(self) -> str:
         return "the inputs its kernel covered, in the order of the kernel's weights"
 
+    def window_shape(self, input_shape: Shape) -> tuple[int, int, int]:
+        return (input_shape[0], *self.kernel_size)
+
     def weight_note(self) -> str:
         return (
             "The kernel is shared: each weight was used at many positions, so its gradient "

@@ -160,7 +160,7 @@ class ConvTranspose2D(Op):
         )
 
     def table_cells(self) -> tuple[str, str, str]:
-        kernel = f"${shape_tex(self.kernel_size)}$ (transposed)"
+        kernel = f"${shape_tex(self.kernel_size)}$"  # the Type column says it is transposed
         if self.dilation != (1, 1):
             kernel += f", dilation {pair_text(self.dilation)}"
         return kernel, pair_text(self.stride), pair_text(self.padding)
@@ -178,7 +178,33 @@ class ConvTranspose2D(Op):
         return sides
 
     def position_note(self) -> str:
-        return "the inputs whose kernel reached it, in the order of the kernel's weights"
+        return "the pairs (input, kernel place) whose kernel reached it, in the order of the kernel's places"
+
+    def window_shape(self, input_shape: Shape) -> tuple[int, int, int]:
+        return (input_shape[0], *self.kernel_size)
+
+    def position_grid(self, entries, input_shape: Shape) -> tuple[list[str], list[list[str]]]:
+        """A long set as a row per input channel, the pairs (input, kernel place) of that
+        channel in it; a channel whose kernel reaches nothing here is left out."""
+        channels = input_shape[0]
+        places = self.kernel_size[0] * self.kernel_size[1]
+        rows = []
+        for c in range(channels):
+            pairs = [
+                f"({j}, {n})"
+                for n, j in enumerate(entries[c * places : (c + 1) * places], start=c * places + 1)
+                if j is not None
+            ]
+            if pairs:
+                rows.append([f"channel {c + 1}", ", ".join(pairs)])
+        return ["(input, kernel place)"], rows
+
+    def position_set_tex(self, number: int, index: int, entries) -> str:
+        """The pairs (input j, kernel place n) that reach output i — most places reach none
+        (the stride leaves gaps), so the pairs, not a list of dots."""
+        pairs = [f"({j}, {n})" for n, j in enumerate(entries, start=1) if j is not None]
+        pieces = [", ".join(pairs[k : k + 6]) for k in range(0, len(pairs), 6)]
+        return rf"p^{{({number})}}_{{{index}}} = \lbrace " + (",$ $".join(pieces) or r"\,") + r" \rbrace"
 
     def weight_note(self) -> str:
         return (

@@ -122,6 +122,9 @@ class _Pool(Op):
     def position_note(self) -> str:
         return "the inputs its window covered, in the order of the window's places"
 
+    def window_shape(self, input_shape: Shape) -> tuple[int, int, int]:
+        return (1, *self.kernel_size)  # each channel on its own
+
     # ---- the tensor face --------------------------------------------------------------------
 
     def _index_form(
