@@ -31,6 +31,25 @@ def test_layers_are_numbered_in_the_order_they_were_written():
     assert not net.is_chain and sb.presets.article().is_chain
 
 
+def test_settings_that_every_layer_has_come_first_as_in_keras():
+    # out_channels and kernel_size, units, a pooling's kernel_size: positional; the rest by name
+    x = sb.Input((3, 16, 16))
+    h = sb.Conv2D(8, 3, padding=1, activation="relu")(x)
+    r = sb.Conv2D(8, 3, padding=1, activation="relu")(h)
+    r = sb.Conv2D(8, 3, padding=1)(r)
+    h = sb.ReLU()(sb.Add()(h, r))
+    out = sb.Dense(10)(sb.GlobalAvgPool2D()(h))
+    net = sb.Network(inputs=x, outputs=out, loss="cross_entropy")
+    assert net.layers[0] == sb.Conv2D(out_channels=8, kernel_size=3, padding=1, activation="relu")
+    assert net.parameter_count == 3 * 8 * 9 + 2 * 8 * 8 * 9 + 8 * 10
+    assert sb.MaxPool2D(2) == sb.MaxPool2D(kernel_size=2)
+    assert sb.ConvTranspose2D(2, 4, stride=2).kernel_size == (4, 4)
+    with pytest.raises(TypeError, match="kernel_size"):
+        sb.Conv2D(8)
+    with pytest.raises(TypeError):
+        sb.Conv2D(8, 3, 2)  # the stride is named
+
+
 def test_a_tensor_made_but_not_used_is_not_part_of_the_network():
     x = sb.Input((4,))
     sb.Dense(units=9)(x)  # written, then left aside

@@ -8,7 +8,7 @@ floor((M + 2P − d·(K − 1) − 1) / S) + 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from itertools import product
 from math import prod
 from typing import Any, ClassVar
@@ -50,7 +50,7 @@ from .base import (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class Conv2D(Op):
     """2-D convolution (cross-correlation), zero padding, optional dilation and bias.
 
@@ -59,10 +59,13 @@ class Conv2D(Op):
 
     >>> Conv2D(kernel_size=3, dilation=2).output_shape((1, 7, 7))
     (1, 3, 3)
+    >>> Conv2D(8, 3, padding=1).output_shape((3, 16, 16))  # out_channels, kernel_size
+    (8, 16, 16)
     """
 
-    kernel_size: int | Pair
     out_channels: int = 1
+    kernel_size: int | Pair | None = None  # required; a default only so it can come second
+    _: KW_ONLY
     stride: int | Pair = 1
     padding: int | Pair = 0
     dilation: int | Pair = 1
@@ -77,6 +80,8 @@ class Conv2D(Op):
 
     def __post_init__(self) -> None:
         owner = "conv"
+        if self.kernel_size is None:
+            raise TypeError("Conv2D() missing required argument: 'kernel_size'")
         object.__setattr__(self, "out_channels", integer(owner, "out_channels", self.out_channels, 1))
         object.__setattr__(self, "kernel_size", pair(owner, "kernel_size", self.kernel_size, 1))
         object.__setattr__(self, "stride", pair(owner, "stride", self.stride, 1))

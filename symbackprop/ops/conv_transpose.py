@@ -12,7 +12,7 @@ side). Each output pixel's position set lists the (input, kernel place) pairs th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from itertools import product
 from math import prod
 from typing import Any, ClassVar
@@ -49,7 +49,7 @@ from .base import (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class ConvTranspose2D(Op):
     """A transposed convolution; ``kernel_size``, ``stride``, ``padding``, ``output_padding`` and
     ``dilation`` take an int or an (h, w) pair.
@@ -60,6 +60,7 @@ class ConvTranspose2D(Op):
 
     out_channels: int
     kernel_size: int | Pair
+    _: KW_ONLY
     stride: int | Pair = 1
     padding: int | Pair = 0
     output_padding: int | Pair = 0

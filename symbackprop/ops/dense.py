@@ -6,7 +6,7 @@ layer takes an image or a vector input alike. W is (out, in), as ``nn.Linear``'s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from math import prod
 from typing import Any, ClassVar
 
@@ -34,7 +34,7 @@ from .base import (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class Dense(Op):
     """Fully connected layer on the flattened input (channel, row, column), optional bias.
 
@@ -43,6 +43,7 @@ class Dense(Op):
     """
 
     units: int
+    _: KW_ONLY
     bias: bool = False
     activation: str = "identity"
 

@@ -12,7 +12,7 @@ first maximum in window order (row by row), PyTorch's choice.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from itertools import product
 from math import prod
 from typing import Any, ClassVar
@@ -46,11 +46,12 @@ from .base import (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class _Pool(Op):
     """What max and average pooling share: the window, its settings and its sizes."""
 
     kernel_size: int | Pair
+    _: KW_ONLY
     stride: int | Pair | None = None
     padding: int | Pair = 0
 
