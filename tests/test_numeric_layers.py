@@ -20,7 +20,8 @@ from strategies import networks
 import symbackprop as sb
 from symbackprop import numeric, reference
 from symbackprop.graph import Graph
-from symbackprop.numeric import layers, runtime
+from symbackprop.numeric import layers
+from symbackprop.numeric.runtime import chunks
 from symbackprop.verify import draw_point
 
 # One network per case: the operation on a 2x7x7 input, then a dense layer to three outputs.
@@ -192,17 +193,17 @@ def test_chunks_run_on_threads_each_with_a_one_thread_blas():
     seen = []
 
     def chunk(part):
-        blas = runtime._blas_controller().info()  # numpy's BLAS among them
+        blas = chunks._blas_controller().info()  # numpy's BLAS among them
         seen.append((threading.current_thread().name, {info["num_threads"] for info in blas}))
         return part.start
 
     parts = [slice(0, 2), slice(2, 4), slice(4, 5)]
-    assert runtime._map_chunks(chunk, parts, runtime._blas_controller(), 2) == [0, 2, 4]
+    assert chunks._map_chunks(chunk, parts, chunks._blas_controller(), 2) == [0, 2, 4]
     assert {name.split("_")[0] for name, _ in seen} == {"gradients"}
     assert all(threads == {1} for _, threads in seen)
     loaded = {info["filepath"] for info in threadpoolctl.threadpool_info()}
     numpy_blas = {path for path in loaded if "numpy" in path}  # numpy's wheels ship theirs
-    assert numpy_blas <= {info["filepath"] for info in runtime._blas_controller().info()}
+    assert numpy_blas <= {info["filepath"] for info in chunks._blas_controller().info()}
 
 
 def test_a_batch_is_cut_into_a_chunk_for_each_thread_at_least(rng, monkeypatch):
@@ -251,11 +252,11 @@ def test_calls_from_several_threads_at_once_leave_the_blas_as_they_found_it(rng,
 
 
 def test_while_another_call_holds_the_blas_a_call_runs_its_chunks_in_turn():
-    blas = runtime._blas_controller()
+    blas = chunks._blas_controller()
     names = []
     # as another thread's call does
-    with runtime._HOLDING_BLAS, blas.limit(limits=1, user_api="blas"):
-        runtime._map_chunks(
+    with chunks._HOLDING_BLAS, blas.limit(limits=1, user_api="blas"):
+        chunks._map_chunks(
             lambda part: names.append(threading.current_thread().name), [slice(0, 1)] * 3,
             blas, 2,
         )
@@ -264,7 +265,7 @@ def test_while_another_call_holds_the_blas_a_call_runs_its_chunks_in_turn():
 
 
 def test_chunks_run_in_turn_on_one_thread():
-    names = runtime._map_chunks(
+    names = chunks._map_chunks(
         lambda part: threading.current_thread().name, [slice(0, 1)] * 3, None, 1
     )
     assert names == [threading.current_thread().name] * 3

@@ -296,10 +296,7 @@ def _nodes(x, y, params, g, g_prime, loss_value, loss_gradient):
     )
 
 
-# ---- runtime helpers, copied from symbackprop/numeric/runtime.py ----
-
-
-_NUMBER = (int, float)
+# ---- runtime helpers, copied from symbackprop/numeric/runtime/ ----
 
 
 class Result(NamedTuple):
@@ -451,6 +448,107 @@ def _require_finite(arrays):
             raise ValueError(
                 f"{_label(what)} has non-finite values (nan or inf); all must be finite"
             )
+
+
+class Programs(NamedTuple):
+    """A module's programs — per node and/or per layer, None where it has none — the number
+    of samples the per-layer program takes at a time (its arrays then stay small enough for
+    the cache), and the bytes a sample takes in its largest array (whether a chunk is worth
+    a thread). With both programs, the per-node program runs single samples, on python
+    floats, and the per-layer program every batch of two or more."""
+
+    nodes: Any
+    layers: Any
+    batch_chunk: int = 64
+    sample_bytes: int = 0
+
+
+def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
+    """Check the arguments, run a program, shape the result (see ``Result``)."""
+    chosen = choose(layout, g, loss)
+    x, y, params, one = checked(layout, x, y, params, reduce)
+    size = len(x)
+    if size == 0:
+        return _empty(layout, reduce)
+    if programs.nodes is not None and (programs.layers is None or size == 1):
+        floats = one or programs.layers is not None  # one sample: on python floats
+        losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen, floats)
+        if floats:
+            if one and reduce is None:  # the common case of the per-node code, kept quick
+                return Result(losses, grads)
+            losses, grads = numpy.array([losses]), {n: g[None] for n, g in grads.items()}
+        if reduce is not None:
+            scale = 1.0 if reduce == "sum" else 1 / size
+            grads = {
+                name: grad * scale if name == "x" else grad.sum(axis=0) * scale
+                for name, grad in grads.items()
+            }
+    else:
+        scale = 1.0 if reduce != "mean" else 1 / size
+        losses, grads = _run_layers(programs, layout, x, y, params, chosen, reduce is None, scale)
+    return _result(losses, grads, reduce, one)
+
+
+def _result(losses, grads, reduce, one):
+    """A program's losses (B,) and gradients — per sample, or the parameters' summed over
+    the batch — as the caller asked: one sample's own, per sample, or the batch's sum or
+    mean (see ``Result``)."""
+    if reduce is None:
+        if one:
+            return Result(float(losses[0]), {name: grad[0] for name, grad in grads.items()})
+        return Result(losses, grads)
+    total = float(losses.sum() if reduce == "sum" else losses.mean())
+    return Result(total, {**grads, "x": grads["x"][0] if one else grads["x"]})
+
+
+def _empty(layout, reduce):
+    """An empty batch: no losses and no per-sample gradients; summed, a loss of 0 and zero
+    gradients; a mean is undefined: nan, with zero gradients (as PyTorch's mean of nothing)."""
+    x = numpy.zeros((0, *layout.input_shape))
+    if reduce is None:
+        grads = {name: numpy.zeros((0, *shape)) for name, shape in layout.parameters.items()}
+        return Result(numpy.zeros(0), {"x": x, **grads})
+    grads = {name: numpy.zeros(shape) for name, shape in layout.parameters.items()}
+    return Result(0.0 if reduce == "sum" else math.nan, {"x": x, **grads})
+
+
+def _run_nodes(program, layout, x, y, params, chosen, one):
+    """The per-node program: on python floats for one sample — the loss (a float) and its
+    gradients — and on arrays (B,), one per node, for a batch — losses (B,) and per-sample
+    gradients (B, *shape)."""
+    flat = {name: value.ravel().tolist() for name, value in params.items()}
+    if one:
+        try:
+            loss, grads = program(x[0].ravel().tolist(), y[0].tolist(), flat, *chosen)
+        except (ArithmeticError, ValueError):
+            # math raises where numpy gives inf or nan (an exp of a large value, a log of 0):
+            # run the array code instead, as a batch of one, so both give the same answer.
+            losses, grads = _run_nodes(program, layout, x, y, params, chosen, False)
+            return float(losses[0]), {name: grad[0] for name, grad in grads.items()}
+        values = numpy.array(grads, dtype=float)
+        return float(loss), {
+            name: values[a:b].reshape(shape) for name, (a, b, shape) in layout.spans.items()
+        }
+    size = len(x)
+    # One contiguous row of B values per input node: the program unpacks the rows.
+    columns = numpy.ascontiguousarray(x.reshape(size, -1).T)
+    loss, grads = program(columns, numpy.ascontiguousarray(y.T), flat, *chosen)
+    rows = _rows(grads, size)
+    return _rows([loss], size)[0], {
+        name: rows[a:b].T.reshape(size, *shape) for name, (a, b, shape) in layout.spans.items()
+    }
+
+
+def _rows(values, size):
+    """Node values (arrays (B,), or a constant where a node does not depend on the sample)
+    as one array (len(values), B)."""
+    rows = numpy.empty((len(values), size))
+    for i, value in enumerate(values):
+        rows[i] = value
+    return rows
+
+
+_NUMBER = (int, float)
 
 
 def identity(z):
@@ -797,57 +895,6 @@ def _scatter_index(windows_shape, shape, stride, dilation):
     return index
 
 
-class Programs(NamedTuple):
-    """A module's programs — per node and/or per layer, None where it has none — the number
-    of samples the per-layer program takes at a time (its arrays then stay small enough for
-    the cache), and the bytes a sample takes in its largest array (whether a chunk is worth
-    a thread). With both programs, the per-node program runs single samples, on python
-    floats, and the per-layer program every batch of two or more."""
-
-    nodes: Any
-    layers: Any
-    batch_chunk: int = 64
-    sample_bytes: int = 0
-
-
-def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
-    """Check the arguments, run a program, shape the result (see ``Result``)."""
-    chosen = choose(layout, g, loss)
-    x, y, params, one = checked(layout, x, y, params, reduce)
-    size = len(x)
-    if size == 0:
-        return _empty(layout, reduce)
-    if programs.nodes is not None and (programs.layers is None or size == 1):
-        floats = one or programs.layers is not None  # one sample: on python floats
-        losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen, floats)
-        if floats:
-            if one and reduce is None:  # the common case of the per-node code, kept quick
-                return Result(losses, grads)
-            losses, grads = numpy.array([losses]), {n: g[None] for n, g in grads.items()}
-        if reduce is not None:
-            scale = 1.0 if reduce == "sum" else 1 / size
-            grads = {
-                name: grad * scale if name == "x" else grad.sum(axis=0) * scale
-                for name, grad in grads.items()
-            }
-    else:
-        scale = 1.0 if reduce != "mean" else 1 / size
-        losses, grads = _run_layers(programs, layout, x, y, params, chosen, reduce is None, scale)
-    return _result(losses, grads, reduce, one)
-
-
-def _result(losses, grads, reduce, one):
-    """A program's losses (B,) and gradients — per sample, or the parameters' summed over
-    the batch — as the caller asked: one sample's own, per sample, or the batch's sum or
-    mean (see ``Result``)."""
-    if reduce is None:
-        if one:
-            return Result(float(losses[0]), {name: grad[0] for name, grad in grads.items()})
-        return Result(losses, grads)
-    total = float(losses.sum() if reduce == "sum" else losses.mean())
-    return Result(total, {**grads, "x": grads["x"][0] if one else grads["x"]})
-
-
 def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
     """The per-layer program on the batch, ``batch_chunk`` samples at a time, the chunks
     shared among threads (see ``_map_chunks``): losses (B,), the gradient of x per sample,
@@ -971,53 +1018,6 @@ def _warm_allocator():
 
 
 WARM_BYTES = 30 * 2**20
-
-
-def _empty(layout, reduce):
-    """An empty batch: no losses and no per-sample gradients; summed, a loss of 0 and zero
-    gradients; a mean is undefined: nan, with zero gradients (as PyTorch's mean of nothing)."""
-    x = numpy.zeros((0, *layout.input_shape))
-    if reduce is None:
-        grads = {name: numpy.zeros((0, *shape)) for name, shape in layout.parameters.items()}
-        return Result(numpy.zeros(0), {"x": x, **grads})
-    grads = {name: numpy.zeros(shape) for name, shape in layout.parameters.items()}
-    return Result(0.0 if reduce == "sum" else math.nan, {"x": x, **grads})
-
-
-def _run_nodes(program, layout, x, y, params, chosen, one):
-    """The per-node program: on python floats for one sample — the loss (a float) and its
-    gradients — and on arrays (B,), one per node, for a batch — losses (B,) and per-sample
-    gradients (B, *shape)."""
-    flat = {name: value.ravel().tolist() for name, value in params.items()}
-    if one:
-        try:
-            loss, grads = program(x[0].ravel().tolist(), y[0].tolist(), flat, *chosen)
-        except (ArithmeticError, ValueError):
-            # math raises where numpy gives inf or nan (an exp of a large value, a log of 0):
-            # run the array code instead, as a batch of one, so both give the same answer.
-            losses, grads = _run_nodes(program, layout, x, y, params, chosen, False)
-            return float(losses[0]), {name: grad[0] for name, grad in grads.items()}
-        values = numpy.array(grads, dtype=float)
-        return float(loss), {
-            name: values[a:b].reshape(shape) for name, (a, b, shape) in layout.spans.items()
-        }
-    size = len(x)
-    # One contiguous row of B values per input node: the program unpacks the rows.
-    columns = numpy.ascontiguousarray(x.reshape(size, -1).T)
-    loss, grads = program(columns, numpy.ascontiguousarray(y.T), flat, *chosen)
-    rows = _rows(grads, size)
-    return _rows([loss], size)[0], {
-        name: rows[a:b].T.reshape(size, *shape) for name, (a, b, shape) in layout.spans.items()
-    }
-
-
-def _rows(values, size):
-    """Node values (arrays (B,), or a constant where a node does not depend on the sample)
-    as one array (len(values), B)."""
-    rows = numpy.empty((len(values), size))
-    for i, value in enumerate(values):
-        rows[i] = value
-    return rows
 
 
 # ---- wiring ----

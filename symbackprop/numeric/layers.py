@@ -9,7 +9,7 @@ The printer owns what lies between the operations: the activations a = g(z) and
 batch) and its gradient put back as (B, C, H, W); the loss per sample on a column per
 sample and its gradient (multiplied by ``scale``, 1/B for a batch's mean).
 
-Imports ``ops`` (for the names of a layer's variables) and the runtime's names.
+Imports ``ops`` (for the names of a layer's variables) and the runtime's activations.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from ..ops import CodeNames, ParameterGrads
 from ..ops.base import activation_code
-from . import runtime
+from .runtime.functions import ACTIVATIONS
 
 PROGRAM = "_layers"  # the name of the printed function
 INDENT = "    "
@@ -176,7 +176,7 @@ def _activation(name: str) -> str:
     """The runtime function computing an activation (``g`` for the generic one)."""
     if name == "g":
         return "g"
-    if name not in runtime.ACTIVATIONS:
+    if name not in ACTIVATIONS:
         raise NotImplementedError(f"activation {name!r} has no numeric form in the runtime")
     return name
 

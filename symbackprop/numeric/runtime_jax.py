@@ -8,8 +8,8 @@ losses in ``jax.numpy`` — and its own ``run``: the program jit-compiled once p
 g and L, summed over the batch, or per sample through ``jax.vmap``. Importing it turns on
 jax's float64 (``jax_enable_x64``): the numbers are those of the numpy module.
 
-Imports numpy, jax and the names of ``runtime`` it builds on; nothing of symbackprop
-reaches a generated module (``embed`` copies the definitions).
+Imports numpy, jax and the names of ``runtime.calls`` and ``runtime.windows`` it builds on;
+nothing of symbackprop reaches a generated module (``embed`` copies the definitions).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy
 
-from .runtime import _conv_matrix_index, _empty, _result, checked, choose
+from .runtime.calls import _empty, _result, checked, choose
+from .runtime.windows import _conv_matrix_index
 
 jax.config.update("jax_enable_x64", True)  # float64, as the numpy code
 

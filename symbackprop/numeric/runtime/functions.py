@@ -1,0 +1,196 @@
+"""The elementwise functions and losses of the generated modules, in forms that never
+overflow.
+
+* activations, each for a python float (one sample of the per-node code) or a numpy array:
+  σ through e^−|z|, softplus through ``log1p``; each activation ``f`` has ``f_prime(z, a)``,
+  its derivative written with a = f(z) where that saves work (σ′ = a(1 − a),
+  tanh′ = 1 − a²); ``ACTIVATIONS`` names the choices of a generic g;
+* losses, per sample: over a (K, B) array (per-layer code) or a list of K values, floats or
+  arrays (B,) (per-node code); cross-entropy through log-sum-exp, finite for any finite
+  logits; ``LOSSES`` names them.
+
+Imports numpy and the standard library only. It shares no code with
+``symbackprop.reference``, which checks it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy
+
+_NUMBER = (int, float)  # one sample of the per-node code runs on python floats
+
+# ---- elementwise functions: a float or an array -----------------------------------------------
+
+
+def identity(z):
+    return z
+
+
+def identity_prime(z, a):
+    return 1.0
+
+
+def sigmoid(z):
+    """1 / (1 + e^−z): far below 0, e^−z overflows to inf and σ is 0, as it should be (the
+    exact value is below the smallest float); a float takes the branch that never overflows."""
+    if isinstance(z, _NUMBER):
+        e = math.exp(-abs(z))
+        return 1 / (1 + e) if z >= 0 else e / (1 + e)
+    e = numpy.negative(z)
+    with numpy.errstate(over="ignore"):
+        numpy.exp(e, out=e)
+    e += 1.0
+    return numpy.reciprocal(e, out=e)
+
+
+def sigmoid_prime(z, a):
+    prime = 1.0 - a
+    prime *= a  # in place: one new array, not two
+    return prime
+
+
+def tanh(z):
+    return math.tanh(z) if isinstance(z, _NUMBER) else numpy.tanh(z)
+
+
+def tanh_prime(z, a):
+    prime = -a
+    prime *= a
+    prime += 1.0  # in place: one new array, not two
+    return prime
+
+
+def relu(z):
+    """max(z, 0); its derivative is 0 at z = 0, as PyTorch's."""
+    return max(z, 0.0) if isinstance(z, _NUMBER) else numpy.maximum(z, 0.0)
+
+
+def relu_prime(z, a):
+    return float(z > 0) if isinstance(z, _NUMBER) else (z > 0) * 1.0
+
+
+def softplus(z):
+    """log(1 + e^z) = max(z, 0) + log1p(e^−|z|): exact far out on both sides (4.2e-18 at −40)."""
+    if isinstance(z, _NUMBER):
+        return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+    return numpy.maximum(z, 0.0) + numpy.log1p(numpy.exp(-numpy.abs(z)))
+
+
+def softplus_prime(z, a):
+    return sigmoid(z)
+
+
+LEAKY_RELU_SLOPE = 0.01  # PyTorch's default negative_slope
+
+
+def leaky_relu(z):
+    """z for z > 0, 0.01 z otherwise; the slope at z = 0, as PyTorch."""
+    if isinstance(z, _NUMBER):
+        return z if z > 0 else LEAKY_RELU_SLOPE * z
+    return numpy.where(z > 0, z, LEAKY_RELU_SLOPE * z)
+
+
+def leaky_relu_prime(z, a):
+    if isinstance(z, _NUMBER):
+        return 1.0 if z > 0 else LEAKY_RELU_SLOPE
+    return numpy.where(z > 0, 1.0, LEAKY_RELU_SLOPE)
+
+
+def _max(*values):
+    """A max pool's window in the per-node code: max() of floats, numpy.maximum of arrays."""
+    if all(isinstance(v, _NUMBER) for v in values):
+        return max(values)
+    result = values[0]
+    for value in values[1:]:
+        result = numpy.maximum(result, value)
+    return result
+
+
+def _exp(z):
+    return math.exp(z) if isinstance(z, _NUMBER) else numpy.exp(z)
+
+
+def _log(z):
+    return math.log(z) if isinstance(z, _NUMBER) else numpy.log(z)
+
+
+# name -> (a = g(z), g'(z, a)): the choices for a generic activation g
+ACTIVATIONS = {
+    "identity": (identity, identity_prime),
+    "sigmoid": (sigmoid, sigmoid_prime),
+    "tanh": (tanh, tanh_prime),
+    "relu": (relu, relu_prime),
+    "softplus": (softplus, softplus_prime),
+    "leaky_relu": (leaky_relu, leaky_relu_prime),
+}
+
+
+# ---- losses, per sample ------------------------------------------------------------------------
+# a and y: a (K, B) array each, a column per sample (the per-layer code), or lists of K values,
+# each a float or an array (B,) (the per-node code). A loss gives (B,) values, or one value; its
+# gradient ∂L/∂a_k (K, B), or a list of K values.
+
+
+def sse(a, y):
+    """½ Σ_k (a_k − y_k)²."""
+    if isinstance(a, list):
+        return 0.5 * sum((ak - yk) * (ak - yk) for ak, yk in zip(a, y))
+    return 0.5 * ((a - y) ** 2).sum(axis=0)
+
+
+def sse_gradient(a, y):
+    if isinstance(a, list):
+        return [ak - yk for ak, yk in zip(a, y)]
+    return a - y
+
+
+def mse(a, y):
+    """(1/K) Σ_k (a_k − y_k)², PyTorch's MSELoss of one sample."""
+    if isinstance(a, list):
+        return sum((ak - yk) * (ak - yk) for ak, yk in zip(a, y)) / len(a)
+    return ((a - y) ** 2).mean(axis=0)
+
+
+def mse_gradient(a, y):
+    if isinstance(a, list):
+        return [2 * (ak - yk) / len(a) for ak, yk in zip(a, y)]
+    return 2 * (a - y) / len(a)
+
+
+def cross_entropy(a, y):
+    """−Σ_k y_k log softmax(a)_k = −Σ_k y_k (a_k − log Σ_j e^{a_j}), PyTorch's
+    CrossEntropyLoss with probability targets; log-sum-exp keeps it finite for any logits."""
+    if isinstance(a, list):
+        lse = _log_sum_exp_values(a)
+        return -sum(yk * (ak - lse) for ak, yk in zip(a, y))
+    return -(y * (a - _log_sum_exp(a))).sum(axis=0)
+
+
+def cross_entropy_gradient(a, y):
+    """softmax(a)_k · Σ_j y_j − y_k (y need not sum to one)."""
+    if isinstance(a, list):
+        lse, total = _log_sum_exp_values(a), sum(y)
+        return [_exp(ak - lse) * total - yk for ak, yk in zip(a, y)]
+    return numpy.exp(a - _log_sum_exp(a)) * y.sum(axis=0) - y
+
+
+def _log_sum_exp(a):
+    """log Σ_k e^{a_k} of each column, as a row (1, B): the largest a_k taken out first."""
+    top = a.max(axis=0, keepdims=True)
+    return top + numpy.log(numpy.exp(a - top).sum(axis=0, keepdims=True))
+
+
+def _log_sum_exp_values(a):
+    top = _max(*a)
+    return top + _log(sum(_exp(ak - top) for ak in a))
+
+
+# name -> (L per sample, ∂L/∂a): the choices for a generic loss, and the concrete losses
+LOSSES = {
+    "sse": (sse, sse_gradient),
+    "mse": (mse, mse_gradient),
+    "cross_entropy": (cross_entropy, cross_entropy_gradient),
+}
+
