@@ -3,11 +3,14 @@ and PyTorch, per sample and reduced over a batch, for batches of 0, 1 and 5."""
 
 from __future__ import annotations
 
+import re
 import threading
+from types import ModuleType
 
 import numpy as np
 import pytest
 import threadpoolctl
+from graphs import GRAPHS
 from hypothesis import given
 from oracle import (
     assert_same_gradients,
@@ -22,6 +25,7 @@ from symbackprop import numeric, reference
 from symbackprop.graph import Graph
 from symbackprop.numeric import layers
 from symbackprop.numeric.runtime import chunks
+from symbackprop.ops.base import activation_code
 from symbackprop.verify import draw_point
 
 # One network per case: the operation on a 2x7x7 input, then a dense layer to three outputs.
@@ -305,6 +309,90 @@ def test_per_layer_code_equals_the_per_node_program(net):
     d = net.derive()
     by_layer = d.numeric(style="layers")(x, y, params)
     assert_same_gradients(by_layer, *d.numeric(style="nodes")(x, y, params), rtol=1e-12)
+
+
+# ---- no block writes into an array another layer holds ---------------------------------------
+
+
+def frozen_between_blocks(source: str) -> str:
+    """The module ``source`` with its per-layer program changed so that, as each block begins
+    (a layer's forward or backward pass, the loss), every array the program has assigned so
+    far at its top level — the inputs, the parameters, each layer's values and every gradient
+    sent back — is rebound to a read-only view of itself. A block that writes into an array
+    it was given then raises, whoever else holds it: an addition hands one dL/da to each of
+    its inputs, a concatenation hands out slices, a node read twice keeps its value."""
+    head, rest = source.split("def _layers(", 1)
+    program, tail = rest.split("\n\n\n", 1)  # the function's body has no two blank lines
+    lines, assigned = [], []
+    for line in program.splitlines():
+        lines.append(line)
+        if re.match(r"    # ---- (layer \d+ (forward|backward)|the loss)", line):
+            lines += [f"    {name} = _frozen({name})" for name in assigned]
+        top = re.match(r"    (\w+) = ", line)  # at the top level: in every run, both branches
+        if top and top.group(1) not in assigned and top.group(1) != "B":
+            assigned.append(top.group(1))
+    return head + "def _layers(" + "\n".join(lines) + "\n\n\n" + tail
+
+
+def _frozen(value):
+    if isinstance(value, np.ndarray):
+        value = value.view()
+        value.flags.writeable = False
+    return value
+
+
+def module_of(source: str) -> ModuleType:
+    module = ModuleType("frozen_gradients")
+    exec(compile(source, "<frozen gradients>", "exec"), module.__dict__)  # noqa: S102 (ours)
+    module._frozen = _frozen
+    return module
+
+
+ALIASING = {
+    **{name: build for name, build in GRAPHS.items()},
+    "resnet_tiny": sb.presets.resnet_tiny,
+    **{f"{name}, {form}": (name, form) for name, form in CASES},
+}
+
+
+@pytest.mark.parametrize("name", list(ALIASING))
+def test_no_block_writes_into_an_array_another_layer_holds(name, rng, monkeypatch):
+    if isinstance(ALIASING[name], tuple):
+        operation, form = ALIASING[name]
+        monkeypatch.setattr(sb.Conv2D, "MATRIX_LIMIT", FORMS[form])
+        net = network(OPERATIONS[operation])
+    else:
+        net = ALIASING[name]()
+    source = numeric.module_source(net.derive(), style="layers")
+    plain, frozen = module_of(source), module_of(frozen_between_blocks(source))
+    assert "    a1 = _frozen(a1)\n" in frozen_between_blocks(source)
+    _, _, params = draw_point(net, rng)
+    for size in (1, 3):
+        x, y = batch(net, rng, size, ties=True)
+        for reduce in (None, "sum"):  # per sample and summed: both branches of each block
+            expected = plain.loss_and_grads(x, y, params, reduce)
+            assert_same_gradients(frozen.loss_and_grads(x, y, params, reduce), *expected, rtol=0)
+
+
+def test_the_check_catches_a_block_writing_into_the_gradient_an_addition_shared(rng, monkeypatch):
+    # A residual MLP: a = x + tanh(W1 x); the addition hands one dL/da to x and to tanh's
+    # output. An activation that multiplied dL/da by g'(z) in place would change what x got
+    # too, and x's gradient would come out wrong without an error anywhere.
+    def in_place(function, z, a, da, dz):
+        forward, _ = activation_code(function, z, a, da, dz)
+        return forward, [f"{da} *= {function}_prime({z}, {a})", f"{dz} = {da}"]
+
+    monkeypatch.setattr(layers, "activation_code", in_place)
+    net = GRAPHS["a residual MLP"]()
+    source = numeric.module_source(net.derive(), style="layers")
+    assert "    da1 = da2\n" in source and "    da1 *= tanh_prime(z1, a1)\n" in source
+    x, y, params = draw_point(net, rng)
+    wrong = module_of(source).loss_and_grads(x, y, params)
+    right = torch_loss_and_grads(net, x, y, params)[1]
+    assert not np.allclose(wrong.grads["x"], right["x"])
+    assert np.allclose(wrong.grads["W3"], right["W3"])  # after the addition: still right
+    with pytest.raises(ValueError, match="read-only"):
+        module_of(frozen_between_blocks(source)).loss_and_grads(x, y, params)
 
 
 # ---- LeNet-5 -------------------------------------------------------------------------------------
