@@ -39,6 +39,11 @@ OPERATIONS = {
     ),
     "conv, dilation and stride": sb.Conv2D(kernel_size=3, dilation=2, stride=2, activation="relu"),
     "conv, windows that tile": sb.Conv2D(kernel_size=2, stride=2, activation="leaky_relu"),
+    # on windows, these two get dL/dinput from dL/dz's windows and the kernel turned 180°
+    "conv, same size": sb.Conv2D(kernel_size=3, out_channels=2, padding=1, bias=True, activation="relu"),
+    "conv, dilated, rectangular and padded": sb.Conv2D(
+        kernel_size=(3, 2), out_channels=1, dilation=(2, 3), padding=(2, 1), activation="tanh"
+    ),
     "maxpool": sb.MaxPool2D(kernel_size=2),
     "maxpool, overlapping and padded": sb.MaxPool2D(kernel_size=3, stride=1, padding=1),
     "maxpool, 3x2 stride 2x1": sb.MaxPool2D(kernel_size=(3, 2), stride=(2, 1)),
@@ -436,6 +441,24 @@ def test_the_module_grows_with_the_layers_not_the_image():
     assert lines(source(32, 3)) > lines(large)
 
 
+def test_a_convolution_sends_its_input_gradient_back_the_cheaper_way():
+    source = numeric.module_source(sb.presets.resnet_tiny().derive())
+    # 8 -> 8 channels, stride 1: dL/dz's windows (zeros around) times the kernel turned 180°,
+    # a product over o, m, n as z's is over c, m, n
+    assert (
+        "    # dL/da1[c,u,v,b] = sum_(o,m,n) W2[o,c,2-m,2-n] * dL/dz2[o, u + m - 1, v + n - 1, b]:\n"
+        "    # the windows of dL/dz2 (zeros around) times the kernel turned 180°, channels swapped\n"
+        "    d_cols = _columns(_pad(dz2, (1, 1)), (3, 3), (1, 1), (1, 1))  # (72, 256·B)\n"
+        "    turned = W2[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(8, 72)\n"
+        "    da1_2 = (turned @ d_cols).reshape(8, 16, 16, B)\n"
+    ) in source
+    # 3 -> 8 channels (dL/dz's windows would be larger than x's) and stride 2: added back
+    assert "    dx = _unpad(_add_windows(d_windows, (3, 18, 18, B), (1, 1), (1, 1)), (1, 1))\n" in source
+    assert "    da5_6 = _unpad(_add_windows(d_windows, (8, 18, 18, B), (2, 2), (1, 1)), (1, 1))\n" in source
+    assert sb.Conv2D(kernel_size=3, padding=2, out_channels=4).transposed_padding((4, 6, 6)) == (0, 0)
+    assert sb.Conv2D(kernel_size=3, padding=3).transposed_padding((1, 6, 6)) is None  # past the span
+
+
 def test_each_block_names_the_formula_it_computes():
     net = sb.Network(
         (1, 6, 6),
@@ -447,5 +470,6 @@ def test_each_block_names_the_formula_it_computes():
     assert "    # z1[o,i,j,b] = sum_(c,m,n) W1[o,c,m,n] * x[c, 2i + m - 1, 2j + n - 1, b] + b1[o]" in source
     assert "    # a2[c,i,j,b] = max_(m,n) a1[c, 2i + m, 2j + n, b]\n" in source
     assert "    # z3[f,b] = sum_n W3[f,n] * flat3[n,b]\n" in source
-    assert "    dz1 = sigmoid_prime(z1, a1)  # g'(z), a new array\n    dz1 *= da1  " in source
+    assert "    dz1 = sigmoid_backward(z1, a1, da1)  # dL/dz = g'(z) dL/da, a new array\n" in source
+    assert "    z1 += b1[:, None, None, None]  # in place: z is new\n" in source
     assert max(len(line) for line in source.splitlines()) <= 100

@@ -52,6 +52,20 @@ def test_each_activation_has_the_same_float_and_array_form(name):
     np.testing.assert_allclose(np.broadcast_to(arrays[1], z.shape), floats[1], rtol=1e-15, atol=0)
 
 
+@pytest.mark.parametrize("name", [name for name in functions.ACTIVATIONS if name != "identity"])
+def test_each_activation_backward_is_its_derivative_times_the_upstream_gradient(name):
+    # what the per-layer code calls: f_backward(z, a, dL/da) = f'(z) dL/da, a new array
+    function, derivative = functions.ACTIVATIONS[name]
+    backward = getattr(functions, f"{name}_backward")
+    z = np.array([[-50.0, -2.0, -1e-3, 0.0], [1e-3, 0.7, 3.0, 50.0]])
+    a, da = function(z), np.array([[1.5, -2.0, 3.0, 0.5], [-1.0, 2.5, 4.0, -0.25]])
+    before = da.copy()
+    d = backward(z, a, da)
+    np.testing.assert_allclose(d, derivative(z, a) * da, rtol=1e-15, atol=0)
+    assert np.array_equal(da, before) and not np.shares_memory(d, da) and not np.shares_memory(d, z)
+    assert d[0, 3] == (0.01 * 0.5 if name == "leaky_relu" else 0.0 if name == "relu" else d[0, 3])
+
+
 @pytest.mark.parametrize("name", list(functions.LOSSES))
 def test_each_loss_has_the_same_array_and_list_form(name):
     value, gradient = functions.LOSSES[name]
@@ -83,6 +97,10 @@ def test_windows_read_the_places_of_the_formula():
     assert views.shape == (1, 2, 2, 2, 2, 1)  # (C, kh, kw, OH, OW, B)
     # window (i, j) = (0, 1) reads x[2i + 2m, j + 3n] for m, n in {0, 1}
     assert views[0, :, :, 0, 1, 0].tolist() == [[1.0, 4.0], [11.0, 14.0]]
+    assert not views.flags.writeable  # windows overlap: never written through
+    # a view of x (every other column, reversed), not contiguous: the same places of it
+    strided = windows._windows(x[:, :, ::-2], (2, 2), (2, 1), (1, 1))
+    assert strided[0, :, :, 1, 0, 0].tolist() == [[14.0, 12.0], [19.0, 17.0]]  # rows 2, 3
 
 
 @pytest.mark.parametrize("scatter", ["by index", "by slices"])
@@ -215,7 +233,8 @@ def test_reduce_must_be_none_sum_or_mean():
         calls.checked(LAYOUT, np.zeros((1, 2, 2)), np.zeros(3), {"W1": np.zeros((3, 4))}, "max")
 
 
-@pytest.mark.parametrize("size", [4, 100])  # python's sum for a few values, numpy's past 64
+# python's sum for a few values, numpy's on all the middling ones at once, or on its own
+@pytest.mark.parametrize("size", [4, 100, 5000])
 def test_non_finite_values_are_named_and_huge_finite_ones_pass(size):
     layout = calls.Layout((size,), 1, {"W1": (1, size)}, generic_g=False, loss="sse")
     x, y, w = np.full(size, 1e308), np.zeros(1), np.full((1, size), -1e308)  # sums overflow

@@ -128,12 +128,20 @@ def sigmoid_prime(z, a):
     return a * (1 - a)
 
 
+def sigmoid_backward(z, a, da):
+    return a * (1 - a) * da
+
+
 def tanh(z):
     return jnp.tanh(z)
 
 
 def tanh_prime(z, a):
     return 1 - a * a
+
+
+def tanh_backward(z, a, da):
+    return (1 - a * a) * da
 
 
 def relu(z):
@@ -144,12 +152,20 @@ def relu_prime(z, a):
     return (z > 0) * 1.0
 
 
+def relu_backward(z, a, da):
+    return jnp.where(z > 0, da, 0.0)
+
+
 def softplus(z):
     return jnp.logaddexp(z, 0.0)
 
 
 def softplus_prime(z, a):
     return jax.nn.sigmoid(z)
+
+
+def softplus_backward(z, a, da):
+    return jax.nn.sigmoid(z) * da
 
 
 LEAKY_RELU_SLOPE = 0.01  # PyTorch's default negative_slope
@@ -161,6 +177,10 @@ def leaky_relu(z):
 
 def leaky_relu_prime(z, a):
     return jnp.where(z > 0, 1.0, LEAKY_RELU_SLOPE)
+
+
+def leaky_relu_backward(z, a, da):
+    return jnp.where(z > 0, da, LEAKY_RELU_SLOPE * da)
 
 
 # name -> (a = g(z), g'(z, a)): the choices for a generic activation g
