@@ -78,6 +78,16 @@ def test_each_loss_has_the_same_array_and_list_form(name):
     assert value(*floats) == pytest.approx(value(a, y)[0], rel=1e-15)
 
 
+@pytest.mark.parametrize("name", list(functions.LOSSES))
+def test_each_loss_and_its_gradient_at_once_are_the_two_apart(name):
+    # what the per-layer code calls for a concrete loss: the same operations, to the bit
+    value, gradient = functions.LOSSES[name]
+    rng = np.random.default_rng(3)
+    a, y = rng.normal(size=(4, 5)) * 30, rng.dirichlet(np.ones(4), size=5).T
+    values, d = functions.LOSSES_AND_GRADIENTS[f"{name}_and_gradient"](a, y)
+    assert np.array_equal(values, value(a, y)) and np.array_equal(d, gradient(a, y))
+
+
 def test_losses_are_per_sample_and_the_worked_values():
     a, y = np.array([[1.0, 0.0], [3.0, 0.0]]), np.array([[0.0, 0.0], [1.0, 0.0]])
     assert functions.sse(a, y).tolist() == [2.5, 0.0]

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..ops import CodeNames, ParameterGrads
 from ..ops.base import activation_code
-from .runtime.functions import ACTIVATIONS
+from .runtime.functions import ACTIVATIONS, LOSSES_AND_GRADIENTS
 
 PROGRAM = "_layers"  # the name of the printed function
 INDENT = "    "
@@ -80,17 +80,21 @@ def program_source(network: Any, backend: str = "numpy") -> str:
     last = len(blocks)
     out_shape = network.shapes[-1]
     body += ["", f"    # ---- the loss: {network.loss}, one value per sample"]
+    out = f"a{last}"
     if len(out_shape) == 3:
         body.append(f"    out = a{last}.reshape({prod(out_shape)}, B)  # (channel, row, column) order")
-        body += [
-            "    losses = loss_value(out, y)",
-            f"    da{last} = (loss_gradient(out, y) * scale).reshape({_args(out_shape)}, B)",
-        ]
+        out = "out"
+    both = _loss_and_gradient(network)
+    if both is None:  # the generic loss, chosen at run time
+        body += ["    losses = loss_value(out, y)" if out == "out" else f"    losses = loss_value({out}, y)"]
+        body += [f"    da{last} = loss_gradient({out}, y) * scale"]
     else:
         body += [
-            f"    losses = loss_value(a{last}, y)",
-            f"    da{last} = loss_gradient(a{last}, y) * scale",
+            f"    losses, da{last} = {both}({out}, y)  # the two share their work (log-sum-exp)",
+            f"    da{last} *= scale",
         ]
+    if len(out_shape) == 3:
+        body.append(f"    da{last} = da{last}.reshape({_args(out_shape)}, B)")
 
     for number in range(last, 0, -1):
         op, code = blocks[number - 1]
@@ -178,6 +182,18 @@ def _activation(name: str) -> str:
         return "g"
     if name not in ACTIVATIONS:
         raise NotImplementedError(f"activation {name!r} has no numeric form in the runtime")
+    return name
+
+
+def _loss_and_gradient(network: Any) -> str | None:
+    """The runtime function giving a concrete loss's values and gradient at once
+    (``cross_entropy_and_gradient``); None for the generic loss, whose two functions the
+    call chooses."""
+    if network.loss_function.generic:
+        return None
+    name = f"{network.loss}_and_gradient"
+    if name not in LOSSES_AND_GRADIENTS:
+        raise NotImplementedError(f"loss {network.loss!r} has no numeric form in the runtime")
     return name
 
 

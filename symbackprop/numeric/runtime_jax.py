@@ -219,6 +219,18 @@ def cross_entropy_gradient(a, y):
     return jax.nn.softmax(a, axis=0) * y.sum(axis=0) - y
 
 
+def sse_and_gradient(a, y):
+    return sse(a, y), sse_gradient(a, y)
+
+
+def mse_and_gradient(a, y):
+    return mse(a, y), mse_gradient(a, y)
+
+
+def cross_entropy_and_gradient(a, y):
+    return cross_entropy(a, y), cross_entropy_gradient(a, y)  # one log-sum-exp under jit
+
+
 # name -> (L per sample, ∂L/∂a): the choices for a generic loss, and the concrete losses
 LOSSES = {
     "sse": (sse, sse_gradient),
