@@ -1,6 +1,6 @@
 """Benchmark: the generated numeric code against PyTorch (and jax.jit when installed).
 
-    python benchmarks/numeric.py [--quick] [--networks A,B,C,LeNet-5,resnet_tiny] [--threads 2]
+    python benchmarks/numeric.py [--quick] [--networks A,B,C,LeNet-5,resnet_tiny] [--threads 2] [--rounds 5]
 
 Everything runs in one process, in float64 on the CPU with 2 threads (numpy's BLAS, torch
 and XLA alike; ``--threads 1`` for one), and every ratio is against a baseline measured in
@@ -17,12 +17,13 @@ the same run
 
 Networks: A the article's (g = sigmoid, loss = sse); B = 1x8x8 -> conv 3x3 x4 -> conv 3x3 x4
 -> dense 10; C = 1x16x16 -> conv 3x3 x8 -> conv 3x3 stride 2 x8 -> dense 10 (both sigmoid,
-sse); LeNet-5 (the preset). It also prints the achieved GFLOP/s beside this machine's
+sse); LeNet-5 and resnet_tiny (the presets; resnet_tiny a graph: two residual blocks). It also prints the achieved GFLOP/s beside this machine's
 float64 matmul rate (the practical limit), the generated module's size and generation time,
-and LeNet-5's peak memory at batch 1024. Times are the best of 5 rounds that go round the
-methods in turn, so a burst of load elsewhere hits them all alike, each timed after a
-quarter of a second of its own calls (so that the previous method's spinning threads have
-stopped).
+and LeNet-5's peak memory at batch 1024. Times are the best of 5 rounds (``--rounds``) that
+go round the methods in turn, so a burst of load elsewhere hits them all alike, each timed
+after a quarter of a second of its own calls (so that the previous method's spinning
+threads have stopped); on a machine shared with other work, more rounds give each method
+more chances of a quiet one.
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ def networks() -> dict[str, tuple[sb.Network, dict[str, str]]]:
 
 
 def best_times(calls: dict, budget: float) -> dict[str, float]:
-    """The best time per call of each method over 5 rounds of ~budget/5 seconds each, each
-    round timed after SETTLE seconds of the same method's calls, untimed (see SETTLE)."""
+    """The best time per call of each method over ROUNDS rounds of ~budget/5 seconds each,
+    each round timed after SETTLE seconds of the same method's calls, untimed (see SETTLE)."""
     timers = {method: timeit.Timer(call) for method, call in calls.items()}
     numbers, settling = {}, {}
     for method, timer in timers.items():
@@ -89,12 +90,14 @@ def best_times(calls: dict, budget: float) -> dict[str, float]:
         numbers[method] = max(1, int(budget / 5 / per_call))
         settling[method] = max(1, int(SETTLE / per_call))
     best = dict.fromkeys(calls, float("inf"))
-    for _ in range(5):
+    for _ in range(ROUNDS):
         for method, timer in timers.items():
             timer.timeit(settling[method])
             best[method] = min(best[method], timer.timeit(numbers[method]) / numbers[method])
     return best
 
+
+ROUNDS = 5  # --rounds
 
 # After a call, OpenBLAS's threads spin for up to ~0.1 s (2^28 cycles) before they sleep, and
 # take a core from whatever runs next: torch's backward of network B measured right after
@@ -248,7 +251,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter timing rounds")
     parser.add_argument("--networks", default="A,B,C,LeNet-5,resnet_tiny", help="which networks, comma-separated")
     parser.add_argument("--threads", type=int, default=2, help="threads for numpy, torch and jax")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per measurement; the best counts")
     args = parser.parse_args()
+    global ROUNDS
+    ROUNDS = args.rounds
     budget = 0.3 if args.quick else 1.5  # seconds per measurement
     torch.set_num_threads(THREADS)
     torch.set_default_dtype(torch.float64)
@@ -261,7 +267,7 @@ def main() -> None:
     print(
         f"numpy {np.__version__} (BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}), "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), {jax_version}, "
-        f"python {sys.version.split()[0]}; float64; best of 5 rounds; "
+        f"python {sys.version.split()[0]}; float64; best of {ROUNDS} rounds; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     peak = matmul_rate(budget)
