@@ -14,8 +14,11 @@ from .ops import (
     Activation,
     Add,
     AvgPool2D,
+    BatchNorm1D,
+    BatchNorm2D,
     Concat,
     Conv2D,
+    ConvTranspose2D,
     Dense,
     GlobalAvgPool2D,
     Input,
@@ -25,12 +28,13 @@ from .ops import (
     Sigmoid,
     Softplus,
     Tanh,
+    Upsample,
 )
 from .spec import load_spec
 from .torch_bridge import from_torch, to_torch
 
 __all__ = [
-    "Activation", "Add", "AvgPool2D", "Concat", "Conv2D", "Dense", "Derivation", "GlobalAvgPool2D",
+    "Activation", "Add", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Concat", "Conv2D", "ConvTranspose2D", "Dense", "Derivation", "GlobalAvgPool2D",
     "Input", "LeakyReLU", "MaxPool2D", "Network", "OverBudget", "ReLU", "Sigmoid", "Softplus",
-    "SpecError", "Tanh", "from_torch", "load_spec", "presets", "to_torch",
+    "SpecError", "Tanh", "Upsample", "from_torch", "load_spec", "presets", "to_torch",
 ]

@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from math import prod
 
-from .errors import OverBudget, count
+from .engine import GRAPH_BYTES, GRAPH_SECONDS
+from .errors import OverBudget, capped, count, duration, size
 from .network import Network
 from .verify import FD_ELEMENTS, choices
 
@@ -53,6 +54,13 @@ LIMITS: dict[str, Limit] = {
         2_000_000,
         "most closed-form tree nodes --closed-forms all writes in total, about 5 bytes each "
         "(default 2,000,000)",
+    ),
+    "memory": Limit(
+        "--max-memory",
+        "MB",
+        8_000,
+        "most memory, in MB, that check's arrays may take: the generated code's and the reference's "
+        "on every point, finite differences included, grow with the largest layer (default 8,000)",
     ),
     "evaluations": Limit(
         "--max-evaluations",
@@ -98,7 +106,6 @@ def enforce(command: str, works: Sequence[Work], limits: Mapping[str, int] | Non
 
 # Per edge, measured on LeNet-5 (423k edges) with 2 cores: building the graph and its backward
 # pass; the straight-line program of every node; printing it as Python; compiling that.
-GRAPH_SECONDS, GRAPH_BYTES = 11e-6, 600
 PROGRAM_SECONDS, PROGRAM_BYTES = 300e-6, 1000
 COMPILE_SECONDS = 150e-6
 # One reference loss evaluation (finite differences): numpy call overhead per layer + the sums.
@@ -108,7 +115,7 @@ EVALUATION_LAYER_SECONDS, EVALUATION_EDGE_SECONDS = 60e-6, 0.5e-9
 def scalar_graph(network: Network, copies: int = 1) -> Work:
     """The scalar graph and its backward pass (``copies`` of them: a handout builds two)."""
     edges = network.graph_edges
-    n = _capped(edges)
+    n = capped(edges)
     return Work(
         "build a scalar graph of",
         "edges",
@@ -121,7 +128,7 @@ def scalar_graph(network: Network, copies: int = 1) -> Work:
 def per_node_program(network: Network, compiled: bool = False) -> Work:
     """The straight-line program of every node, printed as Python (and compiled, to run it)."""
     edges = network.graph_edges
-    n = _capped(edges)
+    n = capped(edges)
     seconds = n * (PROGRAM_SECONDS + (COMPILE_SECONDS if compiled else 0.0))
     return Work(
         "write per-node code for a scalar graph of",
@@ -134,7 +141,7 @@ def per_node_program(network: Network, compiled: bool = False) -> Work:
 
 def closed_forms(tree_nodes: int) -> Work:
     """Closed forms written out: ~5 characters and a few microseconds per tree node."""
-    n = _capped(tree_nodes)
+    n = capped(tree_nodes)
     return Work("write closed forms of", "closed", tree_nodes, n * 3e-6, n * 5.0)
 
 
@@ -146,36 +153,24 @@ def finite_differences(network: Network, samples: int) -> Work:
     count = len(choices(network)) * samples * per_point
     per_evaluation = (
         len(network.layers) * EVALUATION_LAYER_SECONDS
-        + _capped(network.graph_edges) * EVALUATION_EDGE_SECONDS
+        + capped(network.graph_edges) * EVALUATION_EDGE_SECONDS
     )
-    return Work("run finite differences of", "evaluations", count, _capped(count) * per_evaluation)
+    return Work("run finite differences of", "evaluations", count, capped(count) * per_evaluation)
+
+
+# Measured with `check --samples 1` on 1x150x150 and 1x300x300 -> conv 2@3x3 -> dense 10: 300 MB
+# for python, numpy and torch, then 1,350-1,400 bytes and 45 µs for each value of the largest
+# array a sample's layer holds (Op.code_values: its windows) — the reference's finite
+# differences hold eight perturbed copies of every layer, the per-sample gradients their own.
+CHECK_BASE_BYTES, CHECK_BYTES_PER_VALUE, CHECK_SECONDS_PER_VALUE = 300e6, 1400, 45e-6
+
+
+def check_memory(network: Network, samples: int) -> Work:
+    """What ``check`` holds at once: its arrays grow with the largest a layer keeps per sample."""
+    values = max(op.code_values(network.input_shape_of(l)) for l, op in enumerate(network.layers, start=1))
+    total = CHECK_BASE_BYTES + CHECK_BYTES_PER_VALUE * capped(values)
+    return Work("hold arrays of", "memory", int(total // 1e6) + 1,
+                capped(values) * CHECK_SECONDS_PER_VALUE * samples, total)
 
 
 # ---- how estimates read -------------------------------------------------------------------------
-
-
-def _capped(n: int) -> float:
-    """``n`` as a float that cannot overflow (costs are only estimates)."""
-    return float(min(n, 10**30))
-
-
-def duration(seconds: float) -> str:
-    """'3 s', '4.2 min', '1.5 h', '12 days'."""
-    if seconds < 60:
-        return f"{max(seconds, 1):.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 86400 * 2:
-        return f"{seconds / 3600:.1f} h"
-    if seconds < 86400 * 365 * 100:
-        return f"{seconds / 86400:,.0f} days"
-    return "more than a century"
-
-
-def size(count: float) -> str:
-    """Bytes as '12 MB', '3.4 GB'."""
-    if count < 1e9:
-        return f"{max(count / 1e6, 1):.0f} MB"
-    if count < 1e15:
-        return f"{count / 1e9:,.1f} GB"
-    return "more memory than any machine has"

@@ -30,9 +30,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -233,13 +235,29 @@ def _reason(error: OSError) -> str:
 
 
 def _summary(network: Network) -> str:
+    """The network, a line per layer; for a graph, what each layer reads and, where several
+    layers read it, which."""
     lines = [f"network {network.name}: input {_shape(network.input_shape)}, loss {network.loss}"]
     for number, (layer, shape) in enumerate(zip(network.layers, network.shapes[1:]), start=1):
-        lines.append(f"  layer {number}: {layer.describe()} -> {_shape(shape)}")
+        name = network.layer_names[number - 1]
+        line = f"  layer {number}{f' ({name})' if name else ''}: {layer.describe()} -> {_shape(shape)}"
+        if not network.is_chain:
+            wiring = [f"reads {_layers(network.sources[number - 1])}"]
+            if len(network.consumers(number)) > 1:
+                wiring.append(f"read by {_layers(network.consumers(number))}")
+            line += f" ({'; '.join(wiring)})"
+        lines.append(line)
     params = network.parameters
     counts = ", ".join(f"{name} {_shape(shape)}" for name, shape in params.items())
     lines.append(f"  {sum(prod(s) for s in params.values()):,} weights: {counts}")
     return "\n".join(lines)
+
+
+def _layers(numbers: tuple[int, ...]) -> str:
+    """How the summary names the layers a layer reads, in its operation's order: "x",
+    "layer 3", "layer 1 and layer 3", "layer 1, x and layer 1"."""
+    names = ["x" if n == 0 else f"layer {n}" for n in numbers]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -279,8 +297,8 @@ def run_derive(args: argparse.Namespace) -> int:
     with staged_output(target) as staging:  # checks the output folder before any work
         print(_summary(network))
         d = network.derive()
-        edges = [prod(after) * layer.window(before)
-                 for layer, before, after in zip(network.layers, network.shapes, network.shapes[1:])]
+        edges = [prod(network.shapes[number]) * layer.window(network.input_shape_of(number))
+                 for number, layer in enumerate(network.layers, start=1)]
         with progress.bar("backpropagating", sum(edges), "edge") as bar:
             for number, count in enumerate(edges, start=1):
                 d.backward(number)
@@ -311,8 +329,9 @@ def run_check(args: argparse.Namespace) -> int:
 
     network = _network(args)
     # The per-layer code needs no scalar graph; the per-node program is checked too only for
-    # small networks (verify.NODES_LIMIT edges), so finite differences are what can grow.
-    budget.enforce("check", [budget.finite_differences(network, args.samples)], _limits(args))
+    # small networks (verify.NODES_LIMIT edges): memory and finite differences are what grow.
+    work = [budget.check_memory(network, args.samples), budget.finite_differences(network, args.samples)]
+    budget.enforce("check", work, _limits(args))
     progress = Progress(args.quiet)
     progress.note("deriving ...")
     d = network.derive()
@@ -553,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate the derived gradients at random points and compare them with an "
         "independent numpy backprop, finite differences and PyTorch autograd (if installed). "
         "Exit status 0 when all agree, 1 when any disagree, 2 for a problem to fix.",
-        limits=("edges", "evaluations"),
+        limits=("memory", "evaluations"),
     )
     check.add_argument("--samples", type=_count(1), default=3, metavar="N", help="random points (default 3)")
     check.add_argument("--seed", type=_count(0), default=0, metavar="S", help="random seed, 0 or more (default 0)")
@@ -596,8 +615,28 @@ def _version() -> str:
         return "unknown"
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that its scratch folders are cleaned up."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
+    # SIGTERM would end the process where it stands, leaving a half-written staging folder:
+    # raised as an exception instead, it unwinds through staged_output like an interrupt
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
@@ -613,6 +652,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("symbackprop: interrupted; nothing written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("symbackprop: terminated; nothing written", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except MemoryError:
         print("symbackprop: error: out of memory; nothing written (a smaller network, or a "
               "lower --max-edges to be told in advance)", file=sys.stderr)

@@ -36,7 +36,13 @@ class Derivation(Engine):
     def numeric(self, g: str | None = None, loss: str | None = None, reduce: str | None = None,
                 style: str | None = None, backend: str = "numpy") -> _numeric.NumericFunction:
         """Fast ``loss_and_grads(x, y, params)``, generic g/loss chosen by name, per sample or
-        reduced over a batch (``reduce="sum"``/``"mean"``); see ``symbackprop.numeric.numeric``."""
+        reduced over a batch (``reduce="sum"``/``"mean"``); see ``symbackprop.numeric.numeric``.
+        A derivation of a batch (``derive(batch=N)``) runs the per-layer code, which takes any
+        batch: its per-node program is of those N samples."""
+        if self.batch is not None:
+            if style == "nodes":
+                raise ValueError("style='nodes' is the program of one sample: derive without batch= for it")
+            style = "layers"
         return _numeric.numeric(self, g=g, loss=loss, reduce=reduce, style=style, backend=backend)
 
     def export_module(self, path: str | Path, style: str | None = None, backend: str = "numpy") -> Path:
@@ -70,6 +76,8 @@ class Derivation(Engine):
         notation. Past ``max_size`` tree nodes in all (MAX_PRINTED_SIZE by default),
         ``OverBudget`` instead; ``max_size=None`` prints any size."""
         if max_size is not None:
+            self._require_graph(f"latex({name!r})", "pass max_size=None to print it",
+                                f"d.latex_derivation({name!r}) for its chain form")
             chains = [self.chain_of(element) for element in element_of(self, name)[1]]
             self._require_within(f"latex({name!r})", chains, max_size,
                                  "pass max_size=None to print it",

@@ -31,7 +31,8 @@ from typing import Any, NamedTuple
 
 import sympy
 
-from .errors import OverBudget, count
+from .errors import OverBudget, capped, count, duration
+from .errors import size as size_text
 from .graph import Graph, LayerGraph
 from .network import Network
 from .nodes import weighted_size
@@ -50,6 +51,13 @@ MAX_CLOSED_SIZE = 10**9
 # turn (one element of 1,048,521 nodes: 38 s and 16 MB of LaTeX; the article's W1, 111,000
 # in all: 0.7 s).
 MAX_PRINTED_SIZE = 10**6
+# Sizing closed forms walks the whole scalar graph: past this many edges (the command line's
+# --max-edges default) ``gradient``, ``loss`` and ``latex`` refuse before building it, as the
+# commands do (the README's 3x64x64 network, 12 million edges, would take an hour and 19 GB).
+MAX_GRAPH_EDGES = 10**6
+# Per edge, measured on LeNet-5 (423k edges) with 2 cores: building the graph and its backward
+# pass (``budget`` estimates the commands' work with them too).
+GRAPH_SECONDS, GRAPH_BYTES = 11e-6, 600
 
 
 class Term(NamedTuple):
@@ -77,7 +85,7 @@ class NodeGradient:
     """
 
     node: sympy.Symbol
-    kind: str  # "loss", "a", "z" or "x"
+    kind: str  # "loss", "a", "z", "stage" (a node inside a layer: batch norm's μ, σ², x̂) or "x"
     layer: int | None
     upstream_symbol: sympy.Symbol | None
     upstream: sympy.Expr
@@ -108,6 +116,8 @@ class LayerBackward(NamedTuple):
     local: dict[sympy.Symbol, sympy.Expr]  # each z node → da/dz (1 without an activation)
     parameter_terms: dict[sympy.Symbol, list[Term]]  # each weight and bias → its terms
     input_terms: dict[sympy.Symbol, list[Term]]  # each input of the layer → its terms
+    # each node inside the layer (batch normalisation's μ, σ², x̂) → the terms it gets back
+    inner_terms: dict[sympy.Symbol, list[Term]]
 
 
 class Engine:
@@ -125,13 +135,18 @@ class Engine:
     layer l alone, the upstream formula of a^{(l)} layer l + 1.
     """
 
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: Network, batch: int | None = None, reduce: str = "sum") -> None:
+        if batch is not None and (as_int(batch) is None or batch < 1):
+            raise ValueError(f"batch must be a positive integer or None, got {batch!r}")
+        if reduce not in ("sum", "mean"):
+            raise ValueError(f"reduce={reduce!r}; a batch's loss is its samples' 'sum' or 'mean'")
         self.network = network
-        self.graph: Graph = Graph(network)
+        self.batch, self.reduce = batch, reduce
+        self.graph: Graph = Graph(network, batch, reduce)
         g = self.graph
         self.symbols = SimpleNamespace(
-            x=sympy.Array(list(g.x), network.input_shape),
-            y=sympy.Array(list(g.y), (len(g.y),)),
+            x=sympy.Array(list(g.x), (*([batch] if batch else []), *network.input_shape)),
+            y=sympy.Array(list(g.y), (*([batch] if batch else []), network.output_size)),
             params=g.params,
         )
         self.tex_names: dict[sympy.Symbol, str] = g.names.tex  # grows as layers are built
@@ -142,6 +157,7 @@ class Engine:
             for index, s in enumerate(g.upstream_of(number))
         }
         self._backward: dict[int, LayerBackward] = {}
+        self._inner_place: dict[sympy.Symbol, tuple[int, sympy.Symbol]] = {}  # ∂L/∂μ → (l, μ)
 
     def __repr__(self) -> str:
         net = self.network
@@ -174,17 +190,30 @@ class Engine:
         if number in self._backward:
             return self._backward[number]
         layer = self.graph.layers[number - 1]
-        inputs = set(layer.read)
+        inputs, inner = set(layer.read), {node.symbol for node in layer.inner}
         local: dict[sympy.Symbol, sympy.Expr] = {}
         parameter_terms: dict[sympy.Symbol, list[Term]] = defaultdict(list)
         input_terms: dict[sympy.Symbol, list[Term]] = defaultdict(list)
+        inner_terms: dict[sympy.Symbol, list[Term]] = defaultdict(list)
+
+        def send(variable: sympy.Symbol, term: Term) -> None:
+            kind = input_terms if variable in inputs else inner_terms if variable in inner else parameter_terms
+            kind[variable].append(term)
+
         for k, (node, upstream) in enumerate(zip(layer.z, layer.upstream)):
             da_dz = next(layer.a[k].local())[1] if layer.activated else sympy.S.One
             local[node.symbol] = da_dz
             for variable, factor in node.local():
-                terms = input_terms if variable in inputs else parameter_terms
-                terms[variable].append(Term(upstream, da_dz, factor, node.symbol))
-        self._backward[number] = LayerBackward(local, dict(parameter_terms), dict(input_terms))
+                send(variable, Term(upstream, da_dz, factor, node.symbol))
+        # the nodes inside the layer, last first: each has all its terms by the time it sends
+        for node, upstream in reversed(list(zip(layer.inner, layer.inner_upstream))):
+            for variable, factor in node.local():
+                send(variable, Term(upstream, sympy.S.One, factor, node.symbol))
+        self._backward[number] = LayerBackward(
+            local, dict(parameter_terms), dict(input_terms), dict(inner_terms)
+        )
+        for node, upstream in zip(layer.inner, layer.inner_upstream):
+            self._inner_place[upstream] = (number, node.symbol)
         return self._backward[number]
 
     @property
@@ -216,8 +245,27 @@ class Engine:
         keys = [s for s, (n, _) in self._upstream_place.items() if n < last]
         return _Lazy(keys, self.upstream_terms_of)
 
+    def compact(self, number: int) -> list[Any] | None:
+        """Layer ``number``'s input gradient in its compact form, simplified from the staged
+        chain form its inner nodes give (batch normalisation in train mode: one ``CompactForm``
+        per input value, (γ / (M σ)) (M g_i − Σ g_j − x̂_i Σ g_j x̂_j)); None for a layer without
+        inner nodes."""
+        return self.network.layers[number - 1].compact(self, number)
+
+    def inner_terms_of(self, symbol: sympy.Symbol) -> list[Term]:
+        """The terms of ∂L/∂s for a node s inside a layer (batch normalisation's μ, σ², x̂):
+        one per node of its layer that reads it."""
+        number, node = self._inner_place[symbol]
+        return list(self.backward(number).inner_terms.get(node, []))
+
     def upstream(self, symbol: sympy.Symbol) -> sympy.Expr:
-        """The formula of an upstream-gradient symbol ∂L/∂a_i (the article's 12 and 17)."""
+        """The formula of an upstream-gradient symbol ∂L/∂a_i (the article's 12 and 17), or of
+        a node inside a layer."""
+        if symbol not in self._upstream_place and symbol not in self._inner_place:
+            for number in range(1, len(self.graph.layers) + 1):  # inner symbols: known once built
+                self.backward(number)
+        if symbol in self._inner_place:
+            return sympy.Add(*[t.expr for t in self.inner_terms_of(symbol)])
         if symbol not in self._upstream_place:
             raise KeyError(f"{symbol} is not an upstream-gradient symbol of this network")
         number, index = self._upstream_place[symbol]
@@ -294,6 +342,12 @@ class Engine:
                 result.append(NodeGradient(
                     z.symbol, "z", layer.number, None, dz, local, {s: dz * v for s, v in local.items()},
                 ))
+            for node, upstream in reversed(list(zip(layer.inner, layer.inner_upstream))):
+                local = dict(node.local())
+                result.append(NodeGradient(
+                    node.symbol, "stage", layer.number, upstream, self.upstream(upstream),
+                    local, {s: upstream * v for s, v in local.items()},
+                ))
         for x in g.x:
             result.append(NodeGradient(x, "x", None, None, self.chain_of(x), {}, {}))
         return result
@@ -308,6 +362,7 @@ class Engine:
         last = len(g.layers)
         assignments: list[tuple[sympy.Symbol, sympy.Expr]] = []
         for layer in g.layers:
+            assignments += [(node.symbol, node.expr) for node in layer.inner]
             for k, z in enumerate(layer.z):
                 assignments.append((z.symbol, z.expr))
                 if layer.activated:
@@ -328,6 +383,10 @@ class Engine:
                     dz_of[z.symbol] = layer.z_upstream[k]
                 else:  # the layer's own nodes are its outputs: ∂L/∂z is ∂L/∂a
                     dz_of[z.symbol] = upstream
+            for node, upstream in reversed(list(zip(layer.inner, layer.inner_upstream))):
+                total = sympy.Add(*[dz_of[t.z] * t.factor for t in self.inner_terms_of(upstream)])
+                assignments.append((upstream, total))
+                dz_of[node.symbol] = upstream
 
         def gradient(element: sympy.Symbol) -> sympy.Expr:
             return sympy.Add(*[dz_of[t.z] * t.factor for t in self.terms(element)])
@@ -342,19 +401,21 @@ class Engine:
         """Every z and a node of the graph by its symbol (formulas are built when asked for)."""
         table: dict[sympy.Symbol, Any] = {}
         for layer in self.graph.layers:
-            table.update((node.symbol, node) for node in (*layer.z, *layer.a))
+            table.update((node.symbol, node) for node in (*layer.inner, *layer.z, *layer.a))
+            self.backward(layer.number)  # so that its inner upstream symbols are known
         return table
 
     def _definition(self, symbol: sympy.Symbol) -> sympy.Expr | None:
         """The formula of an intermediate symbol (z, a, ∂L/∂a); None for x, y and the weights."""
-        if symbol in self._upstream_place:
+        if symbol in self._upstream_place or symbol in self._inner_place:
             return self.upstream(symbol)
         node = self._nodes_by_symbol.get(symbol)
         return None if node is None else node.expr
 
     def _intermediates(self, expr: sympy.Basic) -> list[sympy.Symbol]:
         nodes = self._nodes_by_symbol
-        return [s for s in expr.free_symbols if s in self._upstream_place or s in nodes]
+        return [s for s in expr.free_symbols
+                if s in self._upstream_place or s in self._inner_place or s in nodes]
 
     def _resolve(self, root: sympy.Symbol, memo: dict, combine: Callable[[sympy.Expr, dict], Any]) -> Any:
         """``memo[root]`` = ``combine(formula of root, memo)``, after every intermediate symbol of
@@ -408,6 +469,8 @@ class Engine:
         count 1): forward through the nodes, then backward through the terms, once."""
         sizes: dict[sympy.Basic, int] = {}
         for layer in self.graph.layers:
+            for node in layer.inner:
+                sizes[node.symbol] = node.tree_size(sizes)
             for k, z in enumerate(layer.z):
                 sizes[z.symbol] = z.tree_size(sizes)
                 if layer.activated:
@@ -416,11 +479,20 @@ class Engine:
         for symbol, formula in zip(self.graph.upstream_of(last), self.graph.loss_gradient):
             sizes[symbol] = weighted_size(formula, sizes)
         locals_: dict[sympy.Expr, int] = {}
-        for number in range(last - 1, 0, -1):
-            for symbol in self.graph.upstream_of(number):
-                parts = [self._term_size(t, sizes, locals_) for t in self.upstream_terms_of(symbol)]
-                parts = [p for p in parts if p]  # terms known to be zero drop out
-                sizes[symbol] = (parts[0] if parts else 0) if len(parts) <= 1 else 1 + sum(parts)
+
+        def add_up(symbol: sympy.Symbol, terms: list[Term]) -> None:
+            parts = [self._term_size(t, sizes, locals_) for t in terms]
+            parts = [p for p in parts if p]  # terms known to be zero drop out
+            sizes[symbol] = (parts[0] if parts else 0) if len(parts) <= 1 else 1 + sum(parts)
+
+        for number in range(last, 0, -1):  # a layer's upstream, then its inner nodes', last first
+            if number < last:
+                for symbol in self.graph.upstream_of(number):
+                    add_up(symbol, self.upstream_terms_of(symbol))
+            layer = self.graph.layers[number - 1]
+            self.backward(number)
+            for symbol in reversed(layer.inner_upstream):
+                add_up(symbol, self.inner_terms_of(symbol))
         return sizes
 
     @staticmethod
@@ -437,6 +509,18 @@ class Engine:
         if len(parts) == 1:
             return parts[0][1]
         return 1 + sum(size - 1 if expr.is_Mul else size for expr, size in parts)
+
+    def _require_graph(self, what: str, lift: str, instead: str) -> None:
+        """``OverBudget`` before anything is built when sizing the closed forms would build a
+        scalar graph of more than MAX_GRAPH_EDGES edges (counted from the shapes)."""
+        edges = self.network.graph_edges
+        if edges > MAX_GRAPH_EDGES and "_size_estimates" not in self.__dict__:
+            n = capped(edges)
+            raise OverBudget(
+                f"{what} would first build a scalar graph of {count(edges)} edges (estimated "
+                f"{duration(n * GRAPH_SECONDS)}, {size_text(n * GRAPH_BYTES)}) to count its closed forms, "
+                f"more than {MAX_GRAPH_EDGES:,}; {lift}, or use {instead}"
+            )
 
     def _require_within(self, what: str, exprs: list, max_size: int, lift: str,
                         instead: str) -> None:
@@ -471,8 +555,9 @@ class Engine:
         """The closed-form loss L in x, y and the weights. Past MAX_CLOSED_SIZE tree nodes
         (estimated first) ``OverBudget`` is raised instead; ``d.closed(d.graph.loss)``
         builds it at any size."""
-        self._require_within("loss", [self.graph.loss], MAX_CLOSED_SIZE,
-                             "d.closed(d.graph.loss) builds it at any size", "d.numeric()")
+        lift = "d.closed(d.graph.loss) builds it at any size"
+        self._require_graph("loss", lift, "d.numeric()")
+        self._require_within("loss", [self.graph.loss], MAX_CLOSED_SIZE, lift, "d.numeric()")
         return self.closed(self.graph.loss)
 
     def gradient(self, name: str, simplify: bool = False,
@@ -491,6 +576,9 @@ class Engine:
         (``simplify.MAX_SIZE`` tree nodes) is returned as it is, and a ``SimplifyWarning``
         names it, with its size and how many more were too large.
         """
+        if max_size is not None:
+            self._require_graph(f"gradient({name!r})", "pass max_size=None to build it",
+                                f"d.chain({name!r}) and d.numeric()")
         chain = self.chain(name)
         elements = _flat(chain)
         if max_size is not None:

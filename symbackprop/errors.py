@@ -52,3 +52,30 @@ def count(n: int) -> str:
     exponent = (n.bit_length() - 1) * log10(2) + log10(n / 2 ** (n.bit_length() - 1))
     whole = floor(exponent)
     return f"{10 ** (exponent - whole):.1f}e+{whole}"
+
+
+def capped(n: int) -> float:
+    """``n`` as a float that cannot overflow (costs are only estimates)."""
+    return float(min(n, 10**30))
+
+
+def duration(seconds: float) -> str:
+    """'3 s', '4.2 min', '1.5 h', '12 days'."""
+    if seconds < 60:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.1f} h"
+    if seconds < 86400 * 365 * 100:
+        return f"{seconds / 86400:,.0f} days"
+    return "more than a century"
+
+
+def size(count: float) -> str:
+    """Bytes as '12 MB', '3.4 GB'."""
+    if count < 1e9:
+        return f"{max(count / 1e6, 1):.0f} MB"
+    if count < 1e15:
+        return f"{count / 1e9:,.1f} GB"
+    return "more memory than any machine has"

@@ -140,21 +140,28 @@ class Bases:
     """One layer's tensors as ``IndexedBase`` objects, and how each prints (``tex``).
 
     ``input`` is what the layer reads (x or a^{(l-1)}), ``output`` what its operation writes
-    (z^{(l)}, or a^{(l)} for a pool), ``W`` and ``b`` its parameters, ``delta`` the gradient
-    of the loss with respect to ``output``.
+    (z^{(l)}, or a^{(l)} for a pool), ``delta`` the gradient of the loss with respect to
+    ``output``; ``parameters`` the tensors of the parameters its operation declares, by prefix
+    (``Op.parameters``), which an operation reads as attributes: ``t.W``, ``t.b``.
     """
 
     input: IndexedBase
     output: IndexedBase
-    W: IndexedBase
-    b: IndexedBase
     delta: IndexedBase
+    parameters: dict[str, IndexedBase] = field(default_factory=dict)
     tex: dict[Any, str] = field(default_factory=dict)  # IndexedBase label or MatrixSymbol → TeX
     # each matrix → its tensor and whether it is a column vector (indexed by its row alone)
     matrices: dict[sympy.MatrixSymbol, tuple[IndexedBase, bool]] = field(default_factory=dict)
     hats: dict[IndexedBase, IndexedBase] = field(default_factory=dict)  # δ̂ → δ, Ŵ → W
     # an operation of several inputs reads each of these (``input`` is the first)
     inputs: tuple[IndexedBase, ...] = ()
+
+    def __getattr__(self, prefix: str) -> IndexedBase:
+        """A declared parameter's tensor by its prefix: ``t.W`` is W^{(l)}."""
+        parameters = self.__dict__.get("parameters", {})
+        if prefix not in parameters:
+            raise AttributeError(f"no tensor {prefix!r}: the operation declares {', '.join(parameters) or 'no parameters'}")
+        return parameters[prefix]
 
     def hat(self, base: IndexedBase) -> IndexedBase:
         """A new tensor named after ``base`` with a hat: δ̂, Ŵ."""

@@ -9,6 +9,10 @@
   serve LaTeX (``align*``) and Markdown (``aligned`` inside ``$$``).
 * ``gradient_latex``, ``derivation_latex`` and ``derivation_summary_latex`` back
   ``Derivation.latex``, ``latex_derivation`` and ``_repr_latex_``.
+* On a graph, a node that several layers read gets the sum of what each sends back (the
+  article's rule (20)): ``gathered_rows`` prints it reader by reader, each reader's terms on
+  rows of their own tagged ``(layer r)``; a derivation shows the upstream gradients its chain
+  forms use that way after them, and x's own chain form when several layers read x.
 
 Imports ``engine`` (and what it builds on) and sympy; nothing imports it but the
 ``document`` package, ``cli``, ``record``, ``tensor`` (whose ``TensorPrinter`` extends
@@ -310,6 +314,67 @@ def chain_rows(d: Derivation, element: sympy.Symbol, width: float = ROW_WIDTH) -
     return sum_rows([term_latex(t, p) for t in d.terms(element)], width)
 
 
+# ---- a node several layers read: the article's rule (20) -----------------------------------
+
+
+def reader_terms(d: Derivation, number: int, node: sympy.Symbol) -> list[tuple[int, list[Term]]]:
+    """The terms that each layer reading layer ``number``'s output (0: the input x) sends back
+    to its node ``node``, reader by reader in the network's order: the parts whose sum is
+    ∂L/∂node (the article's rule (20))."""
+    return [(r, list(d.backward(r).input_terms.get(node, []))) for r in d.network.consumers(number)]
+
+
+def gathered_rows(d: Derivation, number: int, node: sympy.Symbol, width: float = ROW_WIDTH) -> list[Row]:
+    """∂L/∂node, node an output of layer ``number`` (0: an input x_i), as the sum of what its
+    readers send back. Where several layers read it, each reader's terms take rows of their
+    own, the last of them tagged with the reader, ``(layer 2)``; otherwise the chain form's
+    rows."""
+    p = printer(d)
+    groups = [(r, [term_latex(t, p) for t in terms]) for r, terms in reader_terms(d, number, node)]
+    if len(groups) < 2:
+        return sum_rows([piece for _, pieces in groups for piece in pieces], width)
+    rows: list[Row] = []
+    for reader, pieces in groups:
+        if not pieces:  # it meets this reader only on its padding
+            continue
+        tag = rf"\qquad \text{{(layer {reader})}}"
+        group = sum_rows(pieces, width - tex_width(tag))
+        if rows:
+            group[0] = Row(_continued("+ " + group[0].tex), group[0].depth)
+        group[-1] = Row(group[-1].tex + tag, group[-1].depth)
+        rows += group
+    return rows or [Row("0")]
+
+
+def forked_upstreams(d: Derivation, parameter: str, elements: Sequence[sympy.Symbol]) -> list[tuple[int, int]]:
+    """The upstream gradients ∂L/∂a^{(l)}_i that the chain forms of ``elements`` (of
+    ``parameter``, layer l's) use, as (l, i - 1), when several layers read layer l's output;
+    none otherwise, and none for x (its chain form is its upstream already)."""
+    if parameter == "x":
+        return []
+    number, _ = d.network.parameter_owner[parameter]
+    if len(d.network.consumers(number)) < 2:
+        return []
+    place = {symbol: i for i, symbol in enumerate(d.graph.upstream_of(number))}
+    used = dict.fromkeys(t.upstream for element in elements for t in d.terms(element))
+    return [(number, place[symbol]) for symbol in used]
+
+
+def upstream_blocks(d: Derivation, upstreams: Sequence[tuple[int, int]]) -> list[str]:
+    """The upstream gradients ``upstreams`` ((l, i - 1) pairs), each as the sum over the layers
+    reading layer l (``gathered_rows``), after a line per layer saying which layers read it."""
+    blocks = []
+    for number in dict.fromkeys(n for n, _ in upstreams):
+        readers = d.network.consumers(number)
+        said = ", ".join(map(str, readers[:-1])) + f" and {readers[-1]}"
+        blocks.append(rf"&\text{{by rule (20), as layers {said} read }} a^{{({number})}}\text{{:}}")
+        for n, i in upstreams:
+            if n == number:
+                symbol, node = d.graph.upstream_of(n)[i], d.graph.outputs_of(n)[i]
+                blocks.append(aligned(d.tex_names[symbol], gathered_rows(d, n, node)))
+    return blocks
+
+
 def partial(d: Derivation, symbol: sympy.Symbol) -> str:
     """``\\frac{\\partial L}{\\partial <symbol>}`` in the network's notation."""
     return rf"\frac{{\partial L}}{{\partial {d.tex_names[symbol]}}}"
@@ -412,31 +477,49 @@ def gradient_latex(d: Derivation, name: str, simplify: bool = False) -> str:
 
 
 def derivation_latex(d: Derivation, name: str | None = None) -> str:
-    """The step-by-step derivation of ``name`` (a parameter, an element, or every parameter
-    when None): per element its chain form (upstream · local per position), then its closed
-    form and simplified form when short enough to print. LaTeX for a math environment."""
+    """The step-by-step derivation of ``name`` (a parameter, an element, ``"x"``, or every
+    parameter when None): per element its chain form (upstream · local per position), then its
+    closed form and simplified form when short enough to print. Where several layers read the
+    layer a parameter belongs to (a fork), the upstream gradients its chain forms use follow,
+    each the sum of what every reader sends back, reader by reader (the article's rule (20));
+    so does x's chain form itself when several layers read x. LaTeX for a math environment."""
     names = list(d.symbols.params) if name is None else [name]
-    blocks = []
+    blocks: list[str] = []
+    shown: set[tuple[int, int]] = set()
     for parameter in names:
-        for element in element_of(d, parameter)[1]:
+        owner, elements = element_of(d, parameter)
+        for element in elements:
             lhs = partial(d, element)
-            lines = [aligned(lhs, chain_rows(d, element))]
+            rows = gathered_rows(d, 0, element) if owner == "x" else chain_rows(d, element)
+            lines = [aligned(lhs, rows)]
             closed = closed_form(d, element)
             if closed.rows is not None:
                 lines.append(aligned("", closed.rows))
             if closed.simplified is not None:
                 lines.append(aligned("", closed.simplified))
             blocks.append(" \\\\\n".join(lines))
+        # the upstream gradients those chain forms use, summed over readers where several read them
+        upstreams = [u for u in forked_upstreams(d, owner, elements) if u not in shown]
+        shown.update(upstreams)
+        blocks += upstream_blocks(d, upstreams)
     return "\\begin{aligned}\n" + " \\\\[1ex]\n".join(blocks) + "\n\\end{aligned}"
 
 
 def derivation_summary_latex(d: Derivation, limit: int = 12) -> str:
-    """What a ``Derivation`` shows in Jupyter: the chain form of the first ``limit`` gradients."""
-    elements = [s for array in d.symbols.params.values() for s in _flat(array)]
-    blocks = [aligned(partial(d, s), chain_rows(d, s)) for s in elements[:limit]]
+    """What a ``Derivation`` shows in Jupyter: the chain form of the first ``limit`` gradients,
+    and, where several layers read a layer they use, the first of its upstream gradients as the
+    sum over its readers."""
+    elements = [(name, s) for name, array in d.symbols.params.items() for s in _flat(array)]
+    blocks = [aligned(partial(d, s), chain_rows(d, s)) for _, s in elements[:limit]]
     more = len(elements) - limit
     if more > 0:
         blocks.append(rf"&\ldots\ \text{{and {more} more}}")
+    # a few of the upstream gradients they use, summed over readers where several layers read them
+    upstreams = list(dict.fromkeys(u for name, s in elements[:limit] for u in forked_upstreams(d, name, [s])))
+    few = max(1, limit // 3)
+    blocks += upstream_blocks(d, upstreams[:few])
+    if len(upstreams) > few:
+        blocks.append(rf"&\ldots\ \text{{and {len(upstreams) - few} more}}")
     return "$$\\begin{aligned}\n" + " \\\\\n".join(blocks) + "\n\\end{aligned}$$"
 
 
@@ -476,13 +559,17 @@ __all__ = [
     "closed_form",
     "derivation_latex",
     "derivation_summary_latex",
+    "forked_upstreams",
+    "gathered_rows",
     "gradient_latex",
     "latex_errors",
     "overfull_boxes",
     "pack",
     "partial",
     "printer",
+    "reader_terms",
     "sum_rows",
     "term_latex",
     "tex_width",
+    "upstream_blocks",
 ]

@@ -4,7 +4,15 @@ A loss maps the network's outputs a_1..a_K and the targets y_1..y_K to a scalar.
 ``gradient`` gives ∂L/∂a_k as sympy expressions in those symbols: the upstream
 gradients where backpropagation starts. Definitions follow PyTorch for a single
 sample: ``mse`` is ``MSELoss`` (mean over the K outputs), ``cross_entropy`` is
-``CrossEntropyLoss`` with probability targets (softmax of the outputs inside).
+``CrossEntropyLoss`` with probability targets (softmax of the outputs inside),
+``binary_cross_entropy`` is ``BCEWithLogitsLoss`` summed over the outputs (σ inside).
+
+A network whose output is a map C×H×W is scored per pixel, as torch scores an (N, C, H, W)
+output: ``cross_entropy`` takes a softmax over the C channels at every pixel and sums over
+the pixels (its ``groups``: the outputs of one pixel, one group per pixel; a vector output is
+one group); ``sse``, ``mse`` and ``binary_cross_entropy`` are elementwise anyway. A softmax over
+a single output is always 1: ``check`` refuses cross_entropy there, pointing to
+binary_cross_entropy.
 
 The ``generic`` loss is the article's undefined L(a, y); its partial derivatives
 print as ∂L/∂a^{(l)}_k. Each concrete loss also has an index form (``index_form``, over
@@ -22,10 +30,25 @@ from functools import cache
 import sympy
 from sympy import Function, Integer, Rational, exp, log
 
+from .activations import sigmoid, softplus
 from .errors import SpecError, shown
 from .indexed import Claim, index
 
 Exprs = Sequence[sympy.Expr]
+Groups = Sequence[Sequence[int]]  # the outputs each softmax runs over, 0-based
+
+
+def groups(shape: Sequence[int]) -> list[list[int]]:
+    """The softmax groups of an output of ``shape``: every output together for a vector (K,),
+    the C channels of each pixel for a map (C, H, W), in (channel, row, column) order.
+
+    >>> groups((3,)), groups((2, 1, 2))
+    ([[0, 1, 2]], [[0, 2], [1, 3]])
+    """
+    if len(shape) != 3:
+        return [list(range(shape[0]))]
+    channels, pixels = shape[0], shape[1] * shape[2]
+    return [[c * pixels + p for c in range(channels)] for p in range(pixels)]
 
 
 @cache
@@ -59,60 +82,93 @@ def generic_loss_functions(output_layer: int) -> tuple[type[Function], type[Func
     return loss, partial
 
 
-def _generic_value(a: Exprs, y: Exprs, output_layer: int) -> sympy.Expr:
+def _generic_value(a: Exprs, y: Exprs, output_layer: int, groups: Groups = ()) -> sympy.Expr:
     return generic_loss_functions(output_layer)[0](*a, *y)
 
 
-def _generic_gradient(a: Exprs, y: Exprs, output_layer: int) -> list[sympy.Expr]:
+def _generic_gradient(a: Exprs, y: Exprs, output_layer: int, groups: Groups = ()) -> list[sympy.Expr]:
     partial = generic_loss_functions(output_layer)[1]
     return [partial(Integer(k), *a, *y) for k in range(1, len(a) + 1)]
 
 
-def _sse_value(a: Exprs, y: Exprs, output_layer: int) -> sympy.Expr:
+def _sse_value(a: Exprs, y: Exprs, output_layer: int, groups: Groups = ()) -> sympy.Expr:
     return Rational(1, 2) * sympy.Add(*[(ak - yk) ** 2 for ak, yk in zip(a, y)])
 
 
-def _sse_gradient(a: Exprs, y: Exprs, output_layer: int) -> list[sympy.Expr]:
+def _sse_gradient(a: Exprs, y: Exprs, output_layer: int, groups: Groups = ()) -> list[sympy.Expr]:
     return [ak - yk for ak, yk in zip(a, y)]
 
 
-def _mse_value(a: Exprs, y: Exprs, output_layer: int) -> sympy.Expr:
+def _mse_value(a: Exprs, y: Exprs, output_layer: int, groups: Groups = ()) -> sympy.Expr:
     return Rational(1, len(a)) * sympy.Add(*[(ak - yk) ** 2 for ak, yk in zip(a, y)])
 
 
-def _mse_gradient(a: Exprs, y: Exprs, output_layer: int) -> list[sympy.Expr]:
+def _mse_gradient(a: Exprs, y: Exprs, output_layer: int, groups: Groups = ()) -> list[sympy.Expr]:
     return [Rational(2, len(a)) * (ak - yk) for ak, yk in zip(a, y)]
 
 
-def _cross_entropy_value(a: Exprs, y: Exprs, output_layer: int) -> sympy.Expr:
-    log_partition = log(sympy.Add(*[exp(ak) for ak in a]))
-    return -sympy.Add(*[yk * (ak - log_partition) for ak, yk in zip(a, y)])
+def _cross_entropy_value(a: Exprs, y: Exprs, output_layer: int, groups: Groups = ()) -> sympy.Expr:
+    terms = []
+    for group in groups or [range(len(a))]:
+        log_partition = log(sympy.Add(*[exp(a[k]) for k in group]))
+        terms += [y[k] * (a[k] - log_partition) for k in group]
+    return -sympy.Add(*terms)
 
 
-def _cross_entropy_gradient(a: Exprs, y: Exprs, output_layer: int) -> list[sympy.Expr]:
-    # y need not sum to one, so the softmax term keeps its factor Σ y_j.
-    partition = sympy.Add(*[exp(ak) for ak in a])
-    total = sympy.Add(*y)
-    return [exp(ak) / partition * total - yk for ak, yk in zip(a, y)]
+def _cross_entropy_gradient(a: Exprs, y: Exprs, output_layer: int, groups: Groups = ()) -> list[sympy.Expr]:
+    # y need not sum to one, so the softmax term keeps its factor Σ y_j (over the group).
+    gradient: list[sympy.Expr] = [sympy.S.Zero] * len(a)
+    for group in groups or [range(len(a))]:
+        partition = sympy.Add(*[exp(a[k]) for k in group])
+        total = sympy.Add(*[y[k] for k in group])
+        for k in group:
+            gradient[k] = exp(a[k]) / partition * total - y[k]
+    return gradient
 
 
-def _sse_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int) -> sympy.Expr:
+def _binary_value(a: Exprs, y: Exprs, output_layer: int, groups: Groups = ()) -> sympy.Expr:
+    # −y log σ(a) − (1 − y) log(1 − σ(a)) = softplus(a) − y a: finite for any logit
+    return sympy.Add(*[softplus(ak) - yk * ak for ak, yk in zip(a, y)])
+
+
+def _binary_gradient(a: Exprs, y: Exprs, output_layer: int, groups: Groups = ()) -> list[sympy.Expr]:
+    return [sigmoid(ak) - yk for ak, yk in zip(a, y)]
+
+
+def _sse_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int, channels: int = 0) -> sympy.Expr:
     (k,) = index("k")
     return Rational(1, 2) * sympy.Sum((a[k] - y[k]) ** 2, (k, 0, size - 1))
 
 
-def _mse_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int) -> sympy.Expr:
+def _mse_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int, channels: int = 0) -> sympy.Expr:
     (k,) = index("k")
     return Rational(1, size) * sympy.Sum((a[k] - y[k]) ** 2, (k, 0, size - 1))
 
 
-def _cross_entropy_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int) -> sympy.Expr:
+def _cross_entropy_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int, channels: int = 0) -> sympy.Expr:
+    """Over the outputs flattened; for a map of ``channels`` channels and P pixels, output
+    k = c·P + p, with a softmax over each pixel's channels, summed over the pixels."""
     k, j = index("k j")
-    log_partition = log(sympy.Sum(exp(a[j]), (j, 0, size - 1)))
-    return -sympy.Sum(y[k] * (a[k] - log_partition), (k, 0, size - 1))
+    pixels = size // (channels or size)
+    if pixels == 1:
+        log_partition = log(sympy.Sum(exp(a[j]), (j, 0, size - 1)))
+        return -sympy.Sum(y[k] * (a[k] - log_partition), (k, 0, size - 1))
+    c, p = index("c p")
+    log_partition = log(sympy.Sum(exp(a[j * pixels + p]), (j, 0, channels - 1)))
+    return -sympy.Sum(y[c * pixels + p] * (a[c * pixels + p] - log_partition),
+                      (c, 0, channels - 1), (p, 0, pixels - 1))
 
 
-def _cross_entropy_claims(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int) -> tuple[Claim, ...]:
+def _binary_index(a: sympy.IndexedBase, y: sympy.IndexedBase, size: int, channels: int = 0) -> sympy.Expr:
+    (k,) = index("k")
+    return sympy.Sum(softplus(a[k]) - y[k] * a[k], (k, 0, size - 1))
+
+
+def _cross_entropy_claims(
+    a: sympy.IndexedBase, y: sympy.IndexedBase, size: int, channels: int = 0
+) -> tuple[Claim, ...]:
+    if size // (channels or size) > 1:
+        return ()  # a map: softmax − y holds pixel by pixel, each pixel's target summing to one
     k, j = index("k j")
     softmax = exp(a[k]) / sympy.Sum(exp(a[j]), (j, 0, size - 1))
     return (
@@ -131,14 +187,16 @@ class Loss:
     """One loss: value(a, y, l) and gradient(a, y, l) = [∂L/∂a_k], with its TeX definition."""
 
     name: str
-    value: Callable[[Exprs, Exprs, int], sympy.Expr]
-    gradient: Callable[[Exprs, Exprs, int], list[sympy.Expr]]
+    value: Callable[[Exprs, Exprs, int, Groups], sympy.Expr]  # (a, y, output layer, groups)
+    gradient: Callable[[Exprs, Exprs, int, Groups], list[sympy.Expr]]
     formula: str  # TeX, with a_k for the outputs and y_k for the targets
     generic: bool = False
-    # L over the outputs a[k] and targets y[k], k < K: (a, y, K) → index form; None when generic
-    index_form: Callable[[sympy.IndexedBase, sympy.IndexedBase, int], sympy.Expr] | None = None
-    # facts about its gradient, (a, y, K) → claims of kind "loss", in the same letters
-    index_claims: Callable[[sympy.IndexedBase, sympy.IndexedBase, int], tuple[Claim, ...]] | None = None
+    grouped: bool = False  # a softmax over each group (per pixel), summed over the groups
+    # L over the outputs a[k] and targets y[k], k < K, of an output of C channels:
+    # (a, y, K, C) → index form; None when generic
+    index_form: Callable[[sympy.IndexedBase, sympy.IndexedBase, int, int], sympy.Expr] | None = None
+    # facts about its gradient, (a, y, K, C) → claims of kind "loss", in the same letters
+    index_claims: Callable[[sympy.IndexedBase, sympy.IndexedBase, int, int], tuple[Claim, ...]] | None = None
 
 
 LOSSES: dict[str, Loss] = {
@@ -156,6 +214,14 @@ LOSSES: dict[str, Loss] = {
             r"L = -\sum_{k} y_k \log \frac{e^{a_k}}{\sum_j e^{a_j}}",
             index_form=_cross_entropy_index,
             index_claims=_cross_entropy_claims,
+            grouped=True,
+        ),
+        Loss(
+            "binary_cross_entropy",
+            _binary_value,
+            _binary_gradient,
+            r"L = \sum_{k} \left(\operatorname{softplus}(a_k) - y_k a_k\right)",
+            index_form=_binary_index,
         ),
     ]
 }
@@ -166,3 +232,16 @@ def loss(name: str) -> Loss:
     if not isinstance(name, str) or name not in LOSSES:
         raise SpecError(f"unknown loss {shown(name)}; choose one of {', '.join(LOSSES)}")
     return LOSSES[name]
+
+
+def check_output(name: str, shape: Sequence[int]) -> None:
+    """A SpecError when loss ``name`` cannot score an output of ``shape``: a softmax over one
+    output (one unit, or a map of one channel) is always 1, so cross-entropy would be 0 with
+    zero gradients, in silence."""
+    if LOSSES[name].grouped and shape[0] == 1:
+        what = "one unit" if len(shape) == 1 else "a map of one channel"
+        raise SpecError(
+            f"cross_entropy on {what}: a softmax over one output is always 1, so the loss would "
+            "be 0 and every gradient 0; use binary_cross_entropy (a sigmoid per output) for a "
+            "yes/no output or a binary mask"
+        )

@@ -43,32 +43,46 @@ class Names:
         self.tex[s] = tex_name
         return s
 
-    def nodes(self, kind: str, count: int, layer: int | None = None) -> list[sympy.Symbol]:
-        """x_i, y_i (layer None) or z^{(l)}_i, a^{(l)}_i for i = 1..count."""
+    def nodes(
+        self, kind: str, count: int, layer: int | None = None, sample: int | None = None
+    ) -> list[sympy.Symbol]:
+        """x_i, y_i (layer None) or z^{(l)}_i, a^{(l)}_i for i = 1..count; of sample n of a
+        batch when ``sample`` is given: x^{[n]}_i, a^{(l)[n]}_i, code names ending ``__n``."""
+        code, tex = _sample_marks(sample)
         if layer is None:
-            return [self.symbol(f"{kind}_{i}", f"{kind}_{{{i}}}") for i in range(1, count + 1)]
+            return [self.symbol(f"{kind}_{i}{code}", f"{kind}^{{{tex}}}_{{{i}}}" if tex else f"{kind}_{{{i}}}")
+                    for i in range(1, count + 1)]
         return [
-            self.symbol(f"{kind}{layer}_{i}", f"{kind}^{{({layer})}}_{{{i}}}")
+            self.symbol(f"{kind}{layer}_{i}{code}", f"{kind}^{{({layer}){tex}}}_{{{i}}}")
             for i in range(1, count + 1)
         ]
 
-    def gradients(self, kind: str, layer: int, count: int) -> list[sympy.Symbol]:
-        """∂L/∂a^{(l)}_i (kind "a") or ∂L/∂z^{(l)}_i (kind "z") for i = 1..count."""
+    def gradients(self, kind: str, layer: int, count: int, sample: int | None = None) -> list[sympy.Symbol]:
+        """∂L/∂a^{(l)}_i (kind "a") or ∂L/∂z^{(l)}_i (kind "z") for i = 1..count (of sample n)."""
+        code, tex = _sample_marks(sample)
         return [
             self.symbol(
-                f"dL_d{kind}{layer}_{i}",
-                rf"\frac{{\partial L}}{{\partial {kind}^{{({layer})}}_{{{i}}}}}",
+                f"dL_d{kind}{layer}_{i}{code}",
+                rf"\frac{{\partial L}}{{\partial {kind}^{{({layer}){tex}}}_{{{i}}}}}",
             )
             for i in range(1, count + 1)
         ]
 
-    def parameter(self, name: str, layer: int, shape: tuple[int, ...], flat: bool) -> sympy.Array:
-        """The symbols of parameter ``name`` (``W3``, ``b1``) as a sympy Array of ``shape``.
+    def gradient_of(self, symbol: sympy.Symbol) -> sympy.Symbol:
+        """∂L/∂(symbol), for a node inside a layer (batch normalisation's μ, σ², x̂)."""
+        return self.symbol(f"dL_d{symbol.name}", rf"\frac{{\partial L}}{{\partial {self.tex[symbol]}}}")
+
+    def parameter(
+        self, name: str, layer: int, shape: tuple[int, ...], flat: bool, letter: str = ""
+    ) -> sympy.Array:
+        """The symbols of parameter ``name`` (``W3``, ``b1``) as a sympy Array of ``shape``,
+        their TeX names ``letter`` (the name's first letter, lowercase, by default) with the
+        layer and the index: w^{(3)}_{1}, \\gamma^{(2)}_{1}.
 
         ``flat`` numbers the TeX names 1..size in row-major order; otherwise every
         index is written out, 1-based.
         """
-        letter = name[0].lower()
+        letter = letter or name[0].lower()
         symbols = []
         for flat_index, index in enumerate(product(*(range(n) for n in shape)), start=1):
             code = name + "_" + "_".join(map(str, index))
@@ -76,3 +90,8 @@ class Names:
             symbols.append(self.symbol(code, f"{letter}^{{({layer})}}_{{{sub}}}"))
         self.parameter_of.update(dict.fromkeys(symbols, name))
         return sympy.Array(symbols, shape)
+
+
+def _sample_marks(sample: int | None) -> tuple[str, str]:
+    """How a symbol of sample n of a batch is marked: ``__n`` in code, ``[n]`` in TeX."""
+    return ("", "") if sample is None else (f"__{sample}", f"[{sample}]")

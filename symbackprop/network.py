@@ -27,12 +27,13 @@ from math import prod
 from typing import Any, ClassVar
 
 from .errors import SpecError, shown
-from .losses import Loss
+from .losses import Loss, check_output
 from .losses import loss as _known_loss
 from .ops import OPS, Op, Shape
 from .ops.wiring import Input, Tensor, apply, input_shape
 
 INPUT = "input"  # how a spec's inputs: [...] names the network's input
+MODES = ("train", "eval")  # as torch's module.train() and module.eval()
 
 
 class Network:
@@ -63,6 +64,7 @@ class Network:
         *,
         inputs: Tensor | None = None,
         outputs: Tensor | None = None,
+        mode: str = "train",
     ) -> None:
         if inputs is not None or outputs is not None:
             if input_shape is not None or layers is not None:
@@ -75,12 +77,17 @@ class Network:
         tensors = _tensors_between(x, out)
         try:
             self.loss_function: Loss = _known_loss(loss)
+            check_output(loss, out.shape)
         except SpecError as error:
             raise SpecError(f"loss: {error}") from None
         check_name(name)
+        if mode not in MODES:
+            raise SpecError(f"mode: must be one of {', '.join(MODES)}, got {shown(mode)}")
         number = {id(t): l for l, t in enumerate(tensors, start=1)} | {id(x): 0}
         self.input_shape: Shape = x.shape
-        self.layers: tuple[Op, ...] = tuple(t.op for t in tensors)
+        # each operation as it runs in this mode (batch normalisation: batch or running statistics)
+        self.layers: tuple[Op, ...] = tuple(t.op.in_mode(mode) for t in tensors)
+        self.mode: str = mode
         # the layers each layer reads, in its operation's order; 0 is the network's input
         self.sources: tuple[tuple[int, ...], ...] = tuple(
             tuple(number[id(s)] for s in t.inputs) for t in tensors
@@ -163,6 +170,34 @@ class Network:
         """Layer ``number``'s parameters: its operation's prefix → the network's name ("W" → "W3")."""
         return {prefix: name for name, (owner, prefix) in self.parameter_owner.items() if owner == number}
 
+    @cached_property
+    def buffers(self) -> dict[str, Shape]:
+        """Buffer name → shape: constants a layer reads that are not trained (batch
+        normalisation's running statistics, ``running_mean{l}`` and ``running_var{l}``)."""
+        return {
+            name: self.layers[number - 1].buffer_shapes(self.input_shape_of(number))[prefix]
+            for name, (number, prefix) in self.buffer_owner.items()
+        }
+
+    @cached_property
+    def buffer_owner(self) -> dict[str, tuple[int, str]]:
+        """Buffer name → (its layer's number, its operation's prefix for it)."""
+        owners = {}
+        for number, op in enumerate(self.layers, start=1):
+            for prefix in op.buffer_shapes(self.input_shape_of(number)):
+                owners[f"{prefix}{number}"] = (number, prefix)
+        return owners
+
+    def layer_buffers(self, number: int) -> dict[str, str]:
+        """Layer ``number``'s buffers: its operation's prefix → the network's name."""
+        return {prefix: name for name, (owner, prefix) in self.buffer_owner.items() if owner == number}
+
+    @property
+    def couples_samples(self) -> bool:
+        """Whether a layer mixes the samples of a batch (batch normalisation in train mode):
+        gradients are then those of a whole batch, never of one sample alone."""
+        return any(op.couples_samples() for op in self.layers)
+
     @property
     def parameter_count(self) -> int:
         return sum(prod(shape) for shape in self.parameters.values())
@@ -209,15 +244,24 @@ class Network:
         ]
         chosen_loss = loss if loss is not None and self.loss == "generic" else self.loss
         x, out = _wired(self.input_shape, layers, self.sources, self.layer_names)
-        return Network(inputs=x, outputs=out, loss=chosen_loss, name=self.name)
+        return Network(inputs=x, outputs=out, loss=chosen_loss, name=self.name, mode=self.mode)
+
+    def with_mode(self, mode: str) -> Network:
+        """The same network in ``mode``: "train" (batch normalisation on the batch's statistics)
+        or "eval" (on its running statistics)."""
+        x, out = _wired(self.input_shape, self.layers, self.sources, self.layer_names)
+        return Network(inputs=x, outputs=out, loss=self.loss, name=self.name, mode=mode)
 
     @property
     def generic_activation(self) -> bool:
         return any(layer.activation == "g" for layer in self.layers)
 
-    def derive(self) -> Any:
-        """Backpropagate symbolically: a ``symbackprop.Derivation`` of this network."""
-        return self.derivation(self)
+    def derive(self, batch: int | None = None, reduce: str = "sum") -> Any:
+        """Backpropagate symbolically: a ``symbackprop.Derivation`` of this network — of one
+        sample, or of a batch of ``batch`` samples sharing every weight, its loss their sum
+        (``reduce="mean"``: their mean). A network whose layers couple the samples (batch
+        normalisation in train mode) needs a batch."""
+        return self.derivation(self, batch=batch, reduce=reduce)
 
     # ---- specs ----------------------------------------------------------------------------
 
@@ -233,7 +277,8 @@ class Network:
             if sources != (number - 1,):
                 item["inputs"] = [self.reference_name(s) for s in sources]
             items.append(item)
-        return {"name": self.name, "input": list(self.input_shape), "layers": items, "loss": self.loss}
+        spec = {"name": self.name, "input": list(self.input_shape), "layers": items, "loss": self.loss}
+        return spec if self.mode == "train" else {**spec, "mode": self.mode}
 
     @classmethod
     def from_dict(cls, spec: object, name: str = "network") -> Network:
@@ -241,11 +286,11 @@ class Network:
         name?, inputs?}], loss, name}``."""
         if not isinstance(spec, dict):
             raise SpecError("the spec must be a mapping with keys input and layers (loss and name optional)")
-        unknown = set(spec) - {"input", "layers", "loss", "name"}
+        unknown = set(spec) - {"input", "layers", "loss", "name", "mode"}
         if unknown:
             raise SpecError(
                 f"unknown key {min(map(str, unknown))!r} at the top level; "
-                "allowed: input, layers, loss, name"
+                "allowed: input, layers, loss, name, mode"
             )
         if "input" not in spec:
             raise SpecError("input: missing; give the input shape as [channels, height, width] or [features]")
@@ -262,7 +307,8 @@ class Network:
             if layer_name is not None:
                 known[layer_name] = number
         x, out = _wired(spec["input"], ops, sources, names)
-        return cls(inputs=x, outputs=out, loss=spec.get("loss", "generic"), name=spec.get("name", name))
+        return cls(inputs=x, outputs=out, loss=spec.get("loss", "generic"), name=spec.get("name", name),
+                   mode=spec.get("mode", "train"))
 
 
 # ---- building the graph -------------------------------------------------------------------
@@ -335,26 +381,26 @@ def _tensors_between(x: Tensor, out: Tensor) -> list[Tensor]:
     stack = [out]
     while stack:
         tensor = stack.pop()
-        if id(tensor) in seen:
-            continue
-        seen[id(tensor)] = tensor
-        if tensor.op is None and tensor is not x:
-            raise SpecError("outputs: computed from an Input other than inputs; a network has one input")
-        stack.extend(tensor.inputs)
+        if id(tensor) not in seen:
+            seen[id(tensor)] = tensor
+            stack.extend(tensor.inputs)
     if id(x) not in seen:
         raise SpecError("outputs: not computed from inputs")
+    if any(t.op is None and t is not x for t in seen.values()):
+        raise SpecError("outputs: computed from inputs and from another Input; a network has one input")
     return sorted((t for t in seen.values() if t is not x), key=lambda t: t.order)
 
 
 LAYER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 
 
-def _check_layer_names(names: Sequence[str | None]) -> None:
-    seen: dict[str, int] = {}
+def _check_layer_names(names: Sequence[object], taken: dict[str, int] | None = None) -> None:
+    """Each name a valid one, ``input`` left to the network's input, none given twice."""
+    seen: dict[str, int] = {k: v for k, v in (taken or {}).items() if k != INPUT}
     for number, name in enumerate(names, start=1):
         if name is None:
             continue
-        if not LAYER_NAME.fullmatch(name) or name == INPUT:
+        if not isinstance(name, str) or not LAYER_NAME.fullmatch(name) or name == INPUT:
             raise SpecError(
                 f"layer {number}: name must be 1 to 64 ASCII letters, digits, - or _, starting "
                 f"with a letter or _, and not {INPUT!r}; got {shown(name)}"
@@ -392,8 +438,8 @@ def _layer_from_item(number: int, item: object, known: dict[str, int]) -> tuple[
     if missing:
         raise SpecError(f"{where}: missing {', '.join(missing)}")
     name = item.get("name")
-    if name is not None and not isinstance(name, str):
-        raise SpecError(f"{where}: name must be a string, got {shown(name)}")
+    if name is not None:
+        _check_layer_names([*([None] * (number - 1)), name], taken=known)
     reads = (number - 1,)
     if "inputs" in item:
         names = item["inputs"]

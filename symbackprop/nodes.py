@@ -5,6 +5,9 @@
 * ``Select``: a = max(v_1, …, v_k) over a pooling window. ∂a/∂v_j is 1 for the first
   maximum in window order and 0 for the others: PyTorch's choice when values tie.
 * ``Elementwise``: a = f(z), an activation; ∂a/∂z is the activation's own derivative.
+* ``Expression``: any other formula of its inputs and weights — batch normalisation's
+  variance (1/M) Σ (x − μ)² and normalised x̂ = (x − μ)/√(σ² + ε); its local gradients are the
+  formula's partial derivatives, taken by sympy on the one node (never on the network).
 
 The loss, the fourth kind, is a registry entry of ``losses``: its gradient starts the
 backward pass. ``derive`` reads ``node.local()`` of every node and never asks which kind it
@@ -193,7 +196,29 @@ class Elementwise:
         yield self.z, self.activation.derivative(self.z, self.symbol)
 
 
-Node = Linear | Select | Elementwise
+@dataclass(frozen=True)
+class Expression:
+    """symbol = expr, a formula of ``inputs`` (values of the graph) and ``weights`` (parameters);
+    every other symbol in it is a constant (a running statistic)."""
+
+    symbol: sympy.Symbol
+    expr: sympy.Expr
+    inputs: tuple[sympy.Symbol, ...]
+    weights: tuple[sympy.Symbol, ...] = ()
+
+    kind = "expression"
+
+    def tree_size(self, sizes: Mapping[sympy.Basic, int]) -> int:
+        """Tree nodes of ``expr`` with each input standing for a tree of ``sizes[input]`` nodes."""
+        return weighted_size(self.expr, sizes)
+
+    def local(self) -> Iterator[tuple[sympy.Symbol, sympy.Expr]]:
+        """(variable, ∂expr/∂variable) for every input, then every weight."""
+        for variable in (*self.inputs, *self.weights):
+            yield variable, sympy.diff(self.expr, variable)
+
+
+Node = Linear | Select | Elementwise | Expression
 
 
 def weighted_size(expr: sympy.Basic, sizes: Mapping[sympy.Basic, int]) -> int:

@@ -1,9 +1,12 @@
 """What ``derivation.json`` holds: a derivation as plain data, of bounded size on any network.
 
-For every layer: its operation and shapes, its general formulas in the article's form
-(LaTeX, as the operation writes them), its position sets and the formulas of its upstream
-gradients ∂L/∂a. For every parameter element and input pixel: its chain form (one term
-per position where it was used) and, when small enough, its closed form. The loss.
+For every layer: its operation and shapes, which layers it reads and which read it (the
+network is a graph), its general formulas in the article's form (LaTeX, as the operation
+writes them; how the upstream gradient of each layer it reads collects its gradients), its
+position sets and the formulas of its upstream gradients ∂L/∂a — for a layer read by
+several, the sum over its readers (the article's rule (20)), and that sum split by reader.
+For every parameter element and input pixel: its chain form (one term per position where it
+was used) and, when small enough, its closed form. The loss.
 
 Bounds, so that the file stays small and quick to write whatever the network:
 
@@ -20,19 +23,21 @@ Bounds, so that the file stays small and quick to write whatever the network:
   before anything is built (the command line refuses past ``--max-closed-size``). Where
   no closed form is written, ``closed_size`` is its size counted on the graph (past 10^15,
   as text: ``"3.1e+45"``).
-* Layers whose operation reads every input (dense) say so instead of listing position sets.
+* Layers whose operation reads every input (dense) say so instead of listing position sets;
+  so do those whose outputs each read a few values, one per input, in place (an addition,
+  an activation, a concatenation: ``each_reads``).
 
 ``Plan(d)`` decides all of this from counts alone; ``Plan.build()`` writes the forms.
 
-Imports ``derive``, ``network``, ``latex`` (its notation printer), ``activations``, ``ops`` and
-``budget`` (how it writes large counts).
+Imports ``derivation``, ``engine``, ``latex`` (its notation printer), ``activations``, ``ops``
+and ``budget`` (how it writes large counts).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 from typing import Any
 
@@ -58,6 +63,10 @@ CONVENTIONS = {
     "position_sets": "1-based flat input indices per output node, in kernel order; padding left out",
     "chain": "sum over the positions where the element was used of upstream * local * factor",
     "closed_size": "tree nodes of the closed form; counted on the graph where it is not written",
+    "reads": "the layers a layer reads, by number in its operation's order (0: the input x); read_by: "
+    "the layers reading it",
+    "upstream": "dL/da of a layer's outputs: the sum of what every layer reading it sends back (rule (20)); "
+    "by_reader splits it by reader where several read it",
 }
 
 
@@ -94,19 +103,23 @@ class Plan:
             name: self._elements(_flat(d.symbols.params[name])) for name in net.parameters
         }
         self.inputs = self._elements(_flat(d.symbols.x))
-        self._position_sets = {  # dense layers read every input: nothing to list
-            n: net.position_sets(n) for n in self.layers if net.layers[n - 1].shows_position_sets
+        self._position_sets = {  # only where the operation has sets worth listing (Op.position_note)
+            n: net.position_sets(n) for n in self.layers if net.layers[n - 1].position_note()
         }
         self.sets = {
             n: _List(list(range(1, len(sets) + 1)), [len(s) for s in sets])
             for n, sets in self._position_sets.items()
         }
         self.upstream = {n: self._upstream(n) for n in self.layers}
+        self.by_reader = {  # a fork's upstream formulas again, split by the layer each term comes from
+            n: _List(lst.keys, lst.sizes) for n, lst in self.upstream.items() if len(net.consumers(n)) > 1
+        }
         self._lists = lists = [
             *self.parameters.values(),
             self.inputs,
             *self.sets.values(),
             *self.upstream.values(),
+            *self.by_reader.values(),
         ]
         self.complete = sum(lst.units() for lst in lists) <= LISTED_BUDGET
         if not self.complete:
@@ -151,7 +164,7 @@ class Plan:
         d, net = self.d, self.d.network
         self._closed_used = 0
         record: dict[str, Any] = {
-            "format": 2,
+            "format": 3,
             "network": net.to_dict(),
             "conventions": CONVENTIONS,
             "bounds": {
@@ -183,11 +196,15 @@ class Plan:
 
     def _layer(self, number: int, step: Callable[[int], Any]) -> dict[str, Any]:
         net, d = self.d.network, self.d
-        op, before, after = net.layers[number - 1], net.shapes[number - 1], net.shapes[number]
+        op, taken, after = net.layers[number - 1], net.input_shape_of(number), net.shapes[number]
+        read = [net.shapes[source] for source in net.sources[number - 1]]
         entry: dict[str, Any] = {
             "number": number,
+            "name": net.layer_names[number - 1],  # None: unnamed
             "operation": op.describe(),
-            "input_shape": list(before),
+            "reads": list(net.sources[number - 1]),
+            "read_by": list(net.consumers(number)),
+            "input_shape": list(taken) if len(read) == 1 else [list(shape) for shape in read],
             "output_shape": list(after),
             "general": general_forms(net, number),
         }
@@ -199,8 +216,10 @@ class Plan:
                 "sets": {str(lst.keys[k]): list(sets[k][: self.cut_at]) for k in lst.listed},
             }
             step(len(lst.listed))
-        else:
-            entry["position_sets"] = {"count": prod(after), "every_input": prod(before)}
+        else:  # each output reads every input (dense), or a few values, one per input (add)
+            window, values = op.window(taken), sum(prod(shape) for shape in read)
+            reads = {"every_input": values} if window == values else {"each_reads": window, "of": values}
+            entry["position_sets"] = {"count": prod(after), **reads}
         lst = self.upstream[number]
         formulas = {}
         for k in lst.listed:
@@ -211,7 +230,31 @@ class Plan:
                 formulas[str(symbol)] = self._sum_text(d.upstream_terms_of(symbol))
             step(1)
         entry["upstream"] = {"count": len(lst.keys), "formulas": formulas}
+        if number in self.by_reader:
+            entry["upstream"]["by_reader"] = self._by_reader(number, step)
         return entry
+
+    def _by_reader(self, number: int, step: Callable[[int], Any]) -> dict[str, dict[str, str]]:
+        """A fork's listed upstream formulas split into what each reader sends back: the
+        article's rule (20), one sum per layer reading it (cut like the rest, at ``cut_at``
+        terms in all)."""
+        d, lst = self.d, self.by_reader[number]
+        outputs = d.graph.outputs_of(number)
+        split = {}
+        for k in lst.listed:
+            left = self.cut_at
+            parts = {}
+            for reader in d.network.consumers(number):
+                terms = d.backward(reader).input_terms.get(outputs[k], [])
+                shown = terms if left is None else terms[:left]
+                text = _text(sympy.Add(*[t.expr for t in shown]))  # "0": a reader that skips it (a stride)
+                if len(shown) < len(terms):
+                    text = f"{text} + ..." if shown else "..."
+                parts[str(reader)] = text
+                left = None if left is None else left - len(shown)
+            split[str(lst.keys[k])] = parts
+            step(1)
+        return split
 
     def _element_entries(self, lst: _List, step: Callable[[int], Any]) -> list[dict[str, Any]]:
         d, result = self.d, []
@@ -257,28 +300,35 @@ class Plan:
         return {"closed": _text(closed), "closed_size": size}
 
 
-def general_forms(network, number: int) -> dict[str, str | None]:
+def general_forms(network, number: int) -> dict[str, Any]:
     """Layer ``number``'s formulas in the article's form, as its operation writes them:
-    ∂L/∂w and ∂L/∂b (None without weights) and, from layer 2 on, how the upstream gradient
-    of its input collects the gradients of its outputs."""
+    ∂L/∂w and ∂L/∂b (None without weights) and, for each layer it reads (not the input x),
+    how that layer's upstream gradient collects the gradients of this one's outputs
+    (``input_upstream``, by the number of the layer read: its part of the sum, when several
+    read it)."""
     op: Op = network.layers[number - 1]
     notation = layer_notation(network, number)
     weight = op.weight_formula(notation) or {}
-    forms = {
+    sources = network.sources[number - 1]
+    return {
         "weight": weight.get("equation"),
         "bias": weight.get("bias"),
         "note": weight.get("note"),
+        "input_upstream": {
+            str(source): op.upstream_formula(_reading(notation, source))["equation"]
+            for source in dict.fromkeys(sources)
+            if source != 0
+        },
     }
-    if number > 1:
-        forms["input_upstream"] = op.upstream_formula(notation)["equation"]
-    return forms
 
 
 def layer_notation(network, number: int) -> Notation:
     """What layer ``number``'s operation needs to write its general formulas, from the network
-    alone (no graph): its input's letter and size, its activation's derivative in TeX."""
+    alone (no graph): the letters of what it reads (x, or a^{(k)} for layer k), their size,
+    its activation's derivative in TeX."""
     op = network.layers[number - 1]
-    before = network.shapes[number - 1]
+    sources = network.sources[number - 1]
+    taken = network.input_shape_of(number)
 
     def local(index: str) -> str:
         if not op.has_activation:
@@ -291,8 +341,23 @@ def layer_notation(network, number: int) -> Notation:
         tex = NotationPrinter(names).doprint(derivative)
         return (rf"\left({tex}\right)" if derivative.is_Add else tex) + r" \cdot "
 
-    letter = "x" if number == 1 else f"a^{{({number - 1})}}"
-    return Notation(number, letter, prod(before), local, op.flat_weights(before))
+    letters = tuple(_letter(source) for source in sources)
+    values = sum(prod(network.shapes[source]) for source in sources)
+    return Notation(
+        number, letters[0], values, local, op.flat_weights(taken), sources,
+        letters if len(sources) > 1 else (),
+    )
+
+
+def _reading(notation: Notation, source: int) -> Notation:
+    """The notation of a layer as it reads ``source``: the operations write the upstream
+    formula of the (first) layer they read, ``Notation.source``."""
+    others = tuple(s for s in notation.sources if s != source)
+    return replace(notation, sources=(source, *others), input_letter=_letter(source))
+
+
+def _letter(source: int) -> str:
+    return "x" if source == 0 else f"a^{{({source})}}"
 
 
 # ---- helpers ------------------------------------------------------------------------------------

@@ -49,14 +49,28 @@ def _log_softmax(a: Array) -> Array:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-# name -> (L(a, y) per sample, ∂L/∂a), for outputs a and targets y of shape (B, K)
+# name -> (L(a, y) per sample, ∂L/∂a), for outputs a and targets y of shape (B, *output): a
+# vector (B, K) or a map (B, C, H, W). Softmax runs along axis 1 — the K outputs of a vector,
+# the C channels of each pixel of a map (torch's CrossEntropyLoss on (N, C, H, W)) — and a
+# sample's loss sums over every other axis.
+
+
+def _total(values: Array) -> Array:
+    """Per sample: the sum over every axis but the batch's."""
+    return values.reshape(len(values), -1).sum(axis=1)
+
+
 LOSSES: dict[str, tuple[Callable[[Array, Array], Array], Callable[[Array, Array], Array]]] = {
-    "sse": (lambda a, y: 0.5 * ((a - y) ** 2).sum(axis=1), lambda a, y: a - y),
-    "mse": (lambda a, y: ((a - y) ** 2).mean(axis=1), lambda a, y: 2 * (a - y) / a.shape[1]),
+    "sse": (lambda a, y: 0.5 * _total((a - y) ** 2), lambda a, y: a - y),
+    "mse": (lambda a, y: _total((a - y) ** 2) / a[0].size, lambda a, y: 2 * (a - y) / a[0].size),
     "cross_entropy": (
-        lambda a, y: -(y * _log_softmax(a)).sum(axis=1),
+        lambda a, y: -_total(y * _log_softmax(a)),
         # y need not sum to one: the softmax term keeps its factor Σ y.
         lambda a, y: np.exp(_log_softmax(a)) * y.sum(axis=1, keepdims=True) - y,
+    ),
+    "binary_cross_entropy": (  # with logits: softplus(a) − y a, σ(a) − y
+        lambda a, y: _total(np.logaddexp(0.0, a) - y * a),
+        lambda a, y: np.exp(-np.logaddexp(0.0, -a)) - y,
     ),
 }
 
@@ -84,8 +98,10 @@ def _loss(name: str, loss: str | None) -> tuple[Callable, Callable]:
 
 
 def _layer_params(net: Any, params: Mapping[str, Array], number: int) -> dict[str, Array]:
-    """Layer ``number``'s parameters under the names its operation knows them by ("W", "b")."""
-    return {prefix: params[name] for prefix, name in net.layer_parameters(number).items()}
+    """Layer ``number``'s parameters and buffers (batch normalisation's running statistics, in
+    eval mode) under the names its operation knows them by ("W", "b", "running_mean")."""
+    names = {**net.layer_parameters(number), **net.layer_buffers(number)}
+    return {prefix: np.asarray(params[name], dtype=float) for prefix, name in names.items()}
 
 
 def forward(net: Any, x: Array, params: Mapping[str, Array], g: str | None = None) -> list[Array]:
@@ -108,7 +124,7 @@ def forward_pass(
 
 
 def _forward(net: Any, x: Array, params: Mapping[str, Array], g: str | None):
-    """Each layer's input (as its operation takes it) and z, and the network's output (B, K):
+    """Each layer's input (as its operation takes it) and z, and the network's output (B, *shape):
     the layers in order, each reading the outputs of the layers it names (0: x)."""
     outputs: list[Array] = [x]  # a of every layer, x first
     inputs, zs = [], []
@@ -118,7 +134,7 @@ def _forward(net: Any, x: Array, params: Mapping[str, Array], g: str | None):
         z = layer.reference_forward(given, _layer_params(net, params, number))
         zs.append(z)
         outputs.append(_activation(layer.activation, g)[0](z) if layer.has_activation else z)
-    return inputs, zs, outputs[-1].reshape(len(x), -1)
+    return inputs, zs, outputs[-1]
 
 
 def loss_value(
@@ -188,6 +204,9 @@ def _concrete(net: Any, g: str | None) -> Any:
 
 
 def _batched(net: Any, x: Array, y: Array) -> tuple[Array, Array, bool]:
+    """x and y with a batch axis first, y shaped like the output (B, *output): targets come
+    flattened (K,) or shaped like the output."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     single = x.shape == tuple(net.input_shape)
-    return (x[None], y[None], True) if single else (x, y, False)
+    x, y = (x[None], y[None]) if single else (x, y)
+    return x, y.reshape(len(y), *net.shapes[-1]), single

@@ -20,9 +20,9 @@ choice (see ``choices``). The result is a ``Report``: per choice, per parameter,
 the largest absolute error over the samples, the relative error (that error over
 the largest magnitude the method gave), and whether it is within tolerance.
 
-Imports numpy, ``reference``, ``numeric`` (for the size of the per-node program), the
-activation and loss registries (for the names of the concrete choices) and, when torch is
-installed, ``torch_bridge``.
+Imports numpy, ``reference``, ``ops.arrays`` (where activations bend), the activation and
+loss registries (for the names of the concrete choices) and, when torch is installed,
+``torch_bridge``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import numpy as np
 from . import reference
 from .activations import ACTIVATIONS
 from .losses import LOSSES
+from .ops.arrays import near_kink
 
 if TYPE_CHECKING:
     from .derivation import Derivation
@@ -269,8 +270,9 @@ def draw_point(
         y = rng.dirichlet(np.ones(k)) if loss_name == "cross_entropy" else rng.normal(size=k)
         params = {}
         for name, shape in net.parameters.items():
-            weight_shape = net.parameters["W" + name[1:]]
-            params[name] = rng.normal(size=shape) / np.sqrt(prod(weight_shape[1:]))
+            number, _ = net.parameter_owner[name]
+            fan_in = net.layers[number - 1].window(net.input_shape_of(number))  # inputs per node
+            params[name] = rng.normal(size=shape) / np.sqrt(fan_in)
         if not _near_kink(net, x, params, g):
             break
     return x, y, params
@@ -279,12 +281,18 @@ def draw_point(
 def _near_kink(
     net: Network, x: np.ndarray, params: Mapping[str, np.ndarray], g: str | None
 ) -> bool:
-    inputs, zs = reference.forward_pass(net, x[None], params, g)
+    """Whether some layer of ``net`` at this point is within KINK_MARGIN of a kink: its
+    operation's own (``Op.reference_near_kink`` on what it reads, whichever layers that
+    comes from: an activation layer's bend, a max pool's near-tie), or its activation's
+    bend at z (an exact 0 excluded: a z that is 0 whatever the step, as after a ReLU, never
+    crosses)."""
+    if g is not None and net.generic_activation:
+        net = net.with_choices(g=g)  # an activation layer g: its own face must know the function
+    inputs, zs = reference.forward_pass(net, x[None], params)
     for layer, h, z in zip(net.layers, inputs, zs):
         if layer.reference_near_kink(h, KINK_MARGIN):
             return True
-        name = g if layer.activation == "g" else layer.activation
-        if name in reference.KINKED and np.any((np.abs(z) < KINK_MARGIN) & (z != 0)):
+        if layer.has_activation and near_kink(layer.activation, z, KINK_MARGIN):
             return True
     return False
 

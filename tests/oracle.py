@@ -24,7 +24,8 @@ def torch_loss_and_grads(
 
 
 def random_point(net: sb.Network, rng: np.random.Generator, scale: float = 0.6):
-    """Inputs, targets and weights drawn at random: x (C, H, W), y (K,), params by name.
+    """Inputs, targets and weights drawn at random: x (C, H, W), y (K,), params by name (and
+    buffers, the running statistics of batch normalisation in eval mode).
 
     Targets are a probability vector for cross-entropy and plain numbers otherwise.
     """
@@ -32,6 +33,8 @@ def random_point(net: sb.Network, rng: np.random.Generator, scale: float = 0.6):
     k = net.output_size
     y = rng.dirichlet(np.ones(k)) if net.loss == "cross_entropy" else rng.normal(size=k)
     params = {name: rng.normal(size=shape) * scale for name, shape in net.parameters.items()}
+    for name, shape in net.buffers.items():  # running statistics (eval mode): a variance is positive
+        params[name] = rng.uniform(0.5, 2.0, size=shape) if "var" in name else rng.normal(size=shape)
     return x, y, params
 
 

@@ -60,4 +60,7 @@ def networks(draw, max_size: int = 6, max_conv: int = 2, ops: bool = False) -> s
                 activation=draw(st.sampled_from(CONCRETE_ACTIVATIONS)),
             )
         )
-    return sb.Network((channels, height, width), layers, draw(st.sampled_from(CONCRETE_LOSSES)))
+        shape = (layers[-1].units,)
+    # a softmax over one output (one unit, a one-channel map) is refused: it is always 1
+    losses = [name for name in CONCRETE_LOSSES if shape[0] > 1 or not LOSSES[name].grouped]
+    return sb.Network((channels, height, width), layers, draw(st.sampled_from(losses)))

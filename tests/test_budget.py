@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from graphs import GRAPHS
 from hypothesis import given
 from strategies import networks
 
@@ -12,12 +13,22 @@ from symbackprop.budget import OverBudget, Work
 
 
 def exact_edges(net: sb.Network) -> int:
-    """The edges of the graph as the operations wire it (padding left out), counted slowly."""
+    """The edges of the graph as the operations wire it (padding left out), counted slowly:
+    per layer, from what it reads (several inputs laid end to end)."""
     edges = net.output_size
-    for layer, shape in zip(net.layers, net.shapes):
-        connections = layer.connections(shape)
+    for number, layer in enumerate(net.layers, start=1):
+        connections = layer.connections(net.input_shape_of(number))
         edges += sum(len(c.inputs) for c in connections)
         edges += len(connections) if layer.has_activation else 0
+    return edges
+
+
+def built_edges(net: sb.Network) -> int:
+    """The edges of the scalar graph itself, once built: every node's inputs, and the loss's."""
+    graph = net.derive().graph
+    edges = net.output_size
+    for layer in graph.layers:
+        edges += sum(len(node.inputs) for node in (*layer.z, *layer.a))
     return edges
 
 
@@ -46,6 +57,39 @@ def test_graph_edges_stay_exact_past_what_int64_holds():
     assert net.graph_edges == 3 * 10**19 + 2
     with pytest.raises(OverBudget, match=r"3\.0e\+19 edges .* far too large to do at any limit"):
         budget.enforce("derive", [budget.scalar_graph(net)])
+
+
+@pytest.mark.parametrize("case", list(GRAPHS))
+def test_graph_edges_of_a_graph_count_every_input_of_every_layer(case):
+    net = GRAPHS[case]()
+    assert exact_edges(net) == built_edges(net)
+    if any(layer.pads() for layer in net.layers):
+        assert net.graph_edges > exact_edges(net)  # the padding places too: a close upper bound
+    else:
+        assert net.graph_edges == exact_edges(net)
+
+
+def test_graph_edges_of_an_addition_reading_a_tensor_twice():
+    net = GRAPHS["one addition reading a tensor twice"]()  # conv 3x3 (padded) → add(h, x, h) → dense 2
+    # conv: 9 windows of 9 places (49 on the image) and 9 activations; the addition: 3 per output;
+    # dense: 2 x 9 and 2 activations; the loss reads 2
+    assert net.graph_edges == (9 * 9 + 9) + 9 * 3 + (2 * 9 + 2) + 2 == 139
+    assert exact_edges(net) == built_edges(net) == (49 + 9) + 9 * 3 + (2 * 9 + 2) + 2 == 107
+
+
+def test_graph_edges_of_resnet_tiny():
+    net = sb.presets.resnet_tiny()
+    convs = [  # outputs x window (+ one activation per output), per convolution
+        2048 * 27 + 2048, 2048 * 72 + 2048, 2048 * 72 + 2048,  # stem, block 1
+        1024 * 72 + 1024, 1024 * 144 + 1024, 1024 * 8 + 1024,  # block 2 and its 1x1 shortcut
+    ]
+    rest = 2048 * 2 + 2048 + 1024 * 2 + 1024 + 16 * 64 + (10 * 16 + 10) + 10  # adds, relus, pool, dense, loss
+    assert net.graph_edges == sum(convs) + rest == 599_220
+    # without the padding places: each plane of a 3x3 conv reads 46 x 46 places of 16 x 16
+    # (23 x 23 strided to 8 x 8, 22 x 22 of 8 x 8)
+    inside = [8 * 3 * 46**2 + 2048, 8 * 8 * 46**2 + 2048, 8 * 8 * 46**2 + 2048,
+              16 * 8 * 23**2 + 1024, 16 * 16 * 22**2 + 1024, 1024 * 8 + 1024]
+    assert exact_edges(net) == sum(inside) + rest == 541_076
 
 
 def test_work_within_its_limits_goes_ahead():

@@ -97,3 +97,42 @@ def test_the_table_says_when_torch_is_not_there(spec, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "(per-layer code and per-node program) against reference, finite differences\n" in out
     assert "\ntorch not used: not installed\n" in out
+
+
+GRAPH = """\
+name: skip
+input: [1, 4, 4]
+layers:
+  - conv: {out_channels: 2, kernel_size: 1, activation: relu}
+    name: stem
+  - conv: {out_channels: 2, kernel_size: 3, padding: 1}
+    name: body
+  - add: {}
+    inputs: [stem, body]
+  - activation: {function: relu}
+  - maxpool: {kernel_size: 2}
+  - dense: {units: 2}
+loss: cross_entropy
+"""
+
+
+def test_a_graph_spec_checks_out_in_both_codes(tmp_path, capsys):
+    spec = tmp_path / "skip.yaml"
+    spec.write_text(GRAPH, encoding="utf-8")
+    assert main(["check", str(spec), "--samples", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["agree"] and report["network"] == "skip"
+    assert report["styles"] == ["layers", "nodes"]
+    assert [row["name"] for row in report["runs"][0]["rows"]] == ["loss", "x", "W1", "W2", "W6"]
+
+
+@pytest.mark.slow
+def test_resnet_tiny_checks_out(capsys):
+    assert main(["check", "--preset", "resnet_tiny", "--samples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("check resnet_tiny: 1 samples, seed 0; derived gradients (per-layer code) against "
+                          "reference, finite differences, torch\n")
+    assert out.count(" ok\n") == 16  # the loss, x and 14 parameters
+    # 5,194 parameters: too many for the per-node program; finite differences on a sample
+    assert "finite differences on a seeded sample of elements: x 200 of 768, W1 200 of 216," in out
+    assert out.rstrip().endswith("all agree")

@@ -116,3 +116,61 @@ def test_the_committed_article_derivation_is_current(fresh_article_derivation, f
         f"outputs/article/{filename} is stale: run `symbackprop derive` in the repository "
         "and commit the result"
     )
+
+
+GRAPH = """\
+name: skip
+input: [1, 4, 4]
+layers:
+  - conv: {out_channels: 2, kernel_size: 1, activation: tanh}
+    name: stem
+  - conv: {out_channels: 2, kernel_size: 3, padding: 1}
+    name: body
+  - add: {}
+    inputs: [stem, body]
+  - dense: {units: 2}
+loss: sse
+"""
+
+
+def test_derive_a_graph_spec_says_which_layer_reads_which(tmp_path, capsys):
+    spec = tmp_path / "skip.yaml"
+    spec.write_text(GRAPH)
+    assert main(["derive", str(spec), "-o", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "network skip: input 1x4x4, loss sse\n"
+        "  layer 1 (stem): conv 2x1x1, stride 1x1, padding 0x0, no bias, tanh -> 2x4x4 (reads x; read by layer 2 and layer 3)\n"
+        "  layer 2 (body): conv 2x3x3, stride 1x1, padding 1x1, no bias, identity -> 2x4x4 (reads layer 1)\n"
+        "  layer 3: add -> 2x4x4 (reads layer 1 and layer 2)\n"
+        "  layer 4: dense 2, no bias, identity -> 2 (reads layer 3)\n"
+        "  102 weights: W1 2x1x1x1, W2 2x2x3x3, W4 2x32\n"
+    )
+    record = json.loads((tmp_path / "out" / "derivation.json").read_text())
+    assert record["network"]["layers"][2] == {"add": {}, "name": "layer3", "inputs": ["stem", "body"]}
+    assert [(layer["name"], layer["reads"], layer["read_by"]) for layer in record["layers"]] == [
+        ("stem", [0], [2, 3]), ("body", [1], [3]), (None, [1, 2], [4]), (None, [3], []),
+    ]
+    stem = record["layers"][0]["upstream"]
+    # the stem's gradient at its corner: what the addition sends back, plus the body's, from the
+    # four outputs of each channel whose padded 3x3 window holds it (output (i, j) reads it at
+    # kernel place (1 - i, 1 - j))
+    body = (
+        "W2_0_0_0_0*dL_da2_6 + W2_0_0_0_1*dL_da2_5 + W2_0_0_1_0*dL_da2_2 + W2_0_0_1_1*dL_da2_1 + "
+        "W2_1_0_0_0*dL_da2_22 + W2_1_0_0_1*dL_da2_21 + W2_1_0_1_0*dL_da2_18 + W2_1_0_1_1*dL_da2_17"
+    )
+    assert stem["by_reader"]["dL_da1_1"] == {"2": body, "3": "dL_da3_1"}
+    assert stem["formulas"]["dL_da1_1"] == "dL_da3_1 + " + body
+    assert (tmp_path / "out" / "gradients.py").exists()
+
+
+def test_a_graph_spec_round_trips_through_to_dict(tmp_path):
+    from symbackprop import load_spec
+
+    spec = tmp_path / "skip.yaml"
+    spec.write_text(GRAPH)
+    net = load_spec(spec)
+    assert net.sources == ((0,), (1,), (1, 2), (3,)) and net.layer_names == ("stem", "body", None, None)
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps(net.to_dict()))
+    assert load_spec(again).sources == net.sources

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,13 @@ BIG = (  # 3x64x64, two 16-channel 3x3 convs with padding 1 and relu, dense 10: 
     "  - conv: {kernel_size: 3, out_channels: 16, padding: 1, activation: relu}\n"
     "  - conv: {kernel_size: 3, out_channels: 16, padding: 1, activation: relu}\n"
     "  - dense: {units: 10}\nloss: sse\n"
+)
+GRAPH = (  # a residual block: the stem read by the body and by the addition
+    "name: skip\ninput: [1, 4, 4]\nlayers:\n"
+    "  - conv: {out_channels: 2, kernel_size: 1, activation: tanh}\n    name: stem\n"
+    "  - conv: {out_channels: 2, kernel_size: 3, padding: 1}\n    name: body\n"
+    "  - add: {}\n    inputs: [stem, body]\n"
+    "  - dense: {units: 2}\nloss: sse\n"
 )
 
 # (files to create: name → text, the command line, words the one line must hold)
@@ -89,6 +98,37 @@ MISUSES = [
         {"tiny.yaml": TINY},
         ["check", "tiny.yaml", "--samples", "100000"],
         "check would run finite differences of 1,700,000 loss evaluations",
+    ),
+    (
+        {"graph.yaml": GRAPH.replace("inputs: [stem, body]", "inputs: [stem, bodyy]")},
+        ["derive", "graph.yaml"],
+        (
+            "graph.yaml: layer 3 (add): inputs names 'bodyy', which is not an earlier layer's name; "
+            "known here: input, stem, body"
+        ),
+    ),
+    (
+        {"graph.yaml": GRAPH.replace("[stem, body]", "[stem, late]").replace("{units: 2}", "{units: 2}\n    name: late")},
+        ["check", "graph.yaml"],
+        "layer 3 (add): inputs names 'late', which is not an earlier layer's name",
+    ),
+    (
+        {"graph.yaml": GRAPH.replace("inputs: [stem, body]", "inputs: [stem, stem]")},
+        ["derive", "graph.yaml"],
+        (
+            "graph.yaml: layer 2 (conv): nothing reads its output on the way to the last layer; give it "
+            "to a later layer's inputs, or remove it"
+        ),
+    ),
+    (
+        {"graph.yaml": GRAPH.replace("out_channels: 2, kernel_size: 3", "out_channels: 1, kernel_size: 3")},
+        ["check", "graph.yaml"],
+        "graph.yaml: layer 3 (add): its inputs have shapes 2x4x4 and 1x4x4; an addition needs one shape",
+    ),
+    (
+        {"graph.yaml": GRAPH.replace("name: body", "name: stem").replace("[stem, body]", "[stem, stem]")},
+        ["derive", "graph.yaml"],
+        "graph.yaml: layer 2: name 'stem' is layer 1's already",
     ),
     ({"file": "occupied"}, ["derive", "-o", "file"], "file exists and is not a folder"),
     ({}, ["handout", "--no-pdf", "-o", "/proc/nope"], "cannot create the output folder /proc/nope"),
@@ -165,6 +205,25 @@ def test_check_of_the_big_net_is_done_in_bounded_time(tmp_path, monkeypatch, cap
     out = capsys.readouterr().out
     assert "all agree" in out
     assert "finite differences on a seeded sample of elements: x 200 of 12288" in out
+
+
+def test_check_of_a_huge_input_is_refused_before_it_eats_the_memory(tmp_path, capsys):
+    # a 1x2000x2000 input once grew check to 24 GB before the kernel killed it, after 137 s
+    (tmp_path / "huge.yaml").write_text(
+        "input: [1, 2000, 2000]\nlayers:\n  - conv: {out_channels: 2, kernel_size: 3, activation: relu}\n"
+        "  - conv: {out_channels: 2, kernel_size: 3}\n  - dense: {units: 10}\nloss: cross_entropy\n"
+    )
+    started = time.perf_counter()
+    assert main(["check", str(tmp_path / "huge.yaml")]) == 2
+    assert time.perf_counter() - started < 10
+    error = capsys.readouterr().err
+    assert "check would hold arrays of 100,698 MB" in error
+    assert "more than --max-memory allows (8,000); rerun with --max-memory 100698 to go ahead" in error
+
+
+def test_check_takes_no_max_edges_it_would_not_enforce(capsys):
+    assert main(["check", "--max-edges", "5"]) == 2
+    assert "unrecognized arguments: --max-edges" in capsys.readouterr().err
 
 
 def test_raising_the_limit_lets_the_work_go_ahead(tmp_path, capsys):
@@ -296,3 +355,21 @@ def test_interrupting_leaves_nothing(tmp_path, monkeypatch, capsys):
 
 def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.slow
+def test_sigterm_while_deriving_leaves_no_staging_folder(tmp_path):
+    # SIGTERM once ended the process where it stood, a half-written .staging-* folder left behind
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "symbackprop.cli", "derive", "--preset", "lenet5", "-o", str(out), "-q"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".staging-*")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert list(out.glob(".staging-*")), "the command finished before it could be terminated"
+    process.send_signal(signal.SIGTERM)
+    _, error = process.communicate(timeout=60)
+    assert process.returncode == 143 and "terminated; nothing written" in error
+    assert not out.exists()  # the folder made for the files is gone with them

@@ -3,6 +3,8 @@ equal to PyTorch autograd and to sympy.diff of the closed-form loss."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import sympy
@@ -305,7 +307,7 @@ def flat(array: sympy.Array) -> list:
 def point_values(d: sb.Derivation, x, y, params) -> dict[sympy.Symbol, float]:
     values = dict(zip(flat(d.symbols.x), x.ravel()))
     values.update(zip(flat(d.symbols.y), y.ravel()))
-    for name, symbols in d.symbols.params.items():
+    for name, symbols in [*d.symbols.params.items(), *d.graph.buffers.items()]:  # and running statistics
         values.update(zip(flat(symbols), params[name].ravel()))
     return values
 
@@ -371,3 +373,19 @@ def test_mixed_activations_with_cross_entropy_build_closed_forms_and_match_torch
         sb.Dense(units=3),
     ], loss="cross_entropy")
     assert_matches_torch(net, rng)
+
+
+def test_closed_forms_of_a_huge_network_are_refused_before_its_graph_is_built():
+    # the README's 3x64x64 network: 12 million edges, an hour and 19 GB to build
+    net = sb.Network((3, 64, 64), [
+        sb.Conv2D(out_channels=16, kernel_size=3, padding=1, activation="relu"),
+        sb.Conv2D(out_channels=16, kernel_size=3, padding=1, activation="relu"),
+        sb.Dense(units=10),
+    ], loss="cross_entropy")
+    d = net.derive()
+    for ask, what in [(lambda: d.gradient("W1"), "gradient('W1')"), (lambda: d.loss, "loss"),
+                      (lambda: d.latex("W3"), "latex('W3')")]:
+        with pytest.raises(OverBudget, match=rf"^{re.escape(what)} would first build a scalar graph of "
+                           r"11,993,108 edges \(estimated .*\) to count its closed forms, more than 1,000,000"):
+            ask()
+    assert not d.graph.layers._built  # nothing was built

@@ -7,13 +7,16 @@ from __future__ import annotations
 import re
 import subprocess
 
+import graphs
 import numpy as np
 import pytest
+import yaml
 from github_markdown import parse
 
 import symbackprop as sb
 from symbackprop import cli, reference
 from symbackprop.document.exercises import exercise_set, render
+from symbackprop.latex import overfull_boxes
 
 NETWORKS = {
     "article": sb.presets.article,
@@ -130,7 +133,7 @@ def test_the_position_set_answers(case):
     places hold 1, 2, 3, … light up exactly the outputs that read it, with its place."""
     _, facts, net, _ = case
     if "positions" not in facts:
-        assert not any(op.shows_position_sets for op in net.layers)
+        assert not any(op.position_note() for op in net.layers)
         return
     f = facts["positions"]
     op, shape = net.layers[f["layer"] - 1], net.shapes[f["layer"] - 1]
@@ -296,3 +299,74 @@ def test_the_pdfs_compile(tmp_path, args):
             check=True,
         ).stdout
         assert "Exercise 5: the tensor view" in text
+
+
+# ---- networks that are graphs: a fork and its join -------------------------------------------
+
+
+def rest_after(net: sb.Network, layer: int) -> sb.Network:
+    """The network made of the layers after ``layer``, fed with layer ``layer``'s outputs: its
+    input gradient is ∂L/∂a^{(layer)}. Every later layer must read ``layer`` or a later one."""
+    x = sb.Input(net.shapes[layer])
+    tensors = {layer: x}
+    for k in range(layer + 1, len(net.layers) + 1):
+        tensors[k] = net.layers[k - 1](*[tensors[s] for s in net.sources[k - 1]])
+    return sb.Network(inputs=x, outputs=tensors[len(net.layers)], loss=net.loss)
+
+
+def upstream_by_reference(net: sb.Network, x, y, params, layer: int) -> np.ndarray:
+    """∂L/∂a^{(layer)}, flat, by the independent numpy backprop (``rest_after``)."""
+    a = _activation(net, layer, reference.forward(net, x[None], params)[layer - 1])[0][0]
+    renamed = {
+        f"{prefix}{owner - layer}": params[name]
+        for name, (owner, prefix) in net.parameter_owner.items()
+        if owner > layer
+    }
+    return reference.loss_and_grads(rest_after(net, layer), a, y, renamed).grads["x"].reshape(-1)
+
+
+GRAPH_CASES = [  # identity shortcut: the addition reads the fork; projection: two convolutions do
+    ("residual_identity", graphs.residual_identity, 0),
+    ("residual_identity", graphs.residual_identity, 1),
+    ("residual_projection", graphs.residual_projection, 0),
+    ("residual_projection", graphs.residual_projection, 2),
+]
+
+
+@pytest.mark.parametrize("name, make, seed", GRAPH_CASES, ids=[f"{n}-{s}" for n, _, s in GRAPH_CASES])
+def test_the_join_answer_is_the_sum_of_both_paths_as_the_reference_computes_it(name, make, seed):
+    chosen = exercise_set(make(), seed)
+    ex, net = chosen.example, chosen.example.network
+    facts = {e.kind: e.facts for e in chosen.exercises}["join"]
+    l, j = facts["layer"], facts["node"]
+    assert len(facts["readers"]) == 2 and facts["readers"] == list(net.consumers(l))
+    total = upstream_by_reference(net, ex.x, ex.y, ex.params, l)[j]
+    assert facts["value"] == pytest.approx(total, rel=1e-10, abs=1e-14)
+    assert sum(facts["paths"].values()) == pytest.approx(total, rel=1e-10, abs=1e-14)
+    assert all(abs(v) > 1e-12 for v in facts["paths"].values())  # both paths bring something
+    # where the addition reads the fork itself, its path brings back the addition's own upstream
+    # gradient (an addition passes it on unchanged), and the block's path is the rest
+    for k in facts["readers"]:
+        if len(net.sources[k - 1]) > 1:
+            through_add = upstream_by_reference(net, ex.x, ex.y, ex.params, k)[j]
+            assert facts["paths"][k] == pytest.approx(through_add, rel=1e-10, abs=1e-14)
+            assert name == "residual_identity"
+
+
+def test_the_join_exercise_reads_as_a_sum_of_paths_and_a_chain_has_none():
+    sheet = render(graphs.residual_identity(), 0)
+    assert "Exercise 6: a fork and its join: the sum over the paths" in sheet["exercises.tex"]
+    assert r"\right|_{\text{via }2} + \left." in sheet["solutions.tex"]
+    parse(sheet["exercises.md"])
+    assert not any(e.kind == "join" for e in exercise_set(NETWORKS["relu"](), 0).exercises)
+
+
+@pytest.mark.slow
+def test_a_residual_sheet_compiles_without_lines_sticking_out(tmp_path):
+    spec = tmp_path / "residual.yaml"
+    spec.write_text(yaml.safe_dump(graphs.residual_identity().to_dict()), encoding="utf-8")
+    assert cli.main(["exercises", str(spec), "--keep-log", "-o", str(tmp_path / "out")]) == 0
+    for name in ("exercises", "solutions"):
+        log = (tmp_path / "out" / f"{name}.log").read_text()
+        assert not re.search(r"^! ", log, re.MULTILINE)
+        assert not [box for box in overfull_boxes(log) if box[0] > 10], name

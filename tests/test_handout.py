@@ -23,7 +23,7 @@ from oracle import torch_loss_and_grads
 from strategies import networks
 
 import symbackprop as sb
-from symbackprop import cli
+from symbackprop import cli, reference
 from symbackprop.document import default_detail, render_handout, worked_example
 from symbackprop.document.common import position_table
 from symbackprop.latex import overfull_boxes
@@ -727,3 +727,128 @@ def test_handouts_cover_pooling_layers_and_vector_inputs(name):
     assert example.loss == pytest.approx(loss, rel=1e-12)
     for parameter, value in grads.items():
         np.testing.assert_allclose(example.gradients[parameter], value, rtol=1e-10, atol=1e-14)
+
+
+# ---- networks that are graphs ----------------------------------------------------------------
+
+
+def residual_small() -> sb.Network:
+    """A residual block small enough for --detail full and the node-by-node graph (31 weights):
+    h = relu(conv(x)) is read by the block's convolution and by the addition."""
+    x = sb.Input((1, 4, 4))
+    h = sb.Conv2D(kernel_size=2, activation="relu")(x)
+    r = sb.Conv2D(kernel_size=3, padding=1)(h)
+    out = sb.ReLU()(sb.Add()(h, r))
+    return sb.Network(inputs=x, outputs=sb.Dense(units=2)(out), loss="sse", name="residual_small")
+
+
+_GRAPH_TEXTS: dict[str, dict[str, str]] = {}
+
+
+def graph_texts(name: str) -> dict[str, str]:
+    if name not in _GRAPH_TEXTS:
+        net = residual_small() if name == "residual_small" else sb.presets.resnet_tiny()
+        _GRAPH_TEXTS[name] = render_handout(net)
+    return _GRAPH_TEXTS[name]
+
+
+def test_a_residual_network_table_says_what_each_layer_reads():
+    assert default_detail(residual_small()) == "full"
+    tex = graph_texts("residual_small")["handout.tex"]
+    table = tex.split(r"Layer & Type & Reads")[1].split(r"\end{longtable}")[0]
+    assert "3 & add & 1, 2 & – & – & – & – & – & $1 \\times 3 \\times 3$ & 0 \\\\" in table
+    assert "4 & activation & 3 & – & – & – & – & ReLU & $1 \\times 3 \\times 3$ & 0 \\\\" in table
+    assert (
+        "$a^{(1)}$ is read by layers 2 and 3 (a fork), so its upstream gradient will be the sum "
+        "of what each sends back. Layer 3 (addition) joins $a^{(1)}$ and $a^{(2)}$."
+    ) in prose(tex)
+    # each operation's forward formula, with the letters of what it reads
+    assert r"a^{(3)}_{i} = a^{(1)}_{i} + a^{(2)}_{i}" in tex
+    assert r"a^{(3)}_{1} &= a^{(1)}_{1} + a^{(2)}_{1}" in tex
+    assert r"a^{(4)}_{i} = \operatorname{ReLU}\left(a^{(3)}_{i}\right)" in tex
+
+
+def test_the_backward_pass_sums_both_paths_of_a_fork_by_the_rule_for_several_dependencies():
+    tex = graph_texts("residual_small")["handout.tex"]
+    layer1 = tex.split(r"\subsection{Layer 1 (convolution)}")[1].split(r"\subsection")[0]
+    assert "By the rule for several dependencies, (23) in appendix" in prose(layer1)
+    assert (
+        r"\frac{\partial L}{\partial a^{(1)}_{j}} = \left.\frac{\partial L}{\partial a^{(1)}_{j}}"
+        r"\right|_{\text{via }2} + \left.\frac{\partial L}{\partial a^{(1)}_{j}}\right|_{\text{via }3}"
+    ) in layer1
+    # a^{(1)}_1, the corner, read at 4 places of layer 2's padded 3x3 kernel, and by the addition
+    assert (
+        r"\left.\frac{\partial L}{\partial a^{(1)}_{1}}\right|_{\text{via }2} &= "
+        r"\frac{\partial L}{\partial a^{(2)}_{1}} \cdot w^{(2)}_{5} + \frac{\partial L}{\partial a^{(2)}_{2}} "
+        r"\cdot w^{(2)}_{4} + \frac{\partial L}{\partial a^{(2)}_{4}} \cdot w^{(2)}_{2} + "
+        r"\frac{\partial L}{\partial a^{(2)}_{5}} \cdot w^{(2)}_{1}"
+    ) in layer1
+    assert (
+        r"\left.\frac{\partial L}{\partial a^{(1)}_{1}}\right|_{\text{via }3} &= "
+        r"\frac{\partial L}{\partial a^{(3)}_{1}}"
+    ) in layer1
+    # and the general formula of each path, the one an addition writes with its gradient times 1
+    assert (
+        r"\left.\frac{\partial L}{\partial a^{(1)}_{i}}\right|_{\text{via }3} = "
+        r"\frac{\partial L}{\partial a^{(3)}_{i}} \cdot 1"
+    ) in layer1
+    assert "\\tag{23}" in tex.split(r"\section{The chain rule")[1]  # (20) of the article, here 23
+
+
+def test_the_worked_fork_adds_up_both_paths_as_the_reference_computes_them():
+    from test_exercises import upstream_by_reference
+
+    example = worked_example(residual_small())
+    net, fmt = example.network, example.formats.gradient
+    tex = prose(graph_texts("residual_small")["handout.tex"])
+    worked = tex.split("Where the network forks, the numbers follow")[1].split(r"\end{align*}")[0]
+    j = int(re.search(r"The output \$a\^\{\(1\)\}_\{(\d+)\}\$ of layer 1", worked).group(1)) - 1
+    total = upstream_by_reference(net, example.x, example.y, example.params, 1)[j]
+    through_add = upstream_by_reference(net, example.x, example.y, example.params, 3)[j]
+    through_conv = total - through_add
+    assert abs(through_conv) > 1e-3 and abs(through_add) > 1e-3  # both paths bring something
+    assert f"&\\quad = ({fmt(through_conv)}) + ({fmt(through_add)}) \\\\ &\\quad = {fmt(total)}" in worked
+    np.testing.assert_allclose(example.gradients["W1"], reference.loss_and_grads(
+        net, example.x, example.y, example.params).grads["W1"], rtol=1e-10)
+
+
+def test_the_graph_draws_the_fork_and_the_join():
+    tex = graph_texts("residual_small")["handout.tex"]
+    graph = tex.split(r"\section{The computational graph}")[1].split(r"\section")[0]
+    # a^{(1)}_1 feeds layer 2's z (the next column, straight) and the addition (bent, skipping)
+    assert r"\draw[kernel5, line width=0.5pt] (a1n1) -- (z2n1);" in graph  # w^{(2)}_5 multiplies it
+    assert re.search(r"\\draw\[black!30, line width=0.5pt\] \(a1n1\) to\[bend left=18\] \(a3n1\);", graph)
+    assert re.search(r"\\draw\[black!30, line width=0.5pt\] \(a2n1\) -- \(a3n1\);", graph)
+    assert "a node with edges from two layers joins them" in prose(graph)
+    # resnet_tiny, layer by layer: each shortcut bows out from the block's input to its addition
+    tiny = graph_texts("resnet_tiny")["handout.tex"]
+    assert r"\draw[->, line width=0.5pt] (A1) to[bend left=-60] (A4);" in tiny
+    assert re.search(r"\\draw\[->, line width=0\.5pt\] \(A5\) to\[bend left=-60\] node\[lab, left\] \{conv 16x1x1", tiny)
+
+
+def test_resnet_tiny_summary_writes_each_fork_as_a_sum_over_its_readers():
+    tex = prose(graph_texts("resnet_tiny")["handout.tex"])
+    assert "This is the summary" in tex
+    assert "The outputs of layer 1 are read by layers 2 (convolution) and 4 (addition)" in tex
+    assert "The outputs of layer 5 are read by layers 6 (convolution) and 8 (convolution)" in tex
+    parse(graph_texts("resnet_tiny")["handout.md"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, pages", [("residual_small", 22), ("resnet_tiny", 40)])
+def test_graph_handouts_compile_without_errors_or_wide_lines(tmp_path, name, pages):
+    net = residual_small() if name == "residual_small" else None
+    args = ["handout", "--keep-log", "-o", str(tmp_path / "out")]
+    if net is None:
+        args += ["--preset", "resnet_tiny"]
+    else:
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(yaml.safe_dump(net.to_dict()), encoding="utf-8")
+        args.insert(1, str(spec))
+    assert cli.main(args) == 0
+    log = (tmp_path / "out" / "handout.log").read_text()
+    assert not re.search(r"^! ", log, re.MULTILINE)
+    assert not [box for box in overfull_boxes(log) if box[0] > 10]
+    assert (tmp_path / "out" / "handout.tex").read_text() == graph_texts(name)["handout.tex"]
+    info = subprocess.run(["pdfinfo", str(tmp_path / "out" / "handout.pdf")], capture_output=True, text=True, check=True)
+    assert int(re.search(r"^Pages:\s+(\d+)", info.stdout, re.MULTILINE).group(1)) <= pages

@@ -6,11 +6,14 @@ Expected LaTeX is written out: the article's formulas as the handout prints them
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 import sympy
+from graphs import GRAPHS
 
 import symbackprop as sb
+from symbackprop.engine import _flat
 from symbackprop.latex import (
     ROW_WIDTH,
     Row,
@@ -198,3 +201,89 @@ def test_latex_errors_keep_only_the_relevant_lines():
 def test_overfull_boxes():
     log = "Overfull \\hbox (12.5pt too wide) in paragraph at lines 3--4\nOverfull \\hbox (0.3pt too wide) detected at line 9\n"
     assert overfull_boxes(log) == [(12.5, "in paragraph at lines 3--4"), (0.3, "detected at line 9")]
+
+
+# ---- networks that are graphs: a node several layers read (the article's rule (20)) -------------
+
+
+@pytest.fixture(scope="module", params=list(GRAPHS))
+def graph(request) -> sb.Derivation:
+    return GRAPHS[request.param]().derive()
+
+
+def test_an_input_read_by_two_layers_sums_their_terms_reader_by_reader():
+    d = GRAPHS["a residual MLP"]().derive()  # x feeds the dense layer 1 and the addition 2
+    first = d.latex_derivation("x").split(" \\\\[1ex]\n")[0]
+    assert first == (
+        "\\begin{aligned}\n"
+        r"\frac{\partial L}{\partial x_{1}} &= "
+        r"\frac{\partial L}{\partial a^{(1)}_{1}} \cdot \left(1 - \left(a^{(1)}_{1}\right)^{2}\right) \cdot w^{(1)}_{1}"
+        r" + \frac{\partial L}{\partial a^{(1)}_{2}} \cdot \left(1 - \left(a^{(1)}_{2}\right)^{2}\right) \cdot w^{(1)}_{5} \\" "\n"
+        r"&\quad {}+ \frac{\partial L}{\partial a^{(1)}_{3}} \cdot \left(1 - \left(a^{(1)}_{3}\right)^{2}\right) \cdot w^{(1)}_{9} \\" "\n"
+        r"&\quad {}+ \frac{\partial L}{\partial a^{(1)}_{4}} \cdot \left(1 - \left(a^{(1)}_{4}\right)^{2}\right) \cdot w^{(1)}_{13}"
+        r"\qquad \text{(layer 1)} \\" "\n"
+        r"&\quad {}+ \frac{\partial L}{\partial a^{(2)}_{1}}\qquad \text{(layer 2)}"
+    )
+
+
+def test_a_weight_of_a_layer_read_by_two_layers_shows_the_terms_of_both():
+    d = GRAPHS["residual, projection shortcut"]().derive()  # layer 1 feeds the convolutions 2 and 3
+    derivation = d.latex_derivation("W1_0_0_0_0")
+    chain, upstreams = derivation.split("\\\\[1ex]\n&\\text{by rule (20), as layers 2 and 3 read } a^{(1)}\\text{:} \\\\[1ex]\n")
+    assert chain.startswith("\\begin{aligned}\n" r"\frac{\partial L}{\partial w^{(1)}_{1,1,1,1}} &= ")
+    assert chain.count(r"\frac{\partial L}{\partial a^{(1)}_{") == 16  # its 16 positions
+    blocks = upstreams.removesuffix("\n\\end{aligned}").split(" \\\\[1ex]\n")
+    assert len(blocks) == 16  # ∂L/∂a^{(1)}_1 … ∂L/∂a^{(1)}_16, each once
+    assert blocks[0] == (
+        r"\frac{\partial L}{\partial a^{(1)}_{1}} &= "
+        r"\frac{\partial L}{\partial a^{(2)}_{1}} \cdot a^{(2)}_{1} \left(1 - a^{(2)}_{1}\right) \cdot w^{(2)}_{1,1,1,1} \\" "\n"
+        r"&\quad {}+ \frac{\partial L}{\partial a^{(2)}_{5}} \cdot a^{(2)}_{5} \left(1 - a^{(2)}_{5}\right) \cdot w^{(2)}_{2,1,1,1}"
+        r"\qquad \text{(layer 2)} \\" "\n"
+        r"&\quad {}+ \frac{\partial L}{\partial a^{(3)}_{1}} \cdot w^{(3)}_{1,1,1,1}"
+        r" + \frac{\partial L}{\partial a^{(3)}_{5}} \cdot w^{(3)}_{2,1,1,1}\qquad \text{(layer 3)}"
+    )
+    # a^{(1)}_2 is not under layer 3's 1x1 kernel of stride 2: layer 2 alone sends it anything
+    assert r"\text{(layer 2)}" in blocks[1] and r"\text{(layer 3)}" not in blocks[1]
+
+
+def test_every_forked_upstream_shows_each_reader_that_reads_it(graph):
+    d = graph
+    for parameter in d.symbols.params:
+        number, _ = d.network.parameter_owner[parameter]
+        readers = d.network.consumers(number)
+        derivation = d.latex_derivation(parameter)
+        if len(readers) < 2:
+            assert "rule (20)" not in derivation
+            continue
+        for i, (symbol, node) in enumerate(zip(d.graph.upstream_of(number), d.graph.outputs_of(number))):
+            start = derivation.find(d.tex_names[symbol] + " &= ")
+            if start < 0:
+                continue  # not used by this parameter's chain forms
+            block = derivation[start:].split(" \\\\[1ex]\n")[0]
+            for reader in readers:
+                terms = d.backward(reader).input_terms.get(node, [])
+                assert (rf"\text{{(layer {reader})}}" in block) == bool(terms), (parameter, i, reader)
+                # each of the reader's terms, with the reader's own ∂L/∂a^{(r)}
+                assert block.count(rf"\partial a^{{({reader})}}_") == len(terms)
+
+
+def test_the_jupyter_display_of_a_graph_sums_over_readers(graph):
+    shown = graph._repr_latex_()
+    assert shown.startswith("$$\\begin{aligned}") and shown.endswith("\\end{aligned}$$")
+    first, _ = graph.network.parameter_owner[next(iter(graph.symbols.params))]
+    assert ("rule (20)" in shown) == (len(graph.network.consumers(first)) > 1)
+
+
+@pytest.mark.slow
+def test_graph_derivations_typeset_with_pdflatex(tmp_path):
+    lines = [r"\documentclass{article}", r"\usepackage{amsmath,amssymb}", r"\allowdisplaybreaks", r"\begin{document}"]
+    for make in GRAPHS.values():
+        d = make().derive()
+        lines += [rf"\[ {d.latex_derivation()} \]", rf"\[ {d.latex_derivation('x')} \]", d._repr_latex_()]
+        lines += [rf"\[ {d.latex(name, max_size=2000)} \]" for name in d.symbols.params
+                  if d.closed_size_estimate(d.chain_of(_flat(d.symbols.params[name])[0])) < 200]
+    lines.append(r"\end{document}")
+    (tmp_path / "graphs.tex").write_text("\n".join(lines), encoding="utf-8")
+    command = ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "graphs.tex"]
+    run = subprocess.run(command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, latex_errors(run.stdout)

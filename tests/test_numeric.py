@@ -303,8 +303,8 @@ def test_generated_modules_import_numpy_and_the_standard_library_only(net):
 def test_the_loss_is_a_call_to_the_stable_loss_of_the_runtime():
     net = sb.Network((1, 1, 3), [sb.Dense(units=3)], "cross_entropy")
     program = module_source(net.derive(), style="nodes").split("def _nodes", 1)[1]
-    assert "    L = loss_value(out, targets)\n" in program
-    assert "    dL_da1_1, dL_da1_2, dL_da1_3 = loss_gradient(out, targets)\n" in program
+    assert "    L = loss_value(out, targets, 3)\n" in program  # 3 channels: the softmax's
+    assert "    dL_da1_1, dL_da1_2, dL_da1_3 = loss_gradient(out, targets, 3)\n" in program
     assert "exp(" not in program.split("# ---- runtime helpers")[0]
 
 

@@ -20,11 +20,31 @@ from symbackprop.numeric.runtime import calls, chunks, functions, windows
 def test_cross_entropy_of_logits_far_out_is_finite_and_exact():
     # logits (1e4, -1e4): softmax is (1, e^-2e4) — exp(1e4) itself would overflow.
     a, y = np.array([[1e4], [-1e4]]), np.array([[0.0], [1.0]])
-    assert functions.cross_entropy(a, y).tolist() == [2e4]  # -log softmax_2 = 2e4
-    assert functions.cross_entropy_gradient(a, y).tolist() == [[1.0], [-1.0]]
+    assert functions.cross_entropy(a, y, 2).tolist() == [2e4]  # -log softmax_2 = 2e4
+    assert functions.cross_entropy_gradient(a, y, 2).tolist() == [[1.0], [-1.0]]
     # the per-node form, on floats, agrees
-    assert functions.cross_entropy([1e4, -1e4], [0.0, 1.0]) == 2e4
-    assert functions.cross_entropy_gradient([1e4, -1e4], [0.0, 1.0]) == [1.0, -1.0]
+    assert functions.cross_entropy([1e4, -1e4], [0.0, 1.0], 2) == 2e4
+    assert functions.cross_entropy_gradient([1e4, -1e4], [0.0, 1.0], 2) == [1.0, -1.0]
+
+
+def test_binary_cross_entropy_of_logits_far_out_is_finite_and_exact():
+    a, y = np.array([[1e4], [-1e4]]), np.array([[0.0], [1.0]])  # both wrong by 1e4
+    assert functions.binary_cross_entropy(a, y, 2).tolist() == [2e4]
+    assert functions.binary_cross_entropy_gradient(a, y, 2).tolist() == [[1.0], [-1.0]]
+    assert functions.binary_cross_entropy([1e4, -1e4], [0.0, 1.0], 2) == 2e4
+
+
+def test_cross_entropy_of_a_map_takes_a_softmax_per_pixel():
+    # a 2-channel map of 3 pixels, K = 6 in (channel, pixel) order; pixel 0: logits (0, 0),
+    # target channel 0; pixel 1: (log 3, 0), target channel 1; pixel 2: (0, log 3), channel 1
+    a = np.log(np.array([[1.0], [3.0], [1.0], [1.0], [1.0], [3.0]]))
+    y = np.array([[1.0], [0.0], [0.0], [0.0], [1.0], [1.0]])
+    expected = math.log(2) + math.log(4) + math.log(4 / 3)  # −log softmax, pixel by pixel
+    assert functions.cross_entropy(a, y, 2).tolist() == [pytest.approx(expected, rel=1e-15)]
+    gradient = functions.cross_entropy_gradient(a, y, 2)[:, 0]
+    np.testing.assert_allclose(gradient, [0.5 - 1, 0.75, 0.25, 0.5, 0.25 - 1, 0.75 - 1], rtol=1e-15)
+    assert functions.cross_entropy(list(a[:, 0]), list(y[:, 0]), 2) == pytest.approx(expected, rel=1e-15)
+    np.testing.assert_allclose(functions.cross_entropy_gradient(list(a[:, 0]), list(y[:, 0]), 2), gradient)
 
 
 def test_softplus_far_below_zero_keeps_its_tiny_value():
@@ -72,10 +92,10 @@ def test_each_loss_has_the_same_array_and_list_form(name):
     rng = np.random.default_rng(0)
     a, y = rng.normal(size=(3, 4)), rng.dirichlet(np.ones(3), size=4).T  # (K, B): a column each
     lists = [list(a), list(y)]  # K arrays (B,): the per-node batch form
-    np.testing.assert_allclose(value(a, y), value(*lists), rtol=1e-15)
-    np.testing.assert_allclose(gradient(a, y), np.array(gradient(*lists)), rtol=1e-15)
+    np.testing.assert_allclose(value(a, y, 3), value(*lists, 3), rtol=1e-15)
+    np.testing.assert_allclose(gradient(a, y, 3), np.array(gradient(*lists, 3)), rtol=1e-15)
     floats = [a[:, 0].tolist(), y[:, 0].tolist()]  # one sample: python floats
-    assert value(*floats) == pytest.approx(value(a, y)[0], rel=1e-15)
+    assert value(*floats, 3) == pytest.approx(value(a, y, 3)[0], rel=1e-15)
 
 
 @pytest.mark.parametrize("name", list(functions.LOSSES))
@@ -84,16 +104,19 @@ def test_each_loss_and_its_gradient_at_once_are_the_two_apart(name):
     value, gradient = functions.LOSSES[name]
     rng = np.random.default_rng(3)
     a, y = rng.normal(size=(4, 5)) * 30, rng.dirichlet(np.ones(4), size=5).T
-    values, d = functions.LOSSES_AND_GRADIENTS[f"{name}_and_gradient"](a, y)
-    assert np.array_equal(values, value(a, y)) and np.array_equal(d, gradient(a, y))
+    values, d = functions.LOSSES_AND_GRADIENTS[f"{name}_and_gradient"](a, y, 4)
+    assert np.array_equal(values, value(a, y, 4)) and np.array_equal(d, gradient(a, y, 4))
+    # a map of 2 channels and 2 pixels: a softmax per pixel
+    values, d = functions.LOSSES_AND_GRADIENTS[f"{name}_and_gradient"](a, y, 2)
+    assert np.array_equal(values, value(a, y, 2)) and np.array_equal(d, gradient(a, y, 2))
 
 
 def test_losses_are_per_sample_and_the_worked_values():
     a, y = np.array([[1.0, 0.0], [3.0, 0.0]]), np.array([[0.0, 0.0], [1.0, 0.0]])
-    assert functions.sse(a, y).tolist() == [2.5, 0.0]
-    assert functions.mse(a, y).tolist() == [2.5, 0.0]
-    assert functions.mse_gradient(a, y).tolist() == [[1.0, 0.0], [2.0, 0.0]]
-    assert functions.cross_entropy(np.zeros((2, 1)), np.array([[1.0], [0.0]])).tolist() == [
+    assert functions.sse(a, y, 2).tolist() == [2.5, 0.0]
+    assert functions.mse(a, y, 2).tolist() == [2.5, 0.0]
+    assert functions.mse_gradient(a, y, 2).tolist() == [[1.0, 0.0], [2.0, 0.0]]
+    assert functions.cross_entropy(np.zeros((2, 1)), np.array([[1.0], [0.0]]), 2).tolist() == [
         math.log(2)
     ]
 

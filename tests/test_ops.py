@@ -85,6 +85,7 @@ def test_the_registry_is_keyed_by_each_operations_own_key():
 
     assert list(OPS) == [
         "conv", "dense", "maxpool", "avgpool", "global_avgpool", "activation", "add", "concat",
+        "conv_transpose", "upsample", "batchnorm2d", "batchnorm1d",
     ]
     for key, op in OPS.items():
         assert op.key == key
@@ -237,6 +238,29 @@ CASES = {
         sb.Dense(units=3, bias=True, activation="leaky_relu"),
         sb.Dense(units=2),
     ], "cross_entropy"),
+    "conv transpose, stride 2, padding 1, output padding 1": sb.Network((2, 2, 3), [
+        sb.ConvTranspose2D(out_channels=2, kernel_size=3, stride=2, padding=1, output_padding=1,
+                           activation="tanh"),
+        sb.Dense(units=2),
+    ], "sse"),
+    "conv transpose, pairs, dilation, no bias": sb.Network((1, 3, 2), [
+        sb.ConvTranspose2D(out_channels=1, kernel_size=(2, 3), stride=(1, 2), padding=(0, 1),
+                           dilation=(2, 1), bias=False),
+        sb.Dense(units=2, bias=True),
+    ], "mse"),
+    "upsample nearest x2, then a conv": sb.Network((1, 2, 2), [
+        sb.Upsample(2), sb.Conv2D(kernel_size=2, bias=True, activation="sigmoid"), sb.Dense(units=2),
+    ], "sse"),
+    "upsample bilinear x(2, 3)": sb.Network((2, 2, 3), [
+        sb.Conv2D(out_channels=1, kernel_size=1, activation="relu"), sb.Upsample((2, 3), "bilinear"),
+        sb.Dense(units=2),
+    ], "cross_entropy"),
+    "batch norm 2d, eval mode, after a conv": sb.Network((2, 3, 3), [
+        sb.Conv2D(out_channels=2, kernel_size=2), sb.BatchNorm2D(), sb.ReLU(), sb.Dense(units=2),
+    ], "sse", mode="eval"),
+    "batch norm 1d, eval mode, no affine": sb.Network((3,), [
+        sb.Dense(units=3, bias=True), sb.BatchNorm1D(affine=False, eps=1e-3), sb.Tanh(), sb.Dense(units=2),
+    ], "cross_entropy", mode="eval"),
     **{name: build() for name, build in GRAPHS.items()},
 }
 
@@ -474,21 +498,90 @@ def test_dilated_conv_forward_by_hand():
 # ---- nothing outside ops/ asks which operation a layer is -------------------------------------
 
 
+KIND_FLAGS = {"shows_position_sets"}  # the flag documents once read instead of asking the op
+SETTINGS = {"kernel_size", "stride", "padding", "dilation"}  # a convolution's, or a pool's
+PARAMETER_LETTERS = {"W", "b"}  # parameters are named by what their operation declares
+# torch's own modules carry these settings, and its tensors an add method: the bridge reads
+# them off torch, not off an op
+READS_TORCH = {"torch_bridge.py"}
+TORCH_WORDS = {"add"}
+# Words that are also spec keys, where they name something else: "activation", the a = g(z)
+# tensor's role in the tensor view and the registry of functions in the reference.
+OTHER_MEANING = {"layer.py": {"activation"}, "view.py": {"activation"}, "reference.py": {"activation"}}
+# Known leaks, each to be removed by its module's owner: tensor.py names the index form's
+# bases W and b (ops.Bases) and the layer's parameters after them.
+KNOWN: dict[str, set[str]] = {}
+
+
+def kind_leaks(source: str, reads_torch: bool = False, allowed: frozenset = frozenset()) -> list[str]:
+    """Where ``source`` asks which operation a layer is: isinstance on an op class, a spec key
+    of an operation as a string ("conv"), a kind flag, a window setting read off an op
+    (kernel_size, stride, padding, dilation), or a "W"/"b" parameter letter (also as the
+    start of an f-string: f"W{l}"); as "line: what" strings. ``allowed`` words are let pass."""
+    classes = {op.__name__ for op in OPS.values()}
+    keys = set(OPS) - allowed - (TORCH_WORDS if reads_torch else set())
+    letters = PARAMETER_LETTERS - allowed
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("isinstance", "issubclass"):
+            named = node.args[1] if len(node.args) > 1 else ast.Tuple([])
+            if {getattr(n, "id", getattr(n, "attr", None)) for n in ast.walk(named)} & classes:
+                found.append(f"{node.lineno}: isinstance on an operation")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in keys:
+                found.append(f"{node.lineno}: the spec key {node.value!r}")
+            elif node.value in letters:
+                found.append(f"{node.lineno}: the parameter letter {node.value!r}")
+            elif node.value in KIND_FLAGS:
+                found.append(f"{node.lineno}: the kind flag {node.value!r}")
+        elif isinstance(node, ast.JoinedStr) and len(node.values) > 1:
+            first, then = node.values[0], node.values[1]
+            if (
+                isinstance(first, ast.Constant)
+                and first.value in letters
+                and isinstance(then, ast.FormattedValue)
+            ):
+                found.append(f"{node.lineno}: the parameter letter {first.value!r} in an f-string")
+        elif isinstance(node, (ast.Attribute, ast.Name)):
+            name = node.attr if isinstance(node, ast.Attribute) else node.id
+            if name in KIND_FLAGS:
+                found.append(f"{node.lineno}: the kind flag {name}")
+            elif isinstance(node, ast.Attribute) and name in SETTINGS and not reads_torch:
+                found.append(f"{node.lineno}: the setting .{name}")
+    return found
+
+
+@pytest.mark.parametrize("planted, what", [
+    ("ok = isinstance(layer, Conv2D)", "isinstance on an operation"),
+    ("sliding = layer.key == 'conv'", "the spec key 'conv'"),
+    ("pools = [l for l in layers if l.key in ('maxpool', 'avgpool')]", "the spec key 'maxpool'"),
+    ("shown = layer.shows_position_sets", "the kind flag shows_position_sets"),
+    ("flag = getattr(layer, 'shows_position_sets')", "the kind flag 'shows_position_sets'"),
+    ("pad_h, pad_w = lg.layer.padding", "the setting .padding"),
+    ("kh, kw = layer.kernel_size", "the setting .kernel_size"),
+    ("weights = params['W']", "the parameter letter 'W'"),
+    ("for kind in ('W', 'b'): pass", "the parameter letter 'W'"),
+    ("name = f'W{number}'", "the parameter letter 'W' in an f-string"),
+    ("bias = d.graph.params[f'b{l}']", "the parameter letter 'b' in an f-string"),
+])
+def test_the_guard_catches_a_planted_question_about_a_layer_kind(planted, what):
+    assert what in " ".join(kind_leaks(planted))
+    # and only what asks about a kind: the same lines, asked of the operation, pass
+    assert not kind_leaks("notes = [layer.position_note() for layer in layers]")
+    assert not kind_leaks("W = f'W^{{(l)}}'; name = f'{prefix}{number}'")
+
+
 def test_no_module_outside_ops_tests_for_a_layer_kind():
     package = Path(sb.__file__).parent
-    kinds = {op.__name__ for op in OPS.values()}
     found = []
     outside = [path for path in sorted(package.rglob("*.py")) if "ops" not in path.relative_to(package).parts]
     assert {path.parent.name for path in outside} >= {"symbackprop", "document", "numeric"}
     for path in outside:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("isinstance", "issubclass"):
-                classes = node.args[1] if len(node.args) > 1 else ast.Tuple([])
-                names = {getattr(n, "id", getattr(n, "attr", None)) for n in ast.walk(classes)}
-                if names & kinds:
-                    found.append(f"{path.relative_to(package)}:{node.lineno}")
-    assert not found, f"isinstance on a layer kind outside symbackprop/ops/: {', '.join(found)}"
+        source = path.read_text(encoding="utf-8")
+        allowed = frozenset(OTHER_MEANING.get(path.name, set()) | KNOWN.get(path.name, set()))
+        for leak in kind_leaks(source, path.name in READS_TORCH, allowed):
+            found.append(f"{path.relative_to(package)}:{leak}")
+    assert not found, "outside symbackprop/ops/, asking which operation a layer is:\n" + "\n".join(found)
 
 
 def test_every_subpackage_is_packaged():

@@ -36,12 +36,21 @@ def test_the_readme_python_examples_run(tmp_path, monkeypatch):
         r"x_{c,s i + d m - p,s j + d n - p}"
     )
     assert namespace["fact"].statement.startswith("the input gradient is the full cross-correlation")
+    block, bd = namespace["block"], namespace["bd"]  # the residual block
+    assert block.sources == ((0,), (1,), (1, 2), (3,), (4,), (5,)) and block.consumers(1) == (2, 3)
+    assert list(block.parameters) == ["W1", "W2", "W6"]
+    upstream = bd.upstream(bd.layer(1).upstream[0])
+    assert "dL_da3_1" in str(upstream) and "W2_0_0_1_1" in str(upstream)  # both readers' terms
 
 
 def test_the_readme_spec_is_the_article_preset(tmp_path):
     import symbackprop as sb
 
-    spec = re.search(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL).group(1)
+    specs = re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
     path = tmp_path / "net.yaml"
-    path.write_text(spec)
+    path.write_text(specs[0])
     assert sb.load_spec(path).layers == sb.presets.article().layers
+    path.write_text(specs[1])  # the residual block, as a spec
+    residual = sb.load_spec(path)
+    assert residual.sources == ((0,), (1,), (1, 2), (3,), (4,), (5,))
+    assert residual.layer_names[:2] == ("stem", "branch")

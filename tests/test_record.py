@@ -4,8 +4,10 @@ choice — and a few MB at most whatever the network."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+from graphs import GRAPHS
 
 import symbackprop as sb
 from symbackprop import record
@@ -125,3 +127,84 @@ def test_lenet5_record_is_a_sample_of_a_few_mb():
     ]
     assert all(e["closed"] is None for p in data["parameters"].values() for e in p["elements"])
     assert data["parameters"]["W1"]["elements"][0]["terms"] == 28 * 28
+
+
+# ---- graphs: what each layer reads, and a fork's gradient summed over its readers --------------
+
+
+def fork() -> sb.Network:
+    """h = tanh(W1 x) read by a dense layer (2) and by the addition (3) joining them."""
+    x = sb.Input((2,))
+    h = sb.Dense(units=2, activation="tanh")(x, name="h")
+    joined = sb.Add()(h, sb.Dense(units=2)(h), name="join")
+    return sb.Network(inputs=x, outputs=sb.Dense(units=1)(joined), loss="sse", name="fork")
+
+
+def test_a_graph_record_says_what_each_layer_reads_and_splits_a_fork_by_reader():
+    data = Plan(fork().derive()).build()
+    assert data["format"] == 3
+    layers = data["layers"]
+    assert [(layer["name"], layer["reads"], layer["read_by"]) for layer in layers] == [
+        ("h", [0], [2, 3]), (None, [1], [3]), ("join", [1, 2], [4]), (None, [3], []),
+    ]
+    join = layers[2]
+    assert join["input_shape"] == [[2], [2]] and join["output_shape"] == [2]
+    assert join["position_sets"] == {"count": 2, "each_reads": 2, "of": 4}  # one value of each input
+    assert join["general"]["input_upstream"] == {
+        "1": r"\frac{\partial L}{\partial a^{(1)}_{i}} = \frac{\partial L}{\partial a^{(3)}_{i}} \cdot 1",
+        "2": r"\frac{\partial L}{\partial a^{(2)}_{i}} = \frac{\partial L}{\partial a^{(3)}_{i}} \cdot 1",
+    }
+    assert layers[1]["general"]["input_upstream"] == {
+        "1": r"\frac{\partial L}{\partial a^{(1)}_{i}} = \sum_{f} \frac{\partial L}{\partial a^{(2)}_{f}} \cdot w^{(2)}_{f,i}",
+    }
+    assert layers[0]["general"]["input_upstream"] == {}  # it reads x alone
+    # h feeds two layers: its upstream gradient is the sum of what each sends back (rule (20))
+    upstream = layers[0]["upstream"]
+    assert upstream["formulas"]["dL_da1_1"] == "dL_da3_1 + W2_0_0*dL_da2_1 + W2_1_0*dL_da2_2"
+    assert upstream["by_reader"] == {  # its sum, split
+        "dL_da1_1": {"2": "W2_0_0*dL_da2_1 + W2_1_0*dL_da2_2", "3": "dL_da3_1"},
+        "dL_da1_2": {"2": "W2_0_1*dL_da2_1 + W2_1_1*dL_da2_2", "3": "dL_da3_2"},
+    }
+    assert "by_reader" not in layers[1]["upstream"]  # read by one layer: nothing to split
+    assert data["layers"][3]["position_sets"] == {"count": 1, "every_input": 2}  # dense
+
+
+def test_a_fork_split_by_reader_is_cut_like_the_other_forms(monkeypatch):
+    monkeypatch.setattr(record, "LISTED_BUDGET", 60)
+    plan = Plan(fork().derive(), "none")
+    assert plan.cut_at == 1
+    split = plan.build()["layers"][0]["upstream"]["by_reader"]["dL_da1_1"]
+    assert split == {"2": "W2_0_0*dL_da2_1 + ...", "3": "..."}  # one term in all, then cut
+
+
+@pytest.mark.parametrize("case", list(GRAPHS))
+def test_every_graph_record_follows_its_network(case):
+    net = GRAPHS[case]()
+    data = json.loads(dumps(Plan(net.derive(), "none").build()))
+    for number, layer in enumerate(data["layers"], start=1):
+        assert layer["reads"] == list(net.sources[number - 1])
+        assert layer["read_by"] == list(net.consumers(number))
+        assert list(layer["general"]["input_upstream"]) == [str(s) for s in dict.fromkeys(net.sources[number - 1]) if s]
+        by_reader = layer["upstream"].get("by_reader", {})
+        assert bool(by_reader) == (len(net.consumers(number)) > 1)
+        for parts in by_reader.values():
+            assert list(parts) == [str(r) for r in net.consumers(number)]
+            for reader, text in parts.items():  # each part holds the gradients of its reader alone
+                assert text == "0" or set(re.findall(r"dL_d[az](\d+)_", text)) == {reader}
+            assert any(text != "0" for text in parts.values())
+
+
+@pytest.mark.slow
+def test_resnet_tiny_record_is_bounded_and_says_which_layer_reads_which():
+    plan = Plan(sb.presets.resnet_tiny().derive(), "none")
+    assert not plan.complete
+    text = dumps(plan.build())
+    assert len(text) < 3_000_000
+    data = json.loads(text)
+    layers = data["layers"]
+    assert [layer["reads"] for layer in layers] == [
+        [0], [1], [2], [1, 3], [4], [5], [6], [5], [7, 8], [9], [10], [11],
+    ]
+    assert [layer["number"] for layer in layers if "by_reader" in layer["upstream"]] == [1, 5]
+    assert layers[3]["position_sets"] == {"count": 2048, "each_reads": 2, "of": 4096}
+    assert len(layers[0]["upstream"]["by_reader"]) == record.SAMPLE

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import sympy
+from graphs import GRAPHS
 from hypothesis import given, settings
 from strategies import networks
 
@@ -18,7 +20,8 @@ from symbackprop import reference
 from symbackprop.derivation import Derivation
 from symbackprop.latex import latex_errors
 from symbackprop.ops import FACES, OPS
-from symbackprop.tensor import Fact, Formula, scalar_values
+from symbackprop.tensor import Fact, Formula, scalar_values, upstream_formula
+from symbackprop.tensor.evaluate import evaluate
 
 # Small networks covering every operation and setting: stride, padding, dilation, channels,
 # pools overlapping and padded, dense on an image; generic and concrete activations and losses.
@@ -41,55 +44,110 @@ NETWORKS = {
 }
 
 
-@pytest.fixture(scope="module", params=list(NETWORKS))
+GRAPH_NAMES = list(GRAPHS)
+
+
+@pytest.fixture(scope="module", params=list(NETWORKS) + GRAPH_NAMES)
 def derivation(request) -> Derivation:
-    return NETWORKS[request.param].derive()
+    network = NETWORKS.get(request.param) or GRAPHS[request.param]()
+    return network.derive()
 
 
-def engine_forms(d: Derivation, number: int, kind: str) -> list[sympy.Expr]:
-    """What the engine derived node by node for every element (flat) of what a formula of
-    ``kind`` gives — the graph's nodes, ``d.chain``, ``d.upstream`` — written with ∂L/∂z
-    symbols, as the tensor view writes δ: ∂L/∂a · g′(z) = ∂L/∂z."""
+def as_dz(d: Derivation) -> dict[sympy.Symbol, sympy.Expr]:
+    """Every layer's ∂L/∂a as ∂L/∂z over a′(z), so that the engine's ∂L/∂a · a′(z) reads ∂L/∂z,
+    as the tensor view writes δ."""
+    substitutions = {}
+    for number in range(1, len(d.network.layers) + 1):
+        lg = d.graph.layers[number - 1]
+        if lg.activated:
+            local = d.backward(number).local
+            substitutions |= {up: dz / local[z.symbol] for up, dz, z in zip(lg.upstream, lg.z_upstream, lg.z)}
+    return substitutions
+
+
+def engine_forms(d: Derivation, number: int, kind: str, source: int | None = None,
+                 at: list[int] | None = None, dz: dict | None = None) -> list[sympy.Expr]:
+    """What the engine derived node by node for the elements ``at`` (flat; all when None) of
+    what a formula of ``kind`` gives — the graph's nodes, ``d.chain_of``, ``d.upstream``, the
+    terms a layer sends back to the layer ``source`` it reads — written with ∂L/∂z symbols
+    (``dz``: ``as_dz(d)``), as the tensor view writes δ: ∂L/∂a · g′(z) = ∂L/∂z. ``number`` 0
+    with "upstream": ∂L/∂x."""
+    items, form = engine_elements(d, number, kind, source, as_dz(d) if dz is None else dz)
+    return [form(items[k]) for k in (range(len(items)) if at is None else at)]
+
+
+def engine_elements(d: Derivation, number: int, kind: str, source: int | None, dz: dict):
+    """The elements of what a formula of ``kind`` gives, flat (symbols, cheap to list), and
+    the engine's form of one of them (see ``engine_forms``)."""
     g = d.graph
+    if kind == "upstream":  # the sum over every layer reading it (the article's rule (20))
+        if number == 0:
+            return g.x, lambda x: d.chain_of(x).xreplace(dz)
+        return g.upstream_of(number), lambda up: d.upstream(up).xreplace(dz)
     lg = g.layers[number - 1]
     local = d.backward(number).local
-    as_dz = {}
-    if lg.activated:
-        as_dz = {up: dz / local[z.symbol] for up, dz, z in zip(lg.upstream, lg.z_upstream, lg.z)}
     if kind == "forward":
-        return [node.expr for node in lg.z]
+        return lg.z, lambda node: node.expr
     if kind == "activation":
-        return [node.expr for node in lg.a]
+        return lg.a, lambda node: node.expr
     if kind == "loss":  # ∂L/∂a of the last layer: the loss's own gradient
-        return [d.upstream(up) for up in lg.upstream]
+        return lg.upstream, d.upstream
     if kind == "delta":
-        return [up * local[z.symbol] for up, z in zip(lg.upstream, lg.z)]
+        return list(zip(lg.upstream, lg.z)), lambda pair: pair[0] * local[pair[1].symbol]
     if kind in ("W", "b"):
-        chain = sympy.flatten(d.chain(f"{kind}{number}").tolist())
-    elif number == 1:  # kind "input"
-        chain = sympy.flatten(d.chain("x").tolist())
-    else:
-        chain = [d.upstream(up) for up in g.upstream_of(number - 1)]
-    return [e.xreplace(as_dz) for e in chain]
+        name = d.network.layer_parameters(number)[kind]
+        return sympy.flatten(g.params[name].tolist()), lambda w: d.chain_of(w).xreplace(dz)
+    # "input": what this layer alone sends back to the layer it reads
+    terms = d.backward(number).input_terms
+    return g.outputs_of(source), lambda s: sympy.Add(*[t.expr for t in terms.get(s, [])]).xreplace(dz)
 
 
-def assert_formulas_are_the_engines(d: Derivation, number: int) -> None:
+def assert_formula_is_the_engines(formula: Formula, values: dict, where: str, d: Derivation, number: int,
+                                  source: int | None = None, sample: int | None = None,
+                                  dz: dict | None = None) -> None:
+    """The formula written out at every index (or at ``sample`` of them, the first and last
+    among them) is the engine's chain form there."""
+    positions = list(formula.positions())
+    items, form = engine_elements(d, number, formula.kind, source, as_dz(d) if dz is None else dz)
+    assert len(positions) == len(items)
+    chosen = list(range(len(positions)))
+    if sample is not None and len(positions) > sample:
+        picked = np.random.default_rng(len(positions)).choice(len(positions) - 2, sample - 2, replace=False)
+        chosen = [0, *sorted(int(k) + 1 for k in picked), len(positions) - 1]
+    for k in chosen:
+        assert sympy.expand(formula.at(positions[k], values) - form(items[k])) == 0, (
+            f"{where} {formula.kind} at {positions[k]}: {formula.latex()}"
+        )
+
+
+def assert_formulas_are_the_engines(d: Derivation, number: int, sample: int | None = None,
+                                    dz: dict | None = None) -> None:
     values = scalar_values(d, number)
+    dz = as_dz(d) if dz is None else dz
+    sources = iter(dict.fromkeys(d.network.sources[number - 1]))  # an input formula per tensor read
     for formula in d.formulas(number):
         if isinstance(formula, Fact):
             continue
-        expected = engine_forms(d, number, formula.kind)
-        positions = list(formula.positions())
-        assert len(positions) == len(expected)
-        for position, engine in zip(positions, expected):
-            assert sympy.expand(formula.at(position, values) - engine) == 0, (
-                f"layer {number} {formula.kind} at {position}: {formula.latex()}"
-            )
+        source = next(sources) if formula.kind == "input" else None
+        assert_formula_is_the_engines(formula, values, f"layer {number}", d, number, source, sample, dz)
 
 
 def test_every_formula_at_every_index_is_the_engines_chain_form(derivation):
     for number in range(1, len(derivation.network.layers) + 1):
         assert_formulas_are_the_engines(derivation, number)
+    if len(derivation.network.consumers(0)) > 1:  # the input's upstream, the sum over its readers
+        upstream = upstream_formula(derivation, 0)
+        assert_formula_is_the_engines(upstream, scalar_values(derivation, 0), "the input", derivation, 0)
+
+
+@pytest.mark.slow
+def test_resnet_tiny_formulas_are_the_engines_chain_forms_at_sampled_indices():
+    # every formula of its 12 layers, at 8 of its indices (the first and the last among them):
+    # at every index, the stem's 2,048 outputs, 216 weights and 768 inputs alone take minutes
+    d = sb.presets.resnet_tiny().derive()
+    dz = as_dz(d)
+    for number in range(1, len(d.network.layers) + 1):
+        assert_formulas_are_the_engines(d, number, sample=8, dz=dz)
 
 
 @pytest.mark.slow
@@ -104,12 +162,12 @@ def test_random_networks_formulas_are_the_engines_chain_forms(net):
 
 def test_the_settings_written_as_numbers_change_nothing(derivation):
     d = derivation
-    number = 1
-    values = scalar_values(d, number)
-    for general, concrete in zip(d.formulas(number), d.formulas(number, general=False)):
-        assert concrete.rhs.free_symbols.isdisjoint(general.settings)
-        for position in general.positions():
-            assert sympy.expand(general.at(position, values) - concrete.at(position, values)) == 0
+    for number in range(1, len(d.network.layers) + 1):
+        values = scalar_values(d, number)
+        for general, concrete in zip(d.formulas(number), d.formulas(number, general=False)):
+            assert concrete.rhs.free_symbols.isdisjoint(general.settings)
+            for position in general.positions():
+                assert sympy.expand(general.at(position, values) - concrete.at(position, values)) == 0
 
 
 def test_every_fact_holds_against_the_formula_it_restates(derivation):
@@ -139,6 +197,36 @@ def test_a_formula_compared_with_another_position_would_fail():
     values = scalar_values(d, 1)
     assert weight.kind == "W"
     assert sympy.expand(weight.at((0, 0, 0, 1), values) - engine_forms(d, 1, "W")[0]) != 0
+
+
+def test_an_upstream_missing_a_reader_would_fail():
+    d = GRAPHS["a fork feeding three consumers"]().derive()
+    upstream = upstream_formula(d, 1)
+    values = scalar_values(d, 1)
+    assert len(upstream.rhs.args) == 3  # one part from each of layers 2, 3 and 4
+    for part in upstream.rhs.args:
+        without = replace(upstream, rhs=upstream.rhs - part)
+        with pytest.raises(AssertionError, match="upstream"):
+            assert_formula_is_the_engines(without, values, "layer 1", d, 1)
+
+
+def test_a_sum_with_conditions_is_written_out_as_every_place_would_give():
+    # at() solves each condition for one summed letter rather than trying every value: here
+    # i + m = u fixes i given m, and 2 m + n − 1 = v then fixes m given n; twice a letter's
+    # coefficient and an out-of-range solution must drop terms exactly as trying them would
+    i, m, n, u, v = sympy.symbols("i m n u v", integer=True)
+    f = sympy.IndexedBase("f")
+    conditions = sympy.KroneckerDelta(i + m, u) * sympy.KroneckerDelta(2 * m + n - 1, v)
+    total = sympy.Sum(f[i, m, n] * conditions, (i, 0, 3), (m, 0, 2), (n, 0, 1))
+    entries = np.arange(24.0) + 1
+
+    def read(base, at):
+        return entries[np.ravel_multi_index(at, (4, 3, 2))]
+
+    for u_value, v_value in [(0, 0), (2, 1), (3, 4), (5, 3), (6, 5), (4, 2)]:
+        tried = sum(read(f, (a, b, c)) for a in range(4) for b in range(3) for c in range(2)
+                    if a + b == u_value and 2 * b + c - 1 == v_value)
+        assert evaluate(total, {u: u_value, v: v_value}, read, numeric=True) == tried
 
 
 # ---- the formulas, written out ------------------------------------------------------------------
@@ -290,17 +378,191 @@ def test_padding_is_stated_where_a_window_reaches_it():
     assert notes["input"].startswith("for indices inside the input: padded places get no gradient; ")
 
 
+# ---- networks that are graphs -------------------------------------------------------------------
+
+
+def late_reader() -> sb.Network:
+    """a^{(3)} read by layer 6, an addition whose inputs sympy would put the other way round."""
+    x = sb.Input((1, 3, 3))
+    h = sb.ReLU()(sb.Conv2D(out_channels=2, kernel_size=1, activation="tanh")(x))
+    h3 = sb.Conv2D(out_channels=2, kernel_size=3, padding=1)(h)
+    h5 = sb.Conv2D(out_channels=2, kernel_size=3, padding=1)(sb.Sigmoid()(h3))
+    return sb.Network(inputs=x, outputs=sb.Dense(units=2)(sb.Add()(h5, h3)), loss="sse")
+
+
+def dense_beside_pool() -> sb.Network:
+    """An image read by a dense layer (flattened) and by global average pooling."""
+    x = sb.Input((1, 3, 3))
+    h = sb.Conv2D(out_channels=2, kernel_size=2, bias=True, activation="tanh")(x)
+    joined = sb.Concat()(sb.Dense(units=3)(h), sb.GlobalAvgPool2D()(h))
+    return sb.Network(inputs=x, outputs=sb.Dense(units=2)(joined), loss="mse")
+
+
+def test_a_forked_layer_gets_its_upstream_formula_before_its_delta():
+    d = GRAPHS["residual, identity shortcut"]().derive()
+    kinds = [f.kind for f in d.formulas(1)]
+    assert kinds == ["forward", "activation", "upstream", "delta", "W", "fact", "input", "fact"]
+    upstream = d.formulas(1)[2]
+    assert upstream.latex() == (
+        r"\frac{\partial L}{\partial a^{(1)}_{c,u,v}} = \sum_{\substack{o,i,j,m,n \\ "
+        r"s^{(2)} i + d^{(2)} m - p^{(2)} = u \\ s^{(2)} j + d^{(2)} n - p^{(2)} = v}} "
+        r"\delta^{(2)}_{o,i,j} \cdot W^{(2)}_{o,c,m,n} + \delta^{(3)}_{c,u,v}"
+    )
+    assert upstream.note.startswith("the article's rule (20): layers 2 and 3 read it")
+    # with the numbers of layer 2 (3x3, padding 1) and the readers' tensors by name
+    assert upstream.concrete().latex() == (
+        r"\frac{\partial L}{\partial a^{(1)}_{c,u,v}} = \sum_{\substack{o,i,j,m,n \\ i + m - 1 = u \\ "
+        r"j + n - 1 = v}} \delta^{(2)}_{o,i,j} \cdot W^{(2)}_{o,c,m,n} + \delta^{(3)}_{c,u,v}"
+    )
+    assert sorted({role for role, _ in upstream.tensors.values()}) == ["W2", "delta2", "delta3"]
+    # each reader's own input formula is its part, marked with the reader
+    (part,) = [f for f in d.formulas(3) if f.kind == "input" and "a^{(1)}" in f.latex()]
+    assert part.latex() == (
+        r"\left.\frac{\partial L}{\partial a^{(1)}_{c,i,j}}\right|_{\text{via }3} = \delta^{(3)}_{c,i,j}"
+    )
+    assert part.note == (
+        "this layer's part of the gradient: layer 2 reads the same tensor, and its gradient is the "
+        "sum of the parts of every layer reading it (the article's rule (20))"
+    )
+
+
+def test_a_wide_upstream_breaks_into_a_row_per_reader_for_documents():
+    d = GRAPHS["residual, projection shortcut"]().derive()
+    upstream, delta = [f for f in d.formulas(1) if f.kind in ("upstream", "delta")]
+    assert upstream.aligned() == (
+        r"\frac{\partial L}{\partial a^{(1)}_{c,u,v}} &= \sum_{\substack{o,i,j,m,n \\ s^{(2)} i + d^{(2)} m - "
+        r"p^{(2)} = u \\ s^{(2)} j + d^{(2)} n - p^{(2)} = v}} \delta^{(2)}_{o,i,j} \cdot W^{(2)}_{o,c,m,n} \\" "\n"
+        r"&\quad {}+ \sum_{\substack{o,i,j,m,n \\ s^{(3)} i + d^{(3)} m - p^{(3)} = u \\ s^{(3)} j + d^{(3)} n - "
+        r"p^{(3)} = v}} \delta^{(3)}_{o,i,j} \cdot W^{(3)}_{o,c,m,n}"
+    )
+    assert delta.aligned() == (  # short: one row, its alias before the aligned equals sign
+        r"\delta^{(1)}_{o,i,j} = \frac{\partial L}{\partial z^{(1)}_{o,i,j}} &= "
+        r"\frac{\partial L}{\partial a^{(1)}_{o,i,j}} \cdot \left(1 - \left(a^{(1)}_{o,i,j}\right)^{2}\right)"
+    )
+
+
+def test_the_input_read_by_several_layers_has_an_upstream_formula_too():
+    d = GRAPHS["a residual MLP"]().derive()
+    assert upstream_formula(d, 0).latex() == (
+        r"\frac{\partial L}{\partial x_{i}} = \sum_{f} \delta^{(1)}_{f} \cdot W^{(1)}_{f,i} + \delta^{(2)}_{i}"
+    )
+    assert sorted(scalar_values(d, 0)) == ["W1", "a1", "a2", "b1", "dL_da1", "dL_da2", "delta1", "delta2", "x", "z1"]
+    with pytest.raises(ValueError, match=r"layer must be 0\.\.2 \(0: the input; layer 3, the output"):
+        upstream_formula(d, 3)
+
+
+def test_the_upstream_of_a_layer_one_layer_reads_is_that_layers_input_formula():
+    d = NETWORKS["article"].derive()
+    upstream = upstream_formula(d, 2)
+    (read,) = [f for f in d.formulas(3) if f.kind == "input"]
+    # the dense layer reads the 1x2x2 image flattened: its i is 4 c + 2 u + v
+    assert read.latex() == r"\frac{\partial L}{\partial a^{(2)}_{i}} = \sum_{f} \delta^{(3)}_{f} \cdot W^{(3)}_{f,i}"
+    assert upstream.latex() == (
+        r"\frac{\partial L}{\partial a^{(2)}_{c,u,v}} = \sum_{f} \delta^{(3)}_{f} \cdot W^{(3)}_{f,4 c + 2 u + v}"
+    )
+    assert upstream.note == "layer 3 alone reads it: its input gradient"
+    assert "upstream" not in [f.kind for f in d.formulas(2)]  # a layer's list holds it for a fork alone
+
+
+def test_a_dense_reader_reads_the_forked_image_flattened():
+    d = dense_beside_pool().derive()
+    upstream = upstream_formula(d, 1)
+    assert upstream.latex() == (
+        r"\frac{\partial L}{\partial a^{(1)}_{c,u,v}} = \sum_{f} \delta^{(2)}_{f} \cdot W^{(2)}_{f,4 c + 2 u + v}"
+        r" + \frac{1}{M^{(3)} N^{(3)}} \delta^{(3)}_{c}"
+    )
+    assert upstream.concrete().latex().endswith(r" + \frac{1}{4} \delta^{(3)}_{c}")
+    assert_formulas_are_the_engines(d, 1)
+
+
+def test_an_addition_keeps_its_inputs_in_order_and_passes_delta_to_each():
+    d = late_reader().derive()
+    assert d.network.sources[5] == (5, 3)  # layer 6 reads a^{(5)}, then a^{(3)}
+    tex = {f.kind: [] for f in d.formulas(6)}
+    for f in d.formulas(6):
+        tex[f.kind].append(f.latex())
+    assert tex["forward"] == [r"a^{(6)}_{c,i,j} = a^{(5)}_{c,i,j} + a^{(3)}_{c,i,j}"]
+    assert tex["input"] == [
+        r"\frac{\partial L}{\partial a^{(5)}_{c,i,j}} = \delta^{(6)}_{c,i,j}",
+        r"\left.\frac{\partial L}{\partial a^{(3)}_{c,i,j}}\right|_{\text{via }6} = \delta^{(6)}_{c,i,j}",
+    ]
+    assert scalar_values(d, 6)["input2"] == list(d.graph.outputs_of(3))  # the roles follow the sources
+    upstream = next(f for f in d.formulas(3) if f.kind == "upstream")
+    assert upstream.latex() == (
+        r"\frac{\partial L}{\partial a^{(3)}_{c,u,v}} = "
+        r"\delta^{(4)}_{c,u,v} \cdot a^{(4)}_{c,u,v} \cdot \left(1 - a^{(4)}_{c,u,v}\right) + \delta^{(6)}_{c,u,v}"
+    )
+    for number in (3, 6):
+        assert_formulas_are_the_engines(d, number)
+    mlp = latex_of(GRAPHS["a residual MLP"](), 2)
+    assert mlp["forward"] == r"a^{(2)}_{k} = x_{k} + a^{(1)}_{k}"  # sympy would write a^{(1)} + x
+
+
+def test_an_addition_reading_a_tensor_twice_sends_it_twice_delta():
+    tex = latex_of(GRAPHS["one addition reading a tensor twice"](), 2)
+    assert tex["forward"] == r"a^{(2)}_{c,i,j} = 2 a^{(1)}_{c,i,j} + x_{c,i,j}"
+    assert tex["input"].splitlines() == [
+        r"\frac{\partial L}{\partial a^{(1)}_{c,i,j}} = 2 \delta^{(2)}_{c,i,j}",
+        r"\left.\frac{\partial L}{\partial x_{c,i,j}}\right|_{\text{via }2} = \delta^{(2)}_{c,i,j}",
+    ]
+
+
+def test_a_concatenation_hands_each_input_its_own_channels_of_delta():
+    d = GRAPHS["a fork feeding three consumers"]().derive()
+    formulas = d.formulas(5)
+    assert formulas[0].latex() == (
+        r"a^{(5)}_{c,i,j} = a^{(2)}_{c,i,j} + a^{(3)}_{c - 1,i,j} + a^{(4)}_{c - 3,i,j}"
+    )
+    assert formulas[0].note == "indices count from 0; each input reads 0 at indices outside its bounds"
+    # Σ_c δ_c [c − 1 = v]: c = v + 1 lies inside c's range for every v, so the sum goes
+    assert [f.latex() for f in formulas if f.kind == "input"] == [
+        r"\frac{\partial L}{\partial a^{(2)}_{u,i,j}} = \delta^{(5)}_{u,i,j}",
+        r"\frac{\partial L}{\partial a^{(3)}_{v,i,j}} = \delta^{(5)}_{v + 1,i,j}",
+        r"\frac{\partial L}{\partial a^{(4)}_{w,i,j}} = \delta^{(5)}_{w + 3,i,j}",
+    ]
+    vectors = latex_of(dense_beside_pool(), 4)
+    assert vectors["forward"] == r"a^{(4)}_{f} = a^{(2)}_{f} + a^{(3)}_{f - 3}"
+    assert vectors["input"].splitlines() == [
+        r"\frac{\partial L}{\partial a^{(2)}_{u}} = \delta^{(4)}_{u}",
+        r"\frac{\partial L}{\partial a^{(3)}_{v}} = \delta^{(4)}_{v + 3}",
+    ]
+
+
+def test_global_average_pooling_and_activation_layers():
+    graph = GRAPHS["residual, identity shortcut"]()
+    pool = latex_of(graph, 5)
+    assert pool["forward"] == r"a^{(5)}_{c} = \frac{1}{M N} \sum_{i,j} a^{(4)}_{c,i,j}"
+    assert pool["input"] == r"\frac{\partial L}{\partial a^{(4)}_{c,u,v}} = \frac{1}{M N} \delta^{(5)}_{c}"
+    assert latex_of(graph, 5, general=False)["input"] == (
+        r"\frac{\partial L}{\partial a^{(4)}_{c,u,v}} = \frac{1}{16} \delta^{(5)}_{c}"
+    )
+    layers = GRAPHS["activation layers"]()
+    relu, tanh = latex_of(layers, 2), latex_of(layers, 4)
+    assert relu["forward"] == r"a^{(2)}_{c,i,j} = \operatorname{ReLU}\left(a^{(1)}_{c,i,j}\right)"
+    assert relu["input"] == (
+        r"\frac{\partial L}{\partial a^{(1)}_{c,i,j}} = \delta^{(2)}_{c,i,j} \cdot \left[a^{(1)}_{c,i,j} > 0\right]"
+    )
+    assert tanh["forward"] == r"a^{(4)}_{c,i,j} = \tanh\left(a^{(3)}_{c,i,j}\right)"
+    # tanh′ written with the layer's output, 1 − a², as the graph's nodes write it
+    assert tanh["input"] == (
+        r"\frac{\partial L}{\partial a^{(3)}_{c,i,j}} = "
+        r"\delta^{(4)}_{c,i,j} \cdot \left(1 - \left(a^{(4)}_{c,i,j}\right)^{2}\right)"
+    )
+
+
 def test_every_operation_has_a_tensor_face():
     assert "tensor_form" in FACES
     examples = {"conv": {"kernel_size": 2}, "dense": {"units": 2}, "maxpool": {"kernel_size": 2},
                 "avgpool": {"kernel_size": 2}, "global_avgpool": {}, "activation": {"function": "tanh"},
-                "add": {}, "concat": {}}
+                "add": {}, "concat": {}, "conv_transpose": {"out_channels": 2, "kernel_size": 2},
+                "upsample": {"scale_factor": 2}, "batchnorm2d": {}, "batchnorm1d": {}}
     assert set(examples) == set(OPS)
     for key, example in examples.items():
         op = OPS[key](**example)
-        x = sb.Input((1, 4, 4))
+        x = sb.Input((4,) if key == "batchnorm1d" else (1, 4, 4))
         inputs = (x,) if op.arity == 1 else (x, sb.Conv2D(kernel_size=1)(x))
-        net = sb.Network(inputs=x, outputs=op(*inputs), loss="sse")
+        # batch norm in eval mode: one sample's formulas (train mode's couple the batch)
+        net = sb.Network(inputs=x, outputs=op(*inputs), loss="sse", mode="eval")
         formulas = net.derive().formulas(len(net.layers))
         inputs_read = [f for f in formulas if f.kind == "input"]
         assert {"forward", "delta", "input"} <= {f.kind for f in formulas}, key
@@ -356,6 +618,129 @@ def test_formulas_and_facts_agree_with_the_reference_at_random_points(name, rng)
         assert ("fact" in checked) == (not name.startswith(("max", "avg")))
 
 
+def reference_layers(net: sb.Network, x: np.ndarray, y: np.ndarray, params: dict) -> SimpleNamespace:
+    """One sample's values at every layer, from the numpy reference's operations chained as
+    ``reference.loss_and_grads`` chains them: each layer's z and a (``a[0]`` is x), its δ =
+    ∂L/∂z, its upstream ∂L/∂a (the sum over its readers), the part each layer sends back to
+    each layer it reads, ``parts[(reader, source)]``, and the parameter gradients."""
+    inputs, zs = reference.forward_pass(net, x[None], params)
+    a = {0: x[None]}
+    for number, op in enumerate(net.layers, start=1):
+        z = zs[number - 1]
+        a[number] = reference.ACTIVATIONS[op.activation][0](z) if op.has_activation else z
+    last = len(net.layers)
+    upstream = {last: reference.LOSSES[net.loss][1](a[last].reshape(1, -1), y[None]).reshape(a[last].shape)}
+    delta, parts, grads = {}, {}, {}
+    for number in range(last, 0, -1):
+        op, z = net.layers[number - 1], zs[number - 1]
+        delta[number] = upstream[number] * (reference.ACTIVATIONS[op.activation][1](z) if op.has_activation else 1)
+        own = {prefix: params[name] for prefix, name in net.layer_parameters(number).items()}
+        taken, layer_grads = op.reference_backward(delta[number], inputs[number - 1], own)
+        for source, part in zip(net.sources[number - 1], op.per_input(taken)):
+            parts[(number, source)] = parts.get((number, source), 0) + part
+            upstream[source] = upstream.get(source, 0) + part
+        grads |= {net.layer_parameters(number)[prefix]: g for prefix, g in layer_grads.items()}
+
+    def first(table: dict) -> dict:  # the one sample
+        return {k: np.asarray(v)[0] for k, v in table.items()}
+
+    return SimpleNamespace(z={n: z[0] for n, z in enumerate(zs, start=1)}, a=first(a), delta=first(delta),
+                           upstream=first(upstream), parts=first(parts), grads=first(grads))
+
+
+def reference_values(net: sb.Network, ref: SimpleNamespace, number: int, y: np.ndarray, params: dict) -> dict:
+    """What ``Formula.at`` reads for layer ``number``'s formulas, from the reference: its roles,
+    and, by name, the tensors of the layers reading it (for its upstream formula)."""
+    values = {"y": y}
+    if number > 0:
+        values |= {
+            **{("input" if k == 0 else f"input{k + 1}"): ref.a[s] for k, s in enumerate(net.sources[number - 1])},
+            "output": ref.z[number], "activation": ref.a[number], "upstream": ref.upstream[number],
+            "delta": ref.delta[number],
+            **{prefix: params[name] for prefix, name in net.layer_parameters(number).items()},
+        }
+    values["x" if number == 0 else f"a{number}"] = ref.a[number]
+    for reader in net.consumers(number) if number < len(net.layers) else ():
+        values |= {f"a{reader}": ref.a[reader], f"z{reader}": ref.z[reader], f"delta{reader}": ref.delta[reader],
+                   **{name: params[name] for name in net.layer_parameters(reader).values()}}
+    return values
+
+
+def reference_expected(net: sb.Network, ref: SimpleNamespace, number: int, kind: str, source: int | None):
+    """What the reference gives for a formula of ``kind`` of layer ``number``."""
+    if kind == "upstream":
+        return ref.upstream[number]
+    if kind == "input":
+        return ref.parts[(number, source)]
+    if kind in ("W", "b"):
+        return ref.grads[net.layer_parameters(number)[kind]]
+    return {"forward": ref.z, "activation": ref.a, "loss": ref.upstream, "delta": ref.delta}[kind][number]
+
+
+def assert_formulas_agree_with_the_reference(net: sb.Network, rng: np.random.Generator,
+                                            sample: int | None = None) -> set[str]:
+    """Every formula and fact of every layer (and the input's upstream, where several layers
+    read x) at one random point, written out at every index (or at ``sample`` of them) over
+    the reference's numbers; the kinds of formula checked."""
+    d = net.derive()
+    x = rng.standard_normal(net.input_shape)
+    y = rng.dirichlet(np.ones(net.output_size))  # a probability vector: softmax − y's condition holds
+    # weights of about 1/√(fan-in) keep a deep network's logits small: e^a stays a float
+    params = {n: rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:] or (1,))) for n, shape in net.parameters.items()}
+    ref = reference_layers(net, x, y, params)
+    truth = reference.loss_and_grads(net, x, y, params).grads  # the chained parts are the reference's
+    np.testing.assert_allclose(ref.upstream[0], truth["x"], rtol=1e-12)
+    for name, gradient in ref.grads.items():
+        np.testing.assert_allclose(gradient, truth[name], rtol=1e-12)
+    checked = set()
+    for number in range(len(net.layers) + 1):
+        if number == 0:
+            formulas = [upstream_formula(d, 0)] if len(net.consumers(0)) > 1 else []
+        else:
+            formulas = d.formulas(number)
+        values = reference_values(net, ref, number, y, params)
+        sources = iter(dict.fromkeys(net.sources[number - 1]) if number else ())
+        source_of = {}
+        for formula in formulas:
+            if formula.kind == "input":
+                source_of[id(formula)] = next(sources)
+            restated = formula.restates if isinstance(formula, Fact) else formula
+            want = np.ravel(reference_expected(net, ref, number, restated.kind, source_of.get(id(restated))))
+            positions = list(formula.positions())
+            chosen = range(len(positions))
+            if sample is not None and len(positions) > sample:
+                chosen = sorted(rng.choice(len(positions), sample, replace=False))
+            got = np.array([float(formula.at(positions[k], values)) for k in chosen])
+            assert len(positions) == len(want)
+            np.testing.assert_allclose(got, want[list(chosen)], rtol=1e-9, atol=1e-12,
+                                       err_msg=f"layer {number}: {formula.latex()}")
+            checked.add(formula.kind)
+    return checked
+
+
+@pytest.mark.parametrize("name", GRAPH_NAMES)
+def test_graph_formulas_and_facts_agree_with_the_reference_at_random_points(name, rng):
+    net = GRAPHS[name]()
+    checked = assert_formulas_agree_with_the_reference(net, rng)
+    forked = any(len(net.consumers(n)) > 1 for n in range(len(net.layers)))
+    assert {"forward", "delta", "input", *(["upstream"] if forked else [])} <= checked
+
+
+@pytest.mark.slow
+def test_resnet_tiny_formulas_and_facts_agree_with_the_reference_at_sampled_indices(rng):
+    checked = assert_formulas_agree_with_the_reference(sb.presets.resnet_tiny(), rng, sample=12)
+    assert checked == {"forward", "activation", "upstream", "delta", "W", "b", "input", "fact", "loss"}
+
+
+def test_a_value_too_large_for_a_float_is_an_error_not_a_wrong_number():
+    net = sb.Network((2,), [sb.Dense(units=2)], loss="cross_entropy")
+    loss = next(f for f in net.derive().formulas(1) if f.kind == "loss")
+    assert float(loss.at((0,), {"activation": [1.0, 0.0], "y": [0.5, 0.5]})) == pytest.approx(
+        np.e / (np.e + 1) - 0.5)
+    with pytest.raises(OverflowError, match="exp of these values is not a finite float: inf"):
+        loss.at((0,), {"activation": [800.0, 0.0], "y": [0.5, 0.5]})
+
+
 def test_max_pooling_routes_ties_to_the_first_maximum_as_the_reference_does(rng):
     net = sb.Network((1, 4, 4), [sb.MaxPool2D(kernel_size=2, stride=1, padding=1)], loss="sse")
     (gradient,) = [f for f in net.derive().formulas(1) if f.kind == "input"]
@@ -396,12 +781,14 @@ def test_formula_is_a_sympy_equation_with_its_letters():
 @pytest.mark.slow
 def test_every_formula_typesets_with_pdflatex(tmp_path):
     lines = [r"\documentclass{article}", r"\usepackage{amsmath,amssymb}", r"\begin{document}"]
-    for net in NETWORKS.values():
+    for net in [*NETWORKS.values(), *(make() for make in GRAPHS.values()), sb.presets.resnet_tiny()]:
         d = net.derive()
+        written = [upstream_formula(d, 0)] if len(net.consumers(0)) > 1 else []
         for number in range(1, len(net.layers) + 1):
-            for formula in d.formulas(number) + d.formulas(number, general=False):
-                lines.append(rf"\[ {formula.latex()} \]")
-                lines += [rf"\[ {w} \]" for w in getattr(formula, "where_latex", list)()]
+            written += d.formulas(number) + d.formulas(number, general=False)
+        for formula in written:
+            lines.append(rf"\[ {formula.latex()} \]")
+            lines += [rf"\[ {w} \]" for w in getattr(formula, "where_latex", list)()]
     lines.append(r"\end{document}")
     (tmp_path / "formulas.tex").write_text("\n".join(lines), encoding="utf-8")
     command = ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "formulas.tex"]

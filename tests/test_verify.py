@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from graphs import GRAPHS
 from oracle import assert_same_gradients, sign_flipped, torch_loss_and_grads
 
 import symbackprop as sb
@@ -35,9 +36,9 @@ def test_the_article_agrees_with_every_method_for_every_choice():
         ("identity", "sse"),
         ("sigmoid", "mse"),
         ("tanh", "cross_entropy"),
-        ("relu", "sse"),
-        ("softplus", "mse"),
-        ("leaky_relu", "cross_entropy"),
+        ("relu", "binary_cross_entropy"),
+        ("softplus", "sse"),
+        ("leaky_relu", "mse"),
     ]
     rows = report.runs[0].rows
     assert [row.name for row in rows] == ["loss", "x", "W1", "W2", "W3"]
@@ -99,11 +100,13 @@ def test_a_flipped_input_gradient_is_caught_too():
 
 def test_choices_pair_each_generic_option_without_the_full_product():
     article = sb.presets.article()
-    assert len(choices(article)) == 6  # 6 activations, the 3 losses cycled
+    assert len(choices(article)) == 6  # 6 activations, the 4 losses cycled
     g_only = article.with_choices(loss="sse")
     assert choices(g_only)[:2] == [("identity", None), ("sigmoid", None)]
     loss_only = article.with_choices(g="relu")
-    assert choices(loss_only) == [(None, "sse"), (None, "mse"), (None, "cross_entropy")]
+    assert choices(loss_only) == [
+        (None, "sse"), (None, "mse"), (None, "cross_entropy"), (None, "binary_cross_entropy"),
+    ]
     assert choices(SMALL) == [(None, None)]
 
 
@@ -293,3 +296,96 @@ def test_networks_with_max_pooling_check_out():
     report = check(net.derive(), samples=2, seed=3)
     assert report.agree
     assert [row.name for row in report.runs[0].rows] == ["loss", "x", "W1", "b1", "W3"]
+
+
+# ---- graphs: kinks wherever a layer reads from, and every code checked -------------------------
+
+
+def _pools_of_two_layers() -> sb.Network:
+    """x → a 1x1 conv h (layer 1) → a 1x1 conv of h (2); a max pool of h (3), one of layer 2
+    (4), added (5)."""
+    x = sb.Input((1, 2, 2))
+    h = sb.Conv2D(kernel_size=1)(x)
+    scaled = sb.Conv2D(kernel_size=1)(h)
+    pooled = sb.Add()(sb.MaxPool2D(kernel_size=2)(h), sb.MaxPool2D(kernel_size=2)(scaled))
+    return sb.Network(inputs=x, outputs=sb.Dense(units=1)(pooled), loss="sse")
+
+
+def test_a_max_pool_is_judged_on_the_layer_it_reads_not_the_one_before_it():
+    net = _pools_of_two_layers()
+    assert net.sources[2:4] == ((1,), (2,))
+    params = {"W1": np.ones((1, 1, 1, 1)), "W2": np.full((1, 1, 1, 1), 3.0), "W6": np.ones((1, 1))}
+    near_tie = np.array([[[0.3, 0.3 + 5e-5], [-1.0, 0.2]]])  # h = x: a near-tie under pool 3
+    assert verify._near_kink(net, near_tie, params, None)
+    # layer 2, 3x, has a gap of 1.5e-4: read there, pool 3's near-tie would be missed
+    assert not net.layers[2].reference_near_kink(3 * near_tie[None], KINK_MARGIN)
+    apart = np.array([[[0.3, 0.5], [-1.0, 0.2]]])
+    assert not verify._near_kink(net, apart, params, None)
+
+
+def _relu_after_an_addition() -> sb.Network:
+    """relu(x + conv(x)): the ReLU a layer of its own, on what the addition reads."""
+    x = sb.Input((1, 2, 2))
+    out = sb.ReLU()(sb.Add()(x, sb.Conv2D(kernel_size=1)(x)))
+    return sb.Network(inputs=x, outputs=sb.Dense(units=1)(out), loss="sse")
+
+
+def test_an_activation_layer_near_its_bend_is_a_kink():
+    net = _relu_after_an_addition()
+    params = {"W1": np.ones((1, 1, 1, 1)), "W4": np.ones((1, 4))}
+    near = np.array([[[3e-5, 0.5], [-1.0, 0.2]]])  # the ReLU reads 2x: 6e-5 from its bend
+    assert verify._near_kink(net, near, params, None)
+    assert not verify._near_kink(net, near * 10, params, None)
+
+
+def test_an_activation_layer_reading_exact_zeros_is_no_kink():
+    # max pools of a ReLU's zeros are exactly 0 whatever the step: never redrawn for them
+    net = sb.Network((1, 2, 2), [
+        sb.Conv2D(out_channels=2, kernel_size=1, activation="relu"), sb.MaxPool2D(kernel_size=2),
+        sb.ReLU(), sb.Dense(units=1),
+    ], loss="sse")
+    params = {"W1": np.array([1.0, -1.0]).reshape(2, 1, 1, 1), "W4": np.ones((1, 2))}
+    x = np.array([[[0.5, 0.25], [1.0, 2.0]]])  # channel 2, -x, is all negative: pooled to 0
+    pooled = reference.forward(net, x[None], params)[1]
+    assert pooled.ravel().tolist() == [2.0, 0.0]
+    assert not verify._near_kink(net, x, params, None)
+    x[0, 1, 1] = 5e-5  # channel 1's maximum, then 5e-5 into the ReLU layer: near
+    x[0, 0] = [-1.0, -2.0]
+    assert verify._near_kink(net, x, params, None)
+
+
+def test_an_activation_layer_g_is_judged_as_the_function_chosen():
+    net = sb.Network((1, 2, 2), [sb.Conv2D(kernel_size=1), sb.Activation("g"), sb.Dense(units=1)], loss="sse")
+    params = {"W1": np.ones((1, 1, 1, 1)), "W3": np.ones((1, 4))}
+    near = np.array([[[5e-5, 0.5], [-1.0, 0.2]]])
+    assert verify._near_kink(net, near, params, "relu")
+    assert not verify._near_kink(net, near, params, "tanh")  # smooth: no kink
+    x, _, drawn = draw_point(net, np.random.default_rng(0), "relu")
+    assert not verify._near_kink(net, x, drawn, "relu")
+
+
+@pytest.mark.parametrize("case", list(GRAPHS))
+def test_every_graph_checks_out_in_both_codes(case):
+    report = check(GRAPHS[case]().derive(), samples=1, seed=0)
+    assert report.styles == ["layers", "nodes"]
+    assert report.agree, case
+
+
+class _OneReaderForgotten(sb.Derivation):
+    """A test double: the per-node program forgets what the last layer reading a fork sends
+    back (the article's rule (20) without its sum)."""
+
+    def _consumer_terms(self, number, source):
+        readers = self.network.consumers(number)
+        kept = readers[:-1] if len(readers) > 1 else readers
+        return [term for reader in kept for term in self.backward(reader).input_terms.get(source, [])]
+
+
+def test_a_fork_summed_over_one_reader_too_few_is_caught():
+    net = GRAPHS["residual, identity shortcut"]()
+    assert net.consumers(1) == (2, 3)  # h feeds the block and the shortcut's addition
+    report = check(_OneReaderForgotten(net), samples=1, seed=0)
+    rows = {row.name: row for row in report.runs[0].rows}
+    # the per-node program is wrong before the fork; the per-layer code, written apart, is right
+    assert [name for name, row in rows.items() if not row.agree] == ["x", "W1"]
+    assert rows["W1"].disagreeing == ["reference", "finite differences", "torch"]

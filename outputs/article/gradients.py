@@ -19,7 +19,7 @@ params: a dict of arrays, W1 (1, 1, 2, 2), W2 (1, 1, 2, 2), W3 (2, 4).
 The network leaves its activation g or its loss L generic: choose them by name
 at run time:
     g=, one of identity, sigmoid, tanh, relu, softplus, leaky_relu
-    loss=, one of sse, mse, cross_entropy
+    loss=, one of sse, mse, cross_entropy, binary_cross_entropy
 
 How it runs: _layers computes each layer on the whole batch at once with numpy
 (a block per layer, its formula in a comment); _nodes is the derivation written
@@ -100,8 +100,8 @@ def _layers(x, y, params, g, g_prime, loss_value, loss_gradient, grads, per_samp
     a3 = g(z3)
 
     # ---- the loss: generic, one value per sample
-    losses = loss_value(a3, y)
-    da3 = loss_gradient(a3, y) * scale
+    losses = loss_value(a3, y, 2)
+    da3 = loss_gradient(a3, y, 2) * scale
 
     # ---- layer 3 backward: dense 2, no bias, g
     dz3 = g_prime(z3, a3)  # g'(z), a new array
@@ -204,8 +204,8 @@ def _nodes(x, y, params, g, g_prime, loss_value, loss_gradient):
     # the loss: generic, and dL/da3
     out = [a3_1, a3_2]
     targets = [y_1, y_2]
-    L = loss_value(out, targets)
-    dL_da3_1, dL_da3_2 = loss_gradient(out, targets)
+    L = loss_value(out, targets, 2)
+    dL_da3_1, dL_da3_2 = loss_gradient(out, targets, 2)
     dL_dz3_1 = dL_da3_1*g_prime(z3_1, a3_1)
     dL_dz3_2 = dL_da3_2*g_prime(z3_2, a3_2)
 
@@ -316,12 +316,16 @@ class Layout:
     """What a generated module knows of its network: the shapes of x, y and the parameters,
     whether its activation g is generic, and its loss (None: generic, chosen at run time)."""
 
-    def __init__(self, input_shape, output_size, parameters, generic_g, loss):
+    def __init__(
+        self, input_shape, output_size, parameters, generic_g, loss, buffers=None, couples=False
+    ):
         self.input_shape = tuple(input_shape)
         self.output_size = output_size
         self.parameters = dict(parameters)
         self.generic_g = generic_g
         self.loss = loss
+        self.buffers = dict(buffers or {})  # read with the parameters, never trained
+        self.couples = couples  # batch statistics: a batch runs whole, never sample by sample
         # Where each gradient sits in the per-node program's flat result: x, then each parameter.
         self.spans, start = {}, 0
         for name, shape in {"x": self.input_shape, **self.parameters}.items():
@@ -387,20 +391,27 @@ def checked(layout, x, y, params, reduce):
         raise TypeError(
             f"params must be a dict of arrays ({_expected(layout)}), got {type(params).__name__}"
         )
-    if params.keys() != layout.parameters.keys():
+    if layout.couples and reduce is None and not one:
+        raise ValueError(
+            "reduce=None: per-sample gradients are not defined here, batch normalisation in train "
+            "mode makes every sample's loss depend on the whole batch; ask for the batch's, "
+            "reduce='sum' or 'mean'"
+        )
+    wanted = {**layout.parameters, **layout.buffers}
+    if params.keys() != wanted.keys():
         for name in params:
-            if name not in layout.parameters:
+            if name not in wanted:
                 raise ValueError(
                     f"params has {name!r}, which this network does not have; "
                     f"expected {_expected(layout)}"
                 )
-        missing = next(name for name in layout.parameters if name not in params)
+        missing = next(name for name in wanted if name not in params)
         raise ValueError(
-            f"params is missing {missing!r} of shape {layout.parameters[missing]}; "
+            f"params is missing {missing!r} of shape {wanted[missing]}; "
             f"expected {_expected(layout)}"
         )
     arrays = {}
-    for name, shape in layout.parameters.items():
+    for name, shape in wanted.items():
         value = _numbers(name, params[name])
         if value.shape != shape:
             raise ValueError(f"params[{name!r}] has shape {value.shape}; expected {shape}")
@@ -410,7 +421,8 @@ def checked(layout, x, y, params, reduce):
 
 
 def _expected(layout):
-    return ", ".join(f"{name} {shape}" for name, shape in layout.parameters.items())
+    wanted = {**layout.parameters, **layout.buffers}
+    return ", ".join(f"{name} {shape}" for name, shape in wanted.items())
 
 
 def _label(what):
@@ -666,47 +678,80 @@ ACTIVATIONS = {
 }
 
 
-def sse(a, y):
+def sse(a, y, channels):
     """½ Σ_k (a_k − y_k)²."""
     if isinstance(a, list):
         return 0.5 * sum((ak - yk) * (ak - yk) for ak, yk in zip(a, y))
     return 0.5 * ((a - y) ** 2).sum(axis=0)
 
 
-def sse_gradient(a, y):
+def sse_gradient(a, y, channels):
     if isinstance(a, list):
         return [ak - yk for ak, yk in zip(a, y)]
     return a - y
 
 
-def mse(a, y):
+def mse(a, y, channels):
     """(1/K) Σ_k (a_k − y_k)², PyTorch's MSELoss of one sample."""
     if isinstance(a, list):
         return sum((ak - yk) * (ak - yk) for ak, yk in zip(a, y)) / len(a)
     return ((a - y) ** 2).mean(axis=0)
 
 
-def mse_gradient(a, y):
+def mse_gradient(a, y, channels):
     if isinstance(a, list):
         return [2 * (ak - yk) / len(a) for ak, yk in zip(a, y)]
     return 2 * (a - y) / len(a)
 
 
-def cross_entropy(a, y):
+def cross_entropy(a, y, channels):
     """−Σ_k y_k log softmax(a)_k = −Σ_k y_k (a_k − log Σ_j e^{a_j}), PyTorch's
-    CrossEntropyLoss with probability targets; log-sum-exp keeps it finite for any logits."""
+    CrossEntropyLoss with probability targets, the softmax over each pixel's channels for a
+    map; log-sum-exp keeps it finite for any logits."""
     if isinstance(a, list):
-        lse = _log_sum_exp_values(a)
-        return -sum(yk * (ak - lse) for ak, yk in zip(a, y))
-    return numpy.add.reduce(y * (_log_sum_exp(a) - a), axis=0)
+        pixels = len(a) // channels
+        total = 0.0
+        for p in range(pixels):
+            ap, yp = a[p::pixels], y[p::pixels]
+            lse = _log_sum_exp_values(ap)
+            total = total - sum(yk * (ak - lse) for ak, yk in zip(ap, yp))
+        return total
+    if channels == len(a):  # a vector: one softmax per sample
+        return numpy.add.reduce(y * (_log_sum_exp(a) - a), axis=0)
+    # a column per pixel and sample
+    columns, targets = a.reshape(channels, -1), y.reshape(channels, -1)
+    per_column = numpy.add.reduce(targets * (_log_sum_exp(columns) - columns), axis=0)
+    return per_column.reshape(-1, a.shape[1]).sum(axis=0)
 
 
-def cross_entropy_gradient(a, y):
-    """softmax(a)_k · Σ_j y_j − y_k (y need not sum to one)."""
+def cross_entropy_gradient(a, y, channels):
+    """softmax(a)_k · Σ_j y_j − y_k over each pixel's channels (y need not sum to one)."""
     if isinstance(a, list):
-        lse, total = _log_sum_exp_values(a), sum(y)
-        return [_exp(ak - lse) * total - yk for ak, yk in zip(a, y)]
-    return numpy.exp(a - _log_sum_exp(a)) * numpy.add.reduce(y, axis=0) - y
+        pixels = len(a) // channels
+        gradient = [0.0] * len(a)
+        for p in range(pixels):
+            ap, yp = a[p::pixels], y[p::pixels]
+            lse, total = _log_sum_exp_values(ap), sum(yp)
+            gradient[p::pixels] = [_exp(ak - lse) * total - yk for ak, yk in zip(ap, yp)]
+        return gradient
+    columns, targets = a.reshape(channels, -1), y.reshape(channels, -1)
+    softmax = numpy.exp(columns - _log_sum_exp(columns))
+    return (softmax * numpy.add.reduce(targets, axis=0) - targets).reshape(a.shape)
+
+
+def binary_cross_entropy(a, y, channels):
+    """Σ_k softplus(a_k) − y_k a_k = Σ_k −y_k log σ(a_k) − (1 − y_k) log(1 − σ(a_k)), PyTorch's
+    BCEWithLogitsLoss summed over the outputs: finite for any logits."""
+    if isinstance(a, list):
+        return sum(softplus(ak) - yk * ak for ak, yk in zip(a, y))
+    return (softplus(a) - y * a).sum(axis=0)
+
+
+def binary_cross_entropy_gradient(a, y, channels):
+    """σ(a_k) − y_k."""
+    if isinstance(a, list):
+        return [sigmoid(ak) - yk for ak, yk in zip(a, y)]
+    return sigmoid(a) - y
 
 
 def _log_sum_exp(a):
@@ -727,6 +772,7 @@ LOSSES = {
     "sse": (sse, sse_gradient),
     "mse": (mse, mse_gradient),
     "cross_entropy": (cross_entropy, cross_entropy_gradient),
+    "binary_cross_entropy": (binary_cross_entropy, binary_cross_entropy_gradient),
 }
 
 
@@ -928,8 +974,10 @@ def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
         losses, grads = programs.layers(x, y, params, *chosen, {}, False, scale)
         return losses, {name: g if name == "x" else g[None] for name, g in grads.items()}
     controller, workers, chunk = None, 1, programs.batch_chunk
+    if layout.couples:  # batch statistics: the whole batch at once
+        chunk = size
     # The BLAS is asked for its threads (10 µs) only where a chunk can be worth a thread.
-    if size > 1 and min(size, chunk) * programs.sample_bytes >= THREADS_FROM_BYTES:
+    elif size > 1 and min(size, chunk) * programs.sample_bytes >= THREADS_FROM_BYTES:
         controller = _blas_controller()
         threads = _blas_threads(controller) if controller else 1
         shared = min(chunk, -(-size // threads))  # a chunk for each thread at least

@@ -10,9 +10,10 @@ and the document's ``numbers``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from itertools import product
+from math import prod
 
 import numpy as np
 import sympy
@@ -23,6 +24,7 @@ from ..engine import Term
 from ..graph import LayerGraph
 from ..latex import NotationPrinter, Row, printer, sum_rows, term_latex, tex_width
 from ..ops import Notation
+from ..ops.base import BIAS
 from .nodes import Column, Equation, Inline, Math, Paragraph, Table
 from .numbers import NumberFormat
 
@@ -111,16 +113,40 @@ def paired(formulas: Sequence[str], short: float = 17.0) -> str:
     return " \\\\\n".join(rows)
 
 
+def tensor_rows(formulas: Sequence, wide: float = 40.0) -> str:
+    """A layer's derived formulas as ``align`` rows: short ones two to a row (``paired``), one
+    wider than ``wide`` em broken into rows of its own where its rhs breaks (a fork's upstream,
+    one reader's part to a row)."""
+    rows: list[str] = []
+    short: list[str] = []
+    for formula in formulas:
+        tex = formula.latex()
+        broken = formula.aligned() if tex_width(tex) > wide else ""
+        if "\\\\" in broken:
+            if short:
+                rows.append(paired(short))
+                short = []
+            rows.append(broken)
+        else:
+            short.append(tex)
+    if short:
+        rows.append(paired(short))
+    return " \\\\\n".join(rows)
+
+
 def formula_row(tex: str) -> str:
     """``lhs = rhs`` as an ``align`` row, aligned at its first equals sign."""
     lhs, rhs = tex.split(" = ", 1)
     return f"{lhs} &= {rhs}"
 
 
-def tensor_blocks(formulas: Sequence, lead: str = "The tensor view.") -> list:
+def tensor_blocks(
+    formulas: Sequence, gradients: Collection[str], lead: str = "The tensor view."
+) -> list:
     """A layer's general formulas (``Derivation.formulas``) as a document: one display of the
-    derived formulas, the settings they are written with, what their notes say, then each fact
-    with what it restates in words."""
+    derived formulas, the settings they are written with, what the notes of the formulas of
+    kind ``gradients`` say (its parameters' prefixes and "input"), then each fact with what it
+    restates in words."""
     if not formulas:
         return []
     derived = [f for f in formulas if f.kind != "fact"]
@@ -138,9 +164,9 @@ def tensor_blocks(formulas: Sequence, lead: str = "The tensor view.") -> list:
         said += [", here ", Math(shown)]
     blocks: list = [
         Paragraph(*said, "):", lead=lead),
-        Equation(paired([f.latex() for f in derived])),
+        Equation(tensor_rows(derived)),
     ]
-    notes = [f.note for f in derived if f.note and f.kind in ("W", "b", "input")]
+    notes = [f.note for f in derived if f.note and f.kind in gradients]
     for note in dict.fromkeys(notes):
         blocks.append(Paragraph(*prose(note[0].upper() + note[1:] + ".")))
     for fact in (f for f in formulas if f.kind == "fact"):
@@ -158,16 +184,19 @@ def fact_blocks(fact) -> list:
 
 
 def layer_table(layers: Sequence[LayerGraph]) -> Table:
-    """The network, a row per layer: its type, kernel, stride and padding (when some layer slides
-    a window), bias, activation, shapes and number of weights."""
-    sliding = any(lg.layer.shows_position_sets for lg in layers)
+    """The network, a row per layer: its type, kernel, stride and padding (when some layer has
+    them), bias, activation, shapes and number of weights; for a network that is not a chain,
+    what each layer reads in place of its input's shape (the output of what it reads)."""
+    chain = all(lg.sources == (lg.number - 1,) for lg in layers)
+    windows = any(set(lg.layer.table_cells()) != {"--"} for lg in layers)
     header = [
         "Layer",
         "Type",
-        *(["Kernel", "Stride", "Padding"] if sliding else []),
+        *([] if chain else ["Reads"]),
+        *(["Kernel", "Stride", "Padding"] if windows else []),
         "Bias",
         "$g$",
-        "Input",
+        *(["Input"] if chain else []),  # a graph's: the outputs its Reads column names
         "Output",
         "Weights",
     ]
@@ -175,19 +204,22 @@ def layer_table(layers: Sequence[LayerGraph]) -> Table:
     for lg in layers:
         layer = lg.layer
         cells = [str(lg.number), layer.key]
-        if sliding:
+        if not chain:
+            cells.append(", ".join("$x$" if s == 0 else str(s) for s in lg.sources))
+        if windows:
             cells += list(layer.table_cells())
-        activation = ACTIVATIONS[layer.activation].label if layer.has_activation else "--"
-        bias = ("yes" if layer.bias else "no") if layer.parameter_shapes(lg.input_shape) else "--"
+        activation = ACTIVATIONS[layer.activation].label if layer.activation else "--"
+        roles = [p.role for p in layer.parameter_declared(lg.input_shape)]
+        bias = ("yes" if BIAS.role in roles else "no") if roles else "--"
+        cells += [bias, activation]
+        if chain:
+            cells.append(f"${shape_tex(lg.input_shape)}$")
         cells += [
-            bias,
-            activation,
-            f"${shape_tex(lg.input_shape)}$",
             f"${shape_tex(lg.output_shape)}$",
             f"{layer.parameter_count(lg.input_shape):,}",
         ]
         rows.append(tuple(text(c.replace("--", "–")) or ("",) for c in cells))
-    aligns = "cl" + ("ccc" if sliding else "") + "cccc" + "r"
+    aligns = "cl" + ("" if chain else "l") + ("ccc" if windows else "") + ("cccc" if chain else "ccc") + "r"
     return Table(tuple(Column(a) for a in aligns), tuple(text(h) for h in header), tuple(rows))
 
 
@@ -207,8 +239,28 @@ def listed(letter: str, count: int) -> str:
     )
 
 
+def source_letter(source: int) -> str:
+    """How the article writes the outputs of layer ``source``: x for the input (0), else
+    a^{(source)}."""
+    return "x" if source == 0 else f"a^{{({source})}}"
+
+
 def input_letter(lg: LayerGraph) -> str:
-    return "x" if lg.number == 1 else f"a^{{({lg.number - 1})}}"
+    """The letter of what layer ``lg`` reads (its first input, for an operation of several)."""
+    return source_letter(lg.sources[0])
+
+
+def capital_letter(source: int) -> str:
+    """The outputs of layer ``source`` as a map: X for the input, A^{(source)}."""
+    return "X" if source == 0 else f"A^{{({source})}}"
+
+
+def correlation_padding(
+    input_shape: Sequence[int], output_shape: Sequence[int], kernel: Sequence[int]
+) -> tuple[int, int]:
+    """The zero padding of a layer whose weight gradient is a plain cross-correlation (stride 1,
+    no dilation: ``Op.correlates``), from its shapes: M_z = M_x + 2P − K + 1 on each axis."""
+    return tuple((out - size + k - 1) // 2 for out, size, k in zip(output_shape[-2:], input_shape[-2:], kernel))
 
 
 def elide(pieces: Sequence[str], limit: int = 24, head: int = 16, tail: int = 4) -> list[str]:
@@ -233,14 +285,23 @@ def local_tex(lg: LayerGraph, index: str) -> str:
     return (rf"\left({tex}\right)" if local.is_Add else tex) + r" \cdot "
 
 
-def op_notation(lg: LayerGraph) -> Notation:
-    """What layer ``lg``'s operation needs to write its general formulas."""
+def op_notation(lg: LayerGraph, source: int | None = None) -> Notation:
+    """What layer ``lg``'s operation needs to write its general formulas: every input's letter
+    and, first, the one ``source`` names (the input an upstream formula is asked about)."""
+    sources = list(lg.sources)
+    shapes = list(lg.layer.per_input(lg.input_shape))
+    if source is not None and source in sources:
+        k = sources.index(source)
+        sources.insert(0, sources.pop(k))
+        shapes.insert(0, shapes.pop(k))
     return Notation(
         lg.number,
-        input_letter(lg),
-        len(lg.inputs),
+        source_letter(sources[0]),
+        prod(shapes[0]),
         lambda index: local_tex(lg, index),
         lg.layer.flat_weights(lg.input_shape),
+        tuple(sources),
+        tuple(source_letter(s) for s in sources),
     )
 
 
@@ -267,7 +328,8 @@ def position_set_tex(number: int, index: int, entries: Sequence[int | None]) -> 
 
 def node_rows(d: Derivation, node, limits: tuple[int, int, int] = (24, 16, 4)) -> list[Row]:
     """A node's forward formula in the article's notation: a weighted sum in kernel order,
-    an average as 1/K (…), a max as max(…)."""
+    a sum of inputs (an addition; one input alone, a copy), an average as 1/K (…), a max as
+    max(…), a function of one input as g(…)."""
     names = d.tex_names
     if node.kind == "select":
         return [
@@ -277,10 +339,13 @@ def node_rows(d: Derivation, node, limits: tuple[int, int, int] = (24, 16, 4)) -
                 + r"\right)"
             )
         ]
+    if node.kind == "elementwise":
+        return [Row(NotationPrinter({node.z: names[node.z]}).doprint(node.expr))]
     constant = {c for c, _ in node.terms if not c.is_Symbol}
     if constant:
         (coefficient,) = constant
-        return _scaled(coefficient, sum_rows(elide([names[v] for _, v in node.terms], *limits)))
+        inputs = sum_rows(elide([names[v] for _, v in node.terms], *limits))
+        return inputs if coefficient == 1 else _scaled(coefficient, inputs)
     pieces = [f"{names[w]} {names[v]}" for w, v in node.terms]
     if node.bias is not None:
         pieces.append(names[node.bias])
@@ -299,13 +364,15 @@ def node_numbers(
     if node.kind == "select":
         inside = ", ".join(elide([fmt(value(v)) for v in node.inputs], *limits))
         rows = [Row(rf"\max\left({inside}\right)")]
+    elif node.kind == "elementwise":
+        rows = [Row(NotationPrinter({node.z: fmt(value(node.z))}).doprint(node.expr))]
     else:
         constant = {c for c, _ in node.terms if not c.is_Symbol}
         if constant:
             (coefficient,) = constant
             items = [fmt(value(v)) for _, v in node.terms]
             inner = sum_rows(elide(items[:1] + [_bracket(t) for t in items[1:]], *limits))
-            rows = _scaled(coefficient, inner)
+            rows = inner if coefficient == 1 else _scaled(coefficient, inner)
         else:
             pieces = [f"({fmt(value(w))})({fmt(value(v))})" for w, v in node.terms]
             if node.bias is not None:
@@ -466,6 +533,8 @@ __all__ = [
     "LINE_WIDTH",
     "Detail",
     "arrays",
+    "capital_letter",
+    "correlation_padding",
     "elide",
     "fact_blocks",
     "input_letter",
@@ -484,6 +553,7 @@ __all__ = [
     "position_set_tex",
     "position_table",
     "shape_tex",
+    "source_letter",
     "subscripted",
     "term_numbers",
     "term_parts",

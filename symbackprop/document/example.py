@@ -29,6 +29,7 @@ from ..derivation import Derivation
 from ..engine import LOSS, _flat
 from ..graph import LayerGraph
 from ..network import Network
+from ..ops.base import BIAS
 from .numbers import GRADIENT_RANGE, Formats, NumberFormat
 
 DRAWS = 20  # draws tried with one seed, to keep ReLUs alive
@@ -90,13 +91,21 @@ def draw_values(
     params = {}
     for name, shape in network.parameters.items():
         drawn = rng.integers(1, 11, size=shape) / 10 * rng.choice([-1.0, 1.0], size=shape)
-        params[name] = drawn * weight_scale(shape) if name.startswith("W") else drawn
+        params[name] = drawn if is_bias(network, name) else drawn * weight_scale(shape)
     if network.loss == "cross_entropy":
         y = np.zeros(network.output_size)
         y[rng.integers(network.output_size)] = 1.0
     else:
         y = rng.integers(0, 11, size=network.output_size) / 10
     return x, y, params
+
+
+def is_bias(network: Network, name: str) -> bool:
+    """Whether parameter ``name`` is one its operation declares a bias (added to its sums,
+    drawn unscaled), not weights."""
+    number, prefix = network.parameter_owner[name]
+    declared = {p.prefix: p for p in network.layers[number - 1].parameters}
+    return declared[prefix].role == BIAS.role
 
 
 def weight_scale(shape: tuple[int, ...]) -> float:
@@ -202,22 +211,31 @@ def backward_values(d: Derivation, values: dict[sympy.Basic, float]) -> dict[str
 
 
 def dead_relus(d: Derivation, values: dict[sympy.Basic, float]) -> tuple[int, int]:
-    """(ReLU nodes whose z is at most 0 — their gradient is 0 —, ReLU nodes in all)."""
+    """(ReLU nodes whose input is at most 0 — their gradient is 0 —, ReLU nodes in all): the
+    z of a layer's own ReLU, or the input of a ReLU that is a layer of its own."""
     dead = total = 0
     for lg in d.graph.layers:
-        if lg.activated and lg.layer.activation in STEP_ACTIVATIONS:
-            total += len(lg.z)
-            dead += sum(values[node.symbol] <= 0 for node in lg.z)
+        if lg.layer.activation not in STEP_ACTIVATIONS:
+            continue
+        if lg.activated:
+            inputs = [node.symbol for node in lg.z]
+        else:
+            inputs = [v for node in lg.z for v in node.inputs]
+        total += len(inputs)
+        dead += sum(values[v] <= 0 for v in inputs)
     return dead, total
 
 
 def _node_value(node, values: dict[sympy.Basic, float]) -> float:
-    """A node of the operations' kinds, from the values of its inputs: a weighted sum, a max."""
+    """A node of the operations' kinds, from the values of its inputs: a weighted sum, a max,
+    a function of one input (an activation as a layer of its own)."""
     if node.kind == "linear":
         total = math.fsum(_number(c, values) * values[v] for c, v in node.terms)
         return total + values[node.bias] if node.bias is not None else total
     if node.kind == "select":
         return max(values[v] for v in node.inputs)
+    if node.kind == "elementwise":
+        return _activation_function(node.activation.name)(values[node.z])
     raise ValueError(f"no numeric rule for a {node.kind} node")
 
 
@@ -288,6 +306,7 @@ __all__ = [
     "dead_relus",
     "draw_values",
     "forward_values",
+    "is_bias",
     "layer_values",
     "weight_scale",
     "worked_example",

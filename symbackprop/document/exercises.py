@@ -10,7 +10,13 @@ layer. Each exercise holds its question, its answer, and the answer as data
 3. the chain rule: the gradient of a named weight from given upstream gradients;
 4. dependencies: which weights the upstream gradient of a node is made of;
 5. the tensor view: a whole weight gradient at once (the cross-correlation of the
-   layer's input with δ, or δ aᵀ for a dense layer).
+   layer's input with δ, or δ aᵀ for a dense layer);
+6. a fork and its join (a network that is a graph): the upstream gradient of an output read
+   by several layers — a residual block's input, read by the block and by its shortcut — as
+   the sum of what each path sends back (the article's rule (20)).
+
+A chain gets the first five, drawn as they always were: the sixth comes last and draws
+nothing for a network without a fork.
 
 ``exercises(network, seed)`` makes the student's sheet and the key as two documents from
 the same exercises; ``render`` writes both in LaTeX and Markdown.
@@ -21,6 +27,7 @@ rest of the document package.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
@@ -28,13 +35,14 @@ from typing import Any
 import numpy as np
 
 from ..activations import activation as _activation
-from ..engine import _flat
 from ..graph import LayerGraph
 from ..latex import Row, aligned, partial, printer, sum_rows, term_latex
 from ..network import Network
 from . import markdown, tex
 from .common import (
     arrays,
+    capital_letter,
+    correlation_padding,
     elide,
     fact_blocks,
     formula_row,
@@ -50,6 +58,7 @@ from .common import (
     terms_by_hand,
     whole_matrix,
 )
+from .context import LayerParameter, forks, parameter_tex, paths_of, via_tex, weights_of
 from .example import WorkedExample, worked_example
 from .nodes import (
     Code,
@@ -75,7 +84,7 @@ BLOCK = (4, 6)  # at most this block of a dense layer's weight gradient is asked
 class Exercise:
     """One exercise: its title, the question and the answer as blocks, and the answer as data."""
 
-    kind: str  # "forward", "positions", "gradient", "dependencies", "tensor"
+    kind: str  # "forward", "positions", "gradient", "dependencies", "tensor", "join"
     title: str
     question: list
     answer: list
@@ -102,6 +111,7 @@ def exercise_set(network: Network, seed: int = 0) -> ExerciseSet:
         maker.gradient(),
         maker.dependencies(),
         maker.tensor(),
+        maker.join(),  # last: the numbers drawn for the others stay those of a chain's sheet
     ]
     return ExerciseSet(example.network, seed, example, [e for e in made if e is not None])
 
@@ -131,10 +141,8 @@ def _document(chosen: ExerciseSet, solutions: bool) -> Document:
     givens = arrays(ex.x, subscripted("X"), fmt_v)
     givens += arrays(ex.y, lambda _: "y", fmt_v)
     for name in net.parameters:
-        givens += arrays(ex.params[name], subscripted(f"{name[0]}^{{({name[1:]})}}"), fmt_v)
-    activations = list(
-        dict.fromkeys(layer.activation for layer in net.layers if layer.has_activation)
-    )
+        givens += arrays(ex.params[name], subscripted(parameter_tex(net, name)), fmt_v)
+    activations = list(dict.fromkeys(layer.activation for layer in net.layers if layer.activation))
     said: list[Inline] = ["Activations: " if len(activations) > 1 else "Activation: "]
     for k, name in enumerate(activations):
         said += [Math(_activation(name).formula), "; " if k < len(activations) - 1 else ". "]
@@ -203,8 +211,14 @@ class _Maker:
     def _choose(self, items: list):
         return items[int(self.rng.integers(len(items)))]
 
+    def _weights(self, lg: LayerGraph) -> LayerParameter | None:
+        return weights_of(self.d, lg.number)
+
+    def _weighted(self) -> list[LayerGraph]:
+        return [lg for lg in self.layers if self._weights(lg) is not None]
+
     def _first_terms(self, lg: LayerGraph) -> list:
-        return self.d.terms(_flat(self.d.graph.params[f"W{lg.number}"])[0])
+        return self.d.terms(self._weights(lg).elements[0])
 
     def _nodes(self, lg: LayerGraph, count: int = NODES_ASKED) -> list[int]:
         total = len(lg.z)
@@ -213,28 +227,27 @@ class _Maker:
     # ---- 1: the forward pass ----------------------------------------------------------------
 
     def forward(self) -> Exercise | None:
-        weighted = [lg for lg in self.layers if f"W{lg.number}" in self.d.graph.params]
+        weighted = self._weighted()
         if not weighted:
             return None
-        # a layer whose nodes read few enough inputs to be given here (layer 1 reads X, given above)
+        # a layer whose nodes read few enough inputs to be given here (X is given above)
         lg = self._choose(
-            _prefer(weighted, lambda lg: lg.number == 1 or len(lg.z[0].inputs) <= MANY)
+            _prefer(weighted, lambda lg: lg.sources == (0,) or len(lg.z[0].inputs) <= MANY)
         )
         l, d, ex = lg.number, self.d, self.ex
         chosen = self._nodes(lg)
+        reads = _read_names(lg.sources)
         question: list = [
             Paragraph(
-                f"Layer {l} ({lg.layer.title}) computes each node from the outputs of "
-                + ("the input" if l == 1 else f"layer {l - 1}")
-                + ". Fill in the table."
+                f"Layer {l} ({lg.layer.title}) computes each node from the outputs of {reads}. "
+                "Fill in the table."
             )
         ]
-        if l > 1:  # the inputs these nodes read, so the exercise stands on its own
-            needed = sorted(
-                {v for i in chosen for v in lg.z[i].inputs}, key=lambda s: lg.inputs.index(s)
-            )
+        if lg.sources != (0,):  # the inputs these nodes read, so the exercise stands on its own
+            order = {s: k for k, s in enumerate(lg.read)}
+            needed = sorted({v for i in chosen for v in lg.z[i].inputs}, key=order.__getitem__)
             question += [
-                Paragraph(f"The outputs of layer {l - 1} that they read:"),
+                Paragraph(f"The outputs of {reads} that they read:"),
                 _value_lines([(d.tex_names[s], self.fv(ex.values[s])) for s in needed]),
             ]
         has_a = lg.activated
@@ -273,14 +286,14 @@ class _Maker:
     # ---- 2: position sets ---------------------------------------------------------------------
 
     def positions(self) -> Exercise | None:
-        sliding = [lg for lg in self.layers if lg.layer.shows_position_sets]
+        sliding = [lg for lg in self.layers if lg.layer.position_note()]
         if not sliding:
             return None
         lg = self._choose(
             _prefer(
                 sliding,
                 lambda lg: (
-                    lg.layer.window(lg.input_shape) <= MANY and len(lg.z) <= MANY * len(lg.inputs)
+                    lg.layer.window(lg.input_shape) <= MANY and len(lg.z) <= MANY * len(lg.read)
                 ),
             )
         )
@@ -352,13 +365,14 @@ class _Maker:
     # ---- 3: the chain rule --------------------------------------------------------------------
 
     def gradient(self) -> Exercise | None:
-        weighted = [lg for lg in self.layers if f"W{lg.number}" in self.d.graph.params]
+        weighted = self._weighted()
         if not weighted:
             return None
         # a weight used at few enough positions for its terms to be listed
         lg = self._choose(_prefer(weighted, lambda lg: len(self._first_terms(lg)) <= MANY))
         d, ex, l = self.d, self.ex, lg.number
-        weight = self._choose(_flat(d.graph.params[f"W{l}"]))
+        weights = self._weights(lg)
+        weight = self._choose(weights.elements)
         terms = d.terms(weight)
         index = {n.symbol: k for k, n in enumerate(lg.z)}
         rows = []
@@ -381,7 +395,7 @@ class _Maker:
             (Math(f"a^{{({l})}}_{{i}}"),),
             ("the input it multiplied",),
         )
-        shared = lg.layer.shows_position_sets
+        shared = len(terms) > 1
         question = [
             Paragraph(
                 "Compute ",
@@ -400,7 +414,7 @@ class _Maker:
             ),
             Table(tuple(Column("r") for _ in header), header, tuple(rows)),
         ]
-        value = ex.gradients[f"W{l}"].reshape(-1)[_flat(d.graph.params[f"W{l}"]).index(weight)]
+        value = ex.gradients[weights.name].reshape(-1)[weights.elements.index(weight)]
         rows = terms_by_hand(d, terms, ex.value, ex.formats, self.fg(value), TERMS)
         answer = [Equation(aligned(partial(d, weight), rows))]
         facts = {
@@ -418,14 +432,26 @@ class _Maker:
     # ---- 4: dependencies ----------------------------------------------------------------------
 
     def dependencies(self) -> Exercise | None:
-        candidates = [lg for lg in self.layers[:-1] if f"W{lg.number + 1}" in self.d.graph.params]
+        net = self.d.network
+
+        def weighted_reader(lg: LayerGraph) -> LayerGraph | None:
+            """The one layer that reads ``lg``, when it has weights (a fork is the join
+            exercise's)."""
+            readers = net.consumers(lg.number)
+            if len(readers) != 1:
+                return None
+            reader = self.layers[readers[0] - 1]
+            return reader if self._weights(reader) is not None else None
+
+        candidates = [lg for lg in self.layers[:-1] if weighted_reader(lg) is not None]
         if not candidates:
             return None
         lg = self._choose(
             _prefer(candidates, lambda lg: len(self.d.upstream_terms_of(lg.upstream[0])) <= MANY)
         )
         d, l = self.d, lg.number
-        following = self.layers[l]
+        following = weighted_reader(lg)
+        k = following.number
         j = int(self.rng.integers(len(lg.upstream)))
         symbol = lg.upstream[j]
         terms = d.upstream_terms_of(symbol)
@@ -436,7 +462,7 @@ class _Maker:
                 "The output ",
                 Math(d.tex_names[lg.outputs[j].symbol]),
                 f" of layer {l} feeds "
-                f"layer {l + 1} ({following.layer.title}). On which weights of layer {l + 1} does "
+                f"layer {k} ({following.layer.title}). On which weights of layer {k} does "
                 "its upstream gradient ",
                 Math(d.tex_names[symbol]),
                 " depend, and through which nodes? Write its formula.",
@@ -447,7 +473,7 @@ class _Maker:
             Paragraph(
                 f"It feeds {len(terms)} node"
                 + ("s" if len(terms) != 1 else "")
-                + f" of layer {l + 1}, each through one weight:"
+                + f" of layer {k}, each through one weight:"
             ),
             Table((Column("l"), Column("l")), (("node",), ("weight",)), rows),
             Equation(
@@ -466,17 +492,119 @@ class _Maker:
             "dependencies", "what an upstream gradient depends on", question, answer, facts
         )
 
+    # ---- 6: a join: the sum over the paths -----------------------------------------------------
+
+    def join(self) -> Exercise | None:
+        """Where the network forks (a residual block's input, read by the block and by its
+        shortcut), one output's upstream gradient as the sum of what each reader sends back:
+        the article's rule (20), with numbers."""
+        found = forks(self.d.network)
+        if not found:
+            return None
+        d, ex = self.d, self.ex
+        fv, fg = self.fv, self.fg
+
+        def paths(symbol) -> dict[int, list]:
+            return paths_of(d, d.upstream_terms_of(symbol))
+
+        def sums(symbol) -> dict[int, float]:
+            return {k: sum(ex.value(t.expr) for t in terms) for k, terms in paths(symbol).items()}
+
+        # a layer whose outputs each get few terms, and a node whose every path brings back
+        # something (not a dead ReLU's zero)
+        lg = self.layers[
+            self._choose(
+                _prefer(found, lambda l: len(d.upstream_terms_of(self.layers[l - 1].upstream[0])) <= MANY)
+            )
+            - 1
+        ]
+        # a node every reader reads (a strided shortcut skips some), where every path brings
+        # back something (not a dead ReLU's zero)
+        readers = len(d.network.consumers(lg.number))
+        forked = [j for j, s in enumerate(lg.upstream) if len(paths(s)) == readers]
+        alive = [j for j in forked if all(abs(v) > 1e-12 for v in sums(lg.upstream[j]).values())]
+        j = self._choose(alive or forked or list(range(len(lg.upstream))))
+        symbol, l = lg.upstream[j], lg.number
+        output = d.tex_names[lg.outputs[j].symbol]
+        grouped, values = paths(symbol), sums(symbol)
+        readers = [self.layers[k - 1] for k in grouped]
+        has_local = any(t.local != 1 for terms in grouped.values() for t in terms)
+        p = printer(d)
+        rows = []
+        for k, terms in grouped.items():
+            for t in terms:
+                # ∂L/∂a written inline (a fraction would shrink to nothing in a table's row)
+                slashed = re.sub(r"^\\frac\{(.*?)\}\{(.*)\}$", r"\1 / \2", d.tex_names[t.upstream])
+                upstream = f"{slashed} = {fg(ex.values[t.upstream])}"
+                cells = [(str(k),), (Math(d.tex_names[t.z]),), (Math(upstream),)]
+                if has_local:
+                    cells.append((Math(fv(ex.value(t.local))),))
+                factor = "1" if t.factor == 1 else f"{p.doprint(t.factor)} = {fv(ex.value(t.factor))}"
+                cells.append((Math(factor),))
+                rows.append(tuple(cells))
+        header = [("via layer",), ("node",), ("its upstream gradient",)]
+        if has_local:
+            header.append(("local",))
+        header.append((Math(rf"\partial \text{{node}} / \partial {output}"),))
+        named = _join([f"{r.number} ({r.layer.title})" for r in readers])
+        question = [
+            Paragraph(
+                "The output ",
+                Math(output),
+                f" of layer {l} ({lg.layer.title}) is read by layers ",
+                *named,
+                ": the network forks there, as at the input of a residual block, which both the "
+                "block and its shortcut read. Below, for every node that reads it, the upstream "
+                "gradient of that node"
+                + (", the local gradient of its activation" if has_local else "")
+                + " and its local gradient with respect to ",
+                Math(output),
+                ". Compute ",
+                Math(d.tex_names[symbol]),
+                ": first the part each path sends back, then the whole.",
+            ),
+            Table(tuple(Column("r" if k != 1 else "l") for k in range(len(header))), tuple(header), tuple(rows)),
+        ]
+        name = d.tex_names[symbol]
+        steps = [
+            aligned(
+                via_tex(name, k),
+                terms_by_hand(d, terms, ex.value, ex.formats, fg(values[k]), TERMS),
+            )
+            for k, terms in grouped.items()
+        ]
+        total = [
+            Row(" + ".join(via_tex(name, k) for k in grouped)),
+            _eq(" + ".join(f"({fg(v)})" for v in values.values())),
+            _eq(fg(ex.values[symbol])),
+        ]
+        answer = [
+            Paragraph(
+                "Each path sends back its own terms, upstream gradient times local gradient; by "
+                "the rule for several dependencies (the article's (20)) the node's upstream "
+                "gradient is their sum:"
+            ),
+            Equation(" \\\\\n".join([*steps, aligned(name, total)])),
+        ]
+        facts = {
+            "layer": l,
+            "node": j,
+            "readers": list(grouped),
+            "paths": {k: float(v) for k, v in values.items()},
+            "value": float(ex.values[symbol]),
+            "terms": {k: len(terms) for k, terms in grouped.items()},
+        }
+        return Exercise("join", "a fork and its join: the sum over the paths", question, answer, facts)
+
     # ---- 5: the tensor view -------------------------------------------------------------------
 
     def tensor(self) -> Exercise | None:
         """A whole weight gradient: the cross-correlation of the input with δ for a convolution
         of stride 1 without dilation (one channel pair), δ aᵀ for a dense layer."""
-        weighted = [lg for lg in self.layers if f"W{lg.number}" in self.d.graph.params]
         simple = [
             lg
-            for lg in weighted
-            if (lg.layer.correlates() and max(lg.input_shape[1:]) <= 8)
-            or not lg.layer.shows_position_sets
+            for lg in self._weighted()
+            if (lg.layer.correlates() and max(lg.input_shape[1:]) <= 8) or lg.layer.outer_product()
         ]
         if not simple:
             return None
@@ -484,14 +612,14 @@ class _Maker:
         d, ex, l = self.d, self.ex, lg.number
         deltas = lg.z_upstream or lg.upstream
         delta = np.array([ex.values[s] for s in deltas])
-        source = np.array([ex.values[s] for s in lg.inputs])
-        gradient = ex.gradients[f"W{l}"]
-        letter = "X" if l == 1 else f"A^{{({l - 1})}}"
+        source = np.array([ex.values[s] for s in lg.read])
+        gradient = ex.gradients[self._weights(lg).name]
+        letter = capital_letter(lg.sources[0])
         delta_tex = rf"\delta^{{({l})}}"
         derived = _tensor_formulas(d, l)
-        if lg.layer.shows_position_sets:
+        if lg.layer.correlates():
             delta_map = delta.reshape(lg.output_shape)[0]
-            (ph, pw) = lg.layer.padding
+            (ph, pw) = correlation_padding(lg.input_shape, lg.output_shape, gradient.shape[-2:])
             input_map = np.pad(source.reshape(lg.input_shape)[0], ((ph, ph), (pw, pw)))
             channel = (
                 "" if gradient.shape[:2] == (1, 1) else " for output channel 1 and input channel 1"
@@ -638,6 +766,25 @@ class _Maker:
         return Exercise("tensor", "the tensor view", question, answer, facts)
 
 
+def _read_names(sources: tuple[int, ...]) -> str:
+    """What a layer reads, in words: "the input", "layer 2", "layers 1 and 3"."""
+    named = ["the input" if s == 0 else str(s) for s in sources]
+    layers = [n for n in named if n != "the input"]
+    parts = (["the input"] if "the input" in named else []) + (
+        [("layer " if len(layers) == 1 else "layers ") + " and ".join(layers)] if layers else []
+    )
+    return " and ".join(parts)
+
+
+def _join(items: list[Inline]) -> list[Inline]:
+    out: list[Inline] = []
+    for k, item in enumerate(items):
+        if k:
+            out.append(" and " if k == len(items) - 1 else ", ")
+        out.append(item)
+    return out
+
+
 def _prefer(items: list, good) -> list:
     """The items that are ``good``, or all of them when none is."""
     return [item for item in items if good(item)] or items
@@ -647,7 +794,11 @@ def _tensor_formulas(d, l: int) -> list:
     """The weight gradient's formula in the tensor view, with this layer's numbers for its
     settings, and the fact that restates it, as the engine derived them."""
     formulas = d.formulas(l, general=False)
-    weight = [f for f in formulas if f.kind == "W" or (f.kind == "fact" and f.restates.kind == "W")]
+    # the tensor view names a parameter's formulas by its operation's prefix for it
+    _, prefix = d.network.parameter_owner[weights_of(d, l).name]
+    weight = [
+        f for f in formulas if f.kind == prefix or (f.kind == "fact" and f.restates.kind == prefix)
+    ]
     blocks: list = [
         Paragraph(
             "In the tensor view (indices from 0), as symbackprop derives it from the "
@@ -671,15 +822,6 @@ def _value_lines(pairs: list[tuple[str, str]], per_line: int = 4) -> Displays:
 def _eq(row: Row | str) -> Row:
     """A row that starts with "=": the next step of a computation."""
     return Row("= " + (row.tex if isinstance(row, Row) else row))
-
-
-def _join(items: list[Inline]) -> list[Inline]:
-    out: list[Inline] = []
-    for k, item in enumerate(items):
-        if k:
-            out.append(" and " if k == len(items) - 1 else ", ")
-        out.append(item)
-    return out
 
 
 __all__ = ["Exercise", "ExerciseSet", "exercise_set", "exercises", "render"]

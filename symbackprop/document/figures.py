@@ -19,8 +19,8 @@ import sympy
 from ..derivation import Derivation
 from ..engine import _flat
 from ..graph import LayerGraph
-from ..network import Network
 from .common import Detail, shape_tex
+from .context import weights_of
 from .nodes import (
     Diagram,
     DiagramEdge,
@@ -35,6 +35,8 @@ from .nodes import (
 
 GRAPH_MAX_COLUMN = 24  # nodes in one column of the drawn graph; beyond, a layer-level graph
 GRAPH_MAX_EDGES = 300
+SKIP_BOW = -60  # degrees: a layer-level arrow that skips boxes bows out this far, to the left
+SKIP_BEND = 18  # degrees: how far an edge that skips columns bows away from the nodes between
 EDGE_COLOURS = [
     "1F77B4",
     "D62728",
@@ -142,7 +144,7 @@ class _Graph:
             heads=tuple((k * dx, height, h) for k, h in enumerate(heads)),
         )
         article = ", the article's figure 8" if self.article else ""
-        sliding = any(lg.layer.shows_position_sets for lg in self.layers)
+        sliding = any(lg.layer.position_note() for lg in self.layers)
         pools = any(not lg.activated for lg in self.layers)
         reads = (
             " node takes as inputs the nodes its position set names (a fully connected node all of "
@@ -160,6 +162,12 @@ class _Graph:
             " (a pooling node its window)" if pools else "",
             ", and the loss all the last activations.",
         ]
+        if not self.network.is_chain:
+            intro += [
+                (" The network is a graph: an edge drawn bent skips the columns between (a "
+                "shortcut), a node with edges into two layers feeds both (a fork), and a node "
+                "with edges from two layers joins them (an addition sums one node of each).")
+            ]
         caption: list[Inline] = [
             "The computational graph" + (" (the article's figure 8)." if self.article else ".")
         ]
@@ -180,26 +188,25 @@ class _Graph:
         )
 
     def graph_edges(self) -> list[DiagramEdge]:
-        """inputs → z (coloured by kernel position), z → a, a → L."""
+        """inputs → z (coloured by kernel position), z → a, a → L; an edge that skips columns
+        (a shortcut) is bent, so that it does not run through the nodes between."""
+        node_id, column = self._node_places()
         edges = []
         for lg in self.layers:
-            kernel = _kernel_shape(self.network, lg)
+            kernel = _kernel_shape(self.d, lg)
             coloured = kernel is not None and prod(kernel) <= len(EDGE_COLOURS)
             index = _weight_index(self.d, lg) if coloured else {}
-            source = "x" if lg.number == 1 else f"a{lg.number - 1}n"
             target = _stages(lg)[0]
-            position = {s: i for i, s in enumerate(lg.inputs, start=1)}
             for i, node in enumerate(lg.z, start=1):
+                dst = f"{target}{lg.number}n{i}"
                 for coefficient, value in _read(node):
                     colour = "black!30"
                     if coloured:
                         *_, m, n = index[coefficient]
                         colour = f"kernel{m * kernel[1] + n + 1}"
-                    edges.append(
-                        DiagramEdge(
-                            f"{source}{position[value]}", f"{target}{lg.number}n{i}", colour
-                        )
-                    )
+                    src = node_id[value]
+                    bend = 0 if column[dst] - column[src] == 1 else SKIP_BEND
+                    edges.append(DiagramEdge(src, dst, colour, bend=bend))
             if lg.activated:
                 edges += [
                     DiagramEdge(f"z{lg.number}n{i}", f"a{lg.number}n{i}", "black")
@@ -212,11 +219,27 @@ class _Graph:
         ]
         return edges
 
+    def _node_places(self) -> tuple[dict[sympy.Symbol, str], dict[str, int]]:
+        """Each output symbol (x, and every layer's a) → its node's id; each node id → its
+        column."""
+        ids = {x: f"x{i}" for i, x in enumerate(self.d.graph.x, start=1)}
+        column = {f"x{i}": 0 for i in range(1, len(self.d.graph.x) + 1)}
+        k = 0
+        for lg in self.layers:
+            for stage in _stages(lg):
+                k += 1
+                for i in range(1, len(lg.z) + 1):
+                    column[f"{stage}{lg.number}n{i}"] = k
+            ids.update(
+                (node.symbol, f"a{lg.number}n{i}") for i, node in enumerate(lg.outputs, start=1)
+            )
+        return ids, column
+
     def legend(self) -> list[tuple[str, str, str]]:
         """(colour, its name, the weights it stands for) per kernel position, when every kernel
         has the same size: w^{(1)}_1, w^{(2)}_1 for a flat one, (m, n) = (1, 1) otherwise."""
-        kernels = [lg for lg in self.layers if _kernel_shape(self.network, lg) is not None]
-        sizes = {_kernel_shape(self.network, lg) for lg in kernels}
+        kernels = [lg for lg in self.layers if _kernel_shape(self.d, lg) is not None]
+        sizes = {_kernel_shape(self.d, lg) for lg in kernels}
         if len(sizes) != 1 or prod(next(iter(sizes))) > len(EDGE_COLOURS):
             return []
         kh, kw = sizes.pop()
@@ -247,28 +270,47 @@ class _Graph:
                 "box",
             )
 
-        boxes = [("X", "x", "x", self.network.input_shape)]
-        steps = []
+        net = self.network
+        boxes = [("X", "x", "x", net.input_shape)]
+        edges: list[DiagramEdge] = []
+        output = {0: "X"}  # each layer's last box: where what reads it starts
         for lg in self.layers:
+            l = lg.number
             if lg.activated:
                 boxes += [
-                    (f"Z{lg.number}", f"z^{{({lg.number})}}", f"z({lg.number})", lg.output_shape),
-                    (f"A{lg.number}", f"a^{{({lg.number})}}", f"a({lg.number})", lg.output_shape),
+                    (f"Z{l}", f"z^{{({l})}}", f"z({l})", lg.output_shape),
+                    (f"A{l}", f"a^{{({l})}}", f"a({l})", lg.output_shape),
                 ]
-                steps += [lg.layer.describe().rsplit(",", 1)[0], lg.layer.activation]
+                step, first = lg.layer.describe().rsplit(",", 1)[0], f"Z{l}"
             else:
-                boxes.append(
-                    (f"A{lg.number}", f"a^{{({lg.number})}}", f"a({lg.number})", lg.output_shape)
-                )
-                steps.append(lg.layer.describe())
-        steps.append(f"loss: {self.network.loss}")
+                boxes.append((f"A{l}", f"a^{{({l})}}", f"a({l})", lg.output_shape))
+                step, first = lg.layer.describe(), f"A{l}"
+            # the arrow from the nearest of what it reads carries the operation's name
+            sources = sorted(dict.fromkeys(lg.sources), reverse=True)
+            for k, source in enumerate(sources):
+                edges.append(_arrow(output[source], first, step if k == 0 else "", 0))
+            if lg.activated:
+                edges.append(_arrow(f"Z{l}", f"A{l}", lg.layer.activation, 0))
+            output[l] = f"A{l}"
+        place = {b[0]: k for k, b in enumerate(boxes)}
+        # an arrow that skips boxes (a shortcut) bows out to the left, away from the labels of
+        # the others on the right, its own label (if any) beside it
+        edges = [
+            e if place[e.dst] - place[e.src] == 1 else _arrow(e.src, e.dst, e.text or "", SKIP_BOW)
+            for e in edges
+        ]
+        edges.append(_arrow(output[len(self.layers)], "L", f"loss: {net.loss}", 0))
         nodes = [box(*b, -1.25 * k) for k, b in enumerate(boxes)]
         nodes.append(DiagramNode("L", "L", "L", 0.0, -1.25 * len(boxes), "loss"))
-        edges = [
-            DiagramEdge(a.id, b.id, text=s.replace("_", " "), arrow=True, side="right")
-            for a, b, s in zip(nodes, nodes[1:], steps)
-        ]
         return Diagram(tuple(nodes), tuple(edges), direction="TD")
+
+
+def _arrow(src: str, dst: str, step: str, bend: int) -> DiagramEdge:
+    """An arrow of the layer-level graph, labelled with the operation it stands for."""
+    return DiagramEdge(
+        src, dst, text=step.replace("_", " ") or None, arrow=True,
+        side="left" if bend else "right", bend=bend,
+    )
 
 
 def chain_rule_diagrams() -> tuple[Diagram, Diagram]:
@@ -346,15 +388,16 @@ def _read(node) -> list[tuple]:
     return list(node.terms) if node.kind == "linear" else [(None, v) for v in node.inputs]
 
 
-def _kernel_shape(network: Network, lg: LayerGraph) -> tuple[int, int] | None:
+def _kernel_shape(d: Derivation, lg: LayerGraph) -> tuple[int, int] | None:
     """(kh, kw) of a layer whose weights form a sliding kernel (o, c, kh, kw); else None."""
-    shape = network.parameters.get(f"W{lg.number}")
+    weights = weights_of(d, lg.number)
+    shape = None if weights is None else d.network.parameters[weights.name]
     return shape[2:] if shape is not None and len(shape) == 4 else None
 
 
 def _weight_index(d: Derivation, lg: LayerGraph) -> dict[sympy.Symbol, tuple[int, ...]]:
     """Each weight of layer ``lg`` → its 0-based index in the weight array."""
-    weights = d.graph.params[f"W{lg.number}"]
+    weights = d.graph.params[weights_of(d, lg.number).name]
     return dict(zip(_flat(weights), product(*(range(n) for n in weights.shape))))
 
 

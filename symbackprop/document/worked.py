@@ -18,12 +18,13 @@ from itertools import product
 import numpy as np
 
 from ..activations import activation as _activation
-from ..engine import _flat
 from ..graph import LayerGraph
 from ..latex import Row, aligned, partial, printer, sum_rows
 from .common import (
     Detail,
     arrays,
+    capital_letter,
+    correlation_padding,
     elide,
     formula_row,
     input_letter,
@@ -38,7 +39,8 @@ from .common import (
     text,
     whole_matrix,
 )
-from .example import WorkedExample, layer_values, weight_scale
+from .context import forks, parameter_tex, paths_of, via_tex, weights_of
+from .example import WorkedExample, is_bias, layer_values, weight_scale
 from .nodes import Code, Column, Displays, Equation, Inline, Math, Paragraph, Ref, Section, Table
 
 SHARED_TERMS_SHOWN = 12  # rows of the table of a shared weight's terms
@@ -78,7 +80,7 @@ class _Worked:
             {
                 weight_scale(shape)
                 for name, shape in ex.network.parameters.items()
-                if name.startswith("W")
+                if not is_bias(ex.network, name)
             }
             - {1.0}
         )
@@ -122,7 +124,7 @@ class _Worked:
         for name in ex.network.parameters:
             params += arrays(
                 ex.params[name],
-                subscripted(f"{name[0]}^{{({name[1:]})}}"),
+                subscripted(parameter_tex(ex.network, name)),
                 fmt_v,
                 detail.matrix_rows,
                 detail.matrices,
@@ -130,7 +132,7 @@ class _Worked:
         body.append(Displays(tuple(lines(inputs + params))))
         # forward by hand
         layers = list(d.graph.layers)
-        weighted = [lg for lg in layers if f"W{lg.number}" in d.graph.params]
+        weighted = [lg for lg in layers if weights_of(d, lg.number) is not None]
         body.append(
             Paragraph(
                 "The forward pass fills in the ",
@@ -143,13 +145,12 @@ class _Worked:
         if weighted:
             node = weighted[0].z[0]
             body.append(Equation(aligned(d.tex_names[node.symbol], self.by_hand(node))))
-        pools = [lg for lg in layers if not lg.activated]
-        if pools:
-            node = pools[0].z[0]
+        pools = [lg for lg in layers if not lg.activated and lg.layer.position_note()]
+        joins = [lg for lg in layers if len(lg.sources) > 1]
+        for lg in ([pools[0]] if pools else []) + ([joins[0]] if joins else []):
+            node = lg.z[0]
             body += [
-                Paragraph(
-                    f"and the first output of the {pools[0].layer.title} layer {pools[0].number} is"
-                ),
+                Paragraph(f"and the first output of the {lg.layer.title} layer {lg.number} is"),
                 Equation(aligned(d.tex_names[node.symbol], self.by_hand(node))),
             ]
         body.append(
@@ -174,7 +175,7 @@ class _Worked:
         )
         gradients = []
         for name in ex.network.parameters:
-            tex_name = f"{name[0]}^{{({name[1:]})}}"
+            tex_name = parameter_tex(ex.network, name)
             gradients += arrays(
                 ex.gradients[name],
                 lambda sub, t=tex_name: (
@@ -185,6 +186,7 @@ class _Worked:
                 detail.matrices,
             )
         body.append(Displays(tuple(lines(gradients))))
+        body += self.paths_by_hand()
         body += self.single_by_hand(weighted)
         body += self.shared_by_hand(weighted)
         body += self.routing_by_hand(pools)
@@ -236,14 +238,78 @@ class _Worked:
         )
         return [intro, table]
 
+    def paths_by_hand(self) -> list:
+        """Where the network forks, one output's upstream gradient with numbers: what each layer
+        reading it sends back, term by term, and their sum (the article's rule (20))."""
+        ex, d = self.example, self.example.derivation
+        found = forks(d.network)
+        if not found:
+            return []
+        lg = d.graph.layers[found[0] - 1]
+        fmt_g = ex.formats.gradient
+
+        def paths(symbol) -> dict[int, list]:
+            return paths_of(d, d.upstream_terms_of(symbol))
+
+        readers = len(d.network.consumers(lg.number))
+
+        def forked(symbol) -> bool:  # every reader reads it (a strided shortcut skips some)
+            return len(paths(symbol)) == readers
+
+        def alive(symbol) -> bool:  # and every path brings back something (no dead ReLU on it)
+            return forked(symbol) and all(
+                abs(sum(ex.value(t.expr) for t in terms)) > 1e-12 for terms in paths(symbol).values()
+            )
+
+        symbol = next(
+            (s for s in lg.upstream if alive(s)),
+            next((s for s in lg.upstream if forked(s)), lg.upstream[0]),
+        )
+        name = d.tex_names[symbol]
+        output = d.tex_names[lg.outputs[lg.upstream.index(symbol)].symbol]
+        grouped = paths(symbol)
+        values = {k: sum(ex.value(t.expr) for t in terms) for k, terms in grouped.items()}
+        readers = [d.graph.layers[k - 1] for k in grouped]
+        named = ", ".join(f"{r.number} ({r.layer.title})" for r in readers[:-1])
+        named += f" and {readers[-1].number} ({readers[-1].layer.title})"
+        rows = []
+        for k, terms in grouped.items():
+            rows.append(
+                aligned(
+                    via_tex(name, k),
+                    terms_by_hand(d, terms, ex.value, ex.formats, fmt_g(values[k]), self.detail.terms),
+                )
+            )
+        total = [
+            Row(" + ".join(via_tex(name, k) for k in grouped)),
+            Row("= " + " + ".join(f"({fmt_g(v)})" for v in values.values())),
+            Row(f"= {fmt_g(ex.values[symbol])}"),
+        ]
+        rows.append(aligned(name, total))
+        return [
+            Paragraph(
+                "Where the network forks, the numbers follow the rule for several dependencies. "
+                "The output ",
+                Math(output),
+                f" of layer {lg.number} is read by layers {named}; each path sends back its own "
+                "terms, upstream gradient times local gradient, and the upstream gradient of ",
+                Math(output),
+                " is their sum (section ",
+                Ref(f"sec:backward{lg.number}"),
+                "):",
+            ),
+            Equation(" \\\\\n".join(rows)),
+        ]
+
     def single_by_hand(self, weighted: list[LayerGraph]) -> list:
         """The last weighted layer's first weight: its terms, factor for factor, with numbers."""
         if not weighted:
             return []
         ex, d = self.example, self.example.derivation
         lg = weighted[-1]
-        weight = _flat(d.graph.params[f"W{lg.number}"])[0]
-        result = ex.formats.gradient(ex.gradients[f"W{lg.number}"].reshape(-1)[0])
+        weights = weights_of(d, lg.number)
+        weight = weights.elements[0]
+        result = ex.formats.gradient(ex.gradients[weights.name].reshape(-1)[0])
         rows = terms_by_hand(d, d.terms(weight), ex.value, ex.formats, result, self.detail.terms)
         return [
             Paragraph(
@@ -256,12 +322,13 @@ class _Worked:
 
     def shared_by_hand(self, weighted: list[LayerGraph]) -> list:
         """The first convolution's first weight in full: every term it collects, with numbers."""
-        convs = [lg for lg in weighted if lg.layer.shows_position_sets]
-        if not convs:
-            return []
         ex, d = self.example, self.example.derivation
-        lg = convs[0]
-        l, weight = lg.number, _flat(d.graph.params[f"W{lg.number}"])[0]
+        shared = [lg for lg in weighted if len(d.terms(weights_of(d, lg.number).elements[0])) > 1]
+        if not shared:
+            return []
+        lg = shared[0]
+        weights = weights_of(d, lg.number)
+        l, weight = lg.number, weights.elements[0]
         terms = d.terms(weight)
         fmt_v, fmt_g = ex.formats.value, ex.formats.gradient
         p = printer(d)
@@ -290,7 +357,7 @@ class _Worked:
         header += [(Math(rf"{input_letter(lg)}_{{p^{{({l})}}_{{i}}[1]}}"),), ("product",)]
         aligns = "r" * len(header)
         products = [fmt_g(ex.value(t.expr)) for t in terms]
-        total = fmt_g(ex.gradients[f"W{l}"].reshape(-1)[0])
+        total = fmt_g(ex.gradients[weights.name].reshape(-1)[0])
         sums = sum_rows(elide([f"({x})" for x in products], *self.detail.terms))
         blocks = [
             Paragraph(
@@ -327,7 +394,7 @@ class _Worked:
                     (Math(fmt_g(ex.value(upstream) * ex.value(local))),),
                 )
             )
-        following = lg.layer.upstream_formula(op_notation(lg))
+        following = lg.layer.upstream_formula(op_notation(lg, lg.sources[0]))
         return [
             Paragraph(
                 f"Backwards through the {lg.layer.title} layer {l}: its first output ",
@@ -343,7 +410,7 @@ class _Worked:
                     ("input",),
                     (
                         Math(
-                            rf"\partial {d.tex_names[node.symbol]} / \partial a^{{({l - 1})}}_{{j}}"
+                            rf"\partial {d.tex_names[node.symbol]} / \partial {input_letter(lg)}_{{j}}"
                         ),
                     ),
                     ("downstream",),
@@ -356,7 +423,7 @@ class _Worked:
         """∂L/∂W of the first convolution as the cross-correlation of its input with δ = ∂L/∂z,
         with numbers: the tensor view's fact, evaluated by the engine at the example's values
         (shown for stride 1 and no dilation, where δ slides as it is, and one channel pair)."""
-        convs = [lg for lg in weighted if lg.layer.shows_position_sets]
+        convs = [lg for lg in weighted if lg.layer.position_note()]
         if not convs:
             return []
         lg = convs[0]
@@ -365,20 +432,21 @@ class _Worked:
         ex, l = self.example, lg.number
         _, height, width = lg.output_shape
         deltas = [ex.values[s] for s in (lg.z_upstream or lg.upstream)]
-        inputs = [ex.values[s] for s in lg.inputs]
+        inputs = [ex.values[s] for s in lg.read]
         delta = np.array(deltas).reshape(lg.output_shape)[0]
-        pad_h, pad_w = lg.layer.padding
+        kh, kw = ex.network.parameters[weights_of(ex.derivation, l).name][-2:]
+        pad_h, pad_w = correlation_padding(lg.input_shape, lg.output_shape, (kh, kw))
         source = np.pad(
             np.array(inputs).reshape(lg.input_shape)[0], ((pad_h, pad_h), (pad_w, pad_w))
         )
         if max(source.shape) > 8 or delta.size > 36:
             return []  # too big to follow by hand; the formula says it all
+        _, prefix = ex.network.parameter_owner[weights_of(ex.derivation, l).name]
         fact = next(
             f
             for f in ex.derivation.formulas(l, general=False)
-            if f.kind == "fact" and f.restates.kind == "W"
+            if f.kind == "fact" and f.restates.kind == prefix
         )
-        kh, kw = lg.layer.kernel_size
         gradient = np.array(
             [
                 [fact.at((0, 0, m, n), {"input": inputs, "delta": deltas}) for n in range(kw)]
@@ -386,7 +454,7 @@ class _Worked:
             ]
         )
         fmt_v, fmt_g = ex.formats.value, ex.formats.gradient
-        letter = "X" if l == 1 else f"A^{{({l - 1})}}"
+        letter = capital_letter(lg.sources[0])
         one = lg.output_shape[0] == 1 and lg.input_shape[0] == 1
         channel = "" if one else ", for output channel 1 and input channel 1"
         padded = (pad_h, pad_w) != (0, 0)

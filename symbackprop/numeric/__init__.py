@@ -116,6 +116,11 @@ def resolve_style(network: Network, style: str | None, backend: str = "numpy") -
         if style not in (None, "layers"):
             raise ValueError(f"style={style!r}: backend='jax' runs the per-layer code only")
         return ("layers",)
+    if network.couples_samples:  # batch statistics: the per-node program would be of one batch
+        if style not in (None, "layers"):
+            raise ValueError(f"style={style!r}: a network whose batch normalisation mixes the samples "
+                             "runs the per-layer code only")
+        return ("layers",)
     if style is None:
         small = network.graph_edges <= NODES_EDGE_LIMIT
         return ("nodes", "layers") if small else ("layers",)
@@ -176,7 +181,10 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str) -> str:
     wiring = (
         "# ---- wiring ----\n\n\n"
         f"_LAYOUT = Layout(INPUT_SHAPE, OUTPUT_SIZE, PARAMETERS, generic_g={net.generic_activation}, "
-        f"loss={None if net.loss_function.generic else net.loss!r})\n"
+        f"loss={None if net.loss_function.generic else net.loss!r}"
+        + (", buffers=BUFFERS" if net.buffers else "")
+        + (", couples=True" if net.couples_samples else "")
+        + ")\n"
         f"_PROGRAMS = Programs("
         f"nodes={nodes.PROGRAM if 'nodes' in styles else None}, "
         f"layers={layers.PROGRAM if 'layers' in styles else None}, "
@@ -267,7 +275,10 @@ def _docstring(net: Network, styles: tuple[str, ...], backend: str) -> str:
 def _constants(net: Network) -> str:
     shapes = {"x": net.input_shape, **net.parameters}
     lines = [f"INPUT_SHAPE = {net.input_shape!r}", f"OUTPUT_SIZE = {net.output_size}"]
-    for constant, table in [("PARAMETERS", net.parameters), ("GRADIENT_SHAPES", shapes)]:
+    tables = [("PARAMETERS", net.parameters), ("GRADIENT_SHAPES", shapes)]
+    if net.buffers:  # batch normalisation's running statistics, read in eval mode, not trained
+        tables.append(("BUFFERS", net.buffers))
+    for constant, table in tables:
         items = [f"{name!r}: {shape!r}" for name, shape in table.items()]
         lines += nodes._wrap_names(items, f"{constant} = {{", "}")
     return "\n".join(lines)

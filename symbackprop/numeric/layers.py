@@ -42,7 +42,7 @@ def program_source(network: Any, backend: str = "numpy") -> str:
         '    mean). Returns the losses (B,) and grads, with "x" (B, *INPUT_SHAPE) added."""',
         "    B = len(x)",
     ]
-    body += [f"    {name} = params[{name!r}]" for name in network.parameters]
+    body += [f"    {name} = params[{name!r}]" for name in [*network.parameters, *network.buffers]]
     image = len(network.input_shape) == 3
     if image:
         body.append("    # (C, H, W, B): the batch last and contiguous, so that windows copy whole rows of it")
@@ -81,16 +81,17 @@ def program_source(network: Any, backend: str = "numpy") -> str:
     out_shape = network.shapes[-1]
     body += ["", f"    # ---- the loss: {network.loss}, one value per sample"]
     out = f"a{last}"
+    channels = out_shape[0]  # a map's softmax runs over its channels, pixel by pixel
     if len(out_shape) == 3:
         body.append(f"    out = a{last}.reshape({prod(out_shape)}, B)  # (channel, row, column) order")
         out = "out"
     both = _loss_and_gradient(network)
     if both is None:  # the generic loss, chosen at run time
-        body += ["    losses = loss_value(out, y)" if out == "out" else f"    losses = loss_value({out}, y)"]
-        body += [f"    da{last} = loss_gradient({out}, y) * scale"]
+        body += [f"    losses = loss_value({out}, y, {channels})"]
+        body += [f"    da{last} = loss_gradient({out}, y, {channels}) * scale"]
     else:
         body += [
-            f"    losses, da{last} = {both}({out}, y)  # the two share their work (log-sum-exp)",
+            f"    losses, da{last} = {both}({out}, y, {channels})  # the two share their work (log-sum-exp)",
             f"    da{last} *= scale",
         ]
     if len(out_shape) == 3:

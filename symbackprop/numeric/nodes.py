@@ -151,7 +151,7 @@ def program_source(d: Derivation) -> str:
     ]
     lines += _wrap_names([str(s) for s in graph.x], "    ", " = x", tuple_=True)
     lines += _wrap_names([str(s) for s in graph.y], "    ", " = y", tuple_=True)
-    for name, symbols in d.symbols.params.items():
+    for name, symbols in [*d.symbols.params.items(), *d.graph.buffers.items()]:  # weights, statistics
         names = [str(s) for s in sympy.flatten(symbols.tolist())]
         lines += _wrap_names(names, "    ", f" = params[{name!r}]", tuple_=True)
 
@@ -170,9 +170,10 @@ def program_source(d: Derivation) -> str:
             lines += ["", f"    # the loss: {d.network.loss}, and dL/da{last.number}"]
             lines += _wrap_names(outputs, "    out = [", "]")
             lines += _wrap_names([str(s) for s in graph.y], "    targets = [", "]")
-            lines.append(f"    {symbol} = loss_value(out, targets)")
+            channels = d.network.shapes[-1][0]  # a map's softmax runs pixel by pixel
+            lines.append(f"    {symbol} = loss_value(out, targets, {channels})")
             lines += _wrap_names(
-                [str(s) for s in last.upstream], "    ", " = loss_gradient(out, targets)", True
+                [str(s) for s in last.upstream], "    ", f" = loss_gradient(out, targets, {channels})", True
             )
             continue
         if symbol in loss_part:

@@ -195,40 +195,56 @@ ACTIVATIONS = {
 
 
 # a and y: (K, B), a column per sample; a loss gives (B,), its gradient (K, B)
-def sse(a, y):
+def sse(a, y, channels):
     return 0.5 * ((a - y) ** 2).sum(axis=0)
 
 
-def sse_gradient(a, y):
+def sse_gradient(a, y, channels):
     return a - y
 
 
-def mse(a, y):
+def mse(a, y, channels):
     return ((a - y) ** 2).mean(axis=0)
 
 
-def mse_gradient(a, y):
+def mse_gradient(a, y, channels):
     return 2 * (a - y) / len(a)
 
 
-def cross_entropy(a, y):
-    return -(y * jax.nn.log_softmax(a, axis=0)).sum(axis=0)
+def cross_entropy(a, y, channels):
+    # a column per pixel and sample
+    columns, targets = a.reshape(channels, -1), y.reshape(channels, -1)
+    per_column = -(targets * jax.nn.log_softmax(columns, axis=0)).sum(axis=0)
+    return per_column.reshape(-1, a.shape[1]).sum(axis=0)
 
 
-def cross_entropy_gradient(a, y):
-    return jax.nn.softmax(a, axis=0) * y.sum(axis=0) - y
+def cross_entropy_gradient(a, y, channels):
+    columns, targets = a.reshape(channels, -1), y.reshape(channels, -1)
+    return (jax.nn.softmax(columns, axis=0) * targets.sum(axis=0) - targets).reshape(a.shape)
 
 
-def sse_and_gradient(a, y):
-    return sse(a, y), sse_gradient(a, y)
+def binary_cross_entropy(a, y, channels):
+    return (jax.nn.softplus(a) - y * a).sum(axis=0)
 
 
-def mse_and_gradient(a, y):
-    return mse(a, y), mse_gradient(a, y)
+def binary_cross_entropy_gradient(a, y, channels):
+    return jax.nn.sigmoid(a) - y
 
 
-def cross_entropy_and_gradient(a, y):
-    return cross_entropy(a, y), cross_entropy_gradient(a, y)  # one log-sum-exp under jit
+def sse_and_gradient(a, y, channels):
+    return sse(a, y, channels), sse_gradient(a, y, channels)
+
+
+def mse_and_gradient(a, y, channels):
+    return mse(a, y, channels), mse_gradient(a, y, channels)
+
+
+def cross_entropy_and_gradient(a, y, channels):
+    return cross_entropy(a, y, channels), cross_entropy_gradient(a, y, channels)  # one log-sum-exp under jit
+
+
+def binary_cross_entropy_and_gradient(a, y, channels):
+    return binary_cross_entropy(a, y, channels), binary_cross_entropy_gradient(a, y, channels)
 
 
 # name -> (L per sample, ∂L/∂a): the choices for a generic loss, and the concrete losses
@@ -236,6 +252,7 @@ LOSSES = {
     "sse": (sse, sse_gradient),
     "mse": (mse, mse_gradient),
     "cross_entropy": (cross_entropy, cross_entropy_gradient),
+    "binary_cross_entropy": (binary_cross_entropy, binary_cross_entropy_gradient),
 }
 
 

@@ -22,16 +22,22 @@ from .base import (
     ParameterGrads,
     Shape,
 )
+from .batchnorm import BatchNorm1D, BatchNorm2D
 from .concat import Concat
 from .conv import Conv2D
+from .conv_transpose import ConvTranspose2D
 from .dense import Dense
 from .global_pool import GlobalAvgPool2D
 from .pool import AvgPool2D, MaxPool2D
+from .upsample import Upsample
 from .wiring import Input, Tensor
 
 OPS: dict[str, type[Op]] = {
     op.key: op
-    for op in (Conv2D, Dense, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Activation, Add, Concat)
+    for op in (
+        Conv2D, Dense, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Activation, Add, Concat, ConvTranspose2D,
+        Upsample, BatchNorm2D, BatchNorm1D,
+    )
 }
 
 __all__ = [
@@ -40,11 +46,14 @@ __all__ = [
     "Activation",
     "Add",
     "AvgPool2D",
+    "BatchNorm1D",
+    "BatchNorm2D",
     "Branch",
     "CodeNames",
     "Concat",
     "Connection",
     "Conv2D",
+    "ConvTranspose2D",
     "Dense",
     "GlobalAvgPool2D",
     "Input",
@@ -61,4 +70,5 @@ __all__ = [
     "Softplus",
     "Tanh",
     "Tensor",
+    "Upsample",
 ]

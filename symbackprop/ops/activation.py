@@ -50,7 +50,6 @@ class Activation(Op):
     torch_name: ClassVar[str] = "activation"  # its twin is the function's own module
     has_activation: ClassVar[bool] = False  # it is one: nothing follows its nodes
     image_input: ClassVar[bool] = False
-    shows_position_sets: ClassVar[bool] = False
     required: ClassVar[tuple[str, ...]] = ("function",)
 
     def __post_init__(self) -> None:
@@ -100,6 +99,9 @@ class Activation(Op):
     def size_formula(self, input_shape: Shape, padded: bool) -> None:
         return None  # its output has its input's shape
 
+    def output_note(self) -> str:
+        return "its function of input $i$ alone"
+
     def forward_formula(self, n: Notation) -> dict[str, str]:
         l, entry = n.number, function_named(self.function)
         equation = rf"a^{{({l})}}_{{i}} = {_applied_tex(self.function, f'{n.input_letter}_{{i}}')}"
@@ -114,7 +116,7 @@ class Activation(Op):
         slope = _derivative_tex(self.function, l, n.input_letter)
         equation = rf"{upstream_tex(k, 'i')} = {upstream_tex(l, 'i')} \cdot {slope}"
         note = "each input feeds one output: its gradient is that output's, times the function's slope there"
-        return {"equation": equation, "note": note, "feeds": f"the node $a^{{({l})}}_{{i}}$ alone", "kind": "activation"}
+        return {"equation": equation, "note": note, "feeds": f"the node $a^{{({l})}}_{{i}}$ alone"}
 
     # ---- the tensor face --------------------------------------------------------------------
 

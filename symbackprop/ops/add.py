@@ -41,7 +41,6 @@ class Add(Op):
     arity: ClassVar[int | None] = None
     has_activation: ClassVar[bool] = False
     image_input: ClassVar[bool] = False
-    shows_position_sets: ClassVar[bool] = False
 
     def output_shape(self, input_shape: tuple[Shape, ...]) -> Shape:
         first = tuple(input_shape[0])
@@ -86,6 +85,9 @@ class Add(Op):
     def size_formula(self, input_shape: tuple[Shape, ...], padded: bool) -> None:
         return None  # the shape of its inputs
 
+    def output_note(self) -> str:
+        return "the sum of its inputs at place $i$"
+
     def forward_formula(self, n: Notation) -> dict[str, str]:
         letters = n.input_letters or (n.input_letter,)
         equation = rf"a^{{({n.number})}}_{{i}} = " + " + ".join(f"{letter}_{{i}}" for letter in letters)
@@ -100,9 +102,9 @@ class Add(Op):
         equation = rf"{upstream_tex(k, 'i')} = {upstream_tex(l, 'i')} \cdot 1"
         note = (
             "an addition passes its gradient unchanged to each of its inputs; an input that also "
-            "feeds other layers adds their gradients to this one (rule (20))"
+            "feeds other layers adds their gradients to this one (the rule for several dependencies)"
         )
-        return {"equation": equation, "note": note, "feeds": f"the node $a^{{({l})}}_{{i}}$", "kind": "add"}
+        return {"equation": equation, "note": note, "feeds": f"the node $a^{{({l})}}_{{i}}$"}
 
     # ---- the tensor face --------------------------------------------------------------------
 

@@ -31,6 +31,19 @@ def dilated_kernel(weight: np.ndarray, dilation: tuple[int, int]) -> np.ndarray:
     return dilated
 
 
+def bilinear_matrix(size: int, scale: int) -> np.ndarray:
+    """U (size·scale, size): output row y reads (y + ½)/s − ½, clamped at 0, between its floor
+    and the next row (the last row standing in past the end), linearly — numpy alone."""
+    source = np.maximum((np.arange(size * scale) + 0.5) / scale - 0.5, 0.0)
+    low = np.floor(source).astype(int)
+    high = np.minimum(low + 1, size - 1)
+    far = source - low
+    matrix = np.zeros((size * scale, size))
+    np.add.at(matrix, (np.arange(size * scale), low), 1.0 - far)
+    np.add.at(matrix, (np.arange(size * scale), high), far)
+    return matrix
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -z))  # 1 / (1 + e^-z) without overflow
 
@@ -64,5 +77,7 @@ def activation_slope(name: str, z: np.ndarray) -> np.ndarray:
 
 
 def near_kink(name: str, z: np.ndarray, margin: float) -> bool:
-    """Whether some z lies within ``margin`` of where the activation bends."""
-    return name in KINKED and bool((np.abs(z) < margin).any())
+    """Whether some z lies within ``margin`` of where the activation bends, but not on it: a z
+    of exactly 0 is one that no small step moves (a ReLU's zeros, added or pooled), as a max
+    pool's exact ties are."""
+    return name in KINKED and bool(((np.abs(z) < margin) & (z != 0)).any())

@@ -116,10 +116,11 @@ class Parameter(NamedTuple):
     prefix: str  # "W": the name's letters, before the layer's number
     role: str  # what documents call it: "weights", "bias"
     torch: str  # the attribute of the torch twin that holds it: "weight", "bias"
+    tex: str = ""  # its letter in formulas: "w" (by default the prefix's first, lowercase)
 
 
-WEIGHTS = Parameter("W", "weights", "weight")
-BIAS = Parameter("b", "bias", "bias")
+WEIGHTS = Parameter("W", "weights", "weight", "w")
+BIAS = Parameter("b", "bias", "bias", "b")
 
 
 class Connection(NamedTuple):
@@ -135,7 +136,10 @@ class Connection(NamedTuple):
 
 @dataclass(frozen=True)
 class Notation:
-    """What a document tells an operation about its layer, to write its general formulas."""
+    """What a document tells an operation about its layer, to write its general formulas.
+
+    ``sources`` and ``input_letters`` name every input, in the operation's order; for
+    ``upstream_formula`` the input asked about comes first (``source``, ``input_letter``)."""
 
     number: int  # l
     input_letter: str  # what it reads: "x" (the input), "a^{(k)}" (layer k's output)
@@ -159,7 +163,6 @@ class Op:
     torch_name: ClassVar[str]  # the torch.nn class of its twin: "Conv2d"
     has_activation: ClassVar[bool] = True  # a = g(z) follows its sums
     image_input: ClassVar[bool] = True  # its input must be (channels, height, width)
-    shows_position_sets: ClassVar[bool] = True  # documents list its p sets (dense: all inputs)
     required: ClassVar[tuple[str, ...]] = ()  # settings without a default
     activation: ClassVar[str | None] = None  # overridden by a field where there is one
     bias: ClassVar[bool] = False
@@ -169,6 +172,9 @@ class Op:
     # The parameters it may have, in the order of its torch twin's; ``parameter_shapes`` gives
     # the shapes of those it has, by prefix.
     parameters: ClassVar[tuple[Parameter, ...]] = ()
+    # Constants it reads that are not trained (batch normalisation's running statistics):
+    # declared as parameters are, named by prefix and layer, their shapes by ``buffer_shapes``
+    buffers: ClassVar[tuple[Parameter, ...]] = ()
 
     def __call__(self, *inputs: Tensor, name: str | None = None) -> Tensor:
         """The functional API: this operation applied to tensors, ``Conv2D(8, 3)(x)``; the
@@ -187,6 +193,34 @@ class Op:
         for module in modules:
             value = module(value)
         return value
+
+    def buffer_shapes(self, input_shape: Any) -> dict[str, Shape]:
+        """The shapes of its buffers, by prefix: none for most operations."""
+        return {}
+
+    def in_mode(self, mode: str) -> Op:
+        """The operation as a network in ``mode`` ("train" or "eval") runs it: itself for every
+        operation but those that behave differently (batch normalisation)."""
+        return self
+
+    def couples_samples(self) -> bool:
+        """Whether each output depends on every sample of the batch (batch normalisation in
+        train mode): the scalar graph then needs a batch, and ``batch_nodes`` builds it."""
+        return False
+
+    def batch_nodes(
+        self, input_shape: Any, inputs: list[Any], params: dict[str, Any], outputs: list[Any], names: Any,
+        number: int,
+    ) -> tuple[tuple, tuple]:
+        """For an operation that couples the samples: the nodes inside its layer (each a new
+        symbol from ``names.symbol(code, tex)``, named for layer ``number``) and its output
+        nodes, from every sample's inputs (one ``given`` per sample) to every sample's outputs."""
+        raise NotImplementedError(f"{self.key} does not couple the samples of a batch")
+
+    def compact(self, d: Any, number: int) -> list[Any] | None:
+        """Its input gradient simplified from the engine's staged result into a compact form
+        (batch normalisation in train mode); None for the operations that have no stages."""
+        return None
 
     def folds_as(self) -> str | None:
         """The activation it is, when it could fold into the layer before it as that layer's
@@ -222,6 +256,36 @@ class Op:
     def flat_weights(self, input_shape: Shape) -> bool:
         """Whether documents number its weights flat: w_1, w_2, … (else w_{o,c,m,n})."""
         return True
+
+    # ---- teaching: what documents say about it, beyond its formulas ----------------------
+
+    def position_note(self) -> str | None:
+        """What the position set p^{(l)}_i of one of its nodes holds, as documents introduce
+        it ("the inputs its kernel covered"); None when its nodes have no position sets worth
+        listing (a neuron reads every input, an addition one value of each)."""
+        return None
+
+    def weight_note(self) -> str | None:
+        """Why ∂L/∂w of one of its weights has the terms it has, in a sentence or two for the
+        backward section; None for an operation without weights."""
+        return None
+
+    def output_note(self) -> str | None:
+        """What output i of its layer holds when it has no activation of its own (the
+        notation table's a^{(l)}_i): "the largest input of its window"; None for an operation
+        with an activation, whose outputs are a = g(z)."""
+        return None
+
+    def parameter_declared(self, input_shape: Any) -> tuple[Parameter, ...]:
+        """The declared parameters it has for this input, in their order (those
+        ``parameter_shapes`` gives): documents name them by role ("weights", "bias")."""
+        shapes = self.parameter_shapes(input_shape)
+        return tuple(p for p in self.parameters if p.prefix in shapes)
+
+    def outer_product(self) -> bool:
+        """Whether its weight gradient is the outer product δ aᵀ of ∂L/∂z and its flattened
+        input (documents then ask for it as one); only a dense layer's."""
+        return False
 
     def pads(self) -> bool:
         """Whether its windows reach into padding (documents then write formula (1) with P

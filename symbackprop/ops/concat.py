@@ -41,7 +41,6 @@ class Concat(Op):
     arity: ClassVar[int | None] = None
     has_activation: ClassVar[bool] = False
     image_input: ClassVar[bool] = False
-    shows_position_sets: ClassVar[bool] = False
 
     def output_shape(self, input_shape: tuple[Shape, ...]) -> Shape:
         first = tuple(input_shape[0])
@@ -92,6 +91,9 @@ class Concat(Op):
     def size_formula(self, input_shape: tuple[Shape, ...], padded: bool) -> None:
         return None
 
+    def output_note(self) -> str:
+        return "one input value, copied (the inputs' channels one after another)"
+
     def forward_formula(self, n: Notation) -> dict[str, str]:
         letters = n.input_letters or (n.input_letter,)
         joined = r" \,\Vert\, ".join(letters)
@@ -110,7 +112,7 @@ class Concat(Op):
             r"each input value is copied to one output, at its place $\operatorname{pos}(j)$ in "
             "the concatenation: its gradient is that output's"
         )
-        return {"equation": equation, "note": note, "feeds": f"one node of layer {l}", "kind": "concat"}
+        return {"equation": equation, "note": note, "feeds": f"one node of layer {l}"}
 
     # ---- the tensor face --------------------------------------------------------------------
 

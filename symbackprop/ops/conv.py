@@ -164,6 +164,16 @@ class Conv2D(Op):
             input_shape[1:], out[1:], self.kernel_size, self.stride, self.padding, self.dilation, padded
         )
 
+    def position_note(self) -> str:
+        return "the inputs its kernel covered, in the order of the kernel's weights"
+
+    def weight_note(self) -> str:
+        return (
+            "The kernel is shared: each weight was used at many positions, so its gradient "
+            "collects one term per position, the upstream gradient of that position's output "
+            "times the local gradient there."
+        )
+
     def forward_formula(self, n: Notation) -> dict[str, str]:
         l, a = n.number, n.input_letter
         bias = (f" + b^{{({l})}}" if n.flat else f" + b^{{({l})}}_{{o}}") if self.bias else ""
@@ -203,7 +213,7 @@ class Conv2D(Op):
             rf"$a^{{({l})}}_{{j}}$ in $z^{{({k})}}_{{i}}$"
         )
         feeds = f"the nodes of layer {k} whose position sets contain it"
-        return {"equation": equation, "note": note, "feeds": feeds, "kind": "conv"}
+        return {"equation": equation, "note": note, "feeds": feeds}
 
     # ---- the tensor face --------------------------------------------------------------------
 

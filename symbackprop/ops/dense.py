@@ -50,7 +50,6 @@ class Dense(Op):
     title: ClassVar[str] = "fully connected"
     torch_name: ClassVar[str] = "Linear"
     image_input: ClassVar[bool] = False
-    shows_position_sets: ClassVar[bool] = False  # every neuron reads every input
     required: ClassVar[tuple[str, ...]] = ("units",)
     parameters: ClassVar[tuple[Parameter, ...]] = (WEIGHTS, BIAS)
 
@@ -95,6 +94,15 @@ class Dense(Op):
     def size_formula(self, input_shape: Shape, padded: bool) -> None:
         return None  # no sliding window: its size is its number of units
 
+    def weight_note(self) -> str:
+        return (
+            "Each weight connects one input to one neuron, a single dependency: its gradient is "
+            "one upstream gradient times one local gradient."
+        )
+
+    def outer_product(self) -> bool:
+        return True
+
     def forward_formula(self, n: Notation) -> dict[str, str]:
         l = n.number
         bias = f" + b^{{({l})}}_{{f}}" if self.bias else ""
@@ -125,7 +133,7 @@ class Dense(Op):
             rf"$w^{{({k})}}_{{f,i}}$ is the weight from $a^{{({l})}}_{{i}}$ to neuron $f$ "
             rf"($w^{{({k})}}_{{(f-1) \cdot {n.input_count} + i}}$ in the flat numbering)"
         )
-        return {"equation": equation, "note": note, "feeds": f"every neuron of layer {k}", "kind": "dense"}
+        return {"equation": equation, "note": note, "feeds": f"every neuron of layer {k}"}
 
     # ---- the tensor face --------------------------------------------------------------------
 

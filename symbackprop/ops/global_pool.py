@@ -76,10 +76,13 @@ class GlobalAvgPool2D(Op):
         return "global avgpool"
 
     def table_cells(self) -> tuple[str, str, str]:
-        return "whole map", "--", "--"
+        return "all", "--", "--"  # its window is the whole map
 
     def size_formula(self, input_shape: Shape, padded: bool) -> None:
         return None  # one value per channel
+
+    def output_note(self) -> str:
+        return "the mean of one whole channel"
 
     def forward_formula(self, n: Notation) -> dict[str, str]:
         l = n.number
@@ -95,18 +98,21 @@ class GlobalAvgPool2D(Op):
         l, k = n.number, n.source
         equation = rf"{upstream_tex(k, 'j')} = {upstream_tex(l, 'c(j)')} \cdot \frac{{1}}{{H W}}"
         note = "each channel's mean spreads its gradient evenly over the channel's places"
-        return {"equation": equation, "note": note, "feeds": f"one node of layer {l}", "kind": "global_avgpool"}
+        return {"equation": equation, "note": note, "feeds": f"one node of layer {l}"}
 
     # ---- the tensor face --------------------------------------------------------------------
 
     def tensor_form(self, input_shape: Shape, t: Bases) -> IndexForm:
-        """a[c] = (1 / (H·W)) Σ_{i,j} input[c, i, j]."""
+        """a[c] = (1 / (M·N)) Σ_{i,j} input[c, i, j], M × N the channel's size (the article's
+        names for a map's height and width; W is the weights')."""
         c, i, j, u, v = index("c i j u v")
         channels, height, width = input_shape
-        expr = sympy.Sum(t.input[c, i, j], (i, 0, height - 1), (j, 0, width - 1)) / (height * width)
+        rows, columns = (sympy.Symbol(name, integer=True, positive=True) for name in "MN")
+        expr = sympy.Sum(t.input[c, i, j], (i, 0, rows - 1), (j, 0, columns - 1)) / (rows * columns)
         return IndexForm(
             output=t.output[c], expr=expr, input=t.input[c, u, v], parameters={},
-            sizes={c: channels, i: height, j: width, u: height, v: width}, settings={},
+            sizes={c: channels, i: height, j: width, u: height, v: width},
+            settings={rows: height, columns: width},
         )
 
     # ---- the reference face (numpy alone) ---------------------------------------------------

@@ -119,6 +119,9 @@ class _Pool(Op):
     def weight_formula(self, n: Notation) -> None:
         return None  # no weights
 
+    def position_note(self) -> str:
+        return "the inputs its window covered, in the order of the window's places"
+
     # ---- the tensor face --------------------------------------------------------------------
 
     def _index_form(
@@ -176,6 +179,9 @@ class MaxPool2D(_Pool):
             for out, c in zip(outputs, self.connections(input_shape))
         )
 
+    def output_note(self) -> str:
+        return "the largest input of its window"
+
     def forward_formula(self, n: Notation) -> dict[str, str]:
         l = n.number
         equation = rf"a^{{({l})}}_{{i}} = \max_{{j \in p^{{({l})}}_{{i}}}} {n.input_letter}_{{j}}"
@@ -198,7 +204,7 @@ class MaxPool2D(_Pool):
             rf"otherwise: max pooling routes each gradient to the input that won"
         )
         feeds = f"the windows of layer {k} that contain it"
-        return {"equation": equation, "note": note, "feeds": feeds, "kind": "maxpool"}
+        return {"equation": equation, "note": note, "feeds": feeds}
 
     # ---- the tensor face --------------------------------------------------------------------
 
@@ -306,6 +312,9 @@ class AvgPool2D(_Pool):
             for out, c in zip(outputs, self.connections(input_shape))
         )
 
+    def output_note(self) -> str:
+        return "the mean of its window"
+
     def forward_formula(self, n: Notation) -> dict[str, str]:
         l, (kh, kw) = n.number, self.kernel_size
         equation = (rf"a^{{({l})}}_{{i}} = \frac{{1}}{{{kh * kw}}} "
@@ -325,7 +334,7 @@ class AvgPool2D(_Pool):
             rf"gradient evenly: $\frac{{1}}{{{kh * kw}}}$ to every input it covers"
         )
         feeds = f"the windows of layer {k} that contain it"
-        return {"equation": equation, "note": note, "feeds": feeds, "kind": "avgpool"}
+        return {"equation": equation, "note": note, "feeds": feeds}
 
     # ---- the tensor face --------------------------------------------------------------------
 

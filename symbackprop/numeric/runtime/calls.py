@@ -42,12 +42,16 @@ class Layout:
     """What a generated module knows of its network: the shapes of x, y and the parameters,
     whether its activation g is generic, and its loss (None: generic, chosen at run time)."""
 
-    def __init__(self, input_shape, output_size, parameters, generic_g, loss):
+    def __init__(
+        self, input_shape, output_size, parameters, generic_g, loss, buffers=None, couples=False
+    ):
         self.input_shape = tuple(input_shape)
         self.output_size = output_size
         self.parameters = dict(parameters)
         self.generic_g = generic_g
         self.loss = loss
+        self.buffers = dict(buffers or {})  # read with the parameters, never trained
+        self.couples = couples  # batch statistics: a batch runs whole, never sample by sample
         # Where each gradient sits in the per-node program's flat result: x, then each parameter.
         self.spans, start = {}, 0
         for name, shape in {"x": self.input_shape, **self.parameters}.items():
@@ -113,20 +117,27 @@ def checked(layout, x, y, params, reduce):
         raise TypeError(
             f"params must be a dict of arrays ({_expected(layout)}), got {type(params).__name__}"
         )
-    if params.keys() != layout.parameters.keys():
+    if layout.couples and reduce is None and not one:
+        raise ValueError(
+            "reduce=None: per-sample gradients are not defined here, batch normalisation in train "
+            "mode makes every sample's loss depend on the whole batch; ask for the batch's, "
+            "reduce='sum' or 'mean'"
+        )
+    wanted = {**layout.parameters, **layout.buffers}
+    if params.keys() != wanted.keys():
         for name in params:
-            if name not in layout.parameters:
+            if name not in wanted:
                 raise ValueError(
                     f"params has {name!r}, which this network does not have; "
                     f"expected {_expected(layout)}"
                 )
-        missing = next(name for name in layout.parameters if name not in params)
+        missing = next(name for name in wanted if name not in params)
         raise ValueError(
-            f"params is missing {missing!r} of shape {layout.parameters[missing]}; "
+            f"params is missing {missing!r} of shape {wanted[missing]}; "
             f"expected {_expected(layout)}"
         )
     arrays = {}
-    for name, shape in layout.parameters.items():
+    for name, shape in wanted.items():
         value = _numbers(name, params[name])
         if value.shape != shape:
             raise ValueError(f"params[{name!r}] has shape {value.shape}; expected {shape}")
@@ -136,7 +147,8 @@ def checked(layout, x, y, params, reduce):
 
 
 def _expected(layout):
-    return ", ".join(f"{name} {shape}" for name, shape in layout.parameters.items())
+    wanted = {**layout.parameters, **layout.buffers}
+    return ", ".join(f"{name} {shape}" for name, shape in wanted.items())
 
 
 def _label(what):

@@ -25,8 +25,10 @@ def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
         losses, grads = programs.layers(x, y, params, *chosen, {}, False, scale)
         return losses, {name: g if name == "x" else g[None] for name, g in grads.items()}
     controller, workers, chunk = None, 1, programs.batch_chunk
+    if layout.couples:  # batch statistics: the whole batch at once
+        chunk = size
     # The BLAS is asked for its threads (10 µs) only where a chunk can be worth a thread.
-    if size > 1 and min(size, chunk) * programs.sample_bytes >= THREADS_FROM_BYTES:
+    elif size > 1 and min(size, chunk) * programs.sample_bytes >= THREADS_FROM_BYTES:
         controller = _blas_controller()
         threads = _blas_threads(controller) if controller else 1
         shared = min(chunk, -(-size // threads))  # a chunk for each thread at least
