@@ -1,6 +1,6 @@
 """Benchmark: the generated numeric code against PyTorch (and jax.jit when installed).
 
-    python benchmarks/numeric.py [--quick] [--networks A,B,C,LeNet-5] [--threads 2]
+    python benchmarks/numeric.py [--quick] [--networks A,B,C,LeNet-5,resnet_tiny] [--threads 2] [--rounds 5]
 
 Everything runs in one process, in float64 on the CPU with 2 threads (numpy's BLAS, torch
 and XLA alike; ``--threads 1`` for one), and every ratio is against a baseline measured in
@@ -17,12 +17,13 @@ the same run
 
 Networks: A the article's (g = sigmoid, loss = sse); B = 1x8x8 -> conv 3x3 x4 -> conv 3x3 x4
 -> dense 10; C = 1x16x16 -> conv 3x3 x8 -> conv 3x3 stride 2 x8 -> dense 10 (both sigmoid,
-sse); LeNet-5 (the preset). It also prints the achieved GFLOP/s beside this machine's
+sse); LeNet-5 and resnet_tiny (the presets; resnet_tiny a graph: two residual blocks). It also prints the achieved GFLOP/s beside this machine's
 float64 matmul rate (the practical limit), the generated module's size and generation time,
-and LeNet-5's peak memory at batch 1024. Times are the best of 5 rounds that go round the
-methods in turn, so a burst of load elsewhere hits them all alike, each timed after a
-quarter of a second of its own calls (so that the previous method's spinning threads have
-stopped).
+and LeNet-5's peak memory at batch 1024. Times are the best of 5 rounds (``--rounds``) that
+go round the methods in turn, so a burst of load elsewhere hits them all alike, each timed
+after a quarter of a second of its own calls (so that the previous method's spinning
+threads have stopped); on a machine shared with other work, more rounds give each method
+more chances of a quiet one.
 """
 
 from __future__ import annotations
@@ -74,12 +75,13 @@ def networks() -> dict[str, tuple[sb.Network, dict[str, str]]]:
         "B": (b, {}),
         "C": (c, {}),
         "LeNet-5": (sb.presets.lenet5(), {}),
+        "resnet_tiny": (sb.presets.resnet_tiny(), {}),
     }
 
 
 def best_times(calls: dict, budget: float) -> dict[str, float]:
-    """The best time per call of each method over 5 rounds of ~budget/5 seconds each, each
-    round timed after SETTLE seconds of the same method's calls, untimed (see SETTLE)."""
+    """The best time per call of each method over ROUNDS rounds of ~budget/5 seconds each,
+    each round timed after SETTLE seconds of the same method's calls, untimed (see SETTLE)."""
     timers = {method: timeit.Timer(call) for method, call in calls.items()}
     numbers, settling = {}, {}
     for method, timer in timers.items():
@@ -88,12 +90,14 @@ def best_times(calls: dict, budget: float) -> dict[str, float]:
         numbers[method] = max(1, int(budget / 5 / per_call))
         settling[method] = max(1, int(SETTLE / per_call))
     best = dict.fromkeys(calls, float("inf"))
-    for _ in range(5):
+    for _ in range(ROUNDS):
         for method, timer in timers.items():
             timer.timeit(settling[method])
             best[method] = min(best[method], timer.timeit(numbers[method]) / numbers[method])
     return best
 
+
+ROUNDS = 5  # --rounds
 
 # After a call, OpenBLAS's threads spin for up to ~0.1 s (2^28 cycles) before they sleep, and
 # take a core from whatever runs next: torch's backward of network B measured right after
@@ -106,7 +110,8 @@ def flops(net: sb.Network, batch: int) -> int:
     """Floating-point operations of one forward and backward pass: 2 per multiply-add of every
     layer with weights, three times (z, ∂L/∂W, ∂L/∂input); pooling and activations left out."""
     total = 0
-    for layer, shape, out in zip(net.layers, net.shapes, net.shapes[1:]):
+    for number, (layer, out) in enumerate(zip(net.layers, net.shapes[1:]), start=1):
+        shape = net.input_shape_of(number)
         if layer.parameter_shapes(shape):
             total += 3 * 2 * prod(out) * layer.window(shape)
     return total * batch
@@ -147,47 +152,81 @@ def torch_calls(net: sb.Network, params, x, y) -> dict:
 
 def jax_call(net: sb.Network, params, x, y):
     """jax.jit of jax.grad of the summed loss, the network written in jax.numpy from its
-    torch twin's layers (conv, pooling, dense, activations); None without jax."""
+    torch twin: each layer's torch modules (``Op.torch_twin``, then its activation's) as jax
+    functions, joined as the operation says (``Op.torch_apply``, given a stand-in for torch
+    that concatenates with jax); None without jax."""
     try:
         import jax
         import jax.numpy as jnp
     except ImportError:
         return None
     jax.config.update("jax_enable_x64", True)
-    activations = {
-        "identity": lambda z: z, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh,
-        "relu": jax.nn.relu, "softplus": jax.nn.softplus,
-        "leaky_relu": lambda z: jax.nn.leaky_relu(z, 0.01),
+    from symbackprop.activations import activation as activation_named
+
+    def conv(p, settings, weight, bias):
+        (ph, pw) = settings["padding"]
+
+        def apply(h):
+            h = jax.lax.conv_general_dilated(
+                h, p[weight], settings["stride"], [(ph, ph), (pw, pw)],
+                rhs_dilation=settings["dilation"],
+            )
+            return h + p[bias][None, :, None, None] if settings["bias"] else h
+        return apply
+
+    def linear(p, settings, weight, bias):
+        return lambda h: h @ p[weight].T + (p[bias] if settings["bias"] else 0)
+
+    def pool(kind, settings):
+        (kh, kw), (sh, sw), (ph, pw) = settings["kernel_size"], settings["stride"], settings["padding"]
+        window, strides = (1, 1, kh, kw), (1, 1, sh, sw)
+        padding = ((0, 0), (0, 0), (ph, ph), (pw, pw))
+        if kind == "MaxPool2d":
+            return lambda h: jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, window, strides, padding)
+        return lambda h: jax.lax.reduce_window(h, 0.0, jax.lax.add, window, strides, padding) / (kh * kw)
+
+    elementwise = {
+        "Identity": lambda z: z, "Sigmoid": jax.nn.sigmoid, "Tanh": jnp.tanh,
+        "ReLU": jax.nn.relu, "Softplus": jax.nn.softplus,
+        "LeakyReLU": lambda z: jax.nn.leaky_relu(z, 0.01),
     }
 
+    def modules(p, number, layer):
+        """Layer ``number``'s torch twin as jax functions of one input each."""
+        twin = list(layer.torch_twin(net.input_shape_of(number)))
+        if layer.has_activation and layer.activation != "identity":
+            twin.append(activation_named(layer.activation).torch)
+        names = net.layer_parameters(number)
+        held = {parameter.torch: names.get(parameter.prefix) for parameter in layer.parameters}
+        functions = []
+        for kind, settings in twin:
+            if kind == "Conv2d":
+                functions.append(conv(p, settings, held.get("weight"), held.get("bias")))
+            elif kind == "Linear":
+                functions.append(linear(p, settings, held.get("weight"), held.get("bias")))
+            elif kind in ("MaxPool2d", "AvgPool2d"):
+                functions.append(pool(kind, settings))
+            elif kind == "AdaptiveAvgPool2d":  # output_size 1: the mean of each channel
+                functions.append(lambda h: h.mean(axis=(2, 3), keepdims=True))
+            elif kind == "Flatten":
+                functions.append(lambda h: h.reshape(h.shape[0], -1))
+            else:
+                functions.append(elementwise[kind])
+        return functions
+
+    class Joins:
+        """What ``Op.torch_apply`` asks of torch, in jax."""
+
+        @staticmethod
+        def cat(values, dim):
+            return jnp.concatenate(values, axis=dim)
+
     def forward(p, h):
-        for number, (layer, shape) in enumerate(zip(net.layers, net.shapes), start=1):
-            for kind, settings in layer.torch_twin(shape):
-                if kind == "Conv2d":
-                    pad = [(settings["padding"][0],) * 2, (settings["padding"][1],) * 2]
-                    h = jax.lax.conv_general_dilated(
-                        h, p[f"W{number}"], settings["stride"], pad,
-                        rhs_dilation=settings["dilation"],
-                    )
-                    if settings["bias"]:
-                        h = h + p[f"b{number}"][None, :, None, None]
-                elif kind == "Flatten":
-                    h = h.reshape(h.shape[0], -1)
-                elif kind == "Linear":
-                    h = h @ p[f"W{number}"].T + (p[f"b{number}"] if settings["bias"] else 0)
-                elif kind in ("AvgPool2d", "MaxPool2d"):
-                    (kh, kw), (sh, sw), (ph, pw) = (
-                        settings["kernel_size"], settings["stride"], settings["padding"]
-                    )
-                    window, strides = (1, 1, kh, kw), (1, 1, sh, sw)
-                    padding = ((0, 0), (0, 0), (ph, ph), (pw, pw))
-                    if kind == "MaxPool2d":
-                        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, window, strides, padding)
-                    else:
-                        h = jax.lax.reduce_window(h, 0.0, jax.lax.add, window, strides, padding) / (kh * kw)
-            if layer.has_activation:
-                h = activations[layer.activation](h)
-        return h.reshape(h.shape[0], -1)
+        outputs = [h]
+        for number, (layer, sources) in enumerate(zip(net.layers, net.sources), start=1):
+            inputs = [outputs[source] for source in sources]
+            outputs.append(layer.torch_apply(Joins, modules(p, number, layer), inputs))
+        return outputs[-1].reshape(outputs[-1].shape[0], -1)
 
     def loss(p, xs, ys):
         out = forward(p, xs)
@@ -210,9 +249,12 @@ def jax_call(net: sb.Network, params, x, y):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter timing rounds")
-    parser.add_argument("--networks", default="A,B,C,LeNet-5", help="which networks, comma-separated")
+    parser.add_argument("--networks", default="A,B,C,LeNet-5,resnet_tiny", help="which networks, comma-separated")
     parser.add_argument("--threads", type=int, default=2, help="threads for numpy, torch and jax")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per measurement; the best counts")
     args = parser.parse_args()
+    global ROUNDS
+    ROUNDS = args.rounds
     budget = 0.3 if args.quick else 1.5  # seconds per measurement
     torch.set_num_threads(THREADS)
     torch.set_default_dtype(torch.float64)
@@ -225,7 +267,7 @@ def main() -> None:
     print(
         f"numpy {np.__version__} (BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}), "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), {jax_version}, "
-        f"python {sys.version.split()[0]}; float64; best of 5 rounds; "
+        f"python {sys.version.split()[0]}; float64; best of {ROUNDS} rounds; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     peak = matmul_rate(budget)

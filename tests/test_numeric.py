@@ -1,5 +1,6 @@
 """Numeric code from the derivation: d.numeric() and the generated module agree with PyTorch,
-in both styles (per node, per layer); the API, its errors and the exported module."""
+in both styles (per node, per layer), on chains and on graphs (tests/graphs.py, resnet_tiny);
+the API, its errors and the exported module."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import ast
 import json
 import subprocess
 import sys
+import threading
 from itertools import product
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from graphs import GRAPHS
 from hypothesis import given
 from oracle import (
     assert_same_gradients,
@@ -22,7 +27,7 @@ from oracle import (
 from strategies import CONCRETE_ACTIVATIONS, CONCRETE_LOSSES, networks
 
 import symbackprop as sb
-from symbackprop import reference
+from symbackprop import numeric, reference
 from symbackprop.cli import main
 from symbackprop.numeric import module_source
 from symbackprop.verify import draw_point
@@ -313,16 +318,28 @@ spec = importlib.util.spec_from_file_location("gradients", sys.argv[1])
 gradients = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gradients)
 data = np.load(sys.argv[2])
+choices = json.loads(sys.argv[3])
 params = {name: data[name] for name in gradients.PARAMETERS}
 results = {}
 for reduce in (None, "sum", "mean"):
     for name, x, y in [("one", data["x"][0], data["y"][0]), ("batch", data["x"], data["y"])]:
-        out = gradients.loss_and_grads(x, y, params, reduce, g="tanh", loss="mse")
+        out = gradients.loss_and_grads(x, y, params, reduce, **choices)
         results[f"{name} {reduce}"] = [
             np.asarray(out.loss).tolist(), {n: v.tolist() for n, v in out.grads.items()}
         ]
 print(json.dumps(results))
 """
+
+
+def run_in_a_fresh_process(module: Path, point: Path, choices: dict) -> dict:
+    """FRESH_PROCESS's results: the exported module on the point's one sample and batch."""
+    run = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(module), str(point), json.dumps(choices)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(run.stdout)
 
 
 @pytest.mark.parametrize("style", ["nodes", "layers"])
@@ -334,13 +351,7 @@ def test_the_exported_module_gives_the_same_numbers_in_a_fresh_process_without_s
     _, _, params = random_point(net, rng)
     x, y = rng.normal(size=(4, 1, 4, 4)), rng.normal(size=(4, 2))
     np.savez(tmp_path / "point.npz", x=x, y=y, **params)
-    run = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(path), str(tmp_path / "point.npz")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result = json.loads(run.stdout)
+    result = run_in_a_fresh_process(path, tmp_path / "point.npz", {"g": "tanh", "loss": "mse"})
     assert len(result) == 6
     for reduce in (None, "sum", "mean"):
         f = article.numeric(g="tanh", loss="mse", reduce=reduce, style=style)
@@ -371,3 +382,161 @@ def test_an_unknown_style_or_backend_or_reduction_is_refused(article):
         article.numeric(g="relu", loss="sse", backend="torch")
     with pytest.raises(ValueError, match=r"reduce='max'; choose None \(per sample\), 'sum' or 'mean'"):
         article.numeric(g="relu", loss="sse", reduce="max")
+
+
+# ---- graphs: every network of tests/graphs.py, and resnet_tiny ---------------------------------
+
+GRAPH_NETWORKS = {**GRAPHS, "resnet_tiny": sb.presets.resnet_tiny}
+# Both programs on the small graphs (at most ~1,000 edges); resnet_tiny's per-node program
+# would be 600,000 lines: the per-layer one alone.
+GRAPH_STYLES = [
+    (name, style)
+    for name in GRAPH_NETWORKS
+    for style in ("layers", "nodes")
+    if name != "resnet_tiny" or style == "layers"
+]
+
+
+@pytest.fixture(scope="module")
+def graph_derivations() -> dict:
+    return {}
+
+
+def graph(derivations: dict, name: str) -> tuple[sb.Network, sb.Derivation]:
+    """The network ``name`` and its derivation, derived once per module of tests."""
+    if name not in derivations:
+        net = GRAPH_NETWORKS[name]()
+        derivations[name] = net, net.derive()
+    return derivations[name]
+
+
+def graph_batch(net: sb.Network, rng: np.random.Generator, size: int):
+    """x (size, *input), y (size, K) and the weights, as ``draw_point`` draws them."""
+    _, _, params = draw_point(net, rng)
+    points = [draw_point(net, rng)[:2] for _ in range(size)]
+    x = np.array([p[0] for p in points]).reshape(size, *net.input_shape)
+    y = np.array([p[1] for p in points]).reshape(size, net.output_size)
+    return x, y, params
+
+
+def reduced(out, reduce: str) -> tuple[float, dict]:
+    """A per-sample result (losses, grads) summed or averaged over the batch, x's kept per
+    sample (scaled by 1/B for a mean, as torch's backward of the mean gives it)."""
+    losses, grads = out
+    scale = 1.0 if reduce == "sum" else 1 / len(losses)
+    return float(np.sum(losses) * scale), {
+        name: grad * scale if name == "x" else grad.sum(axis=0) * scale for name, grad in grads.items()
+    }
+
+
+def test_the_graphs_cover_every_join_and_resnet_tiny_is_a_graph():
+    # what the tests below stand on: forks, additions and concatenations, read-twice inputs
+    nets = {name: build() for name, build in GRAPH_NETWORKS.items()}
+    keys = {layer.key for net in nets.values() for layer in net.layers}
+    assert {"add", "concat", "activation", "global_avgpool", "maxpool", "avgpool", "conv", "dense"} <= keys
+    assert not any(net.is_chain for name, net in nets.items() if name != "activation layers")
+    assert nets["one addition reading a tensor twice"].sources[1] == (1, 0, 1)
+    assert nets["resnet_tiny"].sources[3] == (1, 3) and nets["resnet_tiny"].consumers(5) == (6, 8)
+
+
+@pytest.mark.parametrize("name, style", GRAPH_STYLES)
+@pytest.mark.parametrize("size", [1, 5])
+def test_graphs_give_torch_per_sample_gradients(graph_derivations, rng, name, style, size):
+    net, d = graph(graph_derivations, name)
+    x, y, params = graph_batch(net, rng, size)
+    f = d.numeric(style=style)
+    out = f(x, y, params)
+    assert out.loss.shape == (size,) and out.grads["x"].shape == x.shape
+    assert_same_gradients(out, *torch_batch_loss_and_grads(net, x, y, params))
+    assert_same_gradients(out, *reference.loss_and_grads(net, x, y, params))
+    # one sample (C, H, W) gives its own gradients, those of its row of the batch
+    one = f(x[-1], y[-1], params)
+    assert isinstance(one.loss, float) and one.grads["x"].shape == net.input_shape
+    assert_same_gradients(one, out.loss[-1], {n: g[-1] for n, g in out.grads.items()}, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name, style", GRAPH_STYLES)
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("size", [1, 5])
+def test_graphs_reduce_a_batch_as_torch_backward(graph_derivations, rng, name, style, reduce, size):
+    net, d = graph(graph_derivations, name)
+    x, y, params = graph_batch(net, rng, size)
+    out = d.numeric(style=style, reduce=reduce)(x, y, params)
+    assert isinstance(out.loss, float)
+    assert {n: g.shape for n, g in out.grads.items()} == {"x": x.shape, **net.parameters}
+    assert_same_gradients(out, *torch_reduced_loss_and_grads(net, x, y, params, reduce))
+    assert_same_gradients(out, *reduced(reference.loss_and_grads(net, x, y, params), reduce))
+
+
+@pytest.mark.parametrize("name, style", GRAPH_STYLES)
+@pytest.mark.parametrize("reduce", [None, "sum", "mean"])
+def test_graphs_give_empty_arrays_for_an_empty_batch(graph_derivations, rng, name, style, reduce):
+    net, d = graph(graph_derivations, name)
+    x, y, params = graph_batch(net, rng, 0)
+    out = d.numeric(style=style, reduce=reduce)(x, y, params)
+    lead = (0,) if reduce is None else ()
+    assert {n: g.shape for n, g in out.grads.items()} == {
+        "x": (0, *net.input_shape), **{n: (*lead, *shape) for n, shape in net.parameters.items()}
+    }
+    assert all(not g.any() for g in out.grads.values())
+    if reduce is None:
+        assert out.loss.shape == (0,)
+    else:  # a sum of nothing is 0; a mean of nothing is nan, as torch's
+        assert out.loss == 0.0 if reduce == "sum" else np.isnan(out.loss)
+
+
+# resnet_tiny's: 70 samples through torch one at a time, a few seconds (slow)
+BY_CHUNKS = [pytest.param(name, marks=[pytest.mark.slow] if name == "resnet_tiny" else []) for name in GRAPH_NETWORKS]
+
+
+@pytest.mark.parametrize("name", BY_CHUNKS)
+def test_graphs_run_large_batches_in_chunks_on_threads(graph_derivations, rng, name, monkeypatch):
+    net, d = graph(graph_derivations, name)
+    module = numeric.compiled(d, "layers")
+    programs = module._PROGRAMS
+    if name == "resnet_tiny":
+        # as it comes: 32 samples a chunk (147 kB a sample in its largest array), each chunk
+        # worth a thread; 70 samples are 32 + 32 + 6
+        assert programs.batch_chunk == 32
+        assert 32 * programs.sample_bytes >= module.THREADS_FROM_BYTES
+        size, chunks = 70, [32, 32, 6]
+    else:  # small networks: chunks of 2 samples, each made to look worth a thread
+        programs = programs._replace(batch_chunk=2, sample_bytes=module.THREADS_FROM_BYTES)
+        size, chunks = 7, [2, 2, 2, 1]
+    ran = []
+
+    def counted(x, *rest):
+        ran.append((len(x), threading.current_thread().name))
+        return programs.layers(x, *rest)
+
+    monkeypatch.setattr(module, "_PROGRAMS", programs._replace(layers=counted))
+    monkeypatch.setattr(module, "_blas_threads", lambda controller: 2)  # two cores, whatever runs this
+    x, y, params = graph_batch(net, rng, size)
+    per_sample = module.loss_and_grads(x, y, params)
+    assert sorted(n for n, _ in ran) == sorted(chunks)
+    assert {thread.split("_")[0] for _, thread in ran} == {"gradients"}  # the chunk pool's
+    summed = module.loss_and_grads(x, y, params, "sum")
+    expected = torch_batch_loss_and_grads(net, x, y, params)
+    assert_same_gradients(per_sample, *expected)
+    assert_same_gradients(summed, *reduced(expected, "sum"))
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param("resnet_tiny", marks=pytest.mark.slow), "concat of two branches", "a fork feeding three consumers"]
+)
+def test_an_exported_graph_module_runs_alone_in_a_fresh_process(graph_derivations, tmp_path, rng, name):
+    net, d = graph(graph_derivations, name)
+    path = d.export_module(tmp_path / "gradients.py")
+    # resnet_tiny: 70 samples, three chunks (in turn: the fresh process has no threadpoolctl)
+    x, y, params = graph_batch(net, rng, 70 if name == "resnet_tiny" else 4)
+    np.savez(tmp_path / "point.npz", x=x, y=y, **params)
+    result = run_in_a_fresh_process(path, tmp_path / "point.npz", {})
+    for reduce in (None, "sum", "mean"):
+        f = d.numeric(reduce=reduce)
+        for which, out in [("one", f(x[0], y[0], params)), ("batch", f(x, y, params))]:
+            loss, grads = result[f"{which} {reduce}"]
+            grads = {n: np.array(g) for n, g in grads.items()}
+            assert_same_gradients(out, np.array(loss), grads, rtol=1e-13)
+    loss, grads = result["batch None"]
+    alone = SimpleNamespace(loss=np.array(loss), grads={n: np.array(g) for n, g in grads.items()})
+    assert_same_gradients(alone, *torch_batch_loss_and_grads(net, x, y, params))

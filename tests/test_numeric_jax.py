@@ -1,10 +1,13 @@
 """backend="jax": the same per-layer code with jax.numpy under jax.jit gives the numpy code's
-numbers. Skipped, saying why, where jax is not installed (pip install -e '.[jax]')."""
+numbers, on every operation and on graphs (tests/graphs.py, resnet_tiny). Skipped, saying why,
+where jax is not installed (pip install -e '.[jax]')."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from oracle import assert_same_gradients
+from graphs import GRAPHS
+from oracle import assert_same_gradients, torch_batch_loss_and_grads, torch_reduced_loss_and_grads
 from test_numeric_layers import CASES, FORMS, OPERATIONS, batch, network
 
 import symbackprop as sb
@@ -69,3 +72,52 @@ def test_the_jax_module_is_the_per_layer_code_with_jnp():
     assert "jnp.broadcast_to(d[:, None, None]" in source  # jax's own _spread_windows
     with pytest.raises(ValueError, match="backend='jax' runs the per-layer code only"):
         numeric.module_source(sb.presets.article().derive(), style="nodes", backend="jax")
+
+
+# ---- graphs: every network of tests/graphs.py, and resnet_tiny ---------------------------------
+
+GRAPH_NETWORKS = {**GRAPHS, "resnet_tiny": sb.presets.resnet_tiny}
+
+
+def graph_batch(net: sb.Network, rng, size: int):
+    _, _, params = draw_point(net, rng)
+    x = rng.normal(size=(size, *net.input_shape))
+    y = rng.dirichlet(np.ones(net.output_size), size=size)
+    return x, y, params
+
+
+@pytest.mark.slow  # four jax.jit compiles per network: per sample and summed, batches of 1 and 5
+@pytest.mark.parametrize("name", list(GRAPH_NETWORKS))
+def test_graphs_give_the_numbers_of_numpy_and_torch(name, rng):
+    net = GRAPH_NETWORKS[name]()
+    d = net.derive()  # one module: "sum" and "mean" share its summed program, compiled once
+    for size in (1, 5):
+        x, y, params = graph_batch(net, rng, size)
+        for reduce in (None, "sum", "mean"):
+            out = d.numeric(backend="jax", reduce=reduce)(x, y, params)
+            expected = d.numeric(style="layers", reduce=reduce)(x, y, params)
+            assert_same_gradients(out, *expected, rtol=1e-12)
+            if reduce is None:
+                assert_same_gradients(out, *torch_batch_loss_and_grads(net, x, y, params))
+            else:
+                assert_same_gradients(out, *torch_reduced_loss_and_grads(net, x, y, params, reduce))
+    for reduce in (None, "sum", "mean"):
+        f = d.numeric(backend="jax", reduce=reduce)
+        one = f(x[0], y[0], params)  # one sample (C, H, W): the program on a batch of one
+        expected = d.numeric(style="layers", reduce=reduce)(x[0], y[0], params)
+        assert_same_gradients(one, *expected, rtol=1e-12)
+        empty = f(*graph_batch(net, rng, 0))
+        lead = (0,) if reduce is None else ()
+        assert {n: g.shape for n, g in empty.grads.items()} == {
+            "x": (0, *net.input_shape), **{n: (*lead, *shape) for n, shape in net.parameters.items()}
+        }
+
+
+def test_resnet_tiny_summed_over_a_batch_is_torch_backward(rng):
+    net = sb.presets.resnet_tiny()
+    x, y, params = graph_batch(net, rng, 6)
+    out = net.derive().numeric(backend="jax", reduce="sum")(x, y, params)
+    assert_same_gradients(out, *torch_reduced_loss_and_grads(net, x, y, params, "sum"))
+    source = numeric.module_source(net.derive(), backend="jax")
+    assert "    a4 = a1 + a3\n" in source  # the identity shortcut's join
+    assert "    da1 = da1_2 + da1_4\n" in source  # the stem's gradient from both its readers

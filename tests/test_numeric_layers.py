@@ -3,11 +3,14 @@ and PyTorch, per sample and reduced over a batch, for batches of 0, 1 and 5."""
 
 from __future__ import annotations
 
+import re
 import threading
+from types import ModuleType
 
 import numpy as np
 import pytest
 import threadpoolctl
+from graphs import GRAPHS
 from hypothesis import given
 from oracle import (
     assert_same_gradients,
@@ -20,7 +23,9 @@ from strategies import networks
 import symbackprop as sb
 from symbackprop import numeric, reference
 from symbackprop.graph import Graph
-from symbackprop.numeric import layers, runtime
+from symbackprop.numeric import layers
+from symbackprop.numeric.runtime import chunks
+from symbackprop.ops.base import activation_code
 from symbackprop.verify import draw_point
 
 # One network per case: the operation on a 2x7x7 input, then a dense layer to three outputs.
@@ -34,6 +39,11 @@ OPERATIONS = {
     ),
     "conv, dilation and stride": sb.Conv2D(kernel_size=3, dilation=2, stride=2, activation="relu"),
     "conv, windows that tile": sb.Conv2D(kernel_size=2, stride=2, activation="leaky_relu"),
+    # on windows, these two get dL/dinput from dL/dz's windows and the kernel turned 180°
+    "conv, same size": sb.Conv2D(kernel_size=3, out_channels=2, padding=1, bias=True, activation="relu"),
+    "conv, dilated, rectangular and padded": sb.Conv2D(
+        kernel_size=(3, 2), out_channels=1, dilation=(2, 3), padding=(2, 1), activation="tanh"
+    ),
     "maxpool": sb.MaxPool2D(kernel_size=2),
     "maxpool, overlapping and padded": sb.MaxPool2D(kernel_size=3, stride=1, padding=1),
     "maxpool, 3x2 stride 2x1": sb.MaxPool2D(kernel_size=(3, 2), stride=(2, 1)),
@@ -192,17 +202,17 @@ def test_chunks_run_on_threads_each_with_a_one_thread_blas():
     seen = []
 
     def chunk(part):
-        blas = runtime._blas_controller().info()  # numpy's BLAS among them
+        blas = chunks._blas_controller().info()  # numpy's BLAS among them
         seen.append((threading.current_thread().name, {info["num_threads"] for info in blas}))
         return part.start
 
     parts = [slice(0, 2), slice(2, 4), slice(4, 5)]
-    assert runtime._map_chunks(chunk, parts, runtime._blas_controller(), 2) == [0, 2, 4]
+    assert chunks._map_chunks(chunk, parts, chunks._blas_controller(), 2) == [0, 2, 4]
     assert {name.split("_")[0] for name, _ in seen} == {"gradients"}
     assert all(threads == {1} for _, threads in seen)
     loaded = {info["filepath"] for info in threadpoolctl.threadpool_info()}
     numpy_blas = {path for path in loaded if "numpy" in path}  # numpy's wheels ship theirs
-    assert numpy_blas <= {info["filepath"] for info in runtime._blas_controller().info()}
+    assert numpy_blas <= {info["filepath"] for info in chunks._blas_controller().info()}
 
 
 def test_a_batch_is_cut_into_a_chunk_for_each_thread_at_least(rng, monkeypatch):
@@ -251,11 +261,11 @@ def test_calls_from_several_threads_at_once_leave_the_blas_as_they_found_it(rng,
 
 
 def test_while_another_call_holds_the_blas_a_call_runs_its_chunks_in_turn():
-    blas = runtime._blas_controller()
+    blas = chunks._blas_controller()
     names = []
     # as another thread's call does
-    with runtime._HOLDING_BLAS, blas.limit(limits=1, user_api="blas"):
-        runtime._map_chunks(
+    with chunks._HOLDING_BLAS, blas.limit(limits=1, user_api="blas"):
+        chunks._map_chunks(
             lambda part: names.append(threading.current_thread().name), [slice(0, 1)] * 3,
             blas, 2,
         )
@@ -264,7 +274,7 @@ def test_while_another_call_holds_the_blas_a_call_runs_its_chunks_in_turn():
 
 
 def test_chunks_run_in_turn_on_one_thread():
-    names = runtime._map_chunks(
+    names = chunks._map_chunks(
         lambda part: threading.current_thread().name, [slice(0, 1)] * 3, None, 1
     )
     assert names == [threading.current_thread().name] * 3
@@ -304,6 +314,90 @@ def test_per_layer_code_equals_the_per_node_program(net):
     d = net.derive()
     by_layer = d.numeric(style="layers")(x, y, params)
     assert_same_gradients(by_layer, *d.numeric(style="nodes")(x, y, params), rtol=1e-12)
+
+
+# ---- no block writes into an array another layer holds ---------------------------------------
+
+
+def frozen_between_blocks(source: str) -> str:
+    """The module ``source`` with its per-layer program changed so that, as each block begins
+    (a layer's forward or backward pass, the loss), every array the program has assigned so
+    far at its top level — the inputs, the parameters, each layer's values and every gradient
+    sent back — is rebound to a read-only view of itself. A block that writes into an array
+    it was given then raises, whoever else holds it: an addition hands one dL/da to each of
+    its inputs, a concatenation hands out slices, a node read twice keeps its value."""
+    head, rest = source.split("def _layers(", 1)
+    program, tail = rest.split("\n\n\n", 1)  # the function's body has no two blank lines
+    lines, assigned = [], []
+    for line in program.splitlines():
+        lines.append(line)
+        if re.match(r"    # ---- (layer \d+ (forward|backward)|the loss)", line):
+            lines += [f"    {name} = _frozen({name})" for name in assigned]
+        top = re.match(r"    (\w+) = ", line)  # at the top level: in every run, both branches
+        if top and top.group(1) not in assigned and top.group(1) != "B":
+            assigned.append(top.group(1))
+    return head + "def _layers(" + "\n".join(lines) + "\n\n\n" + tail
+
+
+def _frozen(value):
+    if isinstance(value, np.ndarray):
+        value = value.view()
+        value.flags.writeable = False
+    return value
+
+
+def module_of(source: str) -> ModuleType:
+    module = ModuleType("frozen_gradients")
+    exec(compile(source, "<frozen gradients>", "exec"), module.__dict__)  # noqa: S102 (ours)
+    module._frozen = _frozen
+    return module
+
+
+ALIASING = {
+    **{name: build for name, build in GRAPHS.items()},
+    "resnet_tiny": sb.presets.resnet_tiny,
+    **{f"{name}, {form}": (name, form) for name, form in CASES},
+}
+
+
+@pytest.mark.parametrize("name", list(ALIASING))
+def test_no_block_writes_into_an_array_another_layer_holds(name, rng, monkeypatch):
+    if isinstance(ALIASING[name], tuple):
+        operation, form = ALIASING[name]
+        monkeypatch.setattr(sb.Conv2D, "MATRIX_LIMIT", FORMS[form])
+        net = network(OPERATIONS[operation])
+    else:
+        net = ALIASING[name]()
+    source = numeric.module_source(net.derive(), style="layers")
+    plain, frozen = module_of(source), module_of(frozen_between_blocks(source))
+    assert "    a1 = _frozen(a1)\n" in frozen_between_blocks(source)
+    _, _, params = draw_point(net, rng)
+    for size in (1, 3):
+        x, y = batch(net, rng, size, ties=True)
+        for reduce in (None, "sum"):  # per sample and summed: both branches of each block
+            expected = plain.loss_and_grads(x, y, params, reduce)
+            assert_same_gradients(frozen.loss_and_grads(x, y, params, reduce), *expected, rtol=0)
+
+
+def test_the_check_catches_a_block_writing_into_the_gradient_an_addition_shared(rng, monkeypatch):
+    # A residual MLP: a = x + tanh(W1 x); the addition hands one dL/da to x and to tanh's
+    # output. An activation that multiplied dL/da by g'(z) in place would change what x got
+    # too, and x's gradient would come out wrong without an error anywhere.
+    def in_place(function, z, a, da, dz):
+        forward, _ = activation_code(function, z, a, da, dz)
+        return forward, [f"{da} *= {function}_prime({z}, {a})", f"{dz} = {da}"]
+
+    monkeypatch.setattr(layers, "activation_code", in_place)
+    net = GRAPHS["a residual MLP"]()
+    source = numeric.module_source(net.derive(), style="layers")
+    assert "    da1 = da2\n" in source and "    da1 *= tanh_prime(z1, a1)\n" in source
+    x, y, params = draw_point(net, rng)
+    wrong = module_of(source).loss_and_grads(x, y, params)
+    right = torch_loss_and_grads(net, x, y, params)[1]
+    assert not np.allclose(wrong.grads["x"], right["x"])
+    assert np.allclose(wrong.grads["W3"], right["W3"])  # after the addition: still right
+    with pytest.raises(ValueError, match="read-only"):
+        module_of(frozen_between_blocks(source)).loss_and_grads(x, y, params)
 
 
 # ---- LeNet-5 -------------------------------------------------------------------------------------
@@ -347,6 +441,24 @@ def test_the_module_grows_with_the_layers_not_the_image():
     assert lines(source(32, 3)) > lines(large)
 
 
+def test_a_convolution_sends_its_input_gradient_back_the_cheaper_way():
+    source = numeric.module_source(sb.presets.resnet_tiny().derive())
+    # 8 -> 8 channels, stride 1: dL/dz's windows (zeros around) times the kernel turned 180°,
+    # a product over o, m, n as z's is over c, m, n
+    assert (
+        "    # dL/da1[c,u,v,b] = sum_(o,m,n) W2[o,c,2-m,2-n] * dL/dz2[o, u + m - 1, v + n - 1, b]:\n"
+        "    # the windows of dL/dz2 (zeros around) times the kernel turned 180°, channels swapped\n"
+        "    d_cols = _columns(_pad(dz2, (1, 1)), (3, 3), (1, 1), (1, 1))  # (72, 256·B)\n"
+        "    turned = W2[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(8, 72)\n"
+        "    da1_2 = (turned @ d_cols).reshape(8, 16, 16, B)\n"
+    ) in source
+    # 3 -> 8 channels (dL/dz's windows would be larger than x's) and stride 2: added back
+    assert "    dx = _unpad(_add_windows(d_windows, (3, 18, 18, B), (1, 1), (1, 1)), (1, 1))\n" in source
+    assert "    da5_6 = _unpad(_add_windows(d_windows, (8, 18, 18, B), (2, 2), (1, 1)), (1, 1))\n" in source
+    assert sb.Conv2D(kernel_size=3, padding=2, out_channels=4).transposed_padding((4, 6, 6)) == (0, 0)
+    assert sb.Conv2D(kernel_size=3, padding=3).transposed_padding((1, 6, 6)) is None  # past the span
+
+
 def test_each_block_names_the_formula_it_computes():
     net = sb.Network(
         (1, 6, 6),
@@ -358,5 +470,6 @@ def test_each_block_names_the_formula_it_computes():
     assert "    # z1[o,i,j,b] = sum_(c,m,n) W1[o,c,m,n] * x[c, 2i + m - 1, 2j + n - 1, b] + b1[o]" in source
     assert "    # a2[c,i,j,b] = max_(m,n) a1[c, 2i + m, 2j + n, b]\n" in source
     assert "    # z3[f,b] = sum_n W3[f,n] * flat3[n,b]\n" in source
-    assert "    dz1 = sigmoid_prime(z1, a1)  # g'(z), a new array\n    dz1 *= da1  " in source
+    assert "    dz1 = sigmoid_backward(z1, a1, da1)  # dL/dz = g'(z) dL/da, a new array\n" in source
+    assert "    z1 += b1[:, None, None, None]  # in place: z is new\n" in source
     assert max(len(line) for line in source.splitlines()) <= 100

@@ -17,13 +17,14 @@ to a file, so the two give the same numbers. A module holds one or two programs:
 ``NODES_EDGE_LIMIT`` graph edges the per-node program too, which then runs single samples
 (see ``NODES_EDGE_LIMIT``).
 
-Both programs run on the helpers of ``numeric.runtime`` (checking arguments, stable
-activations and losses, windows), copied into the module (``numeric.embed``).
+Both programs run on the helpers of ``numeric.runtime`` (checking arguments and running a
+call, stable activations and losses, windows, chunks on threads), copied into the module
+(``numeric.embed``).
 ``backend="jax"`` prints the per-layer program with jax.numpy, run under ``jax.jit`` on
 the helpers of ``numeric.runtime_jax`` (needs jax: ``pip install -e '.[jax]'``).
 
-Imports ``nodes``, ``layers`` and ``runtime`` (its reductions) of this package (sympy through
-the per-node printer).
+Imports ``nodes``, ``layers``, ``embed`` and ``runtime.calls`` (its reductions) of this
+package (sympy through the per-node printer).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from ..activations import ACTIVATIONS
 from ..losses import LOSSES
 from . import layers, nodes
 from .embed import runtime_source
-from .runtime import REDUCTIONS
+from .runtime.calls import REDUCTIONS
 
 if TYPE_CHECKING:
     from ..engine import Engine as Derivation
@@ -192,7 +193,7 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str) -> str:
     code = "\n\n\n".join([entry, *programs, wiring])
     imports, definitions = runtime_source(code, backend).split("\n\n\n", 1)  # imports first
     runtime = (
-        "# ---- runtime helpers, copied from symbackprop/numeric/runtime.py ----\n\n\n" + definitions
+        "# ---- runtime helpers, copied from symbackprop/numeric/runtime/ ----\n\n\n" + definitions
     )
     parts = [_docstring(net, styles, backend), imports, _constants(net), entry, *programs, runtime, wiring]
     return "\n\n\n".join(part.strip("\n") for part in parts) + "\n"

@@ -1,11 +1,13 @@
 """Copying the runtime helpers into a generated module: the definitions it uses, nothing else.
 
-``runtime_source(code)`` reads ``runtime.py`` once, finds the runtime names ``code`` uses,
-then the names those definitions use in turn, and returns their source in the file's order,
-so a module is exactly as long as what it runs. The helpers stay a real module, tested as
-such; the generated modules carry a copy and need no symbackprop.
+``runtime_source(code)`` reads the modules of ``numeric/runtime/`` once, finds the runtime
+names ``code`` uses, then the names those definitions use in turn, and returns their source
+in the runtime's order (module by module, as ``RUNTIME`` lists them, each in its own order),
+so a module is exactly as long as what it runs. The helpers stay real modules, tested as
+such; the generated modules carry a copy, flat (the runtime's imports of one another left
+out), and need no symbackprop.
 
-Imports the standard library only (it reads ``runtime.py`` as text, through ``ast``).
+Imports the standard library only (it reads the runtime's files as text, through ``ast``).
 """
 
 from __future__ import annotations
@@ -14,15 +16,20 @@ import ast
 from functools import cache
 from pathlib import Path
 
-RUNTIME = Path(__file__).with_name("runtime.py")
+_RUNTIME_DIR = Path(__file__).with_name("runtime")
+# The runtime's modules, in the order a generated module holds their definitions.
+RUNTIME = tuple(_RUNTIME_DIR / name for name in ("calls.py", "functions.py", "windows.py", "chunks.py"))
 RUNTIME_JAX = Path(__file__).with_name("runtime_jax.py")
 
 
 @cache
-def _definitions(path: Path) -> tuple[dict[str, tuple[int, str, frozenset[str]]], list[str], list[str]]:
+def _definitions(
+    path: Path,
+) -> tuple[dict[str, tuple[int, str, frozenset[str]]], list[tuple[str, frozenset[str]]], list[str]]:
     """name -> (position, source, names it uses), for each top-level definition of a runtime
-    file; its import lines (``__future__`` and the package's own left out); and its set-up
-    statements (calls at the top level, such as jax's configuration)."""
+    file; its import lines, each with the names it binds (``__future__`` and the package's
+    own left out); and its set-up statements (calls at the top level, such as jax's
+    configuration)."""
     text = path.read_text(encoding="utf-8")
     tree = ast.parse(text)
     lines = text.splitlines(keepends=True)
@@ -32,7 +39,8 @@ def _definitions(path: Path) -> tuple[dict[str, tuple[int, str, frozenset[str]]]
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             own = isinstance(node, ast.ImportFrom) and (node.level or node.module == "__future__")
             if not own:
-                imports.append(source)
+                bound = frozenset((alias.asname or alias.name).split(".")[0] for alias in node.names)
+                imports.append((source, bound))
             continue
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names = [node.name]
@@ -73,20 +81,20 @@ def _comment_above(lines: list[str], node: ast.AST) -> str:
 @cache
 def runtime_names() -> frozenset[str]:
     """The names the runtime defines."""
-    return frozenset(_definitions(RUNTIME)[0])
+    return frozenset(name for path in RUNTIME for name in _definitions(path)[0])
 
 
 def runtime_source(code: str, backend: str = "numpy") -> str:
     """The imports and the runtime definitions that ``code`` (module text) uses, directly or
     through other definitions, in the runtime's own order. For ``backend="jax"`` the
     definitions of ``runtime_jax`` come first: they replace the runtime's of the same name."""
-    files = [RUNTIME_JAX, RUNTIME] if backend == "jax" else [RUNTIME]
+    files = [*RUNTIME, RUNTIME_JAX] if backend == "jax" else list(RUNTIME)
     tables = [_definitions(path) for path in files]
     lookup: dict[str, tuple[int, int, str, frozenset[str]]] = {}
-    for order, (definitions, _, _) in reversed(list(enumerate(tables))):
+    for order, (definitions, _, _) in enumerate(tables):  # a later file's name replaces
         for name, (position, source, used) in definitions.items():
-            lookup[name] = (-order, position, source, used)  # the base file first, in order
-    wanted = {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name)}
+            lookup[name] = (order, position, source, used)  # file by file, each in order
+    wanted = _names(code)
     pending = [name for name in wanted if name in lookup]
     needed: set[str] = set()
     while pending:
@@ -96,11 +104,20 @@ def runtime_source(code: str, backend: str = "numpy") -> str:
         needed.add(name)
         pending.extend(n for n in lookup[name][3] if n in lookup and n not in needed)
     chosen = sorted({lookup[name][:3] for name in needed})  # one entry per statement
-    imports = list(dict.fromkeys(line for _, lines, _ in tables for line in lines))
-    standard = [line for line in imports if "numpy" not in line and "jax" not in line]
-    arrays = [line for line in imports if line not in standard]
-    header = "\n".join(standard) + "\n\n" + "\n".join(arrays)  # the standard library first
     setup = [statement for _, _, statements in tables for statement in statements]
+    # the imports that the code, the definitions and the set-up use, each once: plain imports,
+    # then from-imports, each group sorted; the standard library first
+    used = wanted.union(*(lookup[name][3] for name in needed), *(_names(line) for line in setup))
+    imports = {line for _, lines, _ in tables for line, bound in lines if bound & used}
+    ordered = sorted(imports, key=lambda line: (line.startswith("from"), line))
+    standard = [line for line in ordered if "numpy" not in line and "jax" not in line]
+    arrays = [line for line in ordered if line not in standard]
+    header = "\n".join(standard) + "\n\n" + "\n".join(arrays)
     if setup:
         header += "\n\n" + "\n".join(setup)
     return header + "\n\n\n" + "\n\n\n".join(source for *_, source in chosen) + "\n"
+
+
+def _names(text: str) -> set[str]:
+    """The names a piece of code reads."""
+    return {n.id for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Name)}

@@ -9,7 +9,7 @@ The printer owns what lies between the operations: the activations a = g(z) and
 batch) and its gradient put back as (B, C, H, W); the loss per sample on a column per
 sample and its gradient (multiplied by ``scale``, 1/B for a batch's mean).
 
-Imports ``ops`` (for the names of a layer's variables) and the runtime's names.
+Imports ``ops`` (for the names of a layer's variables) and the runtime's activations.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from ..ops import CodeNames, ParameterGrads
 from ..ops.base import activation_code
-from . import runtime
+from .runtime.functions import ACTIVATIONS, LOSSES_AND_GRADIENTS
 
 PROGRAM = "_layers"  # the name of the printed function
 INDENT = "    "
@@ -80,18 +80,22 @@ def program_source(network: Any, backend: str = "numpy") -> str:
     last = len(blocks)
     out_shape = network.shapes[-1]
     body += ["", f"    # ---- the loss: {network.loss}, one value per sample"]
+    out = f"a{last}"
     channels = out_shape[0]  # a map's softmax runs over its channels, pixel by pixel
     if len(out_shape) == 3:
         body.append(f"    out = a{last}.reshape({prod(out_shape)}, B)  # (channel, row, column) order")
-        body += [
-            f"    losses = loss_value(out, y, {channels})",
-            f"    da{last} = (loss_gradient(out, y, {channels}) * scale).reshape({_args(out_shape)}, B)",
-        ]
+        out = "out"
+    both = _loss_and_gradient(network)
+    if both is None:  # the generic loss, chosen at run time
+        body += [f"    losses = loss_value({out}, y, {channels})"]
+        body += [f"    da{last} = loss_gradient({out}, y, {channels}) * scale"]
     else:
         body += [
-            f"    losses = loss_value(a{last}, y, {channels})",
-            f"    da{last} = loss_gradient(a{last}, y, {channels}) * scale",
+            f"    losses, da{last} = {both}({out}, y, {channels})  # the two share their work (log-sum-exp)",
+            f"    da{last} *= scale",
         ]
+    if len(out_shape) == 3:
+        body.append(f"    da{last} = da{last}.reshape({_args(out_shape)}, B)")
 
     for number in range(last, 0, -1):
         op, code = blocks[number - 1]
@@ -177,8 +181,20 @@ def _activation(name: str) -> str:
     """The runtime function computing an activation (``g`` for the generic one)."""
     if name == "g":
         return "g"
-    if name not in runtime.ACTIVATIONS:
+    if name not in ACTIVATIONS:
         raise NotImplementedError(f"activation {name!r} has no numeric form in the runtime")
+    return name
+
+
+def _loss_and_gradient(network: Any) -> str | None:
+    """The runtime function giving a concrete loss's values and gradient at once
+    (``cross_entropy_and_gradient``); None for the generic loss, whose two functions the
+    call chooses."""
+    if network.loss_function.generic:
+        return None
+    name = f"{network.loss}_and_gradient"
+    if name not in LOSSES_AND_GRADIENTS:
+        raise NotImplementedError(f"loss {network.loss!r} has no numeric form in the runtime")
     return name
 
 

@@ -8,8 +8,8 @@ losses in ``jax.numpy`` — and its own ``run``: the program jit-compiled once p
 g and L, summed over the batch, or per sample through ``jax.vmap``. Importing it turns on
 jax's float64 (``jax_enable_x64``): the numbers are those of the numpy module.
 
-Imports numpy, jax and the names of ``runtime`` it builds on; nothing of symbackprop
-reaches a generated module (``embed`` copies the definitions).
+Imports numpy, jax and the names of ``runtime.calls`` and ``runtime.windows`` it builds on;
+nothing of symbackprop reaches a generated module (``embed`` copies the definitions).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy
 
-from .runtime import _conv_matrix_index, _empty, _result, checked, choose
+from .runtime.calls import _empty, _result, checked, choose
+from .runtime.windows import _conv_matrix_index
 
 jax.config.update("jax_enable_x64", True)  # float64, as the numpy code
 
@@ -127,12 +128,20 @@ def sigmoid_prime(z, a):
     return a * (1 - a)
 
 
+def sigmoid_backward(z, a, da):
+    return a * (1 - a) * da
+
+
 def tanh(z):
     return jnp.tanh(z)
 
 
 def tanh_prime(z, a):
     return 1 - a * a
+
+
+def tanh_backward(z, a, da):
+    return (1 - a * a) * da
 
 
 def relu(z):
@@ -143,12 +152,20 @@ def relu_prime(z, a):
     return (z > 0) * 1.0
 
 
+def relu_backward(z, a, da):
+    return jnp.where(z > 0, da, 0.0)
+
+
 def softplus(z):
     return jnp.logaddexp(z, 0.0)
 
 
 def softplus_prime(z, a):
     return jax.nn.sigmoid(z)
+
+
+def softplus_backward(z, a, da):
+    return jax.nn.sigmoid(z) * da
 
 
 LEAKY_RELU_SLOPE = 0.01  # PyTorch's default negative_slope
@@ -160,6 +177,10 @@ def leaky_relu(z):
 
 def leaky_relu_prime(z, a):
     return jnp.where(z > 0, 1.0, LEAKY_RELU_SLOPE)
+
+
+def leaky_relu_backward(z, a, da):
+    return jnp.where(z > 0, da, LEAKY_RELU_SLOPE * da)
 
 
 # name -> (a = g(z), g'(z, a)): the choices for a generic activation g
@@ -210,6 +231,23 @@ def binary_cross_entropy_gradient(a, y, channels):
     return jax.nn.sigmoid(a) - y
 
 
+def sse_and_gradient(a, y, channels):
+    return sse(a, y, channels), sse_gradient(a, y, channels)
+
+
+def mse_and_gradient(a, y, channels):
+    return mse(a, y, channels), mse_gradient(a, y, channels)
+
+
+def cross_entropy_and_gradient(a, y, channels):
+    return cross_entropy(a, y, channels), cross_entropy_gradient(a, y, channels)  # one log-sum-exp under jit
+
+
+def binary_cross_entropy_and_gradient(a, y, channels):
+    return binary_cross_entropy(a, y, channels), binary_cross_entropy_gradient(a, y, channels)
+
+
+# name -> (L per sample, ∂L/∂a): the choices for a generic loss, and the concrete losses
 LOSSES = {
     "sse": (sse, sse_gradient),
     "mse": (mse, mse_gradient),

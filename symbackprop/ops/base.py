@@ -486,13 +486,16 @@ def weight_formula_tex(
 
 
 def activation_code(function: str, z: str, a: str, da: str, dz: str) -> tuple[list[str], list[str]]:
-    """Generated code for a = g(z) and dL/dz = g′(z, a) · dL/da, with the runtime's functions
-    (``relu``, ``relu_prime``, …; ``g`` and ``g_prime`` for the generic one, chosen at run
-    time). g′ is given a too, so that σ′ is a(1 − a), not a second exp; dL/dz is a new array,
-    never dL/da changed in place (another layer may hold it)."""
+    """Generated code for a = g(z) and dL/dz = g′(z, a) · dL/da, with the runtime's functions:
+    ``relu`` and ``relu_backward`` (g′ times dL/da in as few passes as it takes), …; for the
+    generic g, chosen at run time, ``g`` and ``g_prime``, then the product. g′ is given a
+    too, so that σ′ is a(1 − a), not a second exp; dL/dz is a new array, never dL/da
+    changed in place (another layer may hold it)."""
     if function == "identity":
         return [f"{a} = {z}  # identity"], [f"{dz} = {da}  # identity: dL/dz = dL/da"]
     forward = [f"{a} = {function}({z})"]
+    if function != "g":
+        return forward, [f"{dz} = {function}_backward({z}, {a}, {da})  # dL/dz = g'(z) dL/da, a new array"]
     backward = [
         f"{dz} = {function}_prime({z}, {a})  # g'(z), a new array",
         f"{dz} *= {da}  # dL/dz = g'(z) dL/da, in place",

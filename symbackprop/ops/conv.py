@@ -342,14 +342,15 @@ class Conv2D(Op):
         """A small convolution as its matrix T: z = T x and ∂L/∂x = Tᵀ ∂L/∂z, ∂L/∂W summed
         over the places of T where each weight sits. Otherwise im2col: the strided windows
         of the input as columns, then one matrix product each for z and ∂L/∂W; ∂L/∂input
-        adds each window's share back, one kernel place at a time. Per-sample weight
+        from ∂L/∂z's windows and the kernel turned 180° where that copies fewer values,
+        else adding each window's share back (``_input_grad_code``). Per-sample weight
         gradients are a product per sample, on the windows taken sample by sample."""
-        channels, height, width = input_shape
+        channels = input_shape[0]
         out_channels, out_h, out_w = self.output_shape(input_shape)
         if self.runs_as_matrix(input_shape):
             return self._matrix_code(input_shape, names)
         (kh, kw), stride, padding, dilation = self.kernel_size, self.stride, self.padding, self.dilation
-        l, x, z, dz, dx = names
+        l, x, z, dz = names.number, names.input, names.output, names.output_grad
         weight, bias, cols = f"W{l}", f"b{l}", f"cols{l}"
         size, places = channels * kh * kw, out_h * out_w
         kernel = f"{weight}.reshape({out_channels}, {size})"
@@ -362,8 +363,8 @@ class Conv2D(Op):
         forward += [
             f"# {cols}: a column per output place and sample, its window (c, m, n) down it",
             f"{cols} = _columns({padded}, {window})  # ({size}, {places}·B)",
-            f"{z} = ({kernel} @ {cols}).reshape({out_channels}, {out_h}, {out_w}, B)"
-            + (f" + {bias}[:, None, None, None]" if self.bias else ""),
+            f"{z} = ({kernel} @ {cols}).reshape({out_channels}, {out_h}, {out_w}, B)",
+            *([f"{z} += {bias}[:, None, None, None]  # in place: z is new"] if self.bias else []),
         ]
         parameter_grads = self._parameter_grads(input_shape, names, padded, Branch(
             "(c·m·n, i·j·b) @ (i·j·b, o), transposed: more rows than o for BLAS's threads",
@@ -375,17 +376,60 @@ class Conv2D(Op):
                 *([f"grads[{bias!r}] = {dz}.sum(axis=(1, 2, 3))"] if self.bias else []),
             ],
         ))
+        return LayerCode(forward, self._input_grad_code(input_shape, names), parameter_grads)
+
+    def transposed_padding(self, input_shape: Shape) -> Pair | None:
+        """How far its code pads ∂L/∂z to get ∂L/∂input as ∂L/∂z cross-correlated with the
+        kernel turned 180° (a transposed convolution): d·(K − 1) − P on each axis. None where
+        it adds each window's share back instead: a stride of 2 or more, a padding past the
+        kernel's span, or more outputs than inputs (O·H·W > C·OH·OW), where gathering ∂L/∂z's
+        windows would copy more values than adding the windows back goes through."""
+        channels, height, width = input_shape
+        out_channels, out_h, out_w = self.output_shape(input_shape)
+        pads = tuple(d * (k - 1) - p for d, k, p in zip(self.dilation, self.kernel_size, self.padding))
+        if self.stride != (1, 1) or min(pads) < 0 or out_channels * height * width > channels * out_h * out_w:
+            return None
+        return pads
+
+    def _input_grad_code(self, input_shape: Shape, names: CodeNames) -> list[str]:
+        """∂L/∂input on the windows: where it can (``transposed_padding``), the windows of
+        ∂L/∂z (padded) as columns, then one product with the kernel turned 180° and its
+        channels swapped — a product over O·kh·kw values, as z's is over C·kh·kw (measured on
+        resnet_tiny's 8 → 8 channels, 16x16: 1.4x faster for 32 samples, 1.3x for one, than
+        the scatter-add, whose product runs over O values only); else each window's share,
+        the kernel times ∂L/∂z, added back where it was read."""
+        channels, height, width = input_shape
+        out_channels, out_h, out_w = self.output_shape(input_shape)
+        (kh, kw), stride, padding, dilation = self.kernel_size, self.stride, self.padding, self.dilation
+        l, x, z, dz, dx = names
+        pads = self.transposed_padding(input_shape)
+        if pads is not None:
+            size = out_channels * kh * kw
+            reads = ", ".join(
+                f"{u} + {d if d != 1 else ''}{k} - {q}" if q else f"{u} + {d if d != 1 else ''}{k}"
+                for u, k, d, q in zip("uv", "mn", dilation, pads)
+            )
+            return [
+                f"# dL/d{x}[c,u,v,b] = sum_(o,m,n) W{l}[o,c,{kh - 1}-m,{kw - 1}-n] * dL/d{z}[o, {reads}, b]:",
+                f"# the windows of dL/d{z} (zeros around) times the kernel turned 180°, channels swapped",
+                (
+                    f"d_cols = _columns({padded_text(dz, pads)}, {self.kernel_size}, (1, 1), {dilation})"
+                    f"  # ({size}, {height * width}·B)"
+                ),
+                f"turned = W{l}[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape({channels}, {size})",
+                f"{dx} = (turned @ d_cols).reshape({channels}, {height}, {width}, B)",
+            ]
         padded_shape = f"({channels}, {height + 2 * padding[0]}, {width + 2 * padding[1]}, B)"
         added = f"_add_windows(d_windows, {padded_shape}, {stride}, {dilation})"
-        backward = [
+        kernel = f"W{l}.reshape({out_channels}, {channels * kh * kw})"
+        return [
             f"# dL/d{x}: each window's share, the kernel times dL/d{z}, added back where it was read",
             (
-                f"d_windows = ({kernel}.T @ {dz}.reshape({out_channels}, {places} * B))"
+                f"d_windows = ({kernel}.T @ {dz}.reshape({out_channels}, {out_h * out_w} * B))"
                 f".reshape({channels}, {kh}, {kw}, {out_h}, {out_w}, B)"
             ),
             f"{dx} = {unpadded_text(added, padding)}",
         ]
-        return LayerCode(forward, backward, parameter_grads)
 
     def _matrix_code(self, input_shape: Shape, names: CodeNames) -> LayerCode:
         """The convolution as its matrix T (o·i·j rows, c·h·w columns), built from W."""
@@ -401,8 +445,8 @@ class Conv2D(Op):
             f"# input (c, h, w): W{l}[o,c,m,n] where window (i, j) reads (c, h, w) at place (m, n)",
             f"{matrix} = _conv_matrix({weight}, {settings})",
             f"{flat} = {x}.reshape({inputs}, B)",
-            f"{z} = ({matrix} @ {flat}).reshape({out_channels}, {out_h}, {out_w}, B)"
-            + (f" + {bias}[:, None, None, None]" if self.bias else ""),
+            f"{z} = ({matrix} @ {flat}).reshape({out_channels}, {out_h}, {out_w}, B)",
+            *([f"{z} += {bias}[:, None, None, None]  # in place: z is new"] if self.bias else []),
         ]
         padded = padded_text(x, self.padding)
         weight_shape = (out_channels, channels, *self.kernel_size)
