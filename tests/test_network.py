@@ -110,7 +110,7 @@ BAD_SPECS = [
     ({"input": [1, 4, 4], "layers": [{"dense": {"units": 0}}]},
      "layer 1 (dense): units must be a positive integer, got 0"),
     ({"input": [1, 4, 4], "layers": [{"conv": {"kernel_size": 2, "strides": 2}}]},
-     "layer 1 (conv): unknown key 'strides'; allowed: kernel_size, out_channels, stride"),
+     "layer 1 (conv): unknown key 'strides'; allowed: out_channels, kernel_size, stride"),
     ({"input": [1, 4, 4], "layers": [{"conv": {"kernel_size": 2, "activation": "swish"}}]},
      "layer 1 (conv): unknown activation 'swish'; choose one of g, identity, sigmoid"),
     ({"input": [1, 4, 4], "layers": [{"pool": {"size": 2}}]},
