@@ -1,9 +1,10 @@
 """backend="jax": the same per-layer code with jax.numpy under jax.jit gives the numpy code's
-numbers, on every operation and on graphs (tests/graphs.py, resnet_tiny). Skipped, saying why,
-where jax is not installed (pip install -e '.[jax]')."""
+numbers, on every operation and on graphs (tests/graphs.py, resnet_tiny). jax comes with the
+test extra, so these run wherever the tests do."""
 
 from __future__ import annotations
 
+import jax  # noqa: F401  the test extra installs it (pip install -e '.[test]'): no skip hides it
 import numpy as np
 import pytest
 from graphs import GRAPHS
@@ -13,8 +14,6 @@ from test_numeric_layers import CASES, FORMS, OPERATIONS, batch, network
 import symbackprop as sb
 from symbackprop import numeric
 from symbackprop.verify import draw_point
-
-pytest.importorskip("jax", reason="jax is not installed: pip install -e '.[jax]' to test backend='jax'")
 
 
 @pytest.mark.slow  # a jax.jit compile per case
