@@ -57,6 +57,66 @@ def test_map_losses_equal_torch_on_every_face(loss, rng):
             assert_close(out.grads[name], grad)
 
 
+@pytest.mark.parametrize("style", ["layers", "nodes"])
+@pytest.mark.parametrize("reduce", [None, "sum", "mean"])
+def test_a_map_takes_class_indices_per_pixel_as_torch_does(style, reduce, rng):
+    net = segmenter()
+    x, _, params, labels = point(net, rng)  # labels (3, 4, 4): a class per pixel
+    out = net.derive().numeric(style=style, reduce=reduce)(x, labels, params)
+    xt = torch.tensor(x, requires_grad=True)
+    model = sb.to_torch(net, params)
+    per_sample = torch.nn.functional.cross_entropy(model(xt), torch.tensor(labels), reduction="none")
+    losses = per_sample.sum(dim=(1, 2))
+    expected = {None: losses, "sum": losses.sum(), "mean": losses.mean()}[reduce]
+    assert_close(out.loss, expected.detach().numpy())
+    if reduce is not None:
+        expected.backward()
+        assert_close(out.grads["x"], xt.grad.numpy())
+    probabilities = np.moveaxis(np.eye(3)[labels], -1, 1).reshape(3, -1)  # one-hot per pixel
+    one_hot = net.derive().numeric(style=style, reduce=reduce)(x, probabilities, params)
+    for name, grad in one_hot.grads.items():
+        np.testing.assert_array_equal(out.grads[name], grad)
+    one = net.derive().numeric(style=style)(x[0], labels[0], params)  # one sample: an (H, W) map
+    assert_close(one.loss, losses[0].item())
+
+
+def test_targets_may_come_as_the_map_or_as_a_class_per_sample(rng):
+    net = segmenter()
+    x, y, params, labels = point(net, rng)
+    f = net.derive().numeric(reduce="sum")
+    flat = f(x, y, params).loss
+    assert f(x, y.reshape(3, 3, 4, 4), params).loss == flat  # (B, C, H, W) as torch's probabilities
+    assert f(x, labels, params).loss == flat
+    classifier = sb.Network((4,), [sb.Dense(3, bias=True)], loss="cross_entropy")
+    params = {name: rng.normal(size=shape) for name, shape in classifier.parameters.items()}
+    x, labels = rng.normal(size=(5, 4)), np.array([0, 2, 1, 2, 0])
+    with torch.no_grad():
+        logits = sb.to_torch(classifier, params)(torch.tensor(x))
+        expected = torch.nn.functional.cross_entropy(logits, torch.tensor(labels), reduction="sum")
+    assert_close(classifier.derive().numeric(reduce="sum")(x, labels, params).loss, expected.item())
+    assert_close(classifier.derive().numeric()(x[1], 2, params).loss,
+                 torch.nn.functional.cross_entropy(logits[1], torch.tensor(2)).item())
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.full((3, 4, 4), 3), "y holds class 3; this output has 3 classes, 0 to 2"),
+    (np.full((3, 4, 4), -1), "y holds class -1"),
+    (np.zeros((3, 4, 5), dtype=int), r"integer shape \(3, 4, 5\): class indices are an array \(4, 4\)"),
+])
+def test_class_indices_out_of_range_or_of_the_wrong_shape_are_refused(labels, message, rng):
+    net = segmenter()
+    x, _, params, _ = point(net, rng)
+    with pytest.raises(ValueError, match=message):
+        net.derive().numeric()(x, labels, params)
+
+
+def test_sse_takes_no_class_indices(rng):
+    net = segmenter(loss="sse")
+    x, _, params, labels = point(net, rng)
+    with pytest.raises(ValueError, match="y has shape"):
+        net.derive().numeric()(x, labels, params)
+
+
 def test_the_closed_form_loss_of_a_map_sums_a_softmax_per_pixel():
     net = sb.Network((1, 1, 2), [sb.Conv2D(out_channels=2, kernel_size=1)], loss="cross_entropy")
     text = str(net.derive().graph.loss)

@@ -184,6 +184,7 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str) -> str:
         f"loss={None if net.loss_function.generic else net.loss!r}"
         + (", buffers=BUFFERS" if net.buffers else "")
         + (", couples=True" if net.couples_samples else "")
+        + (f", output_shape={net.shapes[-1]!r}" if len(net.shapes[-1]) > 1 else "")
         + ")\n"
         f"_PROGRAMS = Programs("
         f"nodes={nodes.PROGRAM if 'nodes' in styles else None}, "
@@ -288,7 +289,9 @@ def _entry(net: Network, styles: tuple[str, ...]) -> str:
     return (
         "def loss_and_grads(x, y, params, reduce=None, g=None, loss=None):\n"
         '    """The loss and its gradients at one sample x (C, H, W) or a batch x (B, C, H, W).\n\n'
-        "    y is (K,) or (B, K); params maps each name of PARAMETERS to an array of that shape.\n"
+        "    y is (K,) or (B, K), a map's (C, H, W) or (B, C, H, W), or for cross-entropy class\n"
+        "    indices: an int per sample, or an (H, W) array of them for a map. params maps each\n"
+        "    name of PARAMETERS to an array of that shape.\n"
         "    reduce=None: per sample, each gradient (B, *shape) for a batch; reduce=\"sum\" or\n"
         '    "mean": the batch\'s loss and parameter gradients. g= and loss= choose the generic\n'
         "    activation and loss by name when the network leaves them generic.\n"

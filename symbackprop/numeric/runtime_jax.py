@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy
 
-from .runtime.calls import _empty, _result, checked, choose
+from .runtime.calls import _empty, _result, checked, choose, targets
 from .runtime.windows import _conv_matrix_index
 
 jax.config.update("jax_enable_x64", True)  # float64, as the numpy code
@@ -264,7 +264,7 @@ _COMPILED = {}  # (program, choice, per sample) -> the jit-compiled function
 def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
     """Check the arguments (numpy), run the jit-compiled program, shape the result."""
     chosen = choose(layout, g, loss)
-    x, y, params, one = checked(layout, x, y, params, reduce)
+    x, y, params, one = checked(layout, x, targets(layout, y, loss), params, reduce)
     size = len(x)
     if size == 0:
         return _empty(layout, reduce)

@@ -43,10 +43,12 @@ class Layout:
     whether its activation g is generic, and its loss (None: generic, chosen at run time)."""
 
     def __init__(
-        self, input_shape, output_size, parameters, generic_g, loss, buffers=None, couples=False
+        self, input_shape, output_size, parameters, generic_g, loss, buffers=None, couples=False,
+        output_shape=None,
     ):
         self.input_shape = tuple(input_shape)
         self.output_size = output_size
+        self.output_shape = tuple(output_shape or (output_size,))  # a map's (C, H, W)
         self.parameters = dict(parameters)
         self.generic_g = generic_g
         self.loss = loss
@@ -146,6 +148,37 @@ def checked(layout, x, y, params, reduce):
     return (x[None], y[None], arrays, True) if one else (x, y, arrays, False)
 
 
+def targets(layout, y, loss):
+    """y as the program takes it, (K,) or (B, K) in the output's (channel, row, column) order,
+    from what a caller may give: that, a map's values as (C, H, W) or (B, C, H, W), or — for
+    cross-entropy — class indices as torch's CrossEntropyLoss takes them: an integer per sample
+    for a vector output, an H×W array of them per sample for a map, each made a one-hot
+    probability vector over the C channels."""
+    if type(y) is numpy.ndarray and y.ndim <= 2 and y.dtype.kind == "f":
+        return y  # the quick path: already as the program takes it
+    y = numpy.asarray(y)
+    shape = layout.output_shape
+    if y.dtype.kind in "iu" and (loss or layout.loss) == "cross_entropy":
+        classes, per_sample = shape[0], shape[1:]
+        if y.shape != per_sample and y.shape[1:] != per_sample:
+            where = "an integer" if not per_sample else f"an array {per_sample} of integers"
+            raise ValueError(
+                f"y has integer shape {y.shape}: class indices are {where} per sample "
+                f"(or a batch of them), for an output of {classes} classes"
+            )
+        if y.size and (y.min() < 0 or y.max() >= classes):
+            raise ValueError(
+                f"y holds class {y.min() if y.min() < 0 else y.max()}; "
+                f"this output has {classes} classes, 0 to {classes - 1}"
+            )
+        batch = y.ndim - len(per_sample)
+        one_hot = numpy.eye(classes)[y]  # (*batch, *pixels, C): the channel last
+        return numpy.moveaxis(one_hot, -1, batch).reshape(*y.shape[:batch], -1)
+    if len(shape) > 1 and y.shape[-len(shape):] == shape:
+        return y.reshape(*y.shape[: y.ndim - len(shape)], -1)  # a map's values, flattened
+    return y
+
+
 def _expected(layout):
     wanted = {**layout.parameters, **layout.buffers}
     return ", ".join(f"{name} {shape}" for name, shape in wanted.items())
@@ -216,7 +249,7 @@ class Programs(NamedTuple):
 def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
     """Check the arguments, run a program, shape the result (see ``Result``)."""
     chosen = choose(layout, g, loss)
-    x, y, params, one = checked(layout, x, y, params, reduce)
+    x, y, params, one = checked(layout, x, targets(layout, y, loss), params, reduce)
     size = len(x)
     if size == 0:
         return _empty(layout, reduce)
