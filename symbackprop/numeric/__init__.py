@@ -67,7 +67,7 @@ DTYPES = ("float64", "float32")
 # leaves a margin of 30x or more, and still catches a term of 1e-4 of the scale left out.
 # The absolute floor covers values near zero computed by cancelling values of order one (an
 # output minus its target): their errors are float32's rounding of those, about 6e-8 each.
-TOLERANCES = {"float32": (1e-4, 1e-6), "float64": (1e-9, 1e-12)}
+TOLERANCES = {"float64": (1e-9, 1e-12), "float32": (1e-4, 1e-6)}
 # Measured (one thread, CPU time): on the article's network (75 edges) the per-node program
 # takes 16 µs for one sample on python floats, the per-layer code 43 µs; on network B of
 # benchmarks/numeric.py (4 458 edges) 272 µs against 68 µs: about 0.06 µs an edge, the

@@ -56,10 +56,16 @@ class _ProgramPrinter(PythonCodePrinter):
 
     printmethod = ""  # a function must not inline its elementary form here
 
-    def __init__(self, activated: Mapping[sympy.Symbol, sympy.Symbol]):
+    def __init__(self, activated: Mapping[sympy.Symbol, sympy.Symbol], arrays: bool = False):
         super().__init__({"order": "none"})  # terms as stored: no sorting of large sums
         self.activated = activated  # each z node -> its a node
         self.helpers: dict[str, type] = {}  # helpers printed from sympy the code needs
+        self.arrays = arrays  # every node an array, never a python float (off float64)
+
+    def _print_Pow(self, expr: sympy.Pow, rational: bool = False) -> str:
+        # math.sqrt takes floats only (batch normalisation's sqrt(var + eps)); on arrays,
+        # numpy's, which keeps their dtype
+        return self._hprint_Pow(expr, rational=rational, sqrt="numpy.sqrt" if self.arrays else "math.sqrt")
 
     def _print(self, expr: Any, **kwargs: Any) -> str:
         if isinstance(expr, g_prime) and expr.args[0] in self.activated:
@@ -144,7 +150,8 @@ def program_source(d: Derivation, dtype: str = "float64") -> str:
     ``dtype``)."""
     graph, program = d.graph, d.program
     generic_g = d.network.generic_activation
-    printer = _ProgramPrinter({node.z: node.symbol for layer in graph.layers for node in layer.a})
+    activated = {node.z: node.symbol for layer in graph.layers for node in layer.a}
+    printer = _ProgramPrinter(activated, arrays=dtype != "float64")
     args = ["x", "y", "params", *(["g", "g_prime"] if generic_g else []), "loss_value", "loss_gradient"]
     lines = [
         f"def {PROGRAM}({', '.join(args)}):",
