@@ -1,7 +1,8 @@
 """The ``symbackprop`` command: the only module that prints to the terminal or writes files.
 
     symbackprop derive  [SPEC] [--preset NAME] [-o DIR] [--closed-forms none|small|all] [--style layers|nodes]
-    symbackprop check   [SPEC] [--preset NAME] [--samples N] [--seed S] [--json]
+                        [--dtype float64|float32]
+    symbackprop check   [SPEC] [--preset NAME] [--samples N] [--seed S] [--json] [--dtype float64|float32]
     symbackprop handout [SPEC] [--preset NAME] [-o DIR] [--no-pdf] [--keep-log] [--detail full|summary]
     symbackprop exercises [SPEC] [--preset NAME] [--seed N] [-o DIR] [--no-pdf] [--keep-log]
     symbackprop --version
@@ -49,6 +50,7 @@ from .document import default_detail, render_exercises, render_handout
 from .errors import SpecError
 from .latex import latex_errors, overfull_boxes
 from .network import Network
+from .numeric import DTYPES
 from .presets import PRESETS
 from .record import CLOSED_FORMS, Plan, dumps
 from .spec import load_spec
@@ -312,7 +314,7 @@ def run_derive(args: argparse.Namespace) -> int:
         (staging / "derivation.json").write_text(dumps(record), encoding="utf-8")
         with progress.bar("gradients.py", 1, "file") as bar:
             # numpy-only loss_and_grads(x, y, params); per layer, it never builds the scalar graph
-            d.export_module(staging / "gradients.py", style=args.style)
+            d.export_module(staging / "gradients.py", style=args.style, dtype=args.dtype)
             bar.update(1)
     done = time.perf_counter()
     files = ", ".join(f"{target / name} ({_file_size(target / name)})"
@@ -344,7 +346,7 @@ def run_check(args: argparse.Namespace) -> int:
             begun.append(_choice(g, loss))
             bar.set_description(f"checking {begun[-1]}" if begun[-1] else "checking")
 
-        report = check(d, samples=args.samples, seed=args.seed, on_choice=on_choice)
+        report = check(d, samples=args.samples, seed=args.seed, on_choice=on_choice, dtype=args.dtype)
         bar.update(bar.total - bar.n)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -359,10 +361,9 @@ def _choice(g: str | None, loss: str | None) -> str:
 
 def _check_table(report) -> str:
     """The report as text: per choice, a row per quantity with abs and rel error per method."""
-    from .verify import TOLERANCES
-
     methods = report.methods
     code = " and ".join({"layers": "per-layer code", "nodes": "per-node program"}[s] for s in report.styles)
+    code += f", {report.dtype}" if report.dtype != "float64" else ""
     lines = [
         (
             f"check {report.network}: {report.samples} samples, seed {report.seed}; "
@@ -387,7 +388,7 @@ def _check_table(report) -> str:
             verdict = "ok" if row.agree else "DIFFERS from " + ", ".join(row.disagreeing)
             lines.append(f"  {row.name:<8}{cells}{verdict}")
     tolerances = ", ".join(
-        f"{m} {TOLERANCES[m][0]:.0e} rel + {TOLERANCES[m][1]:.0e} abs" for m in methods
+        f"{m} {report.tolerance(m)[0]:.0e} rel + {report.tolerance(m)[1]:.0e} abs" for m in methods
     )
     lines += ["", f"tolerances: {tolerances}"]
     lines.append("all agree" if report.agree else "DISAGREE: a derived gradient is wrong")
@@ -565,6 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="gradients.py's code: a block per layer, or a line per node of the graph "
         "(default: per layer, with the per-node program too for a small network)",
     )
+    derive.add_argument("--dtype", choices=DTYPES, default="float64",
+                        help="what gradients.py computes in and returns: float64 (the default) or "
+                        "float32 (inputs of another dtype converted at the call)")
 
     check = _command(
         commands, "check", run_check,
@@ -577,6 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--samples", type=_count(1), default=3, metavar="N", help="random points (default 3)")
     check.add_argument("--seed", type=_count(0), default=0, metavar="S", help="random seed, 0 or more (default 0)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--dtype", choices=DTYPES, default="float64",
+                       help="check the code that computes in this dtype: float32 is compared with "
+                       "the float64 code, the reference and torch in float32, within 1e-4 of each "
+                       "quantity's largest magnitude + 1e-6 (default float64: 1e-9 + 1e-12)")
 
     handout = _command(
         commands, "handout", run_handout, help="write a teaching handout (LaTeX, PDF, Markdown)",

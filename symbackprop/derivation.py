@@ -34,20 +34,24 @@ class Derivation(Engine):
     # ---- numbers ------------------------------------------------------------------------
 
     def numeric(self, g: str | None = None, loss: str | None = None, reduce: str | None = None,
-                style: str | None = None, backend: str = "numpy") -> _numeric.NumericFunction:
+                style: str | None = None, backend: str = "numpy",
+                dtype: str = "float64") -> _numeric.NumericFunction:
         """Fast ``loss_and_grads(x, y, params)``, generic g/loss chosen by name, per sample or
         reduced over a batch (``reduce="sum"``/``"mean"``); see ``symbackprop.numeric.numeric``.
         A derivation of a batch (``derive(batch=N)``) runs the per-layer code, which takes any
-        batch: its per-node program is of those N samples."""
+        batch: its per-node program is of those N samples. ``dtype="float32"``: the code
+        computes in float32 end to end (see ``symbackprop.numeric.TOLERANCES``)."""
         if self.batch is not None:
             if style == "nodes":
                 raise ValueError("style='nodes' is the program of one sample: derive without batch= for it")
             style = "layers"
-        return _numeric.numeric(self, g=g, loss=loss, reduce=reduce, style=style, backend=backend)
+        return _numeric.numeric(self, g=g, loss=loss, reduce=reduce, style=style, backend=backend, dtype=dtype)
 
-    def export_module(self, path: str | Path, style: str | None = None, backend: str = "numpy") -> Path:
-        """Write the standalone numpy module with ``loss_and_grads``; returns its path."""
-        return _numeric.export_module(self, path, style=style, backend=backend)
+    def export_module(self, path: str | Path, style: str | None = None, backend: str = "numpy",
+                      dtype: str = "float64") -> Path:
+        """Write the standalone numpy module with ``loss_and_grads``, computing in ``dtype``;
+        returns its path."""
+        return _numeric.export_module(self, path, style=style, backend=backend, dtype=dtype)
 
     # ---- the tensor view ------------------------------------------------------------------
 

@@ -15,14 +15,20 @@ loss, with three methods that share nothing with that code:
   of that many (the report says which);
 * ``torch``: PyTorch autograd in float64, when torch is installed.
 
+``check(d, dtype="float32")`` checks the float32 code (``d.numeric(dtype="float32")``) the
+same way, against a fourth method, ``float64 code`` (the same code in float64), and against
+torch in float32; every method is then judged with float32's tolerance
+(``numeric.TOLERANCES``: 1e-4 of the quantity's largest magnitude, 1e-6 absolute), and the
+float32 results must be float32 arrays.
+
 A network with a generic activation g or loss L is checked once per concrete
 choice (see ``choices``). The result is a ``Report``: per choice, per parameter,
 the largest absolute error over the samples, the relative error (that error over
 the largest magnitude the method gave), and whether it is within tolerance.
 
 Imports numpy, ``reference``, ``ops.arrays`` (where activations bend), the activation and
-loss registries (for the names of the concrete choices) and, when torch is installed,
-``torch_bridge``.
+loss registries (for the names of the concrete choices), ``numeric`` (float32's tolerance)
+and, when torch is installed, ``torch_bridge``.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import numpy as np
 from . import reference
 from .activations import ACTIVATIONS
 from .losses import LOSSES
+from .numeric import TOLERANCES as DTYPE_TOLERANCES
 from .ops.arrays import near_kink
 
 if TYPE_CHECKING:
@@ -64,6 +71,7 @@ class Comparison:
 
     abs_error: float = 0.0
     scale: float = 0.0  # the largest magnitude the method gave
+    tolerance: tuple[float, float] | None = None  # (rtol, atol); None: TOLERANCES[method]
 
     @property
     def rel_error(self) -> float:
@@ -72,7 +80,7 @@ class Comparison:
         return 0.0 if self.abs_error == 0 else float("inf")
 
     def agrees(self, method: str) -> bool:
-        rtol, atol = TOLERANCES[method]
+        rtol, atol = self.tolerance or TOLERANCES[method]
         return self.abs_error <= atol + rtol * self.scale
 
     def add(self, derived: Any, other: Any) -> None:
@@ -102,6 +110,7 @@ class Row:
                 "abs": c.abs_error,
                 "rel": c.rel_error if np.isfinite(c.rel_error) else None,  # None: all zero
                 "agree": c.agrees(method),
+                **({"rtol": c.tolerance[0], "atol": c.tolerance[1]} if c.tolerance else {}),
             }
             for method, c in self.comparisons.items()
         }
@@ -138,6 +147,12 @@ class Report:
     styles: list[str] = field(default_factory=lambda: ["layers"])  # the numeric code checked
     # quantity -> (elements differenced, elements) where finite differences took a sample
     sampled: dict[str, tuple[int, int]] = field(default_factory=dict)
+    dtype: str = "float64"  # what the checked code computes in
+
+    def tolerance(self, method: str) -> tuple[float, float]:
+        """(rtol, atol) a method's numbers are judged with: its own in float64, float32's
+        (``numeric.TOLERANCES``) for float32 code."""
+        return TOLERANCES[method] if self.dtype == "float64" else DTYPE_TOLERANCES[self.dtype]
 
     @property
     def agree(self) -> bool:
@@ -145,9 +160,10 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data, for JSON."""
-        tolerances = {m: dict(zip(("rtol", "atol"), TOLERANCES[m])) for m in self.methods}
+        tolerances = {m: dict(zip(("rtol", "atol"), self.tolerance(m))) for m in self.methods}
         return {
             "network": self.network,
+            "dtype": self.dtype,
             "samples": self.samples,
             "seed": self.seed,
             "methods": self.methods,
@@ -182,18 +198,25 @@ def check(
     samples: int = 3,
     seed: int = 0,
     on_choice: Callable[[str | None, str | None], None] | None = None,
+    dtype: str = "float64",
 ) -> Report:
     """Compare ``d``'s numeric gradients with every independent method at ``samples``
     random points drawn with ``seed``, for each choice of a generic g and loss
-    (``on_choice(g, loss)`` is told as each begins)."""
+    (``on_choice(g, loss)`` is told as each begins). ``dtype="float32"``: the float32 code,
+    against the float64 code too, torch in float32, and float32's tolerance."""
     samples, seed = operator.index(samples), operator.index(seed)  # numpy integers welcome
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     if seed < 0:
         raise ValueError(f"seed must be 0 or more, got {seed}")
+    if dtype not in DTYPE_TOLERANCES:
+        raise ValueError(f"dtype={dtype!r}; choose one of {', '.join(map(repr, DTYPE_TOLERANCES))}")
     torch = _torch()
     methods = [m for m in METHODS if m != "torch" or torch is not None]
+    if dtype != "float64":
+        methods.insert(0, FLOAT64_CODE)
     skipped = {} if torch is not None else {"torch": "not installed"}
+    tolerance = None if dtype == "float64" else DTYPE_TOLERANCES[dtype]
     net = d.network
     styles = ["layers", "nodes"] if net.graph_edges <= NODES_LIMIT else ["layers"]
     rng = np.random.default_rng(seed)
@@ -207,7 +230,7 @@ def check(
     for g, loss in choices(net):
         if on_choice:
             on_choice(g, loss)
-        functions = [d.numeric(g=g, loss=loss, style=style) for style in styles]
+        functions = [d.numeric(g=g, loss=loss, style=style, dtype=dtype) for style in styles]
         rows = {name: Row(name) for name in ["loss", "x", *net.parameters]}
         points = []
         for _ in range(samples):
@@ -215,13 +238,16 @@ def check(
             points.append((x, y))
             derived = [f(x, y, params) for f in functions]  # one sample,
             derived += [_first(f(x[None], y[None], params)) for f in functions]  # a batch of one
+            _require_dtype(derived, dtype)
             others = {"reference": reference.loss_and_grads(net, x, y, params, g=g, loss=loss)}
+            if dtype != "float64":
+                others = {FLOAT64_CODE: d.numeric(g=g, loss=loss, style="layers")(x, y, params), **others}
             others["finite differences"] = finite_differences(net, x, y, params, g, loss, elements)
             if torch is not None:
-                others["torch"] = torch_loss_and_grads(net, x, y, params, g, loss)
+                others["torch"] = torch_loss_and_grads(net, x, y, params, g, loss, dtype)
             for method, other in others.items():
                 for out in derived:
-                    _compare(rows, method, out, other)
+                    _compare(rows, method, out, other, tolerance)
         # The batch of all the points, reduced: the summed loss and gradients (the last
         # point's parameters), against the reference's per-sample ones summed.
         xs, ys = np.stack([p[0] for p in points]), np.stack([p[1] for p in points])
@@ -231,22 +257,42 @@ def check(
             {n: v if n == "x" else v.sum(axis=0) for n, v in per_sample.grads.items()},
         )
         for style in styles:
-            f = d.numeric(g=g, loss=loss, reduce="sum", style=style)
-            _compare(rows, "reference", f(xs, ys, params), summed)
+            f = d.numeric(g=g, loss=loss, reduce="sum", style=style, dtype=dtype)
+            out = f(xs, ys, params)
+            _require_dtype([out], dtype)
+            _compare(rows, "reference", out, summed, tolerance)
         runs.append(Run(g, loss, list(rows.values())))
     sampled = {n: (FD_ELEMENTS, sizes[n]) for n, chosen in elements.items() if chosen is not None}
-    return Report(net.name, samples, seed, methods, skipped, runs, styles, sampled)
+    return Report(net.name, samples, seed, methods, skipped, runs, styles, sampled, dtype)
 
 
-def _compare(rows: dict[str, Row], method: str, derived: Any, other: Any) -> None:
+FLOAT64_CODE = "float64 code"  # the method of float32 code's check: the same code in float64
+
+
+def _require_dtype(results: list[Any], dtype: str) -> None:
+    """Every gradient of the code's results is an array of ``dtype``: float32 code that gave
+    float64 somewhere computed in float64, a bug (an AssertionError, as any other bug)."""
+    for out in results:
+        wrong = {name: str(grad.dtype) for name, grad in out.grads.items() if grad.dtype != dtype}
+        assert not wrong, f"{dtype} code returned gradients of another dtype: {wrong}"
+
+
+def _compare(
+    rows: dict[str, Row], method: str, derived: Any, other: Any, tolerance: tuple[float, float] | None = None
+) -> None:
     """Add one derived result against one method's to the rows (no loss row if it gave none;
-    only the elements finite differences looked at, the others being nan there)."""
+    only the elements finite differences looked at, the others being nan there), judged with
+    ``tolerance`` (None: the method's own)."""
+
+    def comparison(row: Row) -> Comparison:
+        return row.comparisons.setdefault(method, Comparison(tolerance=tolerance))
+
     if other.loss is not None:
-        rows["loss"].comparisons.setdefault(method, Comparison()).add(derived.loss, other.loss)
+        comparison(rows["loss"]).add(derived.loss, other.loss)
     for name, grad in other.grads.items():
         mine = np.asarray(derived.grads[name], dtype=float)
         looked_at = ~np.isnan(grad) if method == "finite differences" else ...
-        rows[name].comparisons.setdefault(method, Comparison()).add(mine[looked_at], grad[looked_at])
+        comparison(rows[name]).add(mine[looked_at], np.asarray(grad, dtype=float)[looked_at])
 
 
 def _first(batch: Any) -> reference.Result:
@@ -356,10 +402,23 @@ def torch_loss_and_grads(
     params: Mapping[str, np.ndarray],
     g: str | None = None,
     loss: str | None = None,
+    dtype: str = "float64",
 ) -> reference.Result:
-    """PyTorch autograd's loss and gradients at one sample, in float64, through the bridge
-    (with the exact softplus: torch's own returns z past z = 20)."""
+    """PyTorch autograd's loss and gradients at one sample, in float64 (or ``dtype``),
+    through the bridge (with the exact softplus: torch's own returns z past z = 20)."""
     from . import torch_bridge
 
-    losses, grads = torch_bridge.loss_and_grads(net, x[None], y[None], params, g, loss)
-    return reference.Result(float(losses[0]), {name: grad[0] for name, grad in grads.items()})
+    if dtype == "float64":
+        losses, grads = torch_bridge.loss_and_grads(net, x[None], y[None], params, g, loss)
+        return reference.Result(float(losses[0]), {name: grad[0] for name, grad in grads.items()})
+    torch = _torch()
+    kind = getattr(torch, dtype)
+    concrete = net.with_choices(g=g) if g is not None else net
+    model = torch_bridge.to_torch(concrete, params, exact=True).to(kind)  # weights and buffers
+    inputs = torch.tensor(np.asarray(x)[None], dtype=kind, requires_grad=True)
+    outputs = model(inputs).reshape(1, -1)
+    value = torch_bridge.torch_loss(net, loss)(outputs, torch.tensor(np.asarray(y)[None], dtype=kind))[0]
+    value.backward()
+    grads = {"x": inputs.grad[0].numpy()}
+    grads.update({name: p.grad.numpy() for name, p in zip(net.parameters, model.parameters())})
+    return reference.Result(float(value.detach()), grads)

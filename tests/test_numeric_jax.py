@@ -120,3 +120,44 @@ def test_resnet_tiny_summed_over_a_batch_is_torch_backward(rng):
     source = numeric.module_source(net.derive(), backend="jax")
     assert "    a4 = a1 + a3\n" in source  # the identity shortcut's join
     assert "    da1 = da1_2 + da1_4\n" in source  # the stem's gradient from both its readers
+
+
+# ---- float32 ------------------------------------------------------------------------------------
+
+JAX_FLOAT32_CASES = {name: lambda op=op: network(op) for name, op in OPERATIONS.items()}
+JAX_FLOAT32_CASES.update(GRAPH_NETWORKS)
+JAX_FLOAT32_CASES.update({preset: getattr(sb.presets, preset) for preset in ("lenet5", "fcn_tiny", "unet_tiny")})
+
+
+QUICK = ("conv", "maxpool, overlapping and padded", "lenet5")  # the others: a jax.jit compile each, slow
+
+
+@pytest.mark.parametrize("name", [
+    name if name in QUICK else pytest.param(name, marks=pytest.mark.slow) for name in JAX_FLOAT32_CASES
+])
+def test_float32_jax_arrays_stay_float32_and_give_the_numpy_float32_numbers(name, rng):
+    import re
+
+    import jax
+
+    net = JAX_FLOAT32_CASES[name]()
+    d = net.derive()
+    x, y, params = graph_batch(net, rng, 3)
+    module = numeric.compiled(d, None, "jax", "float32")
+    chosen = module.choose(module._LAYOUT, None, None)
+    as32 = {name: value.astype(np.float32) for name, value in params.items()}
+
+    def program(x, y, params):
+        return module._layers(x, y, params, *chosen, {}, False, 1.0)
+
+    traced = str(jax.make_jaxpr(program)(x.astype(np.float32), y.astype(np.float32), as32))
+    # no float64 array anywhere in the compiled program (weakly typed scalars such as the
+    # padding's 0.0 take the array's dtype)
+    assert not re.search(r"f64\[\d", traced), [line for line in traced.splitlines() if re.search(r"f64\[\d", line)][:3]
+    rtol, atol = numeric.TOLERANCES["float32"]
+    for reduce in (None, "sum"):
+        out = d.numeric(backend="jax", reduce=reduce, dtype="float32")(x, y, params)
+        assert {grad.dtype for grad in out.grads.values()} == {np.dtype(np.float32)}
+        expected = d.numeric(style="layers", reduce=reduce)(x, y, params)  # float64
+        for key, grad in expected.grads.items():
+            assert np.abs(out.grads[key] - grad).max() <= atol + rtol * np.abs(grad).max(), key

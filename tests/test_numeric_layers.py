@@ -183,6 +183,33 @@ def test_large_batches_run_a_chunk_at_a_time_with_the_same_result(rng, monkeypat
         assert_same_gradients(module.loss_and_grads(x, y, params, reduce), *expected, rtol=1e-14)
 
 
+def padding_only_network() -> sb.Network:
+    """A convolution whose every window lies on the padding: 1x1 kernels at stride 5 over a
+    2x2 input padded by 2 read places -2 and 3 of each axis, never the input. Its output is
+    0 whatever x, and so is its weight gradient."""
+    return sb.Network(
+        (1, 2, 2), [sb.Conv2D(kernel_size=1, padding=2, stride=5), sb.Dense(units=2)], "sse", name="padding"
+    )
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+@pytest.mark.parametrize("size", [31, 32, 1025])  # the matrix's gradient by index from 32; two chunks
+def test_a_convolution_reading_only_padding_keeps_float_gradients(form, size, rng, monkeypatch):
+    # issue 19: numpy's bincount over no index gave int64 zeros at 32 samples, and the sum of
+    # two chunks then failed (UFuncTypeError)
+    monkeypatch.setattr(sb.Conv2D, "MATRIX_LIMIT", FORMS[form])
+    net = padding_only_network()
+    params = {"W1": np.array([[[[0.5]]]]), "W2": np.arange(8.0).reshape(2, 4) / 8}
+    x, y = rng.normal(size=(size, 1, 2, 2)), rng.normal(size=(size, 2))
+    for reduce in (None, "sum"):
+        out = net.derive().numeric(style="layers", reduce=reduce)(x, y, params)
+        assert {name: grad.dtype for name, grad in out.grads.items()} == dict.fromkeys(out.grads, np.float64)
+        assert not out.grads["W1"].any() and not out.grads["x"].any()
+    # the dense layer reads zeros: its loss is that of output 0, its gradient y's outer zeros
+    assert out.loss == pytest.approx(0.5 * (y**2).sum())
+    assert_same_gradients(out, *torch_reduced_loss_and_grads(net, x, y, params, "sum"), rtol=1e-12)
+
+
 def test_chunks_on_threads_give_the_numbers_of_chunks_in_turn(rng, monkeypatch):
     module, x, y, params = dilated_conv_module(rng, 9)
     # chunks of 2 samples, each as much work as a thread needs

@@ -61,8 +61,8 @@ class _Transposed(sb.Derivation):
 
     wrong_code: tuple[str, str | None] = ("layers", None)
 
-    def numeric(self, g=None, loss=None, reduce=None, style=None, backend="numpy"):
-        f = super().numeric(g=g, loss=loss, reduce=reduce, style=style, backend=backend)
+    def numeric(self, g=None, loss=None, reduce=None, style=None, backend="numpy", dtype="float64"):
+        f = super().numeric(g=g, loss=loss, reduce=reduce, style=style, backend=backend, dtype=dtype)
         if (style, reduce) != self.wrong_code:
             return f
 

@@ -314,10 +314,13 @@ class Result(NamedTuple):
 
 class Layout:
     """What a generated module knows of its network: the shapes of x, y and the parameters,
-    whether its activation g is generic, and its loss (None: generic, chosen at run time)."""
+    whether its activation g is generic, its loss (None: generic, chosen at run time), and
+    the dtype it computes in (float64, or float32: every argument is converted to it once,
+    at the call, and every array the program makes keeps it)."""
 
     def __init__(
-        self, input_shape, output_size, parameters, generic_g, loss, buffers=None, couples=False
+        self, input_shape, output_size, parameters, generic_g, loss, buffers=None, couples=False,
+        dtype="float64",
     ):
         self.input_shape = tuple(input_shape)
         self.output_size = output_size
@@ -326,6 +329,9 @@ class Layout:
         self.loss = loss
         self.buffers = dict(buffers or {})  # read with the parameters, never trained
         self.couples = couples  # batch statistics: a batch runs whole, never sample by sample
+        self.dtype = numpy.dtype(dtype)
+        # One sample of the per-node program runs on python floats, which are float64.
+        self.python_floats = self.dtype == numpy.float64
         # Where each gradient sits in the per-node program's flat result: x, then each parameter.
         self.spans, start = {}, 0
         for name, shape in {"x": self.input_shape, **self.parameters}.items():
@@ -366,12 +372,14 @@ REDUCTIONS = (None, "sum", "mean")
 
 
 def checked(layout, x, y, params, reduce):
-    """x as a float batch (B, *input), y as (B, K), params as float arrays, and whether x was
-    one sample; a ValueError naming what is wrong and what was expected otherwise."""
+    """x as a batch (B, *input), y as (B, K), params as arrays, all in the layout's dtype
+    (converted here, once), and whether x was one sample; a ValueError naming what is wrong
+    and what was expected otherwise."""
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce={reduce!r}; choose None (per sample), 'sum' or 'mean'")
     input_shape, output_size = layout.input_shape, layout.output_size
-    x = _numbers("x", x)
+    dtype = layout.dtype
+    x = _numbers("x", x, dtype)
     one = x.shape == input_shape
     if one:
         y_shape = (output_size,)
@@ -382,7 +390,7 @@ def checked(layout, x, y, params, reduce):
             f"x has shape {x.shape}; expected {input_shape} for one sample "
             f"or (B, {', '.join(map(str, input_shape))}) for a batch"
         )
-    y = _numbers("y", y)
+    y = _numbers("y", y, dtype)
     if y.shape != y_shape:
         raise ValueError(
             f"y has shape {y.shape}; expected {y_shape} to go with x of shape {x.shape}"
@@ -412,7 +420,7 @@ def checked(layout, x, y, params, reduce):
         )
     arrays = {}
     for name, shape in wanted.items():
-        value = _numbers(name, params[name])
+        value = _numbers(name, params[name], dtype)
         if value.shape != shape:
             raise ValueError(f"params[{name!r}] has shape {value.shape}; expected {shape}")
         arrays[name] = value
@@ -429,9 +437,9 @@ def _label(what):
     return what if what in ("x", "y") else f"params[{what!r}]"
 
 
-def _numbers(what, value):
+def _numbers(what, value, dtype):
     try:
-        return numpy.asarray(value, dtype=float)
+        return numpy.asarray(value, dtype=dtype)
     except (TypeError, ValueError):
         message = f"{_label(what)} must be an array of numbers, got {type(value).__name__}"
         raise ValueError(message) from None
@@ -491,7 +499,7 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
     if size == 0:
         return _empty(layout, reduce)
     if programs.nodes is not None and (programs.layers is None or size == 1):
-        floats = one or programs.layers is not None  # one sample: on python floats
+        floats = layout.python_floats and (one or programs.layers is not None)  # one sample: floats
         losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen, floats)
         if floats:
             if one and reduce is None:  # the common case of the per-node code, kept quick
@@ -528,19 +536,24 @@ def _result(losses, grads, reduce, one):
 def _empty(layout, reduce):
     """An empty batch: no losses and no per-sample gradients; summed, a loss of 0 and zero
     gradients; a mean is undefined: nan, with zero gradients (as PyTorch's mean of nothing)."""
-    x = numpy.zeros((0, *layout.input_shape))
+    dtype = layout.dtype
+    x = numpy.zeros((0, *layout.input_shape), dtype)
     if reduce is None:
-        grads = {name: numpy.zeros((0, *shape)) for name, shape in layout.parameters.items()}
-        return Result(numpy.zeros(0), {"x": x, **grads})
-    grads = {name: numpy.zeros(shape) for name, shape in layout.parameters.items()}
+        grads = {name: numpy.zeros((0, *shape), dtype) for name, shape in layout.parameters.items()}
+        return Result(numpy.zeros(0, dtype), {"x": x, **grads})
+    grads = {name: numpy.zeros(shape, dtype) for name, shape in layout.parameters.items()}
     return Result(0.0 if reduce == "sum" else math.nan, {"x": x, **grads})
 
 
 def _run_nodes(program, layout, x, y, params, chosen, one):
     """The per-node program: on python floats for one sample — the loss (a float) and its
     gradients — and on arrays (B,), one per node, for a batch — losses (B,) and per-sample
-    gradients (B, *shape)."""
-    flat = {name: value.ravel().tolist() for name, value in params.items()}
+    gradients (B, *shape). Off float64, the weights are arrays (1,) of the dtype, not python
+    floats, so that every node keeps it."""
+    if layout.python_floats:
+        flat = {name: value.ravel().tolist() for name, value in params.items()}
+    else:
+        flat = {name: list(value.reshape(-1, 1)) for name, value in params.items()}
     if one:
         try:
             loss, grads = program(x[0].ravel().tolist(), y[0].tolist(), flat, *chosen)
@@ -557,16 +570,16 @@ def _run_nodes(program, layout, x, y, params, chosen, one):
     # One contiguous row of B values per input node: the program unpacks the rows.
     columns = numpy.ascontiguousarray(x.reshape(size, -1).T)
     loss, grads = program(columns, numpy.ascontiguousarray(y.T), flat, *chosen)
-    rows = _rows(grads, size)
-    return _rows([loss], size)[0], {
+    rows = _rows(grads, size, layout.dtype)
+    return _rows([loss], size, layout.dtype)[0], {
         name: rows[a:b].T.reshape(size, *shape) for name, (a, b, shape) in layout.spans.items()
     }
 
 
-def _rows(values, size):
+def _rows(values, size, dtype):
     """Node values (arrays (B,), or a constant where a node does not depend on the sample)
-    as one array (len(values), B)."""
-    rows = numpy.empty((len(values), size))
+    as one array (len(values), B) of ``dtype``."""
+    rows = numpy.empty((len(values), size), dtype)
     for i, value in enumerate(values):
         rows[i] = value
     return rows
@@ -619,7 +632,7 @@ def relu(z):
 
 
 def relu_prime(z, a):
-    return float(z > 0) if isinstance(z, _NUMBER) else (z > 0) * 1.0
+    return float(z > 0) if isinstance(z, _NUMBER) else (z > 0).astype(z.dtype)
 
 
 def softplus(z):
@@ -646,7 +659,7 @@ def leaky_relu(z):
 def leaky_relu_prime(z, a):
     if isinstance(z, _NUMBER):
         return 1.0 if z > 0 else LEAKY_RELU_SLOPE
-    return numpy.where(z > 0, 1.0, LEAKY_RELU_SLOPE)
+    return numpy.where(z > 0, z.dtype.type(1), z.dtype.type(LEAKY_RELU_SLOPE))
 
 
 def _max(*values):
@@ -814,10 +827,7 @@ def _conv_matrix(weights, input_shape, stride, padding, dilation):
     (O·OH·OW, C·H·W): row (o, i, j) holds W[o, c, m, n] at column (c, s·i + d·m − p,
     s·j + d·n − p), zeros elsewhere (and nothing for places on the padding); z = T x."""
     take = _conv_matrix_index(weights.shape, input_shape, stride, padding, dilation)[0]
-    return numpy.concatenate((weights.reshape(-1), _ZERO)).take(take)
-
-
-_ZERO = numpy.zeros(1)
+    return numpy.concatenate((weights.reshape(-1), numpy.zeros(1, weights.dtype))).take(take)
 
 
 def _conv_matrix_grad(dz, flat, weight_shape, input_shape, stride, padding, dilation):
@@ -832,7 +842,15 @@ def _conv_matrix_grad(dz, flat, weight_shape, input_shape, stride, padding, dila
         return (dz.reshape(weight_shape[0], -1) @ columns.T).reshape(weight_shape)
     _, positions, weights = _conv_matrix_index(weight_shape, input_shape, stride, padding, dilation)
     shares = (dz @ flat.T).ravel().take(positions)
-    return numpy.bincount(weights, shares, minlength=math.prod(weight_shape)).reshape(weight_shape)
+    return _bincount(weights, shares, math.prod(weight_shape)).reshape(weight_shape)
+
+
+def _bincount(index, weights, size):
+    """Σ of ``weights`` by ``index``, ``size`` values, in the dtype of ``weights``: numpy's
+    ``bincount`` sums in float64 whatever the weights (a float32 program's are cast back),
+    and gives int64 zeros when ``index`` is empty — a convolution whose every window lies
+    on the padding has no weight in its matrix, and its gradient must still be floats."""
+    return numpy.bincount(index, weights, minlength=size).astype(weights.dtype, copy=False)
 
 
 # From this many samples, _conv_matrix_grad's one product over the batch is faster than the
@@ -878,7 +896,8 @@ def _pad(x, padding, value=0.0):
         return x
     channels, height, width, batch = x.shape
     shape = (channels, height + 2 * ph, width + 2 * pw, batch)
-    out = numpy.zeros(shape) if value == 0 else numpy.full(shape, value)  # zeros: calloc'd
+    # zeros: calloc'd
+    out = numpy.zeros(shape, x.dtype) if value == 0 else numpy.full(shape, value, x.dtype)
     out[:, ph : ph + height, pw : pw + width] = x
     return out
 
@@ -983,9 +1002,9 @@ def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
         shared = min(chunk, -(-size // threads))  # a chunk for each thread at least
         if shared * programs.sample_bytes >= THREADS_FROM_BYTES:  # still worth a thread
             workers, chunk = threads, shared
-    losses, dx = numpy.empty(size), numpy.empty(x.shape)
+    losses, dx = numpy.empty(size, x.dtype), numpy.empty(x.shape, x.dtype)
     shapes = layout.parameters.items() if per_sample else ()
-    rows = {name: numpy.empty((size, *shape)) for name, shape in shapes}
+    rows = {name: numpy.empty((size, *shape), x.dtype) for name, shape in shapes}
 
     def run_chunk(part):
         grads = {name: array[part] for name, array in rows.items()}

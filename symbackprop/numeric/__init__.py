@@ -23,6 +23,14 @@ call, stable activations and losses, windows, chunks on threads), copied into th
 ``backend="jax"`` prints the per-layer program with jax.numpy, run under ``jax.jit`` on
 the helpers of ``numeric.runtime_jax`` (needs jax: ``pip install -e '.[jax]'``).
 
+``dtype="float32"`` (float64 is the default) makes a module that computes in float32 end to
+end: its arguments are converted once, at the call, and every array it makes — windows,
+padding, sums by index, per-sample rows — keeps the dtype of what it is made from, so
+nothing is silently computed in float64 or returned so. One sample of the per-node program
+runs on python floats, which are float64: a float32 module runs it on arrays (its weights
+as arrays (1,)), and ``style=None`` picks the per-layer code alone. See ``TOLERANCES`` for
+how far float32 results may lie from float64 ones.
+
 Imports ``nodes``, ``layers``, ``embed`` and ``runtime.calls`` (its reductions) of this
 package (sympy through the per-node printer).
 """
@@ -49,6 +57,17 @@ if TYPE_CHECKING:
 
 STYLES = ("nodes", "layers")
 BACKENDS = ("numpy", "jax")
+DTYPES = ("float64", "float32")
+# How far a float32 module's results may lie from float64 ones (rtol, atol): an element
+# agrees when |float32 − float64| <= atol + rtol · (the quantity's largest magnitude).
+# float32 rounds each operation to 2^-24 ≈ 6e-8 of its value; a gradient element sums products
+# over a network's depth, and its rounding errors grow about as the square root of the number
+# of terms. Measured (sum over 8 samples): LeNet-5 within 1.5e-6 of each quantity's scale
+# (torch's float32 within 2.7e-6), resnet_tiny 1.8e-6, fcn_tiny and unet_tiny 3e-7: rtol 1e-4
+# leaves a margin of 30x or more, and still catches a term of 1e-4 of the scale left out.
+# The absolute floor covers values near zero computed by cancelling values of order one (an
+# output minus its target): their errors are float32's rounding of those, about 6e-8 each.
+TOLERANCES = {"float64": (1e-9, 1e-12), "float32": (1e-4, 1e-6)}
 # Measured (one thread, CPU time): on the article's network (75 edges) the per-node program
 # takes 16 µs for one sample on python floats, the per-layer code 43 µs; on network B of
 # benchmarks/numeric.py (4 458 edges) 272 µs against 68 µs: about 0.06 µs an edge, the
@@ -70,6 +89,7 @@ def numeric(
     reduce: str | None = None,
     style: str | None = None,
     backend: str = "numpy",
+    dtype: str = "float64",
 ) -> NumericFunction:
     """``loss_and_grads(x, y, params)`` for ``d``'s network, the generic activation and loss
     (if it has them) made concrete by name.
@@ -77,7 +97,8 @@ def numeric(
     ``reduce``: None gives one sample's loss and gradients, or per-sample ones for a batch
     (B, *input); "sum" or "mean" the batch's summed or mean loss and gradients shaped like the
     parameters (the gradient of x stays per sample). ``style``: "layers", "nodes" or None (the
-    faster; see the module's docstring).
+    faster; see the module's docstring). ``dtype``: "float64" (the default) or "float32", what
+    the code computes in and returns, whatever the arguments' dtype.
 
     >>> import numpy as np, symbackprop as sb
     >>> f = sb.presets.article().derive().numeric(g="identity", loss="sse")
@@ -88,7 +109,7 @@ def numeric(
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce={reduce!r}; choose None (per sample), 'sum' or 'mean'")
-    module = compiled(d, style, backend)
+    module = compiled(d, style, backend, dtype)
     module.choose(module._LAYOUT, g, loss)  # a missing or unknown choice fails now
 
     def loss_and_grads(x: Any, y: Any, params: Mapping[str, Any]) -> Any:
@@ -99,19 +120,24 @@ def numeric(
 
 
 def export_module(
-    d: Derivation, path: str | Path, style: str | None = None, backend: str = "numpy"
+    d: Derivation, path: str | Path, style: str | None = None, backend: str = "numpy",
+    dtype: str = "float64",
 ) -> Path:
-    """Write the standalone module (numpy only; numpy and jax for the jax backend) to ``path``;
-    returns the path."""
+    """Write the standalone module (numpy only; numpy and jax for the jax backend), computing
+    in ``dtype``, to ``path``; returns the path."""
     path = Path(path)
-    path.write_text(module_source(d, style, backend), encoding="utf-8")
+    path.write_text(module_source(d, style, backend, dtype), encoding="utf-8")
     return path
 
 
-def resolve_style(network: Network, style: str | None, backend: str = "numpy") -> tuple[str, ...]:
+def resolve_style(
+    network: Network, style: str | None, backend: str = "numpy", dtype: str = "float64"
+) -> tuple[str, ...]:
     """The programs a module holds: ("layers",), ("nodes",) or ("nodes", "layers")."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}; choose one of {', '.join(BACKENDS)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}; choose one of {', '.join(map(repr, DTYPES))}")
     if backend == "jax":
         if style not in (None, "layers"):
             raise ValueError(f"style={style!r}: backend='jax' runs the per-layer code only")
@@ -122,25 +148,32 @@ def resolve_style(network: Network, style: str | None, backend: str = "numpy") -
                              "runs the per-layer code only")
         return ("layers",)
     if style is None:
-        small = network.graph_edges <= NODES_EDGE_LIMIT
+        # the per-node program's lead is on python floats (float64): off it, per layer
+        small = dtype == "float64" and network.graph_edges <= NODES_EDGE_LIMIT
         return ("nodes", "layers") if small else ("layers",)
     if style not in STYLES:
         raise ValueError(f"style={style!r}; choose 'layers', 'nodes' or None (the faster)")
     return (style,)
 
 
-def module_source(d: Derivation, style: str | None = None, backend: str = "numpy") -> str:
-    """The text of the standalone module for ``d`` (built once per derivation and style)."""
-    key = (resolve_style(d.network, style, backend), backend)
+def module_source(
+    d: Derivation, style: str | None = None, backend: str = "numpy", dtype: str = "float64"
+) -> str:
+    """The text of the standalone module for ``d`` (built once per derivation, style, backend
+    and dtype)."""
+    key = (resolve_style(d.network, style, backend, dtype), backend, dtype)
     cache = _SOURCES.setdefault(d, {})
     if key not in cache:
         cache[key] = _module_text(d, *key)
     return cache[key]
 
 
-def compiled(d: Derivation, style: str | None = None, backend: str = "numpy") -> ModuleType:
-    """The module of ``module_source(d, style)``, compiled in memory (once per derivation)."""
-    key = (resolve_style(d.network, style, backend), backend)
+def compiled(
+    d: Derivation, style: str | None = None, backend: str = "numpy", dtype: str = "float64"
+) -> ModuleType:
+    """The module of ``module_source(d, style, backend, dtype)``, compiled in memory (once per
+    derivation and choice)."""
+    key = (resolve_style(d.network, style, backend, dtype), backend, dtype)
     cache = _MODULES.setdefault(d, {})
     if key not in cache:
         if backend == "jax":
@@ -150,9 +183,9 @@ def compiled(d: Derivation, style: str | None = None, backend: str = "numpy") ->
                 raise ImportError(
                     "backend='jax' needs jax: pip install -e '.[jax]' (or pip install jax)"
                 ) from None
-        source = module_source(d, style, backend)
+        source = module_source(d, style, backend, dtype)
         name = d.network.name.replace("-", "_")
-        filename = f"<symbackprop gradients of {d.network.name}, {' and '.join(key[0])}, {backend}>"
+        filename = f"<symbackprop gradients of {d.network.name}, {' and '.join(key[0])}, {backend}, {dtype}>"
         # Registered so that tracebacks through the generated code show its lines.
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         module = ModuleType(f"symbackprop_gradients_{name}")
@@ -169,14 +202,14 @@ _MODULES: WeakKeyDictionary = WeakKeyDictionary()
 # ---- the module -------------------------------------------------------------------------------
 
 
-def _module_text(d: Derivation, styles: tuple[str, ...], backend: str) -> str:
+def _module_text(d: Derivation, styles: tuple[str, ...], backend: str, dtype: str) -> str:
     net = d.network
     programs = []
     if "layers" in styles:
         text = layers.program_source(net, backend)
         programs.append("# ---- the network, a block per layer ----\n\n\n" + text)
     if "nodes" in styles:
-        programs.append("# ---- the derivation, a line per node ----\n\n\n" + nodes.program_source(d))
+        programs.append("# ---- the derivation, a line per node ----\n\n\n" + nodes.program_source(d, dtype))
     entry = _entry(net, styles)
     wiring = (
         "# ---- wiring ----\n\n\n"
@@ -185,6 +218,7 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str) -> str:
         + (", buffers=BUFFERS" if net.buffers else "")
         + (", couples=True" if net.couples_samples else "")
         + (f", output_shape={net.shapes[-1]!r}" if len(net.shapes[-1]) > 1 else "")
+        + (f", dtype={dtype!r}" if dtype != "float64" else "")
         + ")\n"
         f"_PROGRAMS = Programs("
         f"nodes={nodes.PROGRAM if 'nodes' in styles else None}, "
@@ -196,11 +230,11 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str) -> str:
     runtime = (
         "# ---- runtime helpers, copied from symbackprop/numeric/runtime/ ----\n\n\n" + definitions
     )
-    parts = [_docstring(net, styles, backend), imports, _constants(net), entry, *programs, runtime, wiring]
+    parts = [_docstring(net, styles, backend, dtype), imports, _constants(net), entry, *programs, runtime, wiring]
     return "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
 
 
-def _docstring(net: Network, styles: tuple[str, ...], backend: str) -> str:
+def _docstring(net: Network, styles: tuple[str, ...], backend: str, dtype: str) -> str:
     generic_g, generic_loss = net.generic_activation, net.loss_function.generic
     lines = [f"input {_shape(net.input_shape)}"]
     for number, (layer, shape) in enumerate(zip(net.layers, net.shapes[1:]), start=1):
@@ -250,6 +284,12 @@ def _docstring(net: Network, styles: tuple[str, ...], backend: str) -> str:
         how += (
             "\nWith jax.numpy (jnp) for numpy, under jax.jit: compiled once per choice and batch\n"
             "size, per-sample gradients through jax.vmap. Importing it turns on jax's float64."
+        )
+    if dtype != "float64":
+        how += (
+            f"\nIt computes in {dtype}: x, y and params of any other dtype are converted to {dtype}\n"
+            f"once, at the call; per-sample losses and every gradient are {dtype} arrays, a single\n"
+            f"loss a python float holding the {dtype} value."
         )
     needs = "numpy and jax" if backend == "jax" else "only numpy"
     return (

@@ -56,10 +56,16 @@ class _ProgramPrinter(PythonCodePrinter):
 
     printmethod = ""  # a function must not inline its elementary form here
 
-    def __init__(self, activated: Mapping[sympy.Symbol, sympy.Symbol]):
+    def __init__(self, activated: Mapping[sympy.Symbol, sympy.Symbol], arrays: bool = False):
         super().__init__({"order": "none"})  # terms as stored: no sorting of large sums
         self.activated = activated  # each z node -> its a node
         self.helpers: dict[str, type] = {}  # helpers printed from sympy the code needs
+        self.arrays = arrays  # every node an array, never a python float (off float64)
+
+    def _print_Pow(self, expr: sympy.Pow, rational: bool = False) -> str:
+        # math.sqrt takes floats only (batch normalisation's sqrt(var + eps)); on arrays,
+        # numpy's, which keeps their dtype
+        return self._hprint_Pow(expr, rational=rational, sqrt="numpy.sqrt" if self.arrays else "math.sqrt")
 
     def _print(self, expr: Any, **kwargs: Any) -> str:
         if isinstance(expr, g_prime) and expr.args[0] in self.activated:
@@ -112,12 +118,16 @@ class _ArrayPrinter(NumPyPrinter):
         return super()._print_Pow(expr, rational=rational)
 
 
-def _helper_source(name: str, function: type) -> str:
-    """A helper for a function the program calls: math for a float, numpy for an array."""
+def _helper_source(name: str, function: type, dtype: str = "float64") -> str:
+    """A helper for a function the program calls: math for a float, numpy for an array — in
+    the array's dtype off float64 (sympy prints a step's 0 and 1 as integers, which numpy
+    would make an int64 array, and an int64 array times a float32 one is float64)."""
     z = sympy.Symbol("z", real=True)
     try:
         scalar = PythonCodePrinter().doprint(function(z))
         array = _ArrayPrinter().doprint(function(z))
+        if dtype != "float64":
+            array = f"numpy.asarray({array}, z.dtype)"
     except sympy.printing.codeprinter.PrintMethodNotImplementedError as error:
         raise NotImplementedError(
             f"{name} has no numeric form; give its sympy class an elementary form "
@@ -134,12 +144,14 @@ def _helper_source(name: str, function: type) -> str:
 # ---- the program ------------------------------------------------------------------------------
 
 
-def program_source(d: Derivation) -> str:
+def program_source(d: Derivation, dtype: str = "float64") -> str:
     """``def _nodes(x, y, params, [g, g_prime,] loss_value, loss_gradient)``: the derivation,
-    one line per node, and the helpers printed from sympy that it calls."""
+    one line per node, and the helpers printed from sympy that it calls (keeping an array's
+    ``dtype``)."""
     graph, program = d.graph, d.program
     generic_g = d.network.generic_activation
-    printer = _ProgramPrinter({node.z: node.symbol for layer in graph.layers for node in layer.a})
+    activated = {node.z: node.symbol for layer in graph.layers for node in layer.a}
+    printer = _ProgramPrinter(activated, arrays=dtype != "float64")
     args = ["x", "y", "params", *(["g", "g_prime"] if generic_g else []), "loss_value", "loss_gradient"]
     lines = [
         f"def {PROGRAM}({', '.join(args)}):",
@@ -192,7 +204,7 @@ def program_source(d: Derivation) -> str:
             comment = f",  # {name}[{', '.join(map(str, index))}]"
             lines += _wrap("        ", printer.doprint(expr), comment)
     lines.append("    )")
-    helpers = [_helper_source(n, f) for n, f in sorted(printer.helpers.items())]
+    helpers = [_helper_source(n, f, dtype) for n, f in sorted(printer.helpers.items())]
     return "\n\n\n".join(["\n".join(lines), *[h.rstrip("\n") for h in helpers]])
 
 

@@ -6,7 +6,9 @@ reaches jax) and, in place of its array helpers, the definitions here — window
 slicing and put back with ``.at[...].add`` (jax arrays are immutable), activations and
 losses in ``jax.numpy`` — and its own ``run``: the program jit-compiled once per choice of
 g and L, summed over the batch, or per sample through ``jax.vmap``. Importing it turns on
-jax's float64 (``jax_enable_x64``): the numbers are those of the numpy module.
+jax's float64 (``jax_enable_x64``): the numbers are those of the numpy module. A float32
+module's arrays stay float32 (its arguments converted by ``checked``, every array made here
+in the dtype of what it is made from).
 
 Imports numpy, jax and the names of ``runtime.calls`` and ``runtime.windows`` it builds on;
 nothing of symbackprop reaches a generated module (``embed`` copies the definitions).
@@ -34,7 +36,7 @@ def _outer_sum(rows, columns):
 def _conv_matrix(weights, input_shape, stride, padding, dilation):
     """The convolution as one matrix T (O·OH·OW, C·H·W), weights taken to their places."""
     take = _conv_matrix_index(weights.shape, input_shape, stride, padding, dilation)[0]
-    return jnp.concatenate([weights.ravel(), jnp.zeros(1)])[take]
+    return jnp.concatenate([weights.ravel(), jnp.zeros(1, weights.dtype)])[take]
 
 
 def _conv_matrix_grad(dz, flat, weight_shape, input_shape, stride, padding, dilation):
@@ -42,7 +44,8 @@ def _conv_matrix_grad(dz, flat, weight_shape, input_shape, stride, padding, dila
     weight."""
     _, positions, weights = _conv_matrix_index(weight_shape, input_shape, stride, padding, dilation)
     shares = (dz @ flat.T).ravel()[positions]
-    return jnp.zeros(int(numpy.prod(weight_shape))).at[weights].add(shares).reshape(weight_shape)
+    total = jnp.zeros(int(numpy.prod(weight_shape)), shares.dtype)
+    return total.at[weights].add(shares).reshape(weight_shape)
 
 
 # ---- windows of a batch held last: (C, H, W, B) ------------------------------------------------
@@ -86,7 +89,7 @@ def _columns(x, kernel, stride, dilation):
 
 def _add_windows(d_windows, shape, stride, dilation):
     """The adjoint of ``_windows``: each window's gradient added back where it was read."""
-    out = jnp.zeros(shape)
+    out = jnp.zeros(shape, d_windows.dtype)
     _, kh, kw, out_h, out_w, _ = d_windows.shape
     (sh, sw), (dh, dw) = stride, dilation
     for m in range(kh):
@@ -149,7 +152,7 @@ def relu(z):
 
 
 def relu_prime(z, a):
-    return (z > 0) * 1.0
+    return (z > 0).astype(z.dtype)
 
 
 def relu_backward(z, a, da):

@@ -236,8 +236,8 @@ class Upsample(Op):
         rows, cols = f"{a}_rows", f"{a}_cols"
         forward = [
             f"# {a}[c,y,x,b] = sum_(i,j) U_h[y,i] U_w[x,j] {x}[c,i,j,b]: bilinear, align_corners=False",
-            f"{rows} = numpy.array({_matrix_text(height, sh)})  # U_h ({out_h}, {height})",
-            f"{cols} = numpy.array({_matrix_text(width, sw)})  # U_w ({out_w}, {width})",
+            f"{rows} = numpy.array({_matrix_text(height, sh)}, {x}.dtype)  # U_h ({out_h}, {height})",
+            f"{cols} = numpy.array({_matrix_text(width, sw)}, {x}.dtype)  # U_w ({out_w}, {width})",
             (
                 f"{a} = numpy.matmul({rows}, {x}.reshape({channels}, {height}, {width} * B))"
                 f".reshape({channels}, {out_h}, {width}, B)"

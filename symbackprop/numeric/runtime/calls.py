@@ -40,11 +40,13 @@ class Result(NamedTuple):
 
 class Layout:
     """What a generated module knows of its network: the shapes of x, y and the parameters,
-    whether its activation g is generic, and its loss (None: generic, chosen at run time)."""
+    whether its activation g is generic, its loss (None: generic, chosen at run time), and
+    the dtype it computes in (float64, or float32: every argument is converted to it once,
+    at the call, and every array the program makes keeps it)."""
 
     def __init__(
         self, input_shape, output_size, parameters, generic_g, loss, buffers=None, couples=False,
-        output_shape=None,
+        output_shape=None, dtype="float64",
     ):
         self.input_shape = tuple(input_shape)
         self.output_size = output_size
@@ -54,6 +56,9 @@ class Layout:
         self.loss = loss
         self.buffers = dict(buffers or {})  # read with the parameters, never trained
         self.couples = couples  # batch statistics: a batch runs whole, never sample by sample
+        self.dtype = numpy.dtype(dtype)
+        # One sample of the per-node program runs on python floats, which are float64.
+        self.python_floats = self.dtype == numpy.float64
         # Where each gradient sits in the per-node program's flat result: x, then each parameter.
         self.spans, start = {}, 0
         for name, shape in {"x": self.input_shape, **self.parameters}.items():
@@ -94,12 +99,14 @@ REDUCTIONS = (None, "sum", "mean")
 
 
 def checked(layout, x, y, params, reduce):
-    """x as a float batch (B, *input), y as (B, K), params as float arrays, and whether x was
-    one sample; a ValueError naming what is wrong and what was expected otherwise."""
+    """x as a batch (B, *input), y as (B, K), params as arrays, all in the layout's dtype
+    (converted here, once), and whether x was one sample; a ValueError naming what is wrong
+    and what was expected otherwise."""
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce={reduce!r}; choose None (per sample), 'sum' or 'mean'")
     input_shape, output_size = layout.input_shape, layout.output_size
-    x = _numbers("x", x)
+    dtype = layout.dtype
+    x = _numbers("x", x, dtype)
     one = x.shape == input_shape
     if one:
         y_shape = (output_size,)
@@ -110,7 +117,7 @@ def checked(layout, x, y, params, reduce):
             f"x has shape {x.shape}; expected {input_shape} for one sample "
             f"or (B, {', '.join(map(str, input_shape))}) for a batch"
         )
-    y = _numbers("y", y)
+    y = _numbers("y", y, dtype)
     if y.shape != y_shape:
         raise ValueError(
             f"y has shape {y.shape}; expected {y_shape} to go with x of shape {x.shape}"
@@ -140,7 +147,7 @@ def checked(layout, x, y, params, reduce):
         )
     arrays = {}
     for name, shape in wanted.items():
-        value = _numbers(name, params[name])
+        value = _numbers(name, params[name], dtype)
         if value.shape != shape:
             raise ValueError(f"params[{name!r}] has shape {value.shape}; expected {shape}")
         arrays[name] = value
@@ -188,9 +195,9 @@ def _label(what):
     return what if what in ("x", "y") else f"params[{what!r}]"
 
 
-def _numbers(what, value):
+def _numbers(what, value, dtype):
     try:
-        return numpy.asarray(value, dtype=float)
+        return numpy.asarray(value, dtype=dtype)
     except (TypeError, ValueError):
         message = f"{_label(what)} must be an array of numbers, got {type(value).__name__}"
         raise ValueError(message) from None
@@ -254,7 +261,7 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
     if size == 0:
         return _empty(layout, reduce)
     if programs.nodes is not None and (programs.layers is None or size == 1):
-        floats = one or programs.layers is not None  # one sample: on python floats
+        floats = layout.python_floats and (one or programs.layers is not None)  # one sample: floats
         losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen, floats)
         if floats:
             if one and reduce is None:  # the common case of the per-node code, kept quick
@@ -292,19 +299,24 @@ def _result(losses, grads, reduce, one):
 def _empty(layout, reduce):
     """An empty batch: no losses and no per-sample gradients; summed, a loss of 0 and zero
     gradients; a mean is undefined: nan, with zero gradients (as PyTorch's mean of nothing)."""
-    x = numpy.zeros((0, *layout.input_shape))
+    dtype = layout.dtype
+    x = numpy.zeros((0, *layout.input_shape), dtype)
     if reduce is None:
-        grads = {name: numpy.zeros((0, *shape)) for name, shape in layout.parameters.items()}
-        return Result(numpy.zeros(0), {"x": x, **grads})
-    grads = {name: numpy.zeros(shape) for name, shape in layout.parameters.items()}
+        grads = {name: numpy.zeros((0, *shape), dtype) for name, shape in layout.parameters.items()}
+        return Result(numpy.zeros(0, dtype), {"x": x, **grads})
+    grads = {name: numpy.zeros(shape, dtype) for name, shape in layout.parameters.items()}
     return Result(0.0 if reduce == "sum" else math.nan, {"x": x, **grads})
 
 
 def _run_nodes(program, layout, x, y, params, chosen, one):
     """The per-node program: on python floats for one sample — the loss (a float) and its
     gradients — and on arrays (B,), one per node, for a batch — losses (B,) and per-sample
-    gradients (B, *shape)."""
-    flat = {name: value.ravel().tolist() for name, value in params.items()}
+    gradients (B, *shape). Off float64, the weights are arrays (1,) of the dtype, not python
+    floats, so that every node keeps it."""
+    if layout.python_floats:
+        flat = {name: value.ravel().tolist() for name, value in params.items()}
+    else:
+        flat = {name: list(value.reshape(-1, 1)) for name, value in params.items()}
     if one:
         try:
             loss, grads = program(x[0].ravel().tolist(), y[0].tolist(), flat, *chosen)
@@ -321,16 +333,16 @@ def _run_nodes(program, layout, x, y, params, chosen, one):
     # One contiguous row of B values per input node: the program unpacks the rows.
     columns = numpy.ascontiguousarray(x.reshape(size, -1).T)
     loss, grads = program(columns, numpy.ascontiguousarray(y.T), flat, *chosen)
-    rows = _rows(grads, size)
-    return _rows([loss], size)[0], {
+    rows = _rows(grads, size, layout.dtype)
+    return _rows([loss], size, layout.dtype)[0], {
         name: rows[a:b].T.reshape(size, *shape) for name, (a, b, shape) in layout.spans.items()
     }
 
 
-def _rows(values, size):
+def _rows(values, size, dtype):
     """Node values (arrays (B,), or a constant where a node does not depend on the sample)
-    as one array (len(values), B)."""
-    rows = numpy.empty((len(values), size))
+    as one array (len(values), B) of ``dtype``."""
+    rows = numpy.empty((len(values), size), dtype)
     for i, value in enumerate(values):
         rows[i] = value
     return rows

@@ -34,9 +34,9 @@ def _run_layers(programs, layout, x, y, params, chosen, per_sample, scale):
         shared = min(chunk, -(-size // threads))  # a chunk for each thread at least
         if shared * programs.sample_bytes >= THREADS_FROM_BYTES:  # still worth a thread
             workers, chunk = threads, shared
-    losses, dx = numpy.empty(size), numpy.empty(x.shape)
+    losses, dx = numpy.empty(size, x.dtype), numpy.empty(x.shape, x.dtype)
     shapes = layout.parameters.items() if per_sample else ()
-    rows = {name: numpy.empty((size, *shape)) for name, shape in shapes}
+    rows = {name: numpy.empty((size, *shape), x.dtype) for name, shape in shapes}
 
     def run_chunk(part):
         grads = {name: array[part] for name, array in rows.items()}

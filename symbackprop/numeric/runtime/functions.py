@@ -86,7 +86,7 @@ def relu(z):
 
 
 def relu_prime(z, a):
-    return float(z > 0) if isinstance(z, _NUMBER) else (z > 0) * 1.0
+    return float(z > 0) if isinstance(z, _NUMBER) else (z > 0).astype(z.dtype)
 
 
 def relu_backward(z, a, da):
@@ -125,12 +125,12 @@ def leaky_relu(z):
 def leaky_relu_prime(z, a):
     if isinstance(z, _NUMBER):
         return 1.0 if z > 0 else LEAKY_RELU_SLOPE
-    return numpy.where(z > 0, 1.0, LEAKY_RELU_SLOPE)
+    return numpy.where(z > 0, z.dtype.type(1), z.dtype.type(LEAKY_RELU_SLOPE))  # z's dtype
 
 
 def leaky_relu_backward(z, a, da):
-    """dL/dz = (1 for z > 0, else 0.01) dL/da, a new array."""
-    d = numpy.where(z > 0, 1.0, LEAKY_RELU_SLOPE)
+    """dL/dz = (1 for z > 0, else 0.01) dL/da, a new array in z's dtype."""
+    d = numpy.where(z > 0, z.dtype.type(1), z.dtype.type(LEAKY_RELU_SLOPE))
     d *= da
     return d
 

@@ -65,10 +65,7 @@ def _conv_matrix(weights, input_shape, stride, padding, dilation):
     (O·OH·OW, C·H·W): row (o, i, j) holds W[o, c, m, n] at column (c, s·i + d·m − p,
     s·j + d·n − p), zeros elsewhere (and nothing for places on the padding); z = T x."""
     take = _conv_matrix_index(weights.shape, input_shape, stride, padding, dilation)[0]
-    return numpy.concatenate((weights.reshape(-1), _ZERO)).take(take)
-
-
-_ZERO = numpy.zeros(1)
+    return numpy.concatenate((weights.reshape(-1), numpy.zeros(1, weights.dtype))).take(take)
 
 
 def _conv_matrix_grad(dz, flat, weight_shape, input_shape, stride, padding, dilation):
@@ -83,7 +80,15 @@ def _conv_matrix_grad(dz, flat, weight_shape, input_shape, stride, padding, dila
         return (dz.reshape(weight_shape[0], -1) @ columns.T).reshape(weight_shape)
     _, positions, weights = _conv_matrix_index(weight_shape, input_shape, stride, padding, dilation)
     shares = (dz @ flat.T).ravel().take(positions)
-    return numpy.bincount(weights, shares, minlength=math.prod(weight_shape)).reshape(weight_shape)
+    return _bincount(weights, shares, math.prod(weight_shape)).reshape(weight_shape)
+
+
+def _bincount(index, weights, size):
+    """Σ of ``weights`` by ``index``, ``size`` values, in the dtype of ``weights``: numpy's
+    ``bincount`` sums in float64 whatever the weights (a float32 program's are cast back),
+    and gives int64 zeros when ``index`` is empty — a convolution whose every window lies
+    on the padding has no weight in its matrix, and its gradient must still be floats."""
+    return numpy.bincount(index, weights, minlength=size).astype(weights.dtype, copy=False)
 
 
 # From this many samples, _conv_matrix_grad's one product over the batch is faster than the
@@ -130,7 +135,8 @@ def _pad(x, padding, value=0.0):
         return x
     channels, height, width, batch = x.shape
     shape = (channels, height + 2 * ph, width + 2 * pw, batch)
-    out = numpy.zeros(shape) if value == 0 else numpy.full(shape, value)  # zeros: calloc'd
+    # zeros: calloc'd
+    out = numpy.zeros(shape, x.dtype) if value == 0 else numpy.full(shape, value, x.dtype)
     out[:, ph : ph + height, pw : pw + width] = x
     return out
 
@@ -210,15 +216,14 @@ def _add_windows(d_windows, shape, stride, dilation):
     channels, kh, kw, out_h, out_w, batch = d_windows.shape
     (sh, sw), (dh, dw) = stride, dilation
     if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1):
-        out = numpy.zeros(shape)
+        out = numpy.zeros(shape, d_windows.dtype)
         tiles = d_windows.transpose(0, 3, 1, 4, 2, 5)  # (C, OH, kh, OW, kw, B)
         out[:, : out_h * kh, : out_w * kw] = tiles.reshape(channels, out_h * kh, out_w * kw, batch)
         return out
     if channels * out_h * out_w * batch <= SCATTER_BY_INDEX:
         index = _scatter_index(d_windows.shape, shape, stride, dilation)
-        total = numpy.bincount(index, weights=d_windows.ravel(), minlength=math.prod(shape))
-        return total.reshape(shape)
-    out = numpy.zeros(shape)
+        return _bincount(index, d_windows.ravel(), math.prod(shape)).reshape(shape)
+    out = numpy.zeros(shape, d_windows.dtype)
     with _short_buffers():
         for m in range(kh):
             rows = out[:, m * dh : m * dh + sh * (out_h - 1) + 1 : sh]
