@@ -152,6 +152,35 @@ def test_the_default_runs_the_per_node_program_on_one_sample_of_a_small_network(
     assert "def _nodes(" not in module_source(lenet)
 
 
+def test_per_sample_gradients_of_a_large_batch_run_the_per_node_program_on_the_smallest_networks(
+    article, monkeypatch
+):
+    from symbackprop.numeric import NODES_PER_SAMPLE, compiled
+
+    module = compiled(article)  # 77 edges: per sample from 1024 on the per-node program
+    assert module._PROGRAMS.nodes_from == NODES_PER_SAMPLE[0] == 1024
+    ran = []
+    for name in ("_nodes", "_layers"):
+        program = getattr(module, name)
+        monkeypatch.setattr(
+            module, "_PROGRAMS",
+            module._PROGRAMS._replace(**{name[1:]: lambda *a, _p=program, _n=name: ran.append(_n) or _p(*a)}),
+        )
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(1024, 1, 4, 4)), rng.normal(size=(1024, 2))
+    params = {"W1": rng.normal(size=(1, 1, 2, 2)), "W2": rng.normal(size=(1, 1, 2, 2)), "W3": rng.normal(size=(2, 4))}
+    per_sample = article.numeric(g="sigmoid", loss="sse")(x, y, params)
+    summed = article.numeric(g="sigmoid", loss="sse", reduce="sum")(x, y, params)
+    fewer = article.numeric(g="sigmoid", loss="sse")(x[:1023], y[:1023], params)
+    assert ran == ["_nodes", "_layers", "_layers"]
+    # the same numbers either way
+    np.testing.assert_allclose(per_sample.grads["W1"].sum(axis=0), summed.grads["W1"], rtol=1e-12)
+    np.testing.assert_allclose(per_sample.grads["W3"][:1023], fewer.grads["W3"], rtol=1e-12)
+    np.testing.assert_allclose(per_sample.grads["x"], summed.grads["x"], rtol=1e-9, atol=1e-15)
+    assert per_sample.loss.shape == (1024,) and per_sample.grads["W2"].shape == (1024, 1, 1, 2, 2)
+    assert compiled(sb.presets.lenet5().derive())._PROGRAMS.nodes_from == 0  # one program
+
+
 @given(networks())
 def test_finite_differences_agree_along_a_random_direction(net):
     # Central differences of the derived loss itself, along one random direction of all

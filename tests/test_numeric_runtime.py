@@ -352,5 +352,5 @@ def test_a_module_gets_the_definitions_it_uses_and_what_they_use():
 def test_copied_definitions_are_the_runtime_source_verbatim():
     copied = embed.runtime_source("run\n")
     assert inspect.getsource(calls.run) in copied
-    assert inspect.getsource(calls.checked) in copied  # run checks its arguments
+    assert inspect.getsource(calls._shaped) in copied  # run checks its arguments
     assert "def _add_windows(" not in copied  # only a per-layer program calls it

@@ -56,6 +56,14 @@ BACKENDS = ("numpy", "jax")
 # any size costs it about 200 µs even on the article's (the per-layer code 70–100 µs): batches
 # go to the per-layer code.
 NODES_EDGE_LIMIT = 500
+# Per-sample gradients (reduce=None) of a large batch on the smallest networks: the per-node
+# program on arrays (B,) pays ~200 µs a call and ~2 ns an edge a sample; the per-layer code's
+# per-sample products of tiny convolutions cost it ~0.4 µs a sample whatever the edges.
+# Measured (CPU time): the article's network (77 edges) at 1024, 410 µs against 480; at 4096,
+# 880 against 1850; a 2x2 -> 3 -> 2 dense net (25 edges) even at 1024, 280 against 550 at
+# 4096; a 1x5x5 conv 3x3 x2 -> dense 3 net (240 edges) still slower at 4096 (2630 against
+# 2700): (batch from, edges at most).
+NODES_PER_SAMPLE = (1024, 100)
 
 NumericFunction = Callable[[Any, Any, Mapping[str, Any]], Any]  # (x, y, params) -> Result
 
@@ -188,7 +196,9 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str) -> str:
         f"_PROGRAMS = Programs("
         f"nodes={nodes.PROGRAM if 'nodes' in styles else None}, "
         f"layers={layers.PROGRAM if 'layers' in styles else None}, "
-        f"batch_chunk={layers.batch_chunk(net)}, sample_bytes={layers.sample_bytes(net)})"
+        f"batch_chunk={layers.batch_chunk(net)}, sample_bytes={layers.sample_bytes(net)}"
+        + (f", nodes_from={NODES_PER_SAMPLE[0]}" if _per_sample_on_nodes(net, styles) else "")
+        + ")"
     )
     code = "\n\n\n".join([entry, *programs, wiring])
     imports, definitions = runtime_source(code, backend).split("\n\n\n", 1)  # imports first
@@ -197,6 +207,12 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str) -> str:
     )
     parts = [_docstring(net, styles, backend), imports, _constants(net), entry, *programs, runtime, wiring]
     return "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
+
+
+def _per_sample_on_nodes(net: Network, styles: tuple[str, ...]) -> bool:
+    """Whether a module of both programs gives a large batch's per-sample gradients with its
+    per-node program (see NODES_PER_SAMPLE)."""
+    return len(styles) == 2 and net.graph_edges <= NODES_PER_SAMPLE[1]
 
 
 def _docstring(net: Network, styles: tuple[str, ...], backend: str) -> str:
