@@ -319,7 +319,7 @@ def test_generated_modules_import_numpy_and_the_standard_library_only(net):
             if isinstance(node, (ast.Import, ast.ImportFrom))
             for alias in node.names
         }
-        standard = {"concurrent.futures", "math", "threading", "collections.abc", "typing"}
+        standard = {"concurrent.futures", "math", "os", "threading", "collections.abc", "typing"}
         assert imported <= standard | {"numpy", "numpy.lib.stride_tricks"}
         # threadpoolctl, if installed, lets chunks of a batch run on threads; only tried
         optional = [node for node in ast.walk(tree) if isinstance(node, ast.Try)]

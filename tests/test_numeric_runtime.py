@@ -312,7 +312,7 @@ def test_each_runtime_module_imports_numpy_the_standard_library_and_its_neighbou
         "calls": {"__future__", "math", "collections.abc", "typing", "numpy", ".chunks", ".functions"},
         "functions": {"__future__", "math", "numpy"},
         "windows": {"__future__", "math", "numpy", "numpy.lib.stride_tricks"},
-        "chunks": {"__future__", "concurrent.futures", "threading", "numpy"},
+        "chunks": {"__future__", "concurrent.futures", "os", "threading", "numpy"},
     }
     for name, module in RUNTIME.items():
         top, inner = imports_of(module)
