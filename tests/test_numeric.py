@@ -5,10 +5,13 @@ the API, its errors and the exported module."""
 from __future__ import annotations
 
 import ast
+import gc
 import json
+import linecache
 import subprocess
 import sys
 import threading
+import traceback
 from itertools import product
 from pathlib import Path
 from types import SimpleNamespace
@@ -569,3 +572,34 @@ def test_an_exported_graph_module_runs_alone_in_a_fresh_process(graph_derivation
     loss, grads = result["batch None"]
     alone = SimpleNamespace(loss=np.array(loss), grads={n: np.array(g) for n, g in grads.items()})
     assert_same_gradients(alone, *torch_batch_loss_and_grads(net, x, y, params))
+
+
+def test_tracebacks_show_each_generated_module_its_own_lines_while_it_lives():
+    def same_name(units):
+        net = sb.Network((1, 2, 2), [sb.Dense(units=units)], loss="sse", name="same")
+        return net.derive()
+
+    two, three = same_name(2), same_name(3)  # one name, two texts
+    modules = numeric.compiled(two), numeric.compiled(three)
+    files = [module._layers.__code__.co_filename for module in modules]
+    assert files[0] != files[1] and all(name.startswith("<symbackprop gradients of same") for name in files)
+    for derivation, filename in zip((two, three), files):
+        assert "".join(linecache.getlines(filename)) == module_source(derivation)
+    with pytest.raises(KeyError) as raised:  # a call that fails inside the generated code
+        modules[1]._layers(np.zeros((1, 1, 2, 2)), np.zeros((1, 3)), {}, None, None, {}, False, 1.0)
+    shown = "".join(traceback.format_exception(raised.value))
+    assert f'File "{files[1]}", line' in shown and "W1 = params['W1']" in shown
+
+
+def test_numeric_calls_on_many_networks_leave_no_lines_behind_in_linecache():
+    # each generated module's lines go with it: a numeric() call per network once left one
+    # linecache entry each, for good
+    for units in range(2, 42):
+        net = sb.Network((1, 2, 2), [sb.Dense(units=units)], loss="sse", name="passing")
+        f = net.derive().numeric()
+        assert f(np.zeros((1, 2, 2)), np.zeros(units), {"W1": np.ones((units, 4))}).loss == 0.0
+    held = [name for name in linecache.cache if "gradients of passing" in name]
+    assert len(held) <= 1  # the last, while f lives
+    del f
+    gc.collect()
+    assert not [name for name in linecache.cache if "gradients of passing" in name]

@@ -29,7 +29,6 @@ package (sympy through the per-node printer).
 
 from __future__ import annotations
 
-import linecache
 import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,7 +39,7 @@ from weakref import WeakKeyDictionary
 from ..activations import ACTIVATIONS
 from ..losses import LOSSES
 from . import layers, nodes
-from .embed import runtime_source
+from .embed import register_source, runtime_source
 from .runtime.calls import REDUCTIONS
 
 if TYPE_CHECKING:
@@ -160,10 +159,10 @@ def compiled(d: Derivation, style: str | None = None, backend: str = "numpy") ->
                 ) from None
         source = module_source(d, style, backend)
         name = d.network.name.replace("-", "_")
-        filename = f"<symbackprop gradients of {d.network.name}, {' and '.join(key[0])}, {backend}>"
-        # Registered so that tracebacks through the generated code show its lines.
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         module = ModuleType(f"symbackprop_gradients_{name}")
+        # its lines registered while it lives, so that tracebacks through it show them
+        label = f"symbackprop gradients of {d.network.name}, {' and '.join(key[0])}, {backend}"
+        filename = register_source(module, source, label)
         # The text is ours, printed from the network: no user text is ever evaluated.
         exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102
         cache[key] = module
