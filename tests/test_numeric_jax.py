@@ -121,3 +121,15 @@ def test_resnet_tiny_summed_over_a_batch_is_torch_backward(rng):
     source = numeric.module_source(net.derive(), backend="jax")
     assert "    a4 = a1 + a3\n" in source  # the identity shortcut's join
     assert "    da1 = da1_2 + da1_4\n" in source  # the stem's gradient from both its readers
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_batch_normalisation_in_train_mode_gives_the_numpy_numbers(reduce, rng):
+    # the batch's statistics from a channel's values as rows, dL/dx from the two sums
+    net = sb.presets.resnet_tiny(batch_norm=True)
+    d = net.derive()
+    _, _, params = draw_point(net, rng)
+    x = rng.normal(size=(4, *net.input_shape))
+    y = rng.dirichlet(np.ones(net.output_size), size=4)
+    expected = d.numeric(reduce=reduce)(x, y, params)
+    assert_same_gradients(d.numeric(backend="jax", reduce=reduce)(x, y, params), *expected, rtol=1e-10)
