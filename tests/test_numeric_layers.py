@@ -216,6 +216,9 @@ def test_chunks_run_on_threads_each_with_a_one_thread_blas():
     assert numpy_blas <= {info["filepath"] for info in chunks._blas_controller().info()}
 
 
+# jax (imported by other tests) and python 3.12 warn of any fork of a process with threads;
+# the child here runs numpy alone
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning", "ignore:This process:DeprecationWarning")
 def test_a_forked_child_runs_a_batch_on_threads_after_its_parent_did(rng, monkeypatch):
     # multiprocessing's default on Linux forks: the child inherits the parent's chunk pool but
     # none of its threads, and work handed to that pool would wait for ever
