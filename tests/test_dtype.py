@@ -131,7 +131,9 @@ def float64_arrays_in(run):
     local variable of every frame of a generated module, line by line, but for the argument
     checks (whose inputs are what the caller gave) and the allocator's warm-up block."""
     found = []
-    before_conversion = {"loss_and_grads", "run", "checked", "_numbers", "_require_finite", "_warm_allocator"}
+    before_conversion = {
+        "loss_and_grads", "run", "checked", "_shaped", "targets", "_numbers", "_require_finite", "_warm_allocator",
+    }
 
     def local(frame, event, arg):
         if frame.f_code.co_name == "_nodes" and event != "return":

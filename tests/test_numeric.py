@@ -5,10 +5,13 @@ the API, its errors and the exported module."""
 from __future__ import annotations
 
 import ast
+import gc
 import json
+import linecache
 import subprocess
 import sys
 import threading
+import traceback
 from itertools import product
 from pathlib import Path
 from types import SimpleNamespace
@@ -152,6 +155,35 @@ def test_the_default_runs_the_per_node_program_on_one_sample_of_a_small_network(
     assert "def _nodes(" not in module_source(lenet)
 
 
+def test_per_sample_gradients_of_a_large_batch_run_the_per_node_program_on_the_smallest_networks(
+    article, monkeypatch
+):
+    from symbackprop.numeric import NODES_PER_SAMPLE, compiled
+
+    module = compiled(article)  # 77 edges: per sample from 1024 on the per-node program
+    assert module._PROGRAMS.nodes_from == NODES_PER_SAMPLE[0] == 1024
+    ran = []
+    for name in ("_nodes", "_layers"):
+        program = getattr(module, name)
+        monkeypatch.setattr(
+            module, "_PROGRAMS",
+            module._PROGRAMS._replace(**{name[1:]: lambda *a, _p=program, _n=name: ran.append(_n) or _p(*a)}),
+        )
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(1024, 1, 4, 4)), rng.normal(size=(1024, 2))
+    params = {"W1": rng.normal(size=(1, 1, 2, 2)), "W2": rng.normal(size=(1, 1, 2, 2)), "W3": rng.normal(size=(2, 4))}
+    per_sample = article.numeric(g="sigmoid", loss="sse")(x, y, params)
+    summed = article.numeric(g="sigmoid", loss="sse", reduce="sum")(x, y, params)
+    fewer = article.numeric(g="sigmoid", loss="sse")(x[:1023], y[:1023], params)
+    assert ran == ["_nodes", "_layers", "_layers"]
+    # the same numbers either way
+    np.testing.assert_allclose(per_sample.grads["W1"].sum(axis=0), summed.grads["W1"], rtol=1e-12)
+    np.testing.assert_allclose(per_sample.grads["W3"][:1023], fewer.grads["W3"], rtol=1e-12)
+    np.testing.assert_allclose(per_sample.grads["x"], summed.grads["x"], rtol=1e-9, atol=1e-15)
+    assert per_sample.loss.shape == (1024,) and per_sample.grads["W2"].shape == (1024, 1, 1, 2, 2)
+    assert compiled(sb.presets.lenet5().derive())._PROGRAMS.nodes_from == 0  # one program
+
+
 @given(networks())
 def test_finite_differences_agree_along_a_random_direction(net):
     # Central differences of the derived loss itself, along one random direction of all
@@ -290,7 +322,7 @@ def test_generated_modules_import_numpy_and_the_standard_library_only(net):
             if isinstance(node, (ast.Import, ast.ImportFrom))
             for alias in node.names
         }
-        standard = {"concurrent.futures", "math", "threading", "collections.abc", "typing"}
+        standard = {"concurrent.futures", "math", "os", "threading", "collections.abc", "typing"}
         assert imported <= standard | {"numpy", "numpy.lib.stride_tricks"}
         # threadpoolctl, if installed, lets chunks of a batch run on threads; only tried
         optional = [node for node in ast.walk(tree) if isinstance(node, ast.Try)]
@@ -540,3 +572,34 @@ def test_an_exported_graph_module_runs_alone_in_a_fresh_process(graph_derivation
     loss, grads = result["batch None"]
     alone = SimpleNamespace(loss=np.array(loss), grads={n: np.array(g) for n, g in grads.items()})
     assert_same_gradients(alone, *torch_batch_loss_and_grads(net, x, y, params))
+
+
+def test_tracebacks_show_each_generated_module_its_own_lines_while_it_lives():
+    def same_name(units):
+        net = sb.Network((1, 2, 2), [sb.Dense(units=units)], loss="sse", name="same")
+        return net.derive()
+
+    two, three = same_name(2), same_name(3)  # one name, two texts
+    modules = numeric.compiled(two), numeric.compiled(three)
+    files = [module._layers.__code__.co_filename for module in modules]
+    assert files[0] != files[1] and all(name.startswith("<symbackprop gradients of same") for name in files)
+    for derivation, filename in zip((two, three), files):
+        assert "".join(linecache.getlines(filename)) == module_source(derivation)
+    with pytest.raises(KeyError) as raised:  # a call that fails inside the generated code
+        modules[1]._layers(np.zeros((1, 1, 2, 2)), np.zeros((1, 3)), {}, None, None, {}, False, 1.0)
+    shown = "".join(traceback.format_exception(raised.value))
+    assert f'File "{files[1]}", line' in shown and "W1 = params['W1']" in shown
+
+
+def test_numeric_calls_on_many_networks_leave_no_lines_behind_in_linecache():
+    # each generated module's lines go with it: a numeric() call per network once left one
+    # linecache entry each, for good
+    for units in range(2, 42):
+        net = sb.Network((1, 2, 2), [sb.Dense(units=units)], loss="sse", name="passing")
+        f = net.derive().numeric()
+        assert f(np.zeros((1, 2, 2)), np.zeros(units), {"W1": np.ones((units, 4))}).loss == 0.0
+    held = [name for name in linecache.cache if "gradients of passing" in name]
+    assert len(held) <= 1  # the last, while f lives
+    del f
+    gc.collect()
+    assert not [name for name in linecache.cache if "gradients of passing" in name]

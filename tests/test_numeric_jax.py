@@ -4,7 +4,7 @@ test extra, so these run wherever the tests do."""
 
 from __future__ import annotations
 
-import jax  # noqa: F401  the test extra installs it (pip install -e '.[test]'): no skip hides it
+import jax
 import numpy as np
 import pytest
 from graphs import GRAPHS
@@ -122,6 +122,18 @@ def test_resnet_tiny_summed_over_a_batch_is_torch_backward(rng):
     assert "    da1 = da1_2 + da1_4\n" in source  # the stem's gradient from both its readers
 
 
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_batch_normalisation_in_train_mode_gives_the_numpy_numbers(reduce, rng):
+    # the batch's statistics from a channel's values as rows, dL/dx from the two sums
+    net = sb.presets.resnet_tiny(batch_norm=True)
+    d = net.derive()
+    _, _, params = draw_point(net, rng)
+    x = rng.normal(size=(4, *net.input_shape))
+    y = rng.dirichlet(np.ones(net.output_size), size=4)
+    expected = d.numeric(reduce=reduce)(x, y, params)
+    assert_same_gradients(d.numeric(backend="jax", reduce=reduce)(x, y, params), *expected, rtol=1e-10)
+
+
 # ---- float32 ------------------------------------------------------------------------------------
 
 JAX_FLOAT32_CASES = {name: lambda op=op: network(op) for name, op in OPERATIONS.items()}
@@ -138,7 +150,6 @@ QUICK = ("conv", "maxpool, overlapping and padded", "lenet5")  # the others: a j
 def test_float32_jax_arrays_stay_float32_and_give_the_numpy_float32_numbers(name, rng):
     import re
 
-    import jax
 
     net = JAX_FLOAT32_CASES[name]()
     d = net.derive()

@@ -3,6 +3,7 @@ and PyTorch, per sample and reduced over a batch, for batches of 0, 1 and 5."""
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import threading
 from types import ModuleType
@@ -242,6 +243,40 @@ def test_chunks_run_on_threads_each_with_a_one_thread_blas():
     assert numpy_blas <= {info["filepath"] for info in chunks._blas_controller().info()}
 
 
+# jax (imported by other tests) and python 3.12 warn of any fork of a process with threads;
+# the child here runs numpy alone
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning", "ignore:This process:DeprecationWarning")
+def test_a_forked_child_runs_a_batch_on_threads_after_its_parent_did(rng, monkeypatch):
+    # multiprocessing's default on Linux forks: the child inherits the parent's chunk pool but
+    # none of its threads, and work handed to that pool would wait for ever
+    module, x, y, params = dilated_conv_module(rng, 9)
+    programs = module._PROGRAMS._replace(batch_chunk=2, sample_bytes=module.THREADS_FROM_BYTES)
+    monkeypatch.setattr(module, "_PROGRAMS", programs)
+    monkeypatch.setattr(module, "_blas_threads", lambda controller: 2)
+    expected = module.loss_and_grads(x, y, params, "sum")
+    assert module._RUNNING["pool"][1] == 2  # the parent's pool, its threads started
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+
+    def child():
+        out = module.loss_and_grads(x, y, params, "sum")
+        sender.send((out.loss, out.grads, module._RUNNING["pool"][1]))
+
+    process = context.Process(target=child)
+    process.start()
+    try:
+        assert receiver.poll(60), "the forked child hangs on its parent's chunk pool"
+        loss, grads, threads = receiver.recv()
+    finally:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+    assert process.exitcode == 0 and threads == 2  # its own pool of two threads
+    assert loss == expected.loss
+    for name, grad in expected.grads.items():
+        np.testing.assert_array_equal(grads[name], grad)
+
+
 def test_a_batch_is_cut_into_a_chunk_for_each_thread_at_least(rng, monkeypatch):
     module, x, y, params = dilated_conv_module(rng, 5)
     assert module._PROGRAMS.batch_chunk >= 5
@@ -291,7 +326,7 @@ def test_while_another_call_holds_the_blas_a_call_runs_its_chunks_in_turn():
     blas = chunks._blas_controller()
     names = []
     # as another thread's call does
-    with chunks._HOLDING_BLAS, blas.limit(limits=1, user_api="blas"):
+    with chunks._this_process()["holding"], blas.limit(limits=1, user_api="blas"):
         chunks._map_chunks(
             lambda part: names.append(threading.current_thread().name), [slice(0, 1)] * 3,
             blas, 2,

@@ -312,7 +312,7 @@ def test_each_runtime_module_imports_numpy_the_standard_library_and_its_neighbou
         "calls": {"__future__", "math", "collections.abc", "typing", "numpy", ".chunks", ".functions"},
         "functions": {"__future__", "math", "numpy"},
         "windows": {"__future__", "math", "numpy", "numpy.lib.stride_tricks"},
-        "chunks": {"__future__", "concurrent.futures", "threading", "numpy"},
+        "chunks": {"__future__", "concurrent.futures", "os", "threading", "numpy"},
     }
     for name, module in RUNTIME.items():
         top, inner = imports_of(module)
@@ -352,5 +352,5 @@ def test_a_module_gets_the_definitions_it_uses_and_what_they_use():
 def test_copied_definitions_are_the_runtime_source_verbatim():
     copied = embed.runtime_source("run\n")
     assert inspect.getsource(calls.run) in copied
-    assert inspect.getsource(calls.checked) in copied  # run checks its arguments
+    assert inspect.getsource(calls._shaped) in copied  # run checks its arguments
     assert "def _add_windows(" not in copied  # only a per-layer program calls it

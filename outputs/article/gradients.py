@@ -33,6 +33,7 @@ Generated code: do not edit; derive again instead.
 
 import concurrent.futures
 import math
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -50,7 +51,9 @@ GRADIENT_SHAPES = {'x': (1, 4, 4), 'W1': (1, 1, 2, 2), 'W2': (1, 1, 2, 2), 'W3':
 def loss_and_grads(x, y, params, reduce=None, g=None, loss=None):
     """The loss and its gradients at one sample x (C, H, W) or a batch x (B, C, H, W).
 
-    y is (K,) or (B, K); params maps each name of PARAMETERS to an array of that shape.
+    y is (K,) or (B, K), a map's (C, H, W) or (B, C, H, W), or for cross-entropy class
+    indices: an int per sample, or an (H, W) array of them for a map. params maps each
+    name of PARAMETERS to an array of that shape.
     reduce=None: per sample, each gradient (B, *shape) for a batch; reduce="sum" or
     "mean": the batch's loss and parameter gradients. g= and loss= choose the generic
     activation and loss by name when the network leaves them generic.
@@ -320,10 +323,11 @@ class Layout:
 
     def __init__(
         self, input_shape, output_size, parameters, generic_g, loss, buffers=None, couples=False,
-        dtype="float64",
+        output_shape=None, dtype="float64",
     ):
         self.input_shape = tuple(input_shape)
         self.output_size = output_size
+        self.output_shape = tuple(output_shape or (output_size,))  # a map's (C, H, W)
         self.parameters = dict(parameters)
         self.generic_g = generic_g
         self.loss = loss
@@ -371,10 +375,9 @@ def _pick(keyword, name, choices, what):
 REDUCTIONS = (None, "sum", "mean")
 
 
-def checked(layout, x, y, params, reduce):
-    """x as a batch (B, *input), y as (B, K), params as arrays, all in the layout's dtype
-    (converted here, once), and whether x was one sample; a ValueError naming what is wrong
-    and what was expected otherwise."""
+def _shaped(layout, x, y, params, reduce):
+    """``checked`` but for finiteness, and x and y of one sample left as they came, (*input)
+    and (K,): x, y, params as arrays of the layout's dtype, and whether x was one sample."""
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce={reduce!r}; choose None (per sample), 'sum' or 'mean'")
     input_shape, output_size = layout.input_shape, layout.output_size
@@ -424,8 +427,38 @@ def checked(layout, x, y, params, reduce):
         if value.shape != shape:
             raise ValueError(f"params[{name!r}] has shape {value.shape}; expected {shape}")
         arrays[name] = value
-    _require_finite({"x": x, "y": y, **arrays})
-    return (x[None], y[None], arrays, True) if one else (x, y, arrays, False)
+    return x, y, arrays, one
+
+
+def targets(layout, y, loss):
+    """y as the program takes it, (K,) or (B, K) in the output's (channel, row, column) order,
+    from what a caller may give: that, a map's values as (C, H, W) or (B, C, H, W), or — for
+    cross-entropy — class indices as torch's CrossEntropyLoss takes them: an integer per sample
+    for a vector output, an H×W array of them per sample for a map, each made a one-hot
+    probability vector over the C channels."""
+    if type(y) is numpy.ndarray and y.ndim <= 2 and y.dtype.kind == "f":
+        return y  # the quick path: already as the program takes it
+    y = numpy.asarray(y)
+    shape = layout.output_shape
+    if y.dtype.kind in "iu" and (loss or layout.loss) == "cross_entropy":
+        classes, per_sample = shape[0], shape[1:]
+        if y.shape != per_sample and y.shape[1:] != per_sample:
+            where = "an integer" if not per_sample else f"an array {per_sample} of integers"
+            raise ValueError(
+                f"y has integer shape {y.shape}: class indices are {where} per sample "
+                f"(or a batch of them), for an output of {classes} classes"
+            )
+        if y.size and (y.min() < 0 or y.max() >= classes):
+            raise ValueError(
+                f"y holds class {y.min() if y.min() < 0 else y.max()}; "
+                f"this output has {classes} classes, 0 to {classes - 1}"
+            )
+        batch = y.ndim - len(per_sample)
+        one_hot = numpy.eye(classes)[y]  # (*batch, *pixels, C): the channel last
+        return numpy.moveaxis(one_hot, -1, batch).reshape(*y.shape[:batch], -1)
+    if len(shape) > 1 and y.shape[-len(shape):] == shape:
+        return y.reshape(*y.shape[: y.ndim - len(shape)], -1)  # a map's values, flattened
+    return y
 
 
 def _expected(layout):
@@ -469,8 +502,13 @@ def _require_finite(arrays):
                 total += float(numpy.add.reduce(numpy.concatenate(joined, axis=None)))
             for values in large:
                 total += float(numpy.add.reduce(values, axis=None))
-    if math.isfinite(total):
-        return
+    if not math.isfinite(total):
+        _name_non_finite(arrays)
+
+
+def _name_non_finite(arrays):
+    """A ValueError naming the first of ``arrays`` holding nan or inf (none: a sum of huge
+    finite values overflowed, and all is well)."""
     for what, values in arrays.items():
         if not numpy.isfinite(values).all():
             raise ValueError(
@@ -483,28 +521,41 @@ class Programs(NamedTuple):
     of samples the per-layer program takes at a time (its arrays then stay small enough for
     the cache), and the bytes a sample takes in its largest array (whether a chunk is worth
     a thread). With both programs, the per-node program runs single samples, on python
-    floats, and the per-layer program every batch of two or more."""
+    floats, and the per-layer program every batch of two or more — but per-sample gradients
+    of a batch of ``nodes_from`` samples or more (0: none), which the per-node program on
+    arrays (B,) gives quicker on the smallest networks (see numeric.NODES_PER_SAMPLE)."""
 
     nodes: Any
     layers: Any
     batch_chunk: int = 64
     sample_bytes: int = 0
+    nodes_from: int = 0
 
 
 def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
     """Check the arguments, run a program, shape the result (see ``Result``)."""
     chosen = choose(layout, g, loss)
-    x, y, params, one = checked(layout, x, y, params, reduce)
+    x, y, params, one = _shaped(layout, x, targets(layout, y, loss), params, reduce)
+    # One sample on python floats, kept quick (float64 only: python floats are float64).
+    floats = programs.nodes is not None and layout.python_floats
+    if one and floats:
+        return Result(*_one_on_floats(programs.nodes, layout, x, y, params, chosen))
+    if not one and len(x) == 1 and floats and programs.layers is not None:
+        loss, grads = _one_on_floats(programs.nodes, layout, x[0], y[0], params, chosen)
+        if reduce is None:  # a batch of one: per sample
+            return Result(numpy.array([loss]), {name: g[None] for name, g in grads.items()})
+        return Result(loss, {**grads, "x": grads["x"][None]})  # its sum and mean
+    _require_finite({"x": x, "y": y, **params})
+    if one:
+        x, y = x[None], y[None]
     size = len(x)
     if size == 0:
         return _empty(layout, reduce)
-    if programs.nodes is not None and (programs.layers is None or size == 1):
-        floats = layout.python_floats and (one or programs.layers is not None)  # one sample: floats
-        losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen, floats)
-        if floats:
-            if one and reduce is None:  # the common case of the per-node code, kept quick
-                return Result(losses, grads)
-            losses, grads = numpy.array([losses]), {n: g[None] for n, g in grads.items()}
+    on_nodes = programs.layers is None or (
+        reduce is None and programs.nodes_from and size >= programs.nodes_from
+    )
+    if programs.nodes is not None and on_nodes:  # the per-node program on arrays (B,)
+        losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen)
         if reduce is not None:
             scale = 1.0 if reduce == "sum" else 1 / size
             grads = {
@@ -519,6 +570,29 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
         scale = 1.0 if reduce != "mean" else 1 / size
         losses, grads = _run_layers(programs, layout, x, y, params, chosen, reduce is None, scale)
     return _result(losses, grads, reduce, one)
+
+
+def _one_on_floats(program, layout, x, y, params, chosen):
+    """One sample (x (*input), y (K,)) through the per-node program on python floats, the
+    values' finiteness checked on the floats the program reads (one conversion, not two):
+    its loss and gradients, the same whatever the reduction (the sum or mean of one)."""
+    xs, ys = x.ravel().tolist(), y.tolist()
+    flat = {name: value.ravel().tolist() for name, value in params.items()}
+    total = sum(xs) + sum(ys)
+    for values in flat.values():
+        total += sum(values)
+    if not math.isfinite(total):
+        _name_non_finite({"x": x, "y": y, **params})
+    try:
+        loss, grads = program(xs, ys, flat, *chosen)
+    except (ArithmeticError, ValueError):
+        # math raises where numpy gives inf or nan (an exp of a large value, a log of 0):
+        # run the array code instead, as a batch of one, so both give the same answer.
+        losses, grads = _run_nodes(program, layout, x[None], y[None], params, chosen)
+        return float(losses[0]), {name: grad[0] for name, grad in grads.items()}
+    values = numpy.array(grads, dtype=float)
+    spans = layout.spans.items()
+    return float(loss), {name: values[a:b].reshape(shape) for name, (a, b, shape) in spans}
 
 
 def _result(losses, grads, reduce, one):
@@ -545,27 +619,15 @@ def _empty(layout, reduce):
     return Result(0.0 if reduce == "sum" else math.nan, {"x": x, **grads})
 
 
-def _run_nodes(program, layout, x, y, params, chosen, one):
-    """The per-node program: on python floats for one sample — the loss (a float) and its
-    gradients — and on arrays (B,), one per node, for a batch — losses (B,) and per-sample
-    gradients (B, *shape). Off float64, the weights are arrays (1,) of the dtype, not python
-    floats, so that every node keeps it."""
+def _run_nodes(program, layout, x, y, params, chosen):
+    """The per-node program on arrays (B,), one per node, for a batch: losses (B,) and
+    per-sample gradients (B, *shape). (One sample on python floats: ``_one_on_floats``.) Off
+    float64, the weights are arrays (1,) of the dtype, not python floats, so that every node
+    keeps it."""
     if layout.python_floats:
         flat = {name: value.ravel().tolist() for name, value in params.items()}
     else:
         flat = {name: list(value.reshape(-1, 1)) for name, value in params.items()}
-    if one:
-        try:
-            loss, grads = program(x[0].ravel().tolist(), y[0].tolist(), flat, *chosen)
-        except (ArithmeticError, ValueError):
-            # math raises where numpy gives inf or nan (an exp of a large value, a log of 0):
-            # run the array code instead, as a batch of one, so both give the same answer.
-            losses, grads = _run_nodes(program, layout, x, y, params, chosen, False)
-            return float(losses[0]), {name: grad[0] for name, grad in grads.items()}
-        values = numpy.array(grads, dtype=float)
-        return float(loss), {
-            name: values[a:b].reshape(shape) for name, (a, b, shape) in layout.spans.items()
-        }
     size = len(x)
     # One contiguous row of B values per input node: the program unpacks the rows.
     columns = numpy.ascontiguousarray(x.reshape(size, -1).T)
@@ -598,10 +660,13 @@ def identity_prime(z, a):
 
 def sigmoid(z):
     """1 / (1 + e^−z): far below 0, e^−z overflows to inf and σ is 0, as it should be (the
-    exact value is below the smallest float); a float takes the branch that never overflows."""
+    exact value is below the smallest float); a float below −700 takes e^z / (1 + e^z), which
+    never overflows (math.exp raises past 709.78), the others the one exp (30% quicker)."""
     if isinstance(z, _NUMBER):
-        e = math.exp(-abs(z))
-        return 1 / (1 + e) if z >= 0 else e / (1 + e)
+        if z > -700.0:
+            return 1 / (1 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1 + e)
     e = numpy.negative(z)
     with numpy.errstate(over="ignore"):
         numpy.exp(e, out=e)
@@ -693,8 +758,11 @@ ACTIVATIONS = {
 
 def sse(a, y, channels):
     """½ Σ_k (a_k − y_k)²."""
-    if isinstance(a, list):
-        return 0.5 * sum((ak - yk) * (ak - yk) for ak, yk in zip(a, y))
+    if isinstance(a, list):  # a loop: a generator's frames cost more than a few outputs
+        total = 0.0
+        for ak, yk in zip(a, y):
+            total += (ak - yk) * (ak - yk)
+        return 0.5 * total
     return 0.5 * ((a - y) ** 2).sum(axis=0)
 
 
@@ -1041,24 +1109,39 @@ def _map_chunks(function, parts, controller, workers):
     second core, which BLAS alone would leave idle (network C of benchmarks/numeric.py, batch
     1024: 1.4x faster on 2 cores)."""
     workers = min(workers, len(parts))
+    if workers < 2:
+        return [function(part) for part in parts]
     # One call at a time holds the BLAS to one thread: threadpoolctl restores the number it
     # found, so overlapping holds could restore one hold's 1 for good. A call from another
     # thread meanwhile runs its chunks in turn.
-    if workers < 2 or not _HOLDING_BLAS.acquire(blocking=False):
+    holding = _this_process()["holding"]
+    if not holding.acquire(blocking=False):
         return [function(part) for part in parts]
     try:
         with controller.limit(limits=1, user_api="blas"):
             return list(_chunk_pool(workers).map(function, parts))
     finally:
-        _HOLDING_BLAS.release()
-
-
-_HOLDING_BLAS = threading.Lock()
+        holding.release()
 
 
 # What running chunks keeps between calls: "controller", threadpoolctl's view of the BLAS
-# (None: none); "pool", (a thread pool, its size); "warm", once the allocator is.
+# (None: none); "pool", (a thread pool, its size); "holding", the lock of the one call that
+# holds the BLAS to one thread; "pid", the process they belong to; "warm", once the
+# allocator is.
 _RUNNING = {}
+
+
+def _this_process():
+    """``_RUNNING`` as of this process. A child forked from a process that ran chunks on
+    threads (multiprocessing's default on Linux) inherits its pool without the pool's
+    threads — work handed to it would wait for ever — and the BLAS's lock as the parent's
+    threads held it at the fork: the child makes both anew."""
+    pid = os.getpid()
+    if _RUNNING.get("pid") != pid:
+        _RUNNING.pop("pool", None)  # the parent's: never shut down here, its threads are not ours
+        _RUNNING["holding"] = threading.Lock()
+        _RUNNING["pid"] = pid
+    return _RUNNING
 
 
 def _blas_controller():
@@ -1084,7 +1167,7 @@ def _blas_threads(controller):
 
 def _chunk_pool(workers):
     """A pool of this many threads, kept for the next call (a new pool costs ~100 µs)."""
-    pool, size = _RUNNING.get("pool", (None, 0))
+    pool, size = _this_process().get("pool", (None, 0))
     if size != workers:
         if pool is not None:
             pool.shutdown(wait=False)  # its threads end once idle
@@ -1113,4 +1196,4 @@ WARM_BYTES = 30 * 2**20
 
 
 _LAYOUT = Layout(INPUT_SHAPE, OUTPUT_SIZE, PARAMETERS, generic_g=True, loss=None)
-_PROGRAMS = Programs(nodes=_nodes, layers=_layers, batch_chunk=1024, sample_bytes=288)
+_PROGRAMS = Programs(nodes=_nodes, layers=_layers, batch_chunk=1024, sample_bytes=288, nodes_from=1024)

@@ -37,7 +37,6 @@ package (sympy through the per-node printer).
 
 from __future__ import annotations
 
-import linecache
 import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -48,7 +47,7 @@ from weakref import WeakKeyDictionary
 from ..activations import ACTIVATIONS
 from ..losses import LOSSES
 from . import layers, nodes
-from .embed import runtime_source
+from .embed import register_source, runtime_source
 from .runtime.calls import REDUCTIONS
 
 if TYPE_CHECKING:
@@ -75,6 +74,14 @@ TOLERANCES = {"float64": (1e-9, 1e-12), "float32": (1e-4, 1e-6)}
 # any size costs it about 200 µs even on the article's (the per-layer code 70–100 µs): batches
 # go to the per-layer code.
 NODES_EDGE_LIMIT = 500
+# Per-sample gradients (reduce=None) of a large batch on the smallest networks: the per-node
+# program on arrays (B,) pays ~200 µs a call and ~2 ns an edge a sample; the per-layer code's
+# per-sample products of tiny convolutions cost it ~0.4 µs a sample whatever the edges.
+# Measured (CPU time): the article's network (77 edges) at 1024, 410 µs against 480; at 4096,
+# 880 against 1850; a 2x2 -> 3 -> 2 dense net (25 edges) even at 1024, 280 against 550 at
+# 4096; a 1x5x5 conv 3x3 x2 -> dense 3 net (240 edges) still slower at 4096 (2630 against
+# 2700): (batch from, edges at most).
+NODES_PER_SAMPLE = (1024, 100)
 
 NumericFunction = Callable[[Any, Any, Mapping[str, Any]], Any]  # (x, y, params) -> Result
 
@@ -185,10 +192,10 @@ def compiled(
                 ) from None
         source = module_source(d, style, backend, dtype)
         name = d.network.name.replace("-", "_")
-        filename = f"<symbackprop gradients of {d.network.name}, {' and '.join(key[0])}, {backend}, {dtype}>"
-        # Registered so that tracebacks through the generated code show its lines.
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         module = ModuleType(f"symbackprop_gradients_{name}")
+        # its lines registered while it lives, so that tracebacks through it show them
+        label = f"symbackprop gradients of {d.network.name}, {' and '.join(key[0])}, {backend}, {dtype}"
+        filename = register_source(module, source, label)
         # The text is ours, printed from the network: no user text is ever evaluated.
         exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102
         cache[key] = module
@@ -223,7 +230,9 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str, dtype: st
         f"_PROGRAMS = Programs("
         f"nodes={nodes.PROGRAM if 'nodes' in styles else None}, "
         f"layers={layers.PROGRAM if 'layers' in styles else None}, "
-        f"batch_chunk={layers.batch_chunk(net)}, sample_bytes={layers.sample_bytes(net)})"
+        f"batch_chunk={layers.batch_chunk(net)}, sample_bytes={layers.sample_bytes(net)}"
+        + (f", nodes_from={NODES_PER_SAMPLE[0]}" if _per_sample_on_nodes(net, styles) else "")
+        + ")"
     )
     code = "\n\n\n".join([entry, *programs, wiring])
     imports, definitions = runtime_source(code, backend).split("\n\n\n", 1)  # imports first
@@ -232,6 +241,12 @@ def _module_text(d: Derivation, styles: tuple[str, ...], backend: str, dtype: st
     )
     parts = [_docstring(net, styles, backend, dtype), imports, _constants(net), entry, *programs, runtime, wiring]
     return "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
+
+
+def _per_sample_on_nodes(net: Network, styles: tuple[str, ...]) -> bool:
+    """Whether a module of both programs gives a large batch's per-sample gradients with its
+    per-node program (see NODES_PER_SAMPLE)."""
+    return len(styles) == 2 and net.graph_edges <= NODES_PER_SAMPLE[1]
 
 
 def _docstring(net: Network, styles: tuple[str, ...], backend: str, dtype: str) -> str:

@@ -7,14 +7,21 @@ so a module is exactly as long as what it runs. The helpers stay real modules, t
 such; the generated modules carry a copy, flat (the runtime's imports of one another left
 out), and need no symbackprop.
 
+``register_source(module, source, label)`` names a compiled module's text for tracebacks:
+registered in ``linecache`` for as long as the module lives, then forgotten.
+
 Imports the standard library only (it reads the runtime's files as text, through ``ast``).
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
+import linecache
+import weakref
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 _RUNTIME_DIR = Path(__file__).with_name("runtime")
 # The runtime's modules, in the order a generated module holds their definitions.
@@ -121,3 +128,18 @@ def runtime_source(code: str, backend: str = "numpy") -> str:
 def _names(text: str) -> set[str]:
     """The names a piece of code reads."""
     return {n.id for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Name)}
+
+
+def register_source(module: ModuleType, source: str, label: str) -> str:
+    """The file name to compile ``module``'s ``source`` under, its lines registered in
+    ``linecache`` so that tracebacks through the generated code show them, for as long as
+    the module lives. Each module gets a name of its own (``label`` and a number): two
+    networks of one name never show each other's lines, and the entry goes with its module,
+    so that numeric() called on many networks does not leave one entry per call behind."""
+    filename = f"<{label} #{next(_SERIALS)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    weakref.finalize(module, linecache.cache.pop, filename, None)
+    return filename
+
+
+_SERIALS = itertools.count(1)

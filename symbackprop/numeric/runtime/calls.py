@@ -102,6 +102,14 @@ def checked(layout, x, y, params, reduce):
     """x as a batch (B, *input), y as (B, K), params as arrays, all in the layout's dtype
     (converted here, once), and whether x was one sample; a ValueError naming what is wrong
     and what was expected otherwise."""
+    x, y, arrays, one = _shaped(layout, x, y, params, reduce)
+    _require_finite({"x": x, "y": y, **arrays})
+    return (x[None], y[None], arrays, True) if one else (x, y, arrays, False)
+
+
+def _shaped(layout, x, y, params, reduce):
+    """``checked`` but for finiteness, and x and y of one sample left as they came, (*input)
+    and (K,): x, y, params as arrays of the layout's dtype, and whether x was one sample."""
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce={reduce!r}; choose None (per sample), 'sum' or 'mean'")
     input_shape, output_size = layout.input_shape, layout.output_size
@@ -151,8 +159,7 @@ def checked(layout, x, y, params, reduce):
         if value.shape != shape:
             raise ValueError(f"params[{name!r}] has shape {value.shape}; expected {shape}")
         arrays[name] = value
-    _require_finite({"x": x, "y": y, **arrays})
-    return (x[None], y[None], arrays, True) if one else (x, y, arrays, False)
+    return x, y, arrays, one
 
 
 def targets(layout, y, loss):
@@ -227,8 +234,13 @@ def _require_finite(arrays):
                 total += float(numpy.add.reduce(numpy.concatenate(joined, axis=None)))
             for values in large:
                 total += float(numpy.add.reduce(values, axis=None))
-    if math.isfinite(total):
-        return
+    if not math.isfinite(total):
+        _name_non_finite(arrays)
+
+
+def _name_non_finite(arrays):
+    """A ValueError naming the first of ``arrays`` holding nan or inf (none: a sum of huge
+    finite values overflowed, and all is well)."""
     for what, values in arrays.items():
         if not numpy.isfinite(values).all():
             raise ValueError(
@@ -245,28 +257,41 @@ class Programs(NamedTuple):
     of samples the per-layer program takes at a time (its arrays then stay small enough for
     the cache), and the bytes a sample takes in its largest array (whether a chunk is worth
     a thread). With both programs, the per-node program runs single samples, on python
-    floats, and the per-layer program every batch of two or more."""
+    floats, and the per-layer program every batch of two or more — but per-sample gradients
+    of a batch of ``nodes_from`` samples or more (0: none), which the per-node program on
+    arrays (B,) gives quicker on the smallest networks (see numeric.NODES_PER_SAMPLE)."""
 
     nodes: Any
     layers: Any
     batch_chunk: int = 64
     sample_bytes: int = 0
+    nodes_from: int = 0
 
 
 def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
     """Check the arguments, run a program, shape the result (see ``Result``)."""
     chosen = choose(layout, g, loss)
-    x, y, params, one = checked(layout, x, targets(layout, y, loss), params, reduce)
+    x, y, params, one = _shaped(layout, x, targets(layout, y, loss), params, reduce)
+    # One sample on python floats, kept quick (float64 only: python floats are float64).
+    floats = programs.nodes is not None and layout.python_floats
+    if one and floats:
+        return Result(*_one_on_floats(programs.nodes, layout, x, y, params, chosen))
+    if not one and len(x) == 1 and floats and programs.layers is not None:
+        loss, grads = _one_on_floats(programs.nodes, layout, x[0], y[0], params, chosen)
+        if reduce is None:  # a batch of one: per sample
+            return Result(numpy.array([loss]), {name: g[None] for name, g in grads.items()})
+        return Result(loss, {**grads, "x": grads["x"][None]})  # its sum and mean
+    _require_finite({"x": x, "y": y, **params})
+    if one:
+        x, y = x[None], y[None]
     size = len(x)
     if size == 0:
         return _empty(layout, reduce)
-    if programs.nodes is not None and (programs.layers is None or size == 1):
-        floats = layout.python_floats and (one or programs.layers is not None)  # one sample: floats
-        losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen, floats)
-        if floats:
-            if one and reduce is None:  # the common case of the per-node code, kept quick
-                return Result(losses, grads)
-            losses, grads = numpy.array([losses]), {n: g[None] for n, g in grads.items()}
+    on_nodes = programs.layers is None or (
+        reduce is None and programs.nodes_from and size >= programs.nodes_from
+    )
+    if programs.nodes is not None and on_nodes:  # the per-node program on arrays (B,)
+        losses, grads = _run_nodes(programs.nodes, layout, x, y, params, chosen)
         if reduce is not None:
             scale = 1.0 if reduce == "sum" else 1 / size
             grads = {
@@ -281,6 +306,29 @@ def run(programs, layout, x, y, params, reduce=None, g=None, loss=None):
         scale = 1.0 if reduce != "mean" else 1 / size
         losses, grads = _run_layers(programs, layout, x, y, params, chosen, reduce is None, scale)
     return _result(losses, grads, reduce, one)
+
+
+def _one_on_floats(program, layout, x, y, params, chosen):
+    """One sample (x (*input), y (K,)) through the per-node program on python floats, the
+    values' finiteness checked on the floats the program reads (one conversion, not two):
+    its loss and gradients, the same whatever the reduction (the sum or mean of one)."""
+    xs, ys = x.ravel().tolist(), y.tolist()
+    flat = {name: value.ravel().tolist() for name, value in params.items()}
+    total = sum(xs) + sum(ys)
+    for values in flat.values():
+        total += sum(values)
+    if not math.isfinite(total):
+        _name_non_finite({"x": x, "y": y, **params})
+    try:
+        loss, grads = program(xs, ys, flat, *chosen)
+    except (ArithmeticError, ValueError):
+        # math raises where numpy gives inf or nan (an exp of a large value, a log of 0):
+        # run the array code instead, as a batch of one, so both give the same answer.
+        losses, grads = _run_nodes(program, layout, x[None], y[None], params, chosen)
+        return float(losses[0]), {name: grad[0] for name, grad in grads.items()}
+    values = numpy.array(grads, dtype=float)
+    spans = layout.spans.items()
+    return float(loss), {name: values[a:b].reshape(shape) for name, (a, b, shape) in spans}
 
 
 def _result(losses, grads, reduce, one):
@@ -308,27 +356,15 @@ def _empty(layout, reduce):
     return Result(0.0 if reduce == "sum" else math.nan, {"x": x, **grads})
 
 
-def _run_nodes(program, layout, x, y, params, chosen, one):
-    """The per-node program: on python floats for one sample — the loss (a float) and its
-    gradients — and on arrays (B,), one per node, for a batch — losses (B,) and per-sample
-    gradients (B, *shape). Off float64, the weights are arrays (1,) of the dtype, not python
-    floats, so that every node keeps it."""
+def _run_nodes(program, layout, x, y, params, chosen):
+    """The per-node program on arrays (B,), one per node, for a batch: losses (B,) and
+    per-sample gradients (B, *shape). (One sample on python floats: ``_one_on_floats``.) Off
+    float64, the weights are arrays (1,) of the dtype, not python floats, so that every node
+    keeps it."""
     if layout.python_floats:
         flat = {name: value.ravel().tolist() for name, value in params.items()}
     else:
         flat = {name: list(value.reshape(-1, 1)) for name, value in params.items()}
-    if one:
-        try:
-            loss, grads = program(x[0].ravel().tolist(), y[0].tolist(), flat, *chosen)
-        except (ArithmeticError, ValueError):
-            # math raises where numpy gives inf or nan (an exp of a large value, a log of 0):
-            # run the array code instead, as a batch of one, so both give the same answer.
-            losses, grads = _run_nodes(program, layout, x, y, params, chosen, False)
-            return float(losses[0]), {name: grad[0] for name, grad in grads.items()}
-        values = numpy.array(grads, dtype=float)
-        return float(loss), {
-            name: values[a:b].reshape(shape) for name, (a, b, shape) in layout.spans.items()
-        }
     size = len(x)
     # One contiguous row of B values per input node: the program unpacks the rows.
     columns = numpy.ascontiguousarray(x.reshape(size, -1).T)

@@ -9,6 +9,7 @@ function): the exported modules need nothing else.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 
 import numpy
@@ -73,24 +74,39 @@ def _map_chunks(function, parts, controller, workers):
     second core, which BLAS alone would leave idle (network C of benchmarks/numeric.py, batch
     1024: 1.4x faster on 2 cores)."""
     workers = min(workers, len(parts))
+    if workers < 2:
+        return [function(part) for part in parts]
     # One call at a time holds the BLAS to one thread: threadpoolctl restores the number it
     # found, so overlapping holds could restore one hold's 1 for good. A call from another
     # thread meanwhile runs its chunks in turn.
-    if workers < 2 or not _HOLDING_BLAS.acquire(blocking=False):
+    holding = _this_process()["holding"]
+    if not holding.acquire(blocking=False):
         return [function(part) for part in parts]
     try:
         with controller.limit(limits=1, user_api="blas"):
             return list(_chunk_pool(workers).map(function, parts))
     finally:
-        _HOLDING_BLAS.release()
-
-
-_HOLDING_BLAS = threading.Lock()
+        holding.release()
 
 
 # What running chunks keeps between calls: "controller", threadpoolctl's view of the BLAS
-# (None: none); "pool", (a thread pool, its size); "warm", once the allocator is.
+# (None: none); "pool", (a thread pool, its size); "holding", the lock of the one call that
+# holds the BLAS to one thread; "pid", the process they belong to; "warm", once the
+# allocator is.
 _RUNNING = {}
+
+
+def _this_process():
+    """``_RUNNING`` as of this process. A child forked from a process that ran chunks on
+    threads (multiprocessing's default on Linux) inherits its pool without the pool's
+    threads — work handed to it would wait for ever — and the BLAS's lock as the parent's
+    threads held it at the fork: the child makes both anew."""
+    pid = os.getpid()
+    if _RUNNING.get("pid") != pid:
+        _RUNNING.pop("pool", None)  # the parent's: never shut down here, its threads are not ours
+        _RUNNING["holding"] = threading.Lock()
+        _RUNNING["pid"] = pid
+    return _RUNNING
 
 
 def _blas_controller():
@@ -116,7 +132,7 @@ def _blas_threads(controller):
 
 def _chunk_pool(workers):
     """A pool of this many threads, kept for the next call (a new pool costs ~100 µs)."""
-    pool, size = _RUNNING.get("pool", (None, 0))
+    pool, size = _this_process().get("pool", (None, 0))
     if size != workers:
         if pool is not None:
             pool.shutdown(wait=False)  # its threads end once idle
