@@ -451,6 +451,9 @@ def run_check(args: argparse.Namespace) -> int:
     from .verify import check, choices  # late: only this command needs the checking machinery
 
     network = _network(args)
+    if network.couples_samples and args.samples < 2:
+        raise CommandError(f"--samples must be 2 or more for {network.name}: its batch normalisation "
+                           "mixes the samples, so its samples are checked as one batch")
     # The per-layer code needs no scalar graph; the per-node program is checked too only for
     # small networks (verify.NODES_LIMIT edges): memory and finite differences are what grow.
     work = [budget.check_memory(network, args.samples), budget.finite_differences(network, args.samples)]
@@ -485,14 +488,26 @@ def _check_table(report) -> str:
     from .verify import TOLERANCES
 
     methods = report.methods
-    code = " and ".join({"layers": "per-layer code", "nodes": "per-node program"}[s] for s in report.styles)
-    lines = [
-        (
-            f"check {report.network}: {report.samples} samples, seed {report.seed}; "
-            f"derived gradients ({code}) against {', '.join(methods)}"
-        ),
-        "abs: largest |derived - method| over the samples; rel: abs / the method's largest |value|",
-    ]
+    if report.batch:  # the samples mix (batch normalisation in train mode): one batch's gradients
+        names = {"layers": "per-layer code, summed and mean", "nodes": "the engine's program of the batch"}
+        code = " and ".join(names[s] for s in report.styles)
+        lines = [
+            (
+                f"check {report.network}: a batch of {report.samples} samples, seed {report.seed} (its "
+                f"layers mix the samples); derived gradients of the batch's summed loss ({code}) "
+                f"against {', '.join(methods)}"
+            ),
+            "abs: largest |derived - method|; rel: abs / the method's largest |value|",
+        ]
+    else:
+        code = " and ".join({"layers": "per-layer code", "nodes": "per-node program"}[s] for s in report.styles)
+        lines = [
+            (
+                f"check {report.network}: {report.samples} samples, seed {report.seed}; "
+                f"derived gradients ({code}) against {', '.join(methods)}"
+            ),
+            "abs: largest |derived - method| over the samples; rel: abs / the method's largest |value|",
+        ]
     if report.sampled:
         counts = ", ".join(f"{name} {count} of {total}" for name, (count, total) in report.sampled.items())
         lines.append(f"finite differences on a seeded sample of elements: {counts}")
