@@ -201,7 +201,8 @@ def check(
 ) -> Report:
     """Compare ``d``'s numeric gradients with every independent method at ``samples``
     random points drawn with ``seed``, for each choice of a generic g and loss
-    (``on_choice(g, loss)`` is told as each begins)."""
+    (``on_choice(g, loss)`` is told as each begins). For a network whose layers mix the
+    samples, the points form one batch (2 or more; see the module's docstring)."""
     samples, seed = operator.index(samples), operator.index(seed)  # numpy integers welcome
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,3 +283,24 @@ def test_one_sample_commands_refuse_batch_statistics(tmp_path, capsys, command):
         "gradients), or put it in eval mode (mode: eval in its spec)"
     )
     assert not (tmp_path / "out").exists()
+
+
+# ---- the README says what the command line prints --------------------------------------------------
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_readmes_warning_and_values_error_are_what_the_command_line_prints(tmp_path, monkeypatch, capsys):
+    readme = README.read_text(encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "squashed.yaml"
+    spec.write_text("input: [4]\nlayers:\n  - dense: {units: 3, activation: relu}\n  - dense: {units: 3}\n"
+                    "  - dense: {units: 2, activation: sigmoid}\nloss: cross_entropy\n")
+    assert main(["derive", str(spec), "--closed-forms", "none", "-o", "out"]) == 0
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith("symbackprop: warning: ") and f"\n{warning}\n" in readme
+    write(tmp_path / "mine.yaml", _bad(W1=[[1.0, 2.0]]))
+    assert main(["handout", "--no-pdf", "--values", "mine.yaml", "-o", "h"]) == 2
+    error = error_line(capsys)
+    assert f"`{error}`" in readme
