@@ -8,11 +8,12 @@
                           [--values FILE] [--only KIND[,KIND]] [--layers L[,L]]
     symbackprop --version
 
-With neither SPEC nor --preset, each command works on the article preset. ``check`` takes --batch-norm with --preset lenet5 or resnet_tiny (their batch-normalised
-variants, checked on a batch); derive, handout and exercises write one sample's derivation
-and refuse a network whose batch normalisation mixes the samples.
-symbackprop's warnings (``errors.DegenerateSetup``, ``errors.NearKink``) are one line each
-on stderr, "symbackprop: warning: ...".
+With neither SPEC nor --preset, each command works on the article preset. ``check`` takes
+--batch-norm with --preset lenet5 or resnet_tiny (their batch-normalised variants, checked
+on a batch); derive, handout and exercises write one sample's derivation and refuse a
+network whose batch normalisation mixes the samples. symbackprop's warnings
+(``errors.DegenerateSetup``, ``errors.NearKink``) are one line each on stderr,
+"symbackprop: warning: ...".
 
 What every command shares lives here, so a new command plugs in with ``_command`` and a
 ``run_*`` function:

@@ -19,7 +19,8 @@ A network whose layers mix the samples of a batch (batch normalisation in train 
 ``Network.couples_samples``) has no per-sample gradients: its ``samples`` points form one
 batch, and what is compared is the gradient of the batch's summed loss — the per-layer
 code with ``reduce="sum"`` (and ``"mean"``, scaled), and the engine's own program of that
-batch (``net.derive(batch=N)``, evaluated node by node) where it is small enough — against
+batch (``net.derive(batch=N)``, evaluated node by node) where it is small enough
+(``BATCH_NODES_LIMIT``) — against
 the reference over the batch, finite differences of the batch's loss and torch's autograd
 with its BatchNorm in train mode. In eval mode such a network is checked like any other,
 with running statistics drawn beside the weights.
@@ -67,6 +68,9 @@ STEP = 1e-6  # the finite-difference step
 FD_ELEMENTS = 200  # finite differences of at most this many elements per quantity, seeded
 FD_CHUNK = 8  # perturbed inputs the reference evaluates at once (a copy of each layer per input)
 NODES_LIMIT = 20_000  # graph edges up to which the per-node program is checked too
+# graph edges times the batch up to which the engine's program of a batch is evaluated too:
+# batch normalisation's stages make it slow to derive and evaluate (about 2 ms an edge here)
+BATCH_NODES_LIMIT = 2_000
 KINK_MARGIN = 1e-4  # points this close to a kink (ReLU at 0, a max pool's near-tie) are drawn again
 DRAWS = 100  # draws before a point near a kink is taken, with a NearKink warning
 
@@ -275,7 +279,7 @@ def _check_batch(
             f"checked on a batch of 2 or more samples, got samples={batch}"
         )
     # the engine's program of the batch, evaluated node by node, where it is small enough
-    styles = ["layers", "nodes"] if net.graph_edges * batch <= NODES_LIMIT else ["layers"]
+    styles = ["layers", "nodes"] if net.graph_edges * batch <= BATCH_NODES_LIMIT else ["layers"]
     rng = np.random.default_rng(seed)
     sizes = {"x": batch * prod(net.input_shape), **{n: prod(s) for n, s in net.parameters.items()}}
     elements = _fd_elements(rng, sizes)

@@ -55,6 +55,13 @@ def test_a_train_mode_network_is_checked_on_one_batch(build):
     assert json.loads(json.dumps(report.to_dict()))["batch"] is True
 
 
+def test_past_its_limit_the_program_of_the_batch_is_left_to_the_other_methods():
+    net = conv_bn()
+    batch = verify.BATCH_NODES_LIMIT // net.graph_edges + 1  # one sample past the limit
+    report = verify.check(net.derive(), samples=batch)
+    assert report.batch and report.samples == batch and report.styles == ["layers"] and report.agree
+
+
 def test_the_bias_before_batch_norm_has_no_gradient_and_the_check_sees_the_rest():
     # the batch's mean takes the bias away: its gradient is 0 (to rounding), which every method
     # agrees on; the other parameters' gradients are of order one
