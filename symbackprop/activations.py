@@ -193,6 +193,9 @@ class Activation:
     formula: str  # TeX definition, for documents
     generic: bool = False
     torch: tuple[str, dict] | None = None  # its torch.nn twin: class name and arguments
+    # its values lie in a bounded interval (σ's (0, 1), tanh's (−1, 1)): read as logits by a
+    # loss, they cap how sure the prediction can be (see Network's warning)
+    bounded: bool = False
 
     @cached_property
     def _template(self) -> sympy.Expr:
@@ -213,11 +216,12 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("g", g, "$g$", r"a = g(z)\ \text{(generic)}", generic=True),
         Activation("identity", lambda z: z, "identity", r"a = z", torch=("Identity", {})),
         Activation(
-            "sigmoid", sigmoid, r"$\sigma$", r"\sigma(z) = \frac{1}{1 + e^{-z}}", torch=("Sigmoid", {})
+            "sigmoid", sigmoid, r"$\sigma$", r"\sigma(z) = \frac{1}{1 + e^{-z}}", torch=("Sigmoid", {}),
+            bounded=True,
         ),
         Activation(
             "tanh", sympy.tanh, r"$\tanh$", r"\tanh(z) = \frac{e^{z} - e^{-z}}{e^{z} + e^{-z}}",
-            torch=("Tanh", {}),
+            torch=("Tanh", {}), bounded=True,
         ),
         Activation("relu", relu, "ReLU", r"\operatorname{ReLU}(z) = \max(z, 0)", torch=("ReLU", {})),
         Activation(

@@ -4,10 +4,17 @@
                         [--dtype float64|float32]
     symbackprop check   [SPEC] [--preset NAME] [--samples N] [--seed S] [--json] [--dtype float64|float32]
     symbackprop handout [SPEC] [--preset NAME] [-o DIR] [--no-pdf] [--keep-log] [--detail full|summary]
+                        [--seed N | --values FILE]
     symbackprop exercises [SPEC] [--preset NAME] [--seed N] [-o DIR] [--no-pdf] [--keep-log]
+                          [--values FILE] [--only KIND[,KIND]] [--layers L[,L]]
     symbackprop --version
 
-With neither SPEC nor --preset, each command works on the article preset.
+With neither SPEC nor --preset, each command works on the article preset. ``check`` takes
+--batch-norm with --preset lenet5 or resnet_tiny (their batch-normalised variants, checked
+on a batch); derive, handout and exercises write one sample's derivation and refuse a
+network whose batch normalisation mixes the samples. symbackprop's warnings
+(``errors.DegenerateSetup``, ``errors.NearKink``) are one line each on stderr,
+"symbackprop: warning: ...".
 
 What every command shares lives here, so a new command plugs in with ``_command`` and a
 ``run_*`` function:
@@ -38,24 +45,28 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from math import prod
 from pathlib import Path
+from typing import Any
 
 from . import budget
 from .budget import LIMITS, OverBudget
-from .document import default_detail, render_exercises, render_handout
-from .errors import SpecError
+from .document import EXERCISE_KINDS, default_detail, render_exercises, render_handout
+from .errors import DegenerateSetup, NearKink, SpecError, shown
 from .latex import latex_errors, overfull_boxes
 from .network import Network
 from .numeric import DTYPES
-from .presets import PRESETS
+from .presets import BATCH_NORM_PRESETS, PRESETS, preset
 from .record import CLOSED_FORMS, Plan, dumps
-from .spec import load_spec
+from .spec import load_spec, parse
 
 EXIT_DISAGREE, EXIT_USAGE, EXIT_BUG = 1, 2, 3
+SYMBACKPROP_WARNINGS = (DegenerateSetup, NearKink)
 
 
 class CommandError(Exception):
@@ -97,13 +108,18 @@ def _count(minimum: int) -> Callable[[str], int]:
 
 def _command(
     commands, name: str, run: Callable[[argparse.Namespace], int], help: str, description: str,
-    *, output: bool = False, limits: tuple[str, ...] = (),
+    *, output: bool = False, limits: tuple[str, ...] = (), batch_norm: bool = False,
 ) -> argparse.ArgumentParser:
     """A subcommand with the arguments every command takes: SPEC, --preset, --quiet, the flags
-    of the budgets it enforces and, for a command that writes files, -o."""
+    of the budgets it enforces, for a command that writes files -o and, for one that works
+    on a batch, --batch-norm."""
     parser = commands.add_parser(name, help=help, description=description)
     parser.add_argument("spec", nargs="?", help="a YAML or JSON network spec (default: the article preset)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a built-in network instead of a spec")
+    if batch_norm:
+        parser.add_argument("--batch-norm", action="store_true",
+                            help=f"the preset's batch-normalised variant, in train mode "
+                            f"({' or '.join(BATCH_NORM_PRESETS)})")
     if output:
         parser.add_argument("-o", "--output", metavar="DIR", help="output folder (default outputs/NAME/)")
     for key in limits:
@@ -122,9 +138,29 @@ def _limits(args: argparse.Namespace) -> dict[str, int]:
 def _network(args: argparse.Namespace) -> Network:
     if args.spec is not None and args.preset is not None:
         raise SpecError("give a SPEC file or --preset, not both")
+    batch_norm = getattr(args, "batch_norm", False)
+    if batch_norm and args.preset is None:
+        raise CommandError(
+            f"--batch-norm chooses a preset's batch-normalised variant: give --preset "
+            f"{' or '.join(BATCH_NORM_PRESETS)} (a spec writes its own batch normalisation layers)"
+        )
     if args.spec is not None:
         return load_spec(args.spec)
-    return PRESETS[args.preset or "article"]()
+    try:
+        return preset(args.preset or "article", batch_norm=batch_norm)
+    except SpecError as error:
+        raise CommandError(f"--batch-norm: {error}") from None
+
+
+def _one_sample(command: str, network: Network) -> None:
+    """Refuse a network whose batch normalisation mixes the samples, for a command that
+    writes one sample's derivation."""
+    if network.couples_samples:
+        raise CommandError(
+            f"{command} writes one sample's derivation, and {network.name}'s batch normalisation "
+            "in train mode mixes the samples of a batch; check it (symbackprop check compares "
+            "a batch's gradients), or put it in eval mode (mode: eval in its spec)"
+        )
 
 
 def _output_dir(args: argparse.Namespace, network: Network) -> Path:
@@ -282,11 +318,99 @@ def _file_size(path: Path) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB"
 
 
+# ---- the user's own numbers (handout and exercises --values) ---------------------------------
+
+VALUE_FILES = (".npz", ".yaml", ".yml", ".json")
+MAX_NESTING = 8  # deeper than any shape: a self-referencing YAML list stops here
+
+
+def load_values(path: Path, network: Network) -> tuple[Any, Any, dict[str, Any]]:
+    """x, y and the parameters from an .npz, YAML or JSON file of keys x, y, W1, b1, ...,
+    as float arrays of the network's shapes (y flat or shaped like the output); a
+    CommandError of one line naming the key and the shapes when something does not fit.
+    YAML is read with the safe loader: nothing in the file is evaluated."""
+    import numpy as np  # late: only --values needs it here
+
+    where = f"--values {path}"
+    suffix = path.suffix.lower()
+    if suffix not in VALUE_FILES:
+        raise CommandError(f"{where}: give an .npz, .yaml, .yml or .json file")
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:  # an .npy file is no archive
+                data = {key: archive[key] for key in archive.files}
+        else:
+            data = parse(path.read_text(encoding="utf-8"), json_format=suffix == ".json")
+    except FileNotFoundError:
+        raise CommandError(f"{where}: no such file") from None
+    except SpecError as error:  # YAML or JSON that does not parse
+        raise CommandError(f"{where}: {error}") from None
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, zipfile.BadZipFile) as error:
+        raise CommandError(f"{where}: cannot read it as {suffix[1:]} ({error})") from None
+    wanted = {"x": network.input_shape, "y": network.shapes[-1], **network.parameters}
+    needs = f"it needs {', '.join(wanted)}"
+    if not isinstance(data, dict):
+        raise CommandError(f"{where}: the file must map {', '.join(wanted)} to arrays")
+    missing = [key for key in wanted if key not in data]
+    unknown = [shown(key) for key in data if key not in wanted]
+    if unknown:
+        raise CommandError(f"{where}: no {', '.join(unknown)} in this network; {needs}")
+    if missing:
+        raise CommandError(f"{where}: missing {', '.join(missing)}; {needs}")
+    arrays = {key: _value_array(where, key, data[key], shape) for key, shape in wanted.items()}
+    return arrays.pop("x"), arrays.pop("y"), arrays
+
+
+def _value_array(where: str, key: str, value: Any, shape: tuple[int, ...]) -> Any:
+    """One entry of a values file as a float array of ``shape`` (y: flat or shaped like the
+    output), or a CommandError naming it."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise CommandError(f"{where}: {key} holds {value.dtype} values, not numbers")
+        given = value.shape
+    else:
+        given = _nested_shape(value)
+        if given is None:
+            raise CommandError(
+                f"{where}: {key} is not an array of numbers (a number, or lists of equal length "
+                "of numbers)"
+            )
+    accepted = list(dict.fromkeys([tuple(shape)] + ([(prod(shape),)] if key == "y" else [])))
+    if tuple(given) not in accepted:
+        raise CommandError(
+            f"{where}: {key} has shape {_shape(given) or 'scalar'}, the network's {key} is "
+            f"{' or '.join(_shape(a) for a in accepted)}"
+        )
+    try:
+        array = np.asarray(value, dtype=float).reshape(shape)
+    except OverflowError:
+        array = np.array([np.inf])
+    if not np.all(np.isfinite(array)):
+        raise CommandError(f"{where}: {key} holds a number that is not finite")
+    return array
+
+
+def _nested_shape(value: Any, depth: int = 0) -> tuple[int, ...] | None:
+    """The shape of nested lists of numbers (a number: ()), or None when they are ragged,
+    hold something else or nest past MAX_NESTING."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return ()
+    if not isinstance(value, list) or not value or depth >= MAX_NESTING:
+        return None
+    shapes = {_nested_shape(item, depth + 1) for item in value}
+    if len(shapes) != 1 or None in shapes:
+        return None
+    return (len(value), *shapes.pop())
+
+
 # ---- derive ---------------------------------------------------------------------------------
 
 
 def run_derive(args: argparse.Namespace) -> int:
     network = _network(args)
+    _one_sample("derive", network)
     limits = _limits(args)
     # derivation.json needs the scalar graph; gradients.py needs it only in the per-node style
     work = [budget.scalar_graph(network)]
@@ -330,6 +454,9 @@ def run_check(args: argparse.Namespace) -> int:
     from .verify import check, choices  # late: only this command needs the checking machinery
 
     network = _network(args)
+    if network.couples_samples and args.samples < 2:
+        raise CommandError(f"--samples must be 2 or more for {network.name}: its batch normalisation "
+                           "mixes the samples, so its samples are checked as one batch")
     # The per-layer code needs no scalar graph; the per-node program is checked too only for
     # small networks (verify.NODES_LIMIT edges): memory and finite differences are what grow.
     work = [budget.check_memory(network, args.samples), budget.finite_differences(network, args.samples)]
@@ -362,15 +489,28 @@ def _choice(g: str | None, loss: str | None) -> str:
 def _check_table(report) -> str:
     """The report as text: per choice, a row per quantity with abs and rel error per method."""
     methods = report.methods
-    code = " and ".join({"layers": "per-layer code", "nodes": "per-node program"}[s] for s in report.styles)
-    code += f", {report.dtype}" if report.dtype != "float64" else ""
-    lines = [
-        (
-            f"check {report.network}: {report.samples} samples, seed {report.seed}; "
-            f"derived gradients ({code}) against {', '.join(methods)}"
-        ),
-        "abs: largest |derived - method| over the samples; rel: abs / the method's largest |value|",
-    ]
+    if report.batch:  # the samples mix (batch normalisation in train mode): one batch's gradients
+        names = {"layers": "per-layer code, summed and mean", "nodes": "the engine's program of the batch"}
+        code = " and ".join(names[s] for s in report.styles)
+        code += f", {report.dtype}" if report.dtype != "float64" else ""
+        lines = [
+            (
+                f"check {report.network}: a batch of {report.samples} samples, seed {report.seed} (its "
+                f"layers mix the samples); derived gradients of the batch's summed loss ({code}) "
+                f"against {', '.join(methods)}"
+            ),
+            "abs: largest |derived - method|; rel: abs / the method's largest |value|",
+        ]
+    else:
+        code = " and ".join({"layers": "per-layer code", "nodes": "per-node program"}[s] for s in report.styles)
+        code += f", {report.dtype}" if report.dtype != "float64" else ""
+        lines = [
+            (
+                f"check {report.network}: {report.samples} samples, seed {report.seed}; "
+                f"derived gradients ({code}) against {', '.join(methods)}"
+            ),
+            "abs: largest |derived - method| over the samples; rel: abs / the method's largest |value|",
+        ]
     if report.sampled:
         counts = ", ".join(f"{name} {count} of {total}" for name, (count, total) in report.sampled.items())
         lines.append(f"finite differences on a seeded sample of elements: {counts}")
@@ -445,9 +585,13 @@ def compile_pdf(tex: Path, command: list[str]) -> tuple[bytes, str]:
 
 
 def run_handout(args: argparse.Namespace) -> int:
+    if args.seed is not None and args.values is not None:
+        raise CommandError("give --seed or --values, not both: the seed draws the worked example's numbers")
+
     def render(network: Network) -> tuple[str, Callable[[], dict[str, str]]]:
         detail = args.detail or default_detail(network)
-        return f"typesetting ({detail})", lambda: render_handout(network, detail)
+        values = _given_values(args, network)
+        return f"typesetting ({detail})", lambda: render_handout(network, detail, seed=args.seed, values=values)
 
     return _run_documents("handout", args, render, ["handout"])
 
@@ -461,6 +605,7 @@ def _run_documents(
     or nothing, ``stems`` compiled to PDF where TeX is installed, and a warning for lines
     that stick out of a page."""
     network = _network(args)
+    _one_sample(command_name, network)
     budget.enforce(command_name, [budget.scalar_graph(network, copies=2)], _limits(args))
     target = _output_dir(args, network)
     progress = Progress(args.quiet)
@@ -470,7 +615,12 @@ def _run_documents(
         print(_summary(network))
         label, make_files = render(network)
         with progress.bar(label, 1, "document") as bar:
-            files = make_files()
+            try:
+                files = make_files()
+            except ValueError as error:  # the given numbers do not fit (checked here first)
+                if not str(error).startswith("values"):
+                    raise
+                raise CommandError(f"--values {args.values}: {str(error).removeprefix('values: ')}") from None
             bar.update(1)
         written, logs = _write_documents(staging, files, stems if command else [], command, args, progress)
     print(f"wrote {', '.join(str(target / name) for name in written)} "
@@ -530,10 +680,44 @@ def _latex_failure(error: LatexError, stem: str = "handout") -> str:
 
 def run_exercises(args: argparse.Namespace) -> int:
     def render(network: Network) -> tuple[str, Callable[[], dict[str, str]]]:
+        count = len(network.layers)
+        wrong = [l for l in args.layers or () if l > count]
+        if wrong:
+            raise CommandError(
+                f"--layers: no layer {', '.join(map(str, wrong))} in {network.name}; its layers are 1 to {count}"
+            )
+        values = _given_values(args, network)
         label = f"choosing the exercises (seed {args.seed})"
-        return label, lambda: render_exercises(network, seed=args.seed)
+        return label, lambda: render_exercises(network, seed=args.seed, values=values, kinds=args.only,
+                                               layers=args.layers)
 
     return _run_documents("exercises", args, render, ["exercises", "solutions"])
+
+
+def _given_values(args: argparse.Namespace, network: Network) -> tuple[Any, Any, dict[str, Any]] | None:
+    return None if args.values is None else load_values(Path(args.values), network)
+
+
+def _kinds(text: str) -> list[str]:
+    """An argparse type: exercise kinds, comma-separated, each one of EXERCISE_KINDS."""
+    kinds = [kind.strip() for kind in text.split(",")]
+    unknown = [kind for kind in kinds if kind not in EXERCISE_KINDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"has no kind {', '.join(map(repr, unknown))}; choose from {', '.join(EXERCISE_KINDS)}"
+        )
+    return kinds
+
+
+def _layer_numbers(text: str) -> list[int]:
+    """An argparse type: layer numbers from 1, comma-separated."""
+    try:
+        numbers = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be layer numbers from 1, comma-separated, got {text!r}") from None
+    if min(numbers) < 1:
+        raise argparse.ArgumentTypeError(f"must be layer numbers from 1, got {min(numbers)}")
+    return numbers
 
 
 # ---- entry point ----------------------------------------------------------------------------
@@ -576,7 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate the derived gradients at random points and compare them with an "
         "independent numpy backprop, finite differences and PyTorch autograd (if installed). "
         "Exit status 0 when all agree, 1 when any disagree, 2 for a problem to fix.",
-        limits=("memory", "evaluations"),
+        limits=("memory", "evaluations"), batch_norm=True,
     )
     check.add_argument("--samples", type=_count(1), default=3, metavar="N", help="random points (default 3)")
     check.add_argument("--seed", type=_count(0), default=0, metavar="S", help="random seed, 0 or more (default 0)")
@@ -592,6 +776,11 @@ def build_parser() -> argparse.ArgumentParser:
         "when latexmk or pdflatex is installed.",
         output=True, limits=("edges",),
     )
+    handout.add_argument("--seed", type=_count(0), default=None, metavar="N",
+                         help="draw the worked example's numbers with this seed (default 0)")
+    handout.add_argument("--values", metavar="FILE",
+                         help="the worked example's numbers from an .npz, YAML or JSON file with keys "
+                         "x, y and each parameter (W1, b1, ...), of the network's shapes")
     handout.add_argument("--no-pdf", action="store_true", help="write the .tex and .md only")
     handout.add_argument("--keep-log", action="store_true", help="keep LaTeX's handout.log beside the PDF")
     handout.add_argument(
@@ -611,6 +800,14 @@ def build_parser() -> argparse.ArgumentParser:
         output=True, limits=("edges",),
     )
     exercises.add_argument("--seed", type=_count(0), default=0, metavar="N", help="numbers and questions (default 0)")
+    exercises.add_argument("--values", metavar="FILE",
+                           help="the numbers to use from an .npz, YAML or JSON file with keys x, y and "
+                           "each parameter (W1, b1, ...), of the network's shapes; the seed still "
+                           "chooses the questions")
+    exercises.add_argument("--only", type=_kinds, metavar="KIND[,KIND]",
+                           help=f"these kinds of exercise alone: {', '.join(EXERCISE_KINDS)}")
+    exercises.add_argument("--layers", type=_layer_numbers, metavar="L[,L]",
+                           help="questions about these layers only (numbered from 1)")
     exercises.add_argument("--no-pdf", action="store_true", help="write the .tex and .md only")
     exercises.add_argument("--keep-log", action="store_true", help="keep LaTeX's logs beside the PDFs")
     return parser
@@ -621,6 +818,28 @@ def _version() -> str:
         return metadata.version("symbackprop")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
+
+
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """symbackprop's own warnings (a degenerate setup, a point near a kink) on stderr as one
+    line each, "symbackprop: warning: ...", each once; other warnings as Python shows them."""
+    said: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not issubclass(category, SYMBACKPROP_WARNINGS):
+            return python_shows(message, category, filename, lineno, file, line)
+        text = " ".join(str(message).split())
+        if text not in said:
+            said.add(text)
+            print(f"symbackprop: warning: {text}", file=sys.stderr, flush=True)
+        return None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SYMBACKPROP_WARNINGS)  # shown here, once each
+        python_shows = warnings.showwarning
+        warnings.showwarning = show
+        yield
 
 
 class Terminated(BaseException):
@@ -646,8 +865,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-        return args.run(args)
+        with _warnings_as_lines():
+            args = build_parser().parse_args(argv)
+            return args.run(args)
     except (CommandError, SpecError, OverBudget) as error:
         message = " ".join(str(error).split())  # one line, whatever a value held
         print(f"symbackprop: error: {message}", file=sys.stderr)

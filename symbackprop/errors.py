@@ -39,6 +39,17 @@ def shown(value: object) -> str:
         return "<a number of thousands of digits>"
 
 
+class DegenerateSetup(UserWarning):
+    """A network that builds but cannot learn as written — a bounded activation (sigmoid,
+    tanh) on the output before a loss that reads logits (cross_entropy's softmax,
+    binary_cross_entropy's sigmoid). The message is one line and says what to do."""
+
+
+class NearKink(UserWarning):
+    """``verify`` could not draw a point clear of every kink (a ReLU's bend, a max pool's
+    near-tie): finite differences there may straddle one and disagree for that reason alone."""
+
+
 class OverBudget(Exception):
     """Work that would pass a limit: a command's estimate, or a closed form too large to build.
     The message is one line, says how large, and names the flag or argument that lifts it."""

@@ -192,6 +192,9 @@ class Loss:
     formula: str  # TeX, with a_k for the outputs and y_k for the targets
     generic: bool = False
     grouped: bool = False  # a softmax over each group (per pixel), summed over the groups
+    # what it applies to the outputs itself, which it reads as logits ("softmax"); None: it
+    # reads them as they are
+    squashes_logits: str | None = None
     # L over the outputs a[k] and targets y[k], k < K, of an output of C channels:
     # (a, y, K, C) → index form; None when generic
     index_form: Callable[[sympy.IndexedBase, sympy.IndexedBase, int, int], sympy.Expr] | None = None
@@ -215,6 +218,7 @@ LOSSES: dict[str, Loss] = {
             index_form=_cross_entropy_index,
             index_claims=_cross_entropy_claims,
             grouped=True,
+            squashes_logits="softmax",
         ),
         Loss(
             "binary_cross_entropy",
@@ -222,6 +226,7 @@ LOSSES: dict[str, Loss] = {
             _binary_gradient,
             r"L = \sum_{k} \left(\operatorname{softplus}(a_k) - y_k a_k\right)",
             index_form=_binary_index,
+            squashes_logits="a sigmoid",
         ),
     ]
 }

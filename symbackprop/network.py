@@ -15,18 +15,23 @@ A layer's parameters carry its number (W1, b1, W3, …), whatever reads what. Th
 is the output, the loss reads it; a layer that nothing leads from to the output is refused.
 Nothing here asks which operation a layer is: what differs is in ``symbackprop.ops``.
 
-Imports ``errors``, ``losses`` and ``ops``.
+A setup that builds but cannot learn (a sigmoid on the output before cross-entropy) is
+warned of, ``errors.DegenerateSetup``, when the network is built.
+
+Imports ``errors``, ``activations``, ``losses`` and ``ops``.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from math import prod
 from typing import Any, ClassVar
 
-from .errors import SpecError, shown
+from .activations import ACTIVATIONS
+from .errors import DegenerateSetup, SpecError, shown
 from .losses import Loss, check_output
 from .losses import loss as _known_loss
 from .ops import OPS, Op, Shape
@@ -65,7 +70,9 @@ class Network:
         inputs: Tensor | None = None,
         outputs: Tensor | None = None,
         mode: str = "train",
+        _variant: bool = False,
     ) -> None:
+        # _variant: built by with_choices or with_mode from a network already warned about
         if inputs is not None or outputs is not None:
             if input_shape is not None or layers is not None:
                 raise SpecError(
@@ -97,6 +104,29 @@ class Network:
         self.loss: str = loss
         self.name: str = name
         _check_layer_names(self.layer_names)
+        problem = None if _variant else self.degenerate_setup()
+        if problem:
+            warnings.warn(problem, DegenerateSetup, stacklevel=2)
+
+    def degenerate_setup(self) -> str | None:
+        """What makes this network unable to learn as written, in one line that says what to
+        do, or None: a bounded activation (sigmoid, tanh) on the output layer before a loss
+        that reads logits — cross_entropy applies its own softmax, binary_cross_entropy its
+        own sigmoid, so the outputs are squashed twice and the loss cannot approach 0.
+        (A ReLU there is unbounded above and is not warned of.)"""
+        output = self.layers[-1]
+        squash = self.loss_function.squashes_logits
+        function = ACTIVATIONS.get(output.activation) if output.activation else None
+        if squash is None or function is None or not function.bounded:
+            return None
+        number, function_name = len(self.layers), output.activation
+        fix = (f"give layer {number} activation identity" if output.has_activation
+               else f"drop layer {number} (the {function_name})")
+        return (
+            f"the output layer (layer {number}) applies {function_name} before {self.loss}, which "
+            f"reads logits and applies {squash} itself: the outputs are squashed twice, so the "
+            f"loss cannot approach 0 and its gradients shrink; {fix}"
+        )
 
     def __repr__(self) -> str:
         if self.is_chain:
@@ -244,13 +274,13 @@ class Network:
         ]
         chosen_loss = loss if loss is not None and self.loss == "generic" else self.loss
         x, out = _wired(self.input_shape, layers, self.sources, self.layer_names)
-        return Network(inputs=x, outputs=out, loss=chosen_loss, name=self.name, mode=self.mode)
+        return Network(inputs=x, outputs=out, loss=chosen_loss, name=self.name, mode=self.mode, _variant=True)
 
     def with_mode(self, mode: str) -> Network:
         """The same network in ``mode``: "train" (batch normalisation on the batch's statistics)
         or "eval" (on its running statistics)."""
         x, out = _wired(self.input_shape, self.layers, self.sources, self.layer_names)
-        return Network(inputs=x, outputs=out, loss=self.loss, name=self.name, mode=mode)
+        return Network(inputs=x, outputs=out, loss=self.loss, name=self.name, mode=mode, _variant=True)
 
     @property
     def generic_activation(self) -> bool:

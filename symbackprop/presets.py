@@ -7,9 +7,11 @@ with a skip that joins the two halves)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
+from .errors import SpecError
 from .network import Network
 from .ops import (
     Add,
@@ -164,3 +166,27 @@ PRESETS: dict[str, Callable[[], Network]] = {
     "article": article, "lenet5": lenet5, "resnet_tiny": resnet_tiny, "fcn_tiny": fcn_tiny,
     "unet_tiny": unet_tiny,
 }
+
+BATCH_NORM_PRESETS: tuple[str, ...] = tuple(
+    name for name, build in PRESETS.items() if "batch_norm" in inspect.signature(build).parameters
+)
+"""The presets with a batch-normalised variant (``batch_norm=True``)."""
+
+
+def preset(name: str, batch_norm: bool = False) -> Network:
+    """The preset called ``name``, batch-normalised when ``batch_norm`` (for those of
+    ``BATCH_NORM_PRESETS``); a SpecError naming the choices otherwise.
+
+    >>> preset("resnet_tiny", batch_norm=True).name
+    'resnet_tiny_bn'
+    """
+    if name not in PRESETS:
+        raise SpecError(f"no preset {name!r}; choose one of {', '.join(PRESETS)}")
+    if not batch_norm:
+        return PRESETS[name]()
+    if name not in BATCH_NORM_PRESETS:
+        raise SpecError(
+            f"the preset {name} has no batch-normalised variant; "
+            f"{' and '.join(BATCH_NORM_PRESETS)} have one"
+        )
+    return PRESETS[name](batch_norm=True)

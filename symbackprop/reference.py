@@ -144,11 +144,16 @@ def loss_value(
     params: Mapping[str, Array],
     g: str | None = None,
     loss: str | None = None,
+    reduce: str | None = None,
 ) -> Any:
-    """The loss at one sample (a float) or per sample of a batch (shape (B,))."""
+    """The loss at one sample (a float) or per sample of a batch (shape (B,)); ``reduce``
+    "sum" or "mean": the batch's (a float)."""
+    _check_reduce(reduce)
     net = _concrete(net, g)
     x, y, single = _batched(net, x, y)
     value = _loss(net.loss, loss)[0](_forward(net, x, params, g)[2], y)
+    if reduce is not None and not single:
+        return float(_reduced(value, reduce))
     return float(value[0]) if single else value
 
 
@@ -159,9 +164,16 @@ def loss_and_grads(
     params: Mapping[str, Array],
     g: str | None = None,
     loss: str | None = None,
+    reduce: str | None = None,
 ) -> Result:
     """The loss and the gradients of "x" and every parameter, for one sample x (C, H, W)
     or per sample of a batch x (B, C, H, W); g= and loss= choose a generic activation and loss.
+    ``reduce`` "sum" or "mean": the batch's loss and its gradients, shaped like the parameters
+    (x's per sample), as the numeric code gives them.
+
+    A layer that mixes the samples (batch normalisation in train mode) runs over the whole
+    batch, so its per-sample gradients are each sample's share of the batch's: they sum to the
+    gradient of the summed loss, which is what the reduced result gives.
 
     Backward, the layers in reverse: a layer's upstream gradient is the sum of what every
     layer reading it sent back (all of them come later).
@@ -172,6 +184,7 @@ def loss_and_grads(
     >>> out.loss, out.grads["W1"].tolist()
     (8.0, [[4.0, 4.0, 4.0, 4.0]])
     """
+    _check_reduce(reduce)
     net = _concrete(net, g)
     x, y, single = _batched(net, x, y)
     params = {name: np.asarray(value, dtype=float) for name, value in params.items()}
@@ -194,7 +207,23 @@ def loss_and_grads(
     value = value_of(out, y)
     if single:
         return Result(float(value[0]), {name: grad[0] for name, grad in grads.items()})
+    if reduce is not None:
+        scale = 1.0 / len(x) if reduce == "mean" else 1.0
+        return Result(
+            float(_reduced(value, reduce)),
+            {name: grad * scale if name == "x" else _reduced(grad, reduce) for name, grad in grads.items()},
+        )
     return Result(value, grads)
+
+
+def _reduced(values: Array, reduce: str) -> Array:
+    """The sum or the mean over the batch's axis."""
+    return values.sum(axis=0) if reduce == "sum" else values.mean(axis=0)
+
+
+def _check_reduce(reduce: str | None) -> None:
+    if reduce not in (None, "sum", "mean"):
+        raise ValueError(f"reduce={reduce!r}; choose None (per sample), 'sum' or 'mean'")
 
 
 def _concrete(net: Any, g: str | None) -> Any:

@@ -21,28 +21,42 @@ torch in float32; every method is then judged with float32's tolerance
 (``numeric.TOLERANCES``: 1e-4 of the quantity's largest magnitude, 1e-6 absolute), and the
 float32 results must be float32 arrays.
 
+A network whose layers mix the samples of a batch (batch normalisation in train mode,
+``Network.couples_samples``) has no per-sample gradients: its ``samples`` points form one
+batch, and what is compared is the gradient of the batch's summed loss — the per-layer
+code with ``reduce="sum"`` (and ``"mean"``, scaled), and the engine's own program of that
+batch (``net.derive(batch=N)``, evaluated node by node) where it is small enough
+(``BATCH_NODES_LIMIT``) — against
+the reference over the batch, finite differences of the batch's loss and torch's autograd
+with its BatchNorm in train mode. In eval mode such a network is checked like any other,
+with running statistics drawn beside the weights.
+
 A network with a generic activation g or loss L is checked once per concrete
 choice (see ``choices``). The result is a ``Report``: per choice, per parameter,
 the largest absolute error over the samples, the relative error (that error over
 the largest magnitude the method gave), and whether it is within tolerance.
 
-Imports numpy, ``reference``, ``ops.arrays`` (where activations bend), the activation and
-loss registries (for the names of the concrete choices), ``numeric`` (float32's tolerance)
-and, when torch is installed, ``torch_bridge``.
+Imports numpy, sympy (to evaluate a batch's program), ``reference``, ``ops.arrays`` (where
+activations bend), the activation and loss registries (for the names of the concrete
+choices), ``errors``, ``numeric`` (float32's tolerance) and, when torch is installed,
+``torch_bridge``.
 """
 
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from math import prod
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import sympy
 
 from . import reference
 from .activations import ACTIVATIONS
+from .errors import NearKink
 from .losses import LOSSES
 from .numeric import TOLERANCES as DTYPE_TOLERANCES
 from .ops.arrays import near_kink
@@ -62,7 +76,11 @@ STEP = 1e-6  # the finite-difference step
 FD_ELEMENTS = 200  # finite differences of at most this many elements per quantity, seeded
 FD_CHUNK = 8  # perturbed inputs the reference evaluates at once (a copy of each layer per input)
 NODES_LIMIT = 20_000  # graph edges up to which the per-node program is checked too
+# graph edges times the batch up to which the engine's program of a batch is evaluated too:
+# batch normalisation's stages make it slow to derive and evaluate (about 2 ms an edge here)
+BATCH_NODES_LIMIT = 2_000
 KINK_MARGIN = 1e-4  # points this close to a kink (ReLU at 0, a max pool's near-tie) are drawn again
+DRAWS = 100  # draws before a point near a kink is taken, with a NearKink warning
 
 
 @dataclass
@@ -153,6 +171,8 @@ class Report:
         """(rtol, atol) a method's numbers are judged with: its own in float64, float32's
         (``numeric.TOLERANCES``) for float32 code."""
         return TOLERANCES[method] if self.dtype == "float64" else DTYPE_TOLERANCES[self.dtype]
+    # the samples formed one batch, its summed loss's gradients compared (its layers mix them)
+    batch: bool = False
 
     @property
     def agree(self) -> bool:
@@ -165,6 +185,7 @@ class Report:
             "network": self.network,
             "dtype": self.dtype,
             "samples": self.samples,
+            "batch": self.batch,
             "seed": self.seed,
             "methods": self.methods,
             "styles": self.styles,
@@ -203,7 +224,9 @@ def check(
     """Compare ``d``'s numeric gradients with every independent method at ``samples``
     random points drawn with ``seed``, for each choice of a generic g and loss
     (``on_choice(g, loss)`` is told as each begins). ``dtype="float32"``: the float32 code,
-    against the float64 code too, torch in float32, and float32's tolerance."""
+    against the float64 code too, torch in float32, and float32's tolerance. For a network
+    whose layers mix the samples, the points form one batch (2 or more; see the module's
+    docstring)."""
     samples, seed = operator.index(samples), operator.index(seed)  # numpy integers welcome
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
@@ -218,14 +241,14 @@ def check(
     skipped = {} if torch is not None else {"torch": "not installed"}
     tolerance = None if dtype == "float64" else DTYPE_TOLERANCES[dtype]
     net = d.network
+    if net.couples_samples:
+        if dtype != "float64":
+            methods.remove(FLOAT64_CODE)
+        return _check_batch(d, samples, seed, on_choice, torch, methods, skipped, dtype)
     styles = ["layers", "nodes"] if net.graph_edges <= NODES_LIMIT else ["layers"]
     rng = np.random.default_rng(seed)
     sizes = {"x": prod(net.input_shape), **{n: prod(s) for n, s in net.parameters.items()}}
-    # The elements finite differences look at: all, or a seeded sample of FD_ELEMENTS.
-    elements = {
-        name: np.sort(rng.choice(size, FD_ELEMENTS, replace=False)) if size > FD_ELEMENTS else None
-        for name, size in sizes.items()
-    }
+    elements = _fd_elements(rng, sizes)
     runs = []
     for g, loss in choices(net):
         if on_choice:
@@ -277,6 +300,87 @@ def _require_dtype(results: list[Any], dtype: str) -> None:
         assert not wrong, f"{dtype} code returned gradients of another dtype: {wrong}"
 
 
+def _fd_elements(rng: np.random.Generator, sizes: Mapping[str, int]) -> dict[str, np.ndarray | None]:
+    """The elements finite differences look at, per quantity: all (None), or a seeded sample
+    of FD_ELEMENTS flat indices."""
+    return {
+        name: np.sort(rng.choice(size, FD_ELEMENTS, replace=False)) if size > FD_ELEMENTS else None
+        for name, size in sizes.items()
+    }
+
+
+def _check_batch(
+    d: Derivation, batch: int, seed: int, on_choice: Callable[[str | None, str | None], None] | None,
+    torch: Any, methods: list[str], skipped: dict[str, str], dtype: str = "float64",
+) -> Report:
+    """``check`` for a network whose layers mix the samples: one batch of ``batch`` points,
+    the gradients of its summed loss (see the module's docstring)."""
+    net = d.network
+    tolerance = None if dtype == "float64" else DTYPE_TOLERANCES[dtype]
+    if batch < 2:
+        raise ValueError(
+            f"{net.name}'s batch normalisation in train mode mixes the samples of a batch: it is "
+            f"checked on a batch of 2 or more samples, got samples={batch}"
+        )
+    # the engine's program of the batch, evaluated node by node, where it is small enough
+    styles = ["layers", "nodes"] if net.graph_edges * batch <= BATCH_NODES_LIMIT else ["layers"]
+    rng = np.random.default_rng(seed)
+    sizes = {"x": batch * prod(net.input_shape), **{n: prod(s) for n, s in net.parameters.items()}}
+    elements = _fd_elements(rng, sizes)
+    runs = []
+    for g, loss in choices(net):
+        if on_choice:
+            on_choice(g, loss)
+        rows = {name: Row(name) for name in ["loss", "x", *net.parameters]}
+        xs, ys, params = draw_point(net, rng, g, loss, batch=batch)
+        derived = [
+            d.numeric(g=g, loss=loss, reduce="sum", style="layers", dtype=dtype)(xs, ys, params),
+            _times(d.numeric(g=g, loss=loss, reduce="mean", style="layers", dtype=dtype)(xs, ys, params), batch),
+        ]
+        _require_dtype(derived[:1], dtype)
+        if "nodes" in styles:
+            derived.append(program_loss_and_grads(net.with_choices(g=g, loss=loss).derive(batch=batch),
+                                                  xs, ys, params))
+        others = {
+            "reference": reference.loss_and_grads(net, xs, ys, params, g=g, loss=loss, reduce="sum"),
+            "finite differences": finite_differences(net, xs, ys, params, g, loss, elements, batch=True),
+        }
+        if torch is not None:
+            others["torch"] = torch_batch_loss_and_grads(net, xs, ys, params, g, loss)
+        for method, other in others.items():
+            for out in derived:
+                _compare(rows, method, out, other, tolerance)
+        runs.append(Run(g, loss, list(rows.values())))
+    sampled = {n: (FD_ELEMENTS, sizes[n]) for n, chosen in elements.items() if chosen is not None}
+    return Report(net.name, batch, seed, methods, skipped, runs, styles, sampled, dtype, batch=True)
+
+
+def _times(result: Any, factor: float) -> reference.Result:
+    """A mean's loss and gradients scaled back to the sum's."""
+    return reference.Result(result.loss * factor, {n: np.asarray(v) * factor for n, v in result.grads.items()})
+
+
+def program_loss_and_grads(
+    d: Derivation, x: np.ndarray, y: np.ndarray, params: Mapping[str, np.ndarray]
+) -> reference.Result:
+    """The loss and gradients of ``d``'s own program (the engine's chain forms, node by node),
+    evaluated in floats at x, y and the parameters (and running statistics) — for a
+    derivation of a batch (``derive(batch=N)``: x (N, *input), y (N, K)), whose program no
+    generated code runs."""
+    values: dict[sympy.Basic, Any] = dict(zip(d.graph.x, map(float, np.ravel(x))))
+    values.update(zip(d.graph.y, map(float, np.ravel(y))))
+    for name, symbols in [*d.symbols.params.items(), *d.graph.buffers.items()]:
+        values.update(zip(sympy.flatten(symbols.tolist()), map(float, np.ravel(params[name]))))
+    program = d.program
+    for symbol, expr in program.assignments:
+        values[symbol] = sympy.Float(float(expr.xreplace(values)))
+    grads = {
+        name: np.array([float(e.xreplace(values)) for e in sympy.flatten(array.tolist())]).reshape(array.shape)
+        for name, array in program.gradients.items()
+    }
+    return reference.Result(float(values[program.loss]), grads)
+
+
 def _compare(
     rows: dict[str, Row], method: str, derived: Any, other: Any, tolerance: tuple[float, float] | None = None
 ) -> None:
@@ -301,40 +405,60 @@ def _first(batch: Any) -> reference.Result:
 
 
 def draw_point(
-    net: Network, rng: np.random.Generator, g: str | None = None, loss: str | None = None
+    net: Network,
+    rng: np.random.Generator,
+    g: str | None = None,
+    loss: str | None = None,
+    batch: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """A random x (C, H, W), y (K,) and parameters: x ~ N(0, 1); weights ~ N(0, 1/fan-in), so
-    every layer's z stays of order one; y a probability vector for cross-entropy, N(0, 1)
-    otherwise. A point near a kink — a ReLU-like input within KINK_MARGIN of 0 (but not
-    exactly on it), or a layer's own kink (``Op.reference_near_kink``: a max pool's window
-    whose top two values are that close) — is drawn again, so that finite differences never
-    straddle a kink."""
+    """A random x (C, H, W), y (K,) and parameters — or ``batch`` of x (B, C, H, W) and y
+    (B, K) with one set of parameters: x ~ N(0, 1); weights ~ N(0, 1/fan-in), so every
+    layer's z stays of order one; running statistics (eval mode's buffers) ~ U(0.5, 2); y a
+    probability vector for cross-entropy, N(0, 1) otherwise.
+
+    A point near a kink — a ReLU-like input within KINK_MARGIN of 0 (but not exactly on
+    it), or a layer's own kink (``Op.reference_near_kink``: a max pool's window whose top
+    two values are that close) — is drawn again, so that finite differences never straddle
+    a kink. After DRAWS draws all near one (a network of very many ReLUs), the last is
+    returned with a ``NearKink`` warning: finite differences may then disagree at a few
+    elements for that reason alone."""
     loss_name = loss if net.loss == "generic" else net.loss
-    for _ in range(100):
-        x = rng.normal(size=net.input_shape)
-        k = net.output_size
-        y = rng.dirichlet(np.ones(k)) if loss_name == "cross_entropy" else rng.normal(size=k)
+    count = 1 if batch is None else batch
+    k = net.output_size
+    for _ in range(DRAWS):
+        x = rng.normal(size=(count, *net.input_shape))
+        y = rng.dirichlet(np.ones(k), size=count) if loss_name == "cross_entropy" else rng.normal(size=(count, k))
         params = {}
         for name, shape in net.parameters.items():
             number, _ = net.parameter_owner[name]
             fan_in = net.layers[number - 1].window(net.input_shape_of(number))  # inputs per node
             params[name] = rng.normal(size=shape) / np.sqrt(fan_in)
+        for name, shape in net.buffers.items():  # positive, as a variance must be; a mean may
+            params[name] = rng.uniform(0.5, 2.0, size=shape)
         if not _near_kink(net, x, params, g):
             break
-    return x, y, params
+    else:
+        warnings.warn(
+            f"no point of {net.name} clear of its kinks in {DRAWS} draws (every one had a ReLU "
+            f"input or a max pool's near-tie within {KINK_MARGIN:g}): finite differences may "
+            "straddle a kink, and a difference they alone show may come from that; try another seed",
+            NearKink, stacklevel=2,
+        )
+    return (x[0], y[0], params) if batch is None else (x, y, params)
 
 
 def _near_kink(
     net: Network, x: np.ndarray, params: Mapping[str, np.ndarray], g: str | None
 ) -> bool:
-    """Whether some layer of ``net`` at this point is within KINK_MARGIN of a kink: its
-    operation's own (``Op.reference_near_kink`` on what it reads, whichever layers that
-    comes from: an activation layer's bend, a max pool's near-tie), or its activation's
-    bend at z (an exact 0 excluded: a z that is 0 whatever the step, as after a ReLU, never
-    crosses)."""
+    """Whether some layer of ``net`` at this point (x one sample or a batch) is within
+    KINK_MARGIN of a kink: its operation's own (``Op.reference_near_kink`` on what it reads,
+    whichever layers that comes from: an activation layer's bend, a max pool's near-tie), or
+    its activation's bend at z (an exact 0 excluded: a z that is 0 whatever the step, as
+    after a ReLU, never crosses)."""
     if g is not None and net.generic_activation:
         net = net.with_choices(g=g)  # an activation layer g: its own face must know the function
-    inputs, zs = reference.forward_pass(net, x[None], params)
+    batch = x[None] if x.shape == tuple(net.input_shape) else x  # one sample, or a batch
+    inputs, zs = reference.forward_pass(net, batch, params)
     for layer, h, z in zip(net.layers, inputs, zs):
         if layer.reference_near_kink(h, KINK_MARGIN):
             return True
@@ -351,35 +475,52 @@ def finite_differences(
     g: str | None = None,
     loss: str | None = None,
     elements: Mapping[str, np.ndarray | None] | None = None,
+    batch: bool = False,
 ) -> reference.Result:
     """Central differences (L(θ + h) − L(θ − h)) / 2h of the reference loss, for every element
     of x and of each parameter — or, where ``elements`` names flat indices for a quantity, for
-    those alone (the others are nan). The loss itself is left out (None): nothing to compare."""
+    those alone (the others are nan). The loss itself is left out (None): nothing to compare.
+
+    ``batch``: x (B, *input) and y (B, K) are one batch whose samples interact (batch
+    normalisation in train mode), and L is its summed loss: each perturbed batch is then
+    evaluated on its own, x's gradient being (B, *input)."""
     elements = elements or {}
     grads = {}
-    # x: every perturbed input at once, as one batch.
     chosen = elements.get("x")
     indices = np.arange(x.size) if chosen is None else chosen
-    steps = np.zeros((len(indices), x.size))
-    steps[np.arange(len(indices)), indices] = STEP
-    batch = np.concatenate([x + steps.reshape(-1, *x.shape), x - steps.reshape(-1, *x.shape)])
-    values = np.concatenate([  # in chunks: a large image's layers hold a copy per sample
-        reference.loss_value(net, part, np.broadcast_to(y, (len(part), y.size)), params, g, loss)
-        for part in np.array_split(batch, max(1, len(batch) // FD_CHUNK))
-    ])
     flat = np.full(x.size, np.nan)
-    flat[indices] = (values[: len(indices)] - values[len(indices) :]) / (2 * STEP)
+    if batch:
+        def batch_loss(inputs: np.ndarray, weights: Mapping[str, np.ndarray]) -> float:
+            return reference.loss_value(net, inputs, y, weights, g, loss, reduce="sum")
+
+        for i in indices:
+            shifted = x.copy()
+            shifted.flat[i] = x.flat[i] + STEP
+            up = batch_loss(shifted, params)
+            shifted.flat[i] = x.flat[i] - STEP
+            flat[i] = (up - batch_loss(shifted, params)) / (2 * STEP)
+    else:  # every perturbed input at once, as one batch
+        def batch_loss(inputs: np.ndarray, weights: Mapping[str, np.ndarray]) -> float:
+            return reference.loss_value(net, inputs, y, weights, g, loss)
+
+        steps = np.zeros((len(indices), x.size))
+        steps[np.arange(len(indices)), indices] = STEP
+        inputs = np.concatenate([x + steps.reshape(-1, *x.shape), x - steps.reshape(-1, *x.shape)])
+        values = np.concatenate([  # in chunks: a large image's layers hold a copy per sample
+            reference.loss_value(net, part, np.broadcast_to(y, (len(part), y.size)), params, g, loss)
+            for part in np.array_split(inputs, max(1, len(inputs) // FD_CHUNK))
+        ])
+        flat[indices] = (values[: len(indices)] - values[len(indices) :]) / (2 * STEP)
     grads["x"] = flat.reshape(x.shape)
-    for name, value in params.items():
-        chosen = elements.get(name)
+    for name in net.parameters:  # not the running statistics: no gradient is asked of them
+        value, chosen = params[name], elements.get(name)
         flat = np.full(value.size, np.nan)
         for i in range(value.size) if chosen is None else chosen:
             shifted = {**params, name: value.copy()}
             shifted[name].flat[i] = value.flat[i] + STEP
-            up = reference.loss_value(net, x, y, shifted, g, loss)
+            up = batch_loss(x, shifted)
             shifted[name].flat[i] = value.flat[i] - STEP
-            down = reference.loss_value(net, x, y, shifted, g, loss)
-            flat[i] = (up - down) / (2 * STEP)
+            flat[i] = (up - batch_loss(x, shifted)) / (2 * STEP)
         grads[name] = flat.reshape(value.shape)
     return reference.Result(None, grads)
 
@@ -422,3 +563,29 @@ def torch_loss_and_grads(
     grads = {"x": inputs.grad[0].numpy()}
     grads.update({name: p.grad.numpy() for name, p in zip(net.parameters, model.parameters())})
     return reference.Result(float(value.detach()), grads)
+
+
+def torch_batch_loss_and_grads(
+    net: Network,
+    x: np.ndarray,
+    y: np.ndarray,
+    params: Mapping[str, np.ndarray],
+    g: str | None = None,
+    loss: str | None = None,
+) -> reference.Result:
+    """PyTorch autograd's summed loss of a batch x (B, *input), y (B, K) and its gradients
+    (x's per sample), in float64, the whole batch in one forward pass — its BatchNorm layers
+    in the network's mode (train: the batch's statistics)."""
+    import torch
+
+    from . import torch_bridge
+
+    concrete = net.with_choices(g=g) if g is not None and net.generic_activation else net
+    model = torch_bridge.to_torch(concrete, params, exact=True)
+    inputs = torch.tensor(np.asarray(x, dtype=float), requires_grad=True)
+    outputs = model(inputs).reshape(len(x), net.output_size)
+    total = torch_bridge.torch_loss(net, loss)(outputs, torch.tensor(np.asarray(y, dtype=float))).sum()
+    total.backward()
+    grads = {"x": inputs.grad.numpy()}
+    grads.update({name: p.grad.numpy() for name, p in zip(net.parameters, model.parameters())})
+    return reference.Result(float(total.detach()), grads)

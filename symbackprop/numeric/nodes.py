@@ -68,10 +68,13 @@ class _ProgramPrinter(PythonCodePrinter):
         return self._hprint_Pow(expr, rational=rational, sqrt="numpy.sqrt" if self.arrays else "math.sqrt")
 
     def _print(self, expr: Any, **kwargs: Any) -> str:
-        if isinstance(expr, g_prime) and expr.args[0] in self.activated:
-            # g′(z) is given a = g(z) too, already computed: σ′ is then a(1 − a), no exp.
+        if isinstance(expr, g_prime):
+            # g′(z) is given a = g(z) too, already computed where a node holds it: σ′ is then
+            # a(1 − a), no exp. An activation layer g reads its input, which no a = g(z) node
+            # pairs with: g of it is computed again.
             z = expr.args[0]
-            return f"g_prime({self._print(z)}, {self._print(self.activated[z])})"
+            a = self._print(self.activated[z]) if z in self.activated else f"g({self._print(z)})"
+            return f"g_prime({self._print(z)}, {a})"
         if isinstance(expr, window_max):
             return f"_max({', '.join(self._print(arg) for arg in expr.args)})"
         if isinstance(expr, g):
