@@ -65,8 +65,8 @@ class CompactForm:
 
     def latex(self, names: dict[sympy.Symbol, str] | None = None) -> str:
         """(γ / (M σ)) (M g_i − Σ_j g_j − x̂_i Σ_j g_j x̂_j), its factors as derived, the symbols
-        named by ``names`` (a derivation's ``tex_names``; σ is σ_c)."""
-        names = {**(names or {}), self.sigma: r"\sigma"}
+        named by ``names`` (a derivation's ``tex_names``; σ is \\sigma unless ``names`` names it)."""
+        names = {self.sigma: r"\sigma", **(names or {})}
         scale = -self.beta  # γ / (M σ)
 
         def tex(expr: sympy.Expr) -> str:
