@@ -292,7 +292,10 @@ class _BatchNorm(Op):
         letters = index("c i j") if self.rank == 3 else index("c")
         c = letters[0]
         mean, var = sympy.IndexedBase("mu"), sympy.IndexedBase("sigma2")
-        t.tex[mean.label], t.tex[var.label] = r"\mu", r"\sigma^{2}"
+        if self.training:  # the batch's statistics
+            t.tex[mean.label], t.tex[var.label] = r"\mu", r"\sigma^{2}"
+        else:  # the running statistics, constants (as the notation face writes them)
+            t.tex[mean.label], t.tex[var.label] = r"\overline{\mu}", r"\overline{\sigma^{2}}"
         normal = (t.input[letters] - mean[c]) / sympy.sqrt(var[c] + sympy.Float(self.eps))
         expr = t.gamma[c] * normal + t.beta[c] if self.affine else normal
         parameters = {"gamma": t.gamma[c], "beta": t.beta[c]} if self.affine else {}

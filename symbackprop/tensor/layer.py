@@ -19,6 +19,7 @@ from sympy import Indexed, IndexedBase, Symbol
 from ..activations import activation
 from ..engine import Engine as Derivation
 from ..indexed import Bases, Claim, IndexForm, IsFirstMax, index
+from ..ops.base import Parameter
 from .calculus import backward, bounds, entries
 from .evaluate import numbers
 from .formula import Fact, Formula
@@ -28,6 +29,13 @@ from .printer import Names
 def input_role(place: int) -> str:
     """The role of a layer's input at ``place`` for ``Formula.at``: "input", then "input2", …"""
     return "input" if place == 0 else f"input{place + 1}"
+
+
+def letter(parameter: Parameter) -> str:
+    """How the tensor view writes a parameter: its prefix (W, b), or the letter it declares where
+    the prefix is a word (\\gamma for "gamma")."""
+    tex = parameter.tex
+    return parameter.prefix if not tex or tex.lower() == parameter.prefix.lower() else tex
 
 
 def listed(numbers: Sequence[int]) -> str:
@@ -56,7 +64,7 @@ class LayerFormulas:
             output=self._base(f"z{l}", f"z^{{({l})}}") if self.activated else self._base(f"a{l}", f"a^{{({l})}}"),
             delta=self._base(f"delta{l}", rf"\delta^{{({l})}}"),
             # W^{(l)}, b^{(l)}: each parameter the operation declares, named as the network names it
-            parameters={p.prefix: self._base(f"{p.prefix}{l}", f"{p.prefix}^{{({l})}}") for p in self.op.parameters},
+            parameters={p.prefix: self._base(f"{p.prefix}{l}", f"{letter(p)}^{{({l})}}") for p in self.op.parameters},
             tex=self.tex,
         )
         self.activation = self._base(f"a{l}", f"a^{{({l})}}")
