@@ -903,7 +903,7 @@ def test_no_fraction_shrinks_inline_in_running_text():
 
 def test_one_meaning_per_symbol_and_every_symbol_in_the_notation_table():
     tex = texts("channels")["handout.tex"]  # mse over 2 outputs, and a 3x3 kernel
-    assert r"L = \frac{1}{2}\sum_{k} (a_k - y_k)^2" in tex and r"\frac{1}{K}" not in tex
+    assert r"L = \frac{1}{2}\sum_{k} (a_k - y_k)^2" in tex and r"\frac{1}{K}" not in tex and "n_{\\text{out}}" not in tex
     table = tex.split(r"\section{Notation and the network}")[1].split(r"\end{longtable}")[0]
     for symbol in (r"$\delta^{(l)}$", r"$o, c;\ i, j;\ m, n$", r"$\hat{\delta}^{(l)},\ \hat{W}^{(l)}$"):
         assert symbol in table

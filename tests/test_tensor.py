@@ -800,10 +800,10 @@ def test_every_formula_typesets_with_pdflatex(tmp_path):
 # ---- the two convolutions, related ------------------------------------------------------------
 
 TRANSPOSED = {
-    "2x2": dict(kernel_size=2),
-    "3x3, stride 2, padding 1, output_padding 1": dict(kernel_size=3, stride=2, padding=1, output_padding=1),
-    "2x3, stride 2x1, padding 1x0, dilation 1x2": dict(kernel_size=(2, 3), stride=(2, 1), padding=(1, 0),
-                                                       dilation=(1, 2)),
+    "2x2": {"kernel_size": 2},
+    "3x3, stride 2, padding 1, output_padding 1": {"kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1},
+    "2x3, stride 2x1, padding 1x0, dilation 1x2": {"kernel_size": (2, 3), "stride": (2, 1), "padding": (1, 0),
+                                                       "dilation": (1, 2)},
 }
 
 

@@ -306,8 +306,8 @@ def _listed_inline(items: list[Inline]) -> list[Inline]:
 
 def loss_formula(network) -> str:
     """The network's loss as TeX, a count written as its number (the mean over 2 outputs is
-    1/2 Σ, not 1/K Σ: K is a kernel's size elsewhere)."""
-    return network.loss_function.formula.replace(r"\frac{1}{K}", rf"\frac{{1}}{{{network.output_size}}}")
+    1/2 Σ, not 1/n_out Σ: one letter fewer to explain)."""
+    return network.loss_function.formula.replace(r"\frac{1}{n_{\text{out}}}", rf"\frac{{1}}{{{network.output_size}}}")
 
 
 def layer_table(layers: Sequence[LayerGraph]) -> Table:
