@@ -370,7 +370,7 @@ class _Layer:
                 f" Layer {l} transposes a convolution ({op.describe()}, from its output's channels back to "
                 "its input's, the same kernel: ",
                 Math(r"\tilde{W} = " + f"W^{{({l})}}"),
-                ", laid out as PyTorch lays out both). Its forward, without its bias, is that convolution's "
+                ", laid out as PyTorch lays out both). Its forward is, but for its bias, that convolution's "
                 "input gradient, with ",
                 Math(letter),
                 " as its ",
