@@ -34,6 +34,7 @@ from .nodes import (
     Diagram,
     DiagramEdge,
     DiagramNode,
+    Displays,
     Equation,
     Figure,
     Inline,
@@ -169,8 +170,7 @@ class _Batch:
                         else self.rows(n.expr)) for n in [*stats, hats[0], outputs[0]]]
         return [Equation(" \\\\\n".join(rows)),
                 Paragraph("for channel 1, the statistics once for the whole batch and the other two at every value ",
-                          "of every sample (shown for the first); ", Math(r"\epsilon"),
-                          f" = {self.op.eps:g} keeps the division finite. Drawn for channel 1:")]
+                          "of every sample (shown for the first); ", Math(rf"\epsilon = {epsilon_tex(self.op.eps)}"), " keeps the division finite. Drawn for channel 1:")]
 
     def _figure(self) -> Figure:
         d = self.d
@@ -340,8 +340,8 @@ class _Batch:
                           Math(rf"\sum_{{j}} g_{{j}} = {fmt_g(sum_g)}"), " and ",
                           Math(rf"\sum_{{j}} g_{{j}} \hat{{x}}_{{j}} = {fmt_g(sum_gx)}"), ":"),
                 Equation(aligned(d.tex_names[input_upstreams[first]], rows_)),
-                Paragraph(f"the number in the table's row {first + 1}; and the parameters' gradients are those sums: ",
-                          *(_parameter_sums(d, self.network, l, fmt_g, sum_g, sum_gx))),
+                Paragraph(f"the number in the table's row {first + 1}; and the parameters' gradients are those sums:"),
+                Displays((_parameter_sums(d, self.network, l, fmt_g, sum_g, sum_gx),)),
             ]
         return body
 
@@ -376,15 +376,23 @@ def _joined(items: list[Inline]) -> list[Inline]:
     return out
 
 
-def _parameter_sums(d: Derivation, network: Network, number: int, fmt, sum_g: float, sum_gx: float) -> list[Inline]:
-    """∂L/∂(scale) = Σ g x̂ and ∂L/∂(shift) = Σ g, as the engine's terms say: a parameter whose terms
-    carry a factor (x̂) sums g x̂, one without sums g."""
-    items: list[Inline] = []
+def _parameter_sums(d: Derivation, network: Network, number: int, fmt, sum_g: float, sum_gx: float) -> str:
+    """∂L/∂(scale) = Σ g x̂ and ∂L/∂(shift) = Σ g with numbers, as a display line: the engine's terms
+    say which is which (a parameter whose terms carry a factor, x̂, sums g x̂; one without sums g)."""
+    items = []
     for name in network.layer_parameters(number).values():
         element = sympy.flatten(d.graph.params[name].tolist())[0]
         factored = any(t.factor != 1 for t in d.terms(element))
-        items.append(Math(f"{partial(d, element)} = {fmt(sum_gx if factored else sum_g)}"))
-    return [*_joined(items), "."]
+        items.append(f"{partial(d, element)} = {fmt(sum_gx if factored else sum_g)}")
+    return r" \qquad ".join(items)
 
 
-__all__ = ["BATCH", "batch_section", "coupling_layers"]
+def epsilon_tex(eps: float) -> str:
+    """ε as a power of ten where it is one (10^{-5}), else as a decimal."""
+    mantissa, exponent = f"{eps:.6e}".split("e")
+    head = mantissa.rstrip("0").rstrip(".")
+    power = rf"10^{{{int(exponent)}}}"
+    return power if head == "1" else rf"{head} \cdot {power}"
+
+
+__all__ = ["BATCH", "batch_section", "coupling_layers", "epsilon_tex"]
