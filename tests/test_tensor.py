@@ -848,3 +848,19 @@ def test_a_transposed_convolution_and_an_upsampling_write_u_v_for_output_rows_an
         forward = sb.Network(inputs=x, outputs=op(x), loss="sse").derive().formulas(1)[0]
         assert "_{o,u,v}" in forward.latex() or "_{c,u,v}" in forward.latex()
         assert ",y" not in forward.latex() and ",x" not in forward.latex()
+
+
+def test_batch_norm_in_the_tensor_view_writes_gamma_beta_and_its_statistics():
+    x = sb.Input((1, 3, 3))
+    out = sb.Dense(units=2)(sb.BatchNorm2D()(sb.Conv2D(kernel_size=2)(x)))
+    train = sb.Network(inputs=x, outputs=out, loss="sse")
+    forward, *rest = train.derive(batch=2).formulas(2)
+    assert forward.latex() == (r"a^{(2)}_{c,i,j} = \frac{\left(a^{(1)}_{c,i,j} - \mu_{c}\right) \gamma^{(2)}_{c}}"
+                               r"{\sqrt{\sigma^{2}_{c} + 1.0 \cdot 10^{-5}}} + \beta^{(2)}_{c}")
+    # train mode: statistics of the batch, not constants, so no one-sample input gradient
+    assert [f.kind for f in rest] == ["delta", "gamma", "beta"] and "Derivation.compact" in forward.note
+    assert rest[1].latex().startswith(r"\frac{\partial L}{\partial \gamma^{(2)}_{c}} = ")
+    formulas = train.with_mode("eval").derive().formulas(2)
+    assert r"\overline{\mu}_{c}" in formulas[0].latex() and r"\overline{\sigma^{2}}_{c}" in formulas[0].latex()
+    assert formulas[-1].latex() == (r"\frac{\partial L}{\partial a^{(1)}_{c,i,j}} = \frac{\delta^{(2)}_{c,i,j} "
+                                    r"\gamma^{(2)}_{c}}{\sqrt{\overline{\sigma^{2}}_{c} + 1.0 \cdot 10^{-5}}}")
