@@ -113,10 +113,11 @@ def notation_section(c: Context) -> Section:
             )
         )
     if sliding:
+        padded = any(layer.pads() for layer in net.layers)  # formula (1) writes P only then
         rows.append(
-            (r"M_x \times N_x,\ M_w \times N_w,\ S,\ P", text(
-                r"an input's height $\times$ width, a kernel's (or window's), the stride and the padding in "
-                "formula (1); $M_z \\times N_z$ the output's"
+            (r"M_x \times N_x,\ M_w \times N_w,\ S" + (r",\ P" if padded else ""), text(
+                r"an input's height $\times$ width, a kernel's (or window's), the stride"
+                + (" and the padding" if padded else "") + " in formula (1); $M_z \\times N_z$ the output's"
             ))
         )
     rows += [
