@@ -1,5 +1,6 @@
 """The handout's section on a layer that couples the samples of a batch (batch normalisation in
-train mode), derived over a batch of ``BATCH`` samples that share every weight.
+train mode), derived over a batch of ``BATCH`` samples that share every weight (``FEATURE_BATCH`` for a
+vector's features: over two values alone, x̂ = ±1 and the input gradient vanishes up to ε).
 
 Sections 1 to 5 follow one sample; a layer whose every output depends on every sample of the
 batch cannot be followed that way, so the handout writes those sections with the network in
@@ -44,7 +45,15 @@ from .nodes import (
     Table,
 )
 
-BATCH = 2  # samples in the batch the section derives over
+BATCH = 2  # samples in the batch the section derives over, for an image's channels
+FEATURE_BATCH = 3  # for features (one value per sample): with 2, x̂ = ±1 and ∂L/∂x vanishes up to ε
+
+
+def batch_size(network: Network, number: int) -> int:
+    """The batch layer ``number`` is derived over: ``BATCH`` where a channel has several values
+    per sample, ``FEATURE_BATCH`` where it has one (a vector's feature)."""
+    shape = network.input_shape_of(number)
+    return BATCH if len(shape) > 1 and prod(shape[1:]) > 1 else FEATURE_BATCH
 MAX_EDGES = 20_000  # a larger network's batch is not worked through here (the numbers of every node)
 
 
@@ -67,12 +76,13 @@ def batch_section(network: Network, example: WorkedExample, detail: Detail) -> S
 class _Batch:
     def __init__(self, network: Network, number: int, example: WorkedExample, detail: Detail) -> None:
         self.network, self.number, self.example, self.detail = network, number, example, detail
-        self.d: Derivation = network.derive(batch=BATCH)
+        self.batch = batch_size(network, number)
+        self.d: Derivation = network.derive(batch=self.batch)
         self.lg = self.d.graph.layers[number - 1]
         self.op = self.lg.layer
         shape = network.input_shape_of(number)
         self.places = prod(shape[1:]) if len(shape) > 1 else 1  # values per channel in one sample
-        self.count = BATCH * self.places  # M
+        self.count = self.batch * self.places  # M
         self.values = self._numbers() if self._small() else None
 
     # ---- the numbers -----------------------------------------------------------------------
@@ -80,7 +90,7 @@ class _Batch:
     def _small(self) -> bool:
         net = self.network
         edges = sum(op.window(net.input_shape_of(k)) * prod(net.shapes[k]) for k, op in enumerate(net.layers, start=1))
-        return BATCH * edges <= MAX_EDGES
+        return self.batch * edges <= MAX_EDGES
 
     def _numbers(self) -> dict[sympy.Basic, float]:
         """Every node and gradient of the batch, by the engine's program (its chain forms node by
@@ -88,7 +98,7 @@ class _Batch:
         ex, d, g = self.example, self.d, self.d.graph
         seed = 0 if ex.seed is None else ex.seed
         xs, ys = [ex.x], [ex.y]
-        for n in range(1, BATCH):
+        for n in range(1, self.batch):
             x, y, _ = draw_values(self.network, seed, DRAWS + n)
             xs.append(x)
             ys.append(y)
@@ -124,7 +134,7 @@ class _Batch:
         else:
             body.append(Paragraph(
                 f"The numbers of a batch are left out for a network this size (its batch's graph has more "
-                f"than {MAX_EDGES:,} edges); ", Math(f"d = net.derive(batch={BATCH})"), " gives every one."))
+                f"than {MAX_EDGES:,} edges); ", Math(f"d = net.derive(batch={self.batch})"), " gives every one."))
         body.append(self._eval_mode())
         return Section((f"Layer {self.number} over a batch: the {self.op.title} in train mode",), tuple(body),
                        label="sec:batch")
@@ -135,12 +145,12 @@ class _Batch:
             f"The sections before took layer {l} in eval mode. In train mode, as the network is trained, "
             f"layer {l} normalises each channel with the statistics of the whole batch, so that each of its "
             "outputs depends on every sample: one sample can no longer be followed on its own. The graph is "
-            f"then that of the batch: {BATCH} samples ",
-            Math(r"x^{[1]}, \ldots, " + f"x^{{[{BATCH}]}}"),
+            f"then that of the batch: {self.batch} samples ",
+            Math(r"x^{[1]}, \ldots, " + f"x^{{[{self.batch}]}}"),
             " go through the network side by side and share every weight, and ",
             Math("L"),
             " is the sum of their losses. The statistics of a channel run over its ",
-            Math(f"M = {BATCH} \\cdot {self.places} = {self.count}") if self.places > 1 else Math(f"M = {self.count}"),
+            Math(f"M = {self.batch} \\cdot {self.places} = {self.count}") if self.places > 1 else Math(f"M = {self.count}"),
             " values in the batch" + (" (every pixel of every sample)" if self.places > 1 else " (one per sample)"),
             f"; layer {l}'s input ",
             Math(x),
@@ -197,12 +207,13 @@ class _Batch:
             for v in h.inputs:
                 if v in {s.symbol for s in stats}:
                     edges.append(DiagramEdge(v.name, h.symbol.name, colour="faint", arrow=True))
-        heads = ((0.0, top + 0.9, self._input_head()), (3.0, top + 0.9, r"\text{statistics}"),
-                 (6.0, top + 0.9, r"\hat{x}"), (8.6, top + 0.9, r"\text{output}"))
+        high = max(top, 1.2) + 0.9  # above the inputs and the statistics
+        heads = ((0.0, high, self._input_head()), (3.0, high, r"\text{statistics}"),
+                 (6.0, high, r"\hat{x}"), (8.6, high, r"\text{output}"))
         return Figure(Diagram(tuple(nodes), tuple(edges), colours=(("faint", "9A9A9A"),), node_size=0.75,
                               small=True, heads=heads),
                       caption=((f"Channel 1 of layer {self.number} over the batch: its {self.count} inputs (sample 1's, "
-                               "then sample 2's) feed the statistics, and each normalised value reads its input and "
+                               "and so on) feed the statistics, and each normalised value reads its input and "
                                "both statistics."),),
                       label="fig:batch")
 
@@ -317,7 +328,7 @@ class _Batch:
         sum_g, sum_gx = sum(gs), sum(g * x for g, x in zip(gs, xh))
         sigma = float(np.sqrt(self.values[stats[-1].symbol] + self.op.eps)) if len(stats) > 1 else None
         body: list = [
-            Paragraph("With numbers: sample 1 is the worked example's, sample 2 drawn with the same seed, the "
+            Paragraph("With numbers: sample 1 is the worked example's, the others drawn with the same seed, the "
                       "weights the same. Channel 1's statistics are ", *_joined(stat_values),
                       "" if sigma is None else ", so ", *(() if sigma is None else
                       (Math(rf"\sigma^{{({l})}}_{{1}} = {fmt_v(sigma)}"),)),
@@ -395,4 +406,4 @@ def epsilon_tex(eps: float) -> str:
     return power if head == "1" else rf"{head} \cdot {power}"
 
 
-__all__ = ["BATCH", "batch_section", "coupling_layers", "epsilon_tex"]
+__all__ = ["BATCH", "FEATURE_BATCH", "batch_section", "batch_size", "coupling_layers", "epsilon_tex"]

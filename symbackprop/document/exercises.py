@@ -57,7 +57,7 @@ from ..graph import LayerGraph
 from ..latex import NotationPrinter, Row, aligned, partial, sum_rows, term_latex
 from ..network import Network
 from . import markdown, tex
-from .batch import BATCH, _Batch, _parameter_sums, coupling_layers, epsilon_tex
+from .batch import _Batch, _parameter_sums, coupling_layers, epsilon_tex
 from .common import (
     LINE_WIDTH,
     capital_letter,
@@ -306,8 +306,11 @@ class _Maker:
     def _weighted(self) -> list[LayerGraph]:
         """The layers with weights whose nodes are weighted sums (not a formula of their own, as
         batch normalisation's in eval mode): what the questions on weights are about."""
-        return [lg for lg in self._layers() if self._weights(lg) is not None
-                and all(node.kind == "linear" for node in lg.z)]
+        return [lg for lg in self._layers() if self._weighs(lg)]
+
+    def _weighs(self, lg: LayerGraph) -> bool:
+        """Whether the layer has weights and its nodes are weighted sums of them."""
+        return self._weights(lg) is not None and all(node.kind == "linear" for node in lg.z)
 
     def _layers(self) -> list[LayerGraph]:
         return [lg for lg in self.layers if lg.number in self.allowed]
@@ -658,7 +661,7 @@ class _Maker:
             if len(readers) != 1:
                 return None
             reader = self.layers[readers[0] - 1]
-            return reader if self._weights(reader) is not None else None
+            return reader if self._weighs(reader) else None
 
         candidates = [
             lg for lg in self._layers()[:-1] if lg.number < len(self.layers) and weighted_reader(lg) is not None
@@ -1151,8 +1154,8 @@ class _Maker:
         question = [
             Paragraph(
                 f"Layer {l} ({b.op.describe()}) is in train mode: it normalises each channel with the statistics of "
-                f"the whole batch. The batch holds {BATCH} samples; channel 1 of its input holds the {M} values below "
-                "(sample 1's, then sample 2's), each with the upstream gradient ", Math("g"),
+                f"the whole batch. The batch holds {b.batch} samples; channel 1 of its input holds the {M} values below "
+                "(sample after sample), each with the upstream gradient ", Math("g"),
                 " of the output it gives. The parameters: ", *_join(given), ".",
             ),
             Table(tuple(Column("r") for _ in header), header, rows),
