@@ -1125,8 +1125,11 @@ def test_the_batch_section_prints_the_compact_form_the_engine_derived_and_the_ba
     from symbackprop.document.handout import DETAILS
 
     net = batch_norm_net()
-    tex = sb.document.tex.render(handout(net))
+    doc = handout(net)
+    tex = sb.document.tex.render(doc)
     section = tex.split(r"\section{Layer 2 over a batch: the batch normalisation in train mode}")[1]
+    parsed = parse(sb.document.markdown.render(doc))  # and it shows on GitHub, its figure a diagram
+    assert parsed.headings[-2].endswith("Layer 2 over a batch: the batch normalisation in train mode")
     # M = 2 samples x 4 values of the channel; the compact form as CompactForm.latex writes it
     d = net.derive(batch=BATCH)
     form = d.compact(2)[0]
