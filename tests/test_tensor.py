@@ -824,18 +824,19 @@ def test_a_transposed_convolution_is_its_convolutions_input_gradient_and_back(na
 def test_the_relation_fails_for_a_convolution_that_is_not_the_transposed_one():
     x = sb.Input((2, 3, 3))
     net = sb.Network(inputs=x, outputs=sb.ConvTranspose2D(out_channels=2, kernel_size=3, padding=1)(x), loss="sse")
-    ours, theirs = adjoint_formulas(net.derive(), 1)
+    ours, theirs, shared = adjoint_formulas(net.derive(), 1)
+    assert shared == ("W", "b")  # the convolution's declared parameters: the weights both read
     forward = next(f for f in ours if f.kind == "forward")
     twin = next(f for f in theirs if f.kind == "input")
-    assert agree(forward, {"input": "delta"}, twin)
+    assert agree(forward, {"input": "delta"}, twin, shared)
     (weight,) = [e for e in twin.rhs.atoms(sympy.Indexed) if len(e.indices) == 4]
     o, c, m, n = weight.indices
     flipped = weight.base[o, c, 2 - m, n]  # the kernel read upside down
-    assert not agree(forward, {"input": "delta"}, replace(twin, rhs=twin.rhs.xreplace({weight: flipped})))
+    assert not agree(forward, {"input": "delta"}, replace(twin, rhs=twin.rhs.xreplace({weight: flipped})), shared)
     swapped = weight.base[c, o, m, n]  # the channels read the other way round
-    assert not agree(forward, {"input": "delta"}, replace(twin, rhs=twin.rhs.xreplace({weight: swapped})))
+    assert not agree(forward, {"input": "delta"}, replace(twin, rhs=twin.rhs.xreplace({weight: swapped})), shared)
     shifted = weight.base[o, c, m, n + 1]  # one place off (reading 0 past the kernel's last column)
-    assert not agree(forward, {"input": "delta"}, replace(twin, rhs=twin.rhs.xreplace({weight: shifted})))
+    assert not agree(forward, {"input": "delta"}, replace(twin, rhs=twin.rhs.xreplace({weight: shifted})), shared)
 
 
 def test_no_other_operation_names_an_adjoint():

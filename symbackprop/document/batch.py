@@ -31,6 +31,7 @@ from ..network import Network
 from .common import Detail, DocumentPrinter, elide, node_rows, source_letter
 from .example import DRAWS, WorkedExample, _Evaluator, draw_values
 from .nodes import (
+    Code,
     Column,
     Diagram,
     DiagramEdge,
@@ -55,6 +56,7 @@ def batch_size(network: Network, number: int) -> int:
     shape = network.input_shape_of(number)
     return BATCH if len(shape) > 1 and prod(shape[1:]) > 1 else FEATURE_BATCH
 MAX_EDGES = 20_000  # a larger network's batch is not worked through here (the numbers of every node)
+MAX_VALUES = 16  # a channel with more values in the batch (M) is not written out: its chain forms have M terms
 
 
 def coupling_layers(network: Network) -> list[int]:
@@ -83,7 +85,8 @@ class _Batch:
         shape = network.input_shape_of(number)
         self.places = prod(shape[1:]) if len(shape) > 1 else 1  # values per channel in one sample
         self.count = self.batch * self.places  # M
-        self.values = self._numbers() if self._small() else None
+        self.written = self.count <= MAX_VALUES
+        self.values = self._numbers() if self.written and self._small() else None
 
     # ---- the numbers -----------------------------------------------------------------------
 
@@ -127,6 +130,9 @@ class _Batch:
     # ---- the section -----------------------------------------------------------------------
 
     def section(self) -> Section:
+        if not self.written:
+            return Section((f"Layer {self.number} over a batch: the {self.op.title} in train mode",),
+                           (self._introduction(), self._too_many(), self._eval_mode()), label="sec:batch")
         body: list = [self._introduction(), *self._stages(), self._figure(), *self._locals(), *self._upstreams(),
                       *self._compact(), *self._parameters()]
         if self.values is not None:
@@ -138,6 +144,17 @@ class _Batch:
         body.append(self._eval_mode())
         return Section((f"Layer {self.number} over a batch: the {self.op.title} in train mode",), tuple(body),
                        label="sec:batch")
+
+    def _too_many(self) -> Paragraph:
+        """Why a channel of many values is not written out, and where to find it."""
+        return Paragraph(
+            f"With {self.count:,} values to a channel, its stages' chain forms have as many terms each: too many "
+            f"to write out here. The handout of a small network with the same layer (say 1×3×3 → a 2×2 "
+            f"convolution → this layer → ReLU → a dense layer) derives them in full: the stages as nodes, "
+            f"their local gradients, the compact form the engine simplifies them to, and the batch's "
+            f"numbers. In Python, ", Code(f"net.derive(batch={self.batch}).compact({self.number})"),
+            " gives the compact form of this layer's every input.",
+        )
 
     def _introduction(self) -> Paragraph:
         l, x = self.number, source_letter(self.lg.sources[0])
@@ -154,7 +171,7 @@ class _Batch:
             " values in the batch" + (" (every pixel of every sample)" if self.places > 1 else " (one per sample)"),
             f"; layer {l}'s input ",
             Math(x),
-            " holds them, and its stages are nodes of the graph inside the layer:",
+            " holds them" + (", and its stages are nodes of the graph inside the layer:" if self.written else "."),
         )
 
     def _channel_nodes(self) -> tuple[list, list, list]:
@@ -264,7 +281,7 @@ class _Batch:
 
     def _compact(self) -> list:
         d, l = self.d, self.number
-        form = d.compact(l)[0]
+        form = self.op.compact(d, l, first=1)[0]
         sigma = rf"\sigma^{{({l})}}_{{1}}"
         _stats, _, _ = self._channel_nodes()
         names = {**d.tex_names, form.sigma: sigma}

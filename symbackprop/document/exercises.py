@@ -1121,7 +1121,7 @@ class _Maker:
             return None
         b = _Batch(train, numbers[0], self.ex, DETAILS["full"])
         if b.values is None:
-            return None  # too large a network to work the batch through
+            return None  # too large a network, or a channel, to work the batch through
         d, l, M, eps = b.d, b.number, b.count, b.op.eps
         fv, fg = self.fv, self.fg
         stats, hats, outputs = b._channel_nodes()
@@ -1143,7 +1143,7 @@ class _Maker:
         sum_g = fg.rounded(sum(g_p))
         sum_gx = fg.rounded(sum(g * h for g, h in zip(g_p, hat_p)))
         result = gamma_p / (M * sigma) * (M * g_p[i] - sum_g - hat_p[i] * sum_gx)
-        form = d.compact(l)[0]
+        form = b.op.compact(d, l, first=1)[0]
         names = {**d.tex_names, form.sigma: rf"\sigma^{{({l})}}_{{1}}"}
         rows = tuple(((str(k // b.places + 1),), (Math(d.tex_names[v]),), (Math(fv(b.values[v])),),
                       (Math(fg(b.values[g])),)) for k, (v, g) in enumerate(zip(inputs, gs)))

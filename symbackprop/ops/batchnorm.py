@@ -184,12 +184,14 @@ class _BatchNorm(Op):
 
     # ---- the compact form, derived from the staged one ------------------------------------------
 
-    def compact(self, d: Any, number: int) -> list[CompactForm] | None:
+    def compact(self, d: Any, number: int, first: int | None = None) -> list[CompactForm] | None:
         """∂L/∂x of every input of this layer (train mode) in the compact form, derived from the
         engine's staged result: the chain form through μ, σ² and x̂, the layer's inner upstream
         gradients written out, then x_j = μ + σ x̂_j (σ = √(σ² + ε)) and Σ_j x̂_j = 0 (which is
         what μ is); what is left is linear in g = ∂L/∂y, and its coefficients, solved for, are
-        those of α g_i + β Σ_j g_j + δ x̂_i Σ_j g_j x̂_j. None in eval mode (no batch statistics)."""
+        those of α g_i + β Σ_j g_j + δ x̂_i Σ_j g_j x̂_j. None in eval mode (no batch statistics).
+        ``first``: only the first so many, channel 1's first (a document shows one; each takes a
+        solve over the channel's values)."""
         if not self.training:
             return None
         layer = d.graph.layers[number - 1]
@@ -220,6 +222,8 @@ class _BatchNorm(Op):
             alpha, beta, delta = sympy.symbols("alpha beta delta")
             forms = []
             for i, value in enumerate(values):
+                if first is not None and len(result) + len(forms) >= first:
+                    break
                 staged = sympy.Add(*[t.expr for t in backward.input_terms[value]])
                 while any(s in expand_inner for s in staged.free_symbols):
                     staged = staged.xreplace(expand_inner)

@@ -47,9 +47,10 @@ class _Adjoint:
         self.network = network
 
 
-def adjoint_formulas(d: Derivation, number: int) -> tuple[list[Formula], list[Formula]] | None:
+def adjoint_formulas(d: Derivation, number: int) -> tuple[list[Formula], list[Formula], tuple[str, ...]] | None:
     """Layer ``number``'s formulas and those of its operation's adjoint (on a network of that one
-    layer), both with their settings as numbers; None when the operation has none."""
+    layer), both with their settings as numbers, and the parameters the adjoint declares (the
+    weights both read, by prefix); None when the operation has none."""
     net = d.network
     found = net.layers[number - 1].adjoint(net.input_shape_of(number))
     if found is None:
@@ -59,7 +60,7 @@ def adjoint_formulas(d: Derivation, number: int) -> tuple[list[Formula], list[Fo
     twin_net = Network(inputs=x, outputs=op(x), loss="sse")
     ours = [f.concrete() for f in LayerFormulas(d, number).formulas()]
     theirs = [replace(f.concrete(), names=_tilded(f.names)) for f in LayerFormulas(_Adjoint(twin_net), 1).formulas()]  # type: ignore[arg-type]
-    return ours, theirs
+    return ours, theirs, tuple(p.prefix for p in op.parameters)
 
 
 def _tilded(names: Names) -> Names:
@@ -78,30 +79,31 @@ def relations(d: Derivation, number: int) -> list[Relation]:
     found = adjoint_formulas(d, number)
     if found is None:
         return []
-    ours, theirs = found
+    ours, theirs, shared = found
     mine = {f.kind: f for f in ours if type(f) is Formula}
     twin = {f.kind: f for f in theirs if type(f) is Formula}
     return [
         Relation("its forward (without its bias) is the input gradient of the convolution it transposes, "
                  "its input standing for that convolution's δ",
-                 mine["forward"], twin["input"], agree(mine["forward"], {"input": "delta"}, twin["input"])),
+                 mine["forward"], twin["input"], agree(mine["forward"], {"input": "delta"}, twin["input"], shared)),
         Relation("its input gradient is the forward of that convolution, run on its δ",
-                 mine["input"], twin["forward"], agree(mine["input"], {"delta": "input"}, twin["forward"])),
+                 mine["input"], twin["forward"], agree(mine["input"], {"delta": "input"}, twin["forward"], shared)),
     ]
 
 
-def agree(formula: Formula, roles: dict[str, str], twin: Formula, seed: int = 0) -> bool:
+def agree(formula: Formula, roles: dict[str, str], twin: Formula, shared: tuple[str, ...], seed: int = 0) -> bool:
     """Whether ``formula`` equals ``twin`` at its ``checked_positions``, both written out over the same numbers
     (random, so that a transposed kernel or a shifted index cannot agree by chance): the tensor of
-    ``formula`` in role r read as the twin's tensor in role ``roles[r]`` (the weights as the
-    weights), every other tensor (a bias) read as 0."""
+    ``formula`` in role r read as the twin's tensor in role ``roles[r]``, those in the roles
+    ``shared`` (the weights) as the twin's of the same role, every other tensor (a bias) read as
+    0."""
     if [size for _, size in formula.letters] != [size for _, size in twin.letters]:
         return False
     shapes = {role: shape for role, shape in formula.tensors.values()}
     twin_shapes = {role: shape for role, shape in twin.tensors.values()}
     rng = np.random.default_rng(seed)
     values, twin_values = {}, {}
-    for role, twin_role in {**roles, "W": "W"}.items():
+    for role, twin_role in {**roles, **{r: r for r in shared if r in shapes and r in twin_shapes}}.items():
         if shapes.get(role) != twin_shapes.get(twin_role):
             return False
         numbers = [float(v) for v in rng.normal(size=prod(shapes[role]))]
