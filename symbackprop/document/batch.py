@@ -149,10 +149,11 @@ class _Batch:
         """Why a channel of many values is not written out, and where to find it."""
         return Paragraph(
             f"With {self.count:,} values to a channel, its stages' chain forms have as many terms each: too many "
-            f"to write out here. The handout of a small network with the same layer (say 1×3×3 → a 2×2 "
-            f"convolution → this layer → ReLU → a dense layer) derives them in full: the stages as nodes, "
-            f"their local gradients, the compact form the engine simplifies them to, and the batch's "
-            f"numbers. In Python, ", Code(f"net.derive(batch={self.batch}).compact({self.number})"),
+            "to write out here. The handout of a small network with the same layer (say a ",
+            Math(r"1 \times 3 \times 3"), " input, a ", Math(r"2 \times 2"), " convolution, this layer, a ReLU "
+            "and a dense layer) derives them in full: the stages as nodes, their local gradients, the compact "
+            "form the engine simplifies them to, and the batch's numbers. In Python, ",
+            Code(f"net.derive(batch={self.batch}).compact({self.number})"),
             " gives the compact form of this layer's every input.",
         )
 
