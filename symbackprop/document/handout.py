@@ -218,9 +218,10 @@ def _introduction(c: Context) -> Paragraph:
     coupled = coupling_layers(c.network.with_mode("train"))
     batch = (
         (
-            (f" Layer {coupled[0]} normalises over the batch in train mode, so that its outputs depend on every "
-            "sample: sections 1 to 5 follow one sample with the network in eval mode (the layer's running "
-            "statistics constants), and the last section derives train mode over a batch."),
+            (f" {_layers_word(coupled)} over the batch in train mode, so that "
+            + ("its" if len(coupled) == 1 else "their") + " outputs depend on every sample: sections 1 to 5 follow one sample with the network in eval "
+            "mode (running statistics constants), and the last section derives train mode over a batch"
+            + (f" for layer {coupled[0]}." if len(coupled) > 1 else ".")),
         )
         if c.coupled and coupled
         else ()
@@ -235,6 +236,14 @@ def _introduction(c: Context) -> Paragraph:
         *summary,
         *batch,
     )
+
+
+def _layers_word(numbers: list[int]) -> str:
+    """"Layer 2 normalises", "Layers 2 and 6 normalise", "Layers 2, 6 and 10 normalise"."""
+    if len(numbers) == 1:
+        return f"Layer {numbers[0]} normalises"
+    listed = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+    return f"Layers {listed} normalise"
 
 
 def _detailed_elements(c: Context) -> set[sympy.Symbol]:
