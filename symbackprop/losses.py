@@ -208,7 +208,7 @@ LOSSES: dict[str, Loss] = {
         Loss("generic", _generic_value, _generic_gradient, r"L(a, y)\ \text{(generic)}", True),
         Loss("sse", _sse_value, _sse_gradient, r"L = \frac{1}{2}\sum_{k} (a_k - y_k)^2",
              index_form=_sse_index),
-        Loss("mse", _mse_value, _mse_gradient, r"L = \frac{1}{K}\sum_{k} (a_k - y_k)^2",
+        Loss("mse", _mse_value, _mse_gradient, r"L = \frac{1}{n_{\text{out}}}\sum_{k} (a_k - y_k)^2",
              index_form=_mse_index),
         Loss(
             "cross_entropy",

@@ -601,3 +601,39 @@ def test_sheets_compile_short_with_nothing_sticking_out(tmp_path, name, make, pa
         assert not [box for box in overfull_boxes(log) if box[0] > 10], kind
         info = subprocess.run(["pdfinfo", str(tmp_path / "out" / f"{kind}.pdf")], capture_output=True, text=True, check=True)
         assert int(re.search(r"^Pages:\s+(\d+)", info.stdout, re.MULTILINE).group(1)) <= most, kind
+
+
+# ---- batch normalisation over a batch ----------------------------------------------------------
+
+
+def batch_norm_net() -> sb.Network:
+    """1x3x3 → conv 2x2 → BatchNorm2D → ReLU → dense 2, sse, in train mode."""
+    x = sb.Input((1, 3, 3))
+    h = sb.BatchNorm2D()(sb.Conv2D(kernel_size=2)(x))
+    return sb.Network(inputs=x, outputs=sb.Dense(units=2)(sb.ReLU()(h)), loss="sse", name="bn")
+
+
+def test_the_batch_norm_answer_is_worked_from_its_printed_numbers_as_the_reference_computes_it():
+    net = batch_norm_net()
+    chosen = exercise_set(net, 0)
+    assert chosen.coupled and chosen.network.mode == "eval"  # the other questions: one sample, eval mode
+    (asked,) = [e for e in chosen.exercises if e.kind == "batchnorm"]
+    f, ex = asked.facts, chosen.example
+    xs, ys = f["batch"]
+    params = {name: ex.params[name] for name in net.parameters}
+    a1 = reference.forward(net, xs, params)[0]  # the convolution's output: the layer's input
+    assert f["mu"] == pytest.approx(a1.mean(), abs=1e-12) and f["var"] == pytest.approx(a1.var(), abs=1e-12)
+    np.testing.assert_allclose(f["hats"], ((a1 - a1.mean()) / np.sqrt(a1.var() + 1e-5)).ravel(), atol=1e-12)
+    renamed = {f"{prefix}{owner - 1}": params[name] for name, (owner, prefix) in net.parameter_owner.items() if owner > 1}
+    upstream = reference.loss_and_grads(rest_after(net, 1), a1, ys, renamed).grads["x"].ravel()
+    assert f["value"] == pytest.approx(upstream[f["input"]], abs=1e-12)
+    # the key, from the printed numbers: within rounding of the exact value, written as computed
+    assert f["printed"] == ex.formats.gradient(f["from_printed"])
+    assert abs(f["from_printed"] - f["value"]) <= 2e-3 * max(abs(f["value"]), 1e-3)
+    key = render(net, 0)["solutions.tex"]
+    assert r"\frac{\gamma^{(2)}_{1}}{8 \sigma^{(2)}_{1}}" in key  # the compact form the engine derived
+    assert "in train mode over a batch" in " ".join(key.split())
+
+
+def test_a_network_without_batch_norm_gets_no_batch_norm_question():
+    assert "batchnorm" not in {e.kind for e in exercise_set(sb.presets.article(), 0).exercises}

@@ -903,7 +903,7 @@ def test_no_fraction_shrinks_inline_in_running_text():
 
 def test_one_meaning_per_symbol_and_every_symbol_in_the_notation_table():
     tex = texts("channels")["handout.tex"]  # mse over 2 outputs, and a 3x3 kernel
-    assert r"L = \frac{1}{2}\sum_{k} (a_k - y_k)^2" in tex and r"\frac{1}{K}" not in tex
+    assert r"L = \frac{1}{2}\sum_{k} (a_k - y_k)^2" in tex and r"\frac{1}{K}" not in tex and "n_{\\text{out}}" not in tex
     table = tex.split(r"\section{Notation and the network}")[1].split(r"\end{longtable}")[0]
     for symbol in (r"$\delta^{(l)}$", r"$o, c;\ i, j;\ m, n$", r"$\hat{\delta}^{(l)},\ \hat{W}^{(l)}$"):
         assert symbol in table
@@ -1092,3 +1092,64 @@ def test_fcn_and_parameterless_handouts_compile_without_errors_or_wide_lines(tmp
     log = (tmp_path / "out" / "handout.log").read_text()
     assert not re.search(r"^! ", log, re.MULTILINE)
     assert not [box for box in overfull_boxes(log) if box[0] > 10]
+
+
+# ---- batch normalisation: sections 1-5 in eval mode, train mode over a batch ---------------------
+
+
+def batch_norm_net() -> sb.Network:
+    """1x3x3 → conv 2x2 → BatchNorm2D → ReLU → dense 2, sse, in train mode."""
+    x = sb.Input((1, 3, 3))
+    h = sb.BatchNorm2D()(sb.Conv2D(kernel_size=2)(x))
+    return sb.Network(inputs=x, outputs=sb.Dense(units=2)(sb.ReLU()(h)), loss="sse", name="bn")
+
+
+def test_a_batch_norm_handout_works_one_sample_in_eval_mode_as_the_reference_does():
+    from symbackprop.document import handout
+
+    net = batch_norm_net()
+    ex = worked_example(net.with_mode("eval"), 0)
+    assert set(ex.params) == {"W1", "gamma2", "beta2", "W4", "running_mean2", "running_var2"}
+    out = reference.loss_and_grads(net.with_mode("eval"), ex.x, ex.y, ex.params)
+    assert ex.loss == pytest.approx(float(out.loss), rel=1e-12)
+    for name in ("W1", "gamma2", "beta2", "W4"):
+        np.testing.assert_allclose(ex.gradients[name], out.grads[name], rtol=1e-10, atol=1e-14)
+    tex = sb.document.tex.render(handout(net))
+    assert r"\overline{\mu}^{(2)} = " in tex  # the running statistics are printed with the weights
+    assert "sections 1 to 5 follow one sample with the network in eval mode" in " ".join(tex.split())
+
+
+def test_the_batch_section_prints_the_compact_form_the_engine_derived_and_the_batchs_numbers():
+    from symbackprop.document import handout
+    from symbackprop.document.batch import BATCH, _Batch
+    from symbackprop.document.handout import DETAILS
+
+    net = batch_norm_net()
+    doc = handout(net)
+    tex = sb.document.tex.render(doc)
+    section = tex.split(r"\section{Layer 2 over a batch: the batch normalisation in train mode}")[1]
+    parsed = parse(sb.document.markdown.render(doc))  # and it shows on GitHub, its figure a diagram
+    assert parsed.headings[-2].endswith("Layer 2 over a batch: the batch normalisation in train mode")
+    # M = 2 samples x 4 values of the channel; the compact form as CompactForm.latex writes it
+    d = net.derive(batch=BATCH)
+    form = d.compact(2)[0]
+    names = {**d.tex_names, form.sigma: r"\sigma^{(2)}_{1}"}
+    assert form.latex(names) in section
+    assert r"\frac{\gamma^{(2)}_{1}}{8 \sigma^{(2)}_{1}} \left(8 g_{i} - \sum_{j} g_{j} - \hat{x}_{i}" in section
+    for stage in (r"\mu^{(2)}_{1} &= \frac{1}{8}", r"\hat{x}^{(2)[1]}_{1} &=", r"a^{(2)[1]}_{1} &= \gamma^{(2)}_{1} \hat{x}^{(2)[1]}_{1} + \beta^{(2)}_{1}"):
+        assert stage in section
+    # the batch's numbers are those of the numpy reference on the same two samples, summed
+    ex = worked_example(net.with_mode("eval"), 0)
+    batch = _Batch(net, 2, ex, DETAILS["full"])
+    x, y = np.array(batch.xs), np.array(batch.ys)
+    params = {name: ex.params[name] for name in net.parameters}
+    out = reference.loss_and_grads(net, x, y, params)
+    assert np.array_equal(x[0], ex.x)  # sample 1 is the worked example's
+    gamma_grad = float(out.grads["gamma2"].sum())
+    beta_grad = float(out.grads["beta2"].sum())
+    printed = re.findall(r"\\frac\{\\partial L\}\{\\partial \\(?:gamma|beta)\^\{\(2\)\}_\{1\}\} = (-?[0-9.]+)", section)
+    assert [float(v) for v in printed] == pytest.approx([gamma_grad, beta_grad], abs=6e-4)
+    program = {name: [float(e.xreplace(batch.values)) for e in np.ravel(d.program.gradients[name])]
+               for name in ("W1", "W4")}
+    for name, values in program.items():
+        np.testing.assert_allclose(values, out.grads[name].sum(axis=0).ravel(), rtol=1e-9)

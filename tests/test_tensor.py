@@ -21,6 +21,7 @@ from symbackprop.derivation import Derivation
 from symbackprop.latex import latex_errors
 from symbackprop.ops import FACES, OPS
 from symbackprop.tensor import Fact, Formula, scalar_values, upstream_formula
+from symbackprop.tensor.adjoint import adjoint_formulas, agree, relations
 from symbackprop.tensor.evaluate import evaluate
 
 # Small networks covering every operation and setting: stride, padding, dilation, channels,
@@ -794,3 +795,73 @@ def test_every_formula_typesets_with_pdflatex(tmp_path):
     command = ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "formulas.tex"]
     run = subprocess.run(command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, latex_errors(run.stdout)
+
+
+# ---- the two convolutions, related ------------------------------------------------------------
+
+TRANSPOSED = {
+    "2x2": {"kernel_size": 2},
+    "3x3, stride 2, padding 1, output_padding 1": {"kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1},
+    "2x3, stride 2x1, padding 1x0, dilation 1x2": {"kernel_size": (2, 3), "stride": (2, 1), "padding": (1, 0),
+                                                       "dilation": (1, 2)},
+}
+
+
+@pytest.mark.parametrize("name", TRANSPOSED)
+def test_a_transposed_convolution_is_its_convolutions_input_gradient_and_back(name):
+    x = sb.Input((2, 3, 3))
+    net = sb.Network(inputs=x, outputs=sb.ConvTranspose2D(out_channels=2, **TRANSPOSED[name])(x), loss="sse")
+    d = net.derive()
+    forward, backward = relations(d, 1)
+    assert forward.holds and backward.holds
+    assert (forward.formula.kind, forward.twin.kind, backward.formula.kind, backward.twin.kind) == (
+        "forward", "input", "input", "forward")
+    # the convolution's tensors are printed with a tilde, the layer's as the layer's
+    assert r"\tilde{\delta}" in forward.twin.latex() and r"\tilde{W}" in forward.twin.latex()
+    assert r"\tilde{x}" in backward.twin.latex() and "W^{(1)}" in backward.formula.latex()
+
+
+def test_the_relation_fails_for_a_convolution_that_is_not_the_transposed_one():
+    x = sb.Input((2, 3, 3))
+    net = sb.Network(inputs=x, outputs=sb.ConvTranspose2D(out_channels=2, kernel_size=3, padding=1)(x), loss="sse")
+    ours, theirs, shared = adjoint_formulas(net.derive(), 1)
+    assert shared == ("W", "b")  # the convolution's declared parameters: the weights both read
+    forward = next(f for f in ours if f.kind == "forward")
+    twin = next(f for f in theirs if f.kind == "input")
+    assert agree(forward, {"input": "delta"}, twin, shared)
+    (weight,) = [e for e in twin.rhs.atoms(sympy.Indexed) if len(e.indices) == 4]
+    o, c, m, n = weight.indices
+    flipped = weight.base[o, c, 2 - m, n]  # the kernel read upside down
+    assert not agree(forward, {"input": "delta"}, replace(twin, rhs=twin.rhs.xreplace({weight: flipped})), shared)
+    swapped = weight.base[c, o, m, n]  # the channels read the other way round
+    assert not agree(forward, {"input": "delta"}, replace(twin, rhs=twin.rhs.xreplace({weight: swapped})), shared)
+    shifted = weight.base[o, c, m, n + 1]  # one place off (reading 0 past the kernel's last column)
+    assert not agree(forward, {"input": "delta"}, replace(twin, rhs=twin.rhs.xreplace({weight: shifted})), shared)
+
+
+def test_no_other_operation_names_an_adjoint():
+    assert relations(NETWORKS["article"].derive(), 1) == []
+
+
+def test_a_transposed_convolution_and_an_upsampling_write_u_v_for_output_rows_and_columns():
+    x = sb.Input((1, 2, 2))
+    for op in (sb.ConvTranspose2D(out_channels=1, kernel_size=2), sb.Upsample(scale_factor=2)):
+        forward = sb.Network(inputs=x, outputs=op(x), loss="sse").derive().formulas(1)[0]
+        assert "_{o,u,v}" in forward.latex() or "_{c,u,v}" in forward.latex()
+        assert ",y" not in forward.latex() and ",x" not in forward.latex()
+
+
+def test_batch_norm_in_the_tensor_view_writes_gamma_beta_and_its_statistics():
+    x = sb.Input((1, 3, 3))
+    out = sb.Dense(units=2)(sb.BatchNorm2D()(sb.Conv2D(kernel_size=2)(x)))
+    train = sb.Network(inputs=x, outputs=out, loss="sse")
+    forward, *rest = train.derive(batch=2).formulas(2)
+    assert forward.latex() == (r"a^{(2)}_{c,i,j} = \frac{\left(a^{(1)}_{c,i,j} - \mu_{c}\right) \gamma^{(2)}_{c}}"
+                               r"{\sqrt{\sigma^{2}_{c} + 1.0 \cdot 10^{-5}}} + \beta^{(2)}_{c}")
+    # train mode: statistics of the batch, not constants, so no one-sample input gradient
+    assert [f.kind for f in rest] == ["delta", "gamma", "beta"] and "Derivation.compact" in forward.note
+    assert rest[1].latex().startswith(r"\frac{\partial L}{\partial \gamma^{(2)}_{c}} = ")
+    formulas = train.with_mode("eval").derive().formulas(2)
+    assert r"\overline{\mu}_{c}" in formulas[0].latex() and r"\overline{\sigma^{2}}_{c}" in formulas[0].latex()
+    assert formulas[-1].latex() == (r"\frac{\partial L}{\partial a^{(1)}_{c,i,j}} = \frac{\delta^{(2)}_{c,i,j} "
+                                    r"\gamma^{(2)}_{c}}{\sqrt{\overline{\sigma^{2}}_{c} + 1.0 \cdot 10^{-5}}}")

@@ -20,6 +20,7 @@ import sympy
 
 from ..graph import LayerGraph
 from ..latex import Row, aligned, break_expr, closed_form, partial, sum_rows, term_latex
+from ..tensor import relations
 from .common import elide, op_notation, plural, printer, source_letter, tensor_blocks, text
 from .context import Context, LayerParameter, via_tex
 from .layout import budget, grid, spread
@@ -171,6 +172,7 @@ class _Layer:
             # the per-pixel formula above stands for it
             formulas = [f for f in formulas if f.kind != "loss" and getattr(getattr(f, "restates", None), "kind", None) != "loss"]
         body += tensor_blocks(formulas, (*net.layer_parameters(l), "input"), image=image)
+        body += self.adjoint(l)
         return Section(
             (f"Layer {l} ({lg.layer.title})",), tuple(body), label=f"sec:backward{l}", level=2
         )
@@ -350,6 +352,47 @@ class _Layer:
         if self.detail.name == "full":
             return list(self.lg.upstream[: self.detail.rows + 1])
         return [self.lg.upstream[i] for i in spread(self.lg, self.detail.rows)]
+
+    def adjoint(self, l: int) -> list:
+        """For an operation that transposes another (a transposed convolution), the two related:
+        its forward is the other's input gradient and its input gradient the other's forward,
+        each pair derived by the tensor view and checked equal at every index."""
+        found = relations(self.c.d, l)
+        if not found:
+            return []
+        op, _ = self.c.network.layers[l - 1].adjoint(self.c.network.input_shape_of(l))
+        forward, backward = found
+        checked = all(r.holds for r in found)
+        letter = source_letter(self.c.layers[l - 1].sources[0])
+        return [
+            Paragraph(
+                Emph("The two convolutions, related."),
+                f" Layer {l} transposes a convolution ({op.describe()}, from its output's channels back to "
+                "its input's, the same kernel: ",
+                Math(r"\tilde{W} = " + f"W^{{({l})}}"),
+                ", laid out as PyTorch lays out both). Its forward is, but for its bias, that convolution's "
+                "input gradient, with ",
+                Math(letter),
+                " as its ",
+                Math(r"\tilde{\delta}"),
+                ":",
+            ),
+            Equation(forward.formula.aligned() + r" \\" + "\n" + forward.twin.aligned()),
+            Paragraph(
+                f"and layer {l}'s input gradient is that convolution's forward, run on ",
+                Math(f"\\delta^{{({l})}}"),
+                " as its input ",
+                Math(r"\tilde{x}"),
+                ":",
+            ),
+            Equation(backward.formula.aligned() + r" \\" + "\n" + backward.twin.aligned()),
+            Paragraph(
+                "Both pairs are derived by the tensor view, each from its own operation's index form, and "
+                + ("checked equal, written out over the same random numbers, at every index of each letter's first "
+                   "and last values and two between (the borders, where padding and stride act, among them)." if checked
+                   else "do NOT agree at every index: a bug to report.")
+            ),
+        ]
 
     # ---- the general formulas -----------------------------------------------------------------
 

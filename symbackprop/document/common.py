@@ -306,8 +306,8 @@ def _listed_inline(items: list[Inline]) -> list[Inline]:
 
 def loss_formula(network) -> str:
     """The network's loss as TeX, a count written as its number (the mean over 2 outputs is
-    1/2 Σ, not 1/K Σ: K is a kernel's size elsewhere)."""
-    return network.loss_function.formula.replace(r"\frac{1}{K}", rf"\frac{{1}}{{{network.output_size}}}")
+    1/2 Σ, not 1/n_out Σ: one letter fewer to explain)."""
+    return network.loss_function.formula.replace(r"\frac{1}{n_{\text{out}}}", rf"\frac{{1}}{{{network.output_size}}}")
 
 
 def layer_table(layers: Sequence[LayerGraph]) -> Table:
@@ -485,7 +485,7 @@ def position_grid(lg: LayerGraph, index: int, entries: Sequence[int | None]) -> 
 def node_rows(d: Derivation, node, limits: tuple[int, int, int] = (24, 16, 4)) -> list[Row]:
     """A node's forward formula in the article's notation: a weighted sum in kernel order,
     a sum of inputs (an addition; one input alone, a copy), an average as 1/K (…), a max as
-    max(…), a function of one input as g(…)."""
+    max(…), a function of one input as g(…), any other formula as it is."""
     names = d.tex_names
     if node.kind == "select":
         return [
@@ -497,6 +497,8 @@ def node_rows(d: Derivation, node, limits: tuple[int, int, int] = (24, 16, 4)) -
         ]
     if node.kind == "elementwise":
         return [Row(NotationPrinter({node.z: names[node.z]}).doprint(node.expr))]
+    if node.kind == "expression":  # a formula of its inputs and constants (batch normalisation's)
+        return [Row(NotationPrinter({s: names[s] for s in node.expr.free_symbols}).doprint(node.expr))]
     constant = {c for c, _ in node.terms if not c.is_Symbol}
     if len(constant) == 1:
         (coefficient,) = constant
@@ -520,6 +522,9 @@ def node_numbers(d: Derivation, node, show: Show, limits: tuple[int, int, int] =
         rows = [Row(rf"\max\left({inside}\right)")]
     elif node.kind == "elementwise":
         rows = [Row(NotationPrinter({node.z: show(node.z)}).doprint(node.expr))]
+    elif node.kind == "expression":
+        numbers = {s: rf"\left({show(s)}\right)" if show(s).startswith("-") else show(s) for s in node.expr.free_symbols}
+        rows = [Row(NotationPrinter(numbers).doprint(node.expr))]
     else:
         constant = {c for c, _ in node.terms if not c.is_Symbol}
         if len(constant) == 1:

@@ -37,9 +37,14 @@ class LayerParameter:
 
 
 def parameter_tex(network: Network, name: str) -> str:
-    """How documents write parameter ``name``: its operation's prefix and its layer, W^{(3)}."""
-    number, prefix = network.parameter_owner[name]
-    return f"{prefix}^{{({number})}}"
+    """How documents write parameter (or buffer) ``name``: its operation's prefix and its layer,
+    W^{(3)}, or the letter it declares where the prefix is a word (\\gamma^{(2)} for "gamma2")."""
+    owners = {**network.parameter_owner, **network.buffer_owner}
+    number, prefix = owners[name]
+    op = network.layers[number - 1]
+    declared = next(p for p in (*op.parameters, *op.buffers) if p.prefix == prefix)
+    letter = prefix if not declared.tex or declared.tex.lower() == prefix.lower() else declared.tex
+    return f"{letter}^{{({number})}}"
 
 
 def layer_parameters(d: Derivation, number: int) -> list[LayerParameter]:
@@ -71,6 +76,7 @@ class Context:
     example: WorkedExample  # with g and L made concrete where generic
     article: bool  # the article's own network: its formula numbers
     detailed: set = field(default_factory=set)  # the weights derived in full
+    coupled: bool = False  # the network couples samples in train mode: ``network`` is its eval mode
 
     @cached_property
     def layers(self) -> list[LayerGraph]:

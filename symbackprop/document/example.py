@@ -60,7 +60,8 @@ class WorkedExample:
 
     def __post_init__(self) -> None:
         g = self.derivation.graph
-        self.given = frozenset([*g.x, *g.y, *(s for name in self.network.parameters for s in _flat(g.params[name]))])
+        self.given = frozenset([*g.x, *g.y, *(s for name in self.network.parameters for s in _flat(g.params[name])),
+                                *(s for name in self.network.buffers for s in _flat(g.buffers[name]))])
         gradient_symbols = [s for s in self.values if _is_gradient(s)]
         gradient_values = [self.values[s] for s in gradient_symbols]
         gradient_values += [v for array in self.gradients.values() for v in array.reshape(-1)]
@@ -113,7 +114,8 @@ def draw_values(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Seeded round numbers: inputs in [0, 1] and weights in ±[0.1, 1], one decimal each;
     targets one decimal in [0, 1], or a one-hot class for cross-entropy (one per pixel when a
-    softmax scores each pixel of a map).
+    softmax scores each pixel of a map); buffers (running statistics, in eval mode) one decimal
+    in [0.5, 1.5], drawn last so that they change no other number.
 
     A layer whose nodes sum many inputs has its weights (not its bias) scaled down by a power
     of ten near the square root of that number (``weight_scale``), so that its sums stay of
@@ -132,6 +134,8 @@ def draw_values(
             y[group[rng.integers(len(group))]] = 1.0
     else:
         y = rng.integers(0, 11, size=network.output_size) / 10
+    for name, shape in network.buffers.items():  # running statistics (eval mode): positive, one decimal
+        params[name] = rng.integers(5, 16, size=shape) / 10
     return x, y, params
 
 
@@ -207,7 +211,7 @@ def _checked(network: Network, values: Values) -> Values:
         x, y, params = values
     except (TypeError, ValueError):
         raise ValueError("values must be (x, y, {parameter: array})") from None
-    shapes = {"x": network.input_shape, "y": (network.output_size,), **network.parameters}
+    shapes = {"x": network.input_shape, "y": (network.output_size,), **network.parameters, **network.buffers}
     given = {"x": x, "y": y, **dict(params)}
     missing = sorted(set(shapes) - set(given))
     extra = sorted(set(given) - set(shapes))
@@ -243,6 +247,8 @@ def forward_values(
     values.update(zip(g.y, map(float, np.asarray(y).reshape(-1))))
     for name in d.network.parameters:
         values.update(zip(_flat(g.params[name]), map(float, params[name].reshape(-1))))
+    for name in d.network.buffers:
+        values.update(zip(_flat(g.buffers[name]), map(float, params[name].reshape(-1))))
     for lg in g.layers:
         for node in lg.z:
             values[node.symbol] = _node_value(node, values)
@@ -303,7 +309,8 @@ def dead_relus(d: Derivation, values: dict[sympy.Basic, float]) -> tuple[int, in
 
 def _node_value(node, values: dict[sympy.Basic, float]) -> float:
     """A node of the operations' kinds, from the values of its inputs: a weighted sum, a max,
-    a function of one input (an activation as a layer of its own)."""
+    a function of one input (an activation as a layer of its own), a formula (batch
+    normalisation's, over its input and constants)."""
     if node.kind == "linear":
         total = math.fsum(_number(c, values) * values[v] for c, v in node.terms)
         return total + values[node.bias] if node.bias is not None else total
@@ -311,6 +318,8 @@ def _node_value(node, values: dict[sympy.Basic, float]) -> float:
         return max(values[v] for v in node.inputs)
     if node.kind == "elementwise":
         return _activation_function(node.activation.name)(values[node.z])
+    if node.kind == "expression":
+        return _Evaluator(values)(node.expr)
     raise ValueError(f"no numeric rule for a {node.kind} node")
 
 

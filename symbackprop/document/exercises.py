@@ -16,7 +16,14 @@ data (``Exercise.facts``) for the tests to check against the independent numpy b
    by several layers — a residual block's input, read by the block and by its shortcut — as
    the sum of what each path sends back (the article's rule (20));
 7. routing: which outputs of an interpolation (an upsampling) read a given input, with which
-   weights, and the input's upstream gradient collected from theirs.
+   weights, and the input's upstream gradient collected from theirs;
+8. batch normalisation over a batch of 2 (a network with a layer that couples the samples, in
+   train mode): a channel's statistics, its normalised values, one input's gradient by the
+   compact form the engine derived, and the scale's and shift's gradients.
+
+A network that couples the samples is asked about in eval mode (one sample at a time, its
+running statistics printed) in the kinds 1 to 7, as the handout writes it, and in train mode
+over the batch in the eighth.
 
 Every number a question needs is printed with it, and nothing else: the front of a sheet
 gives the network, not its weights. A key computes each answer from the numbers as the
@@ -50,6 +57,7 @@ from ..graph import LayerGraph
 from ..latex import NotationPrinter, Row, aligned, partial, sum_rows, term_latex
 from ..network import Network
 from . import markdown, tex
+from .batch import _Batch, _parameter_sums, coupling_layers, epsilon_tex
 from .common import (
     LINE_WIDTH,
     capital_letter,
@@ -71,7 +79,8 @@ from .common import (
     term_parts,
 )
 from .context import LayerParameter, forks, paths_of, via_tex, weights_of
-from .example import Values, WorkedExample, worked_example
+from .example import Values, WorkedExample, draw_values, worked_example
+from .handout import DETAILS
 from .nodes import (
     Code,
     Column,
@@ -93,7 +102,7 @@ MANY = 16  # inputs, terms or readers a question may list; layers with fewer are
 FORWARD_INPUTS = 27  # inputs a forward question's node may read (a 3x3x3 or 5x5 window)
 WHOLE = (FORWARD_INPUTS + 2, FORWARD_INPUTS, 1)  # no elision: every term a forward question reads
 BLOCK = (4, 6)  # at most this block of a dense layer's weight gradient is asked for
-KINDS = ("forward", "positions", "gradient", "dependencies", "tensor", "join", "routing")
+KINDS = ("forward", "positions", "gradient", "dependencies", "tensor", "join", "routing", "batchnorm")
 ROUNDING = (
     "Each answer is computed from the numbers as printed, as you would: every number the key "
     "writes is rounded to four significant digits, and the next step uses it as written."
@@ -118,6 +127,7 @@ class ExerciseSet:
     seed: int | None  # None: the numbers were given
     example: WorkedExample
     exercises: list[Exercise]
+    coupled: bool = False  # a layer couples the samples in train mode: ``network`` is the eval mode's
 
 
 def exercise_set(
@@ -133,11 +143,17 @@ def exercise_set(
     be about these layers only (1-based). A ValueError names an unknown kind or layer."""
     chosen_kinds = _kinds(kinds)
     allowed = _layers(network, layers)
-    example = worked_example(network, seed, values)
+    coupled = network.couples_samples
+    one_sample = network.with_mode("eval") if coupled else network
+    if values is not None and one_sample.buffers:
+        x, y, params = values
+        drawn = draw_values(one_sample, 0)[2]  # running statistics the user did not give
+        values = (x, y, {**{name: drawn[name] for name in one_sample.buffers}, **dict(params)})
+    example = worked_example(one_sample, seed, values)
     rng = np.random.default_rng(seed)
-    maker = _Maker(example, rng, allowed)
+    maker = _Maker(example, rng, allowed, coupled)
     made = [getattr(maker, kind)() for kind in chosen_kinds]
-    return ExerciseSet(example.network, example.seed, example, [e for e in made if e is not None])
+    return ExerciseSet(example.network, example.seed, example, [e for e in made if e is not None], coupled)
 
 
 def _kinds(kinds: Iterable[str] | None) -> list[str]:
@@ -240,6 +256,14 @@ def _document(chosen: ExerciseSet, solutions: bool) -> Document:
         layer_table(list(d.graph.layers)),
         Paragraph(*said),
     ]
+    if chosen.coupled:
+        (number, *_) = coupling_layers(net.with_mode("train"))
+        front.append(Paragraph(
+            f"Layer {number} normalises over the batch in train mode, so that one sample cannot be followed on "
+            "its own: the questions take the network in eval mode (the layer's running statistics given "
+            "with it), as the handout's sections 1 to 5 do, except the one on batch normalisation, which "
+            "works in train mode over a batch."
+        ))
     sections = []
     for k, exercise in enumerate(chosen.exercises, start=1):
         if solutions:
@@ -263,7 +287,9 @@ class _Maker:
     """Makes each exercise from the example's numbers, choosing with ``rng`` among the layers
     ``allowed``."""
 
-    def __init__(self, example: WorkedExample, rng: np.random.Generator, allowed: set[int]) -> None:
+    def __init__(self, example: WorkedExample, rng: np.random.Generator, allowed: set[int],
+                 coupled: bool = False) -> None:
+        self.coupled = coupled  # the network couples the samples in train mode (``example`` is eval mode's)
         self.ex = example
         self.d = example.derivation
         self.rng = rng
@@ -278,7 +304,13 @@ class _Maker:
         return weights_of(self.d, lg.number)
 
     def _weighted(self) -> list[LayerGraph]:
-        return [lg for lg in self._layers() if self._weights(lg) is not None]
+        """The layers with weights whose nodes are weighted sums (not a formula of their own, as
+        batch normalisation's in eval mode): what the questions on weights are about."""
+        return [lg for lg in self._layers() if self._weighs(lg)]
+
+    def _weighs(self, lg: LayerGraph) -> bool:
+        """Whether the layer has weights and its nodes are weighted sums of them."""
+        return self._weights(lg) is not None and all(node.kind == "linear" for node in lg.z)
 
     def _layers(self) -> list[LayerGraph]:
         return [lg for lg in self.layers if lg.number in self.allowed]
@@ -629,7 +661,7 @@ class _Maker:
             if len(readers) != 1:
                 return None
             reader = self.layers[readers[0] - 1]
-            return reader if self._weights(reader) is not None else None
+            return reader if self._weighs(reader) else None
 
         candidates = [
             lg for lg in self._layers()[:-1] if lg.number < len(self.layers) and weighted_reader(lg) is not None
@@ -1072,6 +1104,105 @@ class _Maker:
             "printed": self.fg(total),
         }
         return Exercise("routing", "routing through an upsampling", question, answer, facts)
+
+
+    # ---- 8: batch normalisation over a batch ----------------------------------------------------
+
+    def batchnorm(self) -> Exercise | None:
+        """A layer that couples the samples, in train mode over a batch of 2: from a channel's
+        values and their upstream gradients, as printed, its mean and variance, its normalised
+        values, one input's gradient by the compact form (as the engine derived it), and the
+        gradients of the scale and the shift."""
+        if not self.coupled:
+            return None
+        train = self.ex.network.with_mode("train")
+        numbers = [l for l in coupling_layers(train) if l in self.allowed]
+        if not numbers:
+            return None
+        b = _Batch(train, numbers[0], self.ex, DETAILS["full"])
+        if b.values is None:
+            return None  # too large a network, or a channel, to work the batch through
+        d, l, M, eps = b.d, b.number, b.count, b.op.eps
+        fv, fg = self.fv, self.fg
+        stats, hats, outputs = b._channel_nodes()
+        inputs = b._channel_inputs()
+        upstream = dict(zip([n.symbol for n in b.lg.z], b.lg.upstream))
+        gs = [upstream[o.symbol] for o in outputs]
+        dx = [b._input_upstream(v) for v in inputs]
+        x_p = [fv.rounded(b.values[v]) for v in inputs]
+        g_p = [fg.rounded(b.values[g]) for g in gs]
+        gamma = b._gamma()
+        gamma_p = self.ex.formats.given.rounded(b.values[self._gamma_symbol(b)]) if gamma else 1.0
+        alive = [k for k, g in enumerate(g_p) if g != 0] or list(range(M))
+        i = self._choose(alive)
+        # the key, from the numbers as printed, rounding as it goes
+        mu = fv.rounded(sum(x_p) / M)
+        var = fv.rounded(sum((x - mu) ** 2 for x in x_p) / M)
+        sigma = fv.rounded(float(np.sqrt(var + eps)))
+        hat_p = [fv.rounded((x - mu) / sigma) for x in x_p]
+        sum_g = fg.rounded(sum(g_p))
+        sum_gx = fg.rounded(sum(g * h for g, h in zip(g_p, hat_p)))
+        result = gamma_p / (M * sigma) * (M * g_p[i] - sum_g - hat_p[i] * sum_gx)
+        form = b.op.compact(d, l, first=1)[0]
+        names = {**d.tex_names, form.sigma: rf"\sigma^{{({l})}}_{{1}}"}
+        rows = tuple(((str(k // b.places + 1),), (Math(d.tex_names[v]),), (Math(fv(b.values[v])),),
+                      (Math(fg(b.values[g])),)) for k, (v, g) in enumerate(zip(inputs, gs)))
+        header = (("sample",), ("input",), ("value",), (Math(rf"g = \partial L / \partial a^{{({l})}}"),))
+        given = [Math(rf"\epsilon = {epsilon_tex(eps)}")]
+        if gamma:
+            given.insert(0, Math(f"{gamma[0]} = {self.ex.formats.given(gamma_p)}"))
+        question = [
+            Paragraph(
+                f"Layer {l} ({b.op.describe()}) is in train mode: it normalises each channel with the statistics of "
+                f"the whole batch. The batch holds {b.batch} samples; channel 1 of its input holds the {M} values below "
+                "(sample after sample), each with the upstream gradient ", Math("g"),
+                " of the output it gives. The parameters: ", *_join(given), ".",
+            ),
+            Table(tuple(Column("r") for _ in header), header, rows),
+            Paragraph(
+                "(a) The channel's mean ", Math(r"\mu"), " and (biased) variance ", Math(r"\sigma^{2}"),
+                f" over the {M} values, and ", Math(r"\sigma = \sqrt{\sigma^{2} + \epsilon}"), ". (b) The normalised "
+                "values ", Math(r"\hat{x}_{j} = (x_{j} - \mu) / \sigma"), ". (c) The gradient of ",
+                Math(d.tex_names[inputs[i]]), " by the compact form (the sums over the channel's values in the batch)",
+            ),
+            Equation(form.latex(names)),
+            Paragraph("(d) The gradients of the layer's parameters for this batch."),
+        ]
+        hats_row = r" \quad ".join(f"{fv(h)}" for h in hat_p)
+        answer = [
+            Paragraph("(a) ", Math(rf"\mu = {fv(mu)}"), ", ", Math(rf"\sigma^{{2}} = {fv(var)}"), " and ",
+                      Math(rf"\sigma = {fv(sigma)}"), "."),
+            Paragraph("(b) In the order of the table:"),
+            Displays((hats_row,)),
+            Paragraph("(c) With ", Math(rf"\sum_{{j}} g_{{j}} = {fg(sum_g)}"), " and ",
+                      Math(rf"\sum_{{j}} g_{{j}} \hat{{x}}_{{j}} = {fg(sum_gx)}"), ":"),
+            Equation(aligned(d.tex_names[dx[i]], [
+                Row(rf"\frac{{{self.ex.formats.given(gamma_p)}}}{{{M} \cdot {fv(sigma)}}} \left({M} \cdot "
+                    rf"({fg(g_p[i])}) - ({fg(sum_g)}) - ({fv(hat_p[i])}) \cdot ({fg(sum_gx)})\right)"),
+                _eq(fg(result)),
+            ])),
+            Paragraph("(d) The scale's gradient is the second sum, the shift's the first:"),
+            Displays((_parameter_sums(d, train, l, fg, sum_g, sum_gx),)),
+        ]
+        facts = {
+            "layer": l,
+            "input": i,
+            "mu": float(b.values[stats[0].symbol]),
+            "var": float(b.values[stats[-1].symbol]),
+            "hats": [float(b.values[h.symbol]) for h in hats],
+            "value": float(b.values[dx[i]]),
+            "from_printed": result,
+            "printed": fg(result),
+            "sums": (sum_g, sum_gx),
+            "batch": (np.array(b.xs), np.array(b.ys)),
+        }
+        return Exercise("batchnorm", "batch normalisation over a batch", question, answer, facts)
+
+    def _gamma_symbol(self, b: _Batch) -> sympy.Symbol:
+        """The scale's first element: the coefficient of the layer's first output."""
+        names = b.network.layer_parameters(b.number)
+        params = [sympy.flatten(b.d.graph.params[name].tolist())[0] for name in names.values()]
+        return next(c for c, _ in b.lg.z[0].terms if c in params)
 
 
 def _fraction(value: sympy.Expr) -> str:

@@ -36,12 +36,13 @@ from ..network import Network
 from . import markdown, tex
 from .appendix import chain_rule_section, rest_rows, rest_section
 from .backward import backward_section
+from .batch import batch_section, coupling_layers
 from .common import Detail
 from .context import Context
-from .example import Values, worked_example
+from .example import Values, draw_values, worked_example
 from .figures import graph_section
 from .forward import forward_section
-from .nodes import Code, Contents, Document, Emph, Inline, Link, Math, Paragraph
+from .nodes import Code, Contents, Document, Emph, Inline, Link, Math, Paragraph, Section
 from .notation import notation_section
 from .worked import worked_section
 
@@ -124,13 +125,22 @@ def handout(
     detail = default_detail(network) if detail is None else detail
     if detail not in DETAILS:
         raise ValueError(f"detail must be one of {', '.join(DETAILS)}, got {detail!r}")
-    example = worked_example(network, seed, values)
+    # A layer that couples the samples (batch normalisation in train mode) cannot be followed
+    # one sample at a time: sections 1 to 5 take the network in eval mode, and a section of
+    # its own derives train mode over a batch.
+    coupled = network.couples_samples
+    one_sample = network.with_mode("eval") if coupled else network
+    if values is not None and one_sample.buffers:
+        x, y, params = values
+        drawn = draw_values(one_sample, 0)[2]  # running statistics the user did not give
+        values = (x, y, {**{name: drawn[name] for name in one_sample.buffers}, **dict(params)})
+    example = worked_example(one_sample, seed, values)
     # The example's network is this one when nothing generic had to be made concrete:
     # then one derivation (and one scalar graph) serves both.
-    d = network.derive() if example.choices else example.derivation
-    c = Context(network, DETAILS[detail], d, example, is_article(network))
+    d = one_sample.derive() if example.choices else example.derivation
+    c = Context(one_sample, DETAILS[detail], d, example, is_article(network), coupled=coupled)
     c.detailed = _detailed_elements(c)
-    return _document(c)
+    return _document(c, batch_section(network, example, c.detail) if coupled else None)
 
 
 def render(
@@ -147,7 +157,7 @@ def is_article(network: Network) -> bool:
     return network.to_dict() == article().to_dict()
 
 
-def _document(c: Context) -> Document:
+def _document(c: Context, batch: Section | None = None) -> Document:
     subtitle: tuple[Inline, ...] = ("the network ", Code(c.network.name))
     if c.article:
         subtitle += (" of ", Emph(ARTICLE_TITLE))
@@ -158,6 +168,8 @@ def _document(c: Context) -> Document:
         backward_section(c),
         worked_section(c.example, c.detail),
     ]
+    if batch is not None:
+        sections.append(batch)
     appendices = [chain_rule_section()]
     rest = rest_rows(c) if c.detail.appendix else []
     if rest:
@@ -203,6 +215,17 @@ def _introduction(c: Context) -> Paragraph:
             checked,
             *summary,
         )
+    coupled = coupling_layers(c.network.with_mode("train"))
+    batch = (
+        (
+            (f" {_layers_word(coupled)} over the batch in train mode, so that "
+            + ("its" if len(coupled) == 1 else "their") + " outputs depend on every sample: sections 1 to 5 follow one sample with the network in eval "
+            "mode (running statistics constants), and the last section derives train mode over a batch"
+            + (f" for layer {coupled[0]}." if len(coupled) > 1 else ".")),
+        )
+        if c.coupled and coupled
+        else ()
+    )
     return Paragraph(
         "This handout derives backpropagation for the network ",
         Code(c.network.name),
@@ -211,7 +234,16 @@ def _introduction(c: Context) -> Paragraph:
         ", and then works it through with numbers. ",
         checked,
         *summary,
+        *batch,
     )
+
+
+def _layers_word(numbers: list[int]) -> str:
+    """"Layer 2 normalises", "Layers 2 and 6 normalise", "Layers 2, 6 and 10 normalise"."""
+    if len(numbers) == 1:
+        return f"Layer {numbers[0]} normalises"
+    listed = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+    return f"Layers {listed} normalise"
 
 
 def _detailed_elements(c: Context) -> set[sympy.Symbol]:

@@ -23,7 +23,10 @@ def notation_section(c: Context) -> Section:
     net, layers = c.network, c.layers
     vector = len(net.input_shape) == 1
     sliding = [lg for lg in layers if lg.layer.position_note()]
-    hats = any(f.spreads for lg in layers for f in c.d.formulas(lg.number, general=False) if f.kind == "fact")
+    all_formulas = [f for lg in layers for f in c.d.formulas(lg.number, general=False)]
+    hats = any(f.spreads for f in all_formulas if f.kind == "fact")
+    relations_of = [lg.layer.adjoint(lg.input_shape) is not None for lg in layers]
+    own_letters = declared_letters(c)
     weighted = [lg for lg in layers if c.parameters(lg.number)]
     flat = all(lg.layer.flat_weights(lg.input_shape) for lg in weighted)
     channels = ", channel after channel" if not vector and net.input_shape[0] > 1 else ""
@@ -110,8 +113,12 @@ def notation_section(c: Context) -> Section:
             )
         )
     if sliding:
+        padded = any(layer.pads() for layer in net.layers)  # formula (1) writes P only then
         rows.append(
-            (r"M \times N,\ S,\ P", text(r"height $\times$ width, stride and padding in formula (1)"))
+            (r"M_x \times N_x,\ M_w \times N_w,\ S" + (r",\ P" if padded else ""), text(
+                r"an input's height $\times$ width, a kernel's (or window's), the stride"
+                + (" and the padding" if padded else "") + " in formula (1); $M_z \\times N_z$ the output's"
+            ))
         )
     rows += [
         (
@@ -131,6 +138,17 @@ def notation_section(c: Context) -> Section:
             ))
         ),
     ]
+    if any(x.name in "uv" for f in all_formulas for x, _ in f.letters):
+        rows.append((r"u, v", text(
+            "the tensor view's row and column of a map the other letters do not index: an input where its "
+            "gradient is written, or the output of a layer that spreads its input (a transposed "
+            "convolution, an upsampling)"
+        )))
+    if any(relations_of):
+        rows.append((r"\tilde{x},\ \tilde{z},\ \tilde{\delta},\ \tilde{W}", text(
+            "input, output, gradient and kernel of the convolution a transposed convolution transposes"
+        )))
+    rows += own_letters
     if hats:
         rows.append(
             (
@@ -245,6 +263,31 @@ def _and(items: list[str]) -> str:
 
 def _separator(k: int, count: int) -> str:
     return "" if k == count - 1 else (" and " if k == count - 2 else ", ")
+
+
+def declared_letters(c: Context) -> list[tuple[str, tuple[Inline, ...]]]:
+    """Rows for the parameters and buffers that operations declare with letters of their own
+    (batch normalisation's γ, β and running statistics), per channel, by their roles; and, with
+    buffers, the small constant ε their formulas add."""
+    rows, seen = [], set()
+    for lg in c.layers:
+        op = lg.layer
+        shapes = {**op.parameter_shapes(lg.input_shape), **op.buffer_shapes(lg.input_shape)}
+        for p in (*op.parameters, *op.buffers):
+            if p.prefix not in shapes or not p.tex.startswith("\\") or p.tex in seen:
+                continue
+            seen.add(p.tex)
+            rows.append((rf"{p.tex}^{{(l)}}_{{c}}", (f"{p.role} of channel (or feature) ", Math("c"), " of layer ",
+                                                     Math("l"))))
+        if op.buffer_shapes(lg.input_shape) and "epsilon" not in seen:
+            seen.add("epsilon")
+            rows.append((r"\epsilon", ("a small constant added to a variance, so that its square root is never 0",)))
+    if c.coupled:
+        rows.append((r"\mu,\ \sigma^{2},\ \hat{x};\ x^{[n]}", text(
+            "in the last section: a channel's mean and variance over the batch, an input normalised by them; "
+            "sample $n$ of the batch (every node of it carries $[n]$)"
+        )))
+    return rows
 
 
 def size_formula(c: Context) -> list:

@@ -84,7 +84,7 @@ class _Worked:
         inputs += arrays(targets, subscripted("y") if len(out) == 3 else (lambda _: "y"), ex.formats.given,
                          detail.matrix_rows, detail.matrices)
         params = []
-        for name in ex.network.parameters:
+        for name in [*ex.network.parameters, *ex.network.buffers]:
             params += arrays(
                 ex.params[name],
                 subscripted(parameter_tex(ex.network, name)),

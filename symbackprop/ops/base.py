@@ -336,6 +336,12 @@ class Op:
         dilation."""
         return False
 
+    def adjoint(self, input_shape: Any) -> tuple[Op, Shape] | None:
+        """The operation whose input gradient this one's forward is, and the input shape it takes
+        (a transposed convolution's: the convolution it transposes), for documents to relate the
+        two; None for every other operation."""
+        return None
+
     def reference_near_kink(self, x: np.ndarray, margin: float) -> bool:
         """Whether a step smaller than ``margin`` in the input x (B, *input) could switch the
         branch this operation takes, so that finite differences would straddle a kink.

@@ -65,8 +65,8 @@ class CompactForm:
 
     def latex(self, names: dict[sympy.Symbol, str] | None = None) -> str:
         """(γ / (M σ)) (M g_i − Σ_j g_j − x̂_i Σ_j g_j x̂_j), its factors as derived, the symbols
-        named by ``names`` (a derivation's ``tex_names``; σ is σ_c)."""
-        names = {**(names or {}), self.sigma: r"\sigma"}
+        named by ``names`` (a derivation's ``tex_names``; σ is \\sigma unless ``names`` names it)."""
+        names = {self.sigma: r"\sigma", **(names or {})}
         scale = -self.beta  # γ / (M σ)
 
         def tex(expr: sympy.Expr) -> str:
@@ -184,12 +184,14 @@ class _BatchNorm(Op):
 
     # ---- the compact form, derived from the staged one ------------------------------------------
 
-    def compact(self, d: Any, number: int) -> list[CompactForm] | None:
+    def compact(self, d: Any, number: int, first: int | None = None) -> list[CompactForm] | None:
         """∂L/∂x of every input of this layer (train mode) in the compact form, derived from the
         engine's staged result: the chain form through μ, σ² and x̂, the layer's inner upstream
         gradients written out, then x_j = μ + σ x̂_j (σ = √(σ² + ε)) and Σ_j x̂_j = 0 (which is
         what μ is); what is left is linear in g = ∂L/∂y, and its coefficients, solved for, are
-        those of α g_i + β Σ_j g_j + δ x̂_i Σ_j g_j x̂_j. None in eval mode (no batch statistics)."""
+        those of α g_i + β Σ_j g_j + δ x̂_i Σ_j g_j x̂_j. None in eval mode (no batch statistics).
+        ``first``: only the first so many, channel 1's first (a document shows one; each takes a
+        solve over the channel's values)."""
         if not self.training:
             return None
         layer = d.graph.layers[number - 1]
@@ -220,6 +222,8 @@ class _BatchNorm(Op):
             alpha, beta, delta = sympy.symbols("alpha beta delta")
             forms = []
             for i, value in enumerate(values):
+                if first is not None and len(result) + len(forms) >= first:
+                    break
                 staged = sympy.Add(*[t.expr for t in backward.input_terms[value]])
                 while any(s in expand_inner for s in staged.free_symbols):
                     staged = staged.xreplace(expand_inner)
@@ -292,7 +296,10 @@ class _BatchNorm(Op):
         letters = index("c i j") if self.rank == 3 else index("c")
         c = letters[0]
         mean, var = sympy.IndexedBase("mu"), sympy.IndexedBase("sigma2")
-        t.tex[mean.label], t.tex[var.label] = r"\mu", r"\sigma^{2}"
+        if self.training:  # the batch's statistics
+            t.tex[mean.label], t.tex[var.label] = r"\mu", r"\sigma^{2}"
+        else:  # the running statistics, constants (as the notation face writes them)
+            t.tex[mean.label], t.tex[var.label] = r"\overline{\mu}", r"\overline{\sigma^{2}}"
         normal = (t.input[letters] - mean[c]) / sympy.sqrt(var[c] + sympy.Float(self.eps))
         expr = t.gamma[c] * normal + t.beta[c] if self.affine else normal
         parameters = {"gamma": t.gamma[c], "beta": t.beta[c]} if self.affine else {}

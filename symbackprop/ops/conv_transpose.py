@@ -47,6 +47,7 @@ from .base import (
     weight_formula_tex,
     weighted_sums,
 )
+from .conv import Conv2D
 
 
 @dataclass(frozen=True)
@@ -252,15 +253,15 @@ class ConvTranspose2D(Op):
     # ---- the tensor face --------------------------------------------------------------------
 
     def tensor_form(self, input_shape: Shape, t: Bases) -> IndexForm:
-        """z[o, y, x] = Σ_{c,i,j,m,n} [s·i + d·m − p = y] [s·j + d·n − p = x] W[c, o, m, n] · a[c, i, j]
+        """z[o, u, v] = Σ_{c,i,j,m,n} [s·i + d·m − p = u] [s·j + d·n − p = v] W[c, o, m, n] · a[c, i, j]
         (+ b[o]): every input's kernel, spread out by the stride, added where it lands."""
-        o, y, x, c, i, j, m, n = index("o y x c i j m n")
+        o, u, v, c, i, j, m, n = index("o u v c i j m n")  # u, v: not the targets y, the input x
         settings = Settings()
         s, d, p = settings.pairs(s=self.stride, d=self.dilation, p=self.padding)
         channels, height, width = input_shape
         out_channels, out_height, out_width = self.output_shape(input_shape)
         kernel_h, kernel_w = self.kernel_size
-        lands = KroneckerDelta(s[0] * i + d[0] * m - p[0], y) * KroneckerDelta(s[1] * j + d[1] * n - p[1], x)
+        lands = KroneckerDelta(s[0] * i + d[0] * m - p[0], u) * KroneckerDelta(s[1] * j + d[1] * n - p[1], v)
         z = Sum(
             lands * t.W[c, o, m, n] * t.input[c, i, j],
             (c, 0, channels - 1), (i, 0, height - 1), (j, 0, width - 1),
@@ -271,11 +272,22 @@ class ConvTranspose2D(Op):
             z += t.b[o]
             parameters["b"] = t.b[o]
         return IndexForm(
-            output=t.output[o, y, x], expr=z, input=t.input[c, i, j], parameters=parameters,
-            sizes={o: out_channels, y: out_height, x: out_width, c: channels, i: height, j: width,
+            output=t.output[o, u, v], expr=z, input=t.input[c, i, j], parameters=parameters,
+            sizes={o: out_channels, u: out_height, v: out_width, c: channels, i: height, j: width,
                    m: kernel_h, n: kernel_w},
             settings=settings.values,
         )
+
+    def adjoint(self, input_shape: Shape) -> tuple[Op, Shape]:
+        """The convolution this one transposes, and the input it takes: a ``Conv2D`` with the same
+        kernel, stride, padding and dilation from this layer's output channels back to its input
+        channels, on an input of this layer's output shape. Its weights (out, in, kh, kw) are
+        this layer's (in, out, kh, kw) as they stand, as torch lays them out; this layer's
+        forward is that convolution's input gradient, and its input gradient that convolution's
+        forward (the tensor view derives both and checks them)."""
+        conv = Conv2D(out_channels=input_shape[0], kernel_size=self.kernel_size, stride=self.stride,
+                      padding=self.padding, dilation=self.dilation, bias=False)
+        return conv, self.output_shape(input_shape)
 
     # ---- the reference face (numpy alone) ---------------------------------------------------
 

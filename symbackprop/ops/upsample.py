@@ -166,26 +166,26 @@ class Upsample(Op):
     # ---- the tensor face --------------------------------------------------------------------
 
     def tensor_form(self, input_shape: Shape, t: Bases) -> IndexForm:
-        """a[c, y, x] = Σ_{i,j} U_h[y, i] U_w[x, j] · a[c, i, j]; for nearest, U[y, i] = [⌊y/s⌋ = i],
-        written Σ_{m<s} [s·i + m = y]."""
-        c, y, x, i, j, m, n = index("c y x i j m n")
+        """a[c, u, v] = Σ_{i,j} U_h[u, i] U_w[v, j] · a[c, i, j]; for nearest, U[u, i] = [⌊u/s⌋ = i],
+        written Σ_{m<s} [s·i + m = u] (u, v: not the targets y, the input x)."""
+        c, u, v, i, j, m, n = index("c u v i j m n")
         channels, height, width = input_shape
         _, out_h, out_w = self.output_shape(input_shape)
         (sh, sw) = self.scale_factor
         if self.mode == "nearest":
-            expr = Sum(KroneckerDelta(sh * i + m, y) * KroneckerDelta(sw * j + n, x) * t.input[c, i, j],
+            expr = Sum(KroneckerDelta(sh * i + m, u) * KroneckerDelta(sw * j + n, v) * t.input[c, i, j],
                        (i, 0, height - 1), (j, 0, width - 1), (m, 0, sh - 1), (n, 0, sw - 1))
-            sizes = {c: channels, y: out_h, x: out_w, i: height, j: width, m: sh, n: sw}
+            sizes = {c: channels, u: out_h, v: out_w, i: height, j: width, m: sh, n: sw}
         else:
             rows, cols = self._weights(input_shape)
             expr = sympy.Add(*[
                 sympy.Rational(wi.numerator, wi.denominator) * sympy.Rational(wj.numerator, wj.denominator)
-                * KroneckerDelta(y, out_y) * KroneckerDelta(x, out_x) * t.input[c, ri, rj]
+                * KroneckerDelta(u, out_y) * KroneckerDelta(v, out_x) * t.input[c, ri, rj]
                 for out_y, row in enumerate(rows) for out_x, col in enumerate(cols)
                 for (ri, wi), (rj, wj) in product(row, col)
             ])
-            sizes = {c: channels, y: out_h, x: out_w, i: height, j: width}
-        return IndexForm(output=t.output[c, y, x], expr=expr, input=t.input[c, i, j], parameters={},
+            sizes = {c: channels, u: out_h, v: out_w, i: height, j: width}
+        return IndexForm(output=t.output[c, u, v], expr=expr, input=t.input[c, i, j], parameters={},
                          sizes=sizes, settings={})
 
     # ---- the reference face (numpy alone) ---------------------------------------------------

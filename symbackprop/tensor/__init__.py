@@ -40,15 +40,20 @@ The package, a module a job, in the direction data flows:
 * ``fork``: the upstream formula of a tensor several layers read, the sum of their parts;
 * ``evaluate``: writing a formula out at concrete indices (``Formula.at``);
 * ``printer``: ``Names`` and ``TensorPrinter`` (``Formula.latex``);
-* ``view``: the front, ``formulas`` and ``scalar_values``.
+* ``view``: the front, ``formulas`` and ``scalar_values``;
+* ``adjoint``: two operations related by their derivatives (a transposed convolution's forward
+  is its convolution's input gradient, and the other way round), ``relations``, checked.
 
 Imports sympy, numpy, ``indexed``, ``activations``, ``nodes``, ``engine`` and ``latex`` (the
 printer); ``latex`` must not import this package.
 """
 
+from .adjoint import Relation, relations
 from .fork import upstream_formula
 from .formula import Fact, Formula
 from .printer import Names, TensorPrinter
 from .view import formulas, scalar_values
 
-__all__ = ["Fact", "Formula", "Names", "TensorPrinter", "formulas", "scalar_values", "upstream_formula"]
+__all__ = [
+    "Fact", "Formula", "Names", "Relation", "TensorPrinter", "formulas", "relations", "scalar_values", "upstream_formula",
+]

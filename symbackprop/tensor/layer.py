@@ -10,6 +10,7 @@ Imports sympy, ``activations``, ``engine`` (the type of what it reads), ``indexe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from math import prod
 from typing import Any
 
@@ -19,6 +20,7 @@ from sympy import Indexed, IndexedBase, Symbol
 from ..activations import activation
 from ..engine import Engine as Derivation
 from ..indexed import Bases, Claim, IndexForm, IsFirstMax, index
+from ..ops.base import Parameter
 from .calculus import backward, bounds, entries
 from .evaluate import numbers
 from .formula import Fact, Formula
@@ -28,6 +30,17 @@ from .printer import Names
 def input_role(place: int) -> str:
     """The role of a layer's input at ``place`` for ``Formula.at``: "input", then "input2", …"""
     return "input" if place == 0 else f"input{place + 1}"
+
+
+COUPLED = ("; the statistics are the batch's, so that every output depends on every sample: the input "
+           "gradient is not one sample's, and its compact form over the batch is Derivation.compact(l)")
+
+
+def letter(parameter: Parameter) -> str:
+    """How the tensor view writes a parameter: its prefix (W, b), or the letter it declares where
+    the prefix is a word (\\gamma for "gamma")."""
+    tex = parameter.tex
+    return parameter.prefix if not tex or tex.lower() == parameter.prefix.lower() else tex
 
 
 def listed(numbers: Sequence[int]) -> str:
@@ -56,7 +69,7 @@ class LayerFormulas:
             output=self._base(f"z{l}", f"z^{{({l})}}") if self.activated else self._base(f"a{l}", f"a^{{({l})}}"),
             delta=self._base(f"delta{l}", rf"\delta^{{({l})}}"),
             # W^{(l)}, b^{(l)}: each parameter the operation declares, named as the network names it
-            parameters={p.prefix: self._base(f"{p.prefix}{l}", f"{p.prefix}^{{({l})}}") for p in self.op.parameters},
+            parameters={p.prefix: self._base(f"{p.prefix}{l}", f"{letter(p)}^{{({l})}}") for p in self.op.parameters},
             tex=self.tex,
         )
         self.activation = self._base(f"a{l}", f"a^{{({l})}}")
@@ -141,6 +154,12 @@ class LayerFormulas:
             result.append(self._parameter(name, element, self._gradient(element.base)))
         padding = padded and len(self.inputs) == 1
         inside = "for indices inside the input: padded places get no gradient" if padding else ""
+        if self.op.couples_samples():
+            # its statistics are the batch's, functions of every sample's input: differentiated as
+            # constants, the input gradient would be wrong. It couples the samples, and the engine
+            # derives its compact form over the batch (``Engine.compact``).
+            result[0] = replace(result[0], note=result[0].note + COUPLED)
+            return self._with_facts(result)
         for element in self.inputs:
             result.append(self._input(element, inside))
         return self._with_facts(result)
