@@ -2,17 +2,18 @@
 
     symbackprop derive  [SPEC] [--preset NAME] [-o DIR] [--closed-forms none|small|all] [--style layers|nodes]
                         [--dtype float64|float32]
-    symbackprop check   [SPEC] [--preset NAME] [--samples N] [--seed S] [--json] [--dtype float64|float32]
-    symbackprop handout [SPEC] [--preset NAME] [-o DIR] [--no-pdf] [--keep-log] [--detail full|summary]
+    symbackprop check   [SPEC] [--preset NAME [--batch-norm]] [--samples N] [--seed S] [--json] [--dtype float64|float32]
+    symbackprop handout [SPEC] [--preset NAME [--batch-norm]] [-o DIR] [--no-pdf] [--keep-log] [--detail full|summary]
                         [--seed N | --values FILE]
-    symbackprop exercises [SPEC] [--preset NAME] [--seed N] [-o DIR] [--no-pdf] [--keep-log]
+    symbackprop exercises [SPEC] [--preset NAME [--batch-norm]] [--seed N] [-o DIR] [--no-pdf] [--keep-log]
                           [--values FILE] [--only KIND[,KIND]] [--layers L[,L]]
     symbackprop --version
 
-With neither SPEC nor --preset, each command works on the article preset. ``check`` takes
---batch-norm with --preset lenet5 or resnet_tiny (their batch-normalised variants, checked
-on a batch); derive, handout and exercises write one sample's derivation and refuse a
-network whose batch normalisation mixes the samples. symbackprop's warnings
+With neither SPEC nor --preset, each command works on the article preset. ``check``,
+``handout`` and ``exercises`` take --batch-norm with --preset lenet5 or resnet_tiny (their
+batch-normalised variants: checked on a batch; the documents work the batch statistics
+over a batch in a section of their own); derive writes one sample's derivation and refuses
+a network whose batch normalisation mixes the samples. symbackprop's warnings
 (``errors.DegenerateSetup``, ``errors.NearKink``) are one line each on stderr,
 "symbackprop: warning: ...".
 
@@ -154,7 +155,8 @@ def _network(args: argparse.Namespace) -> Network:
 
 def _one_sample(command: str, network: Network) -> None:
     """Refuse a network whose batch normalisation mixes the samples, for a command that
-    writes one sample's derivation."""
+    writes one sample's derivation (derive; the documents work such a layer over a batch in a
+    section of its own)."""
     if network.couples_samples:
         raise CommandError(
             f"{command} writes one sample's derivation, and {network.name}'s batch normalisation "
@@ -605,7 +607,6 @@ def _run_documents(
     or nothing, ``stems`` compiled to PDF where TeX is installed, and a warning for lines
     that stick out of a page."""
     network = _network(args)
-    _one_sample(command_name, network)
     budget.enforce(command_name, [budget.scalar_graph(network, copies=2)], _limits(args))
     target = _output_dir(args, network)
     progress = Progress(args.quiet)
@@ -774,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "handout", run_handout, help="write a teaching handout (LaTeX, PDF, Markdown)",
         description="Write handout.tex and handout.md for the network and compile handout.pdf "
         "when latexmk or pdflatex is installed.",
-        output=True, limits=("edges",),
+        output=True, limits=("edges",), batch_norm=True,
     )
     handout.add_argument("--seed", type=_count(0), default=None, metavar="N",
                          help="draw the worked example's numbers with this seed (default 0)")
@@ -797,7 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
         "depends on, the tensor view — every answer computed by the engine, and compile "
         "exercises.pdf and solutions.pdf when latexmk or pdflatex is installed. Another seed "
         "gives other numbers and other questions.",
-        output=True, limits=("edges",),
+        output=True, limits=("edges",), batch_norm=True,
     )
     exercises.add_argument("--seed", type=_count(0), default=0, metavar="N", help="numbers and questions (default 0)")
     exercises.add_argument("--values", metavar="FILE",

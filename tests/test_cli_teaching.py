@@ -187,9 +187,9 @@ def test_exercises_about_some_layers_only(tmp_path):
     ("args", "message"),
     [
         (["--only", "forward,nope"], ("--only has no kind 'nope'; choose from forward, positions, gradient, "
-                                     "dependencies, tensor, join, routing (see symbackprop exercises --help)")),
+                                     "dependencies, tensor, join, routing, batchnorm (see symbackprop exercises --help)")),
         (["--only", ""], ("--only has no kind ''; choose from forward, positions, gradient, "
-                         "dependencies, tensor, join, routing (see symbackprop exercises --help)")),
+                         "dependencies, tensor, join, routing, batchnorm (see symbackprop exercises --help)")),
         (["--layers", "1,x"], ("--layers must be layer numbers from 1, comma-separated, got '1,x' "
                               "(see symbackprop exercises --help)")),
         (["--layers", "0"], "--layers must be layer numbers from 1, got 0 (see symbackprop exercises --help)"),
@@ -271,11 +271,14 @@ def test_batch_norm_is_refused_where_there_is_no_such_variant(capsys, args, mess
     assert error_line(capsys) == f"symbackprop: error: {message}"
 
 
-@pytest.mark.parametrize("command", ["derive", "handout", "exercises"])
-def test_one_sample_commands_refuse_batch_statistics(tmp_path, capsys, command):
+BATCH_NORM_SPEC = ("name: bn\ninput: [3]\nlayers:\n  - dense: {units: 3}\n  - batchnorm1d: {}\n"
+                   "  - dense: {units: 2}\nloss: sse\n")
+
+
+def test_derive_refuses_batch_statistics(tmp_path, capsys):
+    command = "derive"
     spec = tmp_path / "bn.yaml"
-    spec.write_text("name: bn\ninput: [3]\nlayers:\n  - dense: {units: 3}\n  - batchnorm1d: {}\n"
-                    "  - dense: {units: 2}\nloss: sse\n")
+    spec.write_text(BATCH_NORM_SPEC)
     assert main([command, str(spec), "-o", str(tmp_path / "out")]) == 2
     assert error_line(capsys) == (
         f"symbackprop: error: {command} writes one sample's derivation, and bn's batch normalisation "
@@ -283,6 +286,17 @@ def test_one_sample_commands_refuse_batch_statistics(tmp_path, capsys, command):
         "gradients), or put it in eval mode (mode: eval in its spec)"
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command, written", [
+    ("handout", "handout.tex"), ("exercises", "exercises.tex"),
+])
+def test_documents_work_batch_statistics_over_a_batch(tmp_path, capsys, command, written):
+    spec = tmp_path / "bn.yaml"
+    spec.write_text(BATCH_NORM_SPEC)
+    assert main([command, str(spec), "-o", str(tmp_path / "out"), "--no-pdf", "-q"]) == 0
+    text = (tmp_path / "out" / written).read_text()
+    assert "batch" in text and "\\gamma" in text
 
 
 # ---- the README says what the command line prints --------------------------------------------------
