@@ -131,8 +131,8 @@ def test_a_wrong_numeric_code_fails_the_check(monkeypatch):
     # the per-layer code with the batch's mean gradient not scaled back: W4 off by a factor
     right = sb.Derivation.numeric
 
-    def numeric(self, g=None, loss=None, reduce=None, style=None, backend="numpy"):
-        f = right(self, g, loss, reduce, style, backend)
+    def numeric(self, g=None, loss=None, reduce=None, style=None, backend="numpy", dtype="float64"):
+        f = right(self, g, loss, reduce, style, backend, dtype)
         if reduce != "mean":
             return f
 
