@@ -331,6 +331,18 @@ def test_arguments_of_any_dtype_are_converted_once_at_the_call(rng, monkeypatch)
     assert {grad.dtype for grad in out.grads.values()} == {np.dtype(np.float64)}
 
 
+def test_a_value_past_float32s_range_is_refused_saying_so(rng):
+    net = CASES["conv, then dense"]
+    x, y, params = batch(net, rng, 2)
+    f = net.derive().numeric(dtype="float32")
+    past = r"^params\['W1'\] has non-finite values \(nan or inf, or past float32's range\); all must be finite$"
+    # numpy warns too, converting 1e39 to float32
+    with pytest.warns(RuntimeWarning, match="overflow"), pytest.raises(ValueError, match=past):
+        f(x, y, {**params, "W1": params["W1"] * 1e39})
+    with pytest.raises(ValueError, match=r"^x has non-finite values \(nan or inf\); all must be finite$"):
+        net.derive().numeric()(x * np.inf, y, params)  # float64: as before
+
+
 def test_an_unknown_dtype_is_refused_naming_the_choices():
     d = sb.presets.article().derive()
     with pytest.raises(ValueError, match=r"^dtype='float16'; choose one of 'float64', 'float32'$"):

@@ -243,8 +243,10 @@ def _name_non_finite(arrays):
     finite values overflowed, and all is well)."""
     for what, values in arrays.items():
         if not numpy.isfinite(values).all():
+            # a float32 module's arguments were converted: a value past its range became inf
+            past = "" if values.dtype == numpy.float64 else f", or past {values.dtype}'s range"
             raise ValueError(
-                f"{_label(what)} has non-finite values (nan or inf); all must be finite"
+                f"{_label(what)} has non-finite values (nan or inf{past}); all must be finite"
             )
 
 
