@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="BLAS threads in both")
     args = parser.parse_args()
     old = args.old or first_release()
-    trees = {f"first release ({old})": checkout(old), "this tree": HERE}
+    trees = {f"{'commit' if args.old else 'first release'} {old}": checkout(old), "this tree": HERE}
     keys = ("one", "per-sample", "one cpu", "per-sample cpu")
     best = {name: dict.fromkeys(keys, float("inf")) for name in trees}
     print(f"article network, g = sigmoid, loss = sse, d.numeric() default; {args.threads} BLAS threads; "
@@ -121,7 +121,7 @@ def main() -> None:
         print(f"| {name} | {t['one'] * 1e6:.1f} µs ({t['one cpu'] * 1e6:.1f} µs) "
               f"| {t['per-sample'] * 1e6:.0f} µs ({t['per-sample cpu'] * 1e6:.0f} µs) |")
     old, new = best.values()
-    print(f"| now / first release | {new['one'] / old['one']:.2f} ({new['one cpu'] / old['one cpu']:.2f}) "
+    print(f"| this tree / the other | {new['one'] / old['one']:.2f} ({new['one cpu'] / old['one cpu']:.2f}) "
           f"| {new['per-sample'] / old['per-sample']:.2f} "
           f"({new['per-sample cpu'] / old['per-sample cpu']:.2f}) |")
 
