@@ -4,6 +4,7 @@ never against the engine itself."""
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 
@@ -17,6 +18,18 @@ import symbackprop as sb
 from symbackprop import cli, reference
 from symbackprop.document.exercises import exercise_set, render
 from symbackprop.latex import overfull_boxes
+
+
+@functools.cache
+def lenet5_sheets() -> dict[str, str]:
+    """LeNet-5's sheets at seed 0, rendered once for the tests that read them (seconds each)."""
+    return render(sb.presets.lenet5(), 0)
+
+
+@functools.cache
+def lenet5_set():
+    """LeNet-5's exercises at seed 0, chosen once."""
+    return exercise_set(sb.presets.lenet5(), 0)
 
 NETWORKS = {
     "article": sb.presets.article,
@@ -385,8 +398,8 @@ def test_the_front_of_a_sheet_prints_no_numbers_and_each_question_what_it_reads(
     """LeNet-5 seed 0: the front gives the network, not 3.5 pages of weights; exercise 1 prints,
     for each node asked, the input patch under its window and its kernel, and the key's z is the
     sum of their products (the key once used x_57…x_189, which the sheet never printed)."""
-    chosen = exercise_set(sb.presets.lenet5(), 0)
-    files = render(sb.presets.lenet5(), 0)
+    chosen = lenet5_set()
+    files = lenet5_sheets()
     sheet = files["exercises.tex"]
     front = sheet.split("\\maketitle")[1].split("\\section*")[0]
     assert "pmatrix" not in front and "W^{(5)}" not in sheet
@@ -424,10 +437,10 @@ def test_keys_show_every_cell_asked_for_computed_from_the_printed_numbers():
     assert "\\cdots" not in matrix and "\\ldots" not in answer.split("\\end{pmatrix}")[1].split("\n")[0]
     assert "the first 3 rows and 6 columns" in " ".join(key.split())
     # LeNet-5: -0.7362 x 0.8826 = -0.6498 (the key once said -0.6497, from unrounded numbers)
-    lenet = next(e for e in exercise_set(sb.presets.lenet5(), 0).exercises if e.kind == "tensor")
+    lenet = next(e for e in lenet5_set().exercises if e.kind == "tensor")
     assert lenet.facts["printed"][0][0] == r"-6.498 \times 10^{-1}"
     rows, columns = np.shape(lenet.facts["printed"])
-    assert f"the first {rows} rows and {columns} columns" in " ".join(render(sb.presets.lenet5(), 0)["exercises.tex"].split())
+    assert f"the first {rows} rows and {columns} columns" in " ".join(lenet5_sheets()["exercises.tex"].split())
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{n}-{s}" for n, s in CASES])
@@ -479,7 +492,7 @@ def _given_or_value(ex, value: float) -> float:
 
 
 def test_questions_stay_on_one_page_and_read_right():
-    files = render(sb.presets.lenet5(), 0)
+    files = lenet5_sheets()
     for kind in ("exercises", "solutions"):
         tex = files[f"{kind}.tex"]
         for section in tex.split("\\section*")[1:]:  # each question in one minipage, tables whole
