@@ -54,6 +54,7 @@ def graph_with_g_layers() -> sb.Network:
 
 
 @pytest.mark.parametrize("g", CONCRETE)
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_both_codes_agree_with_the_reference_for_every_choice_of_g(g, rng):
     net = graph_with_g_layers()
     d = net.derive()

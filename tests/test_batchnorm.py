@@ -72,6 +72,7 @@ NETWORKS = {
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_the_engines_program_equals_torch(name, mode, rng):
     net = NETWORKS[name](mode=mode)
     x, y, params = point(net, rng, batch=2)
@@ -132,6 +133,7 @@ def test_the_chain_forms_show_the_stages_as_nodes():
 
 
 @pytest.mark.parametrize("build, batch", [(after_dense, 2), (after_dense, 3), (after_conv, 2)])
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_the_compact_form_is_derived_from_the_staged_one(build, batch):
     net = build()
     d = net.derive(batch=batch)
@@ -201,6 +203,7 @@ ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "softplus", "leaky_relu"]
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("batch", [1, 2, 7, 1024])
 @pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_the_generated_code_equals_torch_with_every_activation_after_it(mode, batch, activation, rng):
     net = after_conv(activation=activation, mode=mode)
     x, y, params = point(net, rng, batch)

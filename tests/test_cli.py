@@ -93,6 +93,7 @@ def test_version(capsys):
 
 
 @pytest.mark.parametrize("command", [[], ["derive"], ["check"], ["handout"], ["exercises"]])
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_every_command_explains_itself(command):
     result = subprocess.run(
         [sys.executable, "-m", "symbackprop.cli", *command, "--help"],

@@ -154,6 +154,7 @@ def test_a_misuse_is_one_line_exit_2_and_writes_nothing(
     assert _tree(tmp_path) == before  # nothing written, not even an empty outputs/ folder
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_misuse_in_a_real_process_has_no_traceback(tmp_path):
     """The same through the installed entry point: the process's own stderr and status."""
     done = subprocess.run(
@@ -299,6 +300,7 @@ def test_existing_files_are_replaced_all_together_on_success(tmp_path, capsys):
     assert (tmp_path / "derivation.json").read_text().startswith("{")
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_handout_leaves_no_log_on_success_unless_asked(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "compile_pdf", lambda tex, command: (b"%PDF-1.5 fake", "the log"))
     monkeypatch.setattr(cli, "_tex_compiler", lambda: ["pdflatex"])

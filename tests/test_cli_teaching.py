@@ -53,6 +53,7 @@ def error_line(capsys) -> str:
 # ---- handout --seed and --values -----------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_handout_seed_draws_the_worked_example_with_that_seed(tmp_path):
     assert main(["handout", "--no-pdf", "-q", "--seed", "3", "-o", str(tmp_path / "three")]) == 0
     assert main(["handout", "--no-pdf", "-q", "-o", str(tmp_path / "default")]) == 0
@@ -62,6 +63,7 @@ def test_handout_seed_draws_the_worked_example_with_that_seed(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".yml", ".json", ".npz"])
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_handout_values_from_a_file_are_the_worked_examples_numbers(tmp_path, suffix):
     path = write(tmp_path / f"numbers{suffix}", VALUES, {".yml": "yaml"}.get(suffix))
     assert main(["handout", "--no-pdf", "-q", "--values", str(path), "-o", str(tmp_path / "out")]) == 0

@@ -121,6 +121,7 @@ def test_closed_form_equals_diff_of_the_closed_form_loss_on_the_article_network(
 @pytest.mark.filterwarnings("ignore::symbackprop.errors.DegenerateSetup")  # every pairing, on purpose
 @pytest.mark.parametrize("activation", CONCRETE_ACTIVATIONS)
 @pytest.mark.parametrize("loss", CONCRETE_LOSSES)
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_closed_form_equals_diff_of_the_loss_for_every_activation_and_loss(activation, loss, rng):
     net = sb.Network((1, 3, 3), [sb.Conv2D(kernel_size=2, bias=True, activation=activation),
                                  sb.Dense(units=2, activation=activation)], loss=loss)
@@ -136,6 +137,7 @@ def test_closed_form_equals_diff_of_the_loss_for_every_activation_and_loss(activ
 @pytest.mark.filterwarnings("ignore::symbackprop.errors.DegenerateSetup")  # every pairing, on purpose
 @pytest.mark.parametrize("activation", CONCRETE_ACTIVATIONS)
 @pytest.mark.parametrize("loss", CONCRETE_LOSSES)
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_closed_forms_equal_torch_autograd(activation, loss, rng):
     net = sb.Network((2, 5, 4), [
         sb.Conv2D(out_channels=2, kernel_size=(3, 2), stride=(2, 1), padding=1, bias=True,
@@ -152,6 +154,7 @@ def test_the_sixteen_article_gradients_equal_torch_once_g_and_l_are_chosen(rng):
 
 @given(networks())
 @settings(max_examples=25)
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_hypothesis_architectures_match_torch(net):
     assert_matches_torch(net, np.random.default_rng(7))
 
@@ -366,6 +369,7 @@ def test_every_node_has_upstream_times_local_equal_to_downstream():
             assert node.downstream[source] == upstream * local
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_mixed_activations_with_cross_entropy_build_closed_forms_and_match_torch(rng):
     # relu under tanh under exp once sent sympy's assumption system through the whole
     # closed form at every node (minutes); closed forms are now built in well under a second
@@ -377,6 +381,7 @@ def test_mixed_activations_with_cross_entropy_build_closed_forms_and_match_torch
     assert_matches_torch(net, rng)
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_closed_forms_of_a_huge_network_are_refused_before_its_graph_is_built():
     # the README's 3x64x64 network: 12 million edges, an hour and 19 GB to build
     net = sb.Network((3, 64, 64), [

@@ -84,6 +84,7 @@ def torch_float32(net: sb.Network, x, y, params, reduce: str):
 
 
 @pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_every_operation_in_float32_is_float32_and_agrees_with_float64_and_torch(name, rng):
     net = CASES[name]
     d = net.derive()
@@ -110,6 +111,7 @@ SMALL_GRAPHS = [name for name in CASES if CASES[name].graph_edges <= 3000 and no
 
 
 @pytest.mark.parametrize("name", SMALL_GRAPHS)
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_the_per_node_program_in_float32_runs_on_float32_arrays(name, rng):
     # one sample of the per-node program runs on python floats in float64: in float32, on
     # arrays of one value per node, its weights arrays (1,)
@@ -159,6 +161,7 @@ def float64_arrays_in(run):
 
 
 @pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_no_float64_array_lives_anywhere_in_a_float32_module(name, rng):
     net = CASES[name]
     d = net.derive()
@@ -194,6 +197,7 @@ LOSSES = ["sse", "mse", "cross_entropy", "binary_cross_entropy"]
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("output", ["vector", "map"])
 @pytest.mark.parametrize("reduce", [None, "sum", "mean"])
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_every_loss_and_reduce_in_float32(loss, output, reduce, rng):
     last = sb.Dense(units=3, bias=True) if output == "vector" else sb.Conv2D(out_channels=3, kernel_size=1)
     net = sb.Network((2, 4, 4), [sb.Conv2D(out_channels=2, kernel_size=3, padding=1, activation="softplus"),
@@ -397,6 +401,7 @@ def test_derive_writes_float32_code_when_asked(tmp_path):
     assert "def _nodes(" not in text  # the per-node program's lead is on python floats: per layer alone
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_check_dtype_float32_says_what_it_compared_and_with_which_tolerance(capsys):
     assert main(["check", "--preset", "lenet5", "--samples", "1", "--dtype", "float32"]) == 0
     out = capsys.readouterr().out

@@ -19,6 +19,7 @@ def example():
     return module
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_one_epoch_from_the_same_weights_and_batches_ends_where_torch_ends(tmp_path):
     history = example().train(epochs=1, quiet=True, folder=tmp_path)
     ours, torch = history["final"]["symbackprop"], history["final"]["torch"]

@@ -283,6 +283,7 @@ def test_the_sheet_has_blanks_and_the_key_has_the_answers():
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_every_sheet_and_key_shows_on_github(name):
     files = render(NETWORKS[name](), 1)
     for kind in ("exercises", "solutions"):
@@ -394,6 +395,7 @@ def test_a_residual_sheet_compiles_without_lines_sticking_out(tmp_path):
 # ---- issue 19: every number on the sheet, every cell in the key, keys from printed numbers ------
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_the_front_of_a_sheet_prints_no_numbers_and_each_question_what_it_reads():
     """LeNet-5 seed 0: the front gives the network, not 3.5 pages of weights; exercise 1 prints,
     for each node asked, the input patch under its window and its kernel, and the key's z is the
@@ -421,6 +423,7 @@ def test_the_front_of_a_sheet_prints_no_numbers_and_each_question_what_it_reads(
         assert f"z^{{(1)}}_{{{node + 1}}}" in question
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_keys_show_every_cell_asked_for_computed_from_the_printed_numbers():
     """The 1x6x6 net of issue 19 (seed 0): asked for 3 rows and 6 columns, the key shows 3 x 6
     cells, the sixth column 0.02965, -0.7798, 0.7501 (0.02720 x 1.090, -0.7154 x 1.090 and
@@ -449,6 +452,7 @@ def printed_case(request):
     return exercise_set(NETWORKS[name](), seed)
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_a_student_who_works_with_the_printed_numbers_gets_the_keys_answers(printed_case):
     """Each key's number is the computation from the numbers its question prints, each step
     rounded as printed; and it stays within rounding of the exact (reference-checked) value."""

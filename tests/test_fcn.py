@@ -59,6 +59,7 @@ def test_map_losses_equal_torch_on_every_face(loss, rng):
 
 @pytest.mark.parametrize("style", ["layers", "nodes"])
 @pytest.mark.parametrize("reduce", [None, "sum", "mean"])
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_a_map_takes_class_indices_per_pixel_as_torch_does(style, reduce, rng):
     net = segmenter()
     x, _, params, labels = point(net, rng)  # labels (3, 4, 4): a class per pixel

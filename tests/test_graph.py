@@ -220,6 +220,7 @@ def test_the_input_read_twice_by_one_addition_gets_two_terms():
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_every_graph_equals_torch_through_every_reduce(name, rng):
     net = GRAPHS[name]()
     d = net.derive()

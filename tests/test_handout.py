@@ -160,6 +160,7 @@ def test_committed_article_handout_is_what_the_code_makes(suffix):
     assert (GOLDEN / "handout.pdf").read_bytes().startswith(b"%PDF")
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_the_handout_is_the_same_in_every_process():
     """Hash seeds change set and dict order of symbols; the text must not change with them."""
     script = (
@@ -183,6 +184,7 @@ def test_the_handout_is_the_same_in_every_process():
     }
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_no_dates_paths_or_stray_characters_in_the_documents():
     for name in ("article", "maxpool", "mlp"):
         for kind, text in texts(name).items():
@@ -829,6 +831,7 @@ def test_the_worked_fork_adds_up_both_paths_as_the_reference_computes_them():
         net, example.x, example.y, example.params).grads["W1"], rtol=1e-10)
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_the_graph_draws_the_fork_and_the_join():
     tex = graph_texts("residual_small")["handout.tex"]
     graph = tex.split(r"\section{The computational graph}")[1].split(r"\section")[0]
@@ -848,6 +851,7 @@ def test_the_graph_draws_the_fork_and_the_join():
     assert r"\draw[->, line width=0.5pt] (A7.west) -- ++(-0.90, 0) |- (A9.west);" in tiny
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_resnet_tiny_summary_writes_each_fork_as_a_sum_over_its_readers():
     tex = prose(graph_texts("resnet_tiny")["handout.tex"])
     assert "This is the summary" in tex
@@ -890,6 +894,7 @@ def _doc_paragraph_math(doc) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_no_fraction_shrinks_inline_in_running_text():
     from test_exercises import fcn_upsample
 
@@ -910,6 +915,7 @@ def test_one_meaning_per_symbol_and_every_symbol_in_the_notation_table():
     assert "$f,\\ i$" in texts("mlp")["handout.tex"]  # a dense network's tensor view: neuron, input
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_sums_are_in_natural_order_and_no_row_starts_with_a_lone_minus_y():
     tex = render_handout(sb.presets.lenet5(), "summary")["handout.tex"]
     assert r"\left(y_{1} + y_{2} + \cdots + y_{10}\right) e^{a^{(7)}_{1}}" in tex
@@ -948,6 +954,7 @@ def test_a_closed_form_is_one_piece_with_its_sentence():
     assert closed and all(part.startswith("\n\\begin{equation*}\n\\begin{aligned}") for part in closed)
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_long_position_sets_are_tables_and_the_layer_graph_is_compact():
     tex = render_handout(sb.presets.lenet5(), "summary")["handout.tex"]
     layer3 = tex.split(r"\subsection{Layer 3: convolution}")[1].split(r"\subsection")[0]
@@ -970,6 +977,7 @@ def test_a_network_without_parameters_gets_a_handout():
     parse(files["handout.md"])
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_a_derivation_shows_notebooks_a_summary_and_how_to_see_more():
     import time
 
@@ -1119,6 +1127,7 @@ def test_a_batch_norm_handout_works_one_sample_in_eval_mode_as_the_reference_doe
     assert "sections 1 to 5 follow one sample with the network in eval mode" in " ".join(tex.split())
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_the_batch_section_prints_the_compact_form_the_engine_derived_and_the_batchs_numbers():
     from symbackprop.document import handout
     from symbackprop.document.batch import BATCH, _Batch

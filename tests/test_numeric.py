@@ -80,6 +80,7 @@ def test_article_with_each_concrete_choice_matches_torch(article, rng, g, loss, 
 
 
 @given(networks())
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_numeric_equals_reference_and_torch(net):
     x, y, params = draw_point(net, np.random.default_rng(7))
     d = net.derive()
@@ -185,6 +186,7 @@ def test_per_sample_gradients_of_a_large_batch_run_the_per_node_program_on_the_s
 
 
 @given(networks())
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_finite_differences_agree_along_a_random_direction(net):
     # Central differences of the derived loss itself, along one random direction of all
     # parameters and x together: accurate to ~1e-8 here, so judged at 1e-6.
@@ -473,6 +475,7 @@ def test_the_graphs_cover_every_join_and_resnet_tiny_is_a_graph():
 
 @pytest.mark.parametrize("name, style", GRAPH_STYLES)
 @pytest.mark.parametrize("size", [1, 5])
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_graphs_give_torch_per_sample_gradients(graph_derivations, rng, name, style, size):
     net, d = graph(graph_derivations, name)
     x, y, params = graph_batch(net, rng, size)
@@ -591,6 +594,7 @@ def test_tracebacks_show_each_generated_module_its_own_lines_while_it_lives():
     assert f'File "{files[1]}", line' in shown and "W1 = params['W1']" in shown
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_numeric_calls_on_many_networks_leave_no_lines_behind_in_linecache():
     # each generated module's lines go with it: a numeric() call per network once left one
     # linecache entry each, for good

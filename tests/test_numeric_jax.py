@@ -30,6 +30,7 @@ def test_every_operation_gives_the_numpy_numbers(name, form, reduce, rng, monkey
 
 
 @pytest.mark.parametrize("reduce", [None, "mean"])
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_max_pooling_with_ties_and_padding(reduce, rng):
     net = network(OPERATIONS["maxpool, overlapping and padded"])
     d = net.derive()
@@ -40,6 +41,7 @@ def test_max_pooling_with_ties_and_padding(reduce, rng):
 
 
 @pytest.mark.parametrize("size", [0, 1])
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_empty_and_single_batches(size, rng):
     net = sb.presets.lenet5()
     d = net.derive()
@@ -112,6 +114,7 @@ def test_graphs_give_the_numbers_of_numpy_and_torch(name, rng):
         }
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_resnet_tiny_summed_over_a_batch_is_torch_backward(rng):
     net = sb.presets.resnet_tiny()
     x, y, params = graph_batch(net, rng, 6)
@@ -123,6 +126,7 @@ def test_resnet_tiny_summed_over_a_batch_is_torch_backward(rng):
 
 
 @pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_batch_normalisation_in_train_mode_gives_the_numpy_numbers(reduce, rng):
     # the batch's statistics from a channel's values as rows, dL/dx from the two sums
     net = sb.presets.resnet_tiny(batch_norm=True)
@@ -147,6 +151,7 @@ QUICK = ("conv", "maxpool, overlapping and padded", "lenet5")  # the others: a j
 @pytest.mark.parametrize("name", [
     name if name in QUICK else pytest.param(name, marks=pytest.mark.slow) for name in JAX_FLOAT32_CASES
 ])
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_float32_jax_arrays_stay_float32_and_give_the_numpy_float32_numbers(name, rng):
     import re
 

@@ -106,6 +106,7 @@ def test_one_sample_gives_its_own_gradients(case, rng):
 
 @pytest.mark.parametrize("reduce", ["sum", "mean"])
 @pytest.mark.parametrize("size", [1, 5])
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_reduced_gradients_are_torch_backward_of_the_batch_loss(case, rng, reduce, size):
     _, _, params = draw_point(case, rng)
     x, y = batch(case, rng, size, ties=True)
@@ -369,6 +370,7 @@ def test_chunks_keep_the_largest_array_near_four_megabytes():
 
 
 @given(networks())
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_per_layer_code_equals_the_per_node_program(net):
     rng = np.random.default_rng(11)
     _, _, params = draw_point(net, rng)
@@ -486,6 +488,7 @@ def test_lenet5_matches_torch_per_sample_and_summed(rng):
     assert_same_gradients(summed, *torch_reduced_loss_and_grads(net, x, y, params, "sum"))
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_the_module_grows_with_the_layers_not_the_image():
     def source(size: int, layers: int) -> str:
         convs = [sb.Conv2D(kernel_size=3, out_channels=4, padding=1, activation="relu")] * layers

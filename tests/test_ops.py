@@ -288,6 +288,7 @@ def batch_point(net: sb.Network, rng: np.random.Generator, size: int = 3):
 
 
 @pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_the_derived_program_equals_torch(case, derived, rng):
     net, f = CASES[case], derivation(derived, case).numeric()
     x, y, params = batch_point(net, rng)
@@ -314,6 +315,7 @@ def test_the_reference_equals_torch(case, rng):
 
 
 @pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_the_closed_forms_equal_torch(case, rng):
     assert_matches_torch(CASES[case], rng)
 
@@ -601,6 +603,7 @@ def test_every_subpackage_is_packaged():
 
 
 @given(networks(ops=True))
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_any_mix_of_operations_equals_torch(net):
     x, y, params = random_point(net, np.random.default_rng(11))
     by_torch = torch_loss_and_grads(net, x, y, params)

@@ -219,6 +219,7 @@ specs = (
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(spec=specs, as_json=st.booleans())
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_the_loader_gives_a_network_or_a_spec_error_for_any_structure(tmp_path, spec, as_json):
     if as_json:
         try:

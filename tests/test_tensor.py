@@ -133,6 +133,7 @@ def assert_formulas_are_the_engines(d: Derivation, number: int, sample: int | No
         assert_formula_is_the_engines(formula, values, f"layer {number}", d, number, source, sample, dz)
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_every_formula_at_every_index_is_the_engines_chain_form(derivation):
     for number in range(1, len(derivation.network.layers) + 1):
         assert_formulas_are_the_engines(derivation, number)
@@ -161,6 +162,7 @@ def test_random_networks_formulas_are_the_engines_chain_forms(net):
         assert all(f.check() for f in d.formulas(number) if isinstance(f, Fact))
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_the_settings_written_as_numbers_change_nothing(derivation):
     d = derivation
     for number in range(1, len(d.network.layers) + 1):
@@ -171,6 +173,7 @@ def test_the_settings_written_as_numbers_change_nothing(derivation):
                 assert sympy.expand(general.at(position, values) - concrete.at(position, values)) == 0
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_every_fact_holds_against_the_formula_it_restates(derivation):
     facts = [f for n in range(1, len(derivation.network.layers) + 1) for f in derivation.formulas(n)
              if isinstance(f, Fact)]
@@ -595,6 +598,7 @@ LAYERS = {
 
 
 @pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_formulas_and_facts_agree_with_the_reference_at_random_points(name, rng):
     # One layer, identity activation, L = ½ Σ (z − y)²: δ = z − y, read off the reference forward.
     net = sb.Network((2, 5, 4), [LAYERS[name]], loss="sse")
@@ -720,6 +724,7 @@ def assert_formulas_agree_with_the_reference(net: sb.Network, rng: np.random.Gen
 
 
 @pytest.mark.parametrize("name", GRAPH_NAMES)
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_graph_formulas_and_facts_agree_with_the_reference_at_random_points(name, rng):
     net = GRAPHS[name]()
     checked = assert_formulas_agree_with_the_reference(net, rng)

@@ -397,6 +397,7 @@ def test_the_residual_blocks_parameters_are_named_by_their_layers():
 
 
 @pytest.mark.parametrize("how", list(FLATTENS))
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_every_way_of_flattening_is_read_as_none_and_computes_the_same(how, rng):
     module = Flattening(FLATTENS[how])
     net = assert_autograds_gradients(module, (1, 3, 3), "sse", rng)

@@ -365,6 +365,7 @@ def test_an_activation_layer_g_is_judged_as_the_function_chosen():
 
 
 @pytest.mark.parametrize("case", list(GRAPHS))
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_every_graph_checks_out_in_both_codes(case):
     report = check(GRAPHS[case]().derive(), samples=1, seed=0)
     assert report.styles == ["layers", "nodes"]

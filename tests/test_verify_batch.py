@@ -146,6 +146,7 @@ def test_a_wrong_numeric_code_fails_the_check(monkeypatch):
     assert [row.name for row in report.runs[0].rows if not row.agree] == ["W4"]
 
 
+@pytest.mark.slow  # seconds: the quick run (-m "not slow") stays under a minute
 def test_a_generic_activation_after_batch_norm_is_checked_for_each_choice():
     report = verify.check(conv_bn(activation="g").derive(), samples=2)
     assert report.batch and report.agree
