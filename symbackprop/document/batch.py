@@ -28,7 +28,7 @@ import sympy
 from ..derivation import Derivation
 from ..latex import Row, aligned, break_expr, partial, sum_rows
 from ..network import Network
-from .common import Detail, DocumentPrinter, elide, node_rows, source_letter
+from .common import Detail, DocumentPrinter, elide, joined, node_rows, source_letter
 from .example import DRAWS, WorkedExample, _Evaluator, draw_values
 from .nodes import (
     Code,
@@ -39,7 +39,6 @@ from .nodes import (
     Displays,
     Equation,
     Figure,
-    Inline,
     Math,
     Paragraph,
     Section,
@@ -347,7 +346,7 @@ class _Batch:
         sigma = float(np.sqrt(self.values[stats[-1].symbol] + self.op.eps)) if len(stats) > 1 else None
         body: list = [
             Paragraph("With numbers: sample 1 is the worked example's, the others drawn with the same seed, the "
-                      "weights the same. Channel 1's statistics are ", *_joined(stat_values),
+                      "weights the same. Channel 1's statistics are ", *joined(stat_values),
                       "" if sigma is None else ", so ", *(() if sigma is None else
                       (Math(rf"\sigma^{{({l})}}_{{1}} = {fmt_v(sigma)}"),)),
                       "; its values, sample after sample, with the gradients the engine's chain forms give:"),
@@ -393,16 +392,6 @@ class _Batch:
             " — what sections 1 to 5 wrote.",
         )
 
-
-def _joined(items: list[Inline]) -> list[Inline]:
-    if len(items) <= 1:
-        return list(items)
-    out: list[Inline] = []
-    for k, item in enumerate(items):
-        if k:
-            out.append(" and " if k == len(items) - 1 else ", ")
-        out.append(item)
-    return out
 
 
 def _parameter_sums(d: Derivation, network: Network, number: int, fmt, sum_g: float, sum_gx: float) -> str:

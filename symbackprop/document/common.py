@@ -287,15 +287,16 @@ def fact_blocks(fact) -> list:
             )
             for letter, low, high in limits
         ]
-        said += ["The sum runs over ", *_listed_inline(ranges), " (entries outside a tensor read 0)"]
+        said += ["The sum runs over ", *joined(ranges), " (entries outside a tensor read 0)"]
     if plain:
-        said += ["; here " if said else "Here ", *_listed_inline([Math(p) for p in plain]), ": nothing is spread out"]
+        said += ["; here " if said else "Here ", *joined([Math(p) for p in plain]), ": nothing is spread out"]
     if said:
         blocks.append(Paragraph(*said, "."))
     return blocks
 
 
-def _listed_inline(items: list[Inline]) -> list[Inline]:
+def joined(items: list[Inline]) -> list[Inline]:
+    """The items as running text: "a", "a and b", "a, b and c"."""
     out: list[Inline] = []
     for k, item in enumerate(items):
         if k:

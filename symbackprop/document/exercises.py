@@ -66,6 +66,7 @@ from .common import (
     fact_blocks,
     formula_row,
     input_letter,
+    joined,
     labelled_cells,
     layer_table,
     lines,
@@ -446,7 +447,7 @@ class _Maker:
         for i in chosen:
             groups.setdefault(tuple(v for _, v in lg.z[i].terms), []).append(i)
         for inputs, nodes in groups.items():
-            named = _join([Math(d.tex_names[lg.z[i].symbol]) for i in nodes])
+            named = joined([Math(d.tex_names[lg.z[i].symbol]) for i in nodes])
             pairs = [f"{d.tex_names[v]} = {self.show(v)}" for v in inputs]
             blocks += [
                 Paragraph(*named, " read" + ("" if len(nodes) > 1 else "s") + ":"),
@@ -507,7 +508,7 @@ class _Maker:
             ),
             Paragraph(
                 "(a) Write the position sets ",
-                *_join([Math(f"p^{{({l})}}_{{{i + 1}}}") for i in chosen]),
+                *joined([Math(f"p^{{({l})}}_{{{i + 1}}}") for i in chosen]),
                 f": {op.position_note()}"
                 + (" (a dot where a place lies on the padding)" if padded else "")
                 + ".",
@@ -533,7 +534,7 @@ class _Maker:
                 "(b) ",
                 Math(f"{letter}_{{{j}}}"),
                 " is read by ",
-                *_join([Math(f"{node_letter}^{{({l})}}_{{{i}}}") for i in readers[j]]),
+                *joined([Math(f"{node_letter}^{{({l})}}_{{{i}}}") for i in readers[j]]),
                 f", at {place}s " if len(readers[j]) > 1 else f", at {place} ",
                 ", ".join(str(places[i]) for i in readers[j]),
                 " respectively" if len(readers[j]) > 1 else "",
@@ -979,7 +980,7 @@ class _Maker:
         if has_local:
             header.append(("local",))
         header.append((Math(rf"\partial \text{{node}} / \partial {output}"),))
-        named = _join([f"{r.number} ({r.layer.title})" for r in readers_])
+        named = joined([f"{r.number} ({r.layer.title})" for r in readers_])
         question = [
             Paragraph(
                 "The output ",
@@ -1156,7 +1157,7 @@ class _Maker:
                 f"Layer {l} ({b.op.describe()}) is in train mode: it normalises each channel with the statistics of "
                 f"the whole batch. The batch holds {b.batch} samples; channel 1 of its input holds the {M} values below "
                 "(sample after sample), each with the upstream gradient ", Math("g"),
-                " of the output it gives. The parameters: ", *_join(given), ".",
+                " of the output it gives. The parameters: ", *joined(given), ".",
             ),
             Table(tuple(Column("r") for _ in header), header, rows),
             Paragraph(
@@ -1233,14 +1234,6 @@ def _read_names(sources: tuple[int, ...]) -> str:
     )
     return " and ".join(parts)
 
-
-def _join(items: list[Inline]) -> list[Inline]:
-    out: list[Inline] = []
-    for k, item in enumerate(items):
-        if k:
-            out.append(" and " if k == len(items) - 1 else ", ")
-        out.append(item)
-    return out
 
 
 def _prefer(items: list, good) -> list:
