@@ -552,17 +552,8 @@ def torch_loss_and_grads(
     if dtype == "float64":
         losses, grads = torch_bridge.loss_and_grads(net, x[None], y[None], params, g, loss)
         return reference.Result(float(losses[0]), {name: grad[0] for name, grad in grads.items()})
-    torch = _torch()
-    kind = getattr(torch, dtype)
-    concrete = net.with_choices(g=g) if g is not None else net
-    model = torch_bridge.to_torch(concrete, params, exact=True).to(kind)  # weights and buffers
-    inputs = torch.tensor(np.asarray(x)[None], dtype=kind, requires_grad=True)
-    outputs = model(inputs).reshape(1, -1)
-    value = torch_bridge.torch_loss(net, loss)(outputs, torch.tensor(np.asarray(y)[None], dtype=kind))[0]
-    value.backward()
-    grads = {"x": inputs.grad[0].numpy()}
-    grads.update({name: p.grad.numpy() for name, p in zip(net.parameters, model.parameters())})
-    return reference.Result(float(value.detach()), grads)
+    batch = torch_batch_loss_and_grads(net, np.asarray(x)[None], np.asarray(y)[None], params, g, loss, dtype)
+    return reference.Result(batch.loss, {**batch.grads, "x": batch.grads["x"][0]})
 
 
 def torch_batch_loss_and_grads(
@@ -572,19 +563,22 @@ def torch_batch_loss_and_grads(
     params: Mapping[str, np.ndarray],
     g: str | None = None,
     loss: str | None = None,
+    dtype: str = "float64",
 ) -> reference.Result:
     """PyTorch autograd's summed loss of a batch x (B, *input), y (B, K) and its gradients
-    (x's per sample), in float64, the whole batch in one forward pass — its BatchNorm layers
-    in the network's mode (train: the batch's statistics)."""
+    (x's per sample), in float64 (or ``dtype``: weights, buffers and values alike), the whole
+    batch in one forward pass — its BatchNorm layers in the network's mode (train: the
+    batch's statistics)."""
     import torch
 
     from . import torch_bridge
 
+    kind = getattr(torch, dtype)
     concrete = net.with_choices(g=g) if g is not None and net.generic_activation else net
-    model = torch_bridge.to_torch(concrete, params, exact=True)
-    inputs = torch.tensor(np.asarray(x, dtype=float), requires_grad=True)
+    model = torch_bridge.to_torch(concrete, params, exact=True).to(kind)
+    inputs = torch.tensor(np.asarray(x), dtype=kind, requires_grad=True)
     outputs = model(inputs).reshape(len(x), net.output_size)
-    total = torch_bridge.torch_loss(net, loss)(outputs, torch.tensor(np.asarray(y, dtype=float))).sum()
+    total = torch_bridge.torch_loss(net, loss)(outputs, torch.tensor(np.asarray(y), dtype=kind)).sum()
     total.backward()
     grads = {"x": inputs.grad.numpy()}
     grads.update({name: p.grad.numpy() for name, p in zip(net.parameters, model.parameters())})
